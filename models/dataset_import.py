@@ -1,0 +1,748 @@
+"""Import a dataset of human ratings (``accord import``'s engine) and summarize a stored dataset.
+
+``import_dataset`` reads and validates every file completely in memory first (``read_import``), then
+writes the dataset, its items, annotators and ratings in ONE transaction with bulk inserts. Any problem
+raises ``DatasetImportError`` whose message is one line naming file, row and column, and the database is
+left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sqlalchemy import Connection, Table as SqlTable, delete, func, insert, select, update
+from sqlalchemy.engine import Engine
+
+from accord.models.import_formats import (
+    DatasetImportError,
+    Table,
+    is_missing_scalar,
+    parse_conversation,
+    read_table,
+    show,
+)
+from accord.models.import_spec import ImportSpec, LabelMap, match_columns, normalize_label
+from accord.models.schema import Annotator, Campaign, Dataset, HumanRating, Item, Project, RatingRequest, Run, utcnow
+
+__all__ = [
+    "DatasetImportError",
+    "ImportReport",
+    "ImportSpec",
+    "ParsedDataset",
+    "import_dataset",
+    "read_import",
+    "summarize_dataset",
+]
+
+MAX_ID_LENGTH = 200
+MAX_RAW_LABEL_LENGTH = 500
+INSERT_CHUNK = 20_000
+NON_RESPONDER_SPEAKERS = {"USER", "SYSTEM", "HUMAN"}
+
+RatingRow = tuple[str, str, str, float | None, str]  # item, annotator, dimension, value, raw label
+
+
+@dataclass
+class ImportReport:
+    dataset_id: int
+    name: str
+    n_items: int
+    n_annotators: int
+    n_ratings: int
+    dimensions: list[str]
+    warnings: list[str] = field(default_factory=list)
+    replaced: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class ParsedDataset:
+    """A fully validated import, ready to write."""
+
+    items: dict[str, dict[str, Any]]  # external id -> {"content": ..., "meta": ...}, in file order
+    annotators: dict[str, dict[str, Any]]  # external id -> attributes
+    ratings: list[RatingRow]
+    dimensions: list[str]
+    label_maps: dict[str, LabelMap]
+    source: str
+    warnings: list[str] = field(default_factory=list)
+
+
+# --- cells -------------------------------------------------------------------------------------------
+
+
+class _CellProblem(Exception):
+    """A bad cell; the caller adds file, row and column."""
+
+
+def _ident(value: Any) -> str:
+    if is_missing_scalar(value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _label_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool) or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    return json.loads(json.dumps(value, ensure_ascii=False, default=str))
+
+
+class _Missing:
+    """Which cells mean 'no value': None, NaN, blank, and the spec's ``missing_labels``."""
+
+    def __init__(self, missing_labels: list[str]) -> None:
+        self.exact = {m.strip() for m in missing_labels} | {""}
+        self.normalized = {normalize_label(m) for m in missing_labels}
+
+    def __call__(self, value: Any) -> bool:
+        if is_missing_scalar(value):
+            return True
+        if isinstance(value, str):
+            text = value.strip()
+            return text in self.exact or normalize_label(text) in self.normalized
+        return False
+
+
+def _blank(value: Any) -> bool:
+    return is_missing_scalar(value) or (isinstance(value, str) and not value.strip())
+
+
+class _RatingReader:
+    """Turns one rating cell into (value, raw label), or None for a missing cell."""
+
+    def __init__(self, dimension: str, label_map: LabelMap | None, missing: _Missing) -> None:
+        self.dimension = dimension
+        self.label_map = label_map
+        self.normalized = {normalize_label(k): v for k, v in (label_map or {}).items()}
+        self.missing = missing
+        self.cache: dict[tuple[type, Any], tuple[float | None, str] | None] = {}
+
+    def read(self, cell: Any) -> tuple[float | None, str] | None:
+        try:
+            key = (type(cell), cell)
+            hit = self.cache.get(key, self)
+        except TypeError:  # unhashable (a list from JSON)
+            return self._resolve(cell)
+        if hit is self:
+            hit = self.cache[key] = self._resolve(cell)
+        return hit  # type: ignore[return-value]
+
+    def _resolve(self, cell: Any) -> tuple[float | None, str] | None:
+        if is_missing_scalar(cell):
+            return None
+        raw = _label_text(cell)
+        text = raw.strip()
+        label = text[:MAX_RAW_LABEL_LENGTH]
+        if self.label_map is not None:
+            if raw in self.label_map:
+                return self.label_map[raw], label
+            if text in self.label_map:
+                return self.label_map[text], label
+            if text in self.missing.exact:
+                return None
+            norm = normalize_label(text)
+            if norm in self.normalized:
+                return self.normalized[norm], label
+            if norm in self.missing.normalized:
+                return None
+            known = ", ".join(self.label_map) or "(none)"
+            raise _CellProblem(
+                f"unmapped label {show(text)} for dimension {self.dimension!r}; known labels: {known}"
+            )
+        if self.missing(cell):
+            return None
+        if isinstance(cell, bool):
+            return float(cell), label
+        if isinstance(cell, (int, float)):
+            number = float(cell)
+        else:
+            try:
+                number = float(text)
+            except ValueError:
+                raise _CellProblem(
+                    f"unparseable number {show(text)} (dimension {self.dimension!r} has no label_map, "
+                    "so its ratings must be numbers)"
+                ) from None
+        if math.isnan(number):
+            return None
+        if not math.isfinite(number):
+            raise _CellProblem(f"rating {show(text)} is not a finite number")
+        return number, label
+
+
+# --- reading and validating ---------------------------------------------------------------------------
+
+
+def _ids(table: Table, column: str, role: str) -> list[str]:
+    values = table.require(column, role)
+    ids = [_ident(v) for v in values]
+    for index, eid in enumerate(ids):
+        if not eid:
+            raise DatasetImportError(f"{table.where(index, column)}: empty {role}")
+        if len(eid) > MAX_ID_LENGTH:
+            raise DatasetImportError(
+                f"{table.where(index, column)}: {role} {show(eid)} is longer than {MAX_ID_LENGTH} characters"
+            )
+    return ids
+
+
+def _unique_ids(table: Table, column: str, role: str) -> tuple[list[str], dict[str, int]]:
+    ids = _ids(table, column, role)
+    first: dict[str, int] = {}
+    for index, eid in enumerate(ids):
+        if eid in first:
+            raise DatasetImportError(
+                f"{table.where(index, column)}: {role} {eid!r} appears twice "
+                f"(first on {table.unit} {table.row_numbers[first[eid]]})"
+            )
+        first[eid] = index
+    return ids, first
+
+
+def _first_rows(ids: list[str]) -> dict[str, int]:
+    first: dict[str, int] = {}
+    for index, eid in enumerate(ids):
+        first.setdefault(eid, index)
+    return first
+
+
+def _collect(
+    table: Table,
+    ids: list[str],
+    column: str,
+    role: str,
+    entity: str,
+    is_missing: Callable[[Any], bool],
+    convert: Callable[[Any], Any],
+) -> dict[str, tuple[Any, int]]:
+    """Per entity id, its value of ``column`` and the row it came from; two different values for the
+    same entity is an error naming both rows."""
+    values = table.require(column, role)
+    found: dict[str, tuple[Any, int]] = {}
+    for index, (eid, value) in enumerate(zip(ids, values)):
+        if is_missing(value):
+            continue
+        value = convert(value)
+        previous = found.get(eid)
+        if previous is None:
+            found[eid] = (value, index)
+        elif previous[0] != value:
+            raise DatasetImportError(
+                f"{table.where(index, column)}: {entity} {eid!r} has {show(value)} here but {show(previous[0])} "
+                f"on {table.unit} {table.row_numbers[previous[1]]}"
+            )
+    return found
+
+
+@dataclass
+class _Source:
+    """A table that holds rows of some entity (items or annotators), with that entity's id per row."""
+
+    table: Table
+    ids: list[str]
+
+
+def _pick_source(column: str, role: str, sources: list[_Source]) -> _Source:
+    for source in sources:
+        if source.table.has(column):
+            return source
+    sources[0].table.require(column, role)  # raises: names the first (preferred) file and its columns
+    raise AssertionError("unreachable")
+
+
+def _read_ratings(
+    spec: ImportSpec, table: Table, readers: dict[str, _RatingReader], excluded: set[str]
+) -> tuple[list[RatingRow], list[str], list[str] | None]:
+    """Ratings, the item id of every row, and (long layout) the annotator id of every row."""
+    item_ids = _ids(table, spec.item_col, "item id")
+    ratings: list[RatingRow] = []
+    seen: dict[tuple[str, str, str], int] = {}
+    unit, numbers = table.unit, table.row_numbers
+
+    def add(index: int, item: str, annotator: str, dimension: str, column: str, cell: Any) -> None:
+        try:
+            got = readers[dimension].read(cell)
+        except _CellProblem as problem:
+            raise DatasetImportError(f"{table.where(index, column)}: {problem}") from None
+        if got is None:
+            return
+        key = (item, annotator, dimension)
+        first = seen.get(key)
+        if first is not None:
+            raise DatasetImportError(
+                f"{table.where(index, column)}: duplicate rating of item {item!r} by annotator {annotator!r} "
+                f"for dimension {dimension!r} (first on {unit} {numbers[first]})"
+            )
+        seen[key] = index
+        ratings.append((item, annotator, dimension, got[0], got[1]))
+
+    if spec.layout == "long":
+        annotator_ids = _ids(table, spec.annotator_col, "annotator id")
+        columns = [
+            (column, dimension, table.require(column, f"ratings of dimension {dimension!r}"))
+            for column, dimension in spec.rating_columns().items()
+        ]
+        for index in range(len(table)):
+            for column, dimension, values in columns:
+                add(index, item_ids[index], annotator_ids[index], dimension, column, values[index])
+        return ratings, item_ids, annotator_ids
+
+    assert spec.annotator_columns is not None
+    candidates = [c for c in table.column_order if c not in excluded]
+    annotator_columns = match_columns(spec.annotator_columns, candidates)
+    if not annotator_columns:
+        raise DatasetImportError(
+            f"{table.header_where()}: no column matches annotator_columns {show(spec.annotator_columns)}; "
+            f"the columns are: {', '.join(table.column_order)}"
+        )
+    for column in annotator_columns:
+        table.require(column, "annotator ratings")
+        if len(column.strip()) > MAX_ID_LENGTH:
+            raise DatasetImportError(f"{table.header_where()}: annotator column name {show(column)} is too long")
+    dimension = spec.dimension
+    for column in annotator_columns:
+        values = table.columns[column]
+        annotator = column.strip()
+        for index in range(len(table)):
+            add(index, item_ids[index], annotator, dimension, column, values[index])
+    return ratings, item_ids, None
+
+
+def _build_items(
+    spec: ImportSpec,
+    order: list[str],
+    sources: list[_Source],
+    missing: _Missing,
+    warnings: list[str],
+) -> dict[str, dict[str, Any]]:
+    first_rows = {id(s): _first_rows(s.ids) for s in sources}
+
+    def column_values(column: str, role: str, blank_only: bool) -> tuple[_Source, dict[str, tuple[Any, int]]]:
+        source = _pick_source(column, role, sources)
+        is_missing = _blank if blank_only else missing
+        convert = (lambda v: v) if blank_only else _json_scalar
+        return source, _collect(source.table, source.ids, column, role, "item", is_missing, convert)
+
+    def where(source: _Source, eid: str, column: str) -> str:
+        return source.table.where(first_rows[id(source)][eid], column)
+
+    main_col = spec.text_col or spec.conversation_col
+    assert main_col is not None
+    main_source, main_values = column_values(main_col, "item content", blank_only=True)
+    response_source, response_values = (None, {})
+    if spec.response_col:
+        response_source, response_values = column_values(spec.response_col, "final response", blank_only=True)
+    meta_values = [(c, column_values(c, "item metadata", blank_only=False)[1]) for c in spec.item_meta_cols]
+
+    items: dict[str, dict[str, Any]] = {}
+    pending_response: dict[str, str] = {}  # item -> its own last responder, if any
+    responders: Counter[str] = Counter()
+    leading_text = 0
+    for eid in order:
+        cell = main_values.get(eid)
+        if spec.text_col:
+            text = None if cell is None else str(cell[0]).strip()
+            if spec.response_col:
+                turns = [{"speaker": "USER", "text": text}] if text else []
+                content: dict[str, Any] = {"kind": "conversation", "turns": turns}
+            else:
+                if not text:
+                    raise DatasetImportError(f"{where(main_source, eid, main_col)}: empty text for item {eid!r}")
+                content = {"kind": "text", "text": text}
+        else:
+            turns = []
+            if cell is not None:
+                try:
+                    turns, leading = parse_conversation(cell[0])
+                except ValueError as exc:
+                    raise DatasetImportError(
+                        f"{main_source.table.where(cell[1], main_col)}: cannot read the conversation: {exc}"
+                    ) from None
+                leading_text += leading
+            for turn in turns:
+                if turn["speaker"] not in NON_RESPONDER_SPEAKERS:
+                    responders[turn["speaker"]] += 1
+                    pending_response[eid] = turn["speaker"]
+            content = {"kind": "conversation", "turns": turns}
+        if spec.response_col:
+            assert response_source is not None
+            response = response_values.get(eid)
+            if response is None:
+                raise DatasetImportError(
+                    f"{where(response_source, eid, spec.response_col)}: empty response for item {eid!r}"
+                )
+            content["turns"].append({"speaker": "", "text": str(response[0]).strip()})
+        if content["kind"] == "conversation" and not content["turns"]:
+            raise DatasetImportError(f"{where(main_source, eid, main_col)}: empty conversation for item {eid!r}")
+        meta = {column: values[eid][0] for column, values in meta_values if eid in values}
+        items[eid] = {"content": content, "meta": meta}
+
+    if spec.response_col:
+        fallback = spec.response_speaker.strip().upper() if spec.response_speaker else None
+        common = responders.most_common(1)[0][0] if responders else "ASSISTANT"
+        for eid, item in items.items():
+            item["content"]["turns"][-1]["speaker"] = fallback or pending_response.get(eid, common)
+    if leading_text:
+        warnings.append(
+            f"{leading_text} conversation(s) began with text before any 'SPEAKER:' line; it became a USER turn"
+        )
+    return items
+
+
+def _build_annotators(
+    spec: ImportSpec,
+    order: list[str],
+    sources: list[_Source],
+    annotators_table: Table | None,
+    missing: _Missing,
+) -> dict[str, dict[str, Any]]:
+    columns = list(spec.attribute_cols)
+    if not columns and annotators_table is not None:
+        columns = [c for c in annotators_table.column_order if c != spec.annotator_col]
+    attributes: dict[str, dict[str, Any]] = {eid: {} for eid in order}
+    for column in columns:
+        source = _pick_source(column, "annotator attribute", sources)
+        values = _collect(source.table, source.ids, column, "annotator attribute", "annotator", missing, _json_scalar)
+        for eid, (value, _row) in values.items():
+            if eid in attributes:
+                attributes[eid][column] = value
+    return attributes
+
+
+def _source_text(spec: ImportSpec) -> str:
+    parts = [
+        f"{role}={path}"
+        for role, path in (("ratings", spec.ratings_file), ("items", spec.items_file), ("annotators", spec.annotators_file))
+        if path is not None
+    ]
+    text = "; ".join(parts)
+    return text if len(text) <= 1000 else text[:999] + "…"
+
+
+def read_import(spec: ImportSpec) -> ParsedDataset:
+    """Read and validate every file of ``spec`` without touching any database."""
+    missing = _Missing(spec.missing_labels)
+    dimensions = spec.dimensions()
+    label_maps = spec.label_maps()
+    warnings: list[str] = []
+
+    ratings_table = read_table(spec.ratings_file) if spec.ratings_file is not None else None
+    items_table = read_table(spec.items_file) if spec.items_file is not None else None
+    annotators_table = read_table(spec.annotators_file) if spec.annotators_file is not None else None
+
+    item_side = {c for c in (spec.item_col, spec.text_col, spec.conversation_col, spec.response_col) if c}
+    excluded = item_side | set(spec.item_meta_cols) | set(spec.attribute_cols)
+
+    ratings: list[RatingRow] = []
+    item_sources: list[_Source] = []
+    annotator_sources: list[_Source] = []
+    item_order: list[str] = []
+    annotator_order: list[str] = []
+
+    if items_table is not None:
+        item_ids, _first = _unique_ids(items_table, spec.item_col, "item id")
+        item_sources.append(_Source(items_table, item_ids))
+        item_order = list(item_ids)
+    if annotators_table is not None:
+        annotator_ids, _first = _unique_ids(annotators_table, spec.annotator_col, "annotator id")
+        annotator_sources.append(_Source(annotators_table, annotator_ids))
+        annotator_order = list(annotator_ids)
+
+    if ratings_table is not None:
+        readers = {d: _RatingReader(d, label_maps.get(d), missing) for d in dimensions}
+        ratings, row_items, row_annotators = _read_ratings(spec, ratings_table, readers, excluded)
+        item_sources.append(_Source(ratings_table, row_items))
+        if row_annotators is not None:
+            annotator_sources.append(_Source(ratings_table, row_annotators))
+        if items_table is not None:
+            known = set(item_order)
+            for index, eid in enumerate(row_items):
+                if eid not in known:
+                    raise DatasetImportError(
+                        f"{ratings_table.where(index, spec.item_col)}: item {eid!r} is not in the items file "
+                        f"{items_table.name}"
+                    )
+        else:
+            item_order = list(_first_rows(row_items))
+        known_annotators = set(annotator_order)
+        rated_annotators = list(dict.fromkeys(r[1] for r in ratings))
+        unlisted = [a for a in rated_annotators if a not in known_annotators]
+        if annotators_table is not None and unlisted:
+            warnings.append(
+                f"{len(unlisted)} annotator(s) with ratings are not in {annotators_table.name} "
+                f"(e.g. {unlisted[0]!r}); they have no attributes"
+            )
+        annotator_order += unlisted
+        rated_items = {r[0] for r in ratings}
+        unrated = sum(1 for eid in item_order if eid not in rated_items)
+        if unrated:
+            warnings.append(f"{unrated} item(s) have no ratings")
+        rated_set = set(rated_annotators)
+        idle = sum(1 for a in annotator_order if a not in rated_set)
+        if idle:
+            warnings.append(f"{idle} annotator(s) have no ratings")
+        per_dimension = Counter(r[2] for r in ratings)
+        for dimension in dimensions:
+            if not per_dimension[dimension]:
+                warnings.append(f"dimension {dimension!r} has no ratings (every cell is empty)")
+
+    if spec.attribute_cols and not annotator_sources:
+        raise DatasetImportError(
+            "import spec: attribute_cols need an annotators_file (or a long-layout ratings file holding them)"
+        )
+    items = _build_items(spec, item_order, item_sources, missing, warnings)
+    annotators = _build_annotators(spec, annotator_order, annotator_sources, annotators_table, missing)
+    return ParsedDataset(
+        items=items,
+        annotators=annotators,
+        ratings=ratings,
+        dimensions=dimensions,
+        label_maps=label_maps,
+        source=_source_text(spec),
+        warnings=warnings,
+    )
+
+
+# --- writing ------------------------------------------------------------------------------------------
+
+
+def _table(model: Any) -> SqlTable:
+    return model.__table__  # type: ignore[no-any-return]
+
+
+def _find_dataset(conn: Connection, name: str, project_id: int | None) -> int | None:
+    datasets = _table(Dataset)
+    owner = datasets.c.project_id.is_(None) if project_id is None else datasets.c.project_id == project_id
+    return conn.execute(select(datasets.c.id).where(datasets.c.name == name, owner)).scalar()
+
+
+def _check_preconditions(conn: Connection, spec: ImportSpec) -> int | None:
+    if spec.project_id is not None:
+        projects = _table(Project)
+        if conn.execute(select(projects.c.id).where(projects.c.id == spec.project_id)).scalar() is None:
+            raise DatasetImportError(f"import spec: project_id: no project with id {spec.project_id}")
+    existing = _find_dataset(conn, spec.name, spec.project_id)
+    if existing is None:
+        return None
+    if not spec.replace:
+        raise DatasetImportError(
+            f"a dataset named {spec.name!r} already exists (id {existing}); choose another name or replace it"
+        )
+    runs, campaigns, requests, items = _table(Run), _table(Campaign), _table(RatingRequest), _table(Item)
+    n_runs = conn.execute(
+        select(func.count())
+        .select_from(runs.join(campaigns, runs.c.campaign_id == campaigns.c.id))
+        .where(campaigns.c.dataset_id == existing)
+    ).scalar_one()
+    n_requests = conn.execute(
+        select(func.count())
+        .select_from(requests.join(items, requests.c.item_id == items.c.id))
+        .where(items.c.dataset_id == existing)
+    ).scalar_one()
+    if n_runs or n_requests:
+        raise DatasetImportError(
+            f"dataset {spec.name!r} (id {existing}) has {n_runs} run(s) and cannot be replaced, since their "
+            "results refer to its items; import it under another name"
+        )
+    return existing
+
+
+def _delete_contents(conn: Connection, dataset_id: int) -> None:
+    items, annotators, ratings = _table(Item), _table(Annotator), _table(HumanRating)
+    item_ids = select(items.c.id).where(items.c.dataset_id == dataset_id).scalar_subquery()
+    conn.execute(delete(ratings).where(ratings.c.item_id.in_(item_ids)))
+    annotator_ids = select(annotators.c.id).where(annotators.c.dataset_id == dataset_id).scalar_subquery()
+    conn.execute(delete(ratings).where(ratings.c.annotator_id.in_(annotator_ids)))
+    conn.execute(delete(items).where(items.c.dataset_id == dataset_id))
+    conn.execute(delete(annotators).where(annotators.c.dataset_id == dataset_id))
+
+
+def _insert_many(conn: Connection, table: SqlTable, rows: list[dict[str, Any]]) -> None:
+    for start in range(0, len(rows), INSERT_CHUNK):
+        chunk = rows[start : start + INSERT_CHUNK]
+        if chunk:  # an empty parameter list would insert one row of defaults
+            conn.execute(insert(table), chunk)
+
+
+def _id_map(conn: Connection, table: SqlTable, dataset_id: int) -> dict[str, int]:
+    rows = conn.execute(select(table.c.external_id, table.c.id).where(table.c.dataset_id == dataset_id))
+    return {external: internal for external, internal in rows}
+
+
+def write_dataset(engine: Engine, spec: ImportSpec, parsed: ParsedDataset) -> tuple[int, bool]:
+    """Write a validated import in one transaction; the dataset id and whether an old one was replaced."""
+    datasets = _table(Dataset)
+    fields = {
+        "description": spec.description,
+        "source": parsed.source,
+        "label_map": parsed.label_maps,
+        "dimensions": parsed.dimensions,
+        "created_at": utcnow(),
+    }
+    with engine.begin() as conn:
+        existing = _check_preconditions(conn, spec)
+        if existing is not None:
+            _delete_contents(conn, existing)
+            conn.execute(update(datasets).where(datasets.c.id == existing).values(**fields))
+            dataset_id = existing
+        else:
+            result = conn.execute(insert(datasets).values(name=spec.name, project_id=spec.project_id, **fields))
+            dataset_id = int(result.inserted_primary_key[0])
+        items_table, annotators_table = _table(Item), _table(Annotator)
+        _insert_many(
+            conn,
+            items_table,
+            [
+                {"dataset_id": dataset_id, "external_id": eid, "content": item["content"], "metadata": item["meta"]}
+                for eid, item in parsed.items.items()
+            ],
+        )
+        _insert_many(
+            conn,
+            annotators_table,
+            [
+                {"dataset_id": dataset_id, "external_id": eid, "attributes": attributes}
+                for eid, attributes in parsed.annotators.items()
+            ],
+        )
+        item_ids = _id_map(conn, items_table, dataset_id)
+        annotator_ids = _id_map(conn, annotators_table, dataset_id)
+        _insert_many(
+            conn,
+            _table(HumanRating),
+            [
+                {
+                    "item_id": item_ids[item],
+                    "annotator_id": annotator_ids[annotator],
+                    "dimension": dimension,
+                    "value": value,
+                    "raw_label": raw,
+                }
+                for item, annotator, dimension, value, raw in parsed.ratings
+            ],
+        )
+    return dataset_id, existing is not None
+
+
+def import_dataset(engine: Engine, spec: ImportSpec) -> ImportReport:
+    """Import the files of ``spec`` as a new dataset (or replace one, with ``spec.replace``).
+
+    Raises ``DatasetImportError`` (one line naming file/row/column) and leaves the database untouched on
+    any problem."""
+    started = time.perf_counter()
+    with engine.connect() as conn:  # fail fast on a taken name, before reading large files
+        _check_preconditions(conn, spec)
+    parsed = read_import(spec)
+    dataset_id, replaced = write_dataset(engine, spec, parsed)
+    return ImportReport(
+        dataset_id=dataset_id,
+        name=spec.name,
+        n_items=len(parsed.items),
+        n_annotators=len(parsed.annotators),
+        n_ratings=len(parsed.ratings),
+        dimensions=list(parsed.dimensions),
+        warnings=list(parsed.warnings),
+        replaced=replaced,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+# --- summary ------------------------------------------------------------------------------------------
+
+
+def _spread(counts: list[int]) -> dict[str, float]:
+    if not counts:
+        return {"min": 0, "median": 0, "max": 0}
+    return {"min": min(counts), "median": float(statistics.median(counts)), "max": max(counts)}
+
+
+def summarize_dataset(engine: Engine, dataset_id: int) -> dict[str, Any]:
+    """Counts of a stored dataset: items, annotators, ratings (per dimension), annotators per attribute
+    value (and how many lack each attribute), ratings per item and per annotator (min/median/max)."""
+    datasets, items, annotators, ratings = _table(Dataset), _table(Item), _table(Annotator), _table(HumanRating)
+    with engine.connect() as conn:
+        row = conn.execute(select(datasets).where(datasets.c.id == dataset_id)).mappings().first()
+        if row is None:
+            raise LookupError(f"no dataset with id {dataset_id}")
+        per_item = [
+            int(n)
+            for (n,) in conn.execute(
+                select(func.count(ratings.c.id))
+                .select_from(items.outerjoin(ratings, ratings.c.item_id == items.c.id))
+                .where(items.c.dataset_id == dataset_id)
+                .group_by(items.c.id)
+            )
+        ]
+        per_annotator = [
+            int(n)
+            for (n,) in conn.execute(
+                select(func.count(ratings.c.id))
+                .select_from(annotators.outerjoin(ratings, ratings.c.annotator_id == annotators.c.id))
+                .where(annotators.c.dataset_id == dataset_id)
+                .group_by(annotators.c.id)
+            )
+        ]
+        per_dimension = {
+            dimension: int(n)
+            for dimension, n in conn.execute(
+                select(ratings.c.dimension, func.count(ratings.c.id))
+                .select_from(ratings.join(items, ratings.c.item_id == items.c.id))
+                .where(items.c.dataset_id == dataset_id)
+                .group_by(ratings.c.dimension)
+            )
+        }
+        attribute_rows = [
+            attrs or {}
+            for (attrs,) in conn.execute(select(annotators.c.attributes).where(annotators.c.dataset_id == dataset_id))
+        ]
+    names = sorted({name for attrs in attribute_rows for name in attrs})
+    value_counts: dict[str, dict[str, int]] = {}
+    lacking: dict[str, int] = {}
+    for name in names:
+        counter: Counter[str] = Counter(
+            attrs[name] if isinstance(attrs[name], str) else json.dumps(attrs[name])
+            for attrs in attribute_rows
+            if name in attrs
+        )
+        value_counts[name] = dict(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
+        lacking[name] = sum(1 for attrs in attribute_rows if name not in attrs)
+    return {
+        "dataset_id": dataset_id,
+        "name": row["name"],
+        "project_id": row["project_id"],
+        "description": row["description"],
+        "source": row["source"],
+        "dimensions": list(row["dimensions"] or []),
+        "label_map": dict(row["label_map"] or {}),
+        "n_items": len(per_item),
+        "n_annotators": len(per_annotator),
+        "n_ratings": sum(per_item),
+        "ratings_per_dimension": per_dimension,
+        "ratings_per_item": _spread(per_item),
+        "ratings_per_annotator": _spread(per_annotator),
+        "items_without_ratings": sum(1 for n in per_item if n == 0),
+        "attributes": value_counts,
+        "annotators_missing_attribute": lacking,
+    }

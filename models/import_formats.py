@@ -1,0 +1,323 @@
+"""Reading tabular import files (CSV/TSV, JSONL/JSON, Parquet; text formats optionally gzipped) into
+column-wise tables that remember, for every data row, where it sits in the file.
+
+Every problem found while reading raises ``DatasetImportError`` whose message is one line naming the file
+and the place in it: for CSV and JSONL the line number as an editor shows it (a CSV record spanning several
+lines because of quoted newlines is named by its first line), for Parquet the 1-based data row.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TEXT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+BINARY_FORMATS = {".parquet": "parquet", ".pq": "parquet"}
+SUPPORTED_EXTENSIONS = sorted(
+    [*TEXT_FORMATS, *BINARY_FORMATS, *(f"{ext}.gz" for ext in TEXT_FORMATS)]
+)
+
+
+class DatasetImportError(ValueError):
+    """An import that cannot go ahead. ``str(error)`` is one line naming file, row and column."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A value quoted for an error message, on one line and cut to ``limit`` characters."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return repr(text) if isinstance(value, str) else text
+
+
+@dataclass
+class Table:
+    """A file's data rows, column by column. ``row_numbers[i]`` is how a person finds row ``i``."""
+
+    path: Path
+    fmt: str
+    columns: dict[str, list[Any]]
+    row_numbers: list[int]
+    unit: str = "line"  # "line" for CSV/JSONL, "row" for Parquet
+    column_order: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.row_numbers)
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def where(self, index: int, column: str | None = None) -> str:
+        """``'ratings.csv: line 17, column 'Q_overall''`` for error messages."""
+        place = f"{self.name}: {self.unit} {self.row_numbers[index]}"
+        return f"{place}, column {column!r}" if column is not None else place
+
+    def header_where(self) -> str:
+        return f"{self.name}: line 1 (header)" if self.fmt in ("csv", "tsv") else f"{self.name}"
+
+    def has(self, column: str) -> bool:
+        return column in self.columns
+
+    def require(self, column: str, role: str) -> list[Any]:
+        if column not in self.columns:
+            existing = ", ".join(self.column_order) or "(none)"
+            raise DatasetImportError(
+                f"{self.header_where()}: no column {column!r} ({role}); the columns are: {existing}"
+            )
+        return self.columns[column]
+
+
+def detect_format(path: Path) -> tuple[str, bool]:
+    """The format name and whether the file is gzipped, from the file name."""
+    name = path.name.lower()
+    gz = name.endswith(".gz")
+    stem = name[:-3] if gz else name
+    suffix = Path(stem).suffix
+    if suffix in TEXT_FORMATS:
+        return TEXT_FORMATS[suffix], gz
+    if suffix in BINARY_FORMATS and not gz:
+        return BINARY_FORMATS[suffix], False
+    raise DatasetImportError(
+        f"{path}: unsupported file extension {''.join(path.suffixes) or '(none)'!r}; "
+        f"supported: {', '.join(SUPPORTED_EXTENSIONS)}"
+    )
+
+
+def read_table(path: Path | str) -> Table:
+    """Read one import file by its extension. Raises ``DatasetImportError`` for any problem."""
+    path = Path(path)
+    fmt, gz = detect_format(path)
+    if not path.is_file():
+        raise DatasetImportError(f"{path}: file not found")
+    raw = path.read_bytes()
+    if gz:
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DatasetImportError(f"{path}: not a valid gzip file ({exc})") from None
+    if not raw.strip():
+        raise DatasetImportError(f"{path}: empty file")
+    if fmt == "parquet":
+        table = _read_parquet(path, raw)
+    else:
+        text = decode_utf8(path, raw)
+        if fmt in ("csv", "tsv"):
+            table = _read_delimited(path, fmt, text)
+        elif fmt == "jsonl":
+            table = _read_jsonl(path, text)
+        else:
+            table = _read_json_array(path, text)
+    if len(table) == 0:
+        raise DatasetImportError(f"{path}: empty file (no data rows)")
+    return table
+
+
+def decode_utf8(path: Path, raw: bytes) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        bad = raw[exc.start : exc.start + 1].hex()
+        raise DatasetImportError(
+            f"{path}: line {line}, byte offset {exc.start}: not valid UTF-8 (byte 0x{bad}); "
+            "save the file as UTF-8"
+        ) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _check_header(path: Path, header: list[str]) -> list[str]:
+    names = [h.strip() for h in header]
+    seen: dict[str, int] = {}
+    for pos, name in enumerate(names, start=1):
+        if not name:
+            raise DatasetImportError(f"{path}: line 1 (header), field {pos}: empty column name")
+        if name in seen:
+            raise DatasetImportError(
+                f"{path}: line 1 (header): column {name!r} appears twice (fields {seen[name]} and {pos})"
+            )
+        seen[name] = pos
+    return names
+
+
+def _read_delimited(path: Path, fmt: str, text: str) -> Table:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DatasetImportError(f"{path}: empty file") from None
+    except csv.Error as exc:
+        raise DatasetImportError(f"{path}: line 1 (header): malformed CSV ({exc})") from None
+    names = _check_header(path, header)
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    cols = [columns[name] for name in names]
+    width = len(names)
+    row_numbers: list[int] = []
+    start = reader.line_num + 1
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise DatasetImportError(f"{path}: line {start}: malformed CSV ({exc})") from None
+        if not record or (len(record) == 1 and not record[0].strip() and width > 1):
+            start = reader.line_num + 1
+            continue
+        if len(record) != width:
+            raise DatasetImportError(
+                f"{path}: line {start}: {len(record)} fields but the header has {width} "
+                f"({', '.join(names)})"
+            )
+        for col, value in zip(cols, record):
+            col.append(value)
+        row_numbers.append(start)
+        start = reader.line_num + 1
+    return Table(path, fmt, columns, row_numbers, "line", names)
+
+
+def _add_record(path: Path, where: str, record: Any, rows: list[dict[str, Any]]) -> None:
+    if not isinstance(record, dict):
+        raise DatasetImportError(f"{path}: {where}: expected a JSON object, got {type(record).__name__}")
+    rows.append(record)
+
+
+def _records_to_table(path: Path, fmt: str, rows: list[dict[str, Any]], numbers: list[int], unit: str) -> Table:
+    order: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            order.setdefault(str(key), None)
+    names = list(order)
+    columns = {name: [row.get(name) for row in rows] for name in names}
+    return Table(path, fmt, columns, numbers, unit, names)
+
+
+def _read_jsonl(path: Path, text: str) -> Table:
+    rows: list[dict[str, Any]] = []
+    numbers: list[int] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetImportError(f"{path}: line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        _add_record(path, f"line {number}", record, rows)
+        numbers.append(number)
+    return _records_to_table(path, "jsonl", rows, numbers, "line")
+
+
+def _read_json_array(path: Path, text: str) -> Table:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetImportError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    if not isinstance(data, list):
+        raise DatasetImportError(f"{path}: expected a JSON array of objects (or use .jsonl, one object a line)")
+    rows: list[dict[str, Any]] = []
+    for index, record in enumerate(data, start=1):
+        _add_record(path, f"record {index}", record, rows)
+    return _records_to_table(path, "json", rows, list(range(1, len(rows) + 1)), "record")
+
+
+def _read_parquet(path: Path, raw: bytes) -> Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        arrow = pq.read_table(pa.BufferReader(raw))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DatasetImportError(f"{path}: not a readable Parquet file ({one_line(str(exc))})") from None
+    names = [str(n) for n in arrow.column_names]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise DatasetImportError(f"{path}: column {dup!r} appears twice")
+    columns = {name: arrow.column(i).to_pylist() for i, name in enumerate(names)}
+    return Table(path, "parquet", columns, list(range(1, arrow.num_rows + 1)), "row", names)
+
+
+def is_missing_scalar(value: Any) -> bool:
+    """None and float NaN: absent in any format."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+# --- conversation cells -------------------------------------------------------------------------------
+
+KNOWN_ROLES = {"user", "assistant", "human", "system", "bot", "ai", "model", "chatbot", "agent", "customer"}
+_SPEAKER_LINE = re.compile(r"^[ \t]*([A-Za-z][A-Za-z0-9_\- ]{0,39}?)[ \t]*:[ \t]?(.*)$")
+
+
+def _speaker_of(line: str) -> tuple[str, str] | None:
+    match = _SPEAKER_LINE.match(line)
+    if not match:
+        return None
+    speaker = match.group(1).strip()
+    if speaker.isupper() or speaker.lower() in KNOWN_ROLES:
+        return speaker.upper(), match.group(2)
+    return None
+
+
+def parse_conversation(value: Any) -> tuple[list[dict[str, str]], bool]:
+    """Turns ``[{"speaker", "text"}]`` from a conversation cell, and whether text preceded the first
+    speaker line (it becomes a USER turn).
+
+    Accepted: a string of lines ``SPEAKER: text`` (a turn goes on over the following lines until the next
+    ``SPEAKER:`` line; a speaker is an upper-case name such as ``USER`` or ``LAMDA``, or a common role name
+    such as ``User``/``assistant``), or a JSON list (string or already parsed) of objects with
+    ``speaker``/``role`` and ``text``/``content``. Speakers are returned upper-case. Raises ``ValueError``.
+    """
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, list):
+            value = parsed
+    if isinstance(value, list):
+        return _json_turns(value), False
+    if not isinstance(value, str):
+        raise ValueError(f"expected text or a JSON list of turns, got {type(value).__name__}")
+    turns: list[dict[str, str]] = []
+    leading = False
+    for line in value.splitlines():
+        found = _speaker_of(line)
+        if found is not None:
+            turns.append({"speaker": found[0], "text": found[1]})
+        elif turns:
+            turns[-1]["text"] += "\n" + line
+        elif line.strip():
+            turns.append({"speaker": "USER", "text": line})
+            leading = True
+    for turn in turns:
+        turn["text"] = turn["text"].strip()
+    return turns, leading
+
+
+def _json_turns(items: list[Any]) -> list[dict[str, str]]:
+    turns: list[dict[str, str]] = []
+    for pos, turn in enumerate(items, start=1):
+        if not isinstance(turn, dict):
+            raise ValueError(f"turn {pos} is not an object with speaker/role and text/content")
+        speaker = turn.get("speaker", turn.get("role"))
+        text = turn.get("text", turn.get("content"))
+        if not isinstance(speaker, str) or not speaker.strip():
+            raise ValueError(f"turn {pos} has no 'speaker' or 'role'")
+        if not isinstance(text, str):
+            raise ValueError(f"turn {pos} has no 'text' or 'content' string")
+        turns.append({"speaker": speaker.strip().upper(), "text": text.strip()})
+    return turns

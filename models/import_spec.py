@@ -1,0 +1,273 @@
+"""What an import should do: the ``ImportSpec`` boundary model (built by the CLI, the HTTP API and the
+demo's ``import.yaml``), and the label maps it carries.
+
+``rating_cols`` maps *column -> dimension* (``{"Q_overall": "safety"}``); a list or a single name keeps the
+column name as the dimension. ``label_map`` is ``{label: number}``, the string ``"No=0, Unsure=0.5, Yes=1"``,
+or per dimension ``{dimension: {label: number} | "No=0, ..."}``; a label may map to ``null`` (stored with
+value NULL). ``annotator_columns`` (wide layout) is a list of column names, a comma-separated string of
+names, a glob such as ``rater_*``, or a regular expression (prefix ``re:``, or any string containing one of
+``^$+(){}|\\``) that must match the whole column name.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from accord.models.import_formats import DatasetImportError, one_line
+
+LabelMap = dict[str, float | None]
+_NULL_WORDS = {"null", "none", "nan"}
+_REGEX_CHARS = set("^$+(){}|\\")
+
+
+def normalize_label(text: str) -> str:
+    """The case- and whitespace-insensitive form of a label."""
+    return " ".join(text.split()).casefold()
+
+
+def _label_value(label: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"label {label!r}: value {value!r} is not a number")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.casefold() in _NULL_WORDS:
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"label {label!r}: value {value!r} is not a number") from None
+    else:
+        raise ValueError(f"label {label!r}: value {value!r} is not a number")
+    if not math.isfinite(number):
+        raise ValueError(f"label {label!r}: value {value!r} is not a finite number")
+    return number
+
+
+def parse_label_map_string(text: str) -> LabelMap:
+    """``"No=0, Unsure=0.5, Yes=1"`` -> ``{"No": 0.0, "Unsure": 0.5, "Yes": 1.0}``.
+
+    Pairs are separated by commas (or by semicolons, if any is present, so that labels may hold commas);
+    ``label=null`` maps a label to no value."""
+    separator = ";" if ";" in text else ","
+    result: LabelMap = {}
+    for part in text.split(separator):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise ValueError(f"cannot read {part.strip()!r}: expected label=number, as in 'No=0, Yes=1'")
+        label, value = part.rsplit("=", 1)
+        label = label.strip()
+        if not label:
+            raise ValueError(f"cannot read {part.strip()!r}: empty label")
+        if label in result:
+            raise ValueError(f"label {label!r} is given twice")
+        result[label] = _label_value(label, value)
+    if not result:
+        raise ValueError("the label map is empty")
+    return result
+
+
+def _flat_label_map(raw: Any) -> LabelMap:
+    if isinstance(raw, str):
+        return parse_label_map_string(raw)
+    if isinstance(raw, dict):
+        if not raw:
+            raise ValueError("the label map is empty")
+        return {str(label): _label_value(str(label), value) for label, value in raw.items()}
+    raise ValueError(f"expected a mapping or a 'label=number, ...' string, got {type(raw).__name__}")
+
+
+def _check_unambiguous(label_map: LabelMap, where: str) -> None:
+    seen: dict[str, str] = {}
+    for label, value in label_map.items():
+        key = normalize_label(label)
+        if key in seen and label_map[seen[key]] != value:
+            raise ValueError(
+                f"{where}labels {seen[key]!r} and {label!r} differ only in case/spacing but map to "
+                f"different values"
+            )
+        seen.setdefault(key, label)
+
+
+def resolve_label_maps(raw: Any, dimensions: list[str]) -> dict[str, LabelMap]:
+    """The label map of each dimension that has one, from any accepted form of ``label_map``."""
+    if raw is None:
+        return {}
+    per_dimension = isinstance(raw, dict) and raw and all(isinstance(v, (dict, str)) for v in raw.values())
+    mixed = isinstance(raw, dict) and any(isinstance(v, (dict, str)) for v in raw.values()) and not per_dimension
+    if mixed:
+        raise ValueError("mixes per-dimension maps with label values; give {label: number} or {dimension: {...}}")
+    if per_dimension:
+        unknown = [d for d in raw if d not in dimensions]
+        if unknown:
+            raise ValueError(
+                f"names dimension {unknown[0]!r}, but the dimensions are: {', '.join(dimensions) or '(none)'}"
+            )
+        maps = {str(dim): _flat_label_map(value) for dim, value in raw.items()}
+    else:
+        flat = _flat_label_map(raw)
+        maps = {dim: dict(flat) for dim in dimensions} if dimensions else {"": flat}
+    for dim, label_map in maps.items():
+        _check_unambiguous(label_map, f"dimension {dim!r}: " if dim else "")
+    return {dim: m for dim, m in maps.items() if dim}
+
+
+def match_columns(pattern: str | list[str], columns: list[str]) -> list[str]:
+    """The columns named by an ``annotator_columns`` value, in file order (explicit lists keep their order)."""
+    if isinstance(pattern, list):
+        return list(pattern)
+    text = pattern.strip()
+    if text.startswith("re:") or any(ch in _REGEX_CHARS for ch in text):
+        regex = re.compile(text[3:] if text.startswith("re:") else text)
+        return [c for c in columns if regex.fullmatch(c)]
+    if any(ch in text for ch in "*?["):
+        return [c for c in columns if fnmatch.fnmatchcase(c, text)]
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _split_names(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class ImportSpec(BaseModel):
+    """Everything ``import_dataset`` needs: files, layout, column mapping, label map."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, description="Dataset name, unique per project.")
+    description: str = ""
+    project_id: int | None = None
+    replace: bool = Field(False, description="Replace an existing dataset of this name (not if it has runs).")
+
+    ratings_file: Path | None = None
+    items_file: Path | None = None
+    annotators_file: Path | None = None
+
+    layout: Literal["long", "wide"] = "long"
+    item_col: str = "item_id"
+    annotator_col: str = Field("annotator_id", description="Annotator id column (ratings file in long layout; annotators file).")
+    rating_cols: str | list[str] | dict[str, str] | None = Field(None, description="column -> dimension (long layout).")
+    annotator_columns: str | list[str] | None = Field(None, description="Wide layout: rating columns, one per annotator.")
+    dimension: str = Field("rating", min_length=1, max_length=200, description="Wide layout: the dimension's name.")
+
+    text_col: str | None = None
+    conversation_col: str | None = None
+    response_col: str | None = None
+    response_speaker: str | None = None
+    item_meta_cols: list[str] = Field(default_factory=list)
+    attribute_cols: list[str] = Field(default_factory=list)
+
+    label_map: str | dict[str, Any] | None = None
+    missing_labels: list[str] = Field(default_factory=lambda: ["", "NA"])
+
+    @field_validator("name")
+    @classmethod
+    def _strip_name(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("item_meta_cols", "attribute_cols", mode="before")
+    @classmethod
+    def _names_from_string(cls, value: Any) -> Any:
+        return _split_names(value)
+
+    @field_validator("missing_labels", mode="before")
+    @classmethod
+    def _missing_as_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return ["" if v is None else str(v) for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "ImportSpec":
+        if self.ratings_file is None and self.items_file is None:
+            raise ValueError("give ratings_file, items_file, or both")
+        if (self.text_col is None) == (self.conversation_col is None):
+            raise ValueError("give exactly one of text_col (plain text) and conversation_col (turns)")
+        if self.ratings_file is not None:
+            if self.layout == "long" and not self.rating_cols:
+                raise ValueError("layout 'long' needs rating_cols (the column(s) holding the ratings)")
+            if self.layout == "wide" and not self.annotator_columns:
+                raise ValueError("layout 'wide' needs annotator_columns (a list of columns or a pattern like 'rater_*')")
+        if self.layout == "wide" and self.rating_cols:
+            raise ValueError("layout 'wide' takes annotator_columns and dimension, not rating_cols")
+        columns = self.rating_columns()
+        dims = list(columns.values())
+        if len(set(dims)) != len(dims):
+            raise ValueError(f"rating_cols: two columns give the same dimension ({', '.join(dims)})")
+        for dim in dims:
+            if not dim.strip() or len(dim) > 200:
+                raise ValueError(f"rating_cols: bad dimension name {dim!r}")
+        try:
+            resolve_label_maps(self.label_map, self.dimensions())
+        except ValueError as exc:
+            raise ValueError(f"label_map: {exc}") from None
+        return self
+
+    def rating_columns(self) -> dict[str, str]:
+        """Long layout: column -> dimension."""
+        cols = self.rating_cols
+        if cols is None or self.layout == "wide":
+            return {}
+        if isinstance(cols, str):
+            cols = _split_names(cols)
+        if isinstance(cols, list):
+            return {c: c for c in cols}
+        return dict(cols)
+
+    def dimensions(self) -> list[str]:
+        if self.layout == "wide":
+            return [self.dimension]
+        return list(self.rating_columns().values())
+
+    def label_maps(self) -> dict[str, LabelMap]:
+        return resolve_label_maps(self.label_map, self.dimensions())
+
+
+def spec_from_mapping(data: dict[str, Any], base_dir: Path | None = None) -> ImportSpec:
+    """An ``ImportSpec`` from plain data; relative file paths are taken from ``base_dir``. A bad spec
+    raises ``DatasetImportError`` with one line naming the field."""
+    data = dict(data)
+    if base_dir is not None:
+        for key in ("ratings_file", "items_file", "annotators_file"):
+            if data.get(key) is not None and not Path(str(data[key])).is_absolute():
+                data[key] = Path(base_dir) / str(data[key])
+    try:
+        return ImportSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "spec"
+        message = first["msg"].removeprefix("Value error, ")
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise DatasetImportError(one_line(f"import spec: {field}: {message}{more}")) from None
+
+
+def load_import_spec(path: Path | str, **overrides: Any) -> ImportSpec:
+    """Read an ``import.yaml`` (fields of ``ImportSpec``; file paths relative to the YAML's folder)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise DatasetImportError(f"{path}: cannot read import spec ({one_line(str(exc))})") from None
+    if not isinstance(data, dict):
+        raise DatasetImportError(f"{path}: expected a mapping of ImportSpec fields")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return spec_from_mapping(data, base_dir=path.parent)
+    except DatasetImportError as exc:
+        raise DatasetImportError(f"{path}: {exc}") from None
