@@ -1,0 +1,304 @@
+"""The ``accord`` command line (Typer + Rich)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from accord.models.settings import get_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="accord: do LLM raters agree with people, and with which people?")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main(database_url: Optional[str] = typer.Option(None, "--database-url", envvar="ACCORD_DATABASE_URL",
+                                                     help="SQLAlchemy URL (default: SQLite under ~/.accord).")) -> None:
+    if database_url:
+        os.environ["ACCORD_DATABASE_URL"] = database_url
+        get_settings.cache_clear()
+
+
+def _engine():  # type: ignore[no-untyped-def]
+    from accord.models.migrate import init_db
+
+    return init_db(get_settings().resolved_database_url())
+
+
+# ---------------------------------------------------------------------------------------------- import
+@app.command("import")
+def import_cmd(
+    ratings: Optional[Path] = typer.Argument(None, help="Ratings file (CSV, JSONL or Parquet)."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Dataset name."),
+    spec: Optional[Path] = typer.Option(None, "--spec", help="An import YAML (fields as below); options override it."),
+    items: Optional[Path] = typer.Option(None, "--items", help="Items file (text/conversations, metadata)."),
+    annotators: Optional[Path] = typer.Option(None, "--annotators", help="Annotators file (attributes)."),
+    layout: Optional[str] = typer.Option(None, help="long (row per item x annotator) or wide (column per annotator)."),
+    item_col: Optional[str] = typer.Option(None, help="Item id column."),
+    annotator_col: Optional[str] = typer.Option(None, help="Annotator id column."),
+    rating_col: Optional[list[str]] = typer.Option(None, "--rating-col", help="Rating column (repeat; 'col=dimension' renames)."),
+    annotator_columns: Optional[str] = typer.Option(None, help="Wide layout: annotator columns (list, glob or re:...)."),
+    dimension: Optional[str] = typer.Option(None, help="Wide layout: the dimension's name."),
+    text_col: Optional[str] = typer.Option(None, help="Plain-text content column."),
+    conversation_col: Optional[str] = typer.Option(None, help="Conversation column ('SPEAKER: text' lines or JSON turns)."),
+    response_col: Optional[str] = typer.Option(None, help="The final reply being judged, appended as the last turn."),
+    response_speaker: Optional[str] = typer.Option(None, help="Speaker label of the response turn."),
+    meta_col: Optional[list[str]] = typer.Option(None, "--meta-col", help="Item metadata column (repeat)."),
+    attribute_col: Optional[list[str]] = typer.Option(None, "--attribute-col", help="Annotator attribute column (repeat)."),
+    label_map: Optional[str] = typer.Option(None, "--label-map", help="e.g. 'No=0, Unsure=0.5, Yes=1'."),
+    replace: bool = typer.Option(False, "--replace", help="Replace a dataset of the same name."),
+) -> None:
+    """Import a dataset of items, annotators and their ratings, in one transaction."""
+    from accord.models.dataset_import import import_dataset
+    from accord.models.import_formats import DatasetImportError
+    from accord.models.import_spec import load_import_spec, spec_from_mapping
+
+    overrides: dict[str, Any] = {}
+    if rating_col:
+        cols: dict[str, str] = {}
+        for c in rating_col:
+            col, _, dim = c.partition("=")
+            cols[col.strip()] = (dim or col).strip()
+        overrides["rating_cols"] = cols
+    for key, value in {"name": name, "ratings_file": ratings, "items_file": items, "annotators_file": annotators,
+                       "layout": layout, "item_col": item_col, "annotator_col": annotator_col,
+                       "annotator_columns": annotator_columns, "dimension": dimension, "text_col": text_col,
+                       "conversation_col": conversation_col, "response_col": response_col,
+                       "response_speaker": response_speaker, "item_meta_cols": meta_col,
+                       "attribute_cols": attribute_col, "label_map": label_map}.items():
+        if value:
+            overrides[key] = value
+    if replace:
+        overrides["replace"] = True
+    try:
+        import_spec = load_import_spec(spec, **overrides) if spec else spec_from_mapping(overrides)
+        report = import_dataset(_engine(), import_spec)
+    except DatasetImportError as e:
+        fail(str(e))
+        return
+    console.print(f"imported dataset [bold]{report.name}[/] (id {report.dataset_id}): {report.n_items} items, "
+                  f"{report.n_annotators} annotators, {report.n_ratings} ratings; dimensions: "
+                  f"{', '.join(report.dimensions) or '-'}")
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+
+
+# ---------------------------------------------------------------------------------------------- run
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]run {task.fields[run_id]}[/]"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        TextColumn("${task.fields[cost]:.4f}"), TextColumn("cached {task.fields[cached]}"),
+        TextColumn("[red]failed {task.fields[failed]}[/]"), console=console, transient=False,
+    )
+
+
+def follow_embedded(engine, run_id: int, total: int) -> Any:  # type: ignore[no-untyped-def]
+    from accord.scheduler.embedded import run_embedded
+
+    started = time.monotonic()
+    with _progress_bar() as bar:
+        task = bar.add_task("rating", total=total, run_id=run_id, rate="0.0", cost=0.0, cached=0, failed=0)
+
+        def on_progress(p) -> None:  # type: ignore[no-untyped-def]
+            elapsed = max(time.monotonic() - started, 1e-6)
+            bar.update(task, completed=p.finished, rate=f"{(p.finished - p.cached) / elapsed:.1f}",
+                       cost=p.cost_usd, cached=p.cached, failed=p.failed)
+
+        return run_embedded(engine, run_id, on_progress=on_progress)
+
+
+def _start_run(campaign: Path, budget: Optional[float], mode: str):  # type: ignore[no-untyped-def]
+    from accord.scheduler.campaign_spec import CampaignSpecError, load_campaign
+    from accord.scheduler.expand import CampaignError, create_run
+    from accord.worker.prompt_templates import TemplateSpecError
+
+    try:
+        spec = load_campaign(campaign)
+        engine = _engine()
+        plan = create_run(engine, spec, mode=mode, budget_override=budget)
+    except (CampaignSpecError, CampaignError, TemplateSpecError) as e:
+        fail(str(e))
+        raise
+    return engine, spec, plan
+
+
+@app.command("run")
+def run_cmd(
+    campaign: Path = typer.Argument(..., help="Campaign YAML (or JSON)."),
+    budget: Optional[float] = typer.Option(None, help="Budget cap in dollars (overrides the campaign's)."),
+    distributed: bool = typer.Option(False, "--distributed", help="Submit to Celery workers instead of running here."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip post-processing and the report."),
+) -> None:
+    """Launch a campaign: expand its rating requests, execute them, compute the metrics."""
+    from accord.scheduler.postprocess import postprocess_run
+
+    if distributed:
+        from accord.api.cli_distributed import run_distributed
+
+        run_distributed(campaign, budget)
+        return
+    engine, spec, plan = _start_run(campaign, budget, "embedded")
+    console.print(f"run [bold]{plan.run_id}[/] of campaign [bold]{spec.name}[/]: {plan.total} rating requests, "
+                  f"{plan.cached} answered from cache")
+    progress = follow_embedded(engine, plan.run_id, plan.total)
+    _print_run_summary(progress)
+    if not no_report:
+        n = postprocess_run(engine, plan.run_id)
+        console.print(f"{n} metrics stored. See them with [bold]accord report {plan.run_id}[/]")
+
+
+def _print_run_summary(p) -> None:  # type: ignore[no-untyped-def]
+    console.print(f"run {p.run_id}: [bold]{p.status}[/] — {p.done} rated ({p.cached} from cache), {p.failed} failed, "
+                  f"{p.cancelled} cancelled of {p.total}; {p.input_tokens} input / {p.output_tokens} output tokens; "
+                  f"cost ${p.cost_usd:.4f}")
+
+
+# ---------------------------------------------------------------------------------------------- status
+@app.command("status")
+def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (default: list recent runs).")) -> None:
+    """Show a run's progress, or the recent runs and datasets."""
+    from sqlalchemy import select
+    from sqlmodel import Session
+
+    from accord.models.schema import Campaign, Dataset, RatingRequest, Run
+    from accord.scheduler.run_control import RunStateError, read_progress
+
+    engine = _engine()
+    if run_id is not None:
+        try:
+            p = read_progress(engine, run_id)
+        except RunStateError as e:
+            fail(str(e))
+            return
+        _print_run_summary(p)
+        with Session(engine) as session:
+            errors = session.execute(select(RatingRequest.last_error).where(
+                RatingRequest.run_id == run_id, RatingRequest.status == "failed").limit(5)).scalars().all()
+        for e in errors:
+            console.print(f"  [red]failed:[/] {e}")
+        return
+    with Session(engine) as session:
+        runs = session.execute(select(Run, Campaign.name).join(Campaign).order_by(Run.id.desc()).limit(20)).all()  # type: ignore[union-attr]
+        datasets = session.execute(select(Dataset).order_by(Dataset.id)).scalars().all()
+    t = Table(title="runs")
+    for col in ("run", "campaign", "status", "done", "cached", "failed", "total", "cost $"):
+        t.add_column(col)
+    for run, cname in runs:
+        t.add_row(str(run.id), cname, run.status, str(run.done), str(run.cached), str(run.failed), str(run.total),
+                  f"{run.cost_usd:.4f}")
+    console.print(t)
+    d = Table(title="datasets")
+    for col in ("id", "name", "dimensions", "source"):
+        d.add_column(col)
+    for ds in datasets:
+        d.add_row(str(ds.id), ds.name, ", ".join(ds.dimensions or []), ds.source[:60])
+    console.print(d)
+
+
+# ---------------------------------------------------------------------------------------------- results
+@app.command("results")
+def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
+                output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout for csv).")) -> None:
+    """Export every rating request of a run with its rating (one row per request)."""
+    from accord.scheduler.run_control import RunStateError, get_run
+    from accord.scheduler.run_frames import load_llm_frame
+
+    if fmt not in ("csv", "parquet"):
+        fail(f"--format: expected csv or parquet, got {fmt!r}")
+    engine = _engine()
+    try:
+        get_run(engine, run_id)
+    except RunStateError as e:
+        fail(str(e))
+    df = load_llm_frame(engine, run_id)
+    if fmt == "parquet":
+        output = output or Path(f"run-{run_id}-ratings.parquet")
+        df.to_parquet(output, index=False)
+        console.print(f"wrote {len(df)} rows to {output}")
+    elif output is None:
+        df.to_csv(sys.stdout, index=False)
+    else:
+        df.to_csv(output, index=False)
+        console.print(f"wrote {len(df)} rows to {output}")
+
+
+# ---------------------------------------------------------------------------------------------- report
+@app.command("report")
+def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file to write."),
+               fmt: str = typer.Option("html", "--format", help="html or json"),
+               recompute: bool = typer.Option(False, help="Recompute the metrics first.")) -> None:
+    """Print the run's metrics and write its HTML report (or JSON with --format json)."""
+    from accord.api.report import build_report_data, metrics_table, render_html
+    from accord.scheduler.postprocess import postprocess_run
+    from accord.scheduler.run_control import RunStateError, get_run
+
+    engine = _engine()
+    try:
+        run = get_run(engine, run_id)
+    except RunStateError as e:
+        fail(str(e))
+        return
+    if recompute or run.postprocessed_at is None:
+        postprocess_run(engine, run_id)
+    data = build_report_data(engine, run_id)
+    if fmt == "json":
+        import json
+
+        text = json.dumps(data.to_json(), indent=2, default=str)
+        if output:
+            output.write_text(text)
+            console.print(f"wrote {output}")
+        else:
+            sys.stdout.write(text + "\n")
+        return
+    console.print(metrics_table(data))
+    output = output or (get_settings().home / "reports" / f"run-{run_id}.html")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render_html(data), encoding="utf-8")
+    console.print(f"report: [bold]{output.resolve()}[/]")
+
+
+# ---------------------------------------------------------------------------------------------- templates
+@app.command("templates")
+def templates_cmd() -> None:
+    """List the bundled prompt templates."""
+    from accord.worker.prompt_templates import bundled_template_names, load_template
+
+    t = Table(title="bundled templates")
+    for col in ("name", "version", "format", "labels", "persona"):
+        t.add_column(col)
+    for name in bundled_template_names():
+        tmpl = load_template(name)
+        t.add_row(tmpl.name, tmpl.version, tmpl.response_format, ", ".join(f"{k}={v:g}" for k, v in tmpl.labels.items()),
+                  "yes" if tmpl.persona else "")
+    console.print(t)
+
+
+# ---------------------------------------------------------------------------------------------- demo
+@app.command("demo")
+def demo_cmd(items: int = typer.Option(12, help="Items to rate (of the 40 bundled)."),
+             samples: int = typer.Option(1, help="Samples per item x template.")) -> None:
+    """End to end on the bundled DICES subset with the local SmolLM2 model; prints the report path."""
+    from accord.api.demo import run_demo
+
+    run_demo(console, items=items, samples=samples)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,77 @@
+"""Embedded mode: execute a run in this process with bounded concurrency, the same execution function
+the Celery workers call (``accord.worker.execute.execute_chunk``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from sqlalchemy.engine import Engine
+
+from accord.models.schema import RunStatus
+from accord.models.settings import get_settings
+from accord.scheduler import run_control
+from accord.scheduler.run_control import Progress
+from accord.worker.execute import ChunkOutcome, ExecutionContext, execute_chunk
+from accord.worker.provider_pool import ProviderPool
+
+
+async def run_embedded_async(engine: Engine, run_id: int, *, chunk_size: int | None = None,
+                             concurrency: int | None = None, providers: ProviderPool | None = None,
+                             on_progress: Callable[[Progress], None] | None = None,
+                             max_attempts: int | None = None, backoff_initial: float = 0.5) -> Progress:
+    settings = get_settings()
+    chunk_size = chunk_size or settings.chunk_size
+    concurrency = concurrency or settings.embedded_concurrency
+    own_pool = providers is None
+    providers = providers or ProviderPool()
+    ctx = ExecutionContext(engine=engine, providers=providers, max_attempts=max_attempts or settings.max_attempts,
+                           backoff_initial=backoff_initial)
+    run_control.release_all_queued(engine, run_id)   # a previous process that died left its leases behind
+    run_control.mark_started(engine, run_id)
+    if on_progress:
+        on_progress(run_control.read_progress(engine, run_id))
+
+    slots = asyncio.Semaphore(concurrency)
+    in_flight: set[asyncio.Task[ChunkOutcome]] = set()
+
+    async def run_chunk(ids: list[int]) -> ChunkOutcome:
+        try:
+            return await execute_chunk(ctx, ids)
+        finally:
+            slots.release()
+            if on_progress:
+                on_progress(run_control.read_progress(engine, run_id))
+
+    try:
+        while True:
+            status = run_control.get_run(engine, run_id).status
+            if status != RunStatus.running.value:
+                break
+            await slots.acquire()
+            _, ids = run_control.claim_pending(engine, run_id, chunk_size, settings.lease_seconds)
+            if not ids:
+                slots.release()
+                if not in_flight:
+                    break
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            task = asyncio.create_task(run_chunk(ids))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        if in_flight:
+            await asyncio.gather(*in_flight)
+    finally:
+        if own_pool:
+            await providers.aclose()
+    if run_control.get_run(engine, run_id).status == RunStatus.paused.value:
+        run_control.release_all_queued(engine, run_id)
+    run_control.finalize_if_done(engine, run_id)
+    progress = run_control.read_progress(engine, run_id)
+    if on_progress:
+        on_progress(progress)
+    return progress
+
+
+def run_embedded(engine: Engine, run_id: int, **kwargs) -> Progress:  # type: ignore[no-untyped-def]
+    return asyncio.run(run_embedded_async(engine, run_id, **kwargs))

@@ -1,0 +1,246 @@
+"""Turn a campaign into a run: register its models and templates, expand its rating requests in bulk,
+and answer from the response cache every request whose call has been made before.
+
+requests = items x models x templates x personas x samples. Each request carries a deterministic cache
+key (provider, model, endpoint, rendered messages, decoding params, allowed labels, sample index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, text
+from sqlmodel.sql.sqltypes import UTCDateTime
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from accord.models.db import session_scope
+from accord.models.schema import (
+    Annotator, Campaign, Dataset, HumanRating, Item, ModelSpec, PromptTemplate, RatingRequest, Run, RunStatus, utcnow,
+)
+from accord.scheduler.campaign_spec import CampaignSpec, ModelEntry
+from accord.worker.decoding import request_decoding
+from accord.worker.prompt_templates import ResolvedTemplate, cache_key, load_template, render_messages
+
+INSERT_BATCH = 5000
+
+
+class CampaignError(ValueError):
+    """A campaign that cannot run against this database (unknown dataset, dimension, item ids, ...)."""
+
+
+@dataclass
+class RunPlan:
+    run_id: int
+    campaign_id: int
+    total: int
+    cached: int
+
+
+def model_spec_hash(entry: ModelEntry, project_id: int | None) -> str:
+    doc = entry.model_dump(mode="json", exclude={"name"})
+    doc["alias"] = entry.name
+    doc["project_id"] = project_id
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def upsert_model_spec(session: Session, entry: ModelEntry, project_id: int | None) -> ModelSpec:
+    h = model_spec_hash(entry, project_id)
+    row = session.exec(select(ModelSpec).where(ModelSpec.spec_hash == h)).scalar_one_or_none()  # type: ignore[call-overload]
+    if row is not None:
+        return row
+    price = entry.price
+    row = ModelSpec(
+        project_id=project_id, name=entry.name, provider=entry.provider, model=entry.model or "",
+        base_url=entry.base_url, api_key_env=entry.api_key_env,
+        params={"decoding": entry.decoding.model_dump(exclude_none=True) if entry.decoding else {},
+                "path": entry.path},
+        rpm=entry.rpm, tpm=entry.tpm, max_concurrency=entry.max_concurrency,
+        price_input_per_mtok=price.input if price else 0.0, price_output_per_mtok=price.output if price else 0.0,
+        price_cached_input_per_mtok=price.cached_input if price else None,
+        batch_discount=price.batch_discount if price else 0.0, spec_hash=h,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def upsert_template(session: Session, t: ResolvedTemplate) -> PromptTemplate:
+    h = t.content_hash
+    row = session.exec(select(PromptTemplate).where(  # type: ignore[call-overload]
+        PromptTemplate.name == t.name, PromptTemplate.version == t.version, PromptTemplate.content_hash == h)
+    ).scalar_one_or_none()
+    if row is not None:
+        return row
+    row = PromptTemplate(name=t.name, version=t.version, response_format=t.response_format, system=t.system,
+                         user=t.user, output_spec=t.output_spec, content_hash=h)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def find_dataset(session: Session, name: str, project_id: int | None) -> Dataset:
+    q = select(Dataset).where(Dataset.name == name)
+    q = q.where(Dataset.project_id == project_id) if project_id is not None else q.where(Dataset.project_id.is_(None))
+    ds = session.exec(q).scalar_one_or_none()  # type: ignore[call-overload]
+    if ds is None:
+        names = session.exec(select(Dataset.name)).scalars().all()  # type: ignore[call-overload]
+        raise CampaignError(f"dataset: no dataset named {name!r}; imported: {', '.join(names) or 'none'} "
+                            "(import one with `accord import`)")
+    return ds
+
+
+def resolve_dimension(session: Session, ds: Dataset, dimension: str | None) -> str | None:
+    dims = list(ds.dimensions or [])
+    if dimension is None:
+        if len(dims) > 1:
+            raise CampaignError(f"dimension: dataset {ds.name!r} has several ({', '.join(dims)}); name one")
+        return dims[0] if dims else None
+    if dims and dimension not in dims:
+        raise CampaignError(f"dimension: {dimension!r} is not in dataset {ds.name!r} (it has: {', '.join(dims)})")
+    return dimension
+
+
+def select_items(session: Session, ds: Dataset, spec: CampaignSpec) -> list[Item]:
+    items = list(session.exec(select(Item).where(Item.dataset_id == ds.id).order_by(Item.id)).scalars())  # type: ignore[call-overload]
+    sel = spec.items
+    if sel.ids:
+        by_ext = {i.external_id: i for i in items}
+        missing = [x for x in sel.ids if x not in by_ext]
+        if missing:
+            raise CampaignError(f"items.ids: not in dataset {ds.name!r}: {', '.join(missing[:10])}")
+        items = [by_ext[x] for x in sel.ids]
+    if sel.limit is not None and sel.limit < len(items):
+        if sel.seed is not None:
+            items = sorted(random.Random(sel.seed).sample(items, sel.limit), key=lambda i: i.id or 0)
+        else:
+            items = items[: sel.limit]
+    if not items:
+        raise CampaignError(f"items: dataset {ds.name!r} has no items to rate")
+    return items
+
+
+def personas_for(session: Session, ds: Dataset, spec: CampaignSpec) -> list[dict[str, str]]:
+    if spec.personas is None:
+        return []
+    out: list[dict[str, str]] = [dict(p) for p in spec.personas.list]
+    attrs = spec.personas.from_attributes
+    if attrs:
+        rows = session.exec(select(Annotator.attributes).where(Annotator.dataset_id == ds.id)).scalars().all()  # type: ignore[call-overload]
+        known = set().union(*(r.keys() for r in rows)) if rows else set()
+        unknown = [a for a in attrs if a not in known]
+        if unknown:
+            raise CampaignError(f"personas.from_attributes: no annotator in {ds.name!r} has attribute(s) "
+                                f"{', '.join(unknown)} (known: {', '.join(sorted(known)) or 'none'})")
+        combos = sorted({tuple((a, str(r[a])) for a in attrs) for r in rows if all(r.get(a) not in (None, "") for a in attrs)})
+        out.extend(dict(c) for c in combos)
+    seen, unique = set(), []
+    for p in out:
+        key = persona_key(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def persona_key(persona: dict[str, str]) -> str:
+    return "&".join(f"{k}={persona[k]}" for k in sorted(persona))
+
+
+def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = None, mode: str = "embedded",
+               budget_override: float | None = None) -> RunPlan:
+    """Register the campaign, create its run, insert every rating request, answer cached ones. One transaction."""
+    templates = [load_template(t.name, t.path, t.version, t.params) for t in spec.templates]
+    with session_scope(engine) as session:
+        ds = find_dataset(session, spec.dataset, project_id)
+        dimension = resolve_dimension(session, ds, spec.dimension)
+        items = select_items(session, ds, spec)
+        personas = personas_for(session, ds, spec)
+        for t in templates:
+            if t.persona and not personas:
+                raise CampaignError(f"templates: {t.name!r} is persona-conditioned; add 'personas' to the campaign")
+        spec_doc = spec.model_dump(mode="json")
+        spec_doc["dimension"] = dimension
+        campaign = Campaign(project_id=project_id, name=spec.name, spec=spec_doc, spec_hash=spec.spec_hash(),
+                            dataset_id=ds.id)  # type: ignore[arg-type]
+        session.add(campaign)
+        session.flush()
+        run = Run(campaign_id=campaign.id, project_id=project_id, status=RunStatus.pending.value, mode=mode,  # type: ignore[arg-type]
+                  priority=spec.priority, budget_usd=budget_override if budget_override is not None else spec.budget_usd)
+        session.add(run)
+        session.flush()
+        model_rows = [(m, upsert_model_spec(session, m, project_id)) for m in spec.models]
+        template_rows = [(t, upsert_template(session, t)) for t in templates]
+
+        rows: list[dict[str, Any]] = []
+        total = 0
+        now = utcnow()
+        for item in items:
+            for (entry, mrow), (tmpl, trow) in itertools.product(model_rows, template_rows):
+                persona_list: list[dict[str, str] | None] = list(personas) if tmpl.persona else [None]
+                campaign_decoding = spec.decoding.model_dump(exclude_none=True)
+                model_decoding = entry.decoding.model_dump(exclude_none=True) if entry.decoding else {}
+                for persona in persona_list:
+                    messages = render_messages(tmpl, item.content, persona)
+                    for s in range(spec.samples):
+                        dec = request_decoding(campaign_decoding, model_decoding, tmpl.max_tokens, s)
+                        rows.append({
+                            "run_id": run.id, "item_id": item.id, "model_spec_id": mrow.id, "template_id": trow.id,
+                            "persona_key": persona_key(persona) if persona else "", "persona": persona or {},
+                            "sample_index": s, "status": "pending", "attempts": 0, "updated_at": now,
+                            "cache_key": cache_key(entry.provider, entry.model or "", entry.base_url, messages, dec,
+                                                   list(tmpl.labels), s, entry.path),
+                        })
+                        if len(rows) >= INSERT_BATCH:
+                            session.execute(insert(RatingRequest), rows)
+                            total += len(rows)
+                            rows = []
+        if rows:
+            session.execute(insert(RatingRequest), rows)
+            total += len(rows)
+        run.total = total
+        session.add(run)
+        session.flush()
+        cached = answer_from_cache(session, run.id) if spec.cache is True else 0  # type: ignore[arg-type]
+        return RunPlan(run_id=run.id, campaign_id=campaign.id, total=total, cached=cached)  # type: ignore[arg-type]
+
+
+# Set-based cache fill: for every pending request of the run whose cache key has an original (non-copied)
+# rating, insert a copy marked as a cache hit and mark the request done. Works on SQLite and PostgreSQL.
+_CACHE_COPY = text("""
+INSERT INTO rating (request_id, run_id, cache_key, raw_text, label, value, weighted_value, label_probs, rationale,
+                    parse_status, finish_reason, model_snapshot, template_hash, decoding, input_tokens,
+                    output_tokens, latency_ms, cost_usd, cache_hit, source_rating_id, created_at)
+SELECT rr.id, rr.run_id, rr.cache_key, src.raw_text, src.label, src.value, src.weighted_value, src.label_probs,
+       src.rationale, src.parse_status, src.finish_reason, src.model_snapshot, src.template_hash, src.decoding,
+       src.input_tokens, src.output_tokens, 0.0, 0.0, :true, src.id, :now
+FROM rating_request rr
+JOIN rating src ON src.id = (SELECT min(r2.id) FROM rating r2 WHERE r2.cache_key = rr.cache_key AND r2.cache_hit = :false)
+WHERE rr.run_id = :run_id AND rr.status IN ('pending', 'queued')
+  AND NOT EXISTS (SELECT 1 FROM rating r3 WHERE r3.request_id = rr.id)
+""").bindparams(bindparam("now", type_=UTCDateTime()))
+_CACHE_MARK_DONE = text("""
+UPDATE rating_request SET status = 'done', updated_at = :now
+WHERE run_id = :run_id AND status IN ('pending', 'queued')
+  AND EXISTS (SELECT 1 FROM rating r WHERE r.request_id = rating_request.id)
+""").bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+def answer_from_cache(session: Session, run_id: int) -> int:
+    now = utcnow()
+    result = session.execute(_CACHE_COPY, {"run_id": run_id, "now": now, "true": True, "false": False})
+    n = result.rowcount or 0
+    if n:
+        session.execute(_CACHE_MARK_DONE, {"run_id": run_id, "now": now})
+        session.execute(text("UPDATE run SET done = done + :n, cached = cached + :n WHERE id = :run_id"),
+                        {"n": n, "run_id": run_id})
+    return n
+
+
+def human_rating_count(session: Session, dataset_id: int) -> int:
+    return session.exec(select(func.count()).select_from(HumanRating).join(Item).where(Item.dataset_id == dataset_id)).one()  # type: ignore[call-overload]

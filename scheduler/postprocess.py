@@ -1,0 +1,45 @@
+"""Post-processing of a finished run: load it into frames, run the analysis suite, store Metric rows.
+
+Idempotent: a second call replaces the run's metrics with an identical set (the suite is seeded)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import delete, insert, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from accord.analysis.results import MetricRecord
+from accord.analysis.suite import SuiteOptions, compute_all
+from accord.models.schema import Metric, Run, utcnow
+from accord.scheduler.run_frames import load_run_frames
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+        return None
+    return x
+
+
+def compute_run_metrics(engine: Engine, run_id: int, options: SuiteOptions | None = None) -> list[MetricRecord]:
+    frames = load_run_frames(engine, run_id)
+    return compute_all(frames.human, frames.annotators, frames.llm, frames.items, options)
+
+
+def postprocess_run(engine: Engine, run_id: int, options: SuiteOptions | None = None) -> int:
+    """Compute and store the run's metrics (replacing earlier ones). Returns how many were stored."""
+    records = compute_run_metrics(engine, run_id, options)
+    rows = [{
+        "run_id": run_id, "name": r.name, "slice": r.slice, "model": r.model, "template": r.template,
+        "value": _clean(r.value), "ci_low": _clean(r.ci_low), "ci_high": _clean(r.ci_high),
+        "pvalue": _clean(r.pvalue), "n": r.n, "details": r.details or {}, "created_at": utcnow(),
+    } for r in records]
+    with Session(engine) as session:
+        session.execute(delete(Metric).where(Metric.run_id == run_id))  # type: ignore[arg-type]
+        if rows:
+            session.execute(insert(Metric), rows)
+        session.execute(update(Run).where(Run.id == run_id).values(postprocessed_at=utcnow()))  # type: ignore[arg-type]
+        session.commit()
+    return len(rows)

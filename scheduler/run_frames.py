@@ -1,0 +1,89 @@
+"""Load a run and its dataset into the pandas frames the analysis functions take (the only I/O side of
+the analysis: ``accord.analysis`` itself never touches the database)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from accord.models.schema import (
+    Annotator, Campaign, HumanRating, Item, ModelSpec, PromptTemplate, Rating, RatingRequest, Run,
+)
+
+LLM_COLUMNS = ["request_id", "item_id", "model", "template", "template_family", "option_order", "response_format",
+               "persona_key", "sample_index", "status", "label", "value", "weighted_value", "parse_status",
+               "raw_text", "cache_hit", "input_tokens", "output_tokens", "latency_ms", "cost_usd", "model_snapshot",
+               "attempts", "last_error"]
+
+
+@dataclass
+class RunFrames:
+    run_id: int
+    dimension: str | None
+    human: pd.DataFrame        # item_id, annotator_id, value, raw_label
+    annotators: pd.DataFrame   # annotator_id, <attribute columns>
+    llm: pd.DataFrame          # LLM_COLUMNS: one row per rating request (rating fields NaN where none)
+    items: pd.DataFrame        # item_id, <metadata columns>
+
+
+def load_llm_frame(engine: Engine, run_id: int) -> pd.DataFrame:
+    q = (select(RatingRequest.id, Item.external_id, ModelSpec.name, PromptTemplate.name, PromptTemplate.output_spec,
+                PromptTemplate.response_format, RatingRequest.persona_key, RatingRequest.sample_index,
+                RatingRequest.status, Rating.label, Rating.value, Rating.weighted_value, Rating.parse_status,
+                Rating.raw_text, Rating.cache_hit, Rating.input_tokens, Rating.output_tokens, Rating.latency_ms,
+                Rating.cost_usd, Rating.model_snapshot, RatingRequest.attempts, RatingRequest.last_error)
+         .join(Item, Item.id == RatingRequest.item_id)
+         .join(ModelSpec, ModelSpec.id == RatingRequest.model_spec_id)
+         .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
+         .outerjoin(Rating, Rating.request_id == RatingRequest.id)
+         .where(RatingRequest.run_id == run_id)
+         .order_by(RatingRequest.id))
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    records = []
+    for r in rows:
+        spec = r[4] or {}
+        records.append((r[0], r[1], r[2], r[3], spec.get("family", r[3]), spec.get("option_order", "") or "", r[5],
+                        *r[6:]))
+    df = pd.DataFrame.from_records(records, columns=LLM_COLUMNS)
+    for col in ("value", "weighted_value", "latency_ms", "cost_usd"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    return df
+
+
+def load_run_frames(engine: Engine, run_id: int) -> RunFrames:
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise ValueError(f"run {run_id}: no such run")
+        campaign = session.get(Campaign, run.campaign_id)
+        assert campaign is not None
+        dataset_id = campaign.dataset_id
+        dimension = (campaign.spec or {}).get("dimension")
+    llm = load_llm_frame(engine, run_id)
+    run_items = set(llm["item_id"])
+    with engine.connect() as conn:
+        item_rows = conn.execute(select(Item.external_id, Item.meta).where(Item.dataset_id == dataset_id)).all()
+        hq = (select(Item.external_id, Annotator.external_id, HumanRating.value, HumanRating.raw_label)
+              .join(Item, Item.id == HumanRating.item_id).join(Annotator, Annotator.id == HumanRating.annotator_id)
+              .where(Item.dataset_id == dataset_id))
+        if dimension is not None:
+            hq = hq.where(HumanRating.dimension == dimension)
+        human_rows = conn.execute(hq).all()
+        ann_rows = conn.execute(select(Annotator.external_id, Annotator.attributes)
+                                .where(Annotator.dataset_id == dataset_id)).all()
+    items = pd.DataFrame([{"item_id": ext, **(meta or {})} for ext, meta in item_rows if ext in run_items],
+                         columns=None)
+    if items.empty:
+        items = pd.DataFrame({"item_id": pd.Series(dtype=str)})
+    human = pd.DataFrame(human_rows, columns=["item_id", "annotator_id", "value", "raw_label"])
+    human = human[human["item_id"].isin(run_items)].reset_index(drop=True)
+    human["value"] = pd.to_numeric(human["value"], errors="coerce").astype(float)
+    annotators = pd.DataFrame([{"annotator_id": ext, **(attrs or {})} for ext, attrs in ann_rows])
+    if annotators.empty:
+        annotators = pd.DataFrame({"annotator_id": pd.Series(dtype=str)})
+    return RunFrames(run_id=run_id, dimension=dimension, human=human, annotators=annotators, llm=llm, items=items)
