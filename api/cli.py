@@ -300,5 +300,22 @@ def demo_cmd(items: int = typer.Option(12, help="Items to rate (of the 40 bundle
     run_demo(console, items=items, samples=samples)
 
 
+def _register_extensions() -> None:
+    """Commands that live in their own modules: `worker`, `scheduler` (distributed mode), `serve` (HTTP API),
+    `plan` (pre-flight estimate). Each module exposes ``register(app)``."""
+    import importlib
+
+    for module in ("accord.api.cli_distributed", "accord.api.cli_serve", "accord.api.cli_plan"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.register(app)
+
+
+_register_extensions()
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -114,9 +114,9 @@ class ItemSelection(BaseModel):
 
 
 class Personas(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
     from_attributes: list[str] = Field(default_factory=list, description="One persona per observed combination of these annotator attributes.")
-    list: list[dict[str, str]] = Field(default_factory=list, description="Explicit personas, attribute -> value.")
+    explicit: list[dict[str, str]] = Field(default_factory=list, alias="list", description="Explicit personas, attribute -> value.")
 
 
 class CampaignSpec(BaseModel):

@@ -128,7 +128,7 @@ def select_items(session: Session, ds: Dataset, spec: CampaignSpec) -> list[Item
 def personas_for(session: Session, ds: Dataset, spec: CampaignSpec) -> list[dict[str, str]]:
     if spec.personas is None:
         return []
-    out: list[dict[str, str]] = [dict(p) for p in spec.personas.list]
+    out: list[dict[str, str]] = [dict(p) for p in spec.personas.explicit]
     attrs = spec.personas.from_attributes
     if attrs:
         rows = session.exec(select(Annotator.attributes).where(Annotator.dataset_id == ds.id)).scalars().all()  # type: ignore[call-overload]
