@@ -13,11 +13,9 @@ import math
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
-from sqlalchemy import Connection, Table as SqlTable, delete, func, insert, select, update
-from sqlalchemy.engine import Engine
+from typing import Any
 
 from accord.models.import_formats import (
     DatasetImportError,
@@ -28,7 +26,20 @@ from accord.models.import_formats import (
     show,
 )
 from accord.models.import_spec import ImportSpec, LabelMap, match_columns, normalize_label
-from accord.models.schema import Annotator, Campaign, Dataset, HumanRating, Item, Project, RatingRequest, Run, utcnow
+from accord.models.schema import (
+    Annotator,
+    Campaign,
+    Dataset,
+    HumanRating,
+    Item,
+    Project,
+    RatingRequest,
+    Run,
+    utcnow,
+)
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Table as SqlTable
+from sqlalchemy.engine import Engine
 
 __all__ = [
     "DatasetImportError",
@@ -102,7 +113,7 @@ def _label_text(value: Any) -> str:
 def _json_scalar(value: Any) -> Any:
     if isinstance(value, str):
         return value.strip()
-    if isinstance(value, bool) or isinstance(value, int):
+    if isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
@@ -274,8 +285,9 @@ def _pick_source(column: str, role: str, sources: list[_Source]) -> _Source:
 
 def _read_ratings(
     spec: ImportSpec, table: Table, readers: dict[str, _RatingReader], excluded: set[str]
-) -> tuple[list[RatingRow], list[str], list[str] | None]:
-    """Ratings, the item id of every row, and (long layout) the annotator id of every row."""
+) -> tuple[list[RatingRow], list[str], list[str] | None, list[str]]:
+    """Ratings, the item id of every row, (long layout) the annotator id of every row, and every annotator
+    the file names (even one whose cells are all empty), in order of appearance."""
     item_ids = _ids(table, spec.item_col, "item id")
     ratings: list[RatingRow] = []
     seen: dict[tuple[str, str, str], int] = {}
@@ -307,7 +319,7 @@ def _read_ratings(
         for index in range(len(table)):
             for column, dimension, values in columns:
                 add(index, item_ids[index], annotator_ids[index], dimension, column, values[index])
-        return ratings, item_ids, annotator_ids
+        return ratings, item_ids, annotator_ids, list(_first_rows(annotator_ids))
 
     assert spec.annotator_columns is not None
     candidates = [c for c in table.column_order if c not in excluded]
@@ -320,14 +332,16 @@ def _read_ratings(
     for column in annotator_columns:
         table.require(column, "annotator ratings")
         if len(column.strip()) > MAX_ID_LENGTH:
-            raise DatasetImportError(f"{table.header_where()}: annotator column name {show(column)} is too long")
+            raise DatasetImportError(
+                f"{table.header_where()}: annotator column name {show(column)} is too long"
+            )
     dimension = spec.dimension
     for column in annotator_columns:
         values = table.columns[column]
         annotator = column.strip()
         for index in range(len(table)):
             add(index, item_ids[index], annotator, dimension, column, values[index])
-    return ratings, item_ids, None
+    return ratings, item_ids, None, list(dict.fromkeys(c.strip() for c in annotator_columns))
 
 
 def _build_items(
@@ -369,7 +383,9 @@ def _build_items(
                 content: dict[str, Any] = {"kind": "conversation", "turns": turns}
             else:
                 if not text:
-                    raise DatasetImportError(f"{where(main_source, eid, main_col)}: empty text for item {eid!r}")
+                    raise DatasetImportError(
+                        f"{where(main_source, eid, main_col)}: empty text for item {eid!r}"
+                    )
                 content = {"kind": "text", "text": text}
         else:
             turns = []
@@ -395,7 +411,9 @@ def _build_items(
                 )
             content["turns"].append({"speaker": "", "text": str(response[0]).strip()})
         if content["kind"] == "conversation" and not content["turns"]:
-            raise DatasetImportError(f"{where(main_source, eid, main_col)}: empty conversation for item {eid!r}")
+            raise DatasetImportError(
+                f"{where(main_source, eid, main_col)}: empty conversation for item {eid!r}"
+            )
         meta = {column: values[eid][0] for column, values in meta_values if eid in values}
         items[eid] = {"content": content, "meta": meta}
 
@@ -424,7 +442,9 @@ def _build_annotators(
     attributes: dict[str, dict[str, Any]] = {eid: {} for eid in order}
     for column in columns:
         source = _pick_source(column, "annotator attribute", sources)
-        values = _collect(source.table, source.ids, column, "annotator attribute", "annotator", missing, _json_scalar)
+        values = _collect(
+            source.table, source.ids, column, "annotator attribute", "annotator", missing, _json_scalar
+        )
         for eid, (value, _row) in values.items():
             if eid in attributes:
                 attributes[eid][column] = value
@@ -434,7 +454,11 @@ def _build_annotators(
 def _source_text(spec: ImportSpec) -> str:
     parts = [
         f"{role}={path}"
-        for role, path in (("ratings", spec.ratings_file), ("items", spec.items_file), ("annotators", spec.annotators_file))
+        for role, path in (
+            ("ratings", spec.ratings_file),
+            ("items", spec.items_file),
+            ("annotators", spec.annotators_file),
+        )
         if path is not None
     ]
     text = "; ".join(parts)
@@ -472,7 +496,9 @@ def read_import(spec: ImportSpec) -> ParsedDataset:
 
     if ratings_table is not None:
         readers = {d: _RatingReader(d, label_maps.get(d), missing) for d in dimensions}
-        ratings, row_items, row_annotators = _read_ratings(spec, ratings_table, readers, excluded)
+        ratings, row_items, row_annotators, named_annotators = _read_ratings(
+            spec, ratings_table, readers, excluded
+        )
         item_sources.append(_Source(ratings_table, row_items))
         if row_annotators is not None:
             annotator_sources.append(_Source(ratings_table, row_annotators))
@@ -487,11 +513,10 @@ def read_import(spec: ImportSpec) -> ParsedDataset:
         else:
             item_order = list(_first_rows(row_items))
         known_annotators = set(annotator_order)
-        rated_annotators = list(dict.fromkeys(r[1] for r in ratings))
-        unlisted = [a for a in rated_annotators if a not in known_annotators]
+        unlisted = [a for a in named_annotators if a not in known_annotators]
         if annotators_table is not None and unlisted:
             warnings.append(
-                f"{len(unlisted)} annotator(s) with ratings are not in {annotators_table.name} "
+                f"{len(unlisted)} annotator(s) of the ratings file are not in {annotators_table.name} "
                 f"(e.g. {unlisted[0]!r}); they have no attributes"
             )
         annotator_order += unlisted
@@ -499,7 +524,7 @@ def read_import(spec: ImportSpec) -> ParsedDataset:
         unrated = sum(1 for eid in item_order if eid not in rated_items)
         if unrated:
             warnings.append(f"{unrated} item(s) have no ratings")
-        rated_set = set(rated_annotators)
+        rated_set = {r[1] for r in ratings}
         idle = sum(1 for a in annotator_order if a not in rated_set)
         if idle:
             warnings.append(f"{idle} annotator(s) have no ratings")
@@ -608,14 +633,21 @@ def write_dataset(engine: Engine, spec: ImportSpec, parsed: ParsedDataset) -> tu
             conn.execute(update(datasets).where(datasets.c.id == existing).values(**fields))
             dataset_id = existing
         else:
-            result = conn.execute(insert(datasets).values(name=spec.name, project_id=spec.project_id, **fields))
+            result = conn.execute(
+                insert(datasets).values(name=spec.name, project_id=spec.project_id, **fields)
+            )
             dataset_id = int(result.inserted_primary_key[0])
         items_table, annotators_table = _table(Item), _table(Annotator)
         _insert_many(
             conn,
             items_table,
             [
-                {"dataset_id": dataset_id, "external_id": eid, "content": item["content"], "metadata": item["meta"]}
+                {
+                    "dataset_id": dataset_id,
+                    "external_id": eid,
+                    "content": item["content"],
+                    "metadata": item["meta"],
+                }
                 for eid, item in parsed.items.items()
             ],
         )
@@ -681,7 +713,12 @@ def _spread(counts: list[int]) -> dict[str, float]:
 def summarize_dataset(engine: Engine, dataset_id: int) -> dict[str, Any]:
     """Counts of a stored dataset: items, annotators, ratings (per dimension), annotators per attribute
     value (and how many lack each attribute), ratings per item and per annotator (min/median/max)."""
-    datasets, items, annotators, ratings = _table(Dataset), _table(Item), _table(Annotator), _table(HumanRating)
+    datasets, items, annotators, ratings = (
+        _table(Dataset),
+        _table(Item),
+        _table(Annotator),
+        _table(HumanRating),
+    )
     with engine.connect() as conn:
         row = conn.execute(select(datasets).where(datasets.c.id == dataset_id)).mappings().first()
         if row is None:
@@ -715,7 +752,9 @@ def summarize_dataset(engine: Engine, dataset_id: int) -> dict[str, Any]:
         }
         attribute_rows = [
             attrs or {}
-            for (attrs,) in conn.execute(select(annotators.c.attributes).where(annotators.c.dataset_id == dataset_id))
+            for (attrs,) in conn.execute(
+                select(annotators.c.attributes).where(annotators.c.dataset_id == dataset_id)
+            )
         ]
     names = sorted({name for attrs in attribute_rows for name in attrs})
     value_counts: dict[str, dict[str, int]] = {}

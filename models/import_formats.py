@@ -20,9 +20,7 @@ from typing import Any
 
 TEXT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 BINARY_FORMATS = {".parquet": "parquet", ".pq": "parquet"}
-SUPPORTED_EXTENSIONS = sorted(
-    [*TEXT_FORMATS, *BINARY_FORMATS, *(f"{ext}.gz" for ext in TEXT_FORMATS)]
-)
+SUPPORTED_EXTENSIONS = sorted([*TEXT_FORMATS, *BINARY_FORMATS, *(f"{ext}.gz" for ext in TEXT_FORMATS)])
 
 
 class DatasetImportError(ValueError):
@@ -138,7 +136,7 @@ def decode_utf8(path: Path, raw: bytes) -> str:
             f"{path}: line {line}, byte offset {exc.start}: not valid UTF-8 (byte 0x{bad}); "
             "save the file as UTF-8"
         ) from None
-    return text[1:] if text.startswith("\ufeff") else text
+    return text.removeprefix("\ufeff")
 
 
 def _check_header(path: Path, header: list[str]) -> list[str]:
@@ -181,8 +179,7 @@ def _read_delimited(path: Path, fmt: str, text: str) -> Table:
             continue
         if len(record) != width:
             raise DatasetImportError(
-                f"{path}: line {start}: {len(record)} fields but the header has {width} "
-                f"({', '.join(names)})"
+                f"{path}: line {start}: {len(record)} fields but the header has {width} ({', '.join(names)})"
             )
         for col, value in zip(cols, record):
             col.append(value)
@@ -197,7 +194,9 @@ def _add_record(path: Path, where: str, record: Any, rows: list[dict[str, Any]])
     rows.append(record)
 
 
-def _records_to_table(path: Path, fmt: str, rows: list[dict[str, Any]], numbers: list[int], unit: str) -> Table:
+def _records_to_table(
+    path: Path, fmt: str, rows: list[dict[str, Any]], numbers: list[int], unit: str
+) -> Table:
     order: dict[str, None] = {}
     for row in rows:
         for key in row:
@@ -216,7 +215,9 @@ def _read_jsonl(path: Path, text: str) -> Table:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DatasetImportError(f"{path}: line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            raise DatasetImportError(
+                f"{path}: line {number}: invalid JSON ({exc.msg} at column {exc.colno})"
+            ) from None
         _add_record(path, f"line {number}", record, rows)
         numbers.append(number)
     return _records_to_table(path, "jsonl", rows, numbers, "line")
@@ -228,7 +229,9 @@ def _read_json_array(path: Path, text: str) -> Table:
     except json.JSONDecodeError as exc:
         raise DatasetImportError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
     if not isinstance(data, list):
-        raise DatasetImportError(f"{path}: expected a JSON array of objects (or use .jsonl, one object a line)")
+        raise DatasetImportError(
+            f"{path}: expected a JSON array of objects (or use .jsonl, one object a line)"
+        )
     rows: list[dict[str, Any]] = []
     for index, record in enumerate(data, start=1):
         _add_record(path, f"record {index}", record, rows)

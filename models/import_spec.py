@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
 from accord.models.import_formats import DatasetImportError, one_line
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 LabelMap = dict[str, float | None]
 _NULL_WORDS = {"null", "none", "nan"}
@@ -104,10 +103,16 @@ def resolve_label_maps(raw: Any, dimensions: list[str]) -> dict[str, LabelMap]:
     """The label map of each dimension that has one, from any accepted form of ``label_map``."""
     if raw is None:
         return {}
-    per_dimension = isinstance(raw, dict) and raw and all(isinstance(v, (dict, str)) for v in raw.values())
-    mixed = isinstance(raw, dict) and any(isinstance(v, (dict, str)) for v in raw.values()) and not per_dimension
+
+    def is_map(value: Any) -> bool:
+        return isinstance(value, dict) or (isinstance(value, str) and "=" in value)
+
+    per_dimension = isinstance(raw, dict) and bool(raw) and all(is_map(v) for v in raw.values())
+    mixed = isinstance(raw, dict) and any(is_map(v) for v in raw.values()) and not per_dimension
     if mixed:
-        raise ValueError("mixes per-dimension maps with label values; give {label: number} or {dimension: {...}}")
+        raise ValueError(
+            "mixes per-dimension maps with label values; give {label: number} or {dimension: {...}}"
+        )
     if per_dimension:
         unknown = [d for d in raw if d not in dimensions]
         if unknown:
@@ -129,7 +134,7 @@ def match_columns(pattern: str | list[str], columns: list[str]) -> list[str]:
         return list(pattern)
     text = pattern.strip()
     if text.startswith("re:") or any(ch in _REGEX_CHARS for ch in text):
-        regex = re.compile(text[3:] if text.startswith("re:") else text)
+        regex = re.compile(text.removeprefix("re:"))
         return [c for c in columns if regex.fullmatch(c)]
     if any(ch in text for ch in "*?["):
         return [c for c in columns if fnmatch.fnmatchcase(c, text)]
@@ -158,10 +163,18 @@ class ImportSpec(BaseModel):
 
     layout: Literal["long", "wide"] = "long"
     item_col: str = "item_id"
-    annotator_col: str = Field("annotator_id", description="Annotator id column (ratings file in long layout; annotators file).")
-    rating_cols: str | list[str] | dict[str, str] | None = Field(None, description="column -> dimension (long layout).")
-    annotator_columns: str | list[str] | None = Field(None, description="Wide layout: rating columns, one per annotator.")
-    dimension: str = Field("rating", min_length=1, max_length=200, description="Wide layout: the dimension's name.")
+    annotator_col: str = Field(
+        "annotator_id", description="Annotator id column (ratings file in long layout; annotators file)."
+    )
+    rating_cols: str | list[str] | dict[str, str] | None = Field(
+        None, description="column -> dimension (long layout)."
+    )
+    annotator_columns: str | list[str] | None = Field(
+        None, description="Wide layout: rating columns, one per annotator."
+    )
+    dimension: str = Field(
+        "rating", min_length=1, max_length=200, description="Wide layout: the dimension's name."
+    )
 
     text_col: str | None = None
     conversation_col: str | None = None
@@ -194,7 +207,7 @@ class ImportSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check(self) -> "ImportSpec":
+    def _check(self) -> ImportSpec:
         if self.ratings_file is None and self.items_file is None:
             raise ValueError("give ratings_file, items_file, or both")
         if (self.text_col is None) == (self.conversation_col is None):
@@ -203,7 +216,9 @@ class ImportSpec(BaseModel):
             if self.layout == "long" and not self.rating_cols:
                 raise ValueError("layout 'long' needs rating_cols (the column(s) holding the ratings)")
             if self.layout == "wide" and not self.annotator_columns:
-                raise ValueError("layout 'wide' needs annotator_columns (a list of columns or a pattern like 'rater_*')")
+                raise ValueError(
+                    "layout 'wide' needs annotator_columns (a list of columns or a pattern like 'rater_*')"
+                )
         if self.layout == "wide" and self.rating_cols:
             raise ValueError("layout 'wide' takes annotator_columns and dimension, not rating_cols")
         columns = self.rating_columns()
@@ -251,10 +266,10 @@ def spec_from_mapping(data: dict[str, Any], base_dir: Path | None = None) -> Imp
         return ImportSpec.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "spec"
+        field = "".join(f"{p}: " for p in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise DatasetImportError(one_line(f"import spec: {field}: {message}{more}")) from None
+        raise DatasetImportError(one_line(f"import spec: {field}{message}{more}")) from None
 
 
 def load_import_spec(path: Path | str, **overrides: Any) -> ImportSpec:

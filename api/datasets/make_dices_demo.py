@@ -81,7 +81,9 @@ def make_demo(source: Path, out: Path = OUT_DIR, n_items: int = N_ITEMS, seed: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=None, help="folder with DICES-350 items.csv, ratings.csv")
+    parser.add_argument(
+        "--source", type=Path, default=None, help="folder with DICES-350 items.csv, ratings.csv"
+    )
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     args = parser.parse_args()
     n_items, n_ratings = make_demo(args.source or default_source(), args.out)
