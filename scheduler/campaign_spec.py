@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from accord.models.yaml_loader import safe_load
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROVIDERS = ("local", "openai", "anthropic")
@@ -184,7 +186,7 @@ def load_campaign(path: str | Path) -> CampaignSpec:
     except UnicodeDecodeError as e:
         raise CampaignSpecError(f"{path}: not UTF-8 text (byte {e.start})") from None
     try:
-        document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        document = json.loads(text) if path.suffix == ".json" else safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as e:
         raise CampaignSpecError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
     spec = parse_campaign(document, str(path))

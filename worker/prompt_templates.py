@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from accord.models.yaml_loader import safe_load
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -86,7 +88,7 @@ def bundled_template_names() -> list[str]:
 
 def _load_document(path: Path) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TemplateSpecError(f"{path}: no such template file") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from accord.scheduler.campaign_spec import CampaignSpecError, load_campaign, parse_campaign
+from accord.worker.decoding import request_decoding
+
+BASE = {"name": "c", "dataset": "d", "models": [{"name": "m", "provider": "local"}], "templates": ["likert_unsafe"]}
+
+
+def test_minimal_campaign_gets_defaults() -> None:
+    spec = parse_campaign(BASE)
+    assert spec.samples == 1 and spec.cache is True and spec.templates[0].name == "likert_unsafe"
+    assert spec.models[0].model == "SmolLM2-135M-Instruct"
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"samples": 0}, "samples: Input should be greater than or equal to 1"),
+    ({"models": [{"name": "m", "provider": "cohere"}]}, "models.0.provider"),
+    ({"models": [{"name": "m", "provider": "openai"}]}, "models.0: provider 'openai' needs 'model'"),
+    ({"models": [{"name": "m", "provider": "openai", "model": "x", "api_key": "sk-123"}]},
+     "models.0.api_key: API keys are never accepted"),
+    ({"models": [{"name": "m", "provider": "local"}, {"name": "m", "provider": "local"}]}, "model names must be unique; repeated: m"),
+    ({"templates": [{"name": "a", "path": "b.yaml"}]}, "templates.0: give exactly one of 'name'"),
+    ({"budget_usd": -1}, "budget_usd"),
+    ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+])
+def test_errors_name_the_field(patch: dict, message: str) -> None:
+    with pytest.raises(CampaignSpecError) as e:
+        parse_campaign({**BASE, **patch}, "camp.yaml")
+    assert message in str(e.value)
+    assert str(e.value).startswith("camp.yaml: invalid campaign:")
+
+
+def test_yaml_file_and_relative_template_paths(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("name: c\ndataset: d\nmodels: [{name: m, provider: local}]\n"
+                                     "templates: [{path: t/mine.yaml}]\npersonas: {list: [{gender: Woman}]}\n")
+    spec = load_campaign(tmp_path / "c.yaml")
+    assert spec.templates[0].path == str((tmp_path / "t" / "mine.yaml").resolve())
+    assert spec.personas is not None and spec.personas.explicit == [{"gender": "Woman"}]
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(CampaignSpecError, match="bad.yaml: not valid YAML"):
+        load_campaign(tmp_path / "bad.yaml")
+    with pytest.raises(CampaignSpecError, match="no such file"):
+        load_campaign(tmp_path / "missing.yaml")
+
+
+def test_spec_hash_is_stable_and_sensitive() -> None:
+    assert parse_campaign(BASE).spec_hash() == parse_campaign(dict(BASE)).spec_hash()
+    assert parse_campaign(BASE).spec_hash() != parse_campaign({**BASE, "samples": 2}).spec_hash()
+
+
+def test_request_decoding_layers_and_per_sample_seed() -> None:
+    d = request_decoding({"temperature": 0.7, "seed": 10}, {"temperature": 0.2}, 4, 3)
+    assert d == {"temperature": 0.2, "seed": 13, "max_tokens": 4}
+    assert request_decoding({"max_tokens": 9}, None, 4, 0) == {"max_tokens": 9}
