@@ -1,0 +1,121 @@
+"""Consistency of an LLM rater with itself.
+
+- Format consistency, after "Fake Alignment" (Wang et al. 2023): the same question asked in two
+  formats of one template family (e.g. open question vs multiple choice). CS = share of items on
+  which both formats give the same binary verdict; CSS = share on which they agree *and* the verdict
+  is the correct one (the reference label: expert label if known, else the human majority).
+- Self-consistency across samples: test-retest correlation (mean Pearson r over pairs of sample
+  indices, items as observations) and the label flip rate (share of items whose parsed samples do
+  not all give the same label).
+- Position bias for multiple choice: two templates of one family that differ only in option order
+  should give the same (semantic) answer; the flip rate is the share of items whose modal answer
+  changes when the order changes (cf. Zheng et al. 2023, Pezeshkpour & Hruschka 2023).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+from accord.analysis.correlation import masked_pearson_columns
+
+
+@dataclass
+class FormatConsistency:
+    cs: float
+    css: float | None  # None without a reference label
+    n: int
+    n_with_reference: int
+
+
+def format_consistency(
+    verdict_a: np.ndarray, verdict_b: np.ndarray, reference: np.ndarray | None = None
+) -> FormatConsistency:
+    """CS and CSS of two binary verdict vectors (per item; NaN = no answer)."""
+    a = np.asarray(verdict_a, dtype=float)
+    b = np.asarray(verdict_b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"verdict vectors differ in shape: {a.shape} vs {b.shape}")
+    both = np.isfinite(a) & np.isfinite(b)
+    if not both.any():
+        raise ValueError("no item is answered in both formats")
+    cs = float(np.mean(a[both] == b[both]))
+    css: float | None = None
+    n_ref = 0
+    if reference is not None:
+        ref = np.asarray(reference, dtype=float)
+        ok = both & np.isfinite(ref)
+        n_ref = int(ok.sum())
+        if n_ref:
+            css = float(np.mean((a[ok] == b[ok]) & (a[ok] == ref[ok])))
+    return FormatConsistency(cs, css, int(both.sum()), n_ref)
+
+
+@dataclass
+class SelfConsistency:
+    test_retest_r: float  # mean over sample-index pairs of Pearson r across items
+    n_pairs: int  # sample-index pairs with a defined r
+    flip_rate: float  # share of items (>= 2 parsed samples) whose samples disagree
+    n_items: int  # items with >= 2 parsed samples
+    mean_pairwise_disagreement: float  # share of disagreeing sample pairs, averaged over items
+
+
+def self_consistency(samples: np.ndarray) -> SelfConsistency:
+    """Consistency of repeated samples: ``samples`` is items x sample-index (parsed values, NaN =
+    missing)."""
+    samples = np.asarray(samples, dtype=float)
+    if samples.ndim != 2:
+        raise ValueError(f"samples must be items x samples, got shape {samples.shape}")
+    nan = float("nan")
+    r_pairs: list[float] = []
+    if samples.shape[1] >= 2:
+        r, _ = masked_pearson_columns(samples, samples)
+        for i, j in combinations(range(samples.shape[1]), 2):
+            if np.isfinite(r[i, j]):
+                r_pairs.append(float(r[i, j]))
+    ok = np.isfinite(samples)
+    n_parsed = ok.sum(axis=1)
+    multi = n_parsed >= 2
+    if multi.any():
+        sub = samples[multi]
+        sub_ok = ok[multi]
+        lo = np.where(sub_ok, sub, np.inf).min(axis=1)
+        hi = np.where(sub_ok, sub, -np.inf).max(axis=1)
+        flip_rate = float(np.mean(hi > lo))
+        m = sub_ok.sum(axis=1).astype(float)
+        pair_ok = sub_ok[:, :, None] & sub_ok[:, None, :]
+        same = (sub[:, :, None] == sub[:, None, :]) & pair_ok
+        off_diagonal = ~np.eye(sub.shape[1], dtype=bool)
+        same_pairs = (same & off_diagonal).sum(axis=(1, 2)).astype(float)
+        disagreement = float(np.mean(1.0 - same_pairs / (m * (m - 1.0))))
+    else:
+        flip_rate = disagreement = nan
+    return SelfConsistency(
+        test_retest_r=float(np.mean(r_pairs)) if r_pairs else nan,
+        n_pairs=len(r_pairs),
+        flip_rate=flip_rate,
+        n_items=int(multi.sum()),
+        mean_pairwise_disagreement=disagreement,
+    )
+
+
+@dataclass
+class PositionBias:
+    flip_rate: float
+    n: int
+    n_flipped: int
+
+
+def position_flip_rate(labels_a: np.ndarray, labels_b: np.ndarray) -> PositionBias:
+    """Share of items whose (semantic) answer differs between two option orders."""
+    a = np.asarray(labels_a, dtype=float)
+    b = np.asarray(labels_b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"label vectors differ in shape: {a.shape} vs {b.shape}")
+    both = np.isfinite(a) & np.isfinite(b)
+    if not both.any():
+        raise ValueError("no item is answered under both option orders")
+    flipped = int(np.sum(a[both] != b[both]))
+    return PositionBias(flipped / int(both.sum()), int(both.sum()), flipped)

@@ -1,0 +1,254 @@
+"""Disparity: does the LLM agree more with some groups of people than with others?
+
+For a group G of annotators (by one attribute such as gender=Woman, or an intersection), mu_G is the
+mean rating of G's members per item and r_G = Pearson(s, mu_G) over the items G rated. We test each
+group against the rest of the annotators with a known value of the same attribute
+(d_G = r_G - r_notG) and the attribute as a whole by the range gap = max_G r_G - min_G r_G.
+
+Significance comes from permuting the annotator -> group mapping (group sizes kept), which breaks any
+link between group membership and ratings while keeping who rated what, as in the group-association
+tests of Prabhakaran et al. 2024 (GRASP) and the demographic disparity analyses on DICES (Aroyo et
+al. 2023). All permutations are evaluated at once: a K x J matrix of permuted labels becomes a
+membership matrix and the group means of all permutations are two matrix products; correlations of
+every LLM rater with every permuted group mean are six more (`masked_pearson_columns`). p-values are
+(1 + #{|null| >= |observed|}) / (1 + K); callers adjust them across groups with Benjamini-Hochberg.
+
+Also here: idiosyncratic variation (spread of per-annotator correlations within vs across groups)
+and the minimum detectable difference in r for a group comparison (Fisher z approximation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse, stats
+
+from accord.analysis.correlation import masked_pearson_columns
+from accord.analysis.resampling import label_permutations, permutation_pvalue
+
+# Rough cap on the number of float64 cells in one chunk of permuted group means (items x perms x groups)
+CHUNK_CELLS = 2_000_000
+
+
+def _as_operand(matrix: np.ndarray) -> np.ndarray | sparse.csr_matrix:
+    """Dense for dense data, CSR when at most a quarter of the cells are filled (sparse designs)."""
+    if matrix.size and np.count_nonzero(matrix) <= 0.25 * matrix.size:
+        return sparse.csr_matrix(matrix)
+    return matrix
+
+
+def _dense(product: np.ndarray | sparse.spmatrix) -> np.ndarray:
+    return product.toarray() if sparse.issparse(product) else np.asarray(product)
+
+
+def membership_matrix(perm_labels: np.ndarray, n_groups: int) -> np.ndarray:
+    """J x (K * G) 0/1 matrix: column k * G + g marks the annotators in group g under permutation k.
+    ``perm_labels`` is K x J with group indices (negative = in no group)."""
+    k, j = perm_labels.shape
+    out = np.zeros((j, k * n_groups))
+    kk, jj = np.nonzero(perm_labels >= 0)
+    out[jj, kk * n_groups + perm_labels[kk, jj]] = 1.0
+    return out
+
+
+@dataclass
+class GroupMeans:
+    """Per-item mean rating of each group and of the rest (annotators of the attribute not in G)."""
+
+    mean: np.ndarray  # I x C (NaN where no member rated the item)
+    rest: np.ndarray  # I x C
+    count: np.ndarray  # I x C members who rated the item
+
+
+class GroupMeanCalculator:
+    """Group means of the ratings of the annotators with a known group label, for any relabelling."""
+
+    def __init__(self, ratings: np.ndarray, labels: np.ndarray) -> None:
+        ratings = np.asarray(ratings, dtype=float)
+        self.labels = np.asarray(labels, dtype=int)
+        if ratings.shape[1] != self.labels.size:
+            raise ValueError(f"{self.labels.size} group labels for {ratings.shape[1]} annotators")
+        self.known = np.flatnonzero(self.labels >= 0)
+        sub = ratings[:, self.known]
+        mask = np.isfinite(sub)
+        values = np.where(mask, sub, 0.0)
+        self.values = _as_operand(values)
+        self.squares = _as_operand(values * values)
+        self.mask = _as_operand(mask.astype(float))
+        self.total = values.sum(axis=1, keepdims=True)
+        self.total_sq = (values * values).sum(axis=1, keepdims=True)
+        self.total_n = mask.sum(axis=1, keepdims=True).astype(float)
+
+    def sums(self, known_labels: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sum, sum of squares, count) per item for each (permutation, group) column.
+        ``known_labels`` is K x J_known."""
+        member = membership_matrix(np.atleast_2d(known_labels), n_groups)
+        return (
+            _dense(self.values @ member),
+            _dense(self.squares @ member),
+            _dense(self.mask @ member),
+        )
+
+    def means(self, known_labels: np.ndarray, n_groups: int) -> GroupMeans:
+        s, _, n = self.sums(known_labels, n_groups)
+        rest_n = self.total_n - n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n > 0, s / n, np.nan)
+            rest = np.where(rest_n > 0, (self.total - s) / rest_n, np.nan)
+        return GroupMeans(mean, rest, n)
+
+
+@dataclass
+class GroupCorrelationTest:
+    """Outcome of `group_correlation_test` for R LLM raters and G groups of one attribute."""
+
+    group_r: np.ndarray  # R x G   r(s, mu_G)
+    rest_r: np.ndarray  # R x G   r(s, mu_notG)
+    n_items: np.ndarray  # R x G   items behind r_G
+    difference: np.ndarray  # R x G   r_G - r_notG
+    gap: np.ndarray  # R       max_G r_G - min_G r_G
+    difference_pvalue: np.ndarray  # R x G   two-sided permutation p
+    gap_pvalue: np.ndarray  # R       one-sided (larger gap) permutation p
+    null_difference: np.ndarray  # K x R x G
+    null_gap: np.ndarray  # K x R
+    n_permutations: int
+
+
+def _range(r: np.ndarray) -> np.ndarray:
+    """max - min over the last axis, ignoring NaN; NaN with fewer than two defined values."""
+    defined = np.isfinite(r).sum(axis=-1)
+    with np.errstate(invalid="ignore"):
+        hi = np.where(np.isfinite(r), r, -np.inf).max(axis=-1)
+        lo = np.where(np.isfinite(r), r, np.inf).min(axis=-1)
+    return np.where(defined >= 2, hi - lo, np.nan)
+
+
+def _correlate(scores: np.ndarray, gm: GroupMeans, k: int, n_groups: int):
+    r, n = masked_pearson_columns(scores, gm.mean)
+    rr, _ = masked_pearson_columns(scores, gm.rest)
+    shape = (scores.shape[1], k, n_groups)
+    return r.reshape(shape), rr.reshape(shape), n.reshape(shape)
+
+
+def group_correlation_test(
+    scores: np.ndarray,
+    ratings: np.ndarray,
+    labels: np.ndarray,
+    n_groups: int,
+    n_permutations: int = 1000,
+    rng: np.random.Generator | None = None,
+) -> GroupCorrelationTest:
+    """Correlation of each LLM rater with each group's mean rating, and permutation tests.
+
+    ``scores``: I x R (one column per LLM rater, NaN = no answer); ``ratings``: I x J human ratings;
+    ``labels``: group index per annotator (-1 = unknown, left out). Permutations shuffle the labels of
+    the annotators with a known label, keeping group sizes."""
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim == 1:
+        scores = scores[:, None]
+    ratings = np.asarray(ratings, dtype=float)
+    if scores.shape[0] != ratings.shape[0]:
+        raise ValueError(f"scores have {scores.shape[0]} items, ratings {ratings.shape[0]}")
+    labels = np.asarray(labels, dtype=int)
+    if n_groups < 2:
+        raise ValueError("a group comparison needs at least two groups")
+    if n_permutations < 1:
+        raise ValueError("n_permutations must be positive")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    calc = GroupMeanCalculator(ratings, labels)
+    known_labels = labels[calc.known]
+    observed = calc.means(known_labels[None, :], n_groups)
+    r_obs, rr_obs, n_obs = (a[:, 0, :] for a in _correlate(scores, observed, 1, n_groups))
+    diff_obs = r_obs - rr_obs
+    gap_obs = _range(r_obs)
+
+    perms = label_permutations(known_labels, n_permutations, rng)
+    n_r = scores.shape[1]
+    null_diff = np.empty((n_permutations, n_r, n_groups))
+    null_gap = np.empty((n_permutations, n_r))
+    chunk = max(1, CHUNK_CELLS // max(1, ratings.shape[0] * n_groups))
+    for start in range(0, n_permutations, chunk):
+        block = perms[start:start + chunk]
+        k = block.shape[0]
+        r, rr, _ = _correlate(scores, calc.means(block, n_groups), k, n_groups)
+        null_diff[start:start + k] = np.transpose(r - rr, (1, 0, 2))
+        null_gap[start:start + k] = _range(r).T
+    return GroupCorrelationTest(
+        group_r=r_obs,
+        rest_r=rr_obs,
+        n_items=n_obs,
+        difference=diff_obs,
+        gap=gap_obs,
+        difference_pvalue=permutation_pvalue(diff_obs, null_diff, "two-sided"),
+        gap_pvalue=permutation_pvalue(gap_obs, null_gap, "greater"),
+        null_difference=null_diff,
+        null_gap=null_gap,
+        n_permutations=n_permutations,
+    )
+
+
+@dataclass
+class IdiosyncraticVariation:
+    """Spread of per-annotator correlations r_j = r(s, y_j) within and across groups."""
+
+    sd_within: float  # mean over groups of the within-group SD of r_j
+    sd_all: float  # SD of r_j over all annotators with a known group
+    ratio: float  # sd_within / sd_all (near 1: groups explain little of the spread)
+    group_sd: dict[str, float]
+    group_n: dict[str, int]
+
+
+def idiosyncratic_variation(
+    annotator_r: np.ndarray, labels: np.ndarray, group_names: list[str]
+) -> IdiosyncraticVariation:
+    """Compare how much r_j varies inside groups with how much it varies overall (sample SDs).
+
+    Groups with fewer than two defined r_j are left out of the within-group average."""
+    annotator_r = np.asarray(annotator_r, dtype=float)
+    labels = np.asarray(labels, dtype=int)
+    ok = np.isfinite(annotator_r) & (labels >= 0)
+    if ok.sum() < 2:
+        raise ValueError("fewer than two annotators with a defined correlation and a known group")
+    sd_all = float(np.std(annotator_r[ok], ddof=1))
+    group_sd: dict[str, float] = {}
+    group_n: dict[str, int] = {}
+    for g, name in enumerate(group_names):
+        vals = annotator_r[ok & (labels == g)]
+        group_n[name] = int(vals.size)
+        if vals.size >= 2:
+            group_sd[name] = float(np.std(vals, ddof=1))
+    if not group_sd:
+        raise ValueError("no group has two annotators with a defined correlation")
+    sd_within = float(np.mean(list(group_sd.values())))
+    ratio = sd_within / sd_all if sd_all > 0 else float("nan")
+    return IdiosyncraticVariation(sd_within, sd_all, ratio, group_sd, group_n)
+
+
+@dataclass
+class DetectableDifference:
+    delta_z: float  # detectable difference on Fisher's z scale
+    delta_r: float  # the same as a difference in r, centred on r0
+    r0: float
+    n1: int
+    n2: int
+
+
+def min_detectable_difference(
+    r0: float, n1: int, n2: int, alpha: float = 0.05, power: float = 0.8
+) -> DetectableDifference:
+    """Smallest difference between two correlations that a two-sided z-test on Fisher's z detects
+    with the given power: delta_z = (z_{1-alpha/2} + z_power) * sqrt(1/(n1-3) + 1/(n2-3)).
+
+    Converted to r around the observed pooled r0: tanh(z0 + delta_z/2) - tanh(z0 - delta_z/2).
+    The two correlations of a group comparison share the items (and the LLM scores), so they are not
+    independent; the independent-samples formula is the usual rough guide (cf. Steiger 1980)."""
+    if n1 <= 3 or n2 <= 3:
+        raise ValueError(f"need more than 3 items per group (n1={n1}, n2={n2})")
+    if not np.isfinite(r0):
+        r0 = 0.0
+    delta_z = float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
+                    * np.sqrt(1.0 / (n1 - 3) + 1.0 / (n2 - 3)))
+    z0 = float(np.arctanh(np.clip(r0, -0.999999, 0.999999)))
+    delta_r = float(np.tanh(z0 + delta_z / 2) - np.tanh(z0 - delta_z / 2))
+    return DetectableDifference(delta_z, delta_r, float(r0), int(n1), int(n2))

@@ -1,0 +1,759 @@
+"""Run every metric the data supports and return them as `MetricRecord`s.
+
+``compute_all(human, annotators, llm, items, options)`` is the entry point used by post-processing.
+Each metric is computed in a guard: a metric that is undefined for the data (a constant rater, a group
+of one, no parsed answers ...) becomes a record with ``value=None`` and ``details["reason"]``; a metric
+that does not apply at all (no attributes, no personas, no subject models) is omitted or recorded with
+``details["skipped"]``. Random streams are derived from ``options.seed`` and the record's identity, so
+a re-run with the same seed returns identical records.
+
+Record names (slice "all" unless noted; model/template '' for human-only metrics):
+
+human-only: n_human_ratings, annotator_loo_r_median (or annotator_full_mean_r_median),
+krippendorff_alpha_{nominal,ordinal,interval}, fleiss_kappa, group_irr / group_xrr / group_gai
+(slice = group), and per category the annotator baseline.
+per LLM rater: {pearson_r,spearman_r,kendall_tau}_vs_mean (+ _two_way), llm_percentile_among_annotators,
+krippendorff_delta_alpha_{level}, cohen_kappa_vs_majority, cohen_kappa_linear_vs_majority,
+{accuracy,precision,recall,f1}_vs_{majority,expert}, jsd_mean (slice all and per group),
+group_pearson_r (slice = group), group_r_gap (slice = attribute), idiosyncratic_sd_within_groups,
+min_detectable_r_difference (slice "G1 vs G2"), persona_gap_pearson_r, persona_gap_direction_accuracy,
+failure_rate, refusal_rate, failure_bias_chi2, refusal_bias_chi2 (slice = metadata column),
+test_retest_r, label_flip_rate, format_consistency_cs, format_consistency_css (template "a|b"),
+position_bias_flip_rate, subject_ranking_kendall_tau, and the main alignment metrics per category.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from accord.analysis import (
+    agreement,
+    association,
+    baseline,
+    binary,
+    consistency,
+    correlation,
+    disparity,
+    distribution,
+    failures,
+    persona,
+    subjects,
+)
+from accord.analysis.frames import (
+    GroupDefinition,
+    HumanMatrix,
+    LLMScores,
+    RaterKey,
+    binary_expert_labels,
+    build_groups,
+    build_human_matrix,
+    build_llm_scores,
+    item_metadata,
+    normalise_llm,
+)
+from accord.analysis.resampling import benjamini_hochberg, derive_rng
+from accord.analysis.results import MetricRecord
+
+log = logging.getLogger(__name__)
+
+CORRELATION_NAMES = {"pearson": "pearson_r_vs_mean", "spearman": "spearman_r_vs_mean",
+                     "kendall": "kendall_tau_vs_mean"}
+
+
+@dataclass
+class SuiteOptions:
+    n_resamples: int = 1000
+    n_permutations: int = 1000
+    confidence_level: float = 0.95
+    seed: int = 0
+    use_weighted: bool = True  # weighted_value where present, else value
+    gap_threshold: float = 0.2  # |true group gap| above which persona direction is tested
+    group_attributes: list[str] | None = None  # None: every attribute + pairwise intersections
+    min_group_size: int = 2
+    binary_threshold: float = 0.5
+    ci_method: str = "bca"  # or "percentile"
+    two_way_bootstrap: bool = False  # also resample annotators for the vs-mean correlations
+    baseline_leave_one_out: bool = True  # annotator baseline vs the mean of the others
+    association_metric: str = "interval"  # disagreement in IRR/XRR: "interval" or "nominal"
+    power: float = 0.8  # for the minimum detectable difference
+    alpha: float = 0.05
+    category_column: str = "category"
+    subject_column: str = "subject_model"
+    expert_column: str = "expert_label"
+
+    def __post_init__(self) -> None:
+        if self.n_resamples < 0 or self.n_permutations < 1:
+            raise ValueError("n_resamples must be >= 0 and n_permutations >= 1")
+        if not 0 < self.confidence_level < 1:
+            raise ValueError(f"confidence_level must be in (0, 1), got {self.confidence_level}")
+        if self.min_group_size < 1:
+            raise ValueError("min_group_size must be >= 1")
+        if self.ci_method not in ("bca", "percentile"):
+            raise ValueError(f"ci_method must be 'bca' or 'percentile', got {self.ci_method!r}")
+
+
+@dataclass
+class _Context:
+    options: SuiteOptions
+    human: HumanMatrix
+    human_mean: np.ndarray
+    majority: np.ndarray
+    domain: np.ndarray | None
+    meta: pd.DataFrame
+    groups: list[GroupDefinition]
+    llm: pd.DataFrame | None
+    raters: dict[RaterKey, LLMScores]  # persona '' only
+    persona_raters: dict[RaterKey, LLMScores]
+    rater_rows: dict[RaterKey, np.ndarray] = field(default_factory=dict)
+    records: list[MetricRecord] = field(default_factory=list)
+
+    def rng(self, *keys: object) -> np.random.Generator:
+        return derive_rng(self.options.seed, *keys)
+
+
+def _guard(ctx: _Context, name: str, fn: Callable[[], list[MetricRecord] | MetricRecord | None],
+           slice_: str = "all", model: str = "", template: str = "") -> None:
+    """Run one metric; an undefined metric becomes a None record with the reason."""
+    try:
+        out = fn()
+    except ValueError as exc:
+        ctx.records.append(MetricRecord(name, None, slice_, model, template, details={"reason": str(exc)}))
+        return
+    except Exception as exc:  # a bug must not take the whole suite down; it is logged and recorded
+        log.exception("metric %s (%s, %s, %s) failed", name, slice_, model, template)
+        ctx.records.append(MetricRecord(name, None, slice_, model, template,
+                                        details={"reason": f"{type(exc).__name__}: {exc}",
+                                                 "error": True}))
+        return
+    if out is None:
+        return
+    ctx.records.extend(out if isinstance(out, list) else [out])
+
+
+def _build_context(human: pd.DataFrame, annotators: pd.DataFrame | None, llm: pd.DataFrame | None,
+                   items: pd.DataFrame | None, options: SuiteOptions) -> _Context:
+    llm_norm = normalise_llm(llm) if llm is not None and len(llm) else None
+    item_set = set(human["item_id"].astype(str)) if "item_id" in human.columns else set()
+    if llm_norm is not None:
+        item_set |= set(llm_norm["item_id"])
+    item_ids = sorted(item_set)
+    hm = build_human_matrix(human, item_ids)
+    raters: dict[RaterKey, LLMScores] = {}
+    personas: dict[RaterKey, LLMScores] = {}
+    rows: dict[RaterKey, np.ndarray] = {}
+    if llm_norm is not None:
+        for key, scores in build_llm_scores(llm_norm, item_ids, options.use_weighted).items():
+            (personas if key.persona_key else raters)[key] = scores
+        for (m, t, p), idx in llm_norm.groupby(["model", "template", "persona_key"], sort=True).indices.items():
+            rows[RaterKey(str(m), str(t), str(p))] = idx
+    groups = build_groups(annotators, hm.annotator_ids, options.group_attributes,
+                          intersections=True, min_group_size=options.min_group_size)
+    return _Context(
+        options=options,
+        human=hm,
+        human_mean=hm.item_mean(),
+        majority=binary.majority_labels(hm.values),
+        domain=hm.value_domain(),
+        meta=item_metadata(items, item_ids),
+        groups=groups,
+        llm=llm_norm,
+        raters=raters,
+        persona_raters=personas,
+        rater_rows=rows,
+    )
+
+
+def compute_all(
+    human: pd.DataFrame,
+    annotators: pd.DataFrame | None,
+    llm: pd.DataFrame | None,
+    items: pd.DataFrame | None,
+    options: SuiteOptions | None = None,
+) -> list[MetricRecord]:
+    """Every metric the data supports, as a list of `MetricRecord` (see the module docstring)."""
+    options = options or SuiteOptions()
+    ctx = _build_context(human, annotators, llm, items, options)
+    all_rows = np.arange(ctx.human.n_items)
+    _human_metrics(ctx, all_rows, "all")
+    _group_association(ctx)
+    for key, scores in ctx.raters.items():
+        _alignment_metrics(ctx, key, scores, all_rows, "all")
+        _jsd_metrics(ctx, key, scores)
+        _binary_metrics(ctx, key, scores, all_rows, "all", with_expert=True)
+    _disparity_metrics(ctx)
+    _persona_metrics(ctx)
+    _failure_metrics(ctx)
+    _consistency_metrics(ctx)
+    _subject_metrics(ctx)
+    _category_metrics(ctx)
+    return ctx.records
+
+
+# --------------------------------------------------------------------------- human-only metrics
+
+
+def _human_metrics(ctx: _Context, rows: np.ndarray, slice_: str) -> None:
+    ratings = ctx.human.values[rows]
+    opts = ctx.options
+    n_ratings = int(np.isfinite(ratings).sum())
+    ctx.records.append(MetricRecord(
+        "n_human_ratings", float(n_ratings), slice_, n=n_ratings,
+        details={"n_items": int(np.any(np.isfinite(ratings), axis=1).sum()),
+                 "n_annotators": int(np.any(np.isfinite(ratings), axis=0).sum())}))
+    name = "annotator_loo_r_median" if opts.baseline_leave_one_out else "annotator_full_mean_r_median"
+
+    def base() -> MetricRecord:
+        res = baseline.annotator_agreement(ratings, ctx.human.annotator_ids,
+                                           leave_one_out=opts.baseline_leave_one_out)
+        if res.n_defined == 0:
+            raise ValueError("no annotator has a defined correlation with the others "
+                             "(each needs >= 3 items shared with others and non-constant ratings)")
+        return MetricRecord(name, res.median, slice_, n=res.n_defined,
+                            details=baseline.baseline_details(res))
+
+    _guard(ctx, name, base, slice_)
+    levels = ["interval"] if ctx.domain is None else ["nominal", "ordinal", "interval"]
+    for level in levels:
+        _guard(ctx, f"krippendorff_alpha_{level}", lambda level=level: MetricRecord(
+            f"krippendorff_alpha_{level}",
+            agreement.krippendorff_alpha(ratings, level, ctx.domain), slice_,
+            n=int((np.isfinite(ratings).sum(axis=1) >= 2).sum()),
+            details={"value_domain": ctx.domain if ctx.domain is not None else None}), slice_)
+    if slice_ == "all" and ctx.domain is not None:
+        counts = np.isfinite(ratings).sum(axis=1)
+        sizes = np.unique(counts[counts > 0])
+        if sizes.size == 1:
+            _guard(ctx, "fleiss_kappa", lambda: MetricRecord(
+                "fleiss_kappa", agreement.fleiss_kappa(ratings, ctx.domain), slice_,
+                n=int((counts > 0).sum()), details={"ratings_per_item": int(sizes[0])}), slice_)
+        elif sizes.size > 1:
+            ctx.records.append(MetricRecord(
+                "fleiss_kappa", None, slice_,
+                details={"skipped": "items have different numbers of ratings "
+                                    f"({int(sizes.min())}..{int(sizes.max())})"}))
+
+
+def _group_association(ctx: _Context) -> None:
+    opts = ctx.options
+    for gdef in ctx.groups:
+        if gdef.n_groups < 2:
+            continue
+
+        def run(gdef: GroupDefinition = gdef) -> list[MetricRecord]:
+            res = association.group_association(
+                ctx.human.values, gdef.labels, gdef.group_names, opts.association_metric,
+                opts.n_permutations, ctx.rng("association", gdef.attribute))
+            adjusted = benjamini_hochberg(res.gai_pvalue)
+            out = []
+            for g, name in enumerate(gdef.group_names):
+                size = int(res.group_sizes[g])
+                common = {"metric": res.metric, "group_size": size, "attribute": gdef.attribute}
+                out.append(MetricRecord("group_irr", res.irr[g], name, n=size, details=dict(
+                    common, reason="fewer than two pairable ratings in the group")
+                    if not np.isfinite(res.irr[g]) else common))
+                out.append(MetricRecord("group_xrr", res.xrr[g], name, n=size, details=dict(
+                    common, reason="no item rated by the group and the rest, or no expected "
+                                   "disagreement") if not np.isfinite(res.xrr[g]) else common))
+                gai_details = dict(common, irr=res.irr[g], xrr=res.xrr[g],
+                                   p_adjusted_bh=adjusted[g], n_permutations=res.n_permutations,
+                                   null_quantiles=_null_quantiles(res.null_gai[:, g]))
+                if not np.isfinite(res.gai[g]):
+                    gai_details["reason"] = "IRR undefined or XRR <= 0"
+                out.append(MetricRecord("group_gai", res.gai[g], name, pvalue=res.gai_pvalue[g],
+                                        n=size, details=gai_details))
+            return out
+
+        _guard(ctx, "group_gai", run, gdef.attribute)
+
+
+def _null_quantiles(null: np.ndarray) -> dict:
+    finite = null[np.isfinite(null)]
+    if finite.size == 0:
+        return {}
+    qs = [0.025, 0.5, 0.975]
+    return {f"{q:g}": float(v) for q, v in zip(qs, np.quantile(finite, qs))}
+
+
+# --------------------------------------------------------------------------- alignment per LLM
+
+
+def _corr_record(name: str, res, slice_: str, key: RaterKey, extra: dict | None = None) -> MetricRecord:
+    details = dict(extra or {})
+    details["method"] = res.method
+    if res.reason:
+        details["reason"] = res.reason
+    return MetricRecord(name, res.statistic, slice_, key.model, key.template,
+                        res.confidence_interval.low, res.confidence_interval.high, res.pvalue,
+                        res.n, details)
+
+
+def _alignment_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np.ndarray,
+                       slice_: str) -> None:
+    opts = ctx.options
+    s = scores.score[rows]
+    mu = ctx.human_mean[rows]
+    if not np.isfinite(s).any():
+        ctx.records.append(MetricRecord("pearson_r_vs_mean", None, slice_, key.model, key.template,
+                                        details={"reason": "the LLM has no parsed answer on these items"}))
+        return
+    for method, name in CORRELATION_NAMES.items():
+        _guard(ctx, name, lambda method=method, name=name: _corr_record(
+            name, correlation.correlation_with_ci(
+                s, mu, method, n_resamples=opts.n_resamples, confidence_level=opts.confidence_level,
+                rng=ctx.rng(name, slice_, key.model, key.template), ci_method=opts.ci_method),
+            slice_, key, {"ci": f"paired item bootstrap ({opts.ci_method})",
+                          "n_resamples": opts.n_resamples}), slice_, key.model, key.template)
+        if opts.two_way_bootstrap and opts.n_resamples > 0:
+            two = name + "_two_way"
+            _guard(ctx, two, lambda method=method, two=two: _corr_record(
+                two, correlation.two_way_bootstrap_correlation(
+                    s, ctx.human.values[rows], method, n_resamples=opts.n_resamples,
+                    confidence_level=opts.confidence_level,
+                    rng=ctx.rng(two, slice_, key.model, key.template)),
+                slice_, key, {"ci": "two-way bootstrap (items x annotators, percentile)"}),
+                slice_, key.model, key.template)
+
+    def percentile() -> MetricRecord:
+        base = baseline.annotator_agreement(ctx.human.values[rows], ctx.human.annotator_ids,
+                                            leave_one_out=opts.baseline_leave_one_out)
+        xs, ys = correlation.pairwise_complete(s, mu)
+        reason = correlation.undefined_reason(xs, ys)
+        if reason:
+            raise ValueError(f"LLM correlation undefined: {reason}")
+        if base.n_defined == 0:
+            raise ValueError("no annotator has a defined correlation with the others")
+        r_llm = float(np.corrcoef(xs, ys)[0, 1])
+        return MetricRecord("llm_percentile_among_annotators", base.percentile_of(r_llm), slice_,
+                            key.model, key.template, n=base.n_defined,
+                            details={"llm_r": r_llm, "annotator_median_r": base.median,
+                                     "leave_one_out": base.leave_one_out,
+                                     "share_of_annotators_below": base.percentile_of(r_llm) / 100})
+
+    _guard(ctx, "llm_percentile_among_annotators", percentile, slice_, key.model, key.template)
+    if slice_ != "all":
+        return
+    ratings = ctx.human.values[rows]
+    levels = ["interval"] if ctx.domain is None else ["nominal", "ordinal", "interval"]
+    for level in levels:
+        name = f"krippendorff_delta_alpha_{level}"
+
+        def delta(level: str = level, name: str = name) -> MetricRecord:
+            if level == "interval":
+                llm_values = s
+            else:
+                llm_values = agreement.snap_to_domain(scores.label[rows], ctx.domain)
+            res = agreement.delta_alpha(ratings, llm_values, level, ctx.domain)
+            return MetricRecord(name, res.delta, slice_, key.model, key.template,
+                                n=int(np.isfinite(llm_values).sum()),
+                                details={"alpha_humans": res.alpha_humans,
+                                         "alpha_with_llm": res.alpha_with_llm,
+                                         "llm_values": "score" if level == "interval" else "modal label"})
+
+        _guard(ctx, name, delta, slice_, key.model, key.template)
+    if ctx.domain is not None:
+        labels = agreement.snap_to_domain(scores.label[rows], ctx.domain)
+        for weights, name in ((None, "cohen_kappa_vs_majority"),
+                              ("linear", "cohen_kappa_linear_vs_majority")):
+            def kappa(weights: str | None = weights, name: str = name) -> MetricRecord:
+                res = agreement.cohen_kappa(labels, ctx.majority[rows], ctx.domain, weights)
+                return MetricRecord(name, res.statistic, slice_, key.model, key.template,
+                                    res.confidence_interval[0], res.confidence_interval[1],
+                                    res.pvalue, res.n,
+                                    {"weights": res.weights, "ci": "asymptotic (statsmodels)"})
+
+            _guard(ctx, name, kappa, slice_, key.model, key.template)
+
+
+def _binary_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np.ndarray,
+                    slice_: str, with_expert: bool) -> None:
+    thr = ctx.options.binary_threshold
+    predicted = binary.binarise(scores.score[rows], thr)
+    references = {"majority": binary.binarise(ctx.majority[rows], thr)}
+    expert_col = ctx.options.expert_column
+    if with_expert and expert_col in ctx.meta.columns:
+        references["expert"] = binary_expert_labels(ctx.meta[expert_col].iloc[rows])
+    for ref_name, reference in references.items():
+        def run(reference: np.ndarray = reference, ref_name: str = ref_name) -> list[MetricRecord]:
+            res = binary.binary_scores(predicted, reference)
+            details = {"threshold": thr, "reference": ref_name,
+                       "n_positive_reference": res.n_positive_reference,
+                       "n_positive_predicted": res.n_positive_predicted}
+            out = []
+            for metric in ("accuracy", "precision", "recall", "f1"):
+                value = getattr(res, metric)
+                d = dict(details)
+                if not np.isfinite(value):
+                    d["reason"] = "no predicted or no reference positives"
+                out.append(MetricRecord(f"{metric}_vs_{ref_name}", value, slice_, key.model,
+                                        key.template, n=res.n, details=d))
+            return out
+
+        _guard(ctx, f"accuracy_vs_{ref_name}", run, slice_, key.model, key.template)
+
+
+def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
+    if ctx.domain is None:
+        ctx.records.append(MetricRecord("jsd_mean", None, "all", key.model, key.template,
+                                        details={"skipped": "ratings are continuous (no label domain)"}))
+        return
+    assert ctx.llm is not None
+    idx = ctx.rater_rows[key]
+    item_pos = pd.Index(ctx.human.item_ids).get_indexer(ctx.llm["item_id"].to_numpy()[idx])
+    values = ctx.llm["value"].to_numpy(dtype=float)[idx]
+    p_llm = distribution.label_distribution(item_pos, values, ctx.human.n_items, ctx.domain)
+    targets = [("all", np.arange(ctx.human.n_annotators))]
+    for gdef in ctx.groups:
+        for g, name in enumerate(gdef.group_names):
+            targets.append((name, gdef.members(g)))
+    for slice_, cols in targets:
+        def run(cols: np.ndarray = cols, slice_: str = slice_) -> MetricRecord:
+            p_h = distribution.human_distribution(ctx.human.values[:, cols], ctx.domain)
+            value, n = distribution.mean_jensen_shannon(p_llm, p_h)
+            return MetricRecord("jsd_mean", value, slice_, key.model, key.template, n=n,
+                                details={"base": 2, "value_domain": ctx.domain,
+                                         "n_annotators": int(len(cols))})
+
+        _guard(ctx, "jsd_mean", run, slice_, key.model, key.template)
+
+
+# --------------------------------------------------------------------------- disparity
+
+
+def _disparity_metrics(ctx: _Context) -> None:
+    if not ctx.groups or not ctx.raters:
+        return
+    opts = ctx.options
+    keys = list(ctx.raters)
+    score_matrix = np.column_stack([ctx.raters[k].score for k in keys])
+    annotator_r, _ = correlation.masked_pearson_columns(score_matrix, ctx.human.values)  # R x J
+    group_records: dict[RaterKey, list[MetricRecord]] = {k: [] for k in keys}
+    gap_records: dict[RaterKey, list[MetricRecord]] = {k: [] for k in keys}
+    for gdef in ctx.groups:
+        if gdef.n_groups < 2:
+            for k in keys:
+                ctx.records.append(MetricRecord(
+                    "group_r_gap", None, gdef.attribute, k.model, k.template,
+                    details={"skipped": f"only one group of at least {opts.min_group_size} annotators",
+                             "groups": gdef.group_names, "too_small": gdef.too_small}))
+            continue
+        try:
+            test = disparity.group_correlation_test(
+                score_matrix, ctx.human.values, gdef.labels, gdef.n_groups, opts.n_permutations,
+                ctx.rng("group-permutation", gdef.attribute))
+        except ValueError as exc:
+            for k in keys:
+                ctx.records.append(MetricRecord("group_r_gap", None, gdef.attribute, k.model,
+                                                k.template, details={"reason": str(exc)}))
+            continue
+        for ri, key in enumerate(keys):
+            s = ctx.raters[key].score
+            for g, name in enumerate(gdef.group_names):
+                members = gdef.members(g)
+                mu_g = ctx.human.item_mean(members)
+                res = correlation.correlation_with_ci(
+                    s, mu_g, "pearson", n_resamples=opts.n_resamples,
+                    confidence_level=opts.confidence_level,
+                    rng=ctx.rng("group_pearson_r", name, key.model, key.template),
+                    ci_method=opts.ci_method)
+                rec = _corr_record("group_pearson_r", res, name, key, {
+                    "attribute": gdef.attribute, "group_size": int(members.size),
+                    "r_rest": test.rest_r[ri, g], "r_minus_rest": test.difference[ri, g],
+                    "pvalue_kind": "permutation of annotator->group labels, two-sided, r_G - r_rest",
+                    "n_permutations": test.n_permutations})
+                rec.pvalue = None if not np.isfinite(test.difference_pvalue[ri, g]) else float(
+                    test.difference_pvalue[ri, g])
+                group_records[key].append(rec)
+            r_g = test.group_r[ri]
+            defined = np.isfinite(r_g)
+            details: dict = {"group_r": dict(zip(gdef.group_names, r_g)),
+                             "n_permutations": test.n_permutations,
+                             "null_quantiles": _null_quantiles(test.null_gap[:, ri])}
+            if defined.sum() >= 2:
+                details["highest"] = gdef.group_names[int(np.nanargmax(np.where(defined, r_g, -np.inf)))]
+                details["lowest"] = gdef.group_names[int(np.nanargmin(np.where(defined, r_g, np.inf)))]
+            else:
+                details["reason"] = "fewer than two groups with a defined correlation"
+            gap_records[key].append(MetricRecord(
+                "group_r_gap", test.gap[ri], gdef.attribute, key.model, key.template,
+                pvalue=test.gap_pvalue[ri], n=int(np.sum(gdef.labels >= 0)), details=details))
+            _guard(ctx, "idiosyncratic_sd_within_groups",
+                   lambda ri=ri, key=key, gdef=gdef: _idiosyncratic(annotator_r[ri], gdef, key),
+                   gdef.attribute, key.model, key.template)
+            _mdd_records(ctx, key, gdef, test, ri)
+    for key in keys:
+        for recs in (group_records[key], gap_records[key]):
+            adjusted = benjamini_hochberg(np.array([np.nan if r.pvalue is None else r.pvalue
+                                                    for r in recs]))
+            for rec, p_adj in zip(recs, adjusted):
+                rec.details["p_adjusted_bh"] = None if not np.isfinite(p_adj) else float(p_adj)
+            ctx.records.extend(recs)
+
+
+def _idiosyncratic(r_j: np.ndarray, gdef: GroupDefinition, key: RaterKey) -> MetricRecord:
+    res = disparity.idiosyncratic_variation(r_j, gdef.labels, gdef.group_names)
+    return MetricRecord("idiosyncratic_sd_within_groups", res.sd_within, gdef.attribute, key.model,
+                        key.template, n=int(sum(res.group_n.values())),
+                        details={"sd_all": res.sd_all, "ratio_within_to_all": res.ratio,
+                                 "group_sd": res.group_sd, "group_n": res.group_n})
+
+
+def _mdd_records(ctx: _Context, key: RaterKey, gdef: GroupDefinition,
+                 test: disparity.GroupCorrelationTest, ri: int) -> None:
+    s = ctx.raters[key].score
+    xs, ys = correlation.pairwise_complete(s, ctx.human_mean)
+    r0 = float(np.corrcoef(xs, ys)[0, 1]) if correlation.undefined_reason(xs, ys) is None else 0.0
+    for g1, g2 in combinations(range(gdef.n_groups), 2):
+        slice_ = f"{gdef.group_names[g1]} vs {gdef.group_names[g2]}"
+
+        def run(g1: int = g1, g2: int = g2, slice_: str = slice_) -> MetricRecord:
+            n1, n2 = int(test.n_items[ri, g1]), int(test.n_items[ri, g2])
+            res = disparity.min_detectable_difference(r0, n1, n2, ctx.options.alpha, ctx.options.power)
+            observed = test.group_r[ri, g1] - test.group_r[ri, g2]
+            return MetricRecord("min_detectable_r_difference", res.delta_r, slice_, key.model,
+                                key.template, n=min(n1, n2),
+                                details={"delta_z": res.delta_z, "r0": res.r0, "n1": n1, "n2": n2,
+                                         "power": ctx.options.power, "alpha": ctx.options.alpha,
+                                         "observed_difference": observed,
+                                         "observed_exceeds": bool(np.isfinite(observed)
+                                                                  and abs(observed) >= res.delta_r)})
+
+        _guard(ctx, "min_detectable_r_difference", run, slice_, key.model, key.template)
+
+
+# --------------------------------------------------------------------------- personas
+
+
+def _persona_metrics(ctx: _Context) -> None:
+    if not ctx.persona_raters:
+        return
+    opts = ctx.options
+    group_index: dict[str, tuple[GroupDefinition, int]] = {}
+    for gdef in ctx.groups:
+        for g, name in enumerate(gdef.group_names):
+            group_index[name] = (gdef, g)
+    by_rater: dict[tuple[str, str], dict[str, LLMScores]] = {}
+    for key, scores in ctx.persona_raters.items():
+        by_rater.setdefault((key.model, key.template), {})[key.persona_key] = scores
+    for (model, template), persona_scores in sorted(by_rater.items()):
+        matched = sorted(p for p in persona_scores if p in group_index)
+        if len(matched) < 2:
+            ctx.records.append(MetricRecord(
+                "persona_gap_pearson_r", None, "all", model, template,
+                details={"skipped": "fewer than two personas match an annotator group",
+                         "personas": sorted(persona_scores), "groups": sorted(group_index)}))
+            continue
+        for p1, p2 in combinations(matched, 2):
+            if group_index[p1][0].attribute != group_index[p2][0].attribute:
+                continue
+            slice_ = f"{p1} vs {p2}"
+
+            def run(p1: str = p1, p2: str = p2, slice_: str = slice_, model: str = model,
+                    template: str = template) -> list[MetricRecord]:
+                g1 = group_index[p1][0].members(group_index[p1][1])
+                g2 = group_index[p2][0].members(group_index[p2][1])
+                res = persona.persona_gap_prediction(
+                    persona_scores[p1].score, persona_scores[p2].score,
+                    ctx.human.item_mean(g1), ctx.human.item_mean(g2), opts.gap_threshold,
+                    n_resamples=opts.n_resamples, confidence_level=opts.confidence_level,
+                    rng=ctx.rng("persona", slice_, model, template))
+                corr = res.correlation
+                key = RaterKey(model, template)
+                rec_r = _corr_record("persona_gap_pearson_r", corr, slice_, key,
+                                     {"predicted": f"f({p1}) - f({p2})", "observed": f"mu({p1}) - mu({p2})"})
+                acc_details = {"n_right": res.n_right, "n_wrong": res.n_wrong,
+                               "gap_threshold": opts.gap_threshold,
+                               "wilcoxon_pvalue": res.wilcoxon_pvalue,
+                               "mean_oriented_gap": res.mean_oriented_gap,
+                               "pvalue_kind": "one-sided sign test (binomial), H1: accuracy > 0.5"}
+                if not np.isfinite(res.direction_accuracy):
+                    acc_details["reason"] = (f"no item with |observed gap| > {opts.gap_threshold} "
+                                             "and a non-zero predicted gap")
+                rec_acc = MetricRecord("persona_gap_direction_accuracy", res.direction_accuracy,
+                                       slice_, model, template, pvalue=res.sign_test_pvalue,
+                                       n=res.n_right + res.n_wrong, details=acc_details)
+                return [rec_r, rec_acc]
+
+            _guard(ctx, "persona_gap_pearson_r", run, slice_, model, template)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def _failure_metrics(ctx: _Context) -> None:
+    if ctx.llm is None:
+        return
+    llm = ctx.llm
+    columns = failures.categorical_columns(ctx.meta)
+    meta_rows = pd.Index(ctx.human.item_ids).get_indexer(llm["item_id"].to_numpy())
+    for (model, template), idx in llm.groupby(["model", "template"], sort=True).indices.items():
+        status = llm["parse_status"].iloc[idx]
+        counts = {str(k): int(v) for k, v in status.value_counts().sort_index().items()}
+        for kind, rate_name in (("failure", "failure_rate"), ("refusal", "refusal_rate")):
+            flags = failures.outcome_flags(status, kind)
+            ctx.records.append(MetricRecord(rate_name, float(flags.mean()), "all", str(model),
+                                            str(template), n=int(flags.size),
+                                            details={"count": int(flags.sum()), "status_counts": counts}))
+            for column in columns if flags.any() else []:
+                def run(flags: np.ndarray = flags, column: str = column, kind: str = kind,
+                        model: str = str(model), template: str = str(template)) -> MetricRecord:
+                    levels = ctx.meta[column].iloc[meta_rows[idx]].reset_index(drop=True)
+                    res = failures.breakdown(flags, levels, column)
+                    details = {"flag": res.flag, "dof": res.dof, "min_expected": res.min_expected,
+                               "levels": {lv.level: {"rate": lv.rate, "n": lv.n, "count": lv.count}
+                                          for lv in res.levels}}
+                    if res.reason:
+                        details["reason"] = res.reason
+                    return MetricRecord(f"{kind}_bias_chi2", res.statistic, column, model, template,
+                                        pvalue=res.pvalue, n=int(flags.size), details=details)
+
+                _guard(ctx, f"{kind}_bias_chi2", run, column, str(model), str(template))
+
+
+# --------------------------------------------------------------------------- consistency
+
+
+def _sample_matrix(ctx: _Context, key: RaterKey) -> np.ndarray:
+    assert ctx.llm is not None
+    idx = ctx.rater_rows[key]
+    frame = ctx.llm.iloc[idx]
+    pivot = frame.pivot_table(index="item_id", columns="sample_index", values="value", aggfunc="mean",
+                              dropna=False)
+    return pivot.to_numpy(dtype=float)
+
+
+def _reference_binary(ctx: _Context) -> tuple[np.ndarray, str]:
+    col = ctx.options.expert_column
+    if col in ctx.meta.columns:
+        expert = binary_expert_labels(ctx.meta[col])
+        if np.isfinite(expert).any():
+            return expert, "expert"
+    return binary.binarise(ctx.majority, ctx.options.binary_threshold), "human majority"
+
+
+def _consistency_metrics(ctx: _Context) -> None:
+    if ctx.llm is None:
+        return
+    for key in ctx.raters:
+        def self_cons(key: RaterKey = key) -> list[MetricRecord]:
+            res = consistency.self_consistency(_sample_matrix(ctx, key))
+            r_details = {"n_sample_pairs": res.n_pairs}
+            if not np.isfinite(res.test_retest_r):
+                r_details["reason"] = "fewer than two samples per item or constant samples"
+            f_details = {"mean_pairwise_disagreement": res.mean_pairwise_disagreement}
+            if not np.isfinite(res.flip_rate):
+                f_details["reason"] = "no item with two parsed samples"
+            return [MetricRecord("test_retest_r", res.test_retest_r, "all", key.model, key.template,
+                                 n=res.n_pairs, details=r_details),
+                    MetricRecord("label_flip_rate", res.flip_rate, "all", key.model, key.template,
+                                 n=res.n_items, details=f_details)]
+
+        _guard(ctx, "test_retest_r", self_cons, "all", key.model, key.template)
+    _format_and_position(ctx)
+
+
+def _format_and_position(ctx: _Context) -> None:
+    assert ctx.llm is not None
+    plain = ctx.llm[ctx.llm["persona_key"] == ""]
+    info = plain.groupby(["model", "template"], sort=True).agg(
+        family=("template_family", "first"), order=("option_order", "first")).reset_index()
+    reference, ref_name = _reference_binary(ctx)
+    thr = ctx.options.binary_threshold
+    category = ctx.options.category_column
+    for (model, family), fam in info.groupby(["model", "family"], sort=True):
+        if not family or len(fam) < 2:
+            continue
+        templates = list(zip(fam["template"], fam["order"]))
+        for (t1, o1), (t2, o2) in combinations(templates, 2):
+            s1 = ctx.raters.get(RaterKey(str(model), str(t1)))
+            s2 = ctx.raters.get(RaterKey(str(model), str(t2)))
+            if s1 is None or s2 is None:
+                continue
+            pair = f"{t1}|{t2}"
+            v1, v2 = binary.binarise(s1.score, thr), binary.binarise(s2.score, thr)
+            slices = [("all", np.ones(ctx.human.n_items, dtype=bool))]
+            if category in ctx.meta.columns:
+                cats = ctx.meta[category]
+                for c in sorted(cats.dropna().astype(str).unique()):
+                    slices.append((f"{category}={c}", (cats.astype(str) == c).to_numpy()))
+            for slice_, sel in slices:
+                def fmt(sel: np.ndarray = sel, slice_: str = slice_, model: str = str(model),
+                        pair: str = pair) -> list[MetricRecord]:
+                    res = consistency.format_consistency(v1[sel], v2[sel], reference[sel])
+                    details = {"family": family, "reference": ref_name, "threshold": thr}
+                    css_details = dict(details)
+                    if res.css is None:
+                        css_details["reason"] = "no reference label on these items"
+                    return [MetricRecord("format_consistency_cs", res.cs, slice_, model, pair, n=res.n,
+                                         details=details),
+                            MetricRecord("format_consistency_css", res.css, slice_, model, pair,
+                                         n=res.n_with_reference, details=css_details)]
+
+                _guard(ctx, "format_consistency_cs", fmt, slice_, str(model), pair)
+            if o1 and o2 and o1 != o2:
+                def pos(s1: LLMScores = s1, s2: LLMScores = s2, model: str = str(model),
+                        pair: str = pair, o1: str = o1, o2: str = o2) -> MetricRecord:
+                    res = consistency.position_flip_rate(s1.label, s2.label)
+                    return MetricRecord("position_bias_flip_rate", res.flip_rate, "all", model, pair,
+                                        n=res.n, details={"family": family, "option_orders": [o1, o2],
+                                                          "n_flipped": res.n_flipped})
+
+                _guard(ctx, "position_bias_flip_rate", pos, "all", str(model), pair)
+
+
+# --------------------------------------------------------------------------- subject models
+
+
+def _subject_metrics(ctx: _Context) -> None:
+    col = ctx.options.subject_column
+    if col not in ctx.meta.columns or not ctx.raters:
+        return
+    subject = ctx.meta[col].astype(object).where(ctx.meta[col].notna(), None).to_numpy()
+    opts = ctx.options
+    human_done = False
+    for key, scores in ctx.raters.items():
+        def run(key: RaterKey = key, scores: LLMScores = scores) -> list[MetricRecord]:
+            nonlocal human_done
+            res = subjects.compare_subject_models(
+                scores.score, ctx.human_mean, subject, n_resamples=opts.n_resamples,
+                confidence_level=opts.confidence_level, rng=ctx.rng("subjects", key.model, key.template))
+            details = {"subjects": res.subjects, "judge_mean": res.judge_mean,
+                       "human_mean": res.human_mean, "n_items": res.n_items,
+                       "judge_win_rate": res.judge_win_rate, "human_win_rate": res.human_win_rate,
+                       "win_rate_meaning": "[a][b] = P(item of a judged less harmful than item of b)"}
+            if not np.isfinite(res.tau):
+                details["reason"] = "fewer than three subject models or constant mean harm"
+            out = [MetricRecord("subject_ranking_kendall_tau", res.tau, "all", key.model, key.template,
+                                res.tau_ci[0], res.tau_ci[1], res.tau_pvalue, len(res.subjects), details)]
+            for i, name in enumerate(res.subjects):
+                out.append(MetricRecord("subject_mean_harm", res.judge_mean[i], f"{col}={name}",
+                                        key.model, key.template, n=int(res.n_items[i])))
+                if not human_done:
+                    out.append(MetricRecord("subject_mean_harm", res.human_mean[i], f"{col}={name}",
+                                            n=int(res.n_items[i]), details={"rater": "humans"}))
+            human_done = True
+            return out
+
+        _guard(ctx, "subject_ranking_kendall_tau", run, "all", key.model, key.template)
+
+
+# --------------------------------------------------------------------------- categories
+
+
+def _category_metrics(ctx: _Context) -> None:
+    col = ctx.options.category_column
+    if col not in ctx.meta.columns:
+        return
+    cats = ctx.meta[col]
+    for value in sorted(cats.dropna().astype(str).unique()):
+        rows = np.flatnonzero((cats.astype(str) == value).to_numpy() & cats.notna().to_numpy())
+        slice_ = f"{col}={value}"
+        _human_metrics(ctx, rows, slice_)
+        for key, scores in ctx.raters.items():
+            _alignment_metrics(ctx, key, scores, rows, slice_)
+            _binary_metrics(ctx, key, scores, rows, slice_, with_expert=True)
