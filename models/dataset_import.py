@@ -661,21 +661,25 @@ def write_dataset(engine: Engine, spec: ImportSpec, parsed: ParsedDataset) -> tu
         )
         item_ids = _id_map(conn, items_table, dataset_id)
         annotator_ids = _id_map(conn, annotators_table, dataset_id)
-        _insert_many(
-            conn,
-            _table(HumanRating),
-            [
-                {
-                    "item_id": item_ids[item],
-                    "annotator_id": annotator_ids[annotator],
-                    "dimension": dimension,
-                    "value": value,
-                    "raw_label": raw,
-                }
-                for item, annotator, dimension, value, raw in parsed.ratings
-            ],
-        )
+        _insert_ratings(conn, parsed.ratings, item_ids, annotator_ids)
     return dataset_id, existing is not None
+
+
+def _insert_ratings(
+    conn: Connection, ratings: list[RatingRow], item_ids: dict[str, int], annotator_ids: dict[str, int]
+) -> None:
+    """Human ratings in bulk: PostgreSQL's COPY (in the same transaction), else executemany."""
+    table = _table(HumanRating)
+    columns = ("item_id", "annotator_id", "dimension", "value", "raw_label")
+    rows = [(item_ids[i], annotator_ids[a], dim, value, raw) for i, a, dim, value, raw in ratings]
+    driver = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg" and rows:
+        with driver.cursor() as cursor:  # type: ignore[union-attr]
+            with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        return
+    _insert_many(conn, table, [dict(zip(columns, row)) for row in rows])
 
 
 def import_dataset(engine: Engine, spec: ImportSpec) -> ImportReport:

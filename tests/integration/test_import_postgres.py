@@ -56,17 +56,23 @@ def test_sparse_dataset_on_postgres(pg_engine: Engine, tmp_path: Path, fmt: str,
     report = import_dataset(pg_engine, ImportSpec(**kwargs))
     assert (report.n_items, report.n_annotators, report.n_ratings) == (60, 200, truth["n_ratings"])
     stored = ratings_of(pg_engine, report.dataset_id)
-    assert {(i, a): v for (i, a, _d), (v, _raw) in stored.items()} == {(i, a): v for i, a, v in truth["ratings"]}
+    assert {(i, a): v for (i, a, _d), (v, _raw) in stored.items()} == {
+        (i, a): v for i, a, v in truth["ratings"]
+    }
     assert attributes_of(pg_engine, report.dataset_id) == truth["attributes"]
     summary = summarize_dataset(pg_engine, report.dataset_id)
     missing = summary["annotators_missing_attribute"]["race"]
     assert missing == sum(1 for attrs in truth["attributes"].values() if "race" not in attrs)
 
 
-BAD_ON_PG = [b for b in BAD_INPUTS if b[0] in {"unmapped.csv", "duplicate.csv", "latin1.csv", "bad_number.csv"}]
+BAD_ON_PG = [
+    b for b in BAD_INPUTS if b[0] in {"unmapped.csv", "duplicate.csv", "latin1.csv", "bad_number.csv"}
+]
 
 
-@pytest.mark.parametrize(("name", "content", "overrides", "fragments"), BAD_ON_PG, ids=[b[0] for b in BAD_ON_PG])
+@pytest.mark.parametrize(
+    ("name", "content", "overrides", "fragments"), BAD_ON_PG, ids=[b[0] for b in BAD_ON_PG]
+)
 def test_bad_last_row_changes_nothing_on_postgres(
     pg_engine: Engine,
     tmp_path: Path,
@@ -78,13 +84,22 @@ def test_bad_last_row_changes_nothing_on_postgres(
     existing = write(tmp_path, "existing.csv", GOOD_ROWS)
     import_dataset(
         pg_engine,
-        ImportSpec(name="existing", ratings_file=existing, rating_cols="score", text_col="text", label_map=MAP),
+        ImportSpec(
+            name="existing", ratings_file=existing, rating_cols="score", text_col="text", label_map=MAP
+        ),
     )
     before = counts(pg_engine)
     path = tmp_path / name
     path.write_bytes(content)
     spec = ImportSpec(
-        **{"name": "new", "ratings_file": path, "rating_cols": "score", "text_col": "text", "label_map": MAP, **overrides}
+        **{
+            "name": "new",
+            "ratings_file": path,
+            "rating_cols": "score",
+            "text_col": "text",
+            "label_map": MAP,
+            **overrides,
+        }
     )
     with pytest.raises(DatasetImportError) as caught:
         import_dataset(pg_engine, spec)
