@@ -238,8 +238,7 @@ def _last_marker(body: str, allowed: _Labels) -> tuple[str, int, int] | None:
     found = None
     for match in allowed.marker.finditer(body):
         start, end = match.span(1)
-        if match.group(1).casefold() in {x.casefold() for x in allowed.letters} and not allowed.letter_ok(
-                body, start, end):
+        if allowed.canonical(match.group(1)) in allowed.letters and not allowed.letter_ok(body, start, end):
             continue
         negated = _NEGATION.search(body[max(0, match.start() - 30):match.start()])
         if negated or _is_scale_echo(body, start, end, allowed):
@@ -268,9 +267,8 @@ def _leading(body: str, allowed: _Labels) -> tuple[str, int, int] | None:
     if match is None:
         return None
     start, end = match.span(1)
-    if match.group(1) in allowed.letters or match.group(1).casefold() in {x.casefold() for x in allowed.letters}:
-        if not allowed.letter_ok(body, start, end):
-            return None
+    if allowed.canonical(match.group(1)) in allowed.letters and not allowed.letter_ok(body, start, end):
+        return None
     after = body[end:].lstrip("*_\"'`”’)]")
     if not _LEADING_SEP.match(after):
         return None
@@ -324,14 +322,12 @@ def _is_scale_echo(body: str, start: int, end: int, allowed: _Labels) -> bool:
     if re.match(rf"\s*(?:-|–|to|through)\s*({alt})(?![\w])", after, allowed.flags) and not re.match(
             r"\s*-\s+\S", after):
         return True
-    if re.search(rf"(?:from|between|of)\s+$", before, re.IGNORECASE) and re.match(
+    if re.search(r"(?:from|between|of)\s+$", before, re.IGNORECASE) and re.match(
             rf"\s*(?:-|–|to|and)\s*({alt})", after, allowed.flags):
         return True
-    if re.search(r"(?:/|out\s+of|scale\s+of|(?:-|–|to|and)\s*)\s*$", before, re.IGNORECASE) and re.search(
-            rf"(?:\b({alt})\s*(?:/|out\s+of|-|–|to|and)\s*|(?:from|between|of)\s+({alt})\s*(?:-|–|to|and)\s*)$",
-            before, allowed.flags | re.IGNORECASE):
-        return True
-    return False
+    return bool(re.search(r"(?:/|out\s+of|scale\s+of|(?:-|–|to|and)\s*)\s*$", before, re.IGNORECASE) and re.search(
+        rf"(?:\b({alt})\s*(?:/|out\s+of|-|–|to|and)\s*|(?:from|between|of)\s+({alt})\s*(?:-|–|to|and)\s*)$",
+        before, allowed.flags | re.IGNORECASE))
 
 
 def _rest(body: str, start: int, end: int) -> str | None:

@@ -1,0 +1,7 @@
+"""Providers: one chat call in, one answer out, for OpenAI (and compatible servers), Anthropic and local
+GGUF models. Build one with ``make_provider``; the interface is in ``base``."""
+
+from accord.worker.providers.base import Provider, ProviderError, ProviderRequest, ProviderResponse
+from accord.worker.providers.registry import PROVIDER_KINDS, make_provider
+
+__all__ = ["PROVIDER_KINDS", "Provider", "ProviderError", "ProviderRequest", "ProviderResponse", "make_provider"]

@@ -1,0 +1,199 @@
+"""OpenAI chat completions (and OpenAI-compatible servers: vLLM, llama.cpp server, Ollama, ...) via the
+official ``openai`` SDK, with SDK retries off (retrying is the caller's job)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse
+from accord.worker.providers.common import (is_reasoning_model, malformed_error, pick_headers, resolve_api_key,
+                                            status_error)
+
+RATE_LIMIT_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-requests",
+                      "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
+                      "retry-after", "retry-after-ms")
+TOP_LOGPROBS = 20
+# decoding parameters passed through unchanged (besides temperature/top_p/max_tokens/seed, mapped below)
+PASSTHROUGH_PARAMS = ("stop", "presence_penalty", "frequency_penalty", "logit_bias", "reasoning_effort",
+                      "service_tier", "user", "extra_body")
+_QUOTES = " \t\r\n\"'`*_“”‘’"
+
+
+class OpenAIProvider:
+    kind = "openai"
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str | None = None,
+                 params: dict[str, Any] | None = None, timeout: float = 60.0, path: str | None = None,
+                 structured_outputs: bool = True) -> None:
+        self.model = model
+        self.base_url = base_url
+        self.params = dict(params or {})
+        self.timeout = timeout
+        self.structured_outputs = structured_outputs
+        env_name = api_key_env or (None if base_url else "OPENAI_API_KEY")
+        api_key = resolve_api_key(env_name, base_url, self.kind)
+        self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def build_kwargs(self, request: ProviderRequest) -> dict[str, Any]:
+        """The chat.completions.create arguments for ``request`` (decoding params mapped per model family)."""
+        params = {**self.params, **request.params}
+        reasoning = is_reasoning_model(self.model)
+        kwargs: dict[str, Any] = {"model": self.model, "messages": list(request.messages)}
+        max_tokens = params.get("max_completion_tokens", params.get("max_tokens"))
+        if reasoning:
+            if max_tokens is not None:
+                kwargs["max_completion_tokens"] = int(max_tokens)
+        else:
+            for name in ("temperature", "top_p"):
+                if params.get(name) is not None:
+                    kwargs[name] = params[name]
+            if max_tokens is not None:
+                kwargs["max_tokens"] = int(max_tokens)
+        if params.get("seed") is not None:
+            kwargs["seed"] = int(params["seed"])
+        for name in PASSTHROUGH_PARAMS:
+            if params.get(name) is not None:
+                kwargs[name] = params[name]
+        if request.want_logprobs and request.labels and not reasoning:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = TOP_LOGPROBS
+        if request.structured and request.labels and self.structured_outputs:
+            kwargs["response_format"] = response_format(request.labels, request.rationale)
+        return kwargs
+
+    async def complete(self, request: ProviderRequest) -> ProviderResponse:
+        kwargs = self.build_kwargs(request)
+        started = time.perf_counter()
+        try:
+            raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
+            headers = pick_headers(raw.headers, RATE_LIMIT_HEADERS)
+            completion = raw.parse()
+            if inspect.isawaitable(completion):
+                completion = await completion
+        except openai.APITimeoutError as exc:
+            raise ProviderError(f"openai: request timed out after {self.timeout:g}s ({exc})", retryable=True) from exc
+        except openai.APIConnectionError as exc:
+            raise ProviderError(f"openai: connection error: {exc}", retryable=True) from exc
+        except openai.APIStatusError as exc:
+            raise status_error(self.kind, exc.status_code, exc.response.headers, exc.body, exc.message) from exc
+        except openai.APIResponseValidationError as exc:
+            raise malformed_error(self.kind, str(exc), exc.status_code) from exc
+        except ValueError as exc:            # json.JSONDecodeError from a 200 with an invalid body
+            raise malformed_error(self.kind, str(exc)) from exc
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        if isinstance(completion, str) or not getattr(completion, "choices", None):
+            raise malformed_error(self.kind, f"no choices in {str(completion)[:200]!r}")
+        choice = completion.choices[0]
+        message = choice.message
+        text = (message.content if message is not None else None) or ""
+        finish_reason = choice.finish_reason
+        refusal = getattr(message, "refusal", None)
+        if refusal and not text:
+            text, finish_reason = refusal, "refusal"
+        usage = completion.usage
+        label_logprobs = None
+        if request.want_logprobs and request.labels and choice.logprobs is not None and choice.logprobs.content:
+            label_logprobs = label_logprobs_from_tokens(choice.logprobs.content, request.labels)
+        return ProviderResponse(
+            text=text,
+            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            model_snapshot=completion.model or self.model,
+            finish_reason=finish_reason,
+            label_logprobs=label_logprobs,
+            latency_ms=latency_ms,
+            headers=headers,
+        )
+
+
+def response_format(labels: Sequence[str], rationale: bool) -> dict[str, Any]:
+    """A strict json_schema response format: {"label": one of labels} (with "rationale" first)."""
+    properties: dict[str, Any] = {}
+    if rationale:
+        properties["rationale"] = {"type": "string", "description": "One or two sentences of reasoning."}
+    properties["label"] = {"type": "string", "enum": list(labels)}
+    return {"type": "json_schema", "json_schema": {
+        "name": "rating", "strict": True,
+        "schema": {"type": "object", "properties": properties, "required": list(properties),
+                   "additionalProperties": False}}}
+
+
+def _normalise(token: str) -> str:
+    return token.strip(_QUOTES).casefold()
+
+
+def _match_label(token: str, keys: dict[str, str]) -> str | None:
+    """The label a token names: exactly (ignoring whitespace, quotes, case), or as the unique label it
+    begins (a multi-token label's first token)."""
+    norm = _normalise(token)
+    if not norm:
+        return None
+    if norm in keys:
+        return keys[norm]
+    prefixed = [label for key, label in keys.items() if key.startswith(norm)]
+    return prefixed[0] if len(prefixed) == 1 else None
+
+
+def _answer_position(tokens: Sequence[str], keys: dict[str, str]) -> int | None:
+    """Index of the token where the answer label starts: the value of "label" in a JSON answer, else the
+    first token naming a label."""
+    text = "".join(tokens)
+    start = None
+    if text.lstrip().startswith("{"):
+        found = list(re.finditer(r'"label"\s*:\s*"?', text))
+        if found:
+            start = found[-1].end()
+    offset = 0
+    for index, token in enumerate(tokens):
+        end = offset + len(token)
+        if start is not None:
+            if end > start and _normalise(text[max(offset, start):end]):
+                return index
+        elif _match_label(token, keys) is not None:
+            return index
+        offset = end
+    return None
+
+
+def label_logprobs_from_tokens(content: Sequence[Any], labels: Sequence[str]) -> dict[str, float] | None:
+    """log P(label), normalised over the allowed labels present, at the answer's first token.
+
+    ``content`` is the ``logprobs.content`` list (objects or dicts with token, logprob, top_logprobs).
+    Token variants of a label (" 3", "3", '"3') add up. Labels absent from the top alternatives are left
+    out; None when no allowed label appears at all."""
+    keys = {label.casefold(): label for label in labels}
+    tokens = [_field(entry, "token") or "" for entry in content]
+    position = _answer_position(tokens, keys)
+    if position is None:
+        return None
+    entry = content[position]
+    alternatives = _field(entry, "top_logprobs") or []
+    if not alternatives:
+        alternatives = [entry]
+    mass: dict[str, float] = {}
+    for alternative in alternatives:
+        label = _match_label(_field(alternative, "token") or "", keys)
+        logprob = _field(alternative, "logprob")
+        if label is None or logprob is None or not math.isfinite(logprob):
+            continue
+        mass[label] = mass.get(label, 0.0) + math.exp(logprob)
+    total = sum(mass.values())
+    if total <= 0:
+        return None
+    return {label: math.log(p / total) for label, p in mass.items() if p > 0}
+
+
+def _field(entry: Any, name: str) -> Any:
+    return entry.get(name) if isinstance(entry, dict) else getattr(entry, name, None)
+

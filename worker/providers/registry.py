@@ -1,0 +1,36 @@
+"""Build a provider from a model spec's fields: ``make_provider("openai", "gpt-4o-mini", ...)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accord.worker.providers.base import Provider, ProviderError
+
+PROVIDER_KINDS = ("openai", "anthropic", "local")
+
+
+def make_provider(provider_kind: str, model: str, base_url: str | None = None, api_key_env: str | None = None,
+                  path: str | None = None, timeout: float = 60.0, *, params: dict[str, Any] | None = None,
+                  **options: Any) -> Provider:
+    """A provider of ``provider_kind`` ("openai", "anthropic", "local") for ``model``.
+
+    ``params`` are default decoding parameters (a request's own params override them); ``options`` are
+    provider-specific constructor flags (e.g. ``structured_outputs=False`` for an OpenAI-compatible server
+    without json_schema support). Unknown kinds and a missing API key raise a non-retryable ProviderError."""
+    kind = provider_kind.strip().lower()
+    common: dict[str, Any] = {"base_url": base_url, "api_key_env": api_key_env, "params": params,
+                              "timeout": timeout, "path": path}
+    if kind == "openai":
+        from accord.worker.providers.openai_provider import OpenAIProvider
+
+        return OpenAIProvider(model, **common, **options)
+    if kind == "anthropic":
+        from accord.worker.providers.anthropic_provider import AnthropicProvider
+
+        return AnthropicProvider(model, **common, **options)
+    if kind == "local":
+        from accord.worker.providers.local_llama import LocalLlamaProvider
+
+        return LocalLlamaProvider(model, **common, **options)
+    raise ProviderError(f"unknown provider kind {provider_kind!r}; expected one of {', '.join(PROVIDER_KINDS)}",
+                        retryable=False)
