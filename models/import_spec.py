@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 from accord.models.import_formats import DatasetImportError, one_line
+from accord.models.yaml_loader import safe_load
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 LabelMap = dict[str, float | None]
@@ -276,7 +277,7 @@ def load_import_spec(path: Path | str, **overrides: Any) -> ImportSpec:
     """Read an ``import.yaml`` (fields of ``ImportSpec``; file paths relative to the YAML's folder)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise DatasetImportError(f"{path}: cannot read import spec ({one_line(str(exc))})") from None
     if not isinstance(data, dict):

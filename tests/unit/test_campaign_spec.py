@@ -56,3 +56,27 @@ def test_request_decoding_layers_and_per_sample_seed() -> None:
     d = request_decoding({"temperature": 0.7, "seed": 10}, {"temperature": 0.2}, 4, 3)
     assert d == {"temperature": 0.2, "seed": 13, "max_tokens": 4}
     assert request_decoding({"max_tokens": 9}, None, 4, 0) == {"max_tokens": 9}
+
+
+def test_import_spec_yaml_keeps_yes_no_labels(tmp_path: Path) -> None:
+    from accord.models.import_spec import load_import_spec
+
+    (tmp_path / "r.csv").write_text("item_id,annotator_id,q,text\n1,a,Yes,hi\n")
+    (tmp_path / "import.yaml").write_text("name: x\nratings_file: r.csv\nrating_cols: [q]\ntext_col: text\n"
+                                          "label_map: {No: 0, Yes: 1}\n")
+    spec = load_import_spec(tmp_path / "import.yaml")
+    assert spec.label_maps() == {"q": {"No": 0.0, "Yes": 1.0}}
+
+
+def test_two_local_datasets_cannot_share_a_name(sqlite_engine) -> None:  # type: ignore[no-untyped-def]
+    import sqlalchemy.exc
+    from sqlmodel import Session
+
+    from accord.models.schema import Dataset
+
+    with Session(sqlite_engine) as s:
+        s.add(Dataset(name="same"))
+        s.commit()
+        s.add(Dataset(name="same"))
+        with pytest.raises(sqlalchemy.exc.IntegrityError):
+            s.commit()
