@@ -150,7 +150,8 @@ async def _messages(state: ServerState, request: Request) -> Response:
     body, problem = await read_json(request)
     state.record("/v1/messages", body if problem is None else {"invalid_json": True})
     config = state.config
-    if config.require_api_key is not None and request.headers.get("x-api-key") != config.require_api_key:
+    sent = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if config.require_api_key is not None and sent != config.require_api_key:   # SDK 2.x sends a Bearer header
         state.count("auth_failures")
         return _error(401, "authentication_error", "invalid x-api-key")
     if not request.headers.get("anthropic-version"):

@@ -1,0 +1,128 @@
+"""Anthropic Messages API via the official ``anthropic`` SDK, with SDK retries off.
+
+System messages go to ``system=``; ``max_tokens`` defaults to 64. A structured request with labels is a
+forced tool call (``record_rating`` with ``{"label": enum}``), and the response text is the JSON of the
+tool input, which ``parse_answer`` reads like any JSON answer. The API exposes no log-probabilities.
+The installed SDK's ``messages.create`` has no temperature/top_p/top_k arguments, so those go in the
+request body through ``extra_body``; seed is not part of the Messages API and is ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anthropic
+from anthropic import AsyncAnthropic
+
+from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse
+from accord.worker.providers.common import malformed_error, pick_headers, resolve_api_key, status_error
+
+DEFAULT_MAX_TOKENS = 64
+TOOL_NAME = "record_rating"
+RATE_LIMIT_PREFIXES = ("anthropic-ratelimit-",)
+RATE_LIMIT_HEADERS = ("retry-after",)
+PASSTHROUGH_PARAMS = ("metadata", "service_tier", "thinking", "output_config")
+SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
+# Messages API stop reasons -> the provider-neutral finish reasons ("stop", "length", "refusal")
+FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "stop", "max_tokens": "length",
+                  "refusal": "refusal", "model_context_window_exceeded": "length"}
+
+
+class AnthropicProvider:
+    kind = "anthropic"
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str | None = None,
+                 params: dict[str, Any] | None = None, timeout: float = 60.0, path: str | None = None) -> None:
+        self.model = model
+        self.base_url = base_url
+        self.params = dict(params or {})
+        self.timeout = timeout
+        env_name = api_key_env or (None if base_url else "ANTHROPIC_API_KEY")
+        api_key = resolve_api_key(env_name, base_url, self.kind)
+        self._client = AsyncAnthropic(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def build_kwargs(self, request: ProviderRequest) -> dict[str, Any]:
+        """The messages.create arguments for ``request``."""
+        params = {**self.params, **request.params}
+        system = "\n\n".join(m["content"] for m in request.messages if m.get("role") == "system")
+        messages = [{"role": m["role"], "content": m["content"]} for m in request.messages if m.get("role") != "system"]
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages,
+                                  "max_tokens": int(params.get("max_tokens") or DEFAULT_MAX_TOKENS)}
+        if system:
+            kwargs["system"] = system
+        # this SDK version no longer lists the sampling parameters; the API takes them in the JSON body
+        sampling = {name: params[name] for name in SAMPLING_PARAMS if params.get(name) is not None}
+        if sampling or params.get("extra_body"):
+            kwargs["extra_body"] = {**sampling, **(params.get("extra_body") or {})}
+        stop = params.get("stop_sequences", params.get("stop"))
+        if stop:
+            kwargs["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        for name in PASSTHROUGH_PARAMS:
+            if params.get(name) is not None:
+                kwargs[name] = params[name]
+        if request.structured and request.labels:
+            kwargs["tools"] = [rating_tool(request.labels, request.rationale)]
+            kwargs["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
+        return kwargs
+
+    async def complete(self, request: ProviderRequest) -> ProviderResponse:
+        kwargs = self.build_kwargs(request)
+        started = time.perf_counter()
+        try:
+            raw = await self._client.messages.with_raw_response.create(**kwargs)
+            headers = pick_headers(raw.headers, RATE_LIMIT_HEADERS, RATE_LIMIT_PREFIXES)
+            message = raw.parse()
+            if inspect.isawaitable(message):
+                message = await message
+        except anthropic.APITimeoutError as exc:
+            raise ProviderError(f"anthropic: request timed out after {self.timeout:g}s ({exc})", retryable=True) from exc
+        except anthropic.APIConnectionError as exc:
+            raise ProviderError(f"anthropic: connection error: {exc}", retryable=True) from exc
+        except anthropic.APIStatusError as exc:
+            raise status_error(self.kind, exc.status_code, exc.response.headers, exc.body, exc.message) from exc
+        except anthropic.APIResponseValidationError as exc:
+            raise malformed_error(self.kind, str(exc), exc.status_code) from exc
+        except ValueError as exc:            # json.JSONDecodeError from a 200 with an invalid body
+            raise malformed_error(self.kind, str(exc)) from exc
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        if isinstance(message, str) or getattr(message, "content", None) is None:
+            raise malformed_error(self.kind, f"no content in {str(message)[:200]!r}")
+        text = response_text(message.content, TOOL_NAME if "tools" in kwargs else None)
+        usage = message.usage
+        stop_reason = message.stop_reason
+        return ProviderResponse(
+            text=text,
+            input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
+            output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
+            model_snapshot=message.model or self.model,
+            finish_reason=FINISH_REASONS.get(stop_reason, stop_reason) if stop_reason else None,
+            label_logprobs=None,
+            latency_ms=latency_ms,
+            headers=headers,
+        )
+
+
+def rating_tool(labels: Sequence[str], rationale: bool) -> dict[str, Any]:
+    """The forced tool whose input is the answer: {"label": one of labels} (with "rationale" first)."""
+    properties: dict[str, Any] = {}
+    if rationale:
+        properties["rationale"] = {"type": "string", "description": "One or two sentences of reasoning."}
+    properties["label"] = {"type": "string", "enum": list(labels), "description": "The rating."}
+    return {"name": TOOL_NAME, "description": "Record your rating of the item.",
+            "input_schema": {"type": "object", "properties": properties, "required": list(properties)}}
+
+
+def response_text(content: Sequence[Any], tool_name: str | None) -> str:
+    """The answer text: the JSON of the forced tool's input, else the text blocks joined."""
+    if tool_name is not None:
+        for block in content:
+            if getattr(block, "type", None) == "tool_use" and getattr(block, "name", None) == tool_name:
+                return json.dumps(block.input)
+    return "".join(getattr(block, "text", "") or "" for block in content if getattr(block, "type", None) == "text")
