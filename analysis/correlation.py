@@ -207,6 +207,12 @@ def correlation_with_ci(
     )
 
 
+def _column_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    count = mask.sum(axis=0)
+    total = np.where(mask, x, 0.0).sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
 def masked_pearson_columns(
     x: np.ndarray, y: np.ndarray, min_n: int = 3
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -222,11 +228,8 @@ def masked_pearson_columns(
     mx = np.isfinite(x)
     my = np.isfinite(y)
     # centre each column on its own mean to limit cancellation in the sums of squares
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cx = np.where(mx, x - np.nanmean(np.where(mx, x, np.nan), axis=0), 0.0) if x.size else x
-        cy = np.where(my, y - np.nanmean(np.where(my, y, np.nan), axis=0), 0.0) if y.size else y
-    cx = np.nan_to_num(cx)
-    cy = np.nan_to_num(cy)
+    cx = np.where(mx, x - _column_mean(x, mx), 0.0)
+    cy = np.where(my, y - _column_mean(y, my), 0.0)
     fx = mx.astype(float)
     fy = my.astype(float)
     n = fx.T @ fy
