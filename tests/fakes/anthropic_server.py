@@ -16,6 +16,7 @@ real shapes: 429 ``rate_limit_error``, 529 ``overloaded_error``, 500 ``api_error
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -188,7 +189,7 @@ def _rate_limited(decision: Decision, headers: dict[str, str]) -> Response:
     what = "requests" if decision.limit_kind == "requests" else "input tokens"
     message = (f"This request would exceed the rate limit for your organization of {what} per minute. "
                "For details, refer to: https://docs.claude.com/en/api/rate-limits.")
-    headers = {**headers, "retry-after": str(max(1, round(wait + 0.4999)))}
+    headers = {**headers, "retry-after": str(max(1, math.ceil(wait)))}
     return _error(429, "rate_limit_error", message, headers)
 
 
@@ -228,9 +229,10 @@ def message_object(body: dict[str, Any], config: ServerConfig, input_tokens: int
     return result
 
 
-def anthropic_subprocess(config: dict[str, Any] | None = None, port: int = 0) -> SubprocessServer:
+def anthropic_subprocess(config: dict[str, Any] | None = None, port: int = 0,
+                       args: list[str] | None = None) -> SubprocessServer:
     """An Anthropic fake in a child process (not started: use ``with`` or ``.start()``)."""
-    return SubprocessServer("tests.fakes.anthropic_server", "", config, port=port)
+    return SubprocessServer("tests.fakes.anthropic_server", "", config, port=port, args=args)
 
 
 if __name__ == "__main__":

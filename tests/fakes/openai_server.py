@@ -16,6 +16,7 @@ model's label distribution (``answers.label_distribution``) in the real response
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 import uuid
 from typing import Any
@@ -197,7 +198,8 @@ def _rate_limited(body: dict[str, Any], decision: Decision, headers: dict[str, s
     message = (f"Rate limit reached for {body.get('model')} in organization org-accordfake on {what}. "
                f"Please try again in {format_duration(wait)}. Visit https://platform.openai.com/account/rate-limits "
                "to learn more.")
-    headers = {**headers, "retry-after": str(max(1, round(wait + 0.4999))), "retry-after-ms": str(max(1, round(wait * 1000)))}
+    headers = {**headers, "retry-after": str(max(1, math.ceil(wait))),
+               "retry-after-ms": str(max(1, round(wait * 1000)))}
     return JSONResponse(error_body(message, decision.limit_kind, "rate_limit_exceeded"), status_code=429,
                         headers=headers)
 
@@ -292,9 +294,10 @@ def _token_logprobs(tokens: list[str], label: str, distribution: dict[str, float
     return content
 
 
-def openai_subprocess(config: dict[str, Any] | None = None, port: int = 0) -> SubprocessServer:
+def openai_subprocess(config: dict[str, Any] | None = None, port: int = 0,
+                       args: list[str] | None = None) -> SubprocessServer:
     """An OpenAI fake in a child process (not started: use ``with`` or ``.start()``)."""
-    return SubprocessServer("tests.fakes.openai_server", "/v1", config, port=port)
+    return SubprocessServer("tests.fakes.openai_server", "/v1", config, port=port, args=args)
 
 
 if __name__ == "__main__":

