@@ -128,7 +128,7 @@ def parse_answer(text: str | None, labels: dict[str, float], *, finish_reason: s
     allowed = _Labels(labels)
     raw = text or ""
     if not raw.strip():
-        return ParseResult(None, None, TRUNCATED if finish_reason == "length" else EMPTY)
+        return ParseResult(None, None, TRUNCATED if finish_reason in ("length", "max_tokens") else EMPTY)
     body = _unfence(raw).strip()
 
     structured = _from_json(body, allowed)
