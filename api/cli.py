@@ -123,14 +123,20 @@ def follow_embedded(engine, run_id: int, total: int) -> Any:  # type: ignore[no-
         return run_embedded(engine, run_id, on_progress=on_progress)
 
 
-def _start_run(campaign: Path, budget: Optional[float], mode: str):  # type: ignore[no-untyped-def]
+def _start_run(campaign: Path, budget: Optional[float], mode: str, force: bool = False):  # type: ignore[no-untyped-def]
     from accord.scheduler.campaign_spec import CampaignSpecError, load_campaign
     from accord.scheduler.expand import CampaignError, create_run
+    from accord.scheduler.plan import plan_campaign
     from accord.worker.prompt_templates import TemplateSpecError
 
     try:
         spec = load_campaign(campaign)
         engine = _engine()
+        if (budget if budget is not None else spec.budget_usd) is not None and not force:
+            estimate = plan_campaign(engine, spec, budget_override=budget)
+            if estimate.exceeds_budget:
+                fail(f"{campaign}: estimated cost ${estimate.cost_usd:.4f} exceeds the budget of "
+                     f"${estimate.budget_usd:.4f}; see `accord plan {campaign}`, raise budget_usd, or pass --force")
         plan = create_run(engine, spec, mode=mode, budget_override=budget)
     except (CampaignSpecError, CampaignError, TemplateSpecError) as e:
         fail(str(e))
@@ -144,6 +150,7 @@ def run_cmd(
     budget: Optional[float] = typer.Option(None, help="Budget cap in dollars (overrides the campaign's)."),
     distributed: bool = typer.Option(False, "--distributed", help="Submit to Celery workers instead of running here."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip post-processing and the report."),
+    force: bool = typer.Option(False, "--force", help="Start even if the estimated cost exceeds the budget."),
 ) -> None:
     """Launch a campaign: expand its rating requests, execute them, compute the metrics."""
     from accord.scheduler.postprocess import postprocess_run
@@ -153,7 +160,7 @@ def run_cmd(
 
         run_distributed(campaign, budget)
         return
-    engine, spec, plan = _start_run(campaign, budget, "embedded")
+    engine, spec, plan = _start_run(campaign, budget, "embedded", force)
     console.print(f"run [bold]{plan.run_id}[/] of campaign [bold]{spec.name}[/]: {plan.total} rating requests, "
                   f"{plan.cached} answered from cache")
     progress = follow_embedded(engine, plan.run_id, plan.total)

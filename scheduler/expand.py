@@ -7,10 +7,12 @@ key (provider, model, endpoint, rendered messages, decoding params, allowed labe
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from accord.models.db import session_scope
+from accord.models.prices import ModelPrice, lookup_price
 from accord.models.schema import (
     Annotator, Campaign, Dataset, HumanRating, Item, ModelSpec, PromptTemplate, RatingRequest, Run, RunStatus, utcnow,
 )
@@ -46,7 +49,18 @@ def model_spec_hash(entry: ModelEntry, project_id: int | None) -> str:
     doc = entry.model_dump(mode="json", exclude={"name"})
     doc["alias"] = entry.name
     doc["project_id"] = project_id
+    doc["effective_price"] = dataclasses.asdict(effective_price(entry))
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def effective_price(entry: ModelEntry) -> ModelPrice:
+    """The campaign's price for the model if it gives one, else the price table's (local models are free)."""
+    if entry.price is not None:
+        p = entry.price
+        return ModelPrice(p.input, p.output, p.cached_input, p.batch_discount, source="campaign")
+    if entry.provider == "local":
+        return ModelPrice(source="local")
+    return lookup_price(entry.provider, entry.model or "")
 
 
 def upsert_model_spec(session: Session, entry: ModelEntry, project_id: int | None) -> ModelSpec:
@@ -54,16 +68,15 @@ def upsert_model_spec(session: Session, entry: ModelEntry, project_id: int | Non
     row = session.exec(select(ModelSpec).where(ModelSpec.spec_hash == h)).scalar_one_or_none()  # type: ignore[call-overload]
     if row is not None:
         return row
-    price = entry.price
+    price = effective_price(entry)
     row = ModelSpec(
         project_id=project_id, name=entry.name, provider=entry.provider, model=entry.model or "",
         base_url=entry.base_url, api_key_env=entry.api_key_env,
         params={"decoding": entry.decoding.model_dump(exclude_none=True) if entry.decoding else {},
                 "path": entry.path},
         rpm=entry.rpm, tpm=entry.tpm, max_concurrency=entry.max_concurrency,
-        price_input_per_mtok=price.input if price else 0.0, price_output_per_mtok=price.output if price else 0.0,
-        price_cached_input_per_mtok=price.cached_input if price else None,
-        batch_discount=price.batch_discount if price else 0.0, spec_hash=h,
+        price_input_per_mtok=price.input, price_output_per_mtok=price.output,
+        price_cached_input_per_mtok=price.cached_input, batch_discount=price.batch_discount, spec_hash=h,
     )
     session.add(row)
     session.flush()
@@ -152,54 +165,96 @@ def persona_key(persona: dict[str, str]) -> str:
     return "&".join(f"{k}={persona[k]}" for k in sorted(persona))
 
 
+@dataclass
+class ExpandedRequest:
+    """One rating request as the expansion produces it, before it is a row."""
+
+    item: Item
+    model: ModelEntry
+    template: ResolvedTemplate
+    persona: dict[str, str] | None
+    sample_index: int
+    messages: list[dict[str, str]]
+    decoding: dict[str, Any]
+    cache_key: str
+
+
+@dataclass
+class Expansion:
+    """A campaign resolved against the database: what it would rate, with what, under which personas."""
+
+    dataset: Dataset
+    dimension: str | None
+    items: list[Item]
+    personas: list[dict[str, str]]
+    templates: list[ResolvedTemplate]
+
+    def count(self, spec: CampaignSpec) -> int:
+        per_item = sum(len(self.personas) if t.persona else 1 for t in self.templates)
+        return len(self.items) * len(spec.models) * per_item * spec.samples
+
+    def requests(self, spec: CampaignSpec) -> Iterator[ExpandedRequest]:
+        """items x models x templates x personas x samples, with rendered messages and cache keys."""
+        campaign_decoding = spec.decoding.model_dump(exclude_none=True)
+        for item in self.items:
+            for entry, tmpl in itertools.product(spec.models, self.templates):
+                model_decoding = entry.decoding.model_dump(exclude_none=True) if entry.decoding else {}
+                persona_list: list[dict[str, str] | None] = list(self.personas) if tmpl.persona else [None]
+                for persona in persona_list:
+                    messages = render_messages(tmpl, item.content, persona)
+                    for s in range(spec.samples):
+                        dec = request_decoding(campaign_decoding, model_decoding, tmpl.max_tokens, s)
+                        key = cache_key(entry.provider, entry.model or "", entry.base_url, messages, dec,
+                                        list(tmpl.labels), s, entry.path)
+                        yield ExpandedRequest(item, entry, tmpl, persona, s, messages, dec, key)
+
+
+def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int | None) -> Expansion:
+    """Check the campaign against the database (dataset, dimension, items, personas, templates)."""
+    templates = [load_template(t.name, t.path, t.version, t.params) for t in spec.templates]
+    ds = find_dataset(session, spec.dataset, project_id)
+    dimension = resolve_dimension(session, ds, spec.dimension)
+    items = select_items(session, ds, spec)
+    personas = personas_for(session, ds, spec)
+    for t in templates:
+        if t.persona and not personas:
+            raise CampaignError(f"templates: {t.name!r} is persona-conditioned; add 'personas' to the campaign")
+    return Expansion(ds, dimension, items, personas, templates)
+
+
 def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = None, mode: str = "embedded",
                budget_override: float | None = None) -> RunPlan:
     """Register the campaign, create its run, insert every rating request, answer cached ones. One transaction."""
-    templates = [load_template(t.name, t.path, t.version, t.params) for t in spec.templates]
     with session_scope(engine) as session:
-        ds = find_dataset(session, spec.dataset, project_id)
-        dimension = resolve_dimension(session, ds, spec.dimension)
-        items = select_items(session, ds, spec)
-        personas = personas_for(session, ds, spec)
-        for t in templates:
-            if t.persona and not personas:
-                raise CampaignError(f"templates: {t.name!r} is persona-conditioned; add 'personas' to the campaign")
+        expansion = resolve_campaign(session, spec, project_id)
         spec_doc = spec.model_dump(mode="json")
-        spec_doc["dimension"] = dimension
+        spec_doc["dimension"] = expansion.dimension
         campaign = Campaign(project_id=project_id, name=spec.name, spec=spec_doc, spec_hash=spec.spec_hash(),
-                            dataset_id=ds.id)  # type: ignore[arg-type]
+                            dataset_id=expansion.dataset.id)  # type: ignore[arg-type]
         session.add(campaign)
         session.flush()
         run = Run(campaign_id=campaign.id, project_id=project_id, status=RunStatus.pending.value, mode=mode,  # type: ignore[arg-type]
                   priority=spec.priority, budget_usd=budget_override if budget_override is not None else spec.budget_usd)
         session.add(run)
         session.flush()
-        model_rows = [(m, upsert_model_spec(session, m, project_id)) for m in spec.models]
-        template_rows = [(t, upsert_template(session, t)) for t in templates]
+        model_ids = {m.name: upsert_model_spec(session, m, project_id).id for m in spec.models}
+        template_ids = {t.name: upsert_template(session, t).id for t in expansion.templates}
 
         rows: list[dict[str, Any]] = []
         total = 0
         now = utcnow()
-        for item in items:
-            for (entry, mrow), (tmpl, trow) in itertools.product(model_rows, template_rows):
-                persona_list: list[dict[str, str] | None] = list(personas) if tmpl.persona else [None]
-                campaign_decoding = spec.decoding.model_dump(exclude_none=True)
-                model_decoding = entry.decoding.model_dump(exclude_none=True) if entry.decoding else {}
-                for persona in persona_list:
-                    messages = render_messages(tmpl, item.content, persona)
-                    for s in range(spec.samples):
-                        dec = request_decoding(campaign_decoding, model_decoding, tmpl.max_tokens, s)
-                        rows.append({
-                            "run_id": run.id, "item_id": item.id, "model_spec_id": mrow.id, "template_id": trow.id,
-                            "persona_key": persona_key(persona) if persona else "", "persona": persona or {},
-                            "sample_index": s, "status": "pending", "attempts": 0, "updated_at": now,
-                            "cache_key": cache_key(entry.provider, entry.model or "", entry.base_url, messages, dec,
-                                                   list(tmpl.labels), s, entry.path),
-                        })
-                        if len(rows) >= INSERT_BATCH:
-                            session.execute(insert(RatingRequest), rows)
-                            total += len(rows)
-                            rows = []
+        for r in expansion.requests(spec):
+            rows.append({
+                "run_id": run.id, "item_id": r.item.id, "model_spec_id": model_ids[r.model.name],
+                "template_id": template_ids[r.template.name],
+                "persona_key": persona_key(r.persona) if r.persona else "", "persona": r.persona or {},
+                "sample_index": r.sample_index, "status": "pending", "attempts": 0, "updated_at": now,
+                "cache_key": r.cache_key,
+            })
+            if len(rows) >= INSERT_BATCH:
+                session.execute(insert(RatingRequest), rows)
+                total += len(rows)
+                rows = []
         if rows:
             session.execute(insert(RatingRequest), rows)
             total += len(rows)
