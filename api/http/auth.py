@@ -1,0 +1,153 @@
+"""Projects and their API keys, and the request authentication of the HTTP API.
+
+A key is ``acc_`` + 43 random URL-safe characters (``secrets.token_urlsafe(32)``, 256 bits). It is shown
+once, when created; the database keeps only its SHA-256 and a short prefix for display. A revoked key
+stops working at once. The API takes the key from ``Authorization: Bearer <key>`` (or ``X-API-Key``);
+the dashboard from its login cookie. Every authenticated request knows its project and nothing else."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from accord.api.http.problems import ProblemError
+from accord.models.schema import ApiKey, Project, utcnow
+
+KEY_PREFIX = "acc_"
+DISPLAY_PREFIX_LENGTH = 12
+COOKIE_NAME = "accord_key"
+
+
+class AuthAdminError(ValueError):
+    """A project or key operation that cannot be done (unknown project, duplicate name, unknown key)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: the project every query is scoped to, and the key that proved it."""
+
+    project_id: int
+    project_name: str
+    key_id: int
+    key_prefix: str
+
+
+@dataclass(frozen=True)
+class NewKey:
+    key: str           # shown once, never stored
+    key_id: int
+    prefix: str
+    project_id: int
+    project_name: str
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def create_project(engine: Engine, name: str) -> Project:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise AuthAdminError("a project name must have 1 to 200 characters")
+    with Session(engine, expire_on_commit=False) as session:
+        project = Project(name=name)
+        session.add(project)
+        try:
+            session.commit()
+        except IntegrityError:
+            raise AuthAdminError(f"a project named {name!r} already exists") from None
+        return project
+
+
+def find_project(engine: Engine, name_or_id: str) -> Project:
+    with Session(engine, expire_on_commit=False) as session:
+        q = select(Project).where(Project.name == name_or_id)
+        project = session.execute(q).scalar_one_or_none()
+        if project is None and name_or_id.isdigit():
+            project = session.get(Project, int(name_or_id))
+        if project is None:
+            raise AuthAdminError(f"no project named {name_or_id!r}")
+        return project
+
+
+def create_key(engine: Engine, project: str | int, name: str = "") -> NewKey:
+    """A new random key for ``project`` (name or id). The returned ``key`` is the only copy there will be."""
+    proj = find_project(engine, str(project))
+    key = generate_key()
+    with Session(engine, expire_on_commit=False) as session:
+        row = ApiKey(project_id=proj.id, prefix=key[:DISPLAY_PREFIX_LENGTH], key_hash=hash_key(key),  # type: ignore[arg-type]
+                     name=name[:200])
+        session.add(row)
+        session.commit()
+        return NewKey(key=key, key_id=row.id, prefix=row.prefix, project_id=proj.id, project_name=proj.name)  # type: ignore[arg-type]
+
+
+def revoke_key(engine: Engine, key_id_or_prefix: str) -> ApiKey:
+    """Revoke a key by its id or its displayed prefix (which must name exactly one key)."""
+    with Session(engine, expire_on_commit=False) as session:
+        if key_id_or_prefix.isdigit():
+            rows = [r for r in [session.get(ApiKey, int(key_id_or_prefix))] if r is not None]
+        else:
+            rows = list(session.execute(select(ApiKey).where(ApiKey.prefix == key_id_or_prefix)).scalars())
+        if not rows:
+            raise AuthAdminError(f"no API key {key_id_or_prefix!r}")
+        if len(rows) > 1:
+            raise AuthAdminError(f"{len(rows)} keys start with {key_id_or_prefix!r}; revoke by id")
+        row = rows[0]
+        if row.revoked_at is None:
+            session.execute(update(ApiKey).where(ApiKey.id == row.id).values(revoked_at=utcnow()))  # type: ignore[arg-type]
+            session.commit()
+            session.refresh(row)
+        return row
+
+
+def list_keys(engine: Engine, project: str | int) -> list[ApiKey]:
+    proj = find_project(engine, str(project))
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.execute(select(ApiKey).where(ApiKey.project_id == proj.id).order_by(ApiKey.id)).scalars())
+
+
+def lookup_key(engine: Engine, key: str) -> Principal | None:
+    """The principal of a valid, unrevoked key, else None."""
+    if not key.startswith(KEY_PREFIX) or len(key) > 200:
+        return None
+    digest = hash_key(key)
+    with Session(engine) as session:
+        row = session.execute(
+            select(ApiKey.id, ApiKey.prefix, ApiKey.key_hash, ApiKey.revoked_at, Project.id, Project.name)
+            .join(Project, Project.id == ApiKey.project_id)
+            .where(ApiKey.key_hash == digest)
+        ).first()
+    if row is None or row[3] is not None or not hmac.compare_digest(row[2], digest):
+        return None
+    return Principal(project_id=row[4], project_name=row[5], key_id=row[0], key_prefix=row[1])
+
+
+def key_from_headers(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    api_key = request.headers.get("x-api-key", "").strip()
+    return api_key or None
+
+
+def unauthenticated(detail: str) -> ProblemError:
+    return ProblemError(401, detail, headers={"WWW-Authenticate": 'Bearer realm="accord"'})
+
+
+def csrf_token(key: str) -> str:
+    """The dashboard's per-session form token: derived from the key, so only its holder can make it."""
+    return hashlib.sha256(f"accord-csrf|{hash_key(key)}".encode()).hexdigest()[:40]

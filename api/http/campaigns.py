@@ -1,0 +1,229 @@
+"""Campaigns over the API: parse and validate the campaign document (the CLI's, as JSON or YAML), apply the
+server's policy, store it, preview its plan, and create its runs.
+
+Policy (a campaign is submitted by a tenant but executes with the server's credentials):
+- provider credentials are never accepted (the campaign spec rejects ``api_key``; problems never echo input);
+- ``api_key_env`` must name one of the server's allowed variables, ``base_url`` one of its allowed endpoints,
+  so a campaign can neither read arbitrary environment variables nor send the server's keys elsewhere;
+- no server file paths: ``models[].path`` is refused, ``templates[].path`` too (custom templates are
+  created with ``POST /api/v1/templates`` and named like bundled ones).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from accord.api.http.config import ApiSettings
+from accord.api.http.problems import ProblemError, invalid, validation_errors
+from accord.api.http.store import dataset_by_name
+from accord.api.http.template_store import TemplateStore
+from accord.models.schema import Campaign, Dataset, ModelSpec, Rating, RatingRequest, Run
+from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, parse_campaign
+from accord.scheduler.expand import CampaignError, RunPlan, create_run, personas_for, resolve_dimension, select_items
+from accord.worker.prompt_templates import TemplateSpecError, bundled_template_names, load_template
+
+EXACT_PLAN_LIMIT = 200_000
+
+
+@dataclass
+class ValidatedCampaign:
+    spec: CampaignSpec            # as stored (custom templates by name, pinned version)
+    exec_spec: CampaignSpec       # as executed (custom templates by their file)
+    dataset_id: int
+    dataset_name: str
+    dimension: str | None
+    n_items: int
+    n_personas: int
+    total: int
+
+    def stored_document(self) -> dict[str, Any]:
+        doc = self.spec.model_dump(mode="json")
+        doc["dimension"] = self.dimension
+        return doc
+
+
+def parse_document(body: bytes, content_type: str) -> Any:
+    """The request body as a document: JSON, or YAML when the content type says so."""
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid("body: not UTF-8 text", field="body") from None
+    if ctype in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise invalid(f"body: not valid YAML{where}", field="body") from None
+    if ctype not in ("application/json", "") and not ctype.endswith("+json"):
+        raise ProblemError(415, f"send JSON (application/json) or YAML (application/yaml), not {ctype!r}",
+                           errors=[{"field": "body", "message": "unsupported media type"}])
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise invalid(f"body: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})",
+                      field="body") from None
+
+
+def _spec_errors(document: Any) -> list[dict[str, str]]:
+    try:
+        CampaignSpec.model_validate(document)
+    except ValidationError as err:
+        return validation_errors(list(err.errors()))
+    return []
+
+
+def _policy_errors(spec: CampaignSpec, settings: ApiSettings) -> list[dict[str, str]]:
+    errors = []
+    allowed_urls = {u.rstrip("/") for u in settings.allowed_base_urls}
+    for i, m in enumerate(spec.models):
+        if m.path is not None:
+            errors.append({"field": f"models.{i}.path",
+                           "message": "server file paths are not accepted over the API; omit 'path' to use the "
+                                      "server's local model"})
+        if m.base_url is not None and m.base_url.rstrip("/") not in allowed_urls:
+            errors.append({"field": f"models.{i}.base_url",
+                           "message": "this endpoint is not allowed on this server (ask the operator to add it to "
+                                      "ACCORD_API_ALLOWED_BASE_URLS)"})
+        if m.api_key_env is not None and m.api_key_env not in settings.allowed_key_envs:
+            errors.append({"field": f"models.{i}.api_key_env",
+                           "message": f"must be one of the server's credential variables: "
+                                      f"{', '.join(settings.allowed_key_envs) or 'none'}"})
+    for j, t in enumerate(spec.templates):
+        if t.path is not None:
+            errors.append({"field": f"templates.{j}.path",
+                           "message": "file paths are not accepted over the API; create a custom template with "
+                                      "POST /api/v1/templates and refer to it by name"})
+    return errors
+
+
+def validate_campaign(engine: Engine, settings: ApiSettings, templates: TemplateStore, project_id: int,
+                      document: Any) -> ValidatedCampaign:
+    """Everything that can be checked before a run exists; raises a 422 problem naming the field."""
+    try:
+        spec = parse_campaign(document, "campaign")
+    except CampaignSpecError as err:
+        errors = _spec_errors(document) if isinstance(document, dict) else [
+            {"field": "body", "message": "a campaign must be a JSON object of fields"}]
+        detail = str(err).removeprefix("campaign: ")
+        raise invalid(detail, errors=errors or [{"field": "body", "message": detail}]) from None
+    errors = _policy_errors(spec, settings)
+    if errors:
+        raise invalid(f"{errors[0]['field']}: {errors[0]['message']}", errors=errors)
+    # Templates: bundled by name, custom (this project's) by name pinned to a version.
+    exec_spec = spec.model_copy(deep=True)
+    resolved = []
+    bundled = set(bundled_template_names())
+    for j, (ref, exec_ref) in enumerate(zip(spec.templates, exec_spec.templates)):
+        assert ref.name is not None
+        try:
+            if ref.name in bundled:
+                resolved.append(load_template(ref.name, None, ref.version, ref.params))
+                continue
+            stored = templates.find(project_id, ref.name, ref.version)
+            if stored is None:
+                known = sorted(bundled | set(templates.names(project_id)))
+                what = f"version {ref.version!r} of " if ref.version else ""
+                raise invalid(f"templates.{j}.name: no {what}template {ref.name!r}; known: {', '.join(known)}",
+                              field=f"templates.{j}.name")
+            ref.version = stored.version
+            exec_ref.name = None
+            exec_ref.path = str(stored.path)
+            exec_ref.version = stored.version
+            resolved.append(load_template(None, str(stored.path), stored.version, ref.params))
+        except TemplateSpecError as err:
+            message = str(err).replace(str(templates.root), "templates")
+            raise invalid(f"templates.{j}: {message}", field=f"templates.{j}") from None
+    with Session(engine) as session:
+        ds = dataset_by_name(session, project_id, spec.dataset)
+        if ds is None:
+            names = session.execute(select(Dataset.name).where(Dataset.project_id == project_id)
+                                    .order_by(Dataset.name)).scalars().all()
+            raise invalid(f"dataset: no dataset named {spec.dataset!r} in this project; uploaded: "
+                          f"{', '.join(names) or 'none'}", field="dataset")
+        try:
+            dimension = resolve_dimension(session, ds, spec.dimension)
+            items = select_items(session, ds, spec)
+            personas = personas_for(session, ds, spec)
+        except CampaignError as err:
+            message = str(err)
+            field = message.split(":", 1)[0] if ":" in message else "body"
+            raise invalid(message, field=field) from None
+    for j, t in enumerate(resolved):
+        if t.persona and not personas:
+            raise invalid(f"templates.{j}: {t.name!r} is persona-conditioned; add 'personas' to the campaign",
+                          field=f"templates.{j}")
+    per_item = sum(len(personas) if t.persona else 1 for t in resolved) * len(spec.models) * spec.samples
+    return ValidatedCampaign(spec=spec, exec_spec=exec_spec, dataset_id=ds.id, dataset_name=ds.name,  # type: ignore[arg-type]
+                             dimension=dimension, n_items=len(items), n_personas=len(personas),
+                             total=per_item * len(items))
+
+
+def store_campaign(engine: Engine, project_id: int, v: ValidatedCampaign) -> Campaign:
+    with Session(engine, expire_on_commit=False) as session:
+        row = Campaign(project_id=project_id, name=v.spec.name, spec=v.stored_document(),
+                       spec_hash=v.spec.spec_hash(), dataset_id=v.dataset_id)
+        session.add(row)
+        session.commit()
+        return row
+
+
+def revalidate(engine: Engine, settings: ApiSettings, templates: TemplateStore, campaign: Campaign) -> ValidatedCampaign:
+    """A stored campaign's document checked again against today's database (its dataset may be gone)."""
+    doc = dict(campaign.spec or {})
+    return validate_campaign(engine, settings, templates, campaign.project_id, doc)  # type: ignore[arg-type]
+
+
+def _counts_by_model(conn: Any, run_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(ModelSpec.name, func.count(RatingRequest.id), func.count(Rating.id))
+        .select_from(RatingRequest)
+        .join(ModelSpec, ModelSpec.id == RatingRequest.model_spec_id)
+        .outerjoin(Rating, Rating.request_id == RatingRequest.id)
+        .where(RatingRequest.run_id == run_id)
+        .group_by(ModelSpec.name).order_by(ModelSpec.name)).all()
+    return [{"model": name, "requests": int(n), "cached": int(c)} for name, n, c in rows]
+
+
+def plan_campaign(engine: Engine, project_id: int, v: ValidatedCampaign, mode: str) -> dict[str, Any]:
+    """Requests and cache hits of a run of this campaign, without creating one: the real expansion runs in
+    a transaction that is rolled back. Above ``EXACT_PLAN_LIMIT`` requests only the count is given."""
+    out: dict[str, Any] = {"total": v.total, "cached": None, "to_send": None, "n_items": v.n_items,
+                           "n_models": len(v.spec.models), "n_templates": len(v.spec.templates),
+                           "n_personas": v.n_personas, "samples": v.spec.samples, "by_model": []}
+    if v.total > EXACT_PLAN_LIMIT:
+        out["by_model"] = [{"model": m.name, "requests": v.total // len(v.spec.models), "cached": None}
+                           for m in v.spec.models]
+        return out
+    with engine.connect() as conn:
+        trans = conn.begin()
+        try:
+            plan = create_run(conn, v.exec_spec, project_id=project_id, mode=mode)  # type: ignore[arg-type]
+            by_model = _counts_by_model(conn, plan.run_id)
+        finally:
+            trans.rollback()
+    out.update(total=plan.total, cached=plan.cached, to_send=plan.total - plan.cached, by_model=by_model)
+    return out
+
+
+def create_campaign_run(engine: Engine, project_id: int, campaign: Campaign, v: ValidatedCampaign, mode: str,
+                        budget_usd: float | None) -> RunPlan:
+    """A new run of a stored campaign: the real expansion (``create_run``), attached to this campaign, in one
+    transaction."""
+    with engine.connect() as conn:
+        with conn.begin():
+            plan = create_run(conn, v.exec_spec, project_id=project_id, mode=mode,  # type: ignore[arg-type]
+                              budget_override=budget_usd)
+            if plan.campaign_id != campaign.id:
+                conn.execute(update(Run).where(Run.id == plan.run_id).values(campaign_id=campaign.id))  # type: ignore[arg-type]
+                conn.execute(delete(Campaign).where(Campaign.id == plan.campaign_id))  # type: ignore[arg-type]
+    return RunPlan(run_id=plan.run_id, campaign_id=campaign.id, total=plan.total, cached=plan.cached)  # type: ignore[arg-type]

@@ -1,0 +1,30 @@
+"""Settings of the HTTP API server, from the environment (prefix ``ACCORD_API_``) or given to ``create_app``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ACCORD_API_", extra="ignore")
+
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1,
+                                  description="Largest dataset upload (all files of one request together).")
+    max_document_bytes: int = Field(default=1024 * 1024, ge=1024,
+                                    description="Largest JSON/YAML body (campaigns, templates, mappings).")
+    rate_limit_per_minute: float = Field(default=1200.0, gt=0, description="Sustained requests per minute per API key.")
+    rate_limit_burst: int = Field(default=120, ge=1, description="Requests a key may send at once above the rate.")
+    allowed_key_envs: list[str] = Field(
+        default_factory=lambda: ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"],
+        description="Environment variables a campaign may name in api_key_env (the server's own credentials).")
+    allowed_base_urls: list[str] = Field(
+        default_factory=list,
+        description="Provider endpoints a campaign may name in base_url; any other is refused (no SSRF, no leaking "
+                    "the server's keys to an endpoint of the submitter's choosing).")
+    execution: str = Field(default="embedded", description="embedded (runs execute in this process) or distributed.")
+    metrics_token: str | None = Field(default=None, description="Bearer token for /metrics; unset: /metrics is off.")
+    cookie_secure: bool = Field(default=False, description="Mark the dashboard's login cookie Secure (HTTPS only).")
+    sse_interval_s: float = Field(default=1.0, gt=0, description="How often a progress stream looks for changes.")
+    sse_max_s: float = Field(default=3600.0, gt=0, description="A progress stream closes after this long (clients reconnect).")
+    json_logs: bool = Field(default=True, description="Structured JSON logs on stderr.")

@@ -1,0 +1,243 @@
+"""The dashboard: server-rendered pages (Jinja2, autoescape always on) served by the API process.
+
+Pages: login (an API key, kept in an HttpOnly SameSite=Strict cookie), the project's runs, campaigns and
+datasets, a run page with live progress (server-sent events and a few lines of JavaScript served from
+this app, no inline script), failures by kind, cost, the report's plots and tables, and a dataset page with
+annotator counts per attribute. Forms that change something carry a token derived from the key (CSRF).
+Rated texts are adversarial: they are only ever rendered as escaped text."""
+
+from __future__ import annotations
+
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Path, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader
+from sqlalchemy import select
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from accord.api.http.auth import COOKIE_NAME, Principal, csrf_token, lookup_key
+from accord.api.http.campaigns import parse_document, store_campaign, validate_campaign
+from accord.api.http.deps import AppState, dashboard_principal, state_of
+from accord.api.http.problems import ProblemError
+from accord.api.http.ratings import ratings_page
+from accord.api.http.reports import report_sections
+from accord.api.http.routes_campaigns import start_campaign_run
+from accord.api.http.routes_runs import REPORT_CSP, control, progress_response, report_response
+from accord.api.http.store import TERMINAL, dataset_of, item_out, list_runs, run_detail, runs_of_dataset
+from accord.models.dataset_import import summarize_dataset
+from accord.models.schema import Campaign, Dataset, Item, Run
+
+TEMPLATES_DIR = FsPath(__file__).resolve().parents[1] / "templates" / "dashboard"
+COOKIE_MAX_AGE = 12 * 3600
+DASHBOARD_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                 "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+
+router = APIRouter(include_in_schema=False)
+RunId = Annotated[int, Path(ge=1, le=2**62)]
+DatasetId = Annotated[int, Path(ge=1, le=2**62)]
+CampaignId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+def make_environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["money"] = lambda x: f"${(x or 0):.4f}"
+    env.filters["seconds"] = _seconds
+    env.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%S") if d else "–"
+    return env
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "–"
+    value = float(value)
+    if value < 60:
+        return f"{value:.0f} s"
+    if value < 3600:
+        return f"{value // 60:.0f} min {value % 60:.0f} s"
+    return f"{value // 3600:.0f} h {(value % 3600) // 60:.0f} min"
+
+
+_ENV = make_environment()
+
+
+def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    principal: Principal | None = getattr(request.state, "principal", None)
+    key = request.cookies.get(COOKIE_NAME)
+    html = _ENV.get_template(name).render(principal=principal, csrf=csrf_token(key) if key else "", **context)
+    return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": DASHBOARD_CSP,
+                                                           "X-Content-Type-Options": "nosniff",
+                                                           "Referrer-Policy": "same-origin"})
+
+
+def check_csrf(request: Request, token: str) -> None:
+    key = request.cookies.get(COOKIE_NAME) or ""
+    if not key or token != csrf_token(key):
+        raise ProblemError(403, "the form's token does not match this session; reload the page", slug="forbidden")
+
+
+def _see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+# -- login ----------------------------------------------------------------------------------------------
+@router.get("/", response_class=RedirectResponse)
+def root() -> RedirectResponse:
+    return _see_other("/dashboard")
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request) -> HTMLResponse:
+    return render(request, "login.html", error=None)
+
+
+@router.post("/login")
+async def login(request: Request, api_key: Annotated[str, Form(max_length=200)] = "") -> Response:
+    state = state_of(request)
+    principal = await run_in_threadpool(lookup_key, state.engine, api_key.strip()) if api_key.strip() else None
+    if principal is None:
+        return render(request, "login.html", status=401, error="That API key is not valid (unknown or revoked).")
+    response = _see_other("/dashboard")
+    response.set_cookie(COOKIE_NAME, api_key.strip(), max_age=COOKIE_MAX_AGE, httponly=True, samesite="strict",
+                        secure=state.settings.cookie_secure, path="/")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
+    check_csrf(request, csrf)
+    response = _see_other("/login")
+    response.delete_cookie(COOKIE_NAME, path="/")
+    return response
+
+
+# -- pages ----------------------------------------------------------------------------------------------
+def _overview(state: AppState, principal: Principal) -> dict[str, Any]:
+    runs, _ = list_runs(state.engine, principal.project_id, limit=50)
+    with Session(state.engine) as session:
+        campaigns = session.execute(select(Campaign).where(Campaign.project_id == principal.project_id)
+                                    .order_by(Campaign.id.desc()).limit(50)).scalars().all()  # type: ignore[union-attr]
+        datasets = session.execute(select(Dataset).where(Dataset.project_id == principal.project_id)
+                                   .order_by(Dataset.id)).scalars().all()
+        names = {d.id: d.name for d in datasets}
+        campaign_rows = [{"id": c.id, "name": c.name, "dataset": names.get(c.dataset_id, ""),
+                          "models": [m.get("name") for m in (c.spec or {}).get("models", [])],
+                          "created_at": c.created_at} for c in campaigns]
+    return {"runs": runs, "campaigns": campaign_rows, "datasets": datasets}
+
+
+@router.get("/dashboard", response_class=HTMLResponse)
+async def overview(request: Request, principal: Annotated[Principal, Depends(dashboard_principal)]) -> HTMLResponse:
+    data = await run_in_threadpool(_overview, state_of(request), principal)
+    return render(request, "runs.html", campaign_text="", error=None, **data)
+
+
+@router.post("/dashboard/campaigns")
+async def new_campaign(request: Request, principal: Annotated[Principal, Depends(dashboard_principal)],
+                       campaign: Annotated[str, Form(max_length=1_000_000)] = "",
+                       csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
+    """Create a campaign from the pasted YAML/JSON document and start its first run."""
+    check_csrf(request, csrf)
+    state = state_of(request)
+
+    def create_and_start() -> int:
+        document = parse_document(campaign.encode("utf-8"), "application/yaml")
+        v = validate_campaign(state.engine, state.settings, state.templates, principal.project_id, document)
+        row = store_campaign(state.engine, principal.project_id, v)
+        return int(start_campaign_run(state, principal, row.id, None, True)["id"])  # type: ignore[arg-type]
+
+    try:
+        run_id = await run_in_threadpool(create_and_start)
+    except ProblemError as err:
+        data = await run_in_threadpool(_overview, state, principal)
+        problems = [f"{e['field']}: {e['message']}" for e in err.errors] or [err.detail]
+        return render(request, "runs.html", status=err.status, campaign_text=campaign, error=err.detail,
+                      problems=problems, **data)
+    return _see_other(f"/dashboard/runs/{run_id}")
+
+
+@router.post("/dashboard/campaigns/{campaign_id}/runs")
+async def start_run(request: Request, campaign_id: CampaignId,
+                    principal: Annotated[Principal, Depends(dashboard_principal)],
+                    csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
+    check_csrf(request, csrf)
+    out = await run_in_threadpool(start_campaign_run, state_of(request), principal, campaign_id, None, True)
+    return _see_other(f"/dashboard/runs/{out['id']}")
+
+
+def _run_page(state: AppState, principal: Principal, run_id: int) -> dict[str, Any]:
+    detail = run_detail(state.engine, principal.project_id, run_id)
+    sample, _ = ratings_page(state.engine, run_id, after=None, limit=20)
+    context: dict[str, Any] = {"run": detail, "ratings": sample, "plots": {}, "sections": None, "report_error": None}
+    with Session(state.engine) as session:
+        ds = session.get(Dataset, detail["dataset_id"])
+        context["dataset"] = ds
+        run = session.get(Run, run_id)
+    if detail["report_ready"] and run is not None:
+        try:
+            data, _html = state.reports.get(state.engine, run)
+            context["plots"] = data.plots
+            context["sections"] = report_sections(data)
+        except Exception as err:  # the page still shows progress and ratings
+            context["report_error"] = f"{type(err).__name__}: {err}"
+    return context
+
+
+@router.get("/dashboard/runs/{run_id}", response_class=HTMLResponse)
+async def run_page(request: Request, run_id: RunId,
+                   principal: Annotated[Principal, Depends(dashboard_principal)]) -> HTMLResponse:
+    context = await run_in_threadpool(_run_page, state_of(request), principal, run_id)
+    return render(request, "run.html", terminal=context["run"]["status"] in TERMINAL, **context)
+
+
+@router.get("/dashboard/runs/{run_id}/events")
+def run_events(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(dashboard_principal)]) -> Any:
+    return progress_response(request, principal, run_id)
+
+
+@router.get("/dashboard/runs/{run_id}/report", response_class=HTMLResponse)
+async def run_report(request: Request, run_id: RunId,
+                     principal: Annotated[Principal, Depends(dashboard_principal)]) -> HTMLResponse:
+    response = await report_response(request, principal, run_id)
+    response.headers["Content-Security-Policy"] = REPORT_CSP
+    return response
+
+
+@router.post("/dashboard/runs/{run_id}/{action}")
+async def run_action(request: Request, run_id: RunId, action: str,
+                     principal: Annotated[Principal, Depends(dashboard_principal)],
+                     csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
+    check_csrf(request, csrf)
+    if action not in ("pause", "resume", "cancel"):
+        raise ProblemError(404, f"no action {action[:40]!r}")
+    await run_in_threadpool(control, state_of(request), principal, run_id, action)
+    return _see_other(f"/dashboard/runs/{run_id}")
+
+
+def _dataset_page(state: AppState, principal: Principal, dataset_id: int) -> dict[str, Any]:
+    with Session(state.engine) as session:
+        ds = dataset_of(session, principal.project_id, dataset_id)
+        items = session.execute(select(Item).where(Item.dataset_id == dataset_id).order_by(Item.id).limit(25)
+                                ).scalars().all()
+        n_runs = runs_of_dataset(session, dataset_id)
+        sample = [item_out(i) for i in items]
+    return {"dataset": ds, "summary": summarize_dataset(state.engine, dataset_id), "items": sample, "n_runs": n_runs}
+
+
+@router.get("/dashboard/datasets/{dataset_id}", response_class=HTMLResponse)
+async def dataset_page(request: Request, dataset_id: DatasetId,
+                       principal: Annotated[Principal, Depends(dashboard_principal)]) -> HTMLResponse:
+    context = await run_in_threadpool(_dataset_page, state_of(request), principal, dataset_id)
+    return render(request, "dataset.html", **context)
+
+
+@router.get("/dashboard/static/run.js")
+def run_script() -> Response:
+    return Response((TEMPLATES_DIR / "run.js").read_text(encoding="utf-8"), media_type="text/javascript",
+                    headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
+def dashboard_problem(request: Request, status: int, detail: str) -> HTMLResponse:
+    return render(request, "error.html", status=status, status_code=status, detail=detail)

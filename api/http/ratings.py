@@ -1,0 +1,134 @@
+"""A run's rating requests with their ratings: cursor pages (by request id) and streamed CSV / Parquet exports.
+
+The export reads the run in id-ordered batches and sends each as it is encoded, so memory stays flat
+however large the run: CSV rows as text, Parquet as one row group per batch (the footer comes last)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from accord.models.schema import Item, ModelSpec, PromptTemplate, Rating, RatingRequest
+
+COLUMNS = ["request_id", "item_id", "model", "template", "persona_key", "sample_index", "status", "attempts",
+           "last_error", "label", "value", "weighted_value", "parse_status", "raw_text", "cache_hit",
+           "input_tokens", "output_tokens", "latency_ms", "cost_usd", "model_snapshot"]
+ARROW_SCHEMA = pa.schema([
+    ("request_id", pa.int64()), ("item_id", pa.string()), ("model", pa.string()), ("template", pa.string()),
+    ("persona_key", pa.string()), ("sample_index", pa.int64()), ("status", pa.string()), ("attempts", pa.int64()),
+    ("last_error", pa.string()), ("label", pa.string()), ("value", pa.float64()), ("weighted_value", pa.float64()),
+    ("parse_status", pa.string()), ("raw_text", pa.string()), ("cache_hit", pa.bool_()),
+    ("input_tokens", pa.int64()), ("output_tokens", pa.int64()), ("latency_ms", pa.float64()),
+    ("cost_usd", pa.float64()), ("model_snapshot", pa.string()),
+])
+EXPORT_BATCH = 5000
+
+
+def _query(run_id: int, after: int | None, limit: int, model: str | None, template: str | None,
+           status: str | None) -> Any:
+    q = (select(RatingRequest.id, Item.external_id, ModelSpec.name, PromptTemplate.name, RatingRequest.persona_key,
+                RatingRequest.sample_index, RatingRequest.status, RatingRequest.attempts, RatingRequest.last_error,
+                Rating.label, Rating.value, Rating.weighted_value, Rating.parse_status, Rating.raw_text,
+                Rating.cache_hit, Rating.input_tokens, Rating.output_tokens, Rating.latency_ms, Rating.cost_usd,
+                Rating.model_snapshot)
+         .join(Item, Item.id == RatingRequest.item_id)
+         .join(ModelSpec, ModelSpec.id == RatingRequest.model_spec_id)
+         .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
+         .outerjoin(Rating, Rating.request_id == RatingRequest.id)
+         .where(RatingRequest.run_id == run_id)
+         .order_by(RatingRequest.id).limit(limit))
+    if after is not None:
+        q = q.where(RatingRequest.id > after)  # type: ignore[operator]
+    if model is not None:
+        q = q.where(ModelSpec.name == model)
+    if template is not None:
+        q = q.where(PromptTemplate.name == template)
+    if status is not None:
+        q = q.where(RatingRequest.status == status)
+    return q
+
+
+def ratings_page(engine: Engine, run_id: int, *, after: int | None, limit: int, model: str | None = None,
+                 template: str | None = None, status: str | None = None) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of the run's rating requests after request id ``after``, and the cursor of the next page."""
+    with engine.connect() as conn:
+        rows = conn.execute(_query(run_id, after, limit + 1, model, template, status)).all()
+    items = [dict(zip(COLUMNS, r)) for r in rows[:limit]]
+    return items, (items[-1]["request_id"] if len(rows) > limit else None)
+
+
+def _batches(engine: Engine, run_id: int, model: str | None, template: str | None,
+             status: str | None) -> Iterator[list[dict[str, Any]]]:
+    after: int | None = None
+    while True:
+        batch, after = ratings_page(engine, run_id, after=after, limit=EXPORT_BATCH, model=model, template=template,
+                                    status=status)
+        if batch:
+            yield batch
+        if after is None:
+            return
+
+
+def export_csv(engine: Engine, run_id: int, model: str | None = None, template: str | None = None,
+               status: str | None = None) -> Iterator[bytes]:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for batch in _batches(engine, run_id, model, template, status):
+        for row in batch:
+            writer.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
+        yield buf.getvalue().encode("utf-8")
+        buf.seek(0)
+        buf.truncate()
+    if buf.tell():
+        yield buf.getvalue().encode("utf-8")
+
+
+class _Sink(io.RawIOBase):
+    """A write-only file that hands over what was written since the last ``take``."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self.parts.append(chunk)
+        self.position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self.position
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+def export_parquet(engine: Engine, run_id: int, model: str | None = None, template: str | None = None,
+                   status: str | None = None) -> Iterator[bytes]:
+    sink = _Sink()
+    writer = pq.ParquetWriter(sink, ARROW_SCHEMA, compression="zstd")
+    wrote = False
+    for batch in _batches(engine, run_id, model, template, status):
+        columns = {c: [row[c] for row in batch] for c in COLUMNS}
+        writer.write_table(pa.Table.from_pydict(columns, schema=ARROW_SCHEMA))
+        wrote = True
+        chunk = sink.take()
+        if chunk:
+            yield chunk
+    if not wrote:
+        writer.write_table(ARROW_SCHEMA.empty_table())
+    writer.close()
+    yield sink.take()

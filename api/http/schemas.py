@@ -1,0 +1,249 @@
+"""Request and response bodies of the HTTP API (pydantic; they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: int | None = Field(default=None, description="Pass as 'after' to get the next page; null at the end.")
+
+
+class Health(BaseModel):
+    status: str
+
+
+# -- datasets -------------------------------------------------------------------------------------------
+class DatasetOut(BaseModel):
+    id: int
+    name: str
+    description: str
+    dimensions: list[str]
+    source: str
+    created_at: datetime
+
+
+class DatasetCreated(DatasetOut):
+    n_items: int
+    n_annotators: int
+    n_ratings: int
+    warnings: list[str]
+
+
+class Spread(BaseModel):
+    min: float
+    median: float
+    max: float
+
+
+class DatasetDetail(DatasetOut):
+    label_map: dict[str, Any]
+    n_items: int
+    n_annotators: int
+    n_ratings: int
+    ratings_per_dimension: dict[str, int]
+    ratings_per_item: Spread
+    ratings_per_annotator: Spread
+    items_without_ratings: int
+    attributes: dict[str, dict[str, int]] = Field(description="Annotators per value of each attribute.")
+    annotators_missing_attribute: dict[str, int]
+    n_runs: int
+
+
+class ItemOut(BaseModel):
+    id: int
+    external_id: str
+    content: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+# -- templates ------------------------------------------------------------------------------------------
+class TemplateVersionOut(BaseModel):
+    version: str
+    response_format: str
+    labels: dict[str, float]
+    persona: bool
+    params: dict[str, Any]
+    created_at: datetime | None = None
+    document: dict[str, Any] | None = Field(default=None, description="The template file's fields.")
+
+
+class TemplateOut(BaseModel):
+    name: str
+    source: Literal["bundled", "custom"]
+    latest_version: str
+    versions: list[TemplateVersionOut]
+
+
+class TemplateDocument(BaseModel):
+    """A prompt template (the fields of a template YAML file). Omit ``version`` for the next number."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: str | None = Field(default=None, max_length=50, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    response_format: Literal["likert", "binary", "multiple_choice", "open_ended"]
+    system: str = Field(default="", max_length=100_000)
+    user: str = Field(min_length=1, max_length=100_000)
+    output: dict[str, Any] = Field(default_factory=dict)
+    options: list[dict[str, Any]] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    persona: bool = False
+
+
+# -- model specs ----------------------------------------------------------------------------------------
+class ModelSpecOut(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    id: int
+    name: str
+    provider: str
+    model: str
+    base_url: str | None
+    api_key_env: str | None = Field(description="The NAME of the environment variable holding the key.")
+    params: dict[str, Any]
+    rpm: int | None
+    tpm: int | None
+    max_concurrency: int
+    price_input_per_mtok: float
+    price_output_per_mtok: float
+    created_at: datetime
+
+
+# -- campaigns ------------------------------------------------------------------------------------------
+class CampaignDocument(BaseModel):
+    """The campaign document the CLI takes (see ``accord.scheduler.campaign_spec``), as JSON. YAML is
+    accepted with ``Content-Type: application/yaml``. Provider credentials are never accepted."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    dataset: str
+    models: list[dict[str, Any]]
+    templates: list[Any]
+
+
+class CampaignOut(BaseModel):
+    id: int
+    name: str
+    dataset_id: int
+    dataset: str
+    spec: dict[str, Any]
+    spec_hash: str
+    created_at: datetime
+    run_ids: list[int]
+
+
+class CampaignValidation(BaseModel):
+    valid: bool
+    campaign: dict[str, Any]
+    dataset_id: int
+    dimension: str | None
+    n_items: int
+
+
+class PlanModel(BaseModel):
+    model: str
+    requests: int
+    cached: int | None
+
+
+class PlanOut(BaseModel):
+    total: int
+    cached: int | None = Field(description="Requests the response cache answers; null when not computed (huge runs).")
+    to_send: int | None
+    n_items: int
+    n_models: int
+    n_templates: int
+    n_personas: int
+    samples: int
+    by_model: list[PlanModel]
+
+
+class RunStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    budget_usd: float | None = Field(default=None, gt=0, description="Overrides the campaign's budget.")
+    start: bool = Field(default=True, description="false: create the run (pending) without executing it yet.")
+
+
+# -- runs -----------------------------------------------------------------------------------------------
+class FailureKind(BaseModel):
+    kind: str
+    count: int
+    example: str
+
+
+class RunOut(BaseModel):
+    id: int
+    campaign_id: int
+    campaign: str
+    dataset_id: int
+    status: str
+    mode: str
+    total: int
+    done: int
+    failed: int
+    cached: int
+    cancelled: int
+    remaining: int
+    fraction_done: float
+    rate_per_s: float | None = Field(description="Requests finished per second since the start (cache hits excluded).")
+    eta_s: float | None
+    cost_usd: float
+    budget_usd: float | None
+    input_tokens: int
+    output_tokens: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    postprocessed_at: datetime | None
+    report_ready: bool
+
+
+class RunDetail(RunOut):
+    failures_by_kind: list[FailureKind]
+    outcomes: dict[str, int] = Field(description="Stored ratings per parse status (ok, refused, unparseable, ...).")
+    models: list[str]
+    templates: list[str]
+
+
+class RatingOut(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    request_id: int
+    item_id: str
+    model: str
+    template: str
+    persona_key: str
+    sample_index: int
+    status: str
+    attempts: int
+    last_error: str | None
+    label: str | None
+    value: float | None
+    weighted_value: float | None
+    parse_status: str | None
+    raw_text: str | None
+    cache_hit: bool | None
+    input_tokens: int | None
+    output_tokens: int | None
+    latency_ms: float | None
+    cost_usd: float | None
+    model_snapshot: str | None
+
+
+class MetricOut(BaseModel):
+    id: int
+    name: str
+    slice: str
+    model: str
+    template: str
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    pvalue: float | None
+    n: int | None
+    details: dict[str, Any]

@@ -1,0 +1,138 @@
+"""Prompt templates over the API: the bundled ones (read-only) and each project's custom templates.
+
+A custom template is a template document (the fields of a template YAML file) validated with
+``resolve_template`` and kept as ``<root>/project-<id>/<name>/<version>.yaml``; versions are immutable, a
+change is a new version. Campaigns refer to a custom template by name (and optionally version); the API
+resolves the reference to the file, so campaigns never name server paths themselves."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from accord.worker.prompt_templates import (
+    BUNDLED_DIR, ResolvedTemplate, TemplateSpecError, bundled_template_names, load_template, resolve_template,
+)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
+
+
+class TemplateStoreError(ValueError):
+    """A template that cannot be stored; ``field`` names the document field at fault."""
+
+    def __init__(self, message: str, field: str = "document", conflict: bool = False) -> None:
+        super().__init__(message)
+        self.field = field
+        self.conflict = conflict
+
+
+@dataclass
+class StoredVersion:
+    version: str
+    path: Path
+    document: dict[str, Any]
+    resolved: ResolvedTemplate
+    created_at: datetime
+
+
+def _version_key(version: str) -> tuple[int, Any]:
+    return (0, int(version)) if version.isdigit() else (1, version)
+
+
+class TemplateStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _folder(self, project_id: int, name: str) -> Path:
+        if not NAME_RE.match(name):
+            raise TemplateStoreError(f"name: {name!r} is not a valid template name", "name")
+        return self.root / f"project-{int(project_id)}" / name
+
+    def names(self, project_id: int) -> list[str]:
+        base = self.root / f"project-{int(project_id)}"
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and NAME_RE.match(p.name) and any(p.glob("*.yaml")))
+
+    def versions(self, project_id: int, name: str) -> list[StoredVersion]:
+        folder = self._folder(project_id, name)
+        if not folder.is_dir():
+            return []
+        out = []
+        for path in folder.glob("*.yaml"):
+            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            out.append(StoredVersion(version=path.stem, path=path, document=doc,
+                                     resolved=resolve_template(doc, {}, f"template {name} version {path.stem}"),
+                                     created_at=datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)))
+        return sorted(out, key=lambda v: _version_key(v.version))
+
+    def find(self, project_id: int, name: str, version: str | None = None) -> StoredVersion | None:
+        if not NAME_RE.match(name):
+            return None
+        versions = self.versions(project_id, name)
+        if not versions:
+            return None
+        if version is None:
+            return versions[-1]
+        return next((v for v in versions if v.version == str(version)), None)
+
+    def create(self, project_id: int, document: dict[str, Any]) -> StoredVersion:
+        """Validate and store a new version; the version is the next number unless the document names one."""
+        doc = {k: v for k, v in document.items() if v is not None}
+        name = str(doc.get("name", ""))
+        if not NAME_RE.match(name):
+            raise TemplateStoreError("name: letters, digits, '_', '.', '-' (up to 100), starting with a letter or "
+                                     "digit", "name")
+        if name in bundled_template_names():
+            raise TemplateStoreError(f"name: {name!r} is a bundled template; choose another name", "name",
+                                     conflict=True)
+        folder = self._folder(project_id, name)
+        existing = self.versions(project_id, name)
+        if doc.get("version") is None:
+            numbers = [int(v.version) for v in existing if v.version.isdigit()]
+            doc["version"] = str(max(numbers, default=0) + 1)
+        version = str(doc["version"])
+        if not VERSION_RE.match(version):
+            raise TemplateStoreError("version: letters, digits, '_', '.', '-' (up to 50)", "version")
+        doc["version"] = version
+        if any(v.version == version for v in existing):
+            raise TemplateStoreError(f"version: {name!r} version {version!r} exists; versions are immutable, "
+                                     "create a new one", "version", conflict=True)
+        try:
+            resolved = resolve_template(doc, {}, "template")
+        except TemplateSpecError as err:
+            message = str(err).removeprefix("template: ")
+            m = re.search(r"field '([^']+)'", message)
+            raise TemplateStoreError(message, m.group(1) if m else "document") from None
+        except (TypeError, ValueError, KeyError) as err:
+            raise TemplateStoreError(f"options: {err}", "options") from None
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{version}.yaml"
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(doc, fh, sort_keys=False, allow_unicode=True)
+        try:
+            os.link(tmp, path)   # fails if a concurrent request stored this version first
+        except FileExistsError:
+            raise TemplateStoreError(f"version: {name!r} version {version!r} exists", "version",
+                                     conflict=True) from None
+        finally:
+            os.unlink(tmp)
+        return StoredVersion(version=version, path=path, document=doc, resolved=resolved,
+                             created_at=datetime.now(timezone.utc))
+
+
+def bundled_document(name: str) -> dict[str, Any]:
+    return yaml.safe_load((BUNDLED_DIR / f"{name}.yaml").read_text(encoding="utf-8")) or {}
+
+
+def bundled_resolved(name: str) -> ResolvedTemplate:
+    return load_template(name)

@@ -1,0 +1,35 @@
+// Live progress of the run page: listens to the run's server-sent events and updates the figures;
+// reloads the page once the report is ready. No framework, no build step.
+(function () {
+  "use strict";
+  var section = document.getElementById("progress-section");
+  if (!section || !window.EventSource) { return; }
+  var runId = section.getAttribute("data-run-id");
+  if (section.getAttribute("data-live") !== "true") { return; }
+  function text(id, value) {
+    var el = document.getElementById(id);
+    if (el) { el.textContent = value; }
+  }
+  function duration(s) {
+    if (s === null || s === undefined) { return "\u2013"; }
+    if (s < 60) { return Math.round(s) + " s"; }
+    if (s < 3600) { return Math.floor(s / 60) + " min " + Math.round(s % 60) + " s"; }
+    return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+  }
+  var source = new EventSource("/dashboard/runs/" + encodeURIComponent(runId) + "/events");
+  source.addEventListener("progress", function (event) {
+    var run = JSON.parse(event.data);
+    var status = document.getElementById("run-status");
+    if (status) { status.textContent = run.status; status.className = "status status-" + run.status; }
+    var bar = document.getElementById("run-progress");
+    if (bar) { bar.max = run.total || 1; bar.value = run.done + run.failed + run.cancelled; }
+    text("run-total", run.total); text("run-done", run.done); text("run-cached", run.cached);
+    text("run-failed", run.failed); text("run-cancelled", run.cancelled); text("run-remaining", run.remaining);
+    text("run-rate", (run.rate_per_s === null ? "\u2013" : run.rate_per_s.toFixed(2)) + "/s");
+    text("run-eta", duration(run.eta_s));
+    text("run-cost", "$" + Number(run.cost_usd || 0).toFixed(4));
+    text("run-tokens", run.input_tokens + " / " + run.output_tokens);
+  });
+  source.addEventListener("end", function () { text("live-note", "finished; computing the report\u2026"); });
+  source.addEventListener("report", function () { source.close(); window.location.reload(); });
+})();
