@@ -20,6 +20,32 @@ import numpy as np
 from statsmodels.stats import inter_rater
 
 LEVELS = ("nominal", "ordinal", "interval", "ratio")
+# With more distinct values than this, interval alpha uses the closed form (`interval_alpha`).
+MAX_PACKAGE_VALUES = 20
+
+
+def interval_alpha(ratings: np.ndarray) -> float:
+    """Krippendorff's interval alpha of an items × raters matrix from per-item moments.
+
+    With m_u ratings on unit u (only units with m_u >= 2 count) and n = sum m_u:
+    D_o = (1/n) sum_u 2 (m_u sum x^2 - (sum x)^2) / (m_u - 1) and
+    D_e = 2 (n sum x^2 - (sum x)^2) / (n (n - 1)), alpha = 1 - D_o / D_e; equal to
+    ``krippendorff.alpha(ratings.T, level_of_measurement="interval")`` (tested)."""
+    ratings = np.asarray(ratings, dtype=float)
+    mask = np.isfinite(ratings)
+    m = mask.sum(axis=1).astype(float)
+    v = np.where(mask, ratings, 0.0)
+    s1, s2 = v.sum(axis=1), (v * v).sum(axis=1)
+    pair = m >= 2
+    m, s1, s2 = m[pair], s1[pair], s2[pair]
+    n = m.sum()
+    if n < 2:
+        return float("nan")
+    d_o = np.sum(2.0 * (m * s2 - s1 * s1) / (m - 1.0)) / n
+    d_e = 2.0 * (n * s2.sum() - s1.sum() ** 2) / (n * (n - 1.0))
+    if d_e <= 0:
+        return float("nan")
+    return float(1.0 - d_o / d_e)
 
 
 def krippendorff_alpha(
@@ -46,9 +72,18 @@ def krippendorff_alpha(
         if outside.size:
             raise ValueError(f"ratings {outside.tolist()} are outside the value domain "
                              f"{value_domain.tolist()}")
+    if level == "interval" and present.size > MAX_PACKAGE_VALUES:
+        # the package builds a values × values coincidence matrix per unit, which is slow for
+        # continuous scores; the closed form from per-unit moments gives the same alpha
+        value = interval_alpha(ratings)
+        if not np.isfinite(value):
+            raise ValueError("Krippendorff's alpha is undefined for these ratings (no expected disagreement)")
+        return value
     # pairable units only: keeps the package's value-count matrix small for sparse data
     data = ratings[counts >= 2].T
-    kwargs = {} if value_domain is None or level == "nominal" else {"value_domain": value_domain}
+    # the domain matters for ordinal distances only; for interval/ratio it would just enlarge the
+    # package's values × values matrices
+    kwargs = {"value_domain": value_domain} if value_domain is not None and level == "ordinal" else {}
     value = float(krippendorff.alpha(reliability_data=data, level_of_measurement=level, **kwargs))
     if not np.isfinite(value):
         raise ValueError("Krippendorff's alpha is undefined for these ratings (no expected disagreement)")
@@ -91,7 +126,7 @@ def delta_alpha(
     if not np.isfinite(llm_values).any():
         raise ValueError("the LLM has no parsed answer on any item")
     domain = value_domain
-    if domain is not None and level != "nominal":
+    if domain is not None and level == "ordinal":
         domain = np.union1d(domain, np.unique(llm_values[np.isfinite(llm_values)]))
     base = krippendorff_alpha(ratings, level, domain)
     joined = krippendorff_alpha(np.column_stack([ratings, llm_values]), level, domain)

@@ -60,16 +60,6 @@ def alpha_from_counts(counts: np.ndarray) -> np.ndarray:
     return np.where((total_n >= 2) & (d_e > 0), alpha, np.nan)
 
 
-def interval_alpha(ratings: np.ndarray) -> float:
-    """Krippendorff's interval alpha of an items x raters matrix (vectorised; equals
-    ``krippendorff.alpha(ratings.T, level_of_measurement='interval')``)."""
-    ratings = np.asarray(ratings, dtype=float)
-    mask = np.isfinite(ratings)
-    v = np.where(mask, ratings, 0.0)
-    return float(alpha_from_moments(mask.sum(1)[:, None].astype(float), v.sum(1)[:, None],
-                                    (v * v).sum(1)[:, None])[0])
-
-
 @dataclass
 class AssociationResult:
     """IRR, XRR and GAI for each group of one attribute, with permutation p-values for GAI."""

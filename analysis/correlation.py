@@ -38,8 +38,28 @@ METHODS = ("pearson", "spearman", "kendall")
 MAX_KENDALL_BOOTSTRAP_N = 2500
 
 
+def _vector_pearson(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Weighted Pearson per row of w (k × n) for fixed vectors x, y: five matrix-vector products."""
+    xc = x - x.mean()
+    yc = y - y.mean()
+    sw = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = (w @ xc) / sw
+        my = (w @ yc) / sw
+        vx = (w @ (xc * xc)) / sw - mx * mx
+        vy = (w @ (yc * yc)) / sw - my * my
+        cov = (w @ (xc * yc)) / sw - mx * my
+        r = cov / np.sqrt(vx * vy)
+    tiny_x = (1e-7 * max(float(np.max(np.abs(xc))), 1e-300)) ** 2
+    tiny_y = (1e-7 * max(float(np.max(np.abs(yc))), 1e-300)) ** 2
+    r = np.where((vx <= tiny_x) | (vy <= tiny_y) | (sw <= 0), np.nan, r)
+    return np.clip(r, -1.0, 1.0)
+
+
 def _rowwise_pearson(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Weighted Pearson per row; w is k × n, x and y broadcast to k × n. NaN when a row is constant."""
+    if np.ndim(x) == 1 and np.ndim(y) == 1:
+        return _vector_pearson(w, x, y)
     sw = w.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mx = (w * x).sum(axis=1) / sw
@@ -174,13 +194,15 @@ def correlation_with_ci(
     seed: int = 0,
     ci_method: str = "bca",
     keep_distribution: bool = False,
+    counts: np.ndarray | None = None,
 ) -> CorrelationResult:
     """Correlation of x and y (pairs with a NaN dropped) with a paired item-bootstrap interval.
 
     The statistic and p-value are scipy's (``pearsonr``, ``spearmanr``, ``kendalltau`` tau-b); the
     interval is BCa (or percentile) over ``n_resamples`` paired resamples of the items, computed in
     weight form without a Python loop over resamples. Undefined cases (n < 3, a constant variable)
-    return NaN with ``reason`` instead of raising."""
+    return NaN with ``reason`` instead of raising. ``counts`` (B × n_complete) supplies resamples of
+    the complete pairs drawn by the caller (shared between statistics); else they come from ``rng``."""
     if method not in METHODS:
         raise ValueError(f"unknown correlation method {method!r}; use one of {METHODS}")
     xs, ys = pairwise_complete(x, y)
@@ -200,7 +222,7 @@ def correlation_with_ci(
         return CorrelationResult(statistic, pvalue, ci, n, method)
     stat = WeightedCorrelation(xs, ys, method)
     _, boot, ci, _used = weighted_bootstrap(
-        stat, n, n_resamples, rng, confidence_level=confidence_level, method=ci_method
+        stat, n, n_resamples, rng, confidence_level=confidence_level, method=ci_method, counts=counts
     )
     return CorrelationResult(
         statistic, pvalue, ci, n, method, None, boot if keep_distribution else None

@@ -30,8 +30,8 @@ def resample_counts(n: int, n_resamples: int, rng: np.random.Generator) -> np.nd
     if n < 1:
         raise ValueError("cannot resample an empty set of items")
     idx = rng.integers(0, n, size=(n_resamples, n))
-    flat = (idx + (np.arange(n_resamples) * n)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n).astype(float)
+    idx += (np.arange(n_resamples) * n)[:, None]
+    return np.bincount(idx.ravel(), minlength=n_resamples * n).reshape(n_resamples, n).astype(float)
 
 
 def jackknife_weights(n: int) -> np.ndarray:
@@ -85,16 +85,24 @@ def weighted_bootstrap(
     confidence_level: float = 0.95,
     method: str = "bca",
     max_jackknife_n: int = 3000,
+    counts: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray, ConfidenceInterval, str]:
     """Bootstrap a weight-vectorised statistic.
 
     ``statistic(W)`` takes a k × n weight matrix and returns k values. Returns the observed value
     (all weights 1), the B bootstrap values, the interval and the interval method actually used
-    ("bca" needs the jackknife; above ``max_jackknife_n`` items the percentile interval is used)."""
+    ("bca" needs the jackknife; above ``max_jackknife_n`` items the percentile interval is used).
+    ``counts`` (B × n, from `resample_counts`) reuses resamples drawn elsewhere, e.g. the same
+    resamples for several statistics of one item set (common random numbers); else they are drawn
+    from ``rng``."""
     if method not in ("bca", "percentile"):
         raise ValueError(f"unknown confidence interval method {method!r} (use 'bca' or 'percentile')")
+    if counts is None:
+        counts = resample_counts(n, n_resamples, rng)
+    elif counts.shape[1] != n:
+        raise ValueError(f"resample counts have {counts.shape[1]} columns for {n} items")
     theta = float(statistic(np.ones((1, n)))[0])
-    boot = statistic(resample_counts(n, n_resamples, rng))
+    boot = statistic(counts)
     if method == "bca" and n <= max_jackknife_n:
         jack = statistic(jackknife_weights(n))
         return theta, boot, bca_interval(theta, boot, jack, confidence_level), "bca"

@@ -5,8 +5,9 @@ mean score per subject model (higher = judged more harmful) ranks the subject mo
 human mean. Kendall's tau-b between the judge's and the humans' mean harm per subject model measures
 ranking agreement; its interval comes from the item bootstrap (items resampled, subject means and tau
 recomputed per resample, all resamples at once). Pairwise win rates: for subject models A and B,
-P(a random item of A is judged less harmful than a random item of B) + 1/2 P(tie), from the
-Mann-Whitney U statistic (scipy.stats.mannwhitneyu), for the judge and for the humans.
+P(a random item of A is judged less harmful than a random item of B) + 1/2 P(tie), i.e.
+1 - U / (n_A n_B) with U the Mann-Whitney statistic of scipy.stats.mannwhitneyu (tested), for the
+judge and for the humans.
 """
 
 from __future__ import annotations
@@ -51,14 +52,16 @@ class SubjectComparison:
 
 
 def win_rates(scores: np.ndarray, subject_codes: np.ndarray, n_subjects: int) -> np.ndarray:
+    """S × S matrix: [a, b] = P(random item of a scores lower than random item of b) + P(tie) / 2,
+    i.e. 1 - U_ab / (n_a n_b) with U the Mann-Whitney statistic. NaN on the diagonal or without items."""
     out = np.full((n_subjects, n_subjects), np.nan)
     groups = [scores[(subject_codes == s) & np.isfinite(scores)] for s in range(n_subjects)]
     for a in range(n_subjects):
         for b in range(n_subjects):
             if a == b or groups[a].size == 0 or groups[b].size == 0:
                 continue
-            u = stats.mannwhitneyu(groups[a], groups[b]).statistic  # counts a > b, ties 1/2
-            out[a, b] = 1.0 - u / (groups[a].size * groups[b].size)
+            diff = groups[b][None, :] - groups[a][:, None]
+            out[a, b] = float(np.mean((np.sign(diff) + 1.0) / 2.0))
     return out
 
 

@@ -25,6 +25,7 @@ position_bias_flip_rate, subject_ranking_kendall_tau, and the main alignment met
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -57,11 +58,12 @@ from accord.analysis.frames import (
     item_metadata,
     normalise_llm,
 )
-from accord.analysis.resampling import benjamini_hochberg, derive_rng
-from accord.analysis.results import MetricRecord
+from accord.analysis.resampling import benjamini_hochberg, derive_rng, resample_counts
+from accord.analysis.results import AnnotatorBaseline, MetricRecord
 
 log = logging.getLogger(__name__)
 
+COUNTS_CACHE_SIZE = 64
 CORRELATION_NAMES = {"pearson": "pearson_r_vs_mean", "spearman": "spearman_r_vs_mean",
                      "kendall": "kendall_tau_vs_mean"}
 
@@ -113,8 +115,34 @@ class _Context:
     rater_rows: dict[RaterKey, np.ndarray] = field(default_factory=dict)
     records: list[MetricRecord] = field(default_factory=list)
 
+    baselines: dict[str, AnnotatorBaseline] = field(default_factory=dict)
+    _counts: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict)
+
     def rng(self, *keys: object) -> np.random.Generator:
         return derive_rng(self.options.seed, *keys)
+
+    def counts_for(self, slice_: str, x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        """Bootstrap resample counts over the complete (x, y) pairs, shared by every statistic on
+        the same item set of a slice (common random numbers across raters, methods and groups)."""
+        ok = np.isfinite(x) & np.isfinite(y)
+        n = int(ok.sum())
+        if n < 3 or self.options.n_resamples <= 0:
+            return None
+        digest = zlib.crc32(np.packbits(ok).tobytes())
+        key = (slice_, ok.size, digest)
+        if key not in self._counts:
+            if len(self._counts) >= COUNTS_CACHE_SIZE:
+                self._counts.pop(next(iter(self._counts)))
+            self._counts[key] = resample_counts(n, self.options.n_resamples,
+                                                self.rng("bootstrap", slice_, ok.size, digest))
+        return self._counts[key]
+
+    def baseline(self, rows: np.ndarray, slice_: str) -> AnnotatorBaseline:
+        if slice_ not in self.baselines:
+            self.baselines[slice_] = baseline.annotator_agreement(
+                self.human.values[rows], self.human.annotator_ids,
+                leave_one_out=self.options.baseline_leave_one_out)
+        return self.baselines[slice_]
 
 
 def _guard(ctx: _Context, name: str, fn: Callable[[], list[MetricRecord] | MetricRecord | None],
@@ -209,8 +237,7 @@ def _human_metrics(ctx: _Context, rows: np.ndarray, slice_: str) -> None:
     name = "annotator_loo_r_median" if opts.baseline_leave_one_out else "annotator_full_mean_r_median"
 
     def base() -> MetricRecord:
-        res = baseline.annotator_agreement(ratings, ctx.human.annotator_ids,
-                                           leave_one_out=opts.baseline_leave_one_out)
+        res = ctx.baseline(rows, slice_)
         if res.n_defined == 0:
             raise ValueError("no annotator has a defined correlation with the others "
                              "(each needs >= 3 items shared with others and non-constant ratings)")
@@ -306,7 +333,8 @@ def _alignment_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np
         _guard(ctx, name, lambda method=method, name=name: _corr_record(
             name, correlation.correlation_with_ci(
                 s, mu, method, n_resamples=opts.n_resamples, confidence_level=opts.confidence_level,
-                rng=ctx.rng(name, slice_, key.model, key.template), ci_method=opts.ci_method),
+                rng=ctx.rng(name, slice_, key.model, key.template), ci_method=opts.ci_method,
+                counts=ctx.counts_for(slice_, s, mu)),
             slice_, key, {"ci": f"paired item bootstrap ({opts.ci_method})",
                           "n_resamples": opts.n_resamples}), slice_, key.model, key.template)
         if opts.two_way_bootstrap and opts.n_resamples > 0:
@@ -320,8 +348,7 @@ def _alignment_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np
                 slice_, key.model, key.template)
 
     def percentile() -> MetricRecord:
-        base = baseline.annotator_agreement(ctx.human.values[rows], ctx.human.annotator_ids,
-                                            leave_one_out=opts.baseline_leave_one_out)
+        base = ctx.baseline(rows, slice_)
         xs, ys = correlation.pairwise_complete(s, mu)
         reason = correlation.undefined_reason(xs, ys)
         if reason:
@@ -451,16 +478,17 @@ def _disparity_metrics(ctx: _Context) -> None:
                 ctx.records.append(MetricRecord("group_r_gap", None, gdef.attribute, k.model,
                                                 k.template, details={"reason": str(exc)}))
             continue
+        group_means = [ctx.human.item_mean(gdef.members(g)) for g in range(gdef.n_groups)]
         for ri, key in enumerate(keys):
             s = ctx.raters[key].score
             for g, name in enumerate(gdef.group_names):
                 members = gdef.members(g)
-                mu_g = ctx.human.item_mean(members)
+                mu_g = group_means[g]
                 res = correlation.correlation_with_ci(
                     s, mu_g, "pearson", n_resamples=opts.n_resamples,
                     confidence_level=opts.confidence_level,
                     rng=ctx.rng("group_pearson_r", name, key.model, key.template),
-                    ci_method=opts.ci_method)
+                    ci_method=opts.ci_method, counts=ctx.counts_for("all", s, mu_g))
                 rec = _corr_record("group_pearson_r", res, name, key, {
                     "attribute": gdef.attribute, "group_size": int(members.size),
                     "r_rest": test.rest_r[ri, g], "r_minus_rest": test.difference[ri, g],

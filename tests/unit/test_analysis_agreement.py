@@ -6,6 +6,7 @@ import pytest
 
 from accord.analysis.agreement import (
     cohen_kappa,
+    interval_alpha,
     delta_alpha,
     fleiss_kappa,
     krippendorff_alpha,
@@ -15,7 +16,6 @@ from accord.analysis.association import (
     alpha_from_counts,
     cross_replication_reliability,
     group_association,
-    interval_alpha,
 )
 
 NAN = np.nan
@@ -167,3 +167,11 @@ def test_group_association_detects_cohesive_group():
     res = group_association(r, labels, ["g=a", "g=b"], "interval", 200, np.random.default_rng(2))
     assert res.gai[0] > 1.5
     assert res.gai_pvalue[0] < 0.05
+
+
+def test_interval_alpha_of_continuous_scores_equals_package():
+    rng = np.random.default_rng(9)
+    r = rng.normal(size=(60, 5)) + rng.normal(size=(60, 1))
+    r[rng.random(r.shape) < 0.2] = NAN
+    ref = krippendorff.alpha(reliability_data=r.T, level_of_measurement="interval")
+    assert krippendorff_alpha(r, "interval") == pytest.approx(ref, abs=1e-10)

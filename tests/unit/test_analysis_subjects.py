@@ -43,3 +43,15 @@ def test_compare_subject_models():
 def test_compare_subject_models_needs_two_subjects():
     with pytest.raises(ValueError, match="two subject models"):
         compare_subject_models(np.ones(3), np.ones(3), np.array(["a", "a", None], dtype=object))
+
+
+def test_win_rates_equal_mann_whitney():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 5, 60).astype(float)
+    codes = rng.integers(0, 3, 60)
+    w = win_rates(scores, codes, 3)
+    for a in range(3):
+        for b in range(3):
+            if a != b:
+                u = stats.mannwhitneyu(scores[codes == a], scores[codes == b]).statistic
+                assert w[a, b] == pytest.approx(1 - u / ((codes == a).sum() * (codes == b).sum()))
