@@ -276,7 +276,7 @@ async def _execute_one(ctx: ExecutionContext, job: _Job, outcome: ChunkOutcome) 
     try:
         response = await _call_provider(ctx, job, messages, attempts)
     except ProviderError as err:
-        msg = f"{'HTTP ' + str(err.status) + ': ' if err.status else ''}{err}"
+        msg = str(err) if (err.status is None or f"HTTP {err.status}" in str(err)) else f"HTTP {err.status}: {err}"
         if _finish_request(ctx.engine, req, RequestStatus.failed.value, msg, attempts[0]):
             outcome.failed += 1
             outcome.errors.append(msg)

@@ -99,7 +99,7 @@ models:
   - {{name: fake-gpt, provider: openai, model: gpt-4o-mini, base_url: "{server.base_url}"}}
 templates: [binary_unsafe]
 samples: 2
-decoding: {{max_tokens: 32}}
+
 """)
     out = accord(db, "run", str(camp), "--no-report")
     assert "16 rating requests" in out.stdout and "completed" in out.stdout

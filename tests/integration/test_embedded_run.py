@@ -40,7 +40,7 @@ def db(engine, tmp_path: Path, server):  # type: ignore[no-untyped-def]
 
 def campaign(server, **over):  # type: ignore[no-untyped-def]
     doc = {"name": "e2e", "dataset": "syn", "dimension": "Q_overall", "samples": 2,
-           "decoding": {"temperature": 0.7, "seed": 1, "max_tokens": 32},
+           "decoding": {"temperature": 0.7, "seed": 1},
            "models": [{"name": "gpt", "provider": "openai", "model": "gpt-4o-mini", "base_url": server.base_url,
                        "max_concurrency": 4, "price": {"input": 0.15, "output": 0.6}}],
            "templates": ["likert_unsafe", "binary_unsafe"]}

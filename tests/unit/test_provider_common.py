@@ -83,3 +83,14 @@ def test_registry_kinds_and_unknown_kind(tmp_path) -> None:  # type: ignore[no-u
         make_provider("cohere", "command-r")
     with pytest.raises(ProviderError, match="does not exist"):
         make_provider("local", "x", path=str(tmp_path / "missing.gguf"))
+
+
+def test_output_budget_makes_room_for_envelopes_and_reasoning() -> None:
+    from accord.worker.providers.base import output_budget
+
+    assert output_budget(4) == 4
+    assert output_budget(None, structured=True) is None
+    assert output_budget(4, structured=True) == 32
+    assert output_budget(4, structured=True, rationale=True) == 384
+    assert output_budget(4, reasoning=True) == 2048
+    assert output_budget(5000, reasoning=True) == 5000

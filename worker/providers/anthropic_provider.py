@@ -18,7 +18,7 @@ from typing import Any
 import anthropic
 from anthropic import AsyncAnthropic
 
-from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse
+from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
 from accord.worker.providers.common import malformed_error, pick_headers, resolve_api_key, status_error
 
 DEFAULT_MAX_TOKENS = 64
@@ -53,8 +53,10 @@ class AnthropicProvider:
         params = {**self.params, **request.params}
         system = "\n\n".join(m["content"] for m in request.messages if m.get("role") == "system")
         messages = [{"role": m["role"], "content": m["content"]} for m in request.messages if m.get("role") != "system"]
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages,
-                                  "max_tokens": int(params.get("max_tokens") or DEFAULT_MAX_TOKENS)}
+        structured = bool(request.structured and request.labels)
+        max_tokens = output_budget(int(params.get("max_tokens") or DEFAULT_MAX_TOKENS), structured=structured,
+                                   rationale=request.rationale)
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens}
         if system:
             kwargs["system"] = system
         # this SDK version no longer lists the sampling parameters; the API takes them in the JSON body
@@ -67,7 +69,7 @@ class AnthropicProvider:
         for name in PASSTHROUGH_PARAMS:
             if params.get(name) is not None:
                 kwargs[name] = params[name]
-        if request.structured and request.labels:
+        if structured:
             kwargs["tools"] = [rating_tool(request.labels, request.rationale)]
             kwargs["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
         return kwargs

@@ -12,6 +12,27 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
+STRUCTURED_MIN_TOKENS = 32      # a JSON object or tool call around the label needs room beyond the label
+RATIONALE_MIN_TOKENS = 384      # "analyze, then rate": room for the short rationale before the label
+REASONING_MIN_TOKENS = 2048     # reasoning models spend hidden tokens before the answer
+
+
+def output_budget(max_tokens: int | None, *, structured: bool = False, rationale: bool = False,
+                  reasoning: bool = False) -> int | None:
+    """The output-token cap to send. A template's cap is sized for a bare label; a structured answer, a
+    rationale or a reasoning model's hidden thinking would be cut off by it and come back truncated."""
+    if max_tokens is None:
+        return None
+    floor = 0
+    if structured:
+        floor = STRUCTURED_MIN_TOKENS
+    if rationale:
+        floor = max(floor, RATIONALE_MIN_TOKENS)
+    if reasoning:
+        floor = max(floor, REASONING_MIN_TOKENS)
+    return max(int(max_tokens), floor)
+
+
 @dataclass(frozen=True)
 class ProviderRequest:
     messages: list[dict[str, str]]          # [{"role": "system"|"user"|"assistant", "content": str}]
@@ -43,12 +64,14 @@ class ProviderError(Exception):
     """
 
     def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None,
-                 status: int | None = None, rate_limited: bool = False) -> None:
+                 status: int | None = None, rate_limited: bool = False,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
         self.rate_limited = rate_limited
+        self.headers = headers or {}   # rate-limit headers of the error response, for the limiter
 
 
 class Provider(Protocol):

@@ -107,13 +107,17 @@ def status_error(provider: str, status: int, headers: Mapping[str, str] | Any, b
     retry_after = parse_retry_after(headers)
     error_type = body_error_type(body)
     text = f"{provider}: HTTP {status}" + (f" {error_type}" if error_type else "") + f": {message}"
+    kept = pick_headers(headers, ("retry-after", "retry-after-ms"), ("x-ratelimit-", "anthropic-ratelimit-")) \
+        if headers is not None else {}
     if status == 429:
-        return ProviderError(text, retryable=True, retry_after=retry_after, status=status, rate_limited=True)
+        return ProviderError(text, retryable=True, retry_after=retry_after, status=status, rate_limited=True,
+                             headers=kept)
     if status == 529 or error_type == "overloaded_error":
-        return ProviderError(text, retryable=True, retry_after=retry_after, status=status, rate_limited=True)
+        return ProviderError(text, retryable=True, retry_after=retry_after, status=status, rate_limited=True,
+                             headers=kept)
     if status in (408, 409) or status >= 500:
-        return ProviderError(text, retryable=True, retry_after=retry_after, status=status)
-    return ProviderError(text, retryable=False, status=status)
+        return ProviderError(text, retryable=True, retry_after=retry_after, status=status, headers=kept)
+    return ProviderError(text, retryable=False, status=status, headers=kept)
 
 
 def malformed_error(provider: str, detail: str, status: int | None = 200) -> ProviderError:

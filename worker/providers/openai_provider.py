@@ -13,7 +13,7 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse
+from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
 from accord.worker.providers.common import (is_reasoning_model, malformed_error, pick_headers, resolve_api_key,
                                             status_error)
 
@@ -51,6 +51,8 @@ class OpenAIProvider:
         reasoning = is_reasoning_model(self.model)
         kwargs: dict[str, Any] = {"model": self.model, "messages": list(request.messages)}
         max_tokens = params.get("max_completion_tokens", params.get("max_tokens"))
+        structured = bool(request.structured and request.labels and self.structured_outputs)
+        max_tokens = output_budget(max_tokens, structured=structured, rationale=request.rationale, reasoning=reasoning)
         if reasoning:
             if max_tokens is not None:
                 kwargs["max_completion_tokens"] = int(max_tokens)
@@ -68,7 +70,7 @@ class OpenAIProvider:
         if request.want_logprobs and request.labels and not reasoning:
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = TOP_LOGPROBS
-        if request.structured and request.labels and self.structured_outputs:
+        if structured:
             kwargs["response_format"] = response_format(request.labels, request.rationale)
         return kwargs
 
