@@ -84,7 +84,7 @@ def weighted_bootstrap(
     rng: np.random.Generator,
     confidence_level: float = 0.95,
     method: str = "bca",
-    max_jackknife_n: int = 3000,
+    max_jackknife_n: int = 2000,
     counts: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray, ConfidenceInterval, str]:
     """Bootstrap a weight-vectorised statistic.

@@ -78,6 +78,7 @@ class SuiteOptions:
     gap_threshold: float = 0.2  # |true group gap| above which persona direction is tested
     group_attributes: list[str] | None = None  # None: every attribute + pairwise intersections
     min_group_size: int = 2
+    max_groups: int = 50  # attributes (or intersections) with more groups get no disparity tests
     binary_threshold: float = 0.5
     ci_method: str = "bca"  # or "percentile"
     two_way_bootstrap: bool = False  # also resample annotators for the vs-mean correlations
@@ -269,7 +270,7 @@ def _human_metrics(ctx: _Context, rows: np.ndarray, slice_: str) -> None:
 def _group_association(ctx: _Context) -> None:
     opts = ctx.options
     for gdef in ctx.groups:
-        if gdef.n_groups < 2:
+        if not 2 <= gdef.n_groups <= opts.max_groups:
             continue
 
         def run(gdef: GroupDefinition = gdef) -> list[MetricRecord]:
@@ -462,6 +463,13 @@ def _disparity_metrics(ctx: _Context) -> None:
     group_records: dict[RaterKey, list[MetricRecord]] = {k: [] for k in keys}
     gap_records: dict[RaterKey, list[MetricRecord]] = {k: [] for k in keys}
     for gdef in ctx.groups:
+        if gdef.n_groups > opts.max_groups:
+            for k in keys:
+                ctx.records.append(MetricRecord(
+                    "group_r_gap", None, gdef.attribute, k.model, k.template,
+                    details={"skipped": f"{gdef.n_groups} groups (more than max_groups="
+                                        f"{opts.max_groups}); pass group_attributes to choose"}))
+            continue
         if gdef.n_groups < 2:
             for k in keys:
                 ctx.records.append(MetricRecord(
@@ -557,17 +565,23 @@ def _mdd_records(ctx: _Context, key: RaterKey, gdef: GroupDefinition,
 # --------------------------------------------------------------------------- personas
 
 
+def _canonical_key(key: str) -> str:
+    return "&".join(sorted(part.strip() for part in key.split("&")))
+
+
 def _persona_metrics(ctx: _Context) -> None:
     if not ctx.persona_raters:
         return
     opts = ctx.options
+    # persona keys and group names are matched irrespective of the order of their parts
+    # ("race=Black&gender=Woman" is the group "gender=Woman&race=Black")
     group_index: dict[str, tuple[GroupDefinition, int]] = {}
     for gdef in ctx.groups:
         for g, name in enumerate(gdef.group_names):
-            group_index[name] = (gdef, g)
+            group_index[_canonical_key(name)] = (gdef, g)
     by_rater: dict[tuple[str, str], dict[str, LLMScores]] = {}
     for key, scores in ctx.persona_raters.items():
-        by_rater.setdefault((key.model, key.template), {})[key.persona_key] = scores
+        by_rater.setdefault((key.model, key.template), {})[_canonical_key(key.persona_key)] = scores
     for (model, template), persona_scores in sorted(by_rater.items()):
         matched = sorted(p for p in persona_scores if p in group_index)
         if len(matched) < 2:

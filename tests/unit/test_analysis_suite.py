@@ -172,3 +172,28 @@ def test_bad_input_errors_name_the_problem():
         compute_all(human, annotators, llm, None, FAST)
     with pytest.raises(ValueError, match="confidence_level"):
         SuiteOptions(confidence_level=95)
+
+
+def test_two_way_option_and_persona_key_order():
+    human, ann, llm, items = make_synthetic(n_items=40, n_annotators=16, models=["m"], templates=["t"],
+                                            personas=True, group_effect=1.0, seed=4)
+    # intersection personas written in the other attribute order still match their group
+    llm["persona_key"] = llm["persona_key"].replace({"gender=Man": "race=Asian&gender=Man",
+                                                      "gender=Woman": "race=Asian&gender=Woman"})
+    recs = compute_all(human, ann, llm, items, SuiteOptions(n_resamples=100, n_permutations=50,
+                                                            two_way_bootstrap=True))
+    _check_records(recs)
+    by = {r.key(): r for r in recs}
+    two = by[("pearson_r_vs_mean_two_way", "all", "m", "t")]
+    assert two.value == by[("pearson_r_vs_mean", "all", "m", "t")].value
+    assert two.ci_low < two.value < two.ci_high
+    assert ("persona_gap_pearson_r", "gender=Man&race=Asian vs gender=Woman&race=Asian", "m", "t") in by
+
+
+def test_max_groups_skips_disparity():
+    human, ann, llm, items = make_synthetic(n_items=30, n_annotators=20, models=["m"], templates=["t"],
+                                            seed=5)
+    recs = compute_all(human, ann, llm, items, SuiteOptions(n_resamples=50, n_permutations=20,
+                                                            max_groups=2, group_attributes=["race"]))
+    gap = {r.key(): r for r in recs}[("group_r_gap", "race", "m", "t")]
+    assert gap.value is None and "max_groups" in gap.details["skipped"]
