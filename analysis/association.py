@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from accord.analysis.disparity import _as_operand, _dense, membership_matrix
 from accord.analysis.resampling import label_permutations, permutation_pvalue
 

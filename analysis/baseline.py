@@ -14,7 +14,6 @@ comparison of "Annotation alignment: Comparing LLM and human annotations of conv
 from __future__ import annotations
 
 import numpy as np
-
 from accord.analysis.correlation import paired_column_pearson
 from accord.analysis.results import AnnotatorBaseline
 
@@ -36,7 +35,7 @@ def annotator_agreement(
     ratings = np.asarray(ratings, dtype=float)
     if ratings.ndim != 2:
         raise ValueError(f"ratings must be a 2-d items × annotators array, got shape {ratings.shape}")
-    n_items, n_ann = ratings.shape
+    n_ann = ratings.shape[1]
     if annotator_ids is None:
         annotator_ids = [str(j) for j in range(n_ann)]
     if len(annotator_ids) != n_ann:

@@ -9,7 +9,6 @@ positive class, as in sklearn.metrics; a metric whose denominator is zero is NaN
 from __future__ import annotations
 
 import numpy as np
-
 from accord.analysis.frames import modal_values
 from accord.analysis.results import BinaryScores
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
-
 from accord.analysis.correlation import masked_pearson_columns
 
 

@@ -22,8 +22,6 @@ reflects which annotators happened to be recruited.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
-
 from accord.analysis.resampling import (
     derive_rng,
     percentile_interval,
@@ -31,6 +29,7 @@ from accord.analysis.resampling import (
     weighted_bootstrap,
 )
 from accord.analysis.results import ConfidenceInterval, CorrelationResult
+from scipy import stats
 
 METHODS = ("pearson", "spearman", "kendall")
 # Above this many items the Kendall bootstrap (n × n pair matrix) is replaced by the Fieller et al.

@@ -22,10 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse, stats
-
 from accord.analysis.correlation import masked_pearson_columns
 from accord.analysis.resampling import label_permutations, permutation_pvalue
+from scipy import sparse, stats
 
 # Rough cap on the number of float64 cells in one chunk of permuted group means (items x perms x groups)
 CHUNK_CELLS = 2_000_000

@@ -12,9 +12,8 @@ models reflect?") and Meister et al. 2024 ("Benchmarking distributional alignmen
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import distance
-
 from accord.analysis.agreement import snap_to_domain, value_count_table
+from scipy.spatial import distance
 
 
 def label_distribution(

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-
 from accord.analysis.frames import FAILURE_STATUSES
+from scipy import stats
 
 MAX_LEVELS = 50
 KINDS = ("failure", "refusal")

@@ -18,10 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
-
 from accord.analysis.correlation import correlation_with_ci
 from accord.analysis.results import CorrelationResult
+from scipy import stats
 
 
 @dataclass

@@ -13,9 +13,8 @@ import zlib
 from collections.abc import Callable
 
 import numpy as np
-from scipy import special, stats
-
 from accord.analysis.results import ConfidenceInterval
+from scipy import special, stats
 
 
 def derive_rng(seed: int, *keys: object) -> np.random.Generator:

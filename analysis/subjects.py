@@ -15,9 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
-
 from accord.analysis.resampling import percentile_interval, resample_counts
+from scipy import stats
 
 
 def rowwise_kendall_tau(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -82,7 +81,8 @@ def compare_subject_models(
     subject = np.asarray(subject, dtype=object)
     if not (judge_scores.shape == human_mean.shape == subject.shape):
         raise ValueError("judge scores, human means and subject models must be per-item arrays of one length")
-    has_subject = np.array([s is not None and s == s and str(s) != "" for s in subject])
+    has_subject = np.array([s is not None and not (isinstance(s, float) and np.isnan(s)) and str(s) != ""
+                            for s in subject], dtype=bool)
     ok = np.isfinite(judge_scores) & np.isfinite(human_mean) & has_subject
     names = sorted({str(s) for s in subject[ok]})
     if len(names) < 2:

@@ -32,7 +32,6 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
-
 from accord.analysis import (
     agreement,
     association,
@@ -445,7 +444,7 @@ def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
             value, n = distribution.mean_jensen_shannon(p_llm, p_h)
             return MetricRecord("jsd_mean", value, slice_, key.model, key.template, n=n,
                                 details={"base": 2, "value_domain": ctx.domain,
-                                         "n_annotators": int(len(cols))})
+                                         "n_annotators": len(cols)})
 
         _guard(ctx, "jsd_mean", run, slice_, key.model, key.template)
 
@@ -596,7 +595,8 @@ def _persona_metrics(ctx: _Context) -> None:
             slice_ = f"{p1} vs {p2}"
 
             def run(p1: str = p1, p2: str = p2, slice_: str = slice_, model: str = model,
-                    template: str = template) -> list[MetricRecord]:
+                    template: str = template,
+                    persona_scores: dict[str, LLMScores] = persona_scores) -> list[MetricRecord]:
                 g1 = group_index[p1][0].members(group_index[p1][1])
                 g2 = group_index[p2][0].members(group_index[p2][1])
                 res = persona.persona_gap_prediction(
@@ -643,7 +643,8 @@ def _failure_metrics(ctx: _Context) -> None:
                                             details={"count": int(flags.sum()), "status_counts": counts}))
             for column in columns if flags.any() else []:
                 def run(flags: np.ndarray = flags, column: str = column, kind: str = kind,
-                        model: str = str(model), template: str = str(template)) -> MetricRecord:
+                        model: str = str(model), template: str = str(template),
+                        idx: np.ndarray = idx) -> MetricRecord:
                     levels = ctx.meta[column].iloc[meta_rows[idx]].reset_index(drop=True)
                     res = failures.breakdown(flags, levels, column)
                     details = {"flag": res.flag, "dof": res.dof, "min_expected": res.min_expected,
@@ -725,7 +726,8 @@ def _format_and_position(ctx: _Context) -> None:
                     slices.append((f"{category}={c}", (cats.astype(str) == c).to_numpy()))
             for slice_, sel in slices:
                 def fmt(sel: np.ndarray = sel, slice_: str = slice_, model: str = str(model),
-                        pair: str = pair) -> list[MetricRecord]:
+                        pair: str = pair, v1: np.ndarray = v1, v2: np.ndarray = v2,
+                        family: str = str(family)) -> list[MetricRecord]:
                     res = consistency.format_consistency(v1[sel], v2[sel], reference[sel])
                     details = {"family": family, "reference": ref_name, "threshold": thr}
                     css_details = dict(details)
@@ -739,7 +741,8 @@ def _format_and_position(ctx: _Context) -> None:
                 _guard(ctx, "format_consistency_cs", fmt, slice_, str(model), pair)
             if o1 and o2 and o1 != o2:
                 def pos(s1: LLMScores = s1, s2: LLMScores = s2, model: str = str(model),
-                        pair: str = pair, o1: str = o1, o2: str = o2) -> MetricRecord:
+                        pair: str = pair, o1: str = o1, o2: str = o2,
+                        family: str = str(family)) -> MetricRecord:
                     res = consistency.position_flip_rate(s1.label, s2.label)
                     return MetricRecord("position_bias_flip_rate", res.flip_rate, "all", model, pair,
                                         n=res.n, details={"family": family, "option_orders": [o1, o2],

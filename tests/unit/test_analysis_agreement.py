@@ -3,12 +3,11 @@
 import krippendorff
 import numpy as np
 import pytest
-
 from accord.analysis.agreement import (
     cohen_kappa,
-    interval_alpha,
     delta_alpha,
     fleiss_kappa,
+    interval_alpha,
     krippendorff_alpha,
     snap_to_domain,
 )

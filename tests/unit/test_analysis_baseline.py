@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-from scipy import stats
-
 from accord.analysis.baseline import annotator_agreement, baseline_details
+from scipy import stats
 
 NAN = np.nan
 

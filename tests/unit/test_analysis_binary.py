@@ -3,7 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from accord.analysis.binary import binarise, binary_scores, majority_labels
 from accord.analysis.frames import binary_expert_labels
 

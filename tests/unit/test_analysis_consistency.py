@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-from scipy import stats
-
 from accord.analysis.consistency import format_consistency, position_flip_rate, self_consistency
+from scipy import stats
 
 NAN = np.nan
 

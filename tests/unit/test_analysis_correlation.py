@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-from scipy import stats
-
 from accord.analysis.correlation import (
     METHODS,
     WeightedCorrelation,
@@ -14,6 +12,7 @@ from accord.analysis.correlation import (
     weighted_ranks,
 )
 from accord.analysis.resampling import derive_rng, resample_counts
+from scipy import stats
 
 SCIPY = {"pearson": stats.pearsonr, "spearman": stats.spearmanr, "kendall": stats.kendalltau}
 

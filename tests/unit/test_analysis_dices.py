@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from accord.analysis.agreement import fleiss_kappa, krippendorff_alpha
 from accord.analysis.baseline import annotator_agreement
 from accord.analysis.frames import build_human_matrix

@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-from scipy import stats
-
 from accord.analysis.disparity import (
     GroupMeanCalculator,
     group_correlation_test,
@@ -12,6 +10,7 @@ from accord.analysis.disparity import (
     min_detectable_difference,
 )
 from accord.analysis.resampling import benjamini_hochberg, label_permutations, permutation_pvalue
+from scipy import stats
 
 
 def _data(seed=0, n_items=40, n_ann=16):

@@ -2,14 +2,13 @@
 
 import numpy as np
 import pytest
-from scipy.spatial import distance
-
 from accord.analysis.distribution import (
     human_distribution,
     jensen_shannon_per_item,
     label_distribution,
     mean_jensen_shannon,
 )
+from scipy.spatial import distance
 
 DOMAIN = np.array([0.0, 0.5, 1.0])
 

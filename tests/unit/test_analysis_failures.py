@@ -3,9 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
-
 from accord.analysis.failures import breakdown, categorical_columns, outcome_flags
+from scipy import stats
 
 
 def test_outcome_flags():

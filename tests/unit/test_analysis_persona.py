@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-from scipy import stats
-
 from accord.analysis.persona import persona_gap_prediction
+from scipy import stats
 
 
 def test_persona_gap_prediction_good_and_bad_models():

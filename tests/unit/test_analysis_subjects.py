@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-from scipy import stats
-
 from accord.analysis.subjects import compare_subject_models, rowwise_kendall_tau, win_rates
+from scipy import stats
 
 
 def test_rowwise_kendall_matches_scipy():

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from accord.analysis.results import MetricRecord
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.analysis.synthetic import make_synthetic

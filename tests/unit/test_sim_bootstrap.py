@@ -1,7 +1,6 @@
 """Simulations: coverage of the bootstrap confidence intervals."""
 
 import numpy as np
-
 from accord.analysis.correlation import correlation_with_ci
 
 RHO = 0.5

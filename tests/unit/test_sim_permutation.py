@@ -1,7 +1,6 @@
 """Simulations: the group permutation tests detect planted differences and keep their size."""
 
 import numpy as np
-
 from accord.analysis.association import group_association
 from accord.analysis.disparity import group_correlation_test
 
