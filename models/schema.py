@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -248,11 +248,80 @@ class Rating(SQLModel, table=True):
     decoding: dict = json_column()
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"},
+                                     description="Input tokens read from the provider's prompt cache (part of input_tokens).")
+    cache_write_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"},
+                                    description="Input tokens written to the prompt cache (Anthropic; part of input_tokens).")
     latency_ms: float = 0.0
     cost_usd: float = 0.0
     cache_hit: bool = False
     source_rating_id: Optional[int] = None
+    repair_text: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True),
+                                       description="The answer to the parse-repair follow-up, when one was made.")
+    repaired: bool = Field(default=False, sa_column_kwargs={"server_default": false()},
+                           description="The label comes from the repair answer (raw_text stays the original).")
+    provider_batch_id: Optional[int] = Field(default=None, index=True,
+                                             description="The provider batch that answered it (batch dispatch).")
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class BatchStatus(str, Enum):
+    """Where a provider batch is in accord's own lifecycle (the provider's raw status is kept beside it)."""
+
+    preparing = "preparing"      # row and request mapping written; nothing sent yet
+    submitting = "submitting"    # the create call is being made (a crash here is recovered by lookup)
+    submitted = "submitted"      # the provider has it (validating / in_progress / finalizing / canceling)
+    ended = "ended"              # the provider finished it; results not yet stored
+    collected = "collected"      # results stored, failed requests sent back to pending or failed
+    abandoned = "abandoned"      # never reached the provider (upload or create refused); requests released
+
+
+LIVE_BATCH_STATUSES = (BatchStatus.preparing.value, BatchStatus.submitting.value, BatchStatus.submitted.value,
+                       BatchStatus.ended.value)
+
+
+class ProviderBatch(SQLModel, table=True):
+    """One batch submitted to a provider's batch API (OpenAI Batch API, Anthropic Message Batches).
+
+    A request belongs to at most one live batch at a time (its ``chunk_id`` is ``batch:<id>`` while the
+    batch is live); ``provider_batch_request`` lists the requests of each batch and what became of them."""
+
+    __tablename__ = "provider_batch"
+    __table_args__ = (Index("ix_provider_batch_run_status", "run_id", "status"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id")
+    model_spec_id: int = Field(foreign_key="model_spec.id", index=True)
+    provider: str = Field(max_length=50)
+    external_id: Optional[str] = Field(default=None, max_length=200, unique=True,
+                                       description="The provider's batch id, once created.")
+    status: str = Field(default=BatchStatus.preparing.value, max_length=20)
+    provider_status: Optional[str] = Field(default=None, max_length=50)
+    input_file_id: Optional[str] = Field(default=None, max_length=200)
+    output_file_id: Optional[str] = Field(default=None, max_length=200)
+    error_file_id: Optional[str] = Field(default=None, max_length=200)
+    request_count: int = 0
+    bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    succeeded: int = 0
+    errored: int = 0
+    expired: int = 0
+    cancelled: int = 0
+    error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+    submitted_at: Optional[datetime] = None
+    ended_at: Optional[datetime] = None
+    collected_at: Optional[datetime] = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ProviderBatchRequest(SQLModel, table=True):
+    """A rating request inside a provider batch; ``outcome`` is set when the batch's results are stored:
+    succeeded | errored | expired | canceled | missing."""
+
+    __tablename__ = "provider_batch_request"
+    batch_id: int = Field(foreign_key="provider_batch.id", primary_key=True)
+    request_id: int = Field(foreign_key="rating_request.id", primary_key=True, index=True)
+    outcome: Optional[str] = Field(default=None, max_length=20)
+    error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class Metric(SQLModel, table=True):
