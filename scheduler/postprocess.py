@@ -25,7 +25,10 @@ def _clean(x: Any) -> Any:
 
 def compute_run_metrics(engine: Engine, run_id: int, options: SuiteOptions | None = None) -> list[MetricRecord]:
     frames = load_run_frames(engine, run_id)
-    return compute_all(frames.human, frames.annotators, frames.llm, frames.items, options)
+    # The analysis takes answers: requests without a rating (failed at the provider, cancelled, never run)
+    # have no parse status; they are counted in the run summary and the report's outcome chart instead.
+    rated = frames.llm[frames.llm["status"] == "done"].reset_index(drop=True)
+    return compute_all(frames.human, frames.annotators, rated, frames.items, options)
 
 
 def postprocess_run(engine: Engine, run_id: int, options: SuiteOptions | None = None) -> int:
