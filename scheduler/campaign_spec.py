@@ -18,6 +18,9 @@ Example::
       - {path: my_templates/strict.yaml}
     personas:
       from_attributes: [gender]
+    dispatch: auto          # realtime | batch | auto (batch when deadline_hours >= 24)
+    deadline_hours: 48
+    repair_attempts: 1      # follow-up calls after an unparseable answer (0 disables)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from accord.models.yaml_loader import safe_load
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROVIDERS = ("local", "openai", "anthropic")
+BATCH_WINDOW_HOURS = 24          # the providers' batch APIs promise results within 24 hours
 
 
 class CampaignSpecError(ValueError):
@@ -135,7 +139,13 @@ class CampaignSpec(BaseModel):
     items: ItemSelection = Field(default_factory=ItemSelection)
     cache: Literal[True, False, "refresh"] = True
     priority: int = Field(default=0, ge=-100, le=100)
-    dispatch: Literal["realtime", "batch", "auto"] = "realtime"
+    dispatch: Literal["realtime", "batch", "auto"] = Field(
+        default="realtime", description="realtime calls, the providers' batch APIs (OpenAI, Anthropic; 50% off, "
+                                        "results within 24 h), or auto: batch when deadline_hours allows it.")
+    deadline_hours: float | None = Field(default=None, gt=0, description="How long the results may take; with "
+                                         "dispatch: auto, 24 or more selects the batch APIs.")
+    repair_attempts: int = Field(default=1, ge=0, le=5, description="Follow-up calls asking for exactly one label "
+                                 "after an unparseable answer (0 disables).")
 
     @field_validator("templates", mode="before")
     @classmethod
@@ -150,6 +160,9 @@ class CampaignSpec(BaseModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        if self.dispatch == "batch" and self.deadline_hours is not None and self.deadline_hours < BATCH_WINDOW_HOURS:
+            raise ValueError(f"dispatch: batch results may take up to {BATCH_WINDOW_HOURS} h, but deadline_hours is "
+                             f"{self.deadline_hours:g}; use dispatch: realtime or auto, or a later deadline")
         return self
 
     def canonical_json(self) -> str:

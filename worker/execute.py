@@ -6,7 +6,13 @@ in a worker. Guarantees:
   harmless;
 - the Rating insert and the request's status change happen in one transaction; the unique
   ``rating.request_id`` makes a concurrent duplicate fail cleanly, so no rating is ever stored twice;
-- per-request failures are recorded on the request (attempts, last error) and never abort the chunk.
+- per-request failures are recorded on the request (attempts, last error) and never abort the chunk;
+- an ``unparseable`` answer gets up to ``repair_attempts`` follow-up calls (campaign field, default 1) asking
+  for exactly one label; the rating keeps the original ``raw_text`` and the ``repair_text``, the parse status
+  of the final answer, and the tokens and cost of every call. Never a default label.
+
+The provider batch path (``accord.worker.batch``) stores its results through the same functions
+(``answer_fields``, ``store_rating``), with the batch discount applied to the batch call's cost.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from accord.models.schema import (
     Campaign, Item, ModelSpec, PromptTemplate, Rating, RatingRequest, RequestStatus, Run, RunStatus, utcnow,
 )
 from accord.worker.decoding import request_decoding
-from accord.worker.parsing import expected_value, parse_answer
+from accord.worker.parsing import UNPARSEABLE, expected_value, parse_answer
 from accord.worker.prompt_templates import ResolvedTemplate, render_messages
 from accord.worker.provider_pool import ProviderPool
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse
@@ -36,6 +42,11 @@ from accord.worker.providers.base import ProviderError, ProviderRequest, Provide
 log = logging.getLogger("accord.worker")
 
 ACTIVE_REQUEST_STATUSES = (RequestStatus.pending.value, RequestStatus.queued.value)
+DEFAULT_REPAIR_ATTEMPTS = 1
+# Anthropic bills a prompt-cache write at 1.25x the input price (5-minute cache); OpenAI has no write surcharge.
+CACHE_WRITE_MULTIPLIER = 1.25
+REPAIR_INSTRUCTION = ("Your answer above could not be read as one of the allowed answers. Reply with exactly one "
+                      "of these and nothing else: {labels}")
 
 
 class RateLimiter(Protocol):
@@ -87,11 +98,19 @@ class _Job:
     template_hash: str
     cache_mode: Any   # True, False or "refresh"
     params: dict[str, Any]   # decoding params of this call (the ones its cache key was computed from)
+    repair_attempts: int = DEFAULT_REPAIR_ATTEMPTS
+
+
+Job = _Job   # the public name: one loaded rating request with everything needed to call and store it
 
 
 # Fields copied from an original rating into a cache hit.
 _CACHED_FIELDS = ("raw_text", "label", "value", "weighted_value", "label_probs", "rationale", "parse_status",
-                  "finish_reason", "model_snapshot", "template_hash", "decoding", "input_tokens", "output_tokens")
+                  "finish_reason", "model_snapshot", "template_hash", "decoding", "input_tokens", "output_tokens",
+                  "cached_input_tokens", "cache_write_tokens", "repair_text", "repaired")
+# Values for fields an older cache entry (written before a field existed) does not carry.
+_CACHED_DEFAULTS: dict[str, Any] = {"cached_input_tokens": 0, "cache_write_tokens": 0, "repair_text": None,
+                                    "repaired": False}
 
 
 def estimate_tokens(messages: list[dict[str, str]], max_tokens: int | None) -> int:
@@ -123,9 +142,17 @@ def _load_jobs(session: Session, request_ids: list[int]) -> tuple[list[_Job], in
         tmpl = templates[trow.id]
         params = request_decoding(campaign_spec.get("decoding") or {}, (spec.params or {}).get("decoding"),
                                   tmpl.max_tokens, req.sample_index)
-        jobs.append(_Job(req, content, spec, tmpl, trow.content_hash, campaign_spec.get("cache", True), params))
+        repairs = campaign_spec.get("repair_attempts")
+        jobs.append(_Job(req, content, spec, tmpl, trow.content_hash, campaign_spec.get("cache", True), params,
+                         DEFAULT_REPAIR_ATTEMPTS if repairs is None else int(repairs)))
     skipped += len(request_ids) - len(rows)
     return jobs, skipped
+
+
+def load_jobs(session: Session, request_ids: list[int]) -> tuple[list[Job], int]:
+    """The active requests among ``request_ids`` with their item, model, template and decoding, and the
+    number skipped (already done, failed, cancelled or gone)."""
+    return _load_jobs(session, request_ids)
 
 
 def _run_state(engine: Engine, run_id: int) -> tuple[str, float, float | None]:
@@ -134,8 +161,26 @@ def _run_state(engine: Engine, run_id: int) -> tuple[str, float, float | None]:
     return row[0], float(row[1] or 0.0), row[2]
 
 
-def _cost(spec: ModelSpec, input_tokens: int, output_tokens: int) -> float:
-    return (input_tokens * spec.price_input_per_mtok + output_tokens * spec.price_output_per_mtok) / 1e6
+def _cost(spec: ModelSpec, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0,
+          cache_write_tokens: int = 0, discount: float = 0.0) -> float:
+    """USD for one call. ``input_tokens`` counts every input token; of those, ``cached_input_tokens`` are
+    priced at the cached-input price (the input price when the model has none) and ``cache_write_tokens`` at
+    ``CACHE_WRITE_MULTIPLIER`` times the input price. ``discount`` (the batch discount) scales the total."""
+    cached = max(0, min(cached_input_tokens, input_tokens))
+    written = max(0, min(cache_write_tokens, input_tokens - cached))
+    fresh = input_tokens - cached - written
+    cached_price = spec.price_cached_input_per_mtok
+    if cached_price is None:
+        cached_price = spec.price_input_per_mtok
+    total = (fresh * spec.price_input_per_mtok + cached * cached_price
+             + written * spec.price_input_per_mtok * CACHE_WRITE_MULTIPLIER
+             + output_tokens * spec.price_output_per_mtok) / 1e6
+    return total * (1.0 - discount)
+
+
+def response_cost(spec: ModelSpec, response: ProviderResponse, discount: float = 0.0) -> float:
+    return _cost(spec, response.input_tokens, response.output_tokens, response.cached_input_tokens,
+                 response.cache_write_tokens, discount)
 
 
 def _lookup_cache(ctx: ExecutionContext, session: Session, key: str) -> dict[str, Any] | None:
@@ -153,6 +198,11 @@ def _lookup_cache(ctx: ExecutionContext, session: Session, key: str) -> dict[str
     if ctx.hot_cache is not None:
         ctx.hot_cache.put(key, found)
     return found
+
+
+def store_rating(ctx: ExecutionContext, job: Job, fields: dict[str, Any], *, cache_hit: bool, attempts: int) -> bool:
+    """Insert the rating and mark the request done in one transaction; False if it was stored already."""
+    return _store(ctx, job, fields, cache_hit=cache_hit, attempts=attempts)
 
 
 def _store(ctx: ExecutionContext, job: _Job, fields: dict[str, Any], *, cache_hit: bool, attempts: int) -> bool:
@@ -177,6 +227,11 @@ def _store(ctx: ExecutionContext, job: _Job, fields: dict[str, Any], *, cache_hi
     if not cache_hit and ctx.hot_cache is not None:
         ctx.hot_cache.put(req.cache_key, {**{f: getattr(rating, f) for f in _CACHED_FIELDS}, "source_rating_id": rating.id})
     return True
+
+
+def finish_request(engine: Engine, req: RatingRequest, status: str, error: str | None, attempts: int) -> bool:
+    """Mark a request failed or cancelled (once); True when this call changed it."""
+    return _finish_request(engine, req, status, error, attempts)
 
 
 def _finish_request(engine: Engine, req: RatingRequest, status: str, error: str | None, attempts: int) -> bool:
@@ -206,15 +261,26 @@ def _wait(ctx: ExecutionContext) -> Callable[[RetryCallState], float]:
     return wait
 
 
-async def _call_provider(ctx: ExecutionContext, job: _Job, messages: list[dict[str, str]],
-                         attempts: list[int]) -> ProviderResponse:
-    provider = ctx.providers.get(job.spec)
+def provider_request(job: Job, messages: list[dict[str, str]], *, rationale: bool | None = None) -> ProviderRequest:
+    """The provider call for ``job``: its messages, decoding params, labels, and the template's answer shape."""
     tmpl = job.template
+    return ProviderRequest(messages=messages, params=job.params, labels=list(tmpl.labels),
+                           want_logprobs=tmpl.logprobs and bool(tmpl.labels), sample_index=job.request.sample_index,
+                           structured=bool(tmpl.labels), rationale=tmpl.rationale if rationale is None else rationale)
+
+
+def repair_messages(messages: list[dict[str, str]], answer: str, labels: list[str]) -> list[dict[str, str]]:
+    """The conversation, the model's unreadable answer, and a short instruction to answer with one label."""
+    return [*messages, {"role": "assistant", "content": answer if answer.strip() else "(no answer)"},
+            {"role": "user", "content": REPAIR_INSTRUCTION.format(labels=", ".join(labels))}]
+
+
+async def _call_provider(ctx: ExecutionContext, job: _Job, messages: list[dict[str, str]],
+                         attempts: list[int], request: ProviderRequest | None = None) -> ProviderResponse:
+    provider = ctx.providers.get(job.spec)
     params = job.params
-    request = ProviderRequest(messages=messages, params=params, labels=list(tmpl.labels),
-                              want_logprobs=tmpl.logprobs and bool(tmpl.labels), sample_index=job.request.sample_index,
-                              structured=bool(tmpl.labels), rationale=tmpl.rationale)
-    est = estimate_tokens(messages, params.get("max_tokens"))
+    request = request or provider_request(job, messages)
+    est = estimate_tokens(request.messages, params.get("max_tokens"))
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and e.retryable),
         stop=stop_after_attempt(ctx.max_attempts), wait=_wait(ctx), reraise=True,
@@ -251,7 +317,7 @@ async def _execute_one(ctx: ExecutionContext, job: _Job, outcome: ChunkOutcome) 
         with Session(ctx.engine) as session:
             hit = _lookup_cache(ctx, session, req.cache_key)
         if hit is not None:
-            fields = {k: hit[k] for k in _CACHED_FIELDS}
+            fields = {k: hit.get(k, _CACHED_DEFAULTS.get(k)) for k in _CACHED_FIELDS}
             if _store(ctx, job, {**fields, "source_rating_id": hit.get("source_rating_id"), "cost_usd": 0.0,
                                  "latency_ms": 0.0}, cache_hit=True, attempts=req.attempts):
                 outcome.done += 1
@@ -289,25 +355,69 @@ async def _execute_one(ctx: ExecutionContext, job: _Job, outcome: ChunkOutcome) 
             outcome.failed += 1
             outcome.errors.append(msg)
         return
-    tmpl = job.template
-    parsed = parse_answer(response.text, tmpl.labels, finish_reason=response.finish_reason, pattern=tmpl.pattern)
-    probs, weighted = (None, None)
-    if response.label_logprobs:
-        probs, weighted = expected_value(response.label_logprobs, tmpl.labels)
-    cost = _cost(job.spec, response.input_tokens, response.output_tokens)
-    fields = {
-        "raw_text": response.text, "label": parsed.label, "value": parsed.value, "weighted_value": weighted,
-        "label_probs": probs, "rationale": parsed.rationale, "parse_status": parsed.status,
-        "finish_reason": response.finish_reason, "model_snapshot": response.model_snapshot,
-        "template_hash": job.template_hash, "decoding": params, "input_tokens": response.input_tokens,
-        "output_tokens": response.output_tokens, "latency_ms": response.latency_ms, "cost_usd": cost,
-    }
+    fields = await answer_fields(ctx, job, messages, response)
     if _store(ctx, job, fields, cache_hit=False, attempts=attempts[0]):
         outcome.done += 1
-        outcome.cost_usd += cost
+        outcome.cost_usd += fields["cost_usd"]
         _notify(ctx, req.run_id, "done")
     else:
         outcome.skipped += 1
+
+
+def _scores(response: ProviderResponse, labels: dict[str, float]) -> tuple[dict[str, float] | None, float | None]:
+    if not response.label_logprobs:
+        return None, None
+    try:
+        return expected_value(response.label_logprobs, labels)
+    except ValueError:
+        return None, None
+
+
+async def answer_fields(ctx: ExecutionContext, job: Job, messages: list[dict[str, str]], response: ProviderResponse,
+                        *, discount: float = 0.0) -> dict[str, Any]:
+    """The Rating fields for ``response``: parsed label and status, label probabilities, tokens, cost.
+
+    An ``unparseable`` answer gets up to ``job.repair_attempts`` repair calls (realtime, at the full price);
+    ``discount`` (the batch discount) applies to the first call only."""
+    tmpl = job.template
+    parsed = parse_answer(response.text, tmpl.labels, finish_reason=response.finish_reason, pattern=tmpl.pattern)
+    probs, weighted = _scores(response, tmpl.labels)
+    final, final_response = parsed, response
+    calls = [(response, discount)]
+    repair_text: str | None = None
+    conversation = messages
+    answer = response.text
+    for _ in range(max(0, job.repair_attempts)):
+        if final.status != UNPARSEABLE:
+            break
+        conversation = repair_messages(conversation, answer, list(tmpl.labels))
+        attempts = [0]
+        try:
+            repair = await _call_provider(ctx, job, conversation, attempts,
+                                          provider_request(job, conversation, rationale=False))
+        except ProviderError as err:
+            log.warning("request %s: repair call failed (%s); keeping the unparseable answer", job.request.id, err)
+            break
+        calls.append((repair, 0.0))
+        repair_text = answer = repair.text
+        final = parse_answer(repair.text, tmpl.labels, finish_reason=repair.finish_reason)
+        final_response = repair
+        probs, weighted = _scores(repair, tmpl.labels)
+    repaired = repair_text is not None and final.status == "ok"
+    rationale = parsed.rationale if not repaired else (parsed.rationale or final.rationale)
+    return {
+        "raw_text": response.text, "label": final.label, "value": final.value, "weighted_value": weighted,
+        "label_probs": probs, "rationale": rationale, "parse_status": final.status,
+        "finish_reason": final_response.finish_reason, "model_snapshot": response.model_snapshot,
+        "template_hash": job.template_hash, "decoding": job.params,
+        "input_tokens": sum(r.input_tokens for r, _ in calls),
+        "output_tokens": sum(r.output_tokens for r, _ in calls),
+        "cached_input_tokens": sum(r.cached_input_tokens for r, _ in calls),
+        "cache_write_tokens": sum(r.cache_write_tokens for r, _ in calls),
+        "latency_ms": sum(r.latency_ms for r, _ in calls),
+        "cost_usd": sum(response_cost(job.spec, r, d) for r, d in calls),
+        "repair_text": repair_text, "repaired": repaired,
+    }
 
 
 def _notify(ctx: ExecutionContext, run_id: int, what: str) -> None:

@@ -5,6 +5,12 @@ forced tool call (``record_rating`` with ``{"label": enum}``), and the response 
 tool input, which ``parse_answer`` reads like any JSON answer. The API exposes no log-probabilities.
 The installed SDK's ``messages.create`` has no temperature/top_p/top_k arguments, so those go in the
 request body through ``extra_body``; seed is not part of the Messages API and is ignored.
+
+Prompt caching: when the shared prefix of a campaign's calls (the rating tool and the system prompt) is
+long enough to be cached (``CACHE_MIN_TOKENS``), the system prompt is sent as a block with
+``cache_control: {"type": "ephemeral"}``. Usage then reports ``cache_creation_input_tokens`` (first call,
+1.25x the input price) and ``cache_read_input_tokens`` (later calls, the cached-input price).
+``prompt_cache=False`` turns it off.
 """
 
 from __future__ import annotations
@@ -17,11 +23,16 @@ from typing import Any
 
 import anthropic
 from anthropic import AsyncAnthropic
+from anthropic.types import Message
 
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
 from accord.worker.providers.common import malformed_error, pick_headers, resolve_api_key, status_error
 
 DEFAULT_MAX_TOKENS = 64
+# Prompt caching: Anthropic caches a prefix only from this many tokens on (2048 for Haiku models).
+CACHE_MIN_TOKENS = 1024
+CACHE_MIN_TOKENS_HAIKU = 2048
+CHARS_PER_TOKEN = 3.5          # the same rough estimate the scheduler uses before a call
 TOOL_NAME = "record_rating"
 RATE_LIMIT_PREFIXES = ("anthropic-ratelimit-",)
 RATE_LIMIT_HEADERS = ("retry-after",)
@@ -36,8 +47,10 @@ class AnthropicProvider:
     kind = "anthropic"
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str | None = None,
-                 params: dict[str, Any] | None = None, timeout: float = 60.0, path: str | None = None) -> None:
+                 params: dict[str, Any] | None = None, timeout: float = 60.0, path: str | None = None,
+                 prompt_cache: bool = True) -> None:
         self.model = model
+        self.prompt_cache = prompt_cache
         self.base_url = base_url
         self.params = dict(params or {})
         self.timeout = timeout
@@ -57,8 +70,9 @@ class AnthropicProvider:
         max_tokens = output_budget(int(params.get("max_tokens") or DEFAULT_MAX_TOKENS), structured=structured,
                                    rationale=request.rationale)
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens}
+        tools = [rating_tool(request.labels, request.rationale)] if structured else None
         if system:
-            kwargs["system"] = system
+            kwargs["system"] = system_blocks(system, tools, self.model, self.prompt_cache)
         # this SDK version no longer lists the sampling parameters; the API takes them in the JSON body
         sampling = {name: params[name] for name in SAMPLING_PARAMS if params.get(name) is not None}
         if sampling or params.get("extra_body"):
@@ -69,8 +83,8 @@ class AnthropicProvider:
         for name in PASSTHROUGH_PARAMS:
             if params.get(name) is not None:
                 kwargs[name] = params[name]
-        if structured:
-            kwargs["tools"] = [rating_tool(request.labels, request.rationale)]
+        if tools:
+            kwargs["tools"] = tools
             kwargs["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
         return kwargs
 
@@ -94,21 +108,72 @@ class AnthropicProvider:
         except ValueError as exc:            # json.JSONDecodeError from a 200 with an invalid body
             raise malformed_error(self.kind, str(exc)) from exc
         latency_ms = (time.perf_counter() - started) * 1000.0
+        return self.response_from_message(message, structured="tools" in kwargs, headers=headers,
+                                          latency_ms=latency_ms)
+
+    def request_body(self, request: ProviderRequest) -> dict[str, Any]:
+        """The JSON body of the Messages call for ``request`` (what a Message Batches request's ``params``
+        carries): ``build_kwargs`` with ``extra_body`` merged in."""
+        kwargs = self.build_kwargs(request)
+        extra = kwargs.pop("extra_body", None) or {}
+        return {**kwargs, **extra}
+
+    def response_from_message(self, message: Any, *, structured: bool, headers: dict[str, str] | None = None,
+                              latency_ms: float = 0.0) -> ProviderResponse:
+        """A ProviderResponse from a Messages API message (an SDK object, or its JSON as a batch result).
+
+        ``input_tokens`` counts every input token: the API's ``input_tokens`` (after the last cache
+        breakpoint) plus ``cache_read_input_tokens`` and ``cache_creation_input_tokens``, which are also
+        reported on their own for pricing."""
+        if isinstance(message, dict):
+            try:
+                message = Message.model_validate(message)
+            except ValueError as exc:
+                raise malformed_error(self.kind, f"not a message: {exc}") from exc
         if isinstance(message, str) or getattr(message, "content", None) is None:
             raise malformed_error(self.kind, f"no content in {str(message)[:200]!r}")
-        text = response_text(message.content, TOOL_NAME if "tools" in kwargs else None)
+        text = response_text(message.content, TOOL_NAME if structured else None)
         usage = message.usage
+        fresh = int(getattr(usage, "input_tokens", 0) or 0)
+        read = int(getattr(usage, "cache_read_input_tokens", 0) or 0)
+        written = int(getattr(usage, "cache_creation_input_tokens", 0) or 0)
         stop_reason = message.stop_reason
         return ProviderResponse(
             text=text,
-            input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
+            input_tokens=fresh + read + written,
             output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
             model_snapshot=message.model or self.model,
             finish_reason=FINISH_REASONS.get(stop_reason, stop_reason) if stop_reason else None,
             label_logprobs=None,
             latency_ms=latency_ms,
-            headers=headers,
+            headers=dict(headers or {}),
+            cached_input_tokens=read,
+            cache_write_tokens=written,
         )
+
+
+def cache_min_tokens(model: str) -> int:
+    """The shortest prefix Anthropic caches for ``model`` (shorter prefixes are sent uncached)."""
+    name = model.lower()
+    return CACHE_MIN_TOKENS_HAIKU if "haiku" in name else CACHE_MIN_TOKENS
+
+
+def estimated_tokens(text: str) -> int:
+    return int(len(text) / CHARS_PER_TOKEN)
+
+
+def system_blocks(system: str, tools: list[dict[str, Any]] | None, model: str,
+                  enabled: bool = True) -> str | list[dict[str, Any]]:
+    """``system=`` for the Messages API: the plain string, or, when the cacheable prefix (tools, then the
+    system prompt) is long enough to be cached, one text block with ``cache_control`` so every call of a
+    campaign after the first reads the shared instructions at the cache price (a tenth of the input
+    price; the first write costs 1.25x)."""
+    if not enabled or not system:
+        return system
+    prefix = estimated_tokens(system) + sum(estimated_tokens(json.dumps(tool)) for tool in tools or [])
+    if prefix < cache_min_tokens(model):
+        return system
+    return [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
 
 
 def rating_tool(labels: Sequence[str], rationale: bool) -> dict[str, Any]:

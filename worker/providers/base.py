@@ -47,13 +47,15 @@ class ProviderRequest:
 @dataclass
 class ProviderResponse:
     text: str
-    input_tokens: int = 0
+    input_tokens: int = 0                    # every input token of the call, cached or not
     output_tokens: int = 0
     model_snapshot: str | None = None
     finish_reason: str | None = None         # "stop", "length", "refusal", ...
     label_logprobs: dict[str, float] | None = None   # log P(label) over the allowed labels, where available
     latency_ms: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)  # rate-limit headers worth feeding back to the limiter
+    cached_input_tokens: int = 0             # of input_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0              # of input_tokens: written to the prompt cache (Anthropic)
 
 
 class ProviderError(Exception):

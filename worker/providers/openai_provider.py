@@ -1,5 +1,9 @@
 """OpenAI chat completions (and OpenAI-compatible servers: vLLM, llama.cpp server, Ollama, ...) via the
-official ``openai`` SDK, with SDK retries off (retrying is the caller's job)."""
+official ``openai`` SDK, with SDK retries off (retrying is the caller's job).
+
+OpenAI caches long prompt prefixes (1024 tokens and more) by itself; the cached part is reported in
+``usage.prompt_tokens_details.cached_tokens`` and lands in ``ProviderResponse.cached_input_tokens``, priced
+at the model's cached-input price."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Any
 
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
 
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
 from accord.worker.providers.common import (is_reasoning_model, malformed_error, pick_headers, resolve_api_key,
@@ -94,6 +99,24 @@ class OpenAIProvider:
         except ValueError as exc:            # json.JSONDecodeError from a 200 with an invalid body
             raise malformed_error(self.kind, str(exc)) from exc
         latency_ms = (time.perf_counter() - started) * 1000.0
+        return self.response_from_completion(completion, request, headers=headers, latency_ms=latency_ms)
+
+    def request_body(self, request: ProviderRequest) -> dict[str, Any]:
+        """The JSON body of the chat-completions call for ``request`` (what a Batch API input line carries):
+        ``build_kwargs`` with ``extra_body`` merged in."""
+        kwargs = self.build_kwargs(request)
+        extra = kwargs.pop("extra_body", None) or {}
+        return {**kwargs, **extra}
+
+    def response_from_completion(self, completion: Any, request: ProviderRequest, *,
+                                 headers: dict[str, str] | None = None, latency_ms: float = 0.0) -> ProviderResponse:
+        """A ProviderResponse from a chat.completion (an SDK object, or its JSON as a Batch API output
+        line carries it). Missing usage counts as zero tokens; missing logprobs as no label scores."""
+        if isinstance(completion, dict):
+            try:
+                completion = ChatCompletion.model_validate(completion)
+            except ValueError as exc:
+                raise malformed_error(self.kind, f"not a chat.completion: {exc}") from exc
         if isinstance(completion, str) or not getattr(completion, "choices", None):
             raise malformed_error(self.kind, f"no choices in {str(completion)[:200]!r}")
         choice = completion.choices[0]
@@ -104,6 +127,7 @@ class OpenAIProvider:
         if refusal and not text:
             text, finish_reason = refusal, "refusal"
         usage = completion.usage
+        details = getattr(usage, "prompt_tokens_details", None)
         label_logprobs = None
         if request.want_logprobs and request.labels and choice.logprobs is not None and choice.logprobs.content:
             label_logprobs = label_logprobs_from_tokens(choice.logprobs.content, request.labels)
@@ -115,7 +139,8 @@ class OpenAIProvider:
             finish_reason=finish_reason,
             label_logprobs=label_logprobs,
             latency_ms=latency_ms,
-            headers=headers,
+            headers=dict(headers or {}),
+            cached_input_tokens=int(getattr(details, "cached_tokens", 0) or 0),
         )
 
 
