@@ -12,11 +12,23 @@ Plain answers are text content blocks; a forced tool call (``tool_choice: {"type
 answers one ``tool_use`` block whose input holds the label from the tool schema's enum. Errors use the
 real shapes: 429 ``rate_limit_error``, 529 ``overloaded_error``, 500 ``api_error``, 400
 ``invalid_request_error``, 401 ``authentication_error``, 404 ``not_found_error``.
+
+Message Batches (``/v1/messages/batches``): create, retrieve, list, results (JSONL at ``results_url``),
+cancel, delete. ``processing_status`` goes in_progress -> ended (or in_progress -> canceling -> ended after a
+cancel), one state per ``batch_polls_per_state`` retrieve calls or ``batch_state_seconds``; when it ends,
+every request is answered like a realtime call, or comes back errored / expired as injected
+(``batch_errored_next``, ``batch_expired_next``), or canceled; ``request_counts`` tally them.
+A system block with ``cache_control`` is prompt-cached when long enough (usage reports
+``cache_creation_input_tokens`` on the first call, ``cache_read_input_tokens`` after).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import re
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +49,7 @@ from tests.fakes.answers import (
 )
 from tests.fakes.server_core import (
     Decision,
+    FakeBatch,
     FakeServer,
     RateFigures,
     ServerConfig,
@@ -47,6 +60,8 @@ from tests.fakes.server_core import (
 )
 
 DEFAULT_SNAPSHOT_DATE = "20241022"
+CACHE_MIN_TOKENS = 1024
+CACHE_MIN_TOKENS_HAIKU = 2048
 _STATUS_TYPES = {
     400: ("invalid_request_error", "Invalid request."),
     401: ("authentication_error", "invalid x-api-key"),
@@ -101,7 +116,8 @@ class AnthropicFakeServer(FakeServer):
                                            "created_at": "2024-10-22T00:00:00Z"} for name in names],
                                  "has_more": False, "first_id": names[0], "last_id": names[-1]})
 
-        return [Route("/v1/messages", messages, methods=["POST"]), Route("/v1/models", models, methods=["GET"])]
+        return [Route("/v1/messages", messages, methods=["POST"]), Route("/v1/models", models, methods=["GET"]),
+                *batch_routes(state, self)]
 
 
 def _error(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -167,8 +183,7 @@ async def _messages(state: ServerState, request: Request) -> Response:
         state.count("bad_requests")
         return _error(status, type_, message)
 
-    input_tokens = count_tokens(content_text(body.get("system"))) + sum(
-        count_tokens(content_text(m.get("content"))) + 4 for m in body["messages"])
+    input_tokens = input_token_count(body)
     decision, figures = state.decide(input_tokens + int(body["max_tokens"]))
     headers = {"request-id": f"req_{uuid.uuid4().hex[:24]}", **rate_headers(figures)}
     if decision.kind == "rate_limited":
@@ -181,7 +196,35 @@ async def _messages(state: ServerState, request: Request) -> Response:
         return Response('{"id": "msg_broken", "type": "message", "content": [{"type": "te', status_code=200,
                         media_type="application/json", headers=headers)
     state.count("ok")
-    return JSONResponse(message_object(body, config, input_tokens), headers=headers)
+    return JSONResponse(answer(state, body, input_tokens), headers=headers)
+
+
+def input_token_count(body: dict[str, Any]) -> int:
+    return count_tokens(content_text(body.get("system"))) + sum(
+        count_tokens(content_text(m.get("content"))) + 4 for m in body["messages"])
+
+
+def answer(state: ServerState, body: dict[str, Any], input_tokens: int) -> dict[str, Any]:
+    """The message for a valid request, with the scripted text (if any) and prompt caching applied."""
+    return message_object(body, state.config, input_tokens, scripted=state.take_text(),
+                          cache=cache_usage(state, body))
+
+
+def cache_usage(state: ServerState, body: dict[str, Any]) -> tuple[int, int]:
+    """(cache read, cache write) input tokens: a ``cache_control`` breakpoint on the system prompt caches the
+    prefix up to it (tools, then system), if it reaches the model's minimum cacheable length."""
+    system = body.get("system")
+    if not isinstance(system, list):
+        return 0, 0
+    marked = [i for i, block in enumerate(system) if isinstance(block, dict) and block.get("cache_control")]
+    if not marked:
+        return 0, 0
+    prefix_text = content_text(system[: marked[-1] + 1])
+    tools = json.dumps(body.get("tools") or [], sort_keys=True)
+    tokens = count_tokens(prefix_text)
+    minimum = CACHE_MIN_TOKENS_HAIKU if "haiku" in str(body["model"]).lower() else CACHE_MIN_TOKENS
+    key = hashlib.sha256(f"{body['model']}\x00{tools}\x00{prefix_text}".encode()).hexdigest()
+    return state.cached_prefix(key, tokens, minimum)
 
 
 def _rate_limited(decision: Decision, headers: dict[str, str]) -> Response:
@@ -193,8 +236,10 @@ def _rate_limited(decision: Decision, headers: dict[str, str]) -> Response:
     return _error(429, "rate_limit_error", message, headers)
 
 
-def message_object(body: dict[str, Any], config: ServerConfig, input_tokens: int) -> dict[str, Any]:
-    """The Messages API response object the fake model answers for ``body``."""
+def message_object(body: dict[str, Any], config: ServerConfig, input_tokens: int, *, scripted: str | None = None,
+                   cache: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+    """The Messages API response object the fake model answers for ``body`` (``scripted``: answer this text
+    instead; ``cache``: input tokens read from / written to the prompt cache, out of ``input_tokens``)."""
     model = body["model"]
     snapshot = snapshot_name(model, config.snapshot_date or DEFAULT_SNAPSHOT_DATE)
     prompt = prompt_key(body["messages"], body.get("system"))
@@ -212,14 +257,16 @@ def message_object(body: dict[str, Any], config: ServerConfig, input_tokens: int
     else:
         label = choose_label(prompt, config.labels, seed=seed)
         text = config.fixed_text if config.fixed_text is not None else config.answer_template.format(label=label)
+        text = scripted if scripted is not None else text
         tokens = tokenize(text)
         stop_reason = "end_turn"
         if len(tokens) > max_tokens:
             tokens, stop_reason = tokens[:max_tokens], "max_tokens"
         content = [{"type": "text", "text": "".join(tokens)}]
         output_tokens = len(tokens)
-    usage: dict[str, Any] = {"input_tokens": input_tokens, "output_tokens": output_tokens,
-                             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+    read, written = cache
+    usage: dict[str, Any] = {"input_tokens": input_tokens - read - written, "output_tokens": output_tokens,
+                             "cache_creation_input_tokens": written, "cache_read_input_tokens": read,
                              "service_tier": "standard"}
     result: dict[str, Any] = {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
                               "model": snapshot, "content": content, "stop_reason": stop_reason,
@@ -227,6 +274,177 @@ def message_object(body: dict[str, Any], config: ServerConfig, input_tokens: int
     if config.omit_usage:
         result["usage"] = {"input_tokens": 0, "output_tokens": 0}
     return result
+
+
+# ------------------------------------------------------------------------------------------ message batches
+BATCH_MAX_REQUESTS = 100_000
+BATCH_MAX_BYTES = 256 * 1024 * 1024
+BATCH_WINDOW_S = 24 * 3600
+_CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def batch_routes(state: ServerState, server: AnthropicFakeServer) -> list[Route]:
+    """Message Batches: create, retrieve, list, results (JSONL), cancel, delete."""
+
+    def check_headers(request: Request) -> Response | None:
+        if not request.headers.get("anthropic-version"):
+            return _error(400, "invalid_request_error", "anthropic-version: header is required")
+        return None
+
+    async def create(request: Request) -> Response:
+        problem_response = check_headers(request)
+        if problem_response is not None:
+            return problem_response
+        raw = await request.body()
+        body, problem = await read_json(request)
+        state.record("/v1/messages/batches", {"requests": len(body.get("requests") or [])}
+                     if isinstance(body, dict) else {"invalid_json": True})
+        if problem is not None or not isinstance(body, dict):
+            return _error(400, "invalid_request_error", problem or "The request body must be a JSON object.")
+        requests = body.get("requests")
+        if not isinstance(requests, list) or not requests:
+            return _error(400, "invalid_request_error", "requests: Field required (at least one request)")
+        limit = state.config.batch_max_requests or BATCH_MAX_REQUESTS
+        if len(requests) > limit:
+            return _error(400, "invalid_request_error", f"requests: a batch may hold at most {limit} requests")
+        if len(raw) > (state.config.batch_max_bytes or BATCH_MAX_BYTES):
+            return _error(413, "request_too_large", "Request exceeds the maximum allowed number of bytes.")
+        seen: set[str] = set()
+        for index, entry in enumerate(requests):
+            custom_id = entry.get("custom_id") if isinstance(entry, dict) else None
+            if not isinstance(custom_id, str) or not _CUSTOM_ID.match(custom_id):
+                return _error(400, "invalid_request_error", f"requests.{index}.custom_id: String should match "
+                              "pattern '^[a-zA-Z0-9_-]{1,64}$'")
+            if custom_id in seen:
+                return _error(400, "invalid_request_error", f"requests.{index}.custom_id: duplicate custom_id "
+                              f"{custom_id!r}; custom_id values must be unique within a batch")
+            if not isinstance(entry.get("params"), dict):
+                return _error(400, "invalid_request_error", f"requests.{index}.params: Field required")
+            seen.add(custom_id)
+        if state.take_batch_failure():
+            return _error(500, "api_error", "Internal server error")
+        batch = FakeBatch(id="msgbatch_" + uuid.uuid4().hex[:24], lines=list(requests),
+                          states=["in_progress", "ended"])
+        state.batches.add(batch)
+        state.count("batches_created")
+        return JSONResponse(batch_object(batch, server.url))
+
+    async def retrieve(request: Request) -> Response:
+        problem_response = check_headers(request)
+        if problem_response is not None:
+            return problem_response
+        batch = state.batches.get(request.path_params["batch_id"])
+        if batch is None:
+            return _error(404, "not_found_error", f"message_batch_id: {request.path_params['batch_id']}")
+        state.count("batch_polls")
+        state.batches.advance(batch, state.config, lambda b: _on_enter(state, b))
+        return JSONResponse(batch_object(batch, server.url))
+
+    async def list_batches(request: Request) -> Response:
+        ordered = state.batches.ordered()
+        limit = min(max(int(request.query_params.get("limit") or 20), 1), 1000)
+        ids = [b.id for b in ordered]
+        after, before = request.query_params.get("after_id"), request.query_params.get("before_id")
+        if after:
+            ordered = ordered[ids.index(after) + 1:] if after in ids else []
+        elif before:
+            ordered = ordered[:ids.index(before)] if before in ids else []
+        page = ordered[:limit]
+        return JSONResponse({"data": [batch_object(b, server.url) for b in page], "has_more": len(ordered) > limit,
+                             "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None})
+
+    async def results(request: Request) -> Response:
+        batch = state.batches.get(request.path_params["batch_id"])
+        if batch is None:
+            return _error(404, "not_found_error", f"message_batch_id: {request.path_params['batch_id']}")
+        if batch.status != "ended" or batch.results is None:
+            return _error(400, "invalid_request_error", f"Message Batch {batch.id} has not yet ended processing.")
+        lines = [json.dumps({"custom_id": custom_id, "result": payload}) for custom_id, (_, payload) in
+                 batch.results.items()]
+        return Response(("\n".join(lines) + "\n").encode(), media_type="application/binary")
+
+    async def cancel(request: Request) -> Response:
+        batch = state.batches.get(request.path_params["batch_id"])
+        if batch is None:
+            return _error(404, "not_found_error", f"message_batch_id: {request.path_params['batch_id']}")
+        state.record(f"/v1/messages/batches/{batch.id}/cancel", {})
+        with state.batches.lock:
+            if batch.status == "in_progress":
+                batch.cancel_requested = True
+                batch.meta["cancel_initiated_at"] = time.time()
+                batch.enter(["in_progress", "canceling", "ended"], 1)
+        return JSONResponse(batch_object(batch, server.url))
+
+    async def delete(request: Request) -> Response:
+        batch = state.batches.get(request.path_params["batch_id"])
+        if batch is None:
+            return _error(404, "not_found_error", f"message_batch_id: {request.path_params['batch_id']}")
+        if batch.status != "ended":
+            return _error(400, "invalid_request_error", "Message Batch must be ended before it can be deleted.")
+        with state.batches.lock:
+            state.batches.batches.pop(batch.id, None)
+        return JSONResponse({"id": batch.id, "type": "message_batch_deleted"})
+
+    return [Route("/v1/messages/batches", create, methods=["POST"]),
+            Route("/v1/messages/batches", list_batches, methods=["GET"]),
+            Route("/v1/messages/batches/{batch_id}", retrieve, methods=["GET"]),
+            Route("/v1/messages/batches/{batch_id}", delete, methods=["DELETE"]),
+            Route("/v1/messages/batches/{batch_id}/results", results, methods=["GET"]),
+            Route("/v1/messages/batches/{batch_id}/cancel", cancel, methods=["POST"])]
+
+
+def _iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def batch_object(batch: FakeBatch, base_url: str) -> dict[str, Any]:
+    """The MessageBatch object: processing_status and request_counts (tallies appear once it has ended)."""
+    counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+    if batch.results is None:
+        counts["processing"] = len(batch.lines)
+    else:
+        for kind, _ in batch.results.values():
+            counts[kind] += 1
+    ended = batch.status == "ended"
+    return {"id": batch.id, "type": "message_batch", "processing_status": batch.status, "request_counts": counts,
+            "created_at": _iso(batch.created_at), "expires_at": _iso(batch.created_at + BATCH_WINDOW_S),
+            "ended_at": _iso(batch.times.get("ended")), "archived_at": None,
+            "cancel_initiated_at": _iso(batch.meta.get("cancel_initiated_at")),
+            "results_url": f"{base_url}/v1/messages/batches/{batch.id}/results" if ended else None}
+
+
+def _on_enter(state: ServerState, batch: FakeBatch) -> None:
+    """Process the requests when the batch ends: canceled if cancellation was asked for, else answered like
+    realtime calls (or errored / expired as injected)."""
+    if batch.status != "ended":
+        return
+    batch.results = {}
+    for entry in batch.lines:
+        custom_id = entry["custom_id"]
+        if batch.cancel_requested:
+            batch.results[custom_id] = ("canceled", {"type": "canceled"})
+            continue
+        batch.results[custom_id] = _process_request(state, entry["params"])
+    with state.lock:
+        state.counts["batch_requests"] += len(batch.lines)
+
+
+def _process_request(state: ServerState, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    outcome, status = state.take_batch_outcome()
+    if outcome == "expired":
+        return "expired", {"type": "expired"}
+    invalid = _validate(params, state.config)
+    if invalid is None and outcome == "errored":
+        type_, default = _STATUS_TYPES.get(status or 500, ("api_error", "Injected error."))
+        invalid = (status or 500, type_, default)
+    if invalid is not None:
+        _, type_, message = invalid
+        return "errored", {"type": "errored", "error": {"type": "error", "error": {"type": type_,
+                                                                                   "message": message}}}
+    message = answer(state, params, input_token_count(params))
+    return "succeeded", {"type": "succeeded", "message": message}
 
 
 def anthropic_subprocess(config: dict[str, Any] | None = None, port: int = 0,

@@ -1,4 +1,6 @@
-"""A local HTTP server speaking the OpenAI REST wire format: ``POST /v1/chat/completions``, ``GET /v1/models``.
+"""A local HTTP server speaking the OpenAI REST wire format: ``POST /v1/chat/completions``, ``GET /v1/models``,
+the Files API (``/v1/files``: upload, retrieve, content, delete) and the Batch API (``/v1/batches``: create,
+retrieve, list, cancel).
 
 In process::
 
@@ -11,11 +13,19 @@ As a subprocess: ``python -m tests.fakes.openai_server --port 8001 --latency-ms 
 Answers are a label chosen from a hash of the prompt (labels from a json_schema ``enum``, else the
 configured ``labels``), so they vary across items and repeat across runs; ``logprobs`` report the fake
 model's label distribution (``answers.label_distribution``) in the real response shape.
+
+Batches walk validating -> in_progress -> finalizing -> completed (or failed at validation, expired with
+partial results, cancelling -> cancelled), one state per ``batch_polls_per_state`` retrieve calls or
+``batch_state_seconds``. Validation enforces one model per batch, the endpoint, unique custom_ids and the
+size limits; ``batch_errored_next`` / ``batch_expired_next`` / ``batch_fail_next`` inject partial results.
+Every request is answered like a realtime call; the results go to an output file (status 200) and an
+error file (errors, expired requests), matched by ``custom_id``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 import uuid
@@ -39,6 +49,7 @@ from tests.fakes.answers import (
 )
 from tests.fakes.server_core import (
     Decision,
+    FakeBatch,
     FakeServer,
     RateFigures,
     ServerConfig,
@@ -50,6 +61,7 @@ from tests.fakes.server_core import (
 )
 
 DEFAULT_SNAPSHOT_DATE = "2024-07-18"
+CACHE_MIN_TOKENS = 1024
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 _FILLER_TOKENS = ["The", " the", " I", " It", "\n", " a", " This", " Based", "**", " answer", " of", " is",
                   " rating", ":", " response", ".", " We", " To", " In", " On", " My", " Here"]
@@ -102,7 +114,7 @@ class OpenAIFakeServer(FakeServer):
                 for name in names]})
 
         return [Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-                Route("/v1/models", models, methods=["GET"])]
+                Route("/v1/models", models, methods=["GET"]), *batch_routes(state)]
 
 
 def _error(state: ServerState, status: int, message: str, type_: str, code: str | None = None,
@@ -174,7 +186,7 @@ async def _chat_completions(state: ServerState, request: Request) -> Response:
         return _error(state, status, message, "invalid_request_error", code, param)
 
     max_out = body.get("max_completion_tokens") or body.get("max_tokens") or 16
-    prompt_tokens = sum(count_tokens(content_text(m.get("content"))) + 4 for m in body["messages"]) + 3
+    prompt_tokens = prompt_token_count(body)
     decision, figures = state.decide(prompt_tokens + int(max_out))
     headers = {"x-request-id": f"req_{uuid.uuid4().hex}", "openai-processing-ms": "0", **rate_headers(figures)}
     if decision.kind == "rate_limited":
@@ -189,7 +201,30 @@ async def _chat_completions(state: ServerState, request: Request) -> Response:
         return Response('{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"index": 0, "mess',
                         status_code=200, media_type="application/json", headers=headers)
     state.count("ok")
-    return JSONResponse(completion(body, config, prompt_tokens), headers=headers)
+    return JSONResponse(answer(state, body, prompt_tokens), headers=headers)
+
+
+def answer(state: ServerState, body: dict[str, Any], prompt_tokens: int) -> dict[str, Any]:
+    """The completion for a valid request, with the scripted text (if any) and prompt caching applied."""
+    return completion(body, state.config, prompt_tokens, scripted=state.take_text(),
+                      cached_tokens=cached_prompt_tokens(state, body))
+
+
+def cached_prompt_tokens(state: ServerState, body: dict[str, Any]) -> int:
+    """OpenAI's automatic prompt caching, simplified: a system/developer first message of at least
+    ``CACHE_MIN_TOKENS`` tokens seen before (same model) is read from the cache in 128-token steps."""
+    first = body["messages"][0]
+    if first.get("role") not in ("system", "developer"):
+        return 0
+    text = content_text(first.get("content"))
+    tokens = count_tokens(text) + 4
+    key = hashlib.sha256(f"{body['model']}\x00{text}".encode()).hexdigest()
+    read, _ = state.cached_prefix(key, tokens, CACHE_MIN_TOKENS)
+    return (read // 128) * 128
+
+
+def prompt_token_count(body: dict[str, Any]) -> int:
+    return sum(count_tokens(content_text(m.get("content"))) + 4 for m in body["messages"]) + 3
 
 
 def _rate_limited(body: dict[str, Any], decision: Decision, headers: dict[str, str]) -> Response:
@@ -204,8 +239,9 @@ def _rate_limited(body: dict[str, Any], decision: Decision, headers: dict[str, s
                         headers=headers)
 
 
-def completion(body: dict[str, Any], config: ServerConfig, prompt_tokens: int) -> dict[str, Any]:
-    """The chat.completion object the fake model answers for ``body``."""
+def completion(body: dict[str, Any], config: ServerConfig, prompt_tokens: int, *, scripted: str | None = None,
+               cached_tokens: int = 0) -> dict[str, Any]:
+    """The chat.completion object the fake model answers for ``body`` (``scripted``: answer this text)."""
     model = body["model"]
     snapshot = snapshot_name(model, config.snapshot_date or DEFAULT_SNAPSHOT_DATE)
     prompt = prompt_key(body["messages"])
@@ -222,7 +258,9 @@ def completion(body: dict[str, Any], config: ServerConfig, prompt_tokens: int) -
     completion_tokens = 0
     for index in range(int(body.get("n") or 1)):
         label = choose_label(prompt, labels, seed=body.get("seed"), index=index)
-        if config.fixed_text is not None:
+        if scripted is not None:
+            text = scripted
+        elif config.fixed_text is not None:
             text = config.fixed_text
         elif structured:
             text = structured_text(label, order)
@@ -239,7 +277,8 @@ def completion(body: dict[str, Any], config: ServerConfig, prompt_tokens: int) -
         if want_logprobs:
             distribution = label_distribution(prompt, labels, seed=body.get("seed"), index=index)
             choice["logprobs"] = {"content": _token_logprobs(tokens, label, distribution, top_k,
-                                                             answer_is_label=config.fixed_text is None),
+                                                             answer_is_label=config.fixed_text is None
+                                                             and scripted is None),
                                   "refusal": None}
         choices.append(choice)
     result: dict[str, Any] = {
@@ -250,7 +289,7 @@ def completion(body: dict[str, Any], config: ServerConfig, prompt_tokens: int) -
     if not config.omit_usage:
         result["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                            "total_tokens": prompt_tokens + completion_tokens,
-                           "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                           "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
                            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                                          "accepted_prediction_tokens": 0,
                                                          "rejected_prediction_tokens": 0}}
@@ -292,6 +331,248 @@ def _token_logprobs(tokens: list[str], label: str, distribution: dict[str, float
                                                                 enumerate(fillers[: max(0, top_k - 1)])])[:top_k]
         content.append(entry)
     return content
+
+
+# --------------------------------------------------------------------------------------------- batch API
+BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions")
+BATCH_MAX_REQUESTS = 50_000
+BATCH_MAX_BYTES = 200 * 1024 * 1024
+FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+BATCH_WINDOW_S = 24 * 3600
+_PATH = ["validating", "in_progress", "finalizing", "completed"]
+_STAMPS = {"in_progress": "in_progress_at", "finalizing": "finalizing_at", "completed": "completed_at",
+           "failed": "failed_at", "expired": "expired_at", "cancelling": "cancelling_at", "cancelled": "cancelled_at"}
+
+
+def batch_routes(state: ServerState) -> list[Route]:
+    """The Files API (upload, retrieve, content, delete) and the Batch API (create, retrieve, list, cancel)."""
+
+    async def upload(request: Request) -> Response:
+        form = await request.form()
+        state.record("/v1/files", {"purpose": form.get("purpose")})
+        upload_file, purpose = form.get("file"), form.get("purpose")
+        if upload_file is None or isinstance(upload_file, str):
+            return _error(state, 400, "Missing required parameter: 'file'.", "invalid_request_error",
+                          "missing_required_parameter", "file")
+        if purpose not in FILE_PURPOSES:
+            return _error(state, 400, f"Invalid value for 'purpose': {purpose!r}.", "invalid_request_error",
+                          "invalid_value", "purpose")
+        content = await upload_file.read()
+        state.count("files_uploaded")
+        record = state.batches.add_file(content, str(purpose), upload_file.filename or "upload.jsonl")
+        return JSONResponse(_file_object(record))
+
+    async def get_file(request: Request) -> Response:
+        record = state.batches.get_file(request.path_params["file_id"])
+        if record is None:
+            return _no_such("file", request.path_params["file_id"])
+        return JSONResponse(_file_object(record))
+
+    async def file_content(request: Request) -> Response:
+        record = state.batches.get_file(request.path_params["file_id"])
+        if record is None:
+            return _no_such("file", request.path_params["file_id"])
+        return Response(record["content"], media_type="application/octet-stream")
+
+    async def delete_file(request: Request) -> Response:
+        file_id = request.path_params["file_id"]
+        with state.batches.lock:
+            found = state.batches.files.pop(file_id, None)
+        if found is None:
+            return _no_such("file", file_id)
+        return JSONResponse({"id": file_id, "object": "file", "deleted": True})
+
+    async def create_batch(request: Request) -> Response:
+        body, problem = await read_json(request)
+        state.record("/v1/batches", body if problem is None else {"invalid_json": True})
+        if problem is not None or not isinstance(body, dict):
+            return _error(state, 400, problem or "The request body must be a JSON object.", "invalid_request_error")
+        record = state.batches.get_file(str(body.get("input_file_id") or ""))
+        if record is None:
+            return _error(state, 400, f"Invalid 'input_file_id': '{body.get('input_file_id')}'. File not found.",
+                          "invalid_request_error", "invalid_value", "input_file_id")
+        if record["purpose"] != "batch":
+            return _error(state, 400, "The input file must be uploaded with purpose 'batch'.",
+                          "invalid_request_error", "invalid_value", "input_file_id")
+        if body.get("endpoint") not in BATCH_ENDPOINTS:
+            return _error(state, 400, f"Invalid value for 'endpoint': {body.get('endpoint')!r}.",
+                          "invalid_request_error", "invalid_value", "endpoint")
+        if body.get("completion_window") != "24h":
+            return _error(state, 400, "Invalid value for 'completion_window': only '24h' is supported.",
+                          "invalid_request_error", "invalid_value", "completion_window")
+        batch = FakeBatch(id="batch_" + uuid.uuid4().hex[:24], lines=[], states=list(_PATH))
+        batch.meta.update(input_file_id=record["id"], endpoint=body["endpoint"], metadata=body.get("metadata"),
+                          errors=None, output_file_id=None, error_file_id=None, model=None)
+        state.batches.add(batch)
+        state.count("batches_created")
+        return JSONResponse(batch_object(batch))
+
+    async def get_batch(request: Request) -> Response:
+        batch = state.batches.get(request.path_params["batch_id"])
+        if batch is None:
+            return _no_such("batch", request.path_params["batch_id"])
+        state.count("batch_polls")
+        state.batches.advance(batch, state.config, lambda b: _on_enter(state, b))
+        return JSONResponse(batch_object(batch))
+
+    async def list_batches(request: Request) -> Response:
+        after = request.query_params.get("after")
+        limit = min(max(int(request.query_params.get("limit") or 20), 1), 100)
+        ordered = state.batches.ordered()
+        if after:
+            ids = [b.id for b in ordered]
+            ordered = ordered[ids.index(after) + 1:] if after in ids else []
+        page = ordered[:limit]
+        return JSONResponse({"object": "list", "data": [batch_object(b) for b in page],
+                             "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
+                             "has_more": len(ordered) > limit})
+
+    async def cancel_batch(request: Request) -> Response:
+        batch = state.batches.get(request.path_params["batch_id"])
+        if batch is None:
+            return _no_such("batch", request.path_params["batch_id"])
+        state.record(f"/v1/batches/{batch.id}/cancel", {})
+        with state.batches.lock:
+            if batch.status not in ("validating", "in_progress"):
+                return _error(state, 409, f"Cannot cancel a batch with status '{batch.status}'.",
+                              "invalid_request_error")
+            batch.cancel_requested = True
+            batch.enter([*batch.states[:batch.index + 1], "cancelling", "cancelled"], batch.index + 1)
+        return JSONResponse(batch_object(batch))
+
+    return [Route("/v1/files", upload, methods=["POST"]),
+            Route("/v1/files/{file_id}", get_file, methods=["GET"]),
+            Route("/v1/files/{file_id}", delete_file, methods=["DELETE"]),
+            Route("/v1/files/{file_id}/content", file_content, methods=["GET"]),
+            Route("/v1/batches", create_batch, methods=["POST"]),
+            Route("/v1/batches", list_batches, methods=["GET"]),
+            Route("/v1/batches/{batch_id}", get_batch, methods=["GET"]),
+            Route("/v1/batches/{batch_id}/cancel", cancel_batch, methods=["POST"])]
+
+
+def _no_such(kind: str, ident: str) -> Response:
+    return JSONResponse(error_body(f"No such {kind}: {ident}", "invalid_request_error"), status_code=404)
+
+
+def _file_object(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "content"}
+
+
+def batch_object(batch: FakeBatch) -> dict[str, Any]:
+    """The Batch object as the API returns it."""
+    meta = batch.meta
+    results = batch.results or {}
+    completed = sum(1 for kind, _ in results.values() if kind == "succeeded")
+    counts = {"total": len(batch.lines), "completed": completed, "failed": len(results) - completed}
+    obj: dict[str, Any] = {
+        "id": batch.id, "object": "batch", "endpoint": meta["endpoint"], "errors": meta["errors"],
+        "input_file_id": meta["input_file_id"], "completion_window": "24h", "status": batch.status,
+        "output_file_id": meta["output_file_id"], "error_file_id": meta["error_file_id"],
+        "created_at": int(batch.created_at), "expires_at": int(batch.created_at + BATCH_WINDOW_S),
+        "request_counts": counts, "metadata": meta["metadata"], "model": meta["model"],
+    }
+    for state_name, key in _STAMPS.items():
+        obj[key] = int(batch.times[state_name]) if state_name in batch.times else None
+    return obj
+
+
+def _batch_failure(batch: FakeBatch, code: str, message: str, line: int | None = None) -> None:
+    batch.meta["errors"] = {"object": "list", "data": [{"code": code, "message": message, "param": None,
+                                                         "line": line}]}
+    batch.times.pop("in_progress", None)
+    batch.enter(["validating", "failed"], 1)
+
+
+def _on_enter(state: ServerState, batch: FakeBatch) -> None:
+    """Validate the input file when the batch leaves ``validating``; process every request when it enters
+    ``finalizing`` (results to an output file and an error file)."""
+    config = state.config
+    if batch.status == "in_progress":
+        record = state.batches.get_file(batch.meta["input_file_id"]) or {"content": b""}
+        content: bytes = record["content"]
+        if state.take_batch_failure():
+            _batch_failure(batch, "invalid_request", "The batch could not be validated (injected failure).")
+            return
+        if len(content) > (config.batch_max_bytes or BATCH_MAX_BYTES):
+            _batch_failure(batch, "file_too_large", f"The input file is larger than the {BATCH_MAX_BYTES} byte limit.")
+            return
+        lines, models, seen = [], set(), set()
+        for number, raw in enumerate(content.decode("utf-8").splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = json.loads(raw)
+            except json.JSONDecodeError:
+                _batch_failure(batch, "invalid_json_line", f"Line {number} is not valid JSON.", number)
+                return
+            if not isinstance(line, dict) or not line.get("custom_id") or not isinstance(line.get("body"), dict):
+                _batch_failure(batch, "invalid_request", f"Line {number} needs custom_id and body.", number)
+                return
+            if line.get("method") != "POST" or line.get("url") != batch.meta["endpoint"]:
+                _batch_failure(batch, "mismatched_endpoint", f"Line {number}: the url must be the batch's "
+                               f"endpoint {batch.meta['endpoint']} with method POST.", number)
+                return
+            if line["custom_id"] in seen:
+                _batch_failure(batch, "duplicate_custom_id", f"Line {number}: duplicate custom_id "
+                               f"{line['custom_id']!r}.", number)
+                return
+            seen.add(line["custom_id"])
+            models.add(line["body"].get("model"))
+            lines.append(line)
+        if not lines:
+            _batch_failure(batch, "empty_file", "The input file has no requests.")
+            return
+        if len(models) > 1:
+            _batch_failure(batch, "mismatched_model", "All requests in a batch must use the same model; "
+                           f"found {', '.join(sorted(map(str, models)))}.")
+            return
+        if len(lines) > (config.batch_max_requests or BATCH_MAX_REQUESTS):
+            _batch_failure(batch, "too_many_requests", f"A batch may hold at most "
+                           f"{config.batch_max_requests or BATCH_MAX_REQUESTS} requests; got {len(lines)}.")
+            return
+        batch.lines = lines
+        batch.meta["model"] = next(iter(models))
+    elif batch.status == "finalizing":
+        batch.results = {}
+        output, errors = [], []
+        for line in batch.lines:
+            kind, payload = _process_line(state, line)
+            batch.results[line["custom_id"]] = (kind, payload)
+            (output if kind == "succeeded" else errors).append(json.dumps(payload))
+        with state.lock:
+            state.counts["batch_requests"] += len(batch.lines)
+        if output:
+            batch.meta["output_file_id"] = state.batches.add_file(("\n".join(output) + "\n").encode(), "batch_output",
+                                                                  "batch_output.jsonl")["id"]
+        if errors:
+            batch.meta["error_file_id"] = state.batches.add_file(("\n".join(errors) + "\n").encode(), "batch_output",
+                                                                 "batch_errors.jsonl")["id"]
+        if any(kind == "expired" for kind, _ in batch.results.values()):
+            batch.states[-1] = "expired"
+
+
+def _process_line(state: ServerState, line: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(result type, output-file line) for one batch request."""
+    custom_id, body = line["custom_id"], line["body"]
+    ident = "batch_req_" + uuid.uuid4().hex[:24]
+    outcome, status = state.take_batch_outcome()
+    if outcome == "expired":
+        return "expired", {"id": ident, "custom_id": custom_id, "response": None,
+                           "error": {"code": "batch_expired", "message": "This request could not be executed "
+                                     "before the completion window expired."}}
+    invalid = _validate(body, state.config)
+    if invalid is None and outcome == "errored":
+        type_, code, default = _STATUS_ERRORS.get(status or 500, ("server_error", None, "Injected error."))
+        invalid = (status or 500, default, code, None)
+    if invalid is not None:
+        code_status, message, code, param = invalid
+        type_ = "server_error" if code_status >= 500 else "invalid_request_error"
+        return "errored", {"id": ident, "custom_id": custom_id, "error": None,
+                           "response": {"status_code": code_status, "request_id": f"req_{uuid.uuid4().hex}",
+                                        "body": error_body(message, type_, code, param)}}
+    result = answer(state, body, prompt_token_count(body))
+    return "succeeded", {"id": ident, "custom_id": custom_id, "error": None,
+                         "response": {"status_code": 200, "request_id": f"req_{uuid.uuid4().hex}", "body": result}}
 
 
 def openai_subprocess(config: dict[str, Any] | None = None, port: int = 0,

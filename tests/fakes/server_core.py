@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,6 +72,19 @@ class ServerConfig(BaseModel):
     known_models: list[str] | None = Field(default=None, description="Answer 404 for any other model.")
     seed: int = Field(default=0, description="Seed of the fault and latency random draws.")
     max_log: int = Field(default=500, ge=0, description="How many request bodies the stats keep.")
+    next_texts: list[str] = Field(default_factory=list, description="The next answers' texts, in order (one per "
+                                  "answered request, realtime or batch); then the usual answers.")
+    prompt_cache: bool = Field(default=True, description="Simulate prompt caching of long shared prefixes.")
+    # --- batch APIs (OpenAI /v1/batches, Anthropic /v1/messages/batches) ---
+    batch_polls_per_state: int = Field(default=1, ge=0, description="Each non-final batch state lasts this many "
+                                       "retrieve calls of that batch (0: straight through).")
+    batch_state_seconds: float | None = Field(default=None, ge=0, description="Instead: each state lasts this long.")
+    batch_errored_next: int = Field(default=0, ge=0, description="The next N batch requests come back errored.")
+    batch_error_status: int = Field(default=500, ge=400, le=599, description="HTTP status of errored batch requests.")
+    batch_expired_next: int = Field(default=0, ge=0, description="The next N batch requests expire (partial results).")
+    batch_fail_next: int = Field(default=0, ge=0, description="The next N batches fail validation as a whole.")
+    batch_max_requests: int | None = Field(default=None, ge=1, description="Requests per batch (default: the API's).")
+    batch_max_bytes: int | None = Field(default=None, ge=1, description="Bytes per batch (default: the API's).")
 
 
 @dataclass
@@ -107,13 +121,16 @@ class ServerState:
         self.rng = random.Random(config.seed)
         self._request_window: deque[float] = deque()
         self._token_window: deque[tuple[float, int]] = deque()
+        self.prompt_cache: dict[str, float] = {}      # cached prefix key -> expiry (monotonic)
+        self.batches = BatchStore()
         self.reset_stats()
 
     def reset_stats(self) -> None:
         with self.lock:
             self.counts = {"requests": 0, "accepted": 0, "rate_limited": 0, "errors_injected": 0,
                            "timeouts_injected": 0, "malformed_injected": 0, "auth_failures": 0,
-                           "bad_requests": 0, "ok": 0}
+                           "bad_requests": 0, "ok": 0, "batches_created": 0, "batch_requests": 0,
+                           "batch_polls": 0, "files_uploaded": 0}
             self.accepted_times: deque[float] = deque(maxlen=200_000)
             self.request_log: deque[dict[str, Any]] = deque(maxlen=self.config.max_log)
             self.in_flight = 0
@@ -126,6 +143,8 @@ class ServerState:
             self.rng = random.Random(self.config.seed)
             self._request_window.clear()
             self._token_window.clear()
+            self.prompt_cache.clear()
+            self.batches = BatchStore()
             self.request_log = deque(self.request_log, maxlen=self.config.max_log)
             return self.config
 
@@ -143,6 +162,47 @@ class ServerState:
             if "tpm" in changes or "window_s" in changes:
                 self._token_window.clear()
             return self.config
+
+    def take_text(self) -> str | None:
+        """The next scripted answer text (``next_texts``), consumed; None when the script is empty."""
+        with self.lock:
+            texts = self.config.next_texts
+            if not texts:
+                return None
+            self.config = self.config.model_copy(update={"next_texts": texts[1:]})
+            return texts[0]
+
+    def take_batch_outcome(self) -> tuple[str, int | None]:
+        """("errored", status) / ("expired", None) / ("ok", None) for the next request a batch processes."""
+        with self.lock:
+            cfg = self.config
+            if cfg.batch_errored_next > 0:
+                self.config = cfg.model_copy(update={"batch_errored_next": cfg.batch_errored_next - 1})
+                return "errored", cfg.batch_error_status
+            if cfg.batch_expired_next > 0:
+                self.config = cfg.model_copy(update={"batch_expired_next": cfg.batch_expired_next - 1})
+                return "expired", None
+            return "ok", None
+
+    def take_batch_failure(self) -> bool:
+        with self.lock:
+            if self.config.batch_fail_next > 0:
+                self.config = self.config.model_copy(update={"batch_fail_next": self.config.batch_fail_next - 1})
+                return True
+            return False
+
+    def cached_prefix(self, key: str, tokens: int, minimum: int, ttl_s: float = 300.0) -> tuple[int, int]:
+        """Prompt caching of a shared prefix of ``tokens`` tokens: (read, written). The first call with a
+        prefix long enough writes it; calls within ``ttl_s`` read it (and refresh it)."""
+        if not self.config.prompt_cache or tokens < minimum:
+            return 0, 0
+        now = time.monotonic()
+        with self.lock:
+            expiry = self.prompt_cache.get(key)
+            self.prompt_cache[key] = now + ttl_s
+            if expiry is not None and expiry > now:
+                return tokens, 0
+            return 0, tokens
 
     def record(self, path: str, body: Any) -> None:
         with self.lock:
@@ -254,6 +314,95 @@ class ServerState:
             return {**self.counts, "accepted_times": times, "accepted_per_second": per_second,
                     "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
                     "request_log": list(self.request_log), "config": self.config.model_dump()}
+
+
+@dataclass
+class FakeBatch:
+    """A batch inside a fake server: its lines ({"custom_id", "body"}), its lifecycle and its results.
+
+    ``states`` is the path it walks (e.g. validating -> in_progress -> finalizing -> completed); it moves one
+    state on after ``batch_polls_per_state`` retrieve calls (or ``batch_state_seconds``). ``results`` maps
+    custom_id -> (result type, payload) once processed."""
+
+    id: str
+    lines: list[dict[str, Any]]
+    states: list[str]
+    created_at: float = field(default_factory=time.time)
+    index: int = 0
+    polls: int = 0
+    entered: float = field(default_factory=time.monotonic)
+    results: dict[str, tuple[str, Any]] | None = None
+    cancel_requested: bool = False
+    times: dict[str, float] = field(default_factory=dict)     # state -> wall time it was entered
+    meta: dict[str, Any] = field(default_factory=dict)         # provider-specific fields
+
+    @property
+    def status(self) -> str:
+        return self.states[self.index]
+
+    @property
+    def final(self) -> bool:
+        return self.index == len(self.states) - 1
+
+    def enter(self, states: list[str], index: int) -> None:
+        self.states, self.index, self.polls, self.entered = states, index, 0, time.monotonic()
+        self.times[self.status] = time.time()
+
+
+class BatchStore:
+    """Batches and files of a fake server (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()          # state hooks run under it and may add files
+        self.batches: dict[str, FakeBatch] = {}
+        self.files: dict[str, dict[str, Any]] = {}
+
+    def add_file(self, content: bytes, purpose: str, filename: str) -> dict[str, Any]:
+        file_id = "file-" + uuid.uuid4().hex[:24]
+        record = {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()),
+                  "filename": filename, "purpose": purpose, "status": "processed", "content": content}
+        with self.lock:
+            self.files[file_id] = record
+        return record
+
+    def get_file(self, file_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            return self.files.get(file_id)
+
+    def add(self, batch: FakeBatch) -> FakeBatch:
+        batch.times[batch.status] = time.time()
+        with self.lock:
+            self.batches[batch.id] = batch
+        return batch
+
+    def get(self, batch_id: str) -> FakeBatch | None:
+        with self.lock:
+            return self.batches.get(batch_id)
+
+    def ordered(self) -> list[FakeBatch]:
+        """Newest first, as both APIs list them."""
+        with self.lock:
+            return sorted(self.batches.values(), key=lambda b: (b.created_at, b.id), reverse=True)
+
+    def advance(self, batch: FakeBatch, config: ServerConfig, on_enter: Callable[[FakeBatch], None]) -> None:
+        """One retrieve call of ``batch``: move it on per the configured timing, calling ``on_enter`` for
+        each state it enters (the provider module processes requests on the right transition)."""
+        with self.lock:
+            while not batch.final:
+                if config.batch_state_seconds is not None:
+                    if time.monotonic() - batch.entered < config.batch_state_seconds:
+                        break
+                else:
+                    if batch.polls < config.batch_polls_per_state:
+                        batch.polls += 1
+                        break
+                batch.enter(batch.states, batch.index + 1)
+                on_enter(batch)
+
+    def submitted_custom_ids(self) -> list[tuple[str, str, str]]:
+        """(batch id, custom_id, final-or-current status) of every request ever submitted."""
+        with self.lock:
+            return [(b.id, line["custom_id"], b.status) for b in self.batches.values() for line in b.lines]
 
 
 def max_in_window(times: list[float], window_s: float) -> int:
