@@ -14,6 +14,7 @@ normalised over the allowed labels. The prompt uses the chat template embedded i
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import threading
 import time
@@ -109,6 +110,10 @@ def unload_models() -> None:
                 loaded.closed = True
                 loaded.llama.close()
         _MODELS.clear()
+
+
+# Close models while the interpreter is still whole: llama.cpp's finaliser fails noisily at shutdown otherwise.
+atexit.register(unload_models)
 
 
 def _has_template(path: Path) -> bool:
