@@ -69,7 +69,8 @@ def create_app(engine: Engine | None = None, *, settings: ApiSettings | None = N
         log.info("accord API stopped")
 
     app = FastAPI(title="accord", version=accord.__version__, description=DESCRIPTION, lifespan=lifespan,
-                  openapi_url="/api/v1/openapi.json", docs_url="/api/v1/docs", redoc_url=None)
+                  openapi_url="/api/v1/openapi.json", docs_url="/api/v1/docs", redoc_url=None,
+                  swagger_ui_oauth2_redirect_url=None)
     app.state.accord = state
     install_problem_handlers(app)
     _install_dashboard_handlers(app)

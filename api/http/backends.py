@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import importlib
 import logging
 import threading
 import time
@@ -268,25 +267,17 @@ def _postprocess(engine: Engine, run_id: int) -> None:
 
 
 class DistributedBackend:
-    """Hands runs to the dispatcher of the distributed mode (Celery workers execute them)."""
+    """Distributed mode: runs are created with mode ``distributed``; the dispatcher of ``accord scheduler``
+    (``accord.scheduler.dispatcher``) picks up every unfinished distributed run, feeds its chunks to the
+    Celery workers and finalizes it. Starting or resuming a run is therefore only its status in the database."""
 
     name = "distributed"
 
-    def __init__(self, engine: Engine, submit: Callable[[Engine, int], Any] | None = None) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._submit = submit
-
-    def _submitter(self) -> Callable[[Engine, int], Any]:
-        if self._submit is None:
-            module = importlib.import_module("accord.scheduler.dispatcher")
-            submit = getattr(module, "submit_run", None)
-            if submit is None:
-                raise RuntimeError("accord.scheduler.dispatcher has no submit_run(engine, run_id)")
-            self._submit = submit
-        return self._submit
 
     def start(self, run_id: int) -> None:
-        self._submitter()(self.engine, run_id)
+        log.info("run handed to the distributed scheduler", extra={"run_id": run_id})
 
     def shutdown(self) -> None:
         return None

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -25,13 +25,11 @@ from accord.api.http.config import ApiSettings
 from accord.api.http.problems import ProblemError, invalid, validation_errors
 from accord.api.http.store import dataset_by_name
 from accord.api.http.template_store import TemplateStore
-from accord.models.schema import Campaign, Dataset, ModelSpec, Rating, RatingRequest, Run
+from accord.models.schema import Campaign, Dataset, Run
 from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, parse_campaign
-from accord.scheduler.expand import CampaignError, RunPlan, create_run, personas_for, resolve_dimension, select_items
+from accord.scheduler.expand import CampaignError, RunPlan, create_run, resolve_campaign
+from accord.scheduler.plan import plan_campaign as estimate_plan
 from accord.worker.prompt_templates import TemplateSpecError, bundled_template_names, load_template
-
-EXACT_PLAN_LIMIT = 200_000
-
 
 @dataclass
 class ValidatedCampaign:
@@ -121,13 +119,12 @@ def validate_campaign(engine: Engine, settings: ApiSettings, templates: Template
         raise invalid(f"{errors[0]['field']}: {errors[0]['message']}", errors=errors)
     # Templates: bundled by name, custom (this project's) by name pinned to a version.
     exec_spec = spec.model_copy(deep=True)
-    resolved = []
     bundled = set(bundled_template_names())
     for j, (ref, exec_ref) in enumerate(zip(spec.templates, exec_spec.templates)):
         assert ref.name is not None
         try:
             if ref.name in bundled:
-                resolved.append(load_template(ref.name, None, ref.version, ref.params))
+                load_template(ref.name, None, ref.version, ref.params)
                 continue
             stored = templates.find(project_id, ref.name, ref.version)
             if stored is None:
@@ -139,7 +136,7 @@ def validate_campaign(engine: Engine, settings: ApiSettings, templates: Template
             exec_ref.name = None
             exec_ref.path = str(stored.path)
             exec_ref.version = stored.version
-            resolved.append(load_template(None, str(stored.path), stored.version, ref.params))
+            load_template(None, str(stored.path), stored.version, ref.params)
         except TemplateSpecError as err:
             message = str(err).replace(str(templates.root), "templates")
             raise invalid(f"templates.{j}: {message}", field=f"templates.{j}") from None
@@ -151,21 +148,14 @@ def validate_campaign(engine: Engine, settings: ApiSettings, templates: Template
             raise invalid(f"dataset: no dataset named {spec.dataset!r} in this project; uploaded: "
                           f"{', '.join(names) or 'none'}", field="dataset")
         try:
-            dimension = resolve_dimension(session, ds, spec.dimension)
-            items = select_items(session, ds, spec)
-            personas = personas_for(session, ds, spec)
-        except CampaignError as err:
-            message = str(err)
-            field = message.split(":", 1)[0] if ":" in message else "body"
+            expansion = resolve_campaign(session, exec_spec, project_id)
+        except (CampaignError, TemplateSpecError) as err:
+            message = str(err).replace(str(templates.root), "templates")
+            field = message.split(":", 1)[0] if ":" in message and " " not in message.split(":", 1)[0] else "body"
             raise invalid(message, field=field) from None
-    for j, t in enumerate(resolved):
-        if t.persona and not personas:
-            raise invalid(f"templates.{j}: {t.name!r} is persona-conditioned; add 'personas' to the campaign",
-                          field=f"templates.{j}")
-    per_item = sum(len(personas) if t.persona else 1 for t in resolved) * len(spec.models) * spec.samples
     return ValidatedCampaign(spec=spec, exec_spec=exec_spec, dataset_id=ds.id, dataset_name=ds.name,  # type: ignore[arg-type]
-                             dimension=dimension, n_items=len(items), n_personas=len(personas),
-                             total=per_item * len(items))
+                             dimension=expansion.dimension, n_items=len(expansion.items),
+                             n_personas=len(expansion.personas), total=expansion.count(exec_spec))
 
 
 def store_campaign(engine: Engine, project_id: int, v: ValidatedCampaign) -> Campaign:
@@ -183,36 +173,22 @@ def revalidate(engine: Engine, settings: ApiSettings, templates: TemplateStore, 
     return validate_campaign(engine, settings, templates, campaign.project_id, doc)  # type: ignore[arg-type]
 
 
-def _counts_by_model(conn: Any, run_id: int) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        select(ModelSpec.name, func.count(RatingRequest.id), func.count(Rating.id))
-        .select_from(RatingRequest)
-        .join(ModelSpec, ModelSpec.id == RatingRequest.model_spec_id)
-        .outerjoin(Rating, Rating.request_id == RatingRequest.id)
-        .where(RatingRequest.run_id == run_id)
-        .group_by(ModelSpec.name).order_by(ModelSpec.name)).all()
-    return [{"model": name, "requests": int(n), "cached": int(c)} for name, n, c in rows]
-
-
-def plan_campaign(engine: Engine, project_id: int, v: ValidatedCampaign, mode: str) -> dict[str, Any]:
-    """Requests and cache hits of a run of this campaign, without creating one: the real expansion runs in
-    a transaction that is rolled back. Above ``EXACT_PLAN_LIMIT`` requests only the count is given."""
-    out: dict[str, Any] = {"total": v.total, "cached": None, "to_send": None, "n_items": v.n_items,
-                           "n_models": len(v.spec.models), "n_templates": len(v.spec.templates),
-                           "n_personas": v.n_personas, "samples": v.spec.samples, "by_model": []}
-    if v.total > EXACT_PLAN_LIMIT:
-        out["by_model"] = [{"model": m.name, "requests": v.total // len(v.spec.models), "cached": None}
-                           for m in v.spec.models]
-        return out
-    with engine.connect() as conn:
-        trans = conn.begin()
-        try:
-            plan = create_run(conn, v.exec_spec, project_id=project_id, mode=mode)  # type: ignore[arg-type]
-            by_model = _counts_by_model(conn, plan.run_id)
-        finally:
-            trans.rollback()
-    out.update(total=plan.total, cached=plan.cached, to_send=plan.total - plan.cached, by_model=by_model)
-    return out
+def plan_campaign(engine: Engine, project_id: int, v: ValidatedCampaign,
+                  budget_usd: float | None = None) -> dict[str, Any]:
+    """Requests, cache hits, estimated tokens, dollars and duration per model of a run of this campaign,
+    without writing anything (``accord plan``'s estimate)."""
+    plan = estimate_plan(engine, v.exec_spec, project_id, budget_usd)
+    by_model = [{"model": m.model, "provider": m.provider, "requests": m.requests, "cached": m.cached,
+                 "to_send": m.to_call, "input_tokens": m.input_tokens, "output_tokens": m.output_tokens,
+                 "cost_usd": round(m.cost_usd, 6), "price_source": m.price_source,
+                 "minutes_at_limits": m.minutes_at_limits} for m in plan.models]
+    return {"total": plan.requests, "cached": plan.cached, "to_send": plan.requests - plan.cached,
+            "n_items": plan.items, "n_models": len(v.spec.models), "n_templates": len(v.spec.templates),
+            "n_personas": plan.personas, "samples": v.spec.samples,
+            "input_tokens": sum(m.input_tokens for m in plan.models),
+            "output_tokens": sum(m.output_tokens for m in plan.models),
+            "cost_usd": round(plan.cost_usd, 6), "budget_usd": plan.budget_usd,
+            "exceeds_budget": plan.exceeds_budget, "by_model": by_model}
 
 
 def create_campaign_run(engine: Engine, project_id: int, campaign: Campaign, v: ValidatedCampaign, mode: str,

@@ -71,7 +71,7 @@ async def plan_document(request: Request, principal: Annotated[Principal, Depend
 
 def _plan(state: AppState, principal: Principal, v: ValidatedCampaign) -> dict[str, Any]:
     try:
-        return plan_campaign(state.engine, principal.project_id, v, state.backend.name)
+        return plan_campaign(state.engine, principal.project_id, v)
     except (CampaignError, TemplateSpecError) as err:
         raise invalid(str(err), field=str(err).split(":", 1)[0]) from None
 

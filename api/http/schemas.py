@@ -147,19 +147,31 @@ class CampaignValidation(BaseModel):
 
 class PlanModel(BaseModel):
     model: str
+    provider: str
     requests: int
-    cached: int | None
+    cached: int
+    to_send: int
+    input_tokens: int = Field(description="Estimated from the rendered prompts (cache hits excluded).")
+    output_tokens: int = Field(description="At the output cap (an upper bound).")
+    cost_usd: float
+    price_source: str
+    minutes_at_limits: float | None = Field(description="Lower bound on duration set by the rate limits.")
 
 
 class PlanOut(BaseModel):
     total: int
-    cached: int | None = Field(description="Requests the response cache answers; null when not computed (huge runs).")
-    to_send: int | None
+    cached: int = Field(description="Requests the response cache already answers.")
+    to_send: int
     n_items: int
     n_models: int
     n_templates: int
     n_personas: int
     samples: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float = Field(description="Estimated spend (an upper bound: output tokens at their cap).")
+    budget_usd: float | None
+    exceeds_budget: bool
     by_model: list[PlanModel]
 
 
