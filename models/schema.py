@@ -301,6 +301,7 @@ class ProviderBatch(SQLModel, table=True):
     error_file_id: Optional[str] = Field(default=None, max_length=200)
     request_count: int = 0
     bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    estimated_cost_usd: float = Field(default=0.0, description="Upper-bound cost reserved against the budget while live.")
     succeeded: int = 0
     errored: int = 0
     expired: int = 0

@@ -79,6 +79,8 @@ class ModelEntry(BaseModel):
     tpm: int | None = Field(default=None, ge=1)
     max_concurrency: int = Field(default=4, ge=1, le=1024)
     price: Price | None = None
+    batch_api: bool | None = Field(default=None, description="The endpoint offers the provider's batch API "
+                                   "(default: yes for OpenAI and Anthropic without base_url, no otherwise).")
 
     @field_validator("api_key")
     @classmethod
@@ -93,6 +95,8 @@ class ModelEntry(BaseModel):
             raise ValueError(f"provider {self.provider!r} needs 'model' (the provider's model id)")
         if self.model is None:
             self.model = Path(self.path).stem if self.path else "SmolLM2-135M-Instruct"
+        if self.batch_api and self.provider == "local":
+            raise ValueError("batch_api: local models have no batch API")
         if self.api_key_env is None and self.provider in ("openai", "anthropic") and not self.base_url:
             self.api_key_env = "OPENAI_API_KEY" if self.provider == "openai" else "ANTHROPIC_API_KEY"
         return self
@@ -164,6 +168,17 @@ class CampaignSpec(BaseModel):
             raise ValueError(f"dispatch: batch results may take up to {BATCH_WINDOW_HOURS} h, but deadline_hours is "
                              f"{self.deadline_hours:g}; use dispatch: realtime or auto, or a later deadline")
         return self
+
+    def uses_batch_api(self, entry: ModelEntry) -> bool:
+        """Whether this model's requests go through its provider's batch API: the campaign asks for batch
+        (``dispatch: batch``, or ``auto`` with ``deadline_hours`` of at least 24) and the endpoint has one."""
+        if self.dispatch == "realtime":
+            return False
+        if self.dispatch == "auto" and (self.deadline_hours is None or self.deadline_hours < BATCH_WINDOW_HOURS):
+            return False
+        if entry.batch_api is not None:
+            return entry.batch_api
+        return entry.provider in ("openai", "anthropic") and not entry.base_url
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -58,6 +58,11 @@ class AnthropicProvider:
         api_key = resolve_api_key(env_name, base_url, self.kind)
         self._client = AsyncAnthropic(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
 
+    @property
+    def client(self) -> AsyncAnthropic:
+        """The SDK client (the batch APIs use it beside the realtime calls)."""
+        return self._client
+
     async def aclose(self) -> None:
         await self._client.close()
 

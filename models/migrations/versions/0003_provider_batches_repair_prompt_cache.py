@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("error_file_id", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
         sa.Column("request_count", sa.Integer(), nullable=False),
         sa.Column("bytes", sa.BigInteger(), nullable=False),
+        sa.Column("estimated_cost_usd", sa.Float(), nullable=False),
         sa.Column("succeeded", sa.Integer(), nullable=False),
         sa.Column("errored", sa.Integer(), nullable=False),
         sa.Column("expired", sa.Integer(), nullable=False),
