@@ -58,7 +58,7 @@ def create_app(engine: Engine | None = None, *, settings: ApiSettings | None = N
     state = AppState(
         engine=engine, settings=settings, backend=backend, metrics=metrics,
         limiter=KeyRateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
-        templates=TemplateStore(get_settings().home / "api-templates"), reports=ReportCache(),
+        templates=TemplateStore(settings.templates_dir or get_settings().home / "api-templates"), reports=ReportCache(),
     )
 
     @asynccontextmanager

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from fastapi import Request
 from sqlalchemy import select, update
@@ -38,6 +39,15 @@ class Principal:
     project_name: str
     key_id: int
     key_prefix: str
+    project_created_at: datetime | None = None
+
+    @property
+    def namespace(self) -> str:
+        """A name for the project's files that a later project reusing the id (after a database reset)
+        cannot share."""
+        created = self.project_created_at.isoformat() if self.project_created_at else ""
+        digest = hashlib.sha256(f"{self.project_id}|{self.project_name}|{created}".encode()).hexdigest()[:12]
+        return f"project-{self.project_id}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -126,13 +136,16 @@ def lookup_key(engine: Engine, key: str) -> Principal | None:
     digest = hash_key(key)
     with Session(engine) as session:
         row = session.execute(
-            select(ApiKey.id, ApiKey.prefix, ApiKey.key_hash, ApiKey.revoked_at, Project.id, Project.name)
+            select(ApiKey.id, ApiKey.prefix, ApiKey.key_hash, ApiKey.revoked_at, Project.id, Project.name,
+                   Project.created_at)
             .join(Project, Project.id == ApiKey.project_id)
             .where(ApiKey.key_hash == digest)
         ).first()
     if row is None or row[3] is not None or not hmac.compare_digest(row[2], digest):
         return None
-    return Principal(project_id=row[4], project_name=row[5], key_id=row[0], key_prefix=row[1])
+    created = row[6].replace(tzinfo=None) if row[6] is not None else None
+    return Principal(project_id=row[4], project_name=row[5], key_id=row[0], key_prefix=row[1],
+                     project_created_at=created)
 
 
 def key_from_headers(request: Request) -> str | None:

@@ -21,6 +21,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from accord.api.http.auth import Principal
 from accord.api.http.config import ApiSettings
 from accord.api.http.problems import ProblemError, invalid, validation_errors
 from accord.api.http.store import dataset_by_name
@@ -104,9 +105,10 @@ def _policy_errors(spec: CampaignSpec, settings: ApiSettings) -> list[dict[str, 
     return errors
 
 
-def validate_campaign(engine: Engine, settings: ApiSettings, templates: TemplateStore, project_id: int,
+def validate_campaign(engine: Engine, settings: ApiSettings, templates: TemplateStore, principal: Principal,
                       document: Any) -> ValidatedCampaign:
     """Everything that can be checked before a run exists; raises a 422 problem naming the field."""
+    project_id = principal.project_id
     try:
         spec = parse_campaign(document, "campaign")
     except CampaignSpecError as err:
@@ -126,9 +128,9 @@ def validate_campaign(engine: Engine, settings: ApiSettings, templates: Template
             if ref.name in bundled:
                 load_template(ref.name, None, ref.version, ref.params)
                 continue
-            stored = templates.find(project_id, ref.name, ref.version)
+            stored = templates.find(principal.namespace, ref.name, ref.version)
             if stored is None:
-                known = sorted(bundled | set(templates.names(project_id)))
+                known = sorted(bundled | set(templates.names(principal.namespace)))
                 what = f"version {ref.version!r} of " if ref.version else ""
                 raise invalid(f"templates.{j}.name: no {what}template {ref.name!r}; known: {', '.join(known)}",
                               field=f"templates.{j}.name")
@@ -167,10 +169,11 @@ def store_campaign(engine: Engine, project_id: int, v: ValidatedCampaign) -> Cam
         return row
 
 
-def revalidate(engine: Engine, settings: ApiSettings, templates: TemplateStore, campaign: Campaign) -> ValidatedCampaign:
+def revalidate(engine: Engine, settings: ApiSettings, templates: TemplateStore, principal: Principal,
+               campaign: Campaign) -> ValidatedCampaign:
     """A stored campaign's document checked again against today's database (its dataset may be gone)."""
-    doc = dict(campaign.spec or {})
-    return validate_campaign(engine, settings, templates, campaign.project_id, doc)  # type: ignore[arg-type]
+    assert campaign.project_id == principal.project_id
+    return validate_campaign(engine, settings, templates, principal, dict(campaign.spec or {}))
 
 
 def plan_campaign(engine: Engine, project_id: int, v: ValidatedCampaign,

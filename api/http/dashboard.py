@@ -144,7 +144,7 @@ async def new_campaign(request: Request, principal: Annotated[Principal, Depends
 
     def create_and_start() -> int:
         document = parse_document(campaign.encode("utf-8"), "application/yaml")
-        v = validate_campaign(state.engine, state.settings, state.templates, principal.project_id, document)
+        v = validate_campaign(state.engine, state.settings, state.templates, principal, document)
         row = store_campaign(state.engine, principal.project_id, v)
         return int(start_campaign_run(state, principal, row.id, None, True)["id"])  # type: ignore[arg-type]
 

@@ -39,8 +39,8 @@ async def _document(request: Request, state: AppState) -> Any:
 async def _validated(request: Request, principal: Principal) -> tuple[AppState, ValidatedCampaign]:
     state = state_of(request)
     document = await _document(request, state)
-    v = await run_in_threadpool(validate_campaign, state.engine, state.settings, state.templates,
-                                principal.project_id, document)
+    v = await run_in_threadpool(validate_campaign, state.engine, state.settings, state.templates, principal,
+                                document)
     return state, v
 
 
@@ -116,7 +116,7 @@ def plan_stored(request: Request, campaign_id: CampaignId,
     state = state_of(request)
     with Session(state.engine, expire_on_commit=False) as session:
         campaign = campaign_of(session, principal.project_id, campaign_id)
-    v = revalidate(state.engine, state.settings, state.templates, campaign)
+    v = revalidate(state.engine, state.settings, state.templates, principal, campaign)
     return _plan(state, principal, v)
 
 
@@ -125,7 +125,7 @@ def start_campaign_run(state: AppState, principal: Principal, campaign_id: int, 
     """Create a run of a stored campaign (and hand it to the execution backend unless ``start`` is false)."""
     with Session(state.engine, expire_on_commit=False) as session:
         campaign = campaign_of(session, principal.project_id, campaign_id)
-    v = revalidate(state.engine, state.settings, state.templates, campaign)
+    v = revalidate(state.engine, state.settings, state.templates, principal, campaign)
     try:
         plan = create_campaign_run(state.engine, principal.project_id, campaign, v, state.backend.name, budget_usd)
     except (CampaignError, TemplateSpecError) as err:

@@ -48,8 +48,8 @@ def _custom_out(name: str, versions: list[StoredVersion], with_document: bool) -
 def list_templates(request: Request, principal: Annotated[Principal, Depends(api_principal)]) -> Any:
     store = state_of(request).templates
     out = [_bundled_out(n, False) for n in bundled_template_names()]
-    for name in store.names(principal.project_id):
-        out.append(_custom_out(name, store.versions(principal.project_id, name), False))
+    for name in store.names(principal.namespace):
+        out.append(_custom_out(name, store.versions(principal.namespace, name), False))
     return out
 
 
@@ -60,7 +60,7 @@ def show_template(request: Request, name: TemplateName,
     if name in bundled_template_names():
         return _bundled_out(name, True)
     store = state_of(request).templates
-    versions = store.versions(principal.project_id, name) if NAME_RE.match(name) else []
+    versions = store.versions(principal.namespace, name) if NAME_RE.match(name) else []
     if not versions:
         raise not_found("template", repr(name))
     return _custom_out(name, versions, True)
@@ -86,12 +86,12 @@ async def create_template(request: Request, principal: Annotated[Principal, Depe
         first = errors[0]
         raise invalid(f"{first['field']}: {first['message']}", errors=errors) from None
     try:
-        stored = await run_in_threadpool(state.templates.create, principal.project_id, document)
+        stored = await run_in_threadpool(state.templates.create, principal.namespace, document)
     except TemplateStoreError as err:
         if err.conflict:
             raise conflict(str(err), errors=[{"field": err.field, "message": str(err)}]) from None
         raise invalid(str(err), field=err.field) from None
-    versions = state.templates.versions(principal.project_id, stored.document["name"])
+    versions = state.templates.versions(principal.namespace, stored.document["name"])
     return _custom_out(stored.document["name"], versions, True)
 
 

@@ -1,7 +1,7 @@
 """Prompt templates over the API: the bundled ones (read-only) and each project's custom templates.
 
 A custom template is a template document (the fields of a template YAML file) validated with
-``resolve_template`` and kept as ``<root>/project-<id>/<name>/<version>.yaml``; versions are immutable, a
+``resolve_template`` and kept as ``<root>/<project namespace>/<name>/<version>.yaml``; versions are immutable, a
 change is a new version. Campaigns refer to a custom template by name (and optionally version); the API
 resolves the reference to the file, so campaigns never name server paths themselves."""
 
@@ -51,19 +51,19 @@ class TemplateStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def _folder(self, project_id: int, name: str) -> Path:
+    def _folder(self, namespace: str, name: str) -> Path:
         if not NAME_RE.match(name):
             raise TemplateStoreError(f"name: {name!r} is not a valid template name", "name")
-        return self.root / f"project-{int(project_id)}" / name
+        return self.root / namespace / name
 
-    def names(self, project_id: int) -> list[str]:
-        base = self.root / f"project-{int(project_id)}"
+    def names(self, namespace: str) -> list[str]:
+        base = self.root / namespace
         if not base.is_dir():
             return []
         return sorted(p.name for p in base.iterdir() if p.is_dir() and NAME_RE.match(p.name) and any(p.glob("*.yaml")))
 
-    def versions(self, project_id: int, name: str) -> list[StoredVersion]:
-        folder = self._folder(project_id, name)
+    def versions(self, namespace: str, name: str) -> list[StoredVersion]:
+        folder = self._folder(namespace, name)
         if not folder.is_dir():
             return []
         out = []
@@ -74,17 +74,17 @@ class TemplateStore:
                                      created_at=datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)))
         return sorted(out, key=lambda v: _version_key(v.version))
 
-    def find(self, project_id: int, name: str, version: str | None = None) -> StoredVersion | None:
+    def find(self, namespace: str, name: str, version: str | None = None) -> StoredVersion | None:
         if not NAME_RE.match(name):
             return None
-        versions = self.versions(project_id, name)
+        versions = self.versions(namespace, name)
         if not versions:
             return None
         if version is None:
             return versions[-1]
         return next((v for v in versions if v.version == str(version)), None)
 
-    def create(self, project_id: int, document: dict[str, Any]) -> StoredVersion:
+    def create(self, namespace: str, document: dict[str, Any]) -> StoredVersion:
         """Validate and store a new version; the version is the next number unless the document names one."""
         doc = {k: v for k, v in document.items() if v is not None}
         name = str(doc.get("name", ""))
@@ -94,8 +94,8 @@ class TemplateStore:
         if name in bundled_template_names():
             raise TemplateStoreError(f"name: {name!r} is a bundled template; choose another name", "name",
                                      conflict=True)
-        folder = self._folder(project_id, name)
-        existing = self.versions(project_id, name)
+        folder = self._folder(namespace, name)
+        existing = self.versions(namespace, name)
         if doc.get("version") is None:
             numbers = [int(v.version) for v in existing if v.version.isdigit()]
             doc["version"] = str(max(numbers, default=0) + 1)

@@ -172,8 +172,11 @@ class ApiEnv:
 
 
 def make_env(engine: Engine, **settings_overrides: Any) -> Iterator[ApiEnv]:
-    overrides = {"rate_limit_per_minute": 1e7, "rate_limit_burst": 100_000, **settings_overrides}
-    settings = ApiSettings(json_logs=False, metrics_token=METRICS_TOKEN, **overrides)
+    import tempfile
+
+    overrides = {"rate_limit_per_minute": 1e7, "rate_limit_burst": 100_000, "metrics_token": METRICS_TOKEN,
+                 "templates_dir": tempfile.mkdtemp(prefix="accord-templates-"), **settings_overrides}
+    settings = ApiSettings(json_logs=False, **overrides)
     metrics = ApiMetrics(engine)
     gate = threading.Event()
     gate.set()
