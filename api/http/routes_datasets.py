@@ -59,8 +59,9 @@ def _import(state: Any, principal: Principal, upload: Upload) -> dict[str, Any]:
         place = import_error_location(message)
         if message.startswith("import spec: "):
             rest = message.removeprefix("import spec: ")
-            field = rest.split(":", 1)[0].strip() if ":" in rest else "mapping"
-            raise invalid(message, errors=[{"field": f"mapping.{field}", "message": rest}]) from None
+            head = rest.split(":", 1)[0].strip() if ":" in rest else ""
+            field = f"mapping.{head}" if head and " " not in head else "mapping"
+            raise invalid(message, errors=[{"field": field, "message": rest}]) from None
         field = None
         if place.get("file"):
             stem = place["file"].split(".", 1)[0]
