@@ -191,7 +191,8 @@ async def run_batches_async(engine: Engine, run_id: int, *, providers: ProviderP
     providers = providers or ProviderPool()
     bctx = BatchContext(engine=engine, providers=providers, limits=dict(limits or {}),
                         max_attempts=max_attempts or get_settings().max_attempts)
-    run_control.mark_started(engine, run_id)
+    if run_control.get_run(engine, run_id).status == RunStatus.pending.value:
+        run_control.mark_started(engine, run_id)      # a paused run stays paused; a stopped one is wound down
     try:
         while True:
             report = await run_batches_once_async(bctx, run_id)

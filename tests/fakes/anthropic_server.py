@@ -287,6 +287,10 @@ def batch_routes(state: ServerState, server: AnthropicFakeServer) -> list[Route]
     """Message Batches: create, retrieve, list, results (JSONL), cancel, delete."""
 
     def check_headers(request: Request) -> Response | None:
+        sent = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if state.config.require_api_key is not None and sent != state.config.require_api_key:
+            state.count("auth_failures")
+            return _error(401, "authentication_error", "invalid x-api-key")
         if not request.headers.get("anthropic-version"):
             return _error(400, "invalid_request_error", "anthropic-version: header is required")
         return None
@@ -341,6 +345,9 @@ def batch_routes(state: ServerState, server: AnthropicFakeServer) -> list[Route]
         return JSONResponse(batch_object(batch, server.url))
 
     async def list_batches(request: Request) -> Response:
+        problem_response = check_headers(request)
+        if problem_response is not None:
+            return problem_response
         ordered = state.batches.ordered()
         limit = min(max(int(request.query_params.get("limit") or 20), 1), 1000)
         ids = [b.id for b in ordered]
@@ -354,6 +361,9 @@ def batch_routes(state: ServerState, server: AnthropicFakeServer) -> list[Route]
                              "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None})
 
     async def results(request: Request) -> Response:
+        problem_response = check_headers(request)
+        if problem_response is not None:
+            return problem_response
         batch = state.batches.get(request.path_params["batch_id"])
         if batch is None:
             return _error(404, "not_found_error", f"message_batch_id: {request.path_params['batch_id']}")
@@ -364,6 +374,9 @@ def batch_routes(state: ServerState, server: AnthropicFakeServer) -> list[Route]
         return Response(("\n".join(lines) + "\n").encode(), media_type="application/binary")
 
     async def cancel(request: Request) -> Response:
+        problem_response = check_headers(request)
+        if problem_response is not None:
+            return problem_response
         batch = state.batches.get(request.path_params["batch_id"])
         if batch is None:
             return _error(404, "not_found_error", f"message_batch_id: {request.path_params['batch_id']}")
@@ -376,6 +389,9 @@ def batch_routes(state: ServerState, server: AnthropicFakeServer) -> list[Route]
         return JSONResponse(batch_object(batch, server.url))
 
     async def delete(request: Request) -> Response:
+        problem_response = check_headers(request)
+        if problem_response is not None:
+            return problem_response
         batch = state.batches.get(request.path_params["batch_id"])
         if batch is None:
             return _error(404, "not_found_error", f"message_batch_id: {request.path_params['batch_id']}")

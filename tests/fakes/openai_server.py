@@ -347,6 +347,16 @@ _STAMPS = {"in_progress": "in_progress_at", "finalizing": "finalizing_at", "comp
 def batch_routes(state: ServerState) -> list[Route]:
     """The Files API (upload, retrieve, content, delete) and the Batch API (create, retrieve, list, cancel)."""
 
+    def authorized(handler):  # type: ignore[no-untyped-def]
+        async def wrapped(request: Request) -> Response:
+            expected = state.config.require_api_key
+            sent = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if expected is not None and sent != expected:
+                state.count("auth_failures")
+                return _error(state, 401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+            return await handler(request)
+        return wrapped
+
     async def upload(request: Request) -> Response:
         form = await request.form()
         state.record("/v1/files", {"purpose": form.get("purpose")})
@@ -440,14 +450,14 @@ def batch_routes(state: ServerState) -> list[Route]:
             batch.enter([*batch.states[:batch.index + 1], "cancelling", "cancelled"], batch.index + 1)
         return JSONResponse(batch_object(batch))
 
-    return [Route("/v1/files", upload, methods=["POST"]),
-            Route("/v1/files/{file_id}", get_file, methods=["GET"]),
-            Route("/v1/files/{file_id}", delete_file, methods=["DELETE"]),
-            Route("/v1/files/{file_id}/content", file_content, methods=["GET"]),
-            Route("/v1/batches", create_batch, methods=["POST"]),
-            Route("/v1/batches", list_batches, methods=["GET"]),
-            Route("/v1/batches/{batch_id}", get_batch, methods=["GET"]),
-            Route("/v1/batches/{batch_id}/cancel", cancel_batch, methods=["POST"])]
+    return [Route("/v1/files", authorized(upload), methods=["POST"]),
+            Route("/v1/files/{file_id}", authorized(get_file), methods=["GET"]),
+            Route("/v1/files/{file_id}", authorized(delete_file), methods=["DELETE"]),
+            Route("/v1/files/{file_id}/content", authorized(file_content), methods=["GET"]),
+            Route("/v1/batches", authorized(create_batch), methods=["POST"]),
+            Route("/v1/batches", authorized(list_batches), methods=["GET"]),
+            Route("/v1/batches/{batch_id}", authorized(get_batch), methods=["GET"]),
+            Route("/v1/batches/{batch_id}/cancel", authorized(cancel_batch), methods=["POST"])]
 
 
 def _no_such(kind: str, ident: str) -> Response:

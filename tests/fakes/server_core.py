@@ -389,14 +389,16 @@ class BatchStore:
         each state it enters (the provider module processes requests on the right transition)."""
         with self.lock:
             while not batch.final:
+                entered = batch.entered
                 if config.batch_state_seconds is not None:
-                    if time.monotonic() - batch.entered < config.batch_state_seconds:
+                    if time.monotonic() - entered < config.batch_state_seconds:
                         break
-                else:
-                    if batch.polls < config.batch_polls_per_state:
-                        batch.polls += 1
-                        break
+                elif batch.polls < config.batch_polls_per_state:
+                    batch.polls += 1
+                    break
                 batch.enter(batch.states, batch.index + 1)
+                if config.batch_state_seconds is not None:     # states follow each other on the clock
+                    batch.entered = entered + config.batch_state_seconds
                 on_enter(batch)
 
     def submitted_custom_ids(self) -> list[tuple[str, str, str]]:

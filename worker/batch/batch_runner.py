@@ -46,6 +46,7 @@ CHUNK_PREFIX = "batch:"
 STOPPED_RUN_STATUSES = (RunStatus.cancelled.value, RunStatus.budget_exhausted.value)
 CANCELLING_STATUSES = ("cancelling", "canceling", "cancelled", "canceled")
 _ID_BATCH = 900              # bound on bind parameters per IN (...) query
+MESSAGE_CACHE_SIZE = 200_000   # rendered prompts kept per context
 
 
 def chunk_tag(batch_id: int) -> str:
@@ -91,6 +92,7 @@ class BatchContext:
     max_attempts: int = 4
     execution: ExecutionContext | None = None
     _clients: dict[int, BatchClient | None] = field(default_factory=dict)
+    _messages: dict[int, list[dict[str, str]]] = field(default_factory=dict)   # request id -> rendered prompt
 
     def __post_init__(self) -> None:
         if self.execution is None:
@@ -102,6 +104,18 @@ class BatchContext:
             provider = self.providers.get(spec)
             self._clients[spec.id] = batch_client_for(provider, self.limits.get(spec.provider))  # type: ignore[index]
         return self._clients[spec.id]  # type: ignore[index]
+
+    def messages(self, job: Job) -> list[dict[str, str]]:
+        """The rendered prompt of a request (rendered once per context: assembling, submitting and
+        collecting a batch all need it)."""
+        key = job.request.id
+        found = self._messages.get(key)  # type: ignore[arg-type]
+        if found is None:
+            found = render_messages(job.template, job.content, job.request.persona or None)
+            if len(self._messages) >= MESSAGE_CACHE_SIZE:
+                self._messages.clear()
+            self._messages[key] = found  # type: ignore[index]
+        return found
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -124,10 +138,6 @@ def _jobs(engine: Engine, request_ids: list[int]) -> list[Job]:
         with Session(engine, expire_on_commit=False) as session:
             jobs.extend(load_jobs(session, request_ids[start:start + _ID_BATCH])[0])
     return jobs
-
-
-def _messages(job: Job) -> list[dict[str, str]]:
-    return render_messages(job.template, job.content, job.request.persona or None)
 
 
 def _estimated_cost(job: Job, messages: list[dict[str, str]]) -> float:
@@ -183,7 +193,7 @@ def assemble_batches(bctx: BatchContext, run_id: int, model_spec_id: int) -> Tic
         size, estimate = 0, 0.0
         over_budget = False
         for job in _jobs(engine, ids):
-            messages = _messages(job)
+            messages = bctx.messages(job)
             item_size = client.encoded_size(BatchItem(str(job.request.id), provider_request(job, messages)))
             cost = _estimated_cost(job, messages)
             if room is not None and estimate + cost > room:
@@ -298,7 +308,7 @@ async def submit_batch(bctx: BatchContext, batch: ProviderBatch, *, resend: bool
     if not jobs:
         _mark_collected(engine, batch.id, {})  # type: ignore[arg-type]
         return report
-    items = [BatchItem(str(job.request.id), provider_request(job, _messages(job))) for job in jobs]
+    items = [BatchItem(str(job.request.id), provider_request(job, bctx.messages(job))) for job in jobs]
     _update_batch(engine, batch.id, status=BatchStatus.submitting.value, request_count=len(items))  # type: ignore[arg-type]
     try:
         submitted = await client.submit(items, key)
@@ -388,7 +398,7 @@ async def collect_batch(bctx: BatchContext, batch: ProviderBatch, state: BatchSt
     jobs = _held_jobs(bctx, batch)
     calls: dict[str, tuple[Job, list[dict[str, str]], ProviderRequest]] = {}
     for job in jobs:
-        messages = _messages(job)
+        messages = bctx.messages(job)
         calls[str(job.request.id)] = (job, messages, provider_request(job, messages))
     results: dict[str, BatchResult] = {}
     if calls:
