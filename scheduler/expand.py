@@ -267,13 +267,16 @@ def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = N
 
 # Set-based cache fill: for every pending request of the run whose cache key has an original (non-copied)
 # rating, insert a copy marked as a cache hit and mark the request done. Works on SQLite and PostgreSQL.
+# It copies the same answer fields as the per-request path (accord.worker.execute, _CACHED_FIELDS).
 _CACHE_COPY = text("""
 INSERT INTO rating (request_id, run_id, cache_key, raw_text, label, value, weighted_value, label_probs, rationale,
                     parse_status, finish_reason, model_snapshot, template_hash, decoding, input_tokens,
-                    output_tokens, latency_ms, cost_usd, cache_hit, source_rating_id, created_at)
+                    output_tokens, cached_input_tokens, cache_write_tokens, repair_text, repaired,
+                    latency_ms, cost_usd, cache_hit, source_rating_id, created_at)
 SELECT rr.id, rr.run_id, rr.cache_key, src.raw_text, src.label, src.value, src.weighted_value, src.label_probs,
        src.rationale, src.parse_status, src.finish_reason, src.model_snapshot, src.template_hash, src.decoding,
-       src.input_tokens, src.output_tokens, 0.0, 0.0, :true, src.id, :now
+       src.input_tokens, src.output_tokens, src.cached_input_tokens, src.cache_write_tokens, src.repair_text,
+       src.repaired, 0.0, 0.0, :true, src.id, :now
 FROM rating_request rr
 JOIN rating src ON src.id = (SELECT min(r2.id) FROM rating r2 WHERE r2.cache_key = rr.cache_key AND r2.cache_hit = :false)
 WHERE rr.run_id = :run_id AND rr.status IN ('pending', 'queued')

@@ -86,8 +86,9 @@ def test_cache_fill_copies_original_ratings_into_new_runs(dataset) -> None:  # t
         reqs = s.execute(select(RatingRequest).where(RatingRequest.run_id == first.run_id).order_by(RatingRequest.id)).scalars().all()
         originals = []
         for r in reqs[:10]:   # pretend 10 were answered by a provider
-            rating = Rating(request_id=r.id, run_id=r.run_id, cache_key=r.cache_key, raw_text="4", label="4", value=0.75,
-                            parse_status="ok", input_tokens=100, output_tokens=1, cost_usd=0.01)
+            rating = Rating(request_id=r.id, run_id=r.run_id, cache_key=r.cache_key, raw_text="I think four", label="4",
+                            value=0.75, parse_status="ok", input_tokens=100, output_tokens=1, cost_usd=0.01,
+                            cached_input_tokens=64, repair_text="4", repaired=True)
             originals.append(rating)
             s.add(rating)
             r.status = "done"
@@ -99,6 +100,10 @@ def test_cache_fill_copies_original_ratings_into_new_runs(dataset) -> None:  # t
         copies = s.execute(select(Rating).where(Rating.run_id == second.run_id)).scalars().all()
         run = s.get(Run, second.run_id)
     assert len(copies) == 10 and all(c.cache_hit and c.cost_usd == 0 and c.value == 0.75 for c in copies)
+    # The same answer fields as the per-request cache path copies.
+    from accord.worker.execute import _CACHED_FIELDS
+    assert all(getattr(c, f) == getattr(originals[0], f) for c in copies for f in _CACHED_FIELDS
+               if f not in ("decoding", "template_hash")), "a cached copy differs from its original"
     assert {c.source_rating_id for c in copies} == {o.id for o in originals}
     assert run.done == 10 and run.cached == 10
     # Opting out of the cache: nothing is copied.
