@@ -1,0 +1,355 @@
+"""A rate limiter shared by every worker process and machine: requests per minute and tokens per minute per
+model, enforced in Redis by one atomic Lua script (GCRA, the generic cell rate algorithm).
+
+Each rate-limit group (provider x model x endpoint x API-key variable: what a provider's limit applies to)
+is one Redis hash holding:
+
+- ``req_tat`` / ``tok_tat``: the theoretical arrival time (ms, Redis clock) of the next request / token.
+  A call is admitted at ``max(now, req_tat, tok_tat, block_until)``; admitting it moves ``req_tat`` on by
+  one emission interval (60000 / rpm ms) and ``tok_tat`` by ``tokens * 60000 / tpm`` ms. No burst: calls
+  leave evenly spaced, so no window of any length sees more than the limit (the admitted rate is the limit
+  times ``headroom``, which absorbs the network jitter between admission and arrival at the provider).
+- ``block_until``: set from a 429/529's ``retry-after`` (or ``x-ratelimit-remaining-*: 0`` and its reset
+  header); nobody is admitted before it.
+- ``factor`` / ``factor_ts``: the adaptive slow-down. A 429 multiplies the admitted rate by ``decrease``
+  (at most once per ``cooldown``); it recovers linearly to the full rate over ``recover_s``.
+
+Admission is a reservation: the script returns how long the caller must sleep before sending, so waiters
+do not poll; reservations are capped at ``max_reserve_s`` ahead (beyond that the caller waits and asks
+again). A sleeper can wake up late (a busy event loop, a busy CPU) and would then crowd the calls admitted
+after it, so the last step before sending is a second atomic check, against a log of the group's sends
+in the last second (a sorted set): no more than ``floor(rpm / 60 x headroom)`` in any second, nothing
+while ``block_until`` holds. Pacing (GCRA) keeps the calls evenly spread, the log makes the per-second
+bound exact at admission; the headroom leaves room for the way from admission to the provider.
+Token limits are paced by the GCRA alone (estimated before the call, corrected from the usage).
+
+Losing Redis state (``FLUSHALL``) resets the schedule to "idle", which admits calls evenly from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from accord.models.schema import ModelSpec
+from accord.worker.providers.base import ProviderError, ProviderResponse
+
+log = logging.getLogger("accord.worker.rate_limiter")
+
+# KEYS[1] = the group's hash. ARGV: request interval ms (0: no rpm), ms per token (0: no tpm), tokens,
+# max reservation ms, recovery ms, key ttl ms. Returns {granted (0/1), wait ms as a string}.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local h = redis.call('HMGET', KEYS[1], 'req_tat', 'tok_tat', 'block_until', 'factor', 'factor_ts')
+local req_tat = tonumber(h[1]) or 0
+local tok_tat = tonumber(h[2]) or 0
+local block = tonumber(h[3]) or 0
+local factor = tonumber(h[4]) or 1
+local fts = tonumber(h[5]) or now
+local recover_ms = tonumber(ARGV[5])
+if factor < 1 then
+  factor = math.min(1, factor + (now - fts) / recover_ms)
+end
+local req_int = tonumber(ARGV[1]) / factor
+local tok_int = tonumber(ARGV[2]) / factor
+local tokens = tonumber(ARGV[3])
+local at = math.max(now, block)
+if req_int > 0 then at = math.max(at, req_tat) end
+if tok_int > 0 then at = math.max(at, tok_tat) end
+local wait = at - now
+if wait > tonumber(ARGV[4]) then
+  return {0, tostring(wait)}
+end
+if req_int > 0 then redis.call('HSET', KEYS[1], 'req_tat', tostring(at + req_int)) end
+if tok_int > 0 then redis.call('HSET', KEYS[1], 'tok_tat', tostring(at + tokens * tok_int)) end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return {1, tostring(wait)}
+"""
+
+# KEYS[1]. ARGV: block ms from now, decrease factor, min factor, cooldown ms, recovery ms, ttl ms.
+# Returns the new factor as a string.
+_PENALIZE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local h = redis.call('HMGET', KEYS[1], 'block_until', 'factor', 'factor_ts', 'penalty_ts')
+local block = tonumber(h[1]) or 0
+local factor = tonumber(h[2]) or 1
+local fts = tonumber(h[3]) or now
+local pts = tonumber(h[4]) or 0
+local recover_ms = tonumber(ARGV[5])
+if factor < 1 then
+  factor = math.min(1, factor + (now - fts) / recover_ms)
+end
+local until_ms = now + tonumber(ARGV[1])
+if until_ms > block then redis.call('HSET', KEYS[1], 'block_until', tostring(until_ms)) end
+if now - pts >= tonumber(ARGV[4]) then
+  factor = math.max(tonumber(ARGV[3]), factor * tonumber(ARGV[2]))
+  redis.call('HSET', KEYS[1], 'penalty_ts', tostring(now))
+end
+redis.call('HSET', KEYS[1], 'factor', tostring(factor), 'factor_ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return tostring(factor)
+"""
+
+# KEYS[1]. ARGV: token delta (actual - estimated), ms per token, ttl ms. A refund never pushes tok_tat
+# before now (unused capacity is not banked).
+_ADJUST = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tok_tat')) or now
+local new = tat + tonumber(ARGV[1]) * tonumber(ARGV[2])
+if tonumber(ARGV[1]) < 0 then new = math.max(new, math.min(tat, now)) end
+redis.call('HSET', KEYS[1], 'tok_tat', tostring(new))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return tostring(new - now)
+"""
+
+# Send-time check. KEYS[1] = the group's hash, KEYS[2] = its send log (sorted set, scores ms).
+# ARGV: window ms, max sends per window (0: no log), member id. Returns ms to wait ("0": admitted, logged).
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local block = tonumber(redis.call('HGET', KEYS[1], 'block_until')) or 0
+if block > now then return tostring(block - now) end
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+if limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tostring(now - window))
+  if redis.call('ZCARD', KEYS[2]) >= limit then
+    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    return tostring(math.max(0.1, tonumber(oldest[2]) + window - now))
+  end
+  redis.call('ZADD', KEYS[2], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], math.ceil(window * 2))
+end
+return '0'
+"""
+
+_DURATION = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|h|m|s)")
+
+
+def parse_reset(value: str, now: float | None = None) -> float | None:
+    """Seconds until a rate-limit reset: OpenAI's durations ("1s", "6m0s", "120ms", "0.5s"), a number of
+    seconds, or an RFC 3339 time (Anthropic's ``*-reset`` headers). None if unreadable."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = list(_DURATION.finditer(value))
+    if parts and "".join(p.group(0) for p in parts) == value:
+        scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+        return sum(float(p.group("value")) * scale[p.group("unit")] for p in parts)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def exhausted_for(headers: dict[str, str]) -> float | None:
+    """Seconds to hold back when the response says a limit is used up (remaining 0), else None.
+
+    OpenAI: ``x-ratelimit-remaining-{requests,tokens}`` with ``x-ratelimit-reset-*``; Anthropic:
+    ``anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-remaining`` with ``-reset``."""
+    wait: float | None = None
+    for key, value in headers.items():
+        key = key.lower()
+        reset_key = None
+        if key.startswith("x-ratelimit-remaining-"):
+            reset_key = "x-ratelimit-reset-" + key.removeprefix("x-ratelimit-remaining-")
+        elif key.startswith("anthropic-ratelimit-") and key.endswith("-remaining"):
+            reset_key = key.removesuffix("-remaining") + "-reset"
+        if reset_key is None:
+            continue
+        try:
+            remaining = float(value)
+        except ValueError:
+            continue
+        if remaining > 0:
+            continue
+        reset = parse_reset(headers.get(reset_key, "")) if reset_key in headers else None
+        if reset is not None:
+            wait = max(wait or 0.0, reset)
+    return wait
+
+
+def limit_group(spec: ModelSpec) -> str:
+    """What a provider's limit applies to: provider, model, endpoint and API-key variable (hashed)."""
+    raw = f"{spec.provider}|{spec.model}|{spec.base_url or ''}|{spec.api_key_env or ''}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+@dataclass
+class LimiterStats:
+    acquired: int = 0
+    waited_s: float = 0.0
+    rate_limited: int = 0
+    redis_errors: int = 0
+    window_waits: int = 0
+    per_group: dict[str, int] = field(default_factory=dict)
+
+
+class RedisRateLimiter:
+    """The shared limiter (implements ``accord.worker.execute.RateLimiter``)."""
+
+    def __init__(self, client: redis.Redis, *, headroom: float = 0.97, key_prefix: str = "accord:rl",
+                 max_reserve_s: float = 2.0, decrease: float = 0.7, min_factor: float = 0.2,
+                 cooldown_s: float = 1.0, recover_s: float = 60.0, default_block_s: float = 1.0,
+                 redis_wait_s: float = 120.0, window_s: float = 1.0) -> None:
+        if not 0 < headroom <= 1:
+            raise ValueError(f"headroom must be in (0, 1], got {headroom}")
+        self.client = client
+        self.headroom = headroom
+        self.key_prefix = key_prefix
+        self.max_reserve_s = max_reserve_s
+        self.decrease = decrease
+        self.min_factor = min_factor
+        self.cooldown_s = cooldown_s
+        self.recover_s = recover_s
+        self.default_block_s = default_block_s
+        self.redis_wait_s = redis_wait_s
+        self.window_s = window_s
+        self._sends = 0
+        self._node = uuid.uuid4().hex[:12]
+        self.stats = LimiterStats()
+        self._acquire = client.register_script(_ACQUIRE)
+        self._penalize = client.register_script(_PENALIZE)
+        self._adjust = client.register_script(_ADJUST)
+        self._admit = client.register_script(_ADMIT)
+
+    # ------------------------------------------------------------------ keys and intervals
+    def key(self, spec: ModelSpec) -> str:
+        return f"{self.key_prefix}:{limit_group(spec)}"
+
+    def request_interval_ms(self, spec: ModelSpec) -> float:
+        return 60000.0 / (spec.rpm * self.headroom) if spec.rpm else 0.0
+
+    def token_interval_ms(self, spec: ModelSpec) -> float:
+        return 60000.0 / (spec.tpm * self.headroom) if spec.tpm else 0.0
+
+    def _ttl_ms(self) -> int:
+        return int(max(self.recover_s, 60.0) * 2000)
+
+    # ------------------------------------------------------------------ admission
+    def reserve(self, spec: ModelSpec, tokens: int) -> tuple[bool, float]:
+        """One atomic admission attempt: (granted, seconds to wait). Granted: the slot is reserved and the
+        caller must sleep the wait before sending. Not granted: the next slot is further than
+        ``max_reserve_s`` away; ask again after (wait - max_reserve_s)."""
+        granted, wait_ms = self._acquire(keys=[self.key(spec)], args=[
+            repr(self.request_interval_ms(spec)), repr(self.token_interval_ms(spec)), int(max(tokens, 0)),
+            repr(self.max_reserve_s * 1000.0), repr(self.recover_s * 1000.0), self._ttl_ms()])
+        return bool(int(granted)), float(wait_ms) / 1000.0
+
+    def window_limit(self, spec: ModelSpec) -> int:
+        """Sends allowed in any ``window_s`` (0: no request limit)."""
+        if not spec.rpm:
+            return 0
+        return max(1, math.floor(spec.rpm / 60.0 * self.window_s * self.headroom))
+
+    def admit(self, spec: ModelSpec) -> float:
+        """The send-time check: 0.0 when admitted (and logged), else seconds to wait before asking again."""
+        self._sends += 1
+        wait_ms = self._admit(keys=[self.key(spec), self.key(spec) + ":log"], args=[
+            repr(self.window_s * 1000.0), self.window_limit(spec), f"{self._node}:{os.getpid()}:{self._sends}"])
+        return float(wait_ms) / 1000.0
+
+    async def acquire(self, spec: ModelSpec, estimated_tokens: int) -> None:
+        started = time.monotonic()
+        redis_down_since: float | None = None
+        delay = 0.05
+        reserved = False
+        while True:
+            try:
+                if not reserved:
+                    granted, wait = self.reserve(spec, estimated_tokens)
+                    if not granted:
+                        redis_down_since = None
+                        await asyncio.sleep(min(max(wait - self.max_reserve_s, 0.01), self.max_reserve_s))
+                        continue
+                    reserved = True
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                hold = self.admit(spec)
+                redis_down_since = None
+            except redis.RedisError as err:
+                redis_down_since = self._redis_trouble(err, redis_down_since)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if hold <= 0:
+                break
+            # Blocked by a 429 seen meanwhile, or the last second is full (this call woke up late).
+            self.stats.window_waits += 1
+            await asyncio.sleep(hold)
+        self.stats.acquired += 1
+        self.stats.waited_s += time.monotonic() - started
+        group = limit_group(spec)
+        self.stats.per_group[group] = self.stats.per_group.get(group, 0) + 1
+
+    def _redis_trouble(self, err: Exception, since: float | None) -> float:
+        self.stats.redis_errors += 1
+        now = time.monotonic()
+        since = since if since is not None else now
+        if now - since > self.redis_wait_s:
+            raise ProviderError(f"rate limiter: Redis unreachable for {now - since:.0f}s ({err})", retryable=True)
+        if since == now:
+            log.warning("rate limiter: Redis error (%s); holding calls until it is back", err)
+        return since
+
+    # ------------------------------------------------------------------ feedback
+    def observe(self, spec: ModelSpec, *, response: ProviderResponse | None = None,
+                error: ProviderError | None = None, estimated_tokens: int = 0) -> None:
+        try:
+            if error is not None:
+                if error.rate_limited or error.status in (429, 529):
+                    self.stats.rate_limited += 1
+                    self.penalize(spec, error.retry_after if error.retry_after is not None else self.default_block_s)
+                return
+            if response is None:
+                return
+            if spec.tpm and (response.input_tokens or response.output_tokens):
+                delta = response.input_tokens + response.output_tokens - int(estimated_tokens)
+                if delta:
+                    self._adjust(keys=[self.key(spec)], args=[delta, repr(self.token_interval_ms(spec)),
+                                                               self._ttl_ms()])
+            hold = exhausted_for(response.headers or {})
+            if hold:
+                self._hold(spec, hold)
+        except redis.RedisError as err:
+            self.stats.redis_errors += 1
+            log.warning("rate limiter: cannot record feedback for %s (%s)", spec.name, err)
+
+    def penalize(self, spec: ModelSpec, block_s: float) -> float:
+        """A 429/529: nobody calls this group for ``block_s``; the admitted rate drops by ``decrease``."""
+        factor = self._penalize(keys=[self.key(spec)], args=[
+            repr(max(block_s, 0.0) * 1000.0), repr(self.decrease), repr(self.min_factor),
+            repr(self.cooldown_s * 1000.0), repr(self.recover_s * 1000.0), self._ttl_ms()])
+        log.info("rate limited on %s: holding %.2fs, rate factor now %s", spec.name, block_s, factor)
+        return float(factor)
+
+    def _hold(self, spec: ModelSpec, block_s: float) -> None:
+        # remaining = 0: wait for the reset without slowing the long-run rate (decrease 1, a cooldown that
+        # never elapses, so the factor and the penalty time stay as they are).
+        self._penalize(keys=[self.key(spec)], args=[
+            repr(block_s * 1000.0), "1", "0", "1e15", repr(self.recover_s * 1000.0), self._ttl_ms()])
+
+    def state(self, spec: ModelSpec) -> dict[str, Any]:
+        """The group's raw state (for tests and diagnostics)."""
+        raw = self.client.hgetall(self.key(spec))
+        return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
