@@ -1,0 +1,279 @@
+"""The dispatcher: the distributed twin of the embedded loop. It feeds chunks of rating requests to the
+provider queues, with back-pressure, fairness across runs and run priorities.
+
+Every tick (a fraction of a second):
+1. submitted (pending) distributed runs start;
+2. for each rate-limit group (the requests of model specs that share a provider's limit), the chunks in
+   flight are counted in the database (distinct ``chunk_id`` of queued requests). The group may hold
+   about ``dispatch_ahead_seconds`` of work as measured by how fast its chunks come back (``GroupFlow``),
+   never more than ``ceil(rpm / 60 x dispatch_ahead_seconds / chunk_size)`` chunks (``max_chunks_per_group``
+   without rpm), each run at most ``max_chunks_per_run``: a huge run never floods the broker, and queued
+   work never outlives its lease;
+3. free slots go one at a time to the (run, model spec) with the highest priority, then the fewest chunks
+   in flight (water-filling: runs that share a provider share its capacity equally; none starves behind
+   a large one); each slot is a claim in the database, then a message to ``<prefix>.<provider>``;
+4. runs over their budget stop being fed (``budget_exhausted``); paused runs are not fed; runs with
+   nothing left pending or queued are finalized, exactly once (``reconcile.finalize``).
+
+The database is the system of record: nothing here depends on what the broker holds, so a lost message
+only delays its requests until their lease expires and reconciliation releases them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from accord.models.schema import ModelSpec, RatingRequest, Run, RunStatus
+from accord.scheduler import run_control
+from accord.scheduler.chunk_leases import chunks_in_flight, claim_chunk, has_pending
+from accord.scheduler.reconcile import DISTRIBUTED, finalize, unfinished_distributed_runs
+from accord.worker.rate_limiter import limit_group
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+log = logging.getLogger("accord.scheduler.dispatcher")
+
+SendChunk = Callable[[str, int, str, list[int]], None]   # (queue, run id, chunk id, request ids)
+
+
+@dataclass
+class SpecInfo:
+    id: int
+    provider: str
+    group: str
+    rpm: int | None
+    tpm: int | None
+
+
+@dataclass
+class Candidate:
+    """One (run, model spec) that may receive chunks."""
+
+    run_id: int
+    spec_id: int
+    group: str
+    priority: int
+    in_flight: int
+    run_in_flight: int = 0   # the run's chunks in this group over all its specs
+
+
+@dataclass
+class DispatchReport:
+    started: list[int] = field(default_factory=list)
+    sent: dict[int, int] = field(default_factory=dict)      # run id -> chunks sent
+    requests: int = 0
+    finalized: dict[int, str] = field(default_factory=dict)
+    budget_exhausted: list[int] = field(default_factory=list)
+
+
+def group_capacity(specs: list[SpecInfo], chunk_size: int, ahead_seconds: float, max_chunks: int) -> int:
+    """The most chunks a rate-limit group may hold in flight: enough to cover ``ahead_seconds`` of its
+    request rate (the lowest rpm of the specs sharing it), at least 2, at most ``max_chunks``."""
+    rpms = [s.rpm for s in specs if s.rpm]
+    if not rpms:
+        return max_chunks
+    per_second = min(rpms) / 60.0
+    return max(2, min(max_chunks, math.ceil(per_second * ahead_seconds / chunk_size)))
+
+
+@dataclass
+class GroupFlow:
+    """How fast a group's chunks complete (an exponentially weighted rate, chunks per second), and the
+    in-flight allowance that follows from it: ``rate x ahead_seconds`` chunks, between ``low`` and the
+    group's capacity. Starting low and growing as chunks come back, the allowance settles where queued
+    chunks wait about ``ahead_seconds``, however many workers serve the queue: queued work never
+    outlives its lease, and a huge run never floods the broker."""
+
+    low: int
+    rate: float = 0.0
+    load: int = 0
+    sent: int = 0
+    at: float = field(default_factory=time.monotonic)
+    tau: float = 5.0
+
+    def update(self, load_now: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        dt = max(now - self.at, 1e-3)
+        completed = max(0, self.load + self.sent - load_now)
+        alpha = 1.0 - math.exp(-dt / self.tau)
+        self.rate += alpha * (completed / dt - self.rate)
+        self.load, self.sent, self.at = load_now, 0, now
+
+    def allowance(self, ahead_seconds: float, capacity: int) -> int:
+        return max(min(self.low, capacity), min(capacity, math.ceil(self.rate * ahead_seconds)))
+
+
+def allocate(candidates: list[Candidate], free: int, per_run_cap: int,
+             exhausted: Callable[[Candidate], bool] | None = None) -> list[Candidate]:
+    """Pick who gets each of ``free`` chunk slots of one group: highest priority first, then fewest chunks
+    in flight (the run's, then the spec's), then the lowest run id. Mutates the in-flight counts.
+
+    ``exhausted(c)`` is asked lazily before giving ``c`` a slot (e.g. "claim a chunk; was there none?");
+    an exhausted candidate leaves the draw."""
+    picks: list[Candidate] = []
+    live = [c for c in candidates if c.run_in_flight < per_run_cap]
+    while free > 0 and live:
+        best = min(live, key=lambda c: (-c.priority, c.run_in_flight, c.in_flight, c.run_id, c.spec_id))
+        if exhausted is not None and exhausted(best):
+            live.remove(best)
+            continue
+        picks.append(best)
+        free -= 1
+        for c in candidates:
+            if c.run_id == best.run_id:
+                c.run_in_flight += 1
+        best.in_flight += 1
+        live = [c for c in live if c.run_in_flight < per_run_cap]
+    return picks
+
+
+def celery_sender() -> SendChunk:
+    from accord.worker.celery_app import EXECUTE_TASK, send
+
+    def send_chunk(queue: str, run_id: int, chunk_id: str, ids: list[int]) -> None:
+        send(EXECUTE_TASK, [run_id, chunk_id, ids], queue)
+
+    return send_chunk
+
+
+class Dispatcher:
+    def __init__(self, engine: Engine, *, chunk_size: int, lease_seconds: int, ahead_seconds: float = 6.0,
+                 max_chunks_per_run: int = 32, max_chunks_per_group: int = 64, min_chunks_per_group: int = 4,
+                 send_chunk: SendChunk | None = None, queue_for: Callable[[str], str] | None = None,
+                 on_finished: Callable[[int], None] | None = None) -> None:
+        self.engine = engine
+        self.chunk_size = chunk_size
+        self.lease_seconds = lease_seconds
+        self.ahead_seconds = ahead_seconds
+        self.max_chunks_per_run = max_chunks_per_run
+        self.max_chunks_per_group = max_chunks_per_group
+        self.min_chunks_per_group = min_chunks_per_group
+        self._flows: dict[str, GroupFlow] = {}
+        self.send_chunk = send_chunk or celery_sender()
+        if queue_for is None:
+            from accord.worker.celery_app import provider_queue
+
+            queue_for = provider_queue
+        self.queue_for = queue_for
+        self.on_finished = on_finished
+        self._run_specs: dict[int, list[SpecInfo]] = {}
+
+    # ------------------------------------------------------------------ run bookkeeping
+    def specs_of(self, run_id: int) -> list[SpecInfo]:
+        if run_id not in self._run_specs:
+            with Session(self.engine) as session:
+                ids = list(session.execute(select(RatingRequest.model_spec_id).distinct()
+                                           .where(RatingRequest.run_id == run_id)).scalars())
+                rows = list(session.execute(select(ModelSpec).where(ModelSpec.id.in_(ids))).scalars())  # type: ignore[union-attr]
+            self._run_specs[run_id] = [SpecInfo(r.id, r.provider, limit_group(r), r.rpm, r.tpm)  # type: ignore[arg-type]
+                                       for r in sorted(rows, key=lambda r: r.id or 0)]
+        return self._run_specs[run_id]
+
+    def _over_budget(self, run: Run) -> bool:
+        if run.budget_usd is None or run.cost_usd < run.budget_usd:
+            return False
+        with Session(self.engine) as session:
+            n = session.execute(update(Run).where(Run.id == run.id, Run.status == RunStatus.running.value)  # type: ignore[arg-type]
+                                .values(status=RunStatus.budget_exhausted.value)).rowcount
+            session.commit()
+        return bool(n)
+
+    # ------------------------------------------------------------------ one tick
+    def tick(self) -> DispatchReport:
+        report = DispatchReport()
+        runs = unfinished_distributed_runs(self.engine)
+        for run in runs:
+            if run.status == RunStatus.pending.value:
+                run_control.mark_started(self.engine, run.id)  # type: ignore[arg-type]
+                run.status = RunStatus.running.value
+                report.started.append(run.id)  # type: ignore[arg-type]
+                log.info("run %s started (%d requests, priority %d)", run.id, run.total, run.priority)
+        for run in runs:
+            if run.status == RunStatus.running.value and self._over_budget(run):
+                run.status = RunStatus.budget_exhausted.value
+                report.budget_exhausted.append(run.id)  # type: ignore[arg-type]
+        running = [r for r in runs if r.status == RunStatus.running.value]
+        in_flight = chunks_in_flight(self.engine, [r.id for r in runs])  # type: ignore[misc]
+
+        groups: dict[str, list[Candidate]] = {}
+        group_specs: dict[str, list[SpecInfo]] = {}
+        spec_by_id: dict[int, SpecInfo] = {}
+        for run in running:
+            specs = self.specs_of(run.id)  # type: ignore[arg-type]
+            run_group_load: dict[str, int] = {}
+            for s in specs:
+                run_group_load[s.group] = run_group_load.get(s.group, 0) + in_flight.get((run.id, s.id), 0)  # type: ignore[arg-type]
+            for s in specs:
+                spec_by_id[s.id] = s
+                group_specs.setdefault(s.group, []).append(s)
+                groups.setdefault(s.group, []).append(Candidate(
+                    run.id, s.id, s.group, run.priority, in_flight.get((run.id, s.id), 0),  # type: ignore[arg-type]
+                    run_group_load[s.group]))
+        # Chunks of runs no longer fed (paused, cancelled) still occupy their group until they finish.
+        group_load: dict[str, int] = {}
+        for (run_id, spec_id), n in in_flight.items():
+            spec = spec_by_id.get(spec_id)
+            if spec is None:
+                found = [s for s in self.specs_of(run_id) if s.id == spec_id]
+                spec = found[0] if found else None
+            if spec is not None:
+                group_load[spec.group] = group_load.get(spec.group, 0) + n
+
+        now = time.monotonic()
+        for group in set(group_load) | set(groups):
+            flow = self._flows.setdefault(group, GroupFlow(low=self.min_chunks_per_group, at=now))
+            flow.update(group_load.get(group, 0), now)
+        for group, candidates in groups.items():
+            flow = self._flows[group]
+            cap = flow.allowance(self.ahead_seconds, group_capacity(
+                group_specs[group], self.chunk_size, self.ahead_seconds, self.max_chunks_per_group))
+            free = cap - group_load.get(group, 0)
+
+            def claim_or_exhausted(c: Candidate) -> bool:
+                chunk_id, ids = claim_chunk(self.engine, c.run_id, c.spec_id, self.chunk_size, self.lease_seconds)
+                if not ids:
+                    return True
+                self.send_chunk(self.queue_for(spec_by_id[c.spec_id].provider), c.run_id, chunk_id, ids)
+                self._flows[c.group].sent += 1
+                report.sent[c.run_id] = report.sent.get(c.run_id, 0) + 1
+                report.requests += len(ids)
+                return False
+
+            allocate(candidates, free, self.max_chunks_per_run, claim_or_exhausted)
+        # A running run with no chunk in flight and nothing pending is done (finalize_if_done decides).
+        busy = {run_id for (run_id, _), n in in_flight.items() if n > 0} | set(report.sent)
+        drained = {r.id: (r.id not in busy and not has_pending(self.engine, r.id)) for r in running}  # type: ignore[arg-type]
+        # Finalize: running runs with nothing left to claim or in flight, and runs no longer fed.
+        for run in runs:
+            check = (run.status == RunStatus.running.value and drained.get(run.id, False)) or run.status in (  # type: ignore[arg-type]
+                RunStatus.cancelled.value, RunStatus.budget_exhausted.value)
+            if check:
+                status = finalize(self.engine, run.id, self.on_finished)  # type: ignore[arg-type]
+                if status is not None:
+                    report.finalized[run.id] = status  # type: ignore[index]
+                    self._run_specs.pop(run.id, None)  # type: ignore[arg-type]
+        return report
+
+    def run_forever(self, interval: float = 0.25, stop: Callable[[], bool] | None = None,
+                    on_tick: Callable[[DispatchReport], None] | None = None) -> None:
+        """Tick until ``stop()``; a failing tick (database briefly down, ...) is logged and retried."""
+        while not (stop and stop()):
+            started = time.monotonic()
+            try:
+                report = self.tick()
+                if on_tick:
+                    on_tick(report)
+                if report.sent:
+                    log.debug("dispatched %d requests in %s", report.requests, report.sent)
+            except Exception:
+                log.exception("dispatcher tick failed; retrying")
+                time.sleep(min(5.0, interval * 8))
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+__all__ = ["DISTRIBUTED", "Candidate", "DispatchReport", "Dispatcher", "SpecInfo", "allocate", "group_capacity"]

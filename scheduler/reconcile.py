@@ -1,0 +1,129 @@
+"""Reconciliation, the periodic repair job of the distributed mode (run by Celery beat every few seconds).
+
+It relies on the database only, so it repairs whatever the broker lost:
+- requests whose chunk never reported back (lease expired: worker killed, Redis flushed) go back to
+  pending, where the dispatcher claims them again;
+- runs with nothing left pending or queued are moved to their terminal status by
+  ``run_control.finalize_if_done``, which reports the transition to exactly one caller; that caller sends
+  the post-processing task;
+- a finished run whose post-processing message was lost gets it again (``postprocess_once`` runs the
+  suite at most once at a time and not again once it succeeded).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from accord.models.schema import Run, RunStatus, utcnow
+from accord.scheduler import run_control
+from sqlalchemy import select, text, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+log = logging.getLogger("accord.scheduler.reconcile")
+
+DISTRIBUTED = "distributed"
+# pg advisory-lock namespace for post-processing (an arbitrary constant: "acc" + "pp").
+_POSTPROCESS_LOCK_NS = 0x61636370
+UNFINISHED = (RunStatus.pending.value, RunStatus.running.value, RunStatus.paused.value,
+              RunStatus.cancelled.value, RunStatus.budget_exhausted.value)
+
+
+@dataclass
+class ReconcileReport:
+    released: int = 0
+    finalized: dict[int, str] = field(default_factory=dict)
+    postprocess_sent: list[int] = field(default_factory=list)
+
+
+def send_postprocess(run_id: int) -> None:
+    from accord.worker.celery_app import CONTROL, POSTPROCESS_TASK, queue_name, send
+
+    send(POSTPROCESS_TASK, [run_id], queue_name(CONTROL))
+
+
+def finalize(engine: Engine, run_id: int, on_finished: Callable[[int], None] | None = None) -> str | None:
+    """Drain a cancelled run's pending requests, then ``finalize_if_done``; the one caller that made the
+    transition triggers post-processing."""
+    run = run_control.get_run(engine, run_id)
+    if run.status == RunStatus.cancelled.value:
+        run_control.cancel_pending(engine, run_id, "run cancelled")
+    status = run_control.finalize_if_done(engine, run_id)
+    if status is not None:
+        log.info("run %s finished: %s", run_id, status)
+        (on_finished or send_postprocess)(run_id)
+    return status
+
+
+def unfinished_distributed_runs(engine: Engine) -> list[Run]:
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.execute(select(Run).where(
+            Run.mode == DISTRIBUTED, Run.finished_at.is_(None), Run.status.in_(UNFINISHED))  # type: ignore[union-attr,attr-defined]
+            .order_by(Run.id)).scalars())
+
+
+def reconcile_once(engine: Engine, *, grace_seconds: float = 60.0,
+                   on_finished: Callable[[int], None] | None = None) -> ReconcileReport:
+    report = ReconcileReport()
+    report.released = run_control.release_expired_leases(engine)
+    if report.released:
+        log.warning("released %d requests of chunks whose lease expired", report.released)
+    for run in unfinished_distributed_runs(engine):
+        if run.status in (RunStatus.pending.value, RunStatus.paused.value):
+            continue
+        status = finalize(engine, run.id, on_finished)  # type: ignore[arg-type]
+        if status is not None:
+            report.finalized[run.id] = status  # type: ignore[index]
+        else:
+            p = run_control.read_progress(engine, run.id)  # type: ignore[arg-type]
+            log.info("run %s %s: %d/%d finished (%d cached, %d failed), $%.4f", run.id, p.status, p.finished,
+                     p.total, p.cached, p.failed, p.cost_usd)
+    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+    with Session(engine) as session:
+        lost = list(session.execute(select(Run.id).where(
+            Run.mode == DISTRIBUTED, Run.finished_at.is_not(None), Run.finished_at < cutoff,  # type: ignore[union-attr,operator]
+            Run.postprocessed_at.is_(None), Run.error.is_(None))).scalars())  # type: ignore[union-attr]
+    for run_id in lost:
+        if run_id in report.finalized:
+            continue
+        log.warning("run %s finished without post-processing; sending it again", run_id)
+        (on_finished or send_postprocess)(run_id)
+        report.postprocess_sent.append(run_id)
+    return report
+
+
+def postprocess_once(engine: Engine, run_id: int) -> bool:
+    """Post-process a finished run unless that already happened; one at a time per run (a PostgreSQL
+    advisory lock). A failure is recorded in ``run.error`` and not retried by reconciliation."""
+    from accord.scheduler.postprocess import postprocess_run
+
+    postgres = engine.dialect.name == "postgresql"
+    with engine.connect() as lock_conn:
+        if postgres:
+            got = lock_conn.execute(text("SELECT pg_try_advisory_lock(:ns, :id)"),
+                                    {"ns": _POSTPROCESS_LOCK_NS, "id": run_id}).scalar()
+            lock_conn.commit()
+            if not got:
+                return False
+        try:
+            run = run_control.get_run(engine, run_id)
+            if run.postprocessed_at is not None or run.finished_at is None:
+                return False
+            try:
+                n = postprocess_run(engine, run_id)
+                log.info("run %s post-processed: %d metrics", run_id, n)
+            except Exception as err:   # the suite failing must not leave the run looking unfinished
+                log.exception("run %s: post-processing failed", run_id)
+                with Session(engine) as session:
+                    session.execute(update(Run).where(Run.id == run_id).values(  # type: ignore[arg-type]
+                        error=f"post-processing failed: {type(err).__name__}: {err}"[:2000]))
+                    session.commit()
+                return False
+            return True
+        finally:
+            if postgres:
+                lock_conn.execute(text("SELECT pg_advisory_unlock(:ns, :id)"), {"ns": _POSTPROCESS_LOCK_NS, "id": run_id})
+                lock_conn.commit()
