@@ -9,7 +9,7 @@ Rated texts are adversarial: they are only ever rendered as escaped text."""
 from __future__ import annotations
 
 from pathlib import Path as FsPath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -25,7 +25,7 @@ from accord.api.http.problems import ProblemError
 from accord.api.http.ratings import ratings_page
 from accord.api.http.reports import report_sections
 from accord.api.http.routes_campaigns import start_campaign_run
-from accord.api.http.routes_runs import REPORT_CSP, control, progress_response, report_response
+from accord.api.http.routes_runs import REPORT_CSP, control, export_response, progress_response, report_response
 from accord.api.http.store import TERMINAL, dataset_of, item_out, list_runs, run_detail, runs_of_dataset
 from accord.models.dataset_import import summarize_dataset
 from accord.models.schema import Campaign, Dataset, Item, Run
@@ -203,6 +203,12 @@ async def run_report(request: Request, run_id: RunId,
     response = await report_response(request, principal, run_id)
     response.headers["Content-Security-Policy"] = REPORT_CSP
     return response
+
+
+@router.get("/dashboard/runs/{run_id}/export")
+def run_export(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(dashboard_principal)],
+               format: Literal["csv", "parquet"] = "csv") -> Any:
+    return export_response(request, principal, run_id, format, None, None, None)
 
 
 @router.post("/dashboard/runs/{run_id}/{action}")

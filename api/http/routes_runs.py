@@ -135,9 +135,13 @@ def ratings(request: Request, run_id: RunId, principal: Annotated[Principal, Dep
 def export(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(api_principal)],
            format: Literal["csv", "parquet"] = "csv", model: Text = None, template: Text = None,
            status: RequestStatusFilter | None = None) -> Any:
+    return export_response(request, principal, run_id, format, model, template, status.value if status else None)
+
+
+def export_response(request: Request, principal: Principal, run_id: int, format: str, model: str | None,
+                    template: str | None, st: str | None) -> StreamingResponse:
     engine = state_of(request).engine
     check_run(engine, principal.project_id, run_id)
-    st = status.value if status else None
     if format == "parquet":
         body = export_parquet(engine, run_id, model, template, st)
         media, name = "application/vnd.apache.parquet", f"run-{run_id}-ratings.parquet"

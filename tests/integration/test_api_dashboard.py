@@ -92,6 +92,9 @@ def test_create_a_campaign_from_the_form_and_control_the_run(api: ApiEnv) -> Non
     assert '<span id="run-status" class="status status-completed">completed</span>' in page
     assert f'<b id="run-done">{final["total"]}</b>' in page and 'id="alignment"' in page
     assert 'id="plot-outcomes"' in page and 'data-live="false"' in page
+    assert 'id="run-pause"' not in page and 'id="run-cancel"' not in page     # nothing to control any more
+    exported = api.client.get(f"/dashboard/runs/{rid}/export?format=csv")
+    assert exported.status_code == 200 and len(exported.text.strip().splitlines()) == final["total"] + 1
     again = api.client.post(f"/dashboard/runs/{rid}/pause", data={"csrf": csrf}, follow_redirects=False)
     assert again.status_code == 409 and "only a pending or running run can be paused" in again.text
     assert api.client.post(f"/dashboard/runs/{rid}/explode", data={"csrf": csrf}).status_code == 404
@@ -110,6 +113,7 @@ def test_live_run_page_and_script(api: ApiEnv) -> None:
     login(api, api.a.key)
     page = api.client.get(f"/dashboard/runs/{rid}").text
     assert 'data-live="true"' in page and 'id="report-pending"' in page
+    assert 'id="run-pause"' in page and 'id="run-cancel"' in page and 'id="run-resume"' not in page
     script = api.client.get("/dashboard/static/run.js")
     assert script.headers["content-type"].startswith("text/javascript")
     assert "EventSource" in script.text and "/events" in script.text

@@ -68,6 +68,7 @@ DASHBOARD_ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/dashboard/runs/{run_id}"): Call("GET", "/dashboard/runs/{run_id}"),
     ("GET", "/dashboard/runs/{run_id}/events"): Call("GET", "/dashboard/runs/{run_id}/events"),
     ("GET", "/dashboard/runs/{run_id}/report"): Call("GET", "/dashboard/runs/{run_id}/report"),
+    ("GET", "/dashboard/runs/{run_id}/export"): Call("GET", "/dashboard/runs/{run_id}/export"),
     ("POST", "/dashboard/runs/{run_id}/{action}"): Call("POST", "/dashboard/runs/{run_id}/cancel", form={},
                                                         ok=(409,)),
     ("GET", "/dashboard/datasets/{dataset_id}"): Call("GET", "/dashboard/datasets/{dataset_id}"),
