@@ -1,39 +1,66 @@
-"""The run report: one self-contained HTML file (plots embedded as PNG), a terminal table, and JSON.
+"""The run report: one self-contained HTML file (plots embedded as base64 PNG), a terminal table, and JSON.
 
-Numbers come from the run's stored Metric rows; the plots' per-item points come from the run's frames.
-Rated texts never reach the page unescaped (Jinja2 autoescape)."""
+``build_report_data(engine, run_id)`` loads the run's summary, its stored Metric rows (computed by
+`accord.analysis.suite.compute_all` during post-processing) and its frames, and builds every section:
+tables, plots and a plain-language reading generated from the numbers. ``render_html(data)`` renders
+the page (Jinja2 with autoescape: rated texts, model, template and group names never reach the page
+unescaped); ``ReportData.to_json()`` is the machine-readable form (run summary, every metric, readings).
+``assemble_report`` does the same from frames and metrics already in memory (no database)."""
 
 from __future__ import annotations
 
-import base64
-import io
+import logging
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import pandas as pd
+from accord.analysis.results import json_safe
+from accord.api.report_checks import (
+    categories_section,
+    consistency_section,
+    failures_section,
+    subjects_section,
+)
+from accord.api.report_context import ReportContext
+from accord.api.report_format import bracket, count, num, pvalue
+from accord.api.report_groups import association_section, groups_section, persona_section
+from accord.api.report_metrics import MetricIndex, metrics_frame, rows_from_frame
+from accord.api.report_sections import (
+    agreement_section,
+    alignment_section,
+    all_metrics_section,
+    baseline_section,
+    summary_section,
+)
+from accord.api.report_views import SectionView
+from accord.models.schema import Campaign, Dataset, Metric, Rating, Run
+from accord.scheduler.run_frames import RunFrames, load_run_frames
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from rich.table import Table
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from jinja2 import Environment, FileSystemLoader, select_autoescape  # noqa: E402
-from rich.table import Table  # noqa: E402
-from sqlalchemy import select  # noqa: E402
-from sqlalchemy.engine import Engine  # noqa: E402
-from sqlmodel import Session  # noqa: E402
-
-from accord.models.schema import Campaign, Dataset, Metric, Run  # noqa: E402
-from accord.scheduler.run_frames import RunFrames, load_run_frames  # noqa: E402
+log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
-# Metric names the report gives a place of their own (see accord.analysis.suite for the full list).
+# Metric names the dashboard and the terminal table pick out (see accord.analysis.suite for the full list).
 ALIGNMENT = ["pearson_r_vs_mean", "spearman_r_vs_mean", "kendall_tau_vs_mean"]
 BASELINE_MEDIAN = "annotator_loo_r_median"
 PERCENTILE = "llm_percentile_among_annotators"
 GROUP_R = "group_pearson_r"
+
+SectionBuilder = Callable[[ReportContext], SectionView | None]
+SECTION_BUILDERS: list[SectionBuilder] = [
+    summary_section, alignment_section, baseline_section, agreement_section, groups_section, association_section,
+    persona_section, consistency_section, failures_section, subjects_section, categories_section, all_metrics_section,
+]
+OUTCOMES = ["ok", "refused", "unparseable", "truncated", "empty"]
 
 
 @dataclass
@@ -42,158 +69,170 @@ class ReportData:
     metrics: pd.DataFrame
     frames: RunFrames
     plots: dict[str, str] = field(default_factory=dict)   # name -> base64 PNG
+    readings: dict[str, list[str]] = field(default_factory=dict)   # section id -> readings
+    sections: list[SectionView] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        metrics = self.metrics.replace({np.nan: None}).to_dict(orient="records")
-        return {"run": self.run, "metrics": metrics}
+        """Run summary, every metric (NaN as null, n as an integer), the readings per section and, per
+        section, its title and plot names (the PNGs themselves are only in the HTML)."""
+        return {
+            "run": json_safe(self.run),
+            "metrics": [row.to_json() for row in rows_from_frame(self.metrics)],
+            "readings": self.readings,
+            "sections": [{"id": s.id, "title": s.title, "readings": s.readings, "plots": [p.name for p in s.plots],
+                          "parts": [{"title": p.title, "readings": p.readings, "plots": [v.name for v in p.plots]}
+                                    for p in s.parts]}
+                         for s in self.sections],
+        }
 
 
-def _png(fig: plt.Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+# ------------------------------------------------------------------------------------------------ run summary
+
+_HTTP = re.compile(r"^HTTP (\d{3})\b")
+_EXCEPTION = re.compile(r"^([A-Z][A-Za-z0-9_]*(?:Error|Exception|Timeout))\b")
 
 
-def rater_scores(frames: RunFrames) -> pd.DataFrame:
-    """Per rater (model x template, no persona) and item: the mean score over samples (the probability-weighted
-    score where available), next to the item's mean human rating."""
-    llm = frames.llm[frames.llm["persona_key"] == ""].copy()
-    llm["score"] = llm["weighted_value"].where(llm["weighted_value"].notna(), llm["value"])
-    scores = llm.groupby(["model", "template", "item_id"], as_index=False)["score"].mean()
-    human = frames.human.groupby("item_id", as_index=False)["value"].mean().rename(columns={"value": "human_mean"})
-    return scores.merge(human, on="item_id", how="left")
+def failure_kind(message: str | None) -> str:
+    """A short kind for a failed request's last error: 'HTTP 429', 'TimeoutError', 'timeout', ..."""
+    text = (message or "").strip()
+    if not text:
+        return "unknown"
+    m = _HTTP.match(text) or _EXCEPTION.match(text)
+    if m:
+        return m.group(0)
+    lowered = text.lower()
+    for word, kind in (("timed out", "timeout"), ("timeout", "timeout"), ("rate limit", "rate limit"),
+                       ("connection", "connection"), ("budget", "budget exhausted")):
+        if word in lowered:
+            return kind
+    return text.split(":", 1)[0][:60]
 
 
-def _scatter(frames: RunFrames) -> str | None:
-    df = rater_scores(frames).dropna(subset=["score", "human_mean"])
-    if df.empty:
+def summarize_run(run: dict[str, Any], frames: RunFrames) -> dict[str, Any]:
+    """The run summary: ``run`` (the Run row's counts, cost, tokens, names) completed from the frames with
+    failures by kind, answer outcomes (overall and per model · template), samples, personas, sizes."""
+    llm = frames.llm
+    out = dict(run)
+    out["models"] = sorted(llm["model"].astype(str).unique().tolist())
+    out["templates"] = sorted(llm["template"].astype(str).unique().tolist())
+    out["personas"] = sorted(p for p in llm["persona_key"].fillna("").astype(str).unique() if p)
+    out["samples"] = int(llm["sample_index"].max()) + 1 if len(llm) else 0
+    out["n_items"] = int(llm["item_id"].nunique())
+    out["n_annotators"] = int(frames.human["annotator_id"].nunique())
+    out["n_human_ratings"] = len(frames.human)
+    failed = llm[llm["status"] == "failed"]
+    kinds: dict[str, dict[str, Any]] = {}
+    for message in failed["last_error"].fillna(""):
+        kind = failure_kind(message)
+        entry = kinds.setdefault(kind, {"kind": kind, "count": 0, "example": str(message)[:300]})
+        entry["count"] += 1
+    out["failures_by_kind"] = sorted(kinds.values(), key=lambda k: (-k["count"], k["kind"]))
+    done = llm[llm["status"] == "done"]
+    out["outcomes"] = {str(k): int(v) for k, v in done["parse_status"].fillna("ok").value_counts().sort_index().items()}
+    by_rater = []
+    for (model, template), g in llm.groupby(["model", "template"], sort=True):
+        status = g["parse_status"].where(g["status"] == "done")
+        row: dict[str, Any] = {"model": str(model), "template": str(template), "requests": len(g)}
+        for outcome in OUTCOMES:
+            row[outcome] = int((status == outcome).sum())
+        row["failed"] = int((g["status"] == "failed").sum())
+        row["cancelled"] = int((g["status"] == "cancelled").sum())
+        row["cache_hits"] = int(g["cache_hit"].fillna(False).astype(bool).sum())
+        by_rater.append(row)
+    out["outcomes_by_rater"] = by_rater
+    return out
+
+
+def _timestamp(moment: datetime | None) -> str | None:
+    """'2026-11-23 15:37:05 UTC' (naive times from SQLite are UTC)."""
+    if moment is None:
         return None
-    raters = list(df.groupby(["model", "template"]).groups)
-    cols = min(3, len(raters))
-    rows = int(np.ceil(len(raters) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
-    for ax, (model, template) in zip(axes.flat, raters):
-        d = df[(df["model"] == model) & (df["template"] == template)]
-        ax.scatter(d["human_mean"], d["score"], s=22, alpha=0.7, color="#3b6ea8", edgecolor="white", linewidth=0.5)
-        if len(d) > 2 and d["score"].std() > 0 and d["human_mean"].std() > 0:
-            r = np.corrcoef(d["human_mean"], d["score"])[0, 1]
-            slope, intercept = np.polyfit(d["human_mean"], d["score"], 1)
-            xs = np.linspace(d["human_mean"].min(), d["human_mean"].max(), 20)
-            ax.plot(xs, slope * xs + intercept, color="#c0392b", linewidth=1)
-            ax.set_title(f"{model} · {template}\nr = {r:.2f}, n = {len(d)}", fontsize=9)
-        else:
-            ax.set_title(f"{model} · {template}\n(no variation to correlate)", fontsize=9)
-        ax.set_xlabel("mean human rating (unsafe share)")
-        ax.set_ylabel("LLM score")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(raters):]:
-        ax.axis("off")
-    fig.suptitle("LLM score vs mean human rating, per item", fontsize=11)
-    fig.tight_layout()
-    return _png(fig)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _group_chart(metrics: pd.DataFrame) -> str | None:
-    g = metrics[(metrics["name"] == GROUP_R) & metrics["value"].notna()]
-    if g.empty:
-        return None
-    g = g.sort_values(["slice", "model", "template"])
-    labels = [f"{s}  ({m} · {t})" for s, m, t in zip(g["slice"], g["model"], g["template"])]
-    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(g) + 1.4))
-    y = np.arange(len(g))
-    lo = (g["value"] - g["ci_low"].fillna(g["value"])).clip(lower=0)
-    hi = (g["ci_high"].fillna(g["value"]) - g["value"]).clip(lower=0)
-    ax.barh(y, g["value"], color="#7fa7d6", height=0.6)
-    ax.errorbar(g["value"], y, xerr=[lo, hi], fmt="none", ecolor="#333", capsize=3, linewidth=1)
-    ax.set_yticks(y, labels, fontsize=8)
-    ax.axvline(0, color="#999", linewidth=0.8)
-    ax.set_xlabel("Pearson r between LLM score and the group's mean rating (95% CI)")
-    ax.set_title("Alignment per annotator group", fontsize=11)
-    ax.invert_yaxis()
-    fig.tight_layout()
-    return _png(fig)
+def _run_fields(session: Session, run: Run) -> dict[str, Any]:
+    campaign = session.get(Campaign, run.campaign_id)
+    dataset = session.get(Dataset, campaign.dataset_id) if campaign else None
+    tokens = session.execute(
+        select(func.coalesce(func.sum(Rating.cached_input_tokens), 0),
+               func.coalesce(func.sum(Rating.cache_write_tokens), 0),
+               func.count().filter(Rating.repaired.is_(True)))  # type: ignore[union-attr]
+        .where(Rating.run_id == run.id)).one()
+    duration = ((run.finished_at - run.started_at).total_seconds()
+                if run.started_at and run.finished_at else None)
+    return {
+        "id": run.id, "campaign": campaign.name if campaign else "", "dataset": dataset.name if dataset else "",
+        "status": run.status, "total": run.total, "done": run.done, "cached": run.cached, "failed": run.failed,
+        "cancelled": run.cancelled, "cost_usd": round(run.cost_usd, 6), "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens, "cached_input_tokens": int(tokens[0]), "cache_write_tokens": int(tokens[1]),
+        "repaired": int(tokens[2]),
+        "started_at": _timestamp(run.started_at), "finished_at": _timestamp(run.finished_at),
+        "duration_s": round(duration, 1) if duration is not None else None,
+    }
 
 
-def _parse_chart(frames: RunFrames) -> str | None:
-    llm = frames.llm[frames.llm["status"].isin(["done", "failed"])].copy()
-    if llm.empty:
-        return None
-    llm["outcome"] = llm["parse_status"].fillna("request failed")
-    counts = llm.groupby(["model", "template", "outcome"]).size().unstack(fill_value=0)
-    shares = counts.div(counts.sum(axis=1), axis=0)
-    fig, ax = plt.subplots(figsize=(7.5, 0.4 * len(shares) + 1.5))
-    left = np.zeros(len(shares))
-    colors = {"ok": "#4c9a5a", "refused": "#e0a030", "unparseable": "#c0392b", "truncated": "#8e44ad",
-              "empty": "#7f8c8d", "request failed": "#34495e"}
-    for outcome in shares.columns:
-        ax.barh(np.arange(len(shares)), shares[outcome], left=left, label=outcome, color=colors.get(outcome, "#999"))
-        left += shares[outcome].to_numpy()
-    ax.set_yticks(np.arange(len(shares)), [f"{m} · {t}" for m, t in shares.index], fontsize=8)
-    ax.set_xlabel("share of rating requests")
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("Answer outcomes", fontsize=11)
-    ax.invert_yaxis()
-    fig.tight_layout()
-    return _png(fig)
+# ------------------------------------------------------------------------------------------------ building
 
 
 def build_report_data(engine: Engine, run_id: int) -> ReportData:
+    """Everything the report shows for one run, from the database."""
     with Session(engine) as session:
         run = session.get(Run, run_id)
         if run is None:
             raise ValueError(f"run {run_id}: no such run")
-        campaign = session.get(Campaign, run.campaign_id)
-        dataset = session.get(Dataset, campaign.dataset_id) if campaign else None
+        fields = _run_fields(session, run)
         rows = session.execute(select(Metric).where(Metric.run_id == run_id).order_by(Metric.id)).scalars().all()
-    metrics = pd.DataFrame([{
-        "name": m.name, "slice": m.slice, "model": m.model, "template": m.template, "value": m.value,
-        "ci_low": m.ci_low, "ci_high": m.ci_high, "pvalue": m.pvalue, "n": m.n, "details": m.details,
-    } for m in rows], columns=["name", "slice", "model", "template", "value", "ci_low", "ci_high", "pvalue", "n", "details"])
+        metrics = metrics_frame({
+            "name": m.name, "slice": m.slice, "model": m.model, "template": m.template, "value": m.value,
+            "ci_low": m.ci_low, "ci_high": m.ci_high, "pvalue": m.pvalue, "n": m.n, "details": m.details,
+        } for m in rows)
     frames = load_run_frames(engine, run_id)
-    summary = {
-        "id": run.id, "campaign": campaign.name if campaign else "", "dataset": dataset.name if dataset else "",
-        "status": run.status, "total": run.total, "done": run.done, "cached": run.cached, "failed": run.failed,
-        "cancelled": run.cancelled, "cost_usd": round(run.cost_usd, 6), "input_tokens": run.input_tokens,
-        "output_tokens": run.output_tokens,
-        "started_at": run.started_at.isoformat() if run.started_at else None,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "models": sorted(frames.llm["model"].unique().tolist()),
-        "templates": sorted(frames.llm["template"].unique().tolist()),
-        "n_items": int(frames.llm["item_id"].nunique()), "n_annotators": int(frames.human["annotator_id"].nunique()),
-    }
-    data = ReportData(run=summary, metrics=metrics, frames=frames)
-    for name, make in (("scatter", lambda: _scatter(frames)), ("groups", lambda: _group_chart(metrics)),
-                       ("outcomes", lambda: _parse_chart(frames))):
-        png = make()
-        if png:
-            data.plots[name] = png
-    return data
+    return assemble_report(summarize_run(fields, frames), metrics, frames)
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and np.isnan(x)):
-        return "–"
-    if isinstance(x, (int, np.integer)):
-        return str(x)
-    return f"{x:.{digits}f}"
+def assemble_report(run: dict[str, Any], metrics: pd.DataFrame, frames: RunFrames) -> ReportData:
+    """Build every section (tables, plots, readings) from a run summary (see `summarize_run`), the metrics
+    frame (see `accord.api.report_metrics.metrics_frame`) and the run's frames."""
+    ctx = ReportContext(MetricIndex.from_frame(metrics), run, frames)
+    sections: list[SectionView] = []
+    for builder in SECTION_BUILDERS:
+        try:
+            section = builder(ctx)
+        except Exception as exc:  # one broken section must not take the whole report down
+            log.exception("report section %s failed for run %s", builder.__name__, run.get("id"))
+            name = builder.__name__.removesuffix("_section")
+            section = SectionView(name, name.replace("_", " ").capitalize(), "",
+                                  [f"This section could not be built: {type(exc).__name__}: {exc}"])
+        if section is not None:
+            sections.append(section)
+    return ReportData(run=run, metrics=metrics, frames=frames, plots=ctx.plots,
+                      readings={s.id: s.all_readings() for s in sections}, sections=sections)
+
+
+# ------------------------------------------------------------------------------------------------ tables
 
 
 def metric_rows(metrics: pd.DataFrame, names: list[str] | None = None, slice_: str | None = "all",
                 human_only: bool | None = None) -> list[dict[str, str]]:
-    m = metrics
-    if names is not None:
-        m = m[m["name"].isin(names)]
-    if slice_ is not None:
-        m = m[m["slice"] == slice_]
-    if human_only is not None:
-        m = m[(m["model"] == "") == human_only]
-    return [{"name": r.name, "slice": r.slice, "model": r.model, "template": r.template, "value": _fmt(r.value),
-             "ci": f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if r.ci_low is not None and not pd.isna(r.ci_low) else "",
-             "p": _fmt(r.pvalue, 4), "n": _fmt(r.n)} for r in m.itertuples()]
+    """Formatted rows (name, slice, model, template, value, ci, p, n) of the selected metrics."""
+    out = []
+    for r in rows_from_frame(metrics):
+        if names is not None and r.name not in names:
+            continue
+        if slice_ is not None and r.slice != slice_:
+            continue
+        if human_only is not None and (r.model == "") != human_only:
+            continue
+        out.append({"name": r.name, "slice": r.slice, "model": r.model, "template": r.template,
+                    "value": num(r.value, 3), "ci": bracket(r.ci_low, r.ci_high), "p": pvalue(r.pvalue),
+                    "n": count(r.n)})
+    return out
 
 
 def metrics_table(data: ReportData) -> Table:
+    """The terminal view: alignment with the mean human rating per model · template, and the human baseline."""
     t = Table(title=f"run {data.run['id']} — alignment with the mean human rating")
     for col in ("model", "template", "metric", "value", "95% CI", "n"):
         t.add_column(col)
@@ -204,14 +243,13 @@ def metrics_table(data: ReportData) -> Table:
     return t
 
 
+# ------------------------------------------------------------------------------------------------ HTML
+
+_ENV = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+
+
 def render_html(data: ReportData) -> str:
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-    m = data.metrics
-    sections = {
-        "alignment": metric_rows(m, ALIGNMENT + [PERCENTILE], human_only=False),
-        "human": metric_rows(m, None, human_only=True),
-        "groups": metric_rows(m, [GROUP_R], slice_=None),
-        "other": metric_rows(m[~m["name"].isin(ALIGNMENT + [PERCENTILE, GROUP_R])], None, slice_=None, human_only=False),
-    }
-    return env.get_template("report.html").render(run=data.run, plots=data.plots, sections=sections,
-                                                  generated=datetime.now().isoformat(timespec="seconds"))
+    """The self-contained report page."""
+    return _ENV.get_template("report.html").render(
+        run=data.run, plots=data.plots, sections=data.sections,
+        generated=datetime.now().isoformat(timespec="seconds"))

@@ -1,0 +1,415 @@
+"""Report sections about the run and the overall alignment: run summary, alignment with the mean human
+rating, the annotator baseline, agreement and accuracy, and the table of every metric.
+
+Each builder returns a `SectionView` (tables, plot names, plain-language readings generated from the
+numbers) and adds its plots to the context. Readings say what the numbers allow one to conclude: an
+interval that includes zero is "cannot be distinguished from no agreement", and small samples are
+named as such."""
+
+from __future__ import annotations
+
+import numpy as np
+from accord.analysis.frames import build_human_matrix, build_llm_scores
+from accord.api import report_plots as plots
+from accord.api.report_context import ReportContext
+from accord.api.report_format import count, interval, is_number, num, percent, share
+from accord.api.report_metrics import MetricIndex, MetricRow, rater_label
+from accord.api.report_views import (
+    Cell,
+    PlotView,
+    SectionView,
+    TableView,
+    ci_cell,
+    count_cell,
+    note,
+    number_cell,
+    p_cell,
+    text,
+    value_cell,
+)
+
+SMALL_N = 30          # fewer items than this: intervals are wide, say so
+KRIPPENDORFF_TENTATIVE = 0.667
+KRIPPENDORFF_RELIABLE = 0.8
+CORRELATIONS = [("pearson_r_vs_mean", "Pearson r"), ("spearman_r_vs_mean", "Spearman ρ"),
+                ("kendall_tau_vs_mean", "Kendall τ")]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def correlation_sentence(subject: str, row: MetricRow | None, what: str = "the mean human rating") -> str:
+    """'X agrees with the mean human rating at r = 0.34 (95% CI −0.38 to 0.75, 12 items): ...'"""
+    if row is None:
+        return f"{subject}: no correlation with {what} was computed."
+    if row.value is None:
+        return f"{subject}: the correlation with {what} is undefined ({row.short_reason})."
+    n = f"{count(row.n)} items" if row.n is not None else "items"
+    ci = interval(row.ci_low, row.ci_high)
+    head = f"{subject} agrees with {what} at r = {num(row.value)}"
+    if not ci:
+        return head + f" ({n}; no confidence interval)."
+    head += f" (95% CI {ci}, {n})"
+    if row.ci_includes_zero:
+        tail = ": the interval includes zero, so this run cannot distinguish it from no agreement."
+    elif row.ci_low is not None and row.ci_low > 0:
+        tail = ": the whole interval is above zero, so the agreement is real"
+        tail += (", though its strength is uncertain." if (row.ci_high or 0) - row.ci_low > 0.3 else ".")
+    else:
+        tail = ": the whole interval is below zero — it tends to rate opposite to the crowd."
+    if row.n is not None and row.n < SMALL_N:
+        tail += f" With only {row.n} items every estimate here is rough."
+    return head + tail
+
+
+def percentile_sentence(row: MetricRow | None) -> str:
+    if row is None or row.value is None:
+        return ""
+    return f"It agrees with the crowd better than {percent(row.value)} of the crowd's own members."
+
+
+# ------------------------------------------------------------------------------------------------ summary
+
+
+def summary_section(ctx: ReportContext) -> SectionView:
+    run = ctx.run
+    sec = SectionView("summary", "Run summary",
+                      "What was asked, what came back, and what it cost. Only answers with a usable label "
+                      "enter the metrics in the sections below.")
+    n_models, n_templates = len(run["models"]), len(run["templates"])
+    personas = run.get("personas") or []
+    persona_text = f", {len(personas)} personas" if personas else ""
+    sec.readings.append(
+        f"This run sent {count(run['total'])} rating requests about {count(run['n_items'])} items to "
+        f"{n_models} model{'s' if n_models != 1 else ''} with {n_templates} template"
+        f"{'s' if n_templates != 1 else ''}{persona_text} and {run.get('samples', 1)} sample"
+        f"{'s' if run.get('samples', 1) != 1 else ''} per item. {count(run['done'])} were answered "
+        f"({count(run['cached'])} of them from the response cache, at no cost), {count(run['failed'])} failed and "
+        f"{count(run['cancelled'])} were cancelled.")
+    cost = (f"It cost ${run['cost_usd']:.4f} for {count(run['input_tokens'])} input and "
+            f"{count(run['output_tokens'])} output tokens")
+    if run.get("cached_input_tokens"):
+        cost += f"; {count(run['cached_input_tokens'])} input tokens were read from the provider's prompt cache"
+    sec.readings.append(cost + ".")
+    if run.get("status") not in ("completed", None):
+        sec.readings.append(f"The run's status is {run['status']}: the numbers below cover only the answers "
+                            f"received so far.")
+    kinds = run.get("failures_by_kind") or []
+    if kinds:
+        listed = ", ".join(f"{k['kind']} ({count(k['count'])})" for k in kinds)
+        sec.readings.append(f"Failed requests by kind: {listed}. A failed request has no answer and is left out "
+                            f"of every metric.")
+    outcomes = run.get("outcomes") or {}
+    answered = sum(outcomes.values())
+    if answered:
+        bad = [(k, v) for k, v in sorted(outcomes.items()) if k != "ok" and v]
+        reading = f"Of the {count(answered)} answers, {count(outcomes.get('ok', 0))} gave a usable label"
+        if bad:
+            reading += "; " + ", ".join(f"{count(v)} {_OUTCOME_WORDS.get(k, k)}" for k, v in bad)
+        if run.get("repaired"):
+            reading += f" ({count(run['repaired'])} were rescued by a repair follow-up asking for one label)"
+        reading += "."
+        if bad:
+            reading += (" Whether refusals and parse failures cluster on some kinds of items is checked under "
+                        "'Failures and refusals'.")
+        sec.readings.append(reading)
+    sec.tables.append(TableView(
+        "failures-by-kind", "Failed requests by kind", ["kind", "requests", "example message"],
+        [[text(k["kind"]), count_cell(k["count"]), text(k.get("example", ""), "muted")] for k in kinds],
+        empty="no request failed"))
+    sec.tables.append(TableView(
+        "outcomes", "Outcomes per model · template", ["model", "template", "requests", "usable", "refused",
+                                                      "unparseable", "truncated", "empty", "failed", "cancelled",
+                                                      "from cache"],
+        [[text(o["model"]), text(o["template"]), count_cell(o["requests"]), count_cell(o["ok"]),
+          count_cell(o["refused"]), count_cell(o["unparseable"]), count_cell(o["truncated"]), count_cell(o["empty"]),
+          count_cell(o["failed"]), count_cell(o["cancelled"]), count_cell(o["cache_hits"])]
+         for o in run.get("outcomes_by_rater", [])], empty="no rating requests"))
+    if ctx.add_plot("outcomes", plots.outcomes_chart(ctx.frames.llm)):
+        sec.plots.append(PlotView("outcomes", "share of answer outcomes per model and template"))
+    return sec
+
+
+_OUTCOME_WORDS = {"refused": "were refusals", "unparseable": "could not be parsed",
+                  "truncated": "were cut off", "empty": "were empty"}
+
+
+# ------------------------------------------------------------------------------------------------ alignment
+
+
+def alignment_section(ctx: ReportContext) -> SectionView:
+    idx = ctx.index
+    sec = SectionView("alignment", "Alignment with people",
+                      "Each LLM rater (model · template) scores every item; its score is the mean over samples "
+                      "(probability-weighted where the provider returned label probabilities). The correlation "
+                      "with the items' mean human rating says how well it ranks items like the crowd does. "
+                      "Intervals are 95% paired bootstrap intervals over items.")
+    raters = idx.raters()
+    rows = []
+    for rater in raters:
+        cells = [text(rater[0]), text(rater[1])]
+        for name, _ in CORRELATIONS:
+            row = idx.one(name, "all", *rater)
+            cells += [value_cell(row), ci_cell(row)]
+        pearson = idx.one("pearson_r_vs_mean", "all", *rater)
+        pct = idx.one("llm_percentile_among_annotators", "all", *rater)
+        cells += [p_cell(pearson.pvalue if pearson else None), count_cell(pearson.n if pearson else None),
+                  Cell(percent(pct.value), "num") if pct and pct.value is not None else value_cell(pct)]
+        rows.append(cells)
+        sec.readings.append(" ".join(s for s in (correlation_sentence(rater_label(rater), pearson),
+                                                 percentile_sentence(pct)) if s))
+    columns = ["model", "template"]
+    for _, label in CORRELATIONS:
+        columns += [label, "95% CI"]
+    columns += ["p (Pearson)", "items", "better than % of annotators"]
+    sec.tables.append(TableView("alignment", "Correlation with the mean human rating", columns, rows,
+                                empty="no alignment metrics: no item has both human and LLM ratings"))
+    comparison = _best_rater_sentence(idx, raters)
+    if comparison:
+        sec.readings.append(comparison)
+    base = idx.one("annotator_loo_r_median") or idx.one("annotator_full_mean_r_median")
+    if raters and base is not None and base.value is not None:
+        sec.readings.append(f"For comparison, the median annotator agrees with the rest of the crowd at "
+                            f"r = {num(base.value)} ({count(base.n)} annotators; see the human baseline below).")
+    if ctx.add_plot("scatter", _scatter(ctx, raters)):
+        sec.plots.append(PlotView("scatter", "LLM score versus mean human rating per item, one panel per rater"))
+    return sec
+
+
+def _best_rater_sentence(idx: MetricIndex, raters: list[tuple[str, str]]) -> str:
+    defined = [r for r in (idx.one("pearson_r_vs_mean", "all", *rt) for rt in raters) if r and r.value is not None]
+    if len(defined) < 2:
+        return ""
+    defined.sort(key=lambda r: r.value or 0.0, reverse=True)
+    best, second = defined[0], defined[1]
+    sentence = f"The highest correlation is {rater_label(best.rater)}'s (r = {num(best.value)})"
+    if best.ci_low is not None and second.ci_high is not None:
+        if best.ci_low <= second.ci_high:
+            sentence += (f"; its interval overlaps the runner-up {rater_label(second.rater)} (r = {num(second.value)}), "
+                         "so this run does not establish that it is the better rater.")
+        else:
+            sentence += (f", clearly ahead of the runner-up {rater_label(second.rater)} "
+                         f"(r = {num(second.value)}).")
+    else:
+        sentence += "."
+    return sentence
+
+
+def _scatter(ctx: ReportContext, raters: list[tuple[str, str]]) -> str | None:
+    llm = ctx.frames.llm
+    rated = llm[(llm["status"] == "done") & (llm["persona_key"].fillna("") == "")]
+    if rated.empty or ctx.frames.human.empty:
+        return None
+    item_ids = sorted(set(rated["item_id"].astype(str)) | set(ctx.frames.human["item_id"].astype(str)))
+    human_mean = build_human_matrix(ctx.frames.human, item_ids).item_mean()
+    scores = {(k.model, k.template): s.score for k, s in build_llm_scores(rated, item_ids).items()}
+    panels = []
+    for rater in raters:
+        if rater not in scores:
+            continue
+        s = scores[rater]
+        ok = np.isfinite(s) & np.isfinite(human_mean)
+        row = ctx.index.one("pearson_r_vs_mean", "all", *rater)
+        panels.append(plots.ScatterPanel(rater_label(rater), human_mean[ok], s[ok],
+                                         row.value if row else None,
+                                         (row.ci_low, row.ci_high) if row else (None, None)))
+    return plots.scatter_panels(panels)
+
+
+# ------------------------------------------------------------------------------------------------ baseline
+
+
+def baseline_section(ctx: ReportContext) -> SectionView:
+    idx = ctx.index
+    sec = SectionView("baseline", "The human baseline",
+                      "How well does one person agree with everyone else? Each annotator's ratings are correlated "
+                      "with the mean rating of the other annotators on the same items (leave-one-out). The "
+                      "histogram shows these correlations; each numbered line is an LLM rater's correlation with "
+                      "the mean of all annotators, so its position says what share of the crowd it beats.")
+    base = idx.one("annotator_loo_r_median") or idx.one("annotator_full_mean_r_median")
+    raters = idx.raters()
+    marks = []
+    for rater in raters:
+        pct = idx.one("llm_percentile_among_annotators", "all", *rater)
+        if pct is not None and pct.value is not None and is_number(pct.details.get("llm_r")):
+            marks.append(plots.RaterMark(rater_label(rater), float(pct.details["llm_r"]), pct.value))
+    if base is None:
+        sec.readings.append("No annotator baseline was computed for this run.")
+    elif base.value is None:
+        sec.readings.append(f"The annotator baseline is undefined: {base.short_reason}.")
+    else:
+        d = base.details
+        n_ann, n_def = d.get("n_annotators"), d.get("n_defined", base.n)
+        how = "the mean of the others" if d.get("leave_one_out", True) else "the mean of all (including themselves)"
+        reading = (f"The median annotator agrees with {how} at r = {num(base.value)} (middle half of annotators "
+                   f"{num(d.get('q25'))} to {num(d.get('q75'))}), over {count(n_def)} annotators with a defined r")
+        if is_number(n_ann) and is_number(n_def) and n_ann > n_def:
+            reading += (f"; {count(n_ann - n_def)} had too few items shared with others or gave constant "
+                        f"ratings")
+        sec.readings.append(reading + ".")
+        n_ratings, n_annot = ctx.run.get("n_human_ratings"), ctx.run.get("n_annotators")
+        if is_number(n_ratings) and is_number(n_annot) and n_annot and n_ratings / n_annot < 20:
+            sec.readings.append(
+                f"Each annotator rated only about {n_ratings / n_annot:.0f} of these items, so each annotator's r "
+                f"is itself noisy: the spread of the histogram overstates how much annotators really differ, and "
+                f"percentiles are rough.")
+        if marks:
+            beat = [m for m in marks if m.r > base.value]
+            pcts = [m.percentile for m in marks if m.percentile is not None]
+            if len(marks) == 1:
+                span = f"The LLM rater agrees with the crowd better than {percent(pcts[0])} of the annotators"
+            elif abs(max(pcts) - min(pcts)) < 0.5:
+                span = f"Each LLM rater agrees with the crowd better than {percent(pcts[0])} of the annotators"
+            else:
+                span = (f"The LLM raters agree with the crowd better than {percent(min(pcts))} to "
+                        f"{percent(max(pcts))} of the annotators")
+            if beat:
+                who = ", ".join(m.label for m in beat)
+                sec.readings.append(f"{span}; {len(beat)} of {len(marks)} beat the median annotator: {who}.")
+            else:
+                sec.readings.append(f"{span}; none agrees with the crowd as well as the median annotator does.")
+        hist = d.get("histogram") or {}
+        title = "Annotators' agreement with the rest of the crowd, and where each LLM rater falls"
+        if ctx.add_plot("baseline", plots.baseline_histogram(hist.get("edges", []), hist.get("counts", []),
+                                                              base.value, marks, title)):
+            sec.plots.append(PlotView("baseline", "histogram of annotators' leave-one-out r with LLM raters marked"))
+    alpha = _alpha_sentence(idx)
+    if alpha:
+        sec.readings.append(alpha)
+    sec.tables.append(_baseline_table(idx))
+    sec.tables.append(_human_agreement_table(idx))
+    return sec
+
+
+def _alpha_sentence(idx: MetricIndex) -> str:
+    alphas = [(level, idx.one(f"krippendorff_alpha_{level}")) for level in ("nominal", "ordinal", "interval")]
+    alphas = [(level, row) for level, row in alphas if row is not None and row.value is not None]
+    if not alphas:
+        return ""
+    listed = ", ".join(f"{num(row.value)} ({level})" for level, row in alphas)
+    main = dict(alphas).get("ordinal") or alphas[-1][1]
+    if main.value >= KRIPPENDORFF_RELIABLE:
+        verdict = "high: the annotators largely agree"
+    elif main.value >= KRIPPENDORFF_TENTATIVE:
+        verdict = "moderate: enough for tentative conclusions by Krippendorff's rule of thumb"
+    else:
+        verdict = (f"below {KRIPPENDORFF_TENTATIVE}, Krippendorff's bar for tentative conclusions: people genuinely "
+                   f"disagree about these items (or rate noisily), so no rater can match 'the' human answer")
+    return f"Agreement among the annotators, Krippendorff's α: {listed}. That is {verdict}."
+
+
+def _baseline_table(idx: MetricIndex) -> TableView:
+    rows = []
+    for name in ("annotator_loo_r_median", "annotator_full_mean_r_median"):
+        for row in idx.all(name):
+            d = row.details
+            rows.append([text(row.slice), value_cell(row), number_cell(d.get("q25")), number_cell(d.get("q75")),
+                         number_cell(d.get("mean")), count_cell(d.get("n_defined", row.n))])
+    return TableView("baseline", "Annotators' r with the others, per slice",
+                     ["slice", "median r", "25th pct", "75th pct", "mean", "annotators with a defined r"],
+                     rows, empty="no annotator baseline")
+
+
+def _human_agreement_table(idx: MetricIndex) -> TableView:
+    rows = []
+    for name, label in (("krippendorff_alpha_nominal", "Krippendorff's α (nominal)"),
+                        ("krippendorff_alpha_ordinal", "Krippendorff's α (ordinal)"),
+                        ("krippendorff_alpha_interval", "Krippendorff's α (interval)"),
+                        ("fleiss_kappa", "Fleiss' κ"), ("n_human_ratings", "human ratings")):
+        for row in idx.all(name):
+            digits = 0 if name == "n_human_ratings" else 3
+            rows.append([text(label), text(row.slice), value_cell(row, digits), count_cell(row.n),
+                         note(row.short_reason)])
+    return TableView("human-agreement", "Agreement among the annotators",
+                     ["statistic", "slice", "value", "items / n", "note"], rows, empty="no human ratings")
+
+
+# ------------------------------------------------------------------------------------------------ agreement
+
+
+def agreement_section(ctx: ReportContext) -> SectionView:
+    idx = ctx.index
+    sec = SectionView("agreement", "Agreement and accuracy",
+                      "Other views of the same question. Δα: the change in Krippendorff's α when the LLM joins the "
+                      "annotators as one more rater (negative: it agrees with them less than they agree with each "
+                      "other). Cohen's κ against the human majority label. Accuracy and F1 of the LLM's verdict "
+                      "(score thresholded at 0.5) against the majority and, where the dataset has one, the expert "
+                      "label. JSD: Jensen–Shannon divergence between the LLM's and the crowd's label distribution "
+                      "per item (0 = identical, 1 = disjoint), averaged over items.")
+    rows = []
+    for rater in idx.raters():
+        one = lambda name, r=rater: idx.one(name, "all", *r)
+        kappa = one("cohen_kappa_vs_majority")
+        rows.append([text(rater[0]), text(rater[1]),
+                     value_cell(one("krippendorff_delta_alpha_nominal")),
+                     value_cell(one("krippendorff_delta_alpha_ordinal")),
+                     value_cell(one("krippendorff_delta_alpha_interval")),
+                     value_cell(kappa), ci_cell(kappa), value_cell(one("cohen_kappa_linear_vs_majority")),
+                     value_cell(one("accuracy_vs_majority"), as_share=True), value_cell(one("f1_vs_majority")),
+                     value_cell(one("accuracy_vs_expert"), as_share=True), value_cell(one("f1_vs_expert")),
+                     value_cell(one("jsd_mean"))])
+        reading = _agreement_reading(idx, rater)
+        if reading:
+            sec.readings.append(reading)
+    sec.tables.append(TableView(
+        "agreement", "Agreement and accuracy per model · template",
+        ["model", "template", "Δα nominal", "Δα ordinal", "Δα interval", "Cohen κ", "95% CI", "κ (linear)",
+         "accuracy vs majority", "F1 vs majority", "accuracy vs expert", "F1 vs expert", "JSD"], rows,
+        empty="no LLM rater with answers"))
+    return sec
+
+
+def _agreement_reading(idx: MetricIndex, rater: tuple[str, str]) -> str:
+    parts = []
+    delta = None
+    for level in ("ordinal", "interval", "nominal"):
+        delta = idx.one(f"krippendorff_delta_alpha_{level}", "all", *rater)
+        if delta is not None and delta.value is not None:
+            break
+    if delta is not None and delta.value is not None:
+        d = delta.details
+        level = delta.name.rsplit("_", 1)[1]
+        direction = ("lowers it: the model agrees with the annotators less than they agree with each other"
+                     if delta.value < 0 else
+                     "raises it: the model agrees with the annotators at least as well as they agree with each other")
+        parts.append(f"adding it as one more annotator changes α ({level}) from {num(d.get('alpha_humans'))} to "
+                     f"{num(d.get('alpha_with_llm'))} ({num(delta.value)}); it {direction}.")
+    acc = idx.one("accuracy_vs_majority", "all", *rater)
+    if acc is not None and acc.value is not None:
+        f1 = idx.value("f1_vs_majority", "all", *rater)
+        pos = acc.details.get("n_positive_reference")
+        base = ""
+        if is_number(pos) and acc.n:
+            base_rate = max(pos, acc.n - pos) / acc.n
+            base = f" (always giving the more common verdict would match {share(base_rate)})"
+        parts.append(f"Its safe/unsafe verdict matches the human majority on {share(acc.value)} of "
+                     f"{count(acc.n)} items{base}, F1 {num(f1)}.")
+    expert = idx.one("accuracy_vs_expert", "all", *rater)
+    if expert is not None and expert.value is not None:
+        parts.append(f"Against the expert label: accuracy {share(expert.value)}, "
+                     f"F1 {num(idx.value('f1_vs_expert', 'all', *rater))}.")
+    jsd = idx.one("jsd_mean", "all", *rater)
+    if jsd is not None and jsd.value is not None:
+        parts.append(f"Its label distribution per item differs from the crowd's by a mean JSD of {num(jsd.value)}.")
+    if not parts:
+        return ""
+    return f"{rater_label(rater)}: " + " ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ all metrics
+
+
+def all_metrics_section(ctx: ReportContext) -> SectionView:
+    sec = SectionView("all-metrics", "Every metric of this run",
+                      "Every stored metric, including those summarised above; a dash marks an undefined value, with "
+                      "the reason in the last column. The same numbers are in `accord report RUN --format json`.")
+    rows = []
+    for row in sorted(ctx.index.rows, key=lambda r: (r.name, r.model, r.template, r.slice)):
+        rows.append([text(row.name), text(row.slice), text(row.model), text(row.template), value_cell(row),
+                     ci_cell(row), p_cell(row.pvalue), count_cell(row.n), note(row.short_reason)])
+    sec.tables.append(TableView("all-metrics", f"All {len(rows)} metrics",
+                                ["metric", "slice", "model", "template", "value", "95% CI", "p", "n", "note"],
+                                rows, empty="no metrics stored: post-process the run first", collapsed=True))
+    return sec
+
+

@@ -1,0 +1,81 @@
+"""Benchmark: building and rendering the run report for a synthetic DICES-sized study.
+
+350 items x 123 annotators (gender x race), 5 models x 3 templates x 5 samples, categories and subject
+models; the metrics come from compute_all (with few resamples: the report's cost does not depend on
+them). Prints the wall time of assemble_report (every section, table, reading and plot) and render_html.
+
+Run:  .venv/bin/python bench/report.py [--resamples 50] [--out /tmp/report.html]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from accord.analysis.suite import SuiteOptions, compute_all
+from accord.analysis.synthetic import make_synthetic
+from accord.api.report import assemble_report, render_html, summarize_run
+from accord.api.report_metrics import metrics_frame
+from accord.scheduler.run_frames import LLM_COLUMNS, RunFrames
+
+
+def dices_sized_frames(seed: int = 0) -> RunFrames:
+    human, annotators, llm, items = make_synthetic(
+        n_items=350, n_annotators=123,
+        attributes={"gender": ["Man", "Woman"], "race": ["Asian", "Black", "Latinx", "Multiracial", "White"]},
+        models=[f"model_{k}" for k in range(5)], templates=["direct", "mc_ab", "mc_ba"], n_samples=5,
+        group_effect=0.3, categories=["violence", "hate", "sexual", "misinformation", "other"],
+        subject_models=["s1", "s2", "s3", "s4"], seed=seed)
+    return run_frames_from(human, annotators, llm, items)
+
+
+def run_frames_from(human: pd.DataFrame, annotators: pd.DataFrame, llm: pd.DataFrame,
+                    items: pd.DataFrame) -> RunFrames:
+    """Analysis-contract frames as the run's frames (every request answered, none from the cache)."""
+    llm = llm.copy()
+    defaults = {"request_id": np.arange(len(llm)), "status": "done", "raw_text": "", "cache_hit": False,
+                "input_tokens": 100, "output_tokens": 2, "latency_ms": 50.0, "cost_usd": 0.0, "model_snapshot": "",
+                "attempts": 1, "last_error": None, "response_format": "text"}
+    for column in LLM_COLUMNS:
+        if column not in llm.columns:
+            llm[column] = defaults.get(column)
+    return RunFrames(run_id=1, dimension=None, human=human, annotators=annotators, llm=llm[LLM_COLUMNS], items=items)
+
+
+def run_fields(frames: RunFrames) -> dict:
+    n = len(frames.llm)
+    return {"id": 1, "campaign": "bench", "dataset": "synthetic", "status": "completed", "total": n, "done": n,
+            "cached": 0, "failed": 0, "cancelled": 0, "cost_usd": 0.0, "input_tokens": 100 * n, "output_tokens": 2 * n,
+            "cached_input_tokens": 0, "cache_write_tokens": 0, "repaired": 0, "started_at": None,
+            "finished_at": None, "duration_s": None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resamples", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=None, help="write the HTML here")
+    args = parser.parse_args()
+    frames = dices_sized_frames()
+    t0 = time.perf_counter()
+    records = compute_all(frames.human, frames.annotators, frames.llm, frames.items,
+                          SuiteOptions(n_resamples=args.resamples, n_permutations=args.resamples))
+    print(f"compute_all: {time.perf_counter() - t0:.1f} s, {len(records)} records")
+    metrics = metrics_frame(r.__dict__ for r in records)
+    t0, c0 = time.perf_counter(), time.process_time()
+    data = assemble_report(summarize_run(run_fields(frames), frames), metrics, frames)
+    t_build, c_build = time.perf_counter() - t0, time.process_time() - c0
+    t0 = time.perf_counter()
+    html = render_html(data)
+    t_render = time.perf_counter() - t0
+    print(f"report: assemble {t_build:.2f} s wall ({c_build:.2f} s CPU), render {t_render:.2f} s, {len(html) / 1e6:.1f} MB HTML, "
+          f"{len(data.plots)} plots, {len(data.sections)} sections")
+    if args.out:
+        args.out.write_text(html, encoding="utf-8")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
