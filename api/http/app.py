@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 
 import accord
@@ -64,6 +65,9 @@ def create_app(engine: Engine | None = None, *, settings: ApiSettings | None = N
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         log.info("accord API started", extra={"execution": backend.name, "database": engine.dialect.name})
+        recover = getattr(backend, "recover", None)
+        if settings.resume_runs_on_start and recover is not None:
+            await run_in_threadpool(recover)
         yield
         backend.shutdown()
         log.info("accord API stopped")

@@ -185,21 +185,37 @@ class EmbeddedBackend:
             if self._futures.get(run_id) is future:
                 return
 
+    def recover(self) -> list[int]:
+        """Start again the embedded runs a previous server process left running (their leases are
+        released by ``run_embedded_async``); returns their ids."""
+        with Session(self.engine) as session:
+            ids = list(session.execute(select(Run.id).where(Run.mode == self.name, Run.status == "running")
+                                       .order_by(Run.id)).scalars())
+        for run_id in ids:
+            log.info("resuming a run left running by a previous server", extra={"run_id": run_id})
+            self.start(run_id)
+        return ids
+
     def shutdown(self) -> None:
+        """Stop every execution (in-flight calls are abandoned; their requests stay queued and go back to
+        pending when the run is started again), then close the providers."""
         loop = self._loop
         if loop is None:
             return
-        for future in list(self._futures.values()):
-            future.cancel()
 
-        async def close_pool() -> None:
+        async def stop_everything() -> None:
+            current = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             if self._pool is not None:
                 await self._pool.aclose()
 
         try:
-            asyncio.run_coroutine_threadsafe(close_pool(), loop).result(timeout=10)
+            asyncio.run_coroutine_threadsafe(stop_everything(), loop).result(timeout=30)
         except Exception:
-            log.warning("closing the provider pool failed", exc_info=True)
+            log.warning("stopping the embedded runs failed", exc_info=True)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=10)

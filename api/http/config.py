@@ -29,6 +29,8 @@ class ApiSettings(BaseSettings):
     cookie_secure: bool = Field(default=False, description="Mark the dashboard's login cookie Secure (HTTPS only).")
     sse_interval_s: float = Field(default=1.0, gt=0, description="How often a progress stream looks for changes.")
     sse_max_s: float = Field(default=3600.0, gt=0, description="A progress stream closes after this long (clients reconnect).")
+    resume_runs_on_start: bool = Field(default=True, description="Embedded mode: at start, continue the runs a "
+                                                                  "previous server process left running.")
     templates_dir: Path | None = Field(default=None, description="Where custom templates are kept (default: "
                                                                    "<ACCORD_HOME>/api-templates).")
     json_logs: bool = Field(default=True, description="Structured JSON logs on stderr.")

@@ -498,3 +498,27 @@ def test_progress_stream_follows_a_live_run(api: ApiEnv) -> None:
     assert statuses[-1]["status"] == "completed" and statuses[-1]["done"] == 12
     assert [s["done"] for s in statuses] == sorted(s["done"] for s in statuses)
     assert statuses[-1]["report_ready"] is True
+
+
+def test_a_server_restart_continues_a_running_run(sqlite_engine: Any) -> None:
+    """Stopping the server abandons in-flight calls without failing them; the next server resumes the run."""
+    from accord.scheduler.run_control import read_progress
+
+    env_iter = make_env(sqlite_engine)
+    env = next(env_iter)
+    assert env.upload(env.a, "d1").status_code == 201
+    cid = env.campaign(env.a, campaign_doc("c", "d1", samples=2)).json()["id"]
+    env.gate.clear()
+    rid = env.start(env.a, cid).json()["id"]
+    _wait_for(lambda: len(env.pool.calls) > 0)
+    for _ in env_iter:          # the server stops while calls are held in flight
+        pass
+    stopped = read_progress(sqlite_engine, rid)
+    assert (stopped.status, stopped.done, stopped.failed) == ("running", 0, 0)
+    env_iter = make_env(sqlite_engine)
+    env2 = next(env_iter)       # a new server: it picks the run up at start
+    env2.backend.wait(rid, 60)
+    final = read_progress(sqlite_engine, rid)
+    assert (final.status, final.done, final.failed) == ("completed", 12, 0)
+    for _ in env_iter:
+        pass

@@ -1,0 +1,29 @@
+"""A bounded load test on loopback (bench/api_load.py, shortened): the API keeps answering status, list,
+rating-page and event-stream reads while a run is in flight, without errors, and the run keeps moving."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "api_load.py"
+
+
+@pytest.mark.slow
+def test_status_and_progress_reads_while_a_run_is_in_flight(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("api_load", BENCH)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.run_benchmark(duration=5.0, workers=8, streams=2, max_requests=20_000)
+    with capsys.disabled():
+        print(f"\nAPI load (5 s, 8 readers + 2 SSE streams): {result['requests']} requests, "
+              f"{result['requests_per_s']} requests/s, p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms; "
+              f"run {result['run']['finished_before']} -> {result['run']['finished_after']} finished")
+    assert result["errors"] == {}
+    assert result["requests"] >= 100 and result["p95_ms"] < 2000
+    assert result["run"]["finished_after"] > result["run"]["finished_before"]
+    assert result["progress_events"] >= 2
+    assert set(result["endpoints"]) == {"run status", "runs list", "ratings page", "event stream (open)"}
