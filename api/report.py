@@ -88,18 +88,22 @@ class ReportData:
 
 # ------------------------------------------------------------------------------------------------ run summary
 
-_HTTP = re.compile(r"^HTTP (\d{3})\b")
-_EXCEPTION = re.compile(r"^([A-Z][A-Za-z0-9_]*(?:Error|Exception|Timeout))\b")
+_HTTP = re.compile(r"\bHTTP (\d{3})\b")
+_EXCEPTION = re.compile(r"^(?:[a-z_]+: )?([A-Z][A-Za-z0-9_]*(?:Error|Exception|Timeout))\b")
 
 
 def failure_kind(message: str | None) -> str:
-    """A short kind for a failed request's last error: 'HTTP 429', 'TimeoutError', 'timeout', ..."""
+    """A short kind for a failed request's last error ('openai: HTTP 400 ...' -> 'HTTP 400'; 'TimeoutError',
+    'timeout', 'connection', ...)."""
     text = (message or "").strip()
     if not text:
         return "unknown"
-    m = _HTTP.match(text) or _EXCEPTION.match(text)
+    m = _HTTP.search(text)
     if m:
         return m.group(0)
+    m = _EXCEPTION.match(text)
+    if m:
+        return m.group(1)
     lowered = text.lower()
     for word, kind in (("timed out", "timeout"), ("timeout", "timeout"), ("rate limit", "rate limit"),
                        ("connection", "connection"), ("budget", "budget exhausted")):
@@ -252,4 +256,4 @@ def render_html(data: ReportData) -> str:
     """The self-contained report page."""
     return _ENV.get_template("report.html").render(
         run=data.run, plots=data.plots, sections=data.sections,
-        generated=datetime.now().isoformat(timespec="seconds"))
+        generated=datetime.now().strftime("%Y-%m-%d %H:%M:%S"))

@@ -84,8 +84,7 @@ def summary_section(ctx: ReportContext) -> SectionView:
         f"{n_models} model{'s' if n_models != 1 else ''} with {n_templates} template"
         f"{'s' if n_templates != 1 else ''}{persona_text} and {run.get('samples', 1)} sample"
         f"{'s' if run.get('samples', 1) != 1 else ''} per item. {count(run['done'])} were answered "
-        f"({count(run['cached'])} of them from the response cache, at no cost), {count(run['failed'])} failed and "
-        f"{count(run['cancelled'])} were cancelled.")
+        f"({_cached(run['cached'])}), {count(run['failed'])} failed and {count(run['cancelled'])} were cancelled.")
     cost = (f"It cost ${run['cost_usd']:.4f} for {count(run['input_tokens'])} input and "
             f"{count(run['output_tokens'])} output tokens")
     if run.get("cached_input_tokens"):
@@ -128,6 +127,10 @@ def summary_section(ctx: ReportContext) -> SectionView:
     if ctx.add_plot("outcomes", plots.outcomes_chart(ctx.frames.llm)):
         sec.plots.append(PlotView("outcomes", "share of answer outcomes per model and template"))
     return sec
+
+
+def _cached(n: int) -> str:
+    return "none from the response cache" if not n else f"{count(n)} of them from the response cache, at no cost"
 
 
 _OUTCOME_WORDS = {"refused": "were refusals", "unparseable": "could not be parsed",
