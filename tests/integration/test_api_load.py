@@ -4,6 +4,7 @@ rating-page and event-stream reads while a run is in flight, without errors, and
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ def test_status_and_progress_reads_while_a_run_is_in_flight(capsys: pytest.Captu
     spec = importlib.util.spec_from_file_location("api_load", BENCH)
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
+    sys.modules["api_load"] = bench          # dataclasses look their module up there
     spec.loader.exec_module(bench)
     result = bench.run_benchmark(duration=5.0, workers=8, streams=2, max_requests=20_000)
     with capsys.disabled():
