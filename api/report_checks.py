@@ -149,7 +149,7 @@ def failures_section(ctx: ReportContext) -> SectionView | None:
                           value_cell(refuse, as_share=True),
                           count_cell(refuse.details.get("count") if refuse else None)])
     any_bad = [r for r in idx.all("failure_rate") + idx.all("refusal_rate") if r.value]
-    bias_rows, flagged = [], []
+    bias, flagged = [], []
     for kind in ("failure", "refusal"):
         for row in idx.all(f"{kind}_bias_chi2"):
             levels = row.details.get("levels") or {}
@@ -158,12 +158,14 @@ def failures_section(ctx: ReportContext) -> SectionView | None:
             flag = bool(row.details.get("flag"))
             remark = row.short_reason
             if not remark and is_number(row.details.get("min_expected")) and row.details["min_expected"] < 5:
-                remark = "some expected counts below 5: the chi-square approximation is rough"
-            bias_rows.append([text(kind), text(row.model), text(row.template), text(row.slice), value_cell(row, 2),
-                              count_cell(row.details.get("dof")), p_cell(row.pvalue),
-                              Cell("FLAG" if flag else "", "warn" if flag else ""), text(spread), note(remark)])
+                remark = "expected counts < 5: a rough test"
+            bias.append((not flag, row.pvalue if row.pvalue is not None else 2.0, [
+                text(kind), text(row.model), text(row.template), text(row.slice), value_cell(row, 2),
+                count_cell(row.details.get("dof")), p_cell(row.pvalue), Cell("FLAG" if flag else "", "warn" if flag else ""),
+                text(spread), note(remark)]))
             if flag:
                 flagged.append(_flag_reading(kind, row, levels))
+    bias_rows = [cells for *_, cells in sorted(bias, key=lambda b: (b[0], b[1]))]
     if not any_bad:
         sec.readings.append("Every answer gave a usable label: no failures or refusals to check.")
     else:
@@ -180,7 +182,7 @@ def failures_section(ctx: ReportContext) -> SectionView | None:
                   ["model", "template", "answers", "failure rate", "failures", "refusal rate", "refusals"], rate_rows),
         TableView("failure-bias", "Do failures and refusals cluster? Chi-square test by item metadata",
                   ["kind", "model", "template", "item column", "χ²", "dof", "p", "flag", "rate per level", "note"],
-                  bias_rows, empty="no failures or refusals to break down"),
+                  bias_rows, empty="no failures or refusals to break down", collapsed=not flagged),
     ]
     return sec
 

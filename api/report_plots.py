@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from accord.api.report_canvas import Canvas
-from accord.api.report_format import is_number, plain
+from accord.api.report_format import is_number, num, plain
 from matplotlib.lines import Line2D
 
 DPI = 100
@@ -62,7 +62,6 @@ def text_width(labels: Sequence[str], fontsize: float = 8) -> float:
     return 0.0075 * fontsize * longest + 0.15
 
 
-R_TICKS = [-1.0, -0.5, 0.0, 0.5, 1.0]
 
 
 # ------------------------------------------------------------------------------------------------ outcomes
@@ -151,8 +150,8 @@ def scatter_panels(panels: Sequence[ScatterPanel], ncols: int = 3) -> str | None
             xs = np.array([np.min(p.human), np.max(p.human)])
             panel.segments(xs[:1], xs[1:], slope * xs[:1] + intercept, slope * xs[1:] + intercept, RED, 1.3)
             lo, hi = p.ci
-            ci = f" [{lo:.2f}, {hi:.2f}]" if is_number(lo) and is_number(hi) else ""
-            sub = f"r = {p.r:.2f}{ci}, {len(p.human)} items"
+            ci = f" [{num(lo)}, {num(hi)}]" if is_number(lo) and is_number(hi) else ""
+            sub = f"r = {num(p.r)}{ci}, {len(p.human)} items"
         else:
             sub = f"no correlation (constant scores), {len(p.human)} items"
         panel.title(f"{plain(p.title)}\n{sub}")
@@ -173,14 +172,35 @@ class RaterMark:
     percentile: float | None  # 0-100: share of annotators with a lower r
 
 
-def baseline_histogram(edges: Sequence[float], counts: Sequence[int], median: float | None,
-                       marks: Sequence[RaterMark], title: str) -> str | None:
-    """Histogram of the annotators' leave-one-out r with each LLM rater's r as a numbered vertical line."""
-    counts = np.asarray(counts, dtype=float)
-    edges = np.asarray(edges, dtype=float)
+def histogram_bins(values: np.ndarray) -> np.ndarray:
+    """Bin edges for the annotators' r: numpy's 'auto' rule, kept between 8 and 40 bins."""
+    edges = np.histogram_bin_edges(values, bins="auto")
+    if not 9 <= edges.size <= 41:
+        edges = np.histogram_bin_edges(values, bins=int(np.clip(edges.size - 1, 8, 40)))
+    return edges
+
+
+def baseline_histogram(values: np.ndarray | None, edges: Sequence[float], counts: Sequence[int],
+                       median: float | None, marks: Sequence[RaterMark], title: str) -> str | None:
+    """Histogram of the annotators' leave-one-out r with each LLM rater's r as a numbered vertical line.
+
+    ``values`` are the annotators' r (binned here); without them the stored ``edges``/``counts`` are used."""
+    if values is not None and np.size(values):
+        values = np.asarray(values, dtype=float)
+        edges_arr = histogram_bins(values)
+        counts_arr, _ = np.histogram(values, bins=edges_arr)
+    else:
+        edges_arr, counts_arr = np.asarray(edges, dtype=float), np.asarray(counts, dtype=float)
+    counts, edges = np.asarray(counts_arr, dtype=float), np.asarray(edges_arr, dtype=float)
     if counts.size == 0 or counts.sum() == 0 or edges.size != counts.size + 1:
         return None
-    legend_rows = len(marks) + 2
+    filled = np.flatnonzero(counts > 0)
+    shown = [edges[filled[0]], edges[filled[-1] + 1]] + [m.r for m in marks] + ([median] if is_number(median) else [])
+    lo, hi = min(shown), max(shown)
+    pad = 0.06 * max(hi - lo, 0.2)
+    xlim = (max(-1.0, lo - pad), min(1.0, hi + pad))
+    legend_cols = 2 if len(marks) > 6 else 1
+    legend_rows = int(np.ceil((len(marks) + 2) / legend_cols))
     legend_h = 0.19 * legend_rows + 0.3
     fig, axes = grid(1, 1, 8.9, 3.4, left=0.75, top=0.45, bottom=0.6 + legend_h)
     ax = axes[0, 0]
@@ -191,13 +211,13 @@ def baseline_histogram(edges: Sequence[float], counts: Sequence[int], median: fl
     if is_number(median):
         ax.axvline(median, color="black", linestyle="--", linewidth=1.2)
         handles.append(Line2D([], [], color="black", linestyle="--"))
-        labels.append(f"median annotator (r = {median:.2f})")
+        labels.append(f"median annotator (r = {num(median)})")
     colors = rater_colors(len(marks))
     placed: list[tuple[float, int]] = []
     for k, (mark, color) in enumerate(zip(marks, colors), start=1):
         ax.axvline(mark.r, color=color, linewidth=2)
         level = 0
-        while any(abs(mark.r - x) < 0.07 and lv == level for x, lv in placed):
+        while any(abs(mark.r - x) < 0.035 * (xlim[1] - xlim[0]) and lv == level for x, lv in placed):
             level += 1
         placed.append((mark.r, level))
         ax.text(mark.r, top * (1.05 + 0.12 * level), str(k), ha="center", va="bottom", fontsize=8,
@@ -205,18 +225,18 @@ def baseline_histogram(edges: Sequence[float], counts: Sequence[int], median: fl
                 bbox={"boxstyle": "circle,pad=0.25", "facecolor": color, "edgecolor": "none"})
         pct = f", better than {mark.percentile:.0f}% of annotators" if is_number(mark.percentile) else ""
         handles.append(Line2D([], [], color=color, linewidth=2))
-        labels.append(f"{k}: {plain(mark.label)} (r = {mark.r:.2f}{pct})")
+        labels.append(f"{k}: {plain(mark.label)} (r = {num(mark.r)}{pct})")
     max_level = max((lv for _, lv in placed), default=0)
     ax.set_ylim(0, top * (1.25 + 0.12 * max_level))
-    ax.set_xlim(-1, 1)
-    ax.set_xticks(R_TICKS)
+    ax.set_xlim(*xlim)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(8, steps=[1, 2, 2.5, 5, 10]))
     ax.set_xlabel("Pearson r with the mean rating of the other annotators (an LLM rater: with the mean of all)",
                   fontsize=9)
     ax.set_ylabel("annotators", fontsize=9)
     ax.tick_params(labelsize=8)
     ax.set_title(plain(title), fontsize=11)
     ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.5 / 3.4),
-              frameon=False, ncol=1)
+              frameon=False, ncol=legend_cols)
     ax.grid(axis="y", alpha=0.3)
     return png(fig)
 
@@ -241,10 +261,30 @@ class ForestPanel:
     subtitle: str = ""
 
 
+def _tick_label(value: float) -> str:
+    return f"{value:g}".replace("-", "\u2212")
+
+
+def _r_range(panels: Sequence[ForestPanel]) -> tuple[tuple[float, float], list[float]]:
+    """One x range for every panel (so panels compare), fitted to the estimates, intervals and reference
+    lines; zero is kept in view when the values come near it."""
+    values = [v for p in panels for r in p.rows for v in (r.value, r.low, r.high) if is_number(v)]
+    values += [float(p.reference) for p in panels if is_number(p.reference)]
+    if not values:
+        return (-1.04, 1.04), [-1.0, 0.0, 1.0]
+    lo, hi = max(-1.0, min(values)), min(1.0, max(values))
+    if lo <= 0.25:
+        lo = min(lo, 0.0)
+    span = max(hi - lo, 0.1)
+    lo, hi = max(-1.04, lo - 0.1 * span), min(1.04, hi + 0.1 * span)
+    ticks = [float(t) for t in matplotlib.ticker.MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi) if lo <= t <= hi]
+    return (lo, hi), [round(t, 10) for t in ticks]
+
+
 def forest_plot(panels: Sequence[ForestPanel], title: str, xlabel: str, reference_label: str,
                 significance_label: str | None = None, ncols: int = 3) -> str | None:
     """Forest plot: one panel per rater, one row per group (the same rows in every panel), point
-    estimate with its interval on the r scale (−1 to 1); significant rows in red with a star."""
+    estimate with its interval on one r scale shared by the panels; significant rows in red with a star."""
     panels = [p for p in panels if p.rows]
     if not panels:
         return None
@@ -258,11 +298,12 @@ def forest_plot(panels: Sequence[ForestPanel], title: str, xlabel: str, referenc
     canvas = Canvas(left + ncols * pw + (ncols - 1) * gap_x + 0.25, top + nrows * (ph + gap_y) - 0.25)
     canvas.text(canvas.width / 2, 0.12, plain(title), ha="center", va="top", fontsize=11)
     y = np.arange(n_rows, dtype=float)
+    xlim, ticks = _r_range(panels)
     for k, panel_data in enumerate(panels):
         c, row = k % ncols, k // ncols
-        panel = canvas.panel(left + c * (pw + gap_x), top + row * (ph + gap_y), pw, ph, (-1.04, 1.04),
+        panel = canvas.panel(left + c * (pw + gap_x), top + row * (ph + gap_y), pw, ph, xlim,
                              (n_rows - 0.45, -0.55))
-        panel.vlines([-0.5, 0.5])
+        panel.vlines(ticks)
         panel.vlines([0.0], color="#bbbbbb")
         if is_number(panel_data.reference):
             panel.vlines([float(panel_data.reference)], color="#333333", linewidth=1.0, linestyle="--")
@@ -274,16 +315,18 @@ def forest_plot(panels: Sequence[ForestPanel], title: str, xlabel: str, referenc
         has_ci = np.isfinite(low) & np.isfinite(high)
         defined = np.isfinite(value)
         for mask, color in ((has_ci & ~sig, BLUE), (has_ci & sig, RED)):
-            panel.segments(np.clip(low[mask], -1, 1), np.clip(high[mask], -1, 1), y[mask], y[mask], color)
+            panel.segments(np.clip(low[mask], *xlim), np.clip(high[mask], *xlim), y[mask], y[mask], color)
         for mask, color in ((defined & ~sig, BLUE), (defined & sig, RED)):
             panel.points(value[mask], y[mask], color)
+        span = xlim[1] - xlim[0]
         for yi in np.flatnonzero(sig & defined):
             right = high[yi] if np.isfinite(high[yi]) else value[yi]
-            panel.note(min(0.95, right + 0.05), y[yi], "*", color=RED, fontsize=12, va="center", fontweight="bold")
+            panel.note(min(xlim[1] - 0.04 * span, right + 0.02 * span), y[yi], "*", color=RED, fontsize=12,
+                       va="center", fontweight="bold")
         for yi in np.flatnonzero(~defined):
-            panel.note(-0.97, y[yi], "undefined", fontsize=7, color=GREY, va="center")
+            panel.note(xlim[0] + 0.02 * span, y[yi], "undefined", fontsize=7, color=GREY, va="center")
         panel.title(plain(panel_data.title) + (f"\n{plain(panel_data.subtitle)}" if panel_data.subtitle else ""))
-        panel.xticks([-1.0, 0.0, 1.0], ["−1", "0", "1"])
+        panel.xticks(ticks, [_tick_label(t) for t in ticks])
         if c == 0:
             panel.yticks(list(y), labels)
         if row == nrows - 1 or k + ncols >= len(panels):

@@ -9,6 +9,7 @@ named as such."""
 from __future__ import annotations
 
 import numpy as np
+from accord.analysis import baseline
 from accord.analysis.frames import build_human_matrix, build_llm_scores
 from accord.api import report_plots as plots
 from accord.api.report_context import ReportContext
@@ -273,7 +274,8 @@ def baseline_section(ctx: ReportContext) -> SectionView:
                 sec.readings.append(f"{span}; none agrees with the crowd as well as the median annotator does.")
         hist = d.get("histogram") or {}
         title = "Annotators' agreement with the rest of the crowd, and where each LLM rater falls"
-        if ctx.add_plot("baseline", plots.baseline_histogram(hist.get("edges", []), hist.get("counts", []),
+        values = _annotator_r(ctx, bool(d.get("leave_one_out", True)), base.value)
+        if ctx.add_plot("baseline", plots.baseline_histogram(values, hist.get("edges", []), hist.get("counts", []),
                                                               base.value, marks, title)):
             sec.plots.append(PlotView("baseline", "histogram of annotators' leave-one-out r with LLM raters marked"))
     alpha = _alpha_sentence(idx)
@@ -282,6 +284,18 @@ def baseline_section(ctx: ReportContext) -> SectionView:
     sec.tables.append(_baseline_table(idx))
     sec.tables.append(_human_agreement_table(idx))
     return sec
+
+
+def _annotator_r(ctx: ReportContext, leave_one_out: bool, stored_median: float) -> np.ndarray | None:
+    """Each annotator's r, recomputed from the run's human ratings with the suite's own function (for a finer
+    histogram than the stored one); None unless it reproduces the stored median."""
+    if ctx.frames.human.empty:
+        return None
+    matrix = build_human_matrix(ctx.frames.human)
+    res = baseline.annotator_agreement(matrix.values, matrix.annotator_ids, leave_one_out=leave_one_out)
+    if not np.isfinite(res.median) or abs(res.median - stored_median) > 1e-9:
+        return None
+    return res.r[np.isfinite(res.r)]
 
 
 def _alpha_sentence(idx: MetricIndex) -> str:

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.analysis.synthetic import make_synthetic
 from accord.api.report import assemble_report, failure_kind, metric_rows, render_html, summarize_run
@@ -166,7 +165,7 @@ def test_significant_groups_are_marked_and_named(small_frames: RunFrames) -> Non
     assert "has to reach about 1.12" in reading and "far too small to compare" in reading
     assert "Significant differences between groups" in reading
     assert "groups-gender" in data.plots
-    table = re.search(r'<table id="table-group-gaps">.*?</table>', html, re.S).group(0)  # type: ignore[union-attr]
+    table = re.search(r'<table id="table-group-gaps">.*?</table>', html, re.DOTALL).group(0)  # type: ignore[union-attr]
     assert "groups differ" in table and '<td class="sig"' in table and "1.120" in table
 
 
@@ -185,7 +184,7 @@ def test_no_evidence_is_not_called_equality(small_frames: RunFrames) -> None:
     reading = " ".join(data.readings["groups"])
     assert "No group's r differs" in reading and "smallest adjusted p = 0.80" in reading
     assert "too small to tell" in reading and "absence of evidence here is not evidence of equal alignment" in reading
-    assert "too small to tell" in re.search(r'<table id="table-group-gaps">.*?</table>', html, re.S).group(0)  # type: ignore[union-attr]
+    assert "too small to tell" in re.search(r'<table id="table-group-gaps">.*?</table>', html, re.DOTALL).group(0)  # type: ignore[union-attr]
 
 
 def test_failure_bias_flags_are_shown_with_the_rates(small_frames: RunFrames) -> None:
@@ -204,7 +203,7 @@ def test_failure_bias_flags_are_shown_with_the_rates(small_frames: RunFrames) ->
                                "30% on violence items against 2% on benign items")
     assert "m · t 16.2% refusals (13 of 80)" in data.readings["failures"][0]
     assert '<p class="flag">FLAG: m · t' in html
-    table = re.search(r'<table id="table-failure-bias">.*?</table>', html, re.S).group(0)  # type: ignore[union-attr]
+    table = re.search(r'<table id="table-failure-bias">.*?</table>', html, re.DOTALL).group(0)  # type: ignore[union-attr]
     assert table.count(">FLAG<") == 1 and "violence 30% (12/40)" in table
 
 
@@ -301,4 +300,4 @@ def test_a_broken_section_does_not_take_the_report_down(small_frames: RunFrames,
     monkeypatch.setattr(report_module, "SECTION_BUILDERS", builders)
     data, html = hand_made_report([row("pearson_r_vs_mean", 0.4, ci=(0.1, 0.6), n=40)], small_frames)
     assert data.readings["consistency"] == ["This section could not be built: RuntimeError: boom"]
-    assert "alignment" in data.readings
+    assert "This section could not be built: RuntimeError: boom" in html and '<section id="alignment">' in html
