@@ -18,9 +18,9 @@ Admission is a reservation: the script returns how long the caller must sleep be
 do not poll; reservations are capped at ``max_reserve_s`` ahead (beyond that the caller waits and asks
 again). A sleeper can wake up late (a busy event loop, a busy CPU) and would then crowd the calls admitted
 after it, so the last step before sending is a second atomic check, against a log of the group's sends
-in the last second (a sorted set): no more than ``floor(rpm / 60 x headroom)`` in any second, nothing
-while ``block_until`` holds. Pacing (GCRA) keeps the calls evenly spread, the log makes the per-second
-bound exact at admission; the headroom leaves room for the way from admission to the provider.
+in the last second (a sorted set): no more than ``floor(rpm / 60)`` in any second, nothing while
+``block_until`` holds. Pacing (GCRA, at ``headroom`` x the limit) keeps calls evenly spread with room for
+the way from admission to the provider; the log makes the per-second bound exact at admission.
 Token limits are paced by the GCRA alone (estimated before the call, corrected from the usage).
 
 Losing Redis state (``FLUSHALL``) resets the schedule to "idle", which admits calls evenly from then on.
@@ -257,10 +257,11 @@ class RedisRateLimiter:
         return bool(int(granted)), float(wait_ms) / 1000.0
 
     def window_limit(self, spec: ModelSpec) -> int:
-        """Sends allowed in any ``window_s`` (0: no request limit)."""
+        """Sends allowed in any ``window_s``: the limit's share of the window (0: no request limit). The
+        pacing runs ``headroom`` below it, so this bound only bites on calls that woke up late."""
         if not spec.rpm:
             return 0
-        return max(1, math.floor(spec.rpm / 60.0 * self.window_s * self.headroom))
+        return max(1, math.floor(spec.rpm / 60.0 * self.window_s))
 
     def admit(self, spec: ModelSpec) -> float:
         """The send-time check: 0.0 when admitted (and logged), else seconds to wait before asking again."""
