@@ -170,3 +170,46 @@ def status_counts(engine: Engine, run_id: int) -> dict[str, int]:
         rows = s.execute(select(RatingRequest.status, func.count()).where(RatingRequest.run_id == run_id)
                          .group_by(RatingRequest.status)).all()
     return {str(k): int(v) for k, v in rows}
+
+
+def import_distinct_dataset(engine: Engine, folder: Path, n_items: int, name: str = "bench", seed: int = 0) -> None:
+    """The synthetic sparse dataset with ``n_items`` items whose texts are all distinct (the generator
+    reuses phrases; a case number on each final response makes every rating request a distinct call)."""
+    import csv
+
+    from accord.models.dataset_import import import_dataset
+    from accord.models.import_spec import ImportSpec
+    from tests.fakes.synthetic_dataset import make_sparse_dataset
+
+    kwargs = make_sparse_dataset(folder, n_items=n_items, n_annotators=60, raters_per_item=(2, 4), seed=seed)
+    path = Path(kwargs["items_file"])
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields = list(reader.fieldnames or [])
+        rows = list(reader)
+    for i, row in enumerate(rows):
+        row["response"] = f"{row['response']} (case {i})"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    import_dataset(engine, ImportSpec(**{**kwargs, "name": name}))
+
+
+def process_group_cpu_seconds(pgids: set[int]) -> float:
+    """CPU seconds (user + system, reaped children included) of every live process in these process
+    groups, from /proc (Linux)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        # fields[0] is the state (field 3); pgrp is field 5, utime..cstime are fields 14..17
+        if int(fields[2]) in pgids:
+            total += sum(int(x) for x in fields[11:15]) / tick
+    return total

@@ -266,3 +266,23 @@ def test_b_sees_its_dashboard_pages(world: World) -> None:
             continue
         response = _request(world, call, b, {}, cookies={"accord_key": world.env.b.key})
         assert response.status_code == 200, (call.path, response.status_code)
+
+
+@pytest.mark.xfail(strict=True, reason="the response cache is keyed by the call only (scheduler/expand.py cache_key), "
+                                       "so B's plan and run reuse A's answers: B can infer what A rated. Fix: "
+                                       "include the project in the cache key; then drop this marker.")
+def test_response_cache_is_not_shared_between_projects(sqlite_engine: Any) -> None:
+    from tests.integration.api_helpers import make_env
+
+    env_iter = make_env(sqlite_engine)
+    env = next(env_iter)
+    try:
+        for tenant in (env.a, env.b):
+            assert env.upload(tenant, "same-data").status_code == 201
+        doc = campaign_doc("same-campaign", "same-data")
+        env.finished_run(env.a, "same-data", "same-campaign")
+        plan = env.client.post("/api/v1/campaigns/plan", headers=env.b.headers, json=doc).json()
+        assert plan["cached"] == 0, f"B's plan shows {plan['cached']} of {plan['total']} answers cached by A"
+    finally:
+        for _ in env_iter:
+            pass

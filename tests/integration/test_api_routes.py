@@ -522,3 +522,28 @@ def test_a_server_restart_continues_a_running_run(sqlite_engine: Any) -> None:
     assert (final.status, final.done, final.failed) == ("completed", 12, 0)
     for _ in env_iter:
         pass
+
+
+def test_distributed_mode_leaves_execution_to_the_scheduler(sqlite_engine: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from accord.api.http.app import create_app
+    from accord.api.http.auth import create_key, create_project
+    from accord.api.http.backends import DistributedBackend
+    from accord.api.http.config import ApiSettings
+
+    app = create_app(sqlite_engine, settings=ApiSettings(json_logs=False, execution="distributed"))
+    assert isinstance(app.state.accord.backend, DistributedBackend)
+    key = create_key(sqlite_engine, create_project(sqlite_engine, "dist").id).key  # type: ignore[arg-type]
+    h = {"Authorization": f"Bearer {key}"}
+    from tests.integration.api_helpers import ITEMS_CSV, MAPPING, RATINGS_CSV
+
+    with TestClient(app) as client:
+        files = {"items_file": ("items.csv", ITEMS_CSV.encode()), "ratings_file": ("ratings.csv", RATINGS_CSV.encode())}
+        assert client.post("/api/v1/datasets", headers=h, files=files,
+                           data={"mapping": json.dumps({"name": "d", **MAPPING})}).status_code == 201
+        cid = client.post("/api/v1/campaigns", headers=h, json=campaign_doc("c", "d")).json()["id"]
+        run = client.post(f"/api/v1/campaigns/{cid}/runs", headers=h).json()
+        time.sleep(0.3)
+        status = client.get(f"/api/v1/runs/{run['id']}", headers=h).json()
+    assert (run["mode"], status["status"], status["done"]) == ("distributed", "pending", 0)

@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
-from sqlmodel import Session
-
 from accord.api.report import build_report_data, metrics_table, render_html
 from accord.api.report_format import count, num, share
 from accord.api.report_metrics import MetricIndex
@@ -25,6 +22,9 @@ from accord.scheduler.campaign_spec import parse_campaign
 from accord.scheduler.embedded import run_embedded
 from accord.scheduler.expand import create_run
 from accord.scheduler.postprocess import postprocess_run
+from sqlalchemy import select
+from sqlmodel import Session
+
 from tests.fakes.openai_server import OpenAIFakeServer
 from tests.fakes.synthetic_dataset import make_sparse_dataset
 
@@ -76,7 +76,7 @@ def reported(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
 
 
 def table(html: str, table_id: str) -> str:
-    found = re.search(rf'<table id="table-{table_id}">.*?</table>', html, re.S)
+    found = re.search(rf'<table id="table-{table_id}">.*?</table>', html, re.DOTALL)
     assert found, f"no table {table_id}"
     return found.group(0)
 
@@ -201,7 +201,7 @@ def test_terminal_table_and_dashboard_sections(reported: dict[str, Any]) -> None
     console.print(metrics_table(reported["data"]))
     text = console.export_text()
     assert "pearson_r_vs_mean" in text and "annotator_loo_r_median" in text
-    assert not re.search(r"\b\d+\.000\b\s*│\s*$", text, re.M)     # the n column holds integers
+    assert not re.search(r"\b\d+\.000\b\s*│\s*$", text, re.MULTILINE)     # the n column holds integers
 
     from accord.api.http.reports import report_sections
 
