@@ -301,3 +301,12 @@ def test_a_broken_section_does_not_take_the_report_down(small_frames: RunFrames,
     data, html = hand_made_report([row("pearson_r_vs_mean", 0.4, ci=(0.1, 0.6), n=40)], small_frames)
     assert data.readings["consistency"] == ["This section could not be built: RuntimeError: boom"]
     assert "This section could not be built: RuntimeError: boom" in html and '<section id="alignment">' in html
+
+
+def test_a_run_without_metrics_still_reports_its_summary(small_frames: RunFrames) -> None:
+    data, html = hand_made_report([], small_frames)
+    assert [s.id for s in data.sections] == ["summary", "alignment", "baseline", "agreement", "all-metrics"]
+    assert data.readings["baseline"] == ["No annotator baseline was computed for this run."]
+    assert "no metrics stored: post-process the run first" in html
+    assert "outcomes" in data.plots and "scatter" not in data.plots
+    assert json.loads(json.dumps(data.to_json()))["metrics"] == []
