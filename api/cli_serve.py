@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 import yaml
@@ -38,12 +38,11 @@ def _engine() -> Any:
 # ---------------------------------------------------------------------------------------------- serve
 def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
           port: int = typer.Option(8000, help="Port."),
-          execution: Optional[str] = typer.Option(None, help="embedded (runs execute in the server) or distributed "
+          execution: str | None = typer.Option(None, help="embedded (runs execute in the server) or distributed "
                                                              "(Celery workers); default ACCORD_API_EXECUTION or embedded."),
           log_level: str = typer.Option("info", help="uvicorn log level.")) -> None:
     """Serve the HTTP API (/api/v1, docs at /api/v1/docs) and the dashboard (/dashboard)."""
     import uvicorn
-
     from accord.api.http.app import create_app
     from accord.api.http.config import ApiSettings
 
@@ -78,10 +77,9 @@ def project_create(name: str = typer.Argument(..., help="Project name (unique)."
 @project_app.command("list")
 def project_list() -> None:
     """List projects."""
+    from accord.models.schema import Project
     from sqlalchemy import select
     from sqlmodel import Session
-
-    from accord.models.schema import Project
 
     with Session(_engine()) as session:
         for p in session.execute(select(Project).order_by(Project.id)).scalars():
@@ -132,7 +130,7 @@ def key_list(project: str = typer.Argument(..., help="Project name or id.")) -> 
         console.print(f"{r.id}\t{r.prefix}…\t{state}\t{r.name}")
 
 
-def openapi(output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout).")) -> None:
+def openapi(output: Path | None = typer.Option(None, "--output", "-o", help="File to write (default: stdout).")) -> None:
     """Write the HTTP API's OpenAPI document."""
     from accord.api.http.app import openapi_document
 
@@ -151,7 +149,7 @@ _state: dict[str, Any] = {}
 
 @remote_app.callback()
 def remote(url: str = typer.Option("http://127.0.0.1:8000", "--url", envvar="ACCORD_API_URL", help="Server URL."),
-           key: Optional[str] = typer.Option(None, "--key", envvar="ACCORD_API_KEY", help="API key.")) -> None:
+           key: str | None = typer.Option(None, "--key", envvar="ACCORD_API_KEY", help="API key.")) -> None:
     _state["url"], _state["key"] = url, key
 
 
@@ -177,9 +175,9 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 @remote_app.command("upload")
 def remote_upload(mapping: Path = typer.Argument(..., help="YAML/JSON of import fields (as accord import's --spec, "
                                                             "file paths are taken from the options below)."),
-                  ratings: Optional[Path] = typer.Option(None, "--ratings"),
-                  items: Optional[Path] = typer.Option(None, "--items"),
-                  annotators: Optional[Path] = typer.Option(None, "--annotators")) -> None:
+                  ratings: Path | None = typer.Option(None, "--ratings"),
+                  items: Path | None = typer.Option(None, "--items"),
+                  annotators: Path | None = typer.Option(None, "--annotators")) -> None:
     """Upload a dataset."""
     doc = yaml.safe_load(mapping.read_text(encoding="utf-8")) or {}
     base = mapping.parent
@@ -198,7 +196,7 @@ def remote_upload(mapping: Path = typer.Argument(..., help="YAML/JSON of import 
 @remote_app.command("submit")
 def remote_submit(campaign: Path = typer.Argument(..., help="Campaign YAML or JSON."),
                   follow: bool = typer.Option(True, help="Follow the run until it finishes."),
-                  budget: Optional[float] = typer.Option(None, help="Budget cap in dollars.")) -> None:
+                  budget: float | None = typer.Option(None, help="Budget cap in dollars.")) -> None:
     """Create a campaign on the server and start a run of it."""
     document = yaml.safe_load(campaign.read_text(encoding="utf-8"))
     with _client() as client:
@@ -225,7 +223,7 @@ def _print_status(s: dict[str, Any]) -> None:
 
 
 @remote_app.command("status")
-def remote_status(run_id: Optional[int] = typer.Argument(None, help="A run id (default: list runs).")) -> None:
+def remote_status(run_id: int | None = typer.Argument(None, help="A run id (default: list runs).")) -> None:
     """A run's status, or the project's runs."""
     with _client() as client:
         if run_id is not None:

@@ -165,9 +165,7 @@ class AccordClient:
                     payload = json.loads("\n".join(data)) if data else {}
                     if event == "progress":
                         yield payload
-                    elif event == "end" and not until_report:
-                        return
-                    elif event == "report":
+                    elif event == "end" and not until_report or event == "report":
                         return
                     event, data = "", []
 
@@ -184,8 +182,7 @@ class AccordClient:
                 r.read()
                 self._check(r)
             with open(output, "wb") as fh:
-                for chunk in r.iter_bytes():
-                    fh.write(chunk)
+                fh.writelines(r.iter_bytes())
         return output
 
     def metrics(self, run_id: int, **filters: Any) -> Any:

@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import httpx  # noqa: E402
-import yaml  # noqa: E402
+import httpx
+import yaml
 
 DEMO = REPO / "api" / "datasets" / "dices_demo"
 KEY_ENV = "ACCORD_BENCH_PROVIDER_KEY"
@@ -44,7 +44,6 @@ KEY_ENV = "ACCORD_BENCH_PROVIDER_KEY"
 def serve(db_url: str, port: int, base_url: str) -> None:
     """The API server process."""
     import uvicorn
-
     from accord.api.http.app import create_app
     from accord.api.http.config import ApiSettings
     from accord.models.migrate import init_db
@@ -140,6 +139,7 @@ def run_benchmark(duration: float = 20.0, workers: int = 16, streams: int = 4, m
     from accord.api.http.auth import create_key, create_project
     from accord.api.http.server import free_port
     from accord.models.migrate import init_db
+
     from tests.fakes.openai_server import openai_subprocess
 
     folder = Path(tempfile.mkdtemp(prefix="accord-api-load-"))

@@ -11,14 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse, Response
-from starlette.concurrency import run_in_threadpool
-from sqlalchemy.engine import Engine
-
-import accord
 from accord.api.http import (
-    dashboard, routes_campaigns, routes_datasets, routes_health, routes_runs, routes_templates,
+    dashboard,
+    routes_campaigns,
+    routes_datasets,
+    routes_health,
+    routes_runs,
+    routes_templates,
 )
 from accord.api.http.backends import ExecutionBackend, make_backend
 from accord.api.http.config import ApiSettings
@@ -29,6 +28,12 @@ from accord.api.http.rate_limit import KeyRateLimiter
 from accord.api.http.reports import ReportCache
 from accord.api.http.template_store import TemplateStore
 from accord.models.settings import get_settings
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+
+import accord
 
 log = logging.getLogger("accord.api")
 

@@ -13,14 +13,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
+from accord.api.http.problems import ProblemError
+from accord.models.schema import ApiKey, Project, utcnow
 from fastapi import Request
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
-
-from accord.api.http.problems import ProblemError
-from accord.models.schema import ApiKey, Project, utcnow
 
 KEY_PREFIX = "acc_"
 DISPLAY_PREFIX_LENGTH = 12

@@ -17,16 +17,15 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Protocol
-
-from sqlalchemy import func, select, update
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from typing import Any, Protocol
 
 from accord.api.http.observability import ApiMetrics, run_id_var
 from accord.models.schema import ModelSpec, Rating, RatingRequest, Run
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 log = logging.getLogger("accord.api.backend")
 

@@ -16,11 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
-from sqlalchemy import delete, select, update
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
-
 from accord.api.http.auth import Principal
 from accord.api.http.config import ApiSettings
 from accord.api.http.problems import ProblemError, invalid, validation_errors
@@ -31,6 +26,11 @@ from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, pars
 from accord.scheduler.expand import CampaignError, RunPlan, create_run, resolve_campaign
 from accord.scheduler.plan import plan_campaign as estimate_plan
 from accord.worker.prompt_templates import TemplateSpecError, bundled_template_names, load_template
+from pydantic import ValidationError
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
 
 @dataclass
 class ValidatedCampaign:

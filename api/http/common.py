@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Query, Request
-
 from accord.api.http.problems import PROBLEM_JSON, Problem, ProblemError
+from fastapi import Query, Request
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

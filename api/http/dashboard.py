@@ -11,13 +11,6 @@ from __future__ import annotations
 from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Form, Path, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader
-from sqlalchemy import select
-from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
-
 from accord.api.http.auth import COOKIE_NAME, Principal, csrf_token, lookup_key
 from accord.api.http.campaigns import parse_document, store_campaign, validate_campaign
 from accord.api.http.deps import AppState, dashboard_principal, state_of
@@ -25,10 +18,22 @@ from accord.api.http.problems import ProblemError
 from accord.api.http.ratings import ratings_page
 from accord.api.http.reports import report_sections
 from accord.api.http.routes_campaigns import start_campaign_run
-from accord.api.http.routes_runs import REPORT_CSP, control, export_response, progress_response, report_response
+from accord.api.http.routes_runs import (
+    REPORT_CSP,
+    control,
+    export_response,
+    progress_response,
+    report_response,
+)
 from accord.api.http.store import TERMINAL, dataset_of, item_out, list_runs, run_detail, runs_of_dataset
 from accord.models.dataset_import import summarize_dataset
 from accord.models.schema import Campaign, Dataset, Item, Run
+from fastapi import APIRouter, Depends, Form, Path, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader
+from sqlalchemy import select
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 TEMPLATES_DIR = FsPath(__file__).resolve().parents[1] / "templates" / "dashboard"
 COOKIE_MAX_AGE = 12 * 3600

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Request
-from sqlalchemy.engine import Engine
-from starlette.concurrency import run_in_threadpool
-
 from accord.api.http.auth import COOKIE_NAME, Principal, key_from_headers, lookup_key, unauthenticated
 from accord.api.http.backends import ExecutionBackend
 from accord.api.http.config import ApiSettings
@@ -16,6 +12,9 @@ from accord.api.http.problems import ProblemError
 from accord.api.http.rate_limit import KeyRateLimiter
 from accord.api.http.reports import ReportCache
 from accord.api.http.template_store import TemplateStore
+from fastapi import Request
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
 
 
 @dataclass

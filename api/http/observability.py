@@ -23,17 +23,16 @@ import time
 import uuid
 from collections.abc import Iterable
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
+from accord.models.schema import TERMINAL_RUN_STATUSES, RatingRequest, Run
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from accord.models.schema import TERMINAL_RUN_STATUSES, RatingRequest, Run
 
 request_id_var: ContextVar[str | None] = ContextVar("accord_request_id", default=None)
 run_id_var: ContextVar[int | None] = ContextVar("accord_run_id", default=None)
@@ -46,7 +45,7 @@ _STANDARD_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, Non
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

@@ -13,10 +13,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from accord.api.http.store import TERMINAL
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-
-from accord.api.http.store import TERMINAL
 
 KEEPALIVE_S = 15.0
 REPORT_WAIT_S = 600.0

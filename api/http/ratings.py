@@ -12,10 +12,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from accord.models.schema import Item, ModelSpec, PromptTemplate, Rating, RatingRequest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-
-from accord.models.schema import Item, ModelSpec, PromptTemplate, Rating, RatingRequest
 
 COLUMNS = ["request_id", "item_id", "model", "template", "persona_key", "sample_index", "status", "attempts",
            "last_error", "label", "value", "weighted_value", "parse_status", "raw_text", "cache_hit",

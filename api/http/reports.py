@@ -8,12 +8,18 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Engine
-
 from accord.api.report import (
-    ALIGNMENT, BASELINE_MEDIAN, GROUP_R, PERCENTILE, ReportData, build_report_data, metric_rows, render_html,
+    ALIGNMENT,
+    BASELINE_MEDIAN,
+    GROUP_R,
+    PERCENTILE,
+    ReportData,
+    build_report_data,
+    metric_rows,
+    render_html,
 )
 from accord.models.schema import Run
+from sqlalchemy.engine import Engine
 
 
 class ReportCache:
@@ -31,9 +37,8 @@ class ReportCache:
         with build_lock:
             postprocessed_at = run.postprocessed_at
             if postprocessed_at is None:
-                from sqlmodel import Session
-
                 from accord.scheduler.postprocess import postprocess_run
+                from sqlmodel import Session
 
                 postprocess_run(engine, run.id)
 

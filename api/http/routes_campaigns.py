@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Request
-from sqlalchemy import select
-from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
-
 from accord.api.http.auth import Principal
 from accord.api.http.campaigns import (
-    ValidatedCampaign, create_campaign_run, parse_document, plan_campaign, revalidate, store_campaign,
+    ValidatedCampaign,
+    create_campaign_run,
+    parse_document,
+    plan_campaign,
+    revalidate,
+    store_campaign,
     validate_campaign,
 )
 from accord.api.http.common import AUTHED, After, Limit, problem_responses, read_document_body
@@ -22,6 +22,10 @@ from accord.api.http.store import campaign_of, run_out
 from accord.models.schema import Campaign, Dataset, Run
 from accord.scheduler.expand import CampaignError
 from accord.worker.prompt_templates import TemplateSpecError
+from fastapi import APIRouter, Body, Depends, Path, Request
+from sqlalchemy import select
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"], responses=AUTHED)
 CampaignId = Annotated[int, Path(ge=1, le=2**62)]

@@ -5,12 +5,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
-
 from accord.api.http.auth import Principal
 from accord.api.http.common import AUTHED, After, Limit, problem_responses
 from accord.api.http.deps import api_principal, state_of
@@ -21,6 +15,11 @@ from accord.api.http.uploads import FILE_FIELDS, Upload, receive_upload
 from accord.models.dataset_import import DatasetImportError, import_dataset, summarize_dataset
 from accord.models.import_spec import spec_from_mapping
 from accord.models.schema import Annotator, Campaign, Dataset, HumanRating, Item
+from fastapi import APIRouter, Depends, Path, Request, Response
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], responses=AUTHED)
 DatasetId = Annotated[int, Path(ge=1, le=2**62)]

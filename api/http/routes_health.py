@@ -6,16 +6,15 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from accord.api.http.common import problem_responses
+from accord.api.http.deps import state_of
+from accord.api.http.problems import ProblemError
+from accord.api.http.schemas import Health
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
-
-from accord.api.http.common import problem_responses
-from accord.api.http.deps import state_of
-from accord.api.http.problems import ProblemError
-from accord.api.http.schemas import Health
 
 router = APIRouter(tags=["health"])
 

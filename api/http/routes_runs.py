@@ -6,12 +6,6 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
-from sqlalchemy import select
-from sqlmodel import Session
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
-
 from accord.api.http.auth import Principal
 from accord.api.http.common import AUTHED, After, Limit, problem_responses
 from accord.api.http.deps import AppState, api_principal, state_of
@@ -22,6 +16,11 @@ from accord.api.http.schemas import MetricOut, Page, RatingOut, RunDetail, RunOu
 from accord.api.http.store import TERMINAL, check_run, list_runs, run_detail
 from accord.models.schema import Metric, RequestStatus, RunStatus
 from accord.scheduler import run_control
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+from sqlalchemy import select
+from sqlmodel import Session
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"], responses=AUTHED)
 RunId = Annotated[int, Path(ge=1, le=2**62)]

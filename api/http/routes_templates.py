@@ -4,12 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
-from pydantic import ValidationError
-from sqlalchemy import select
-from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
-
 from accord.api.http.auth import Principal
 from accord.api.http.campaigns import parse_document
 from accord.api.http.common import AUTHED, After, Limit, problem_responses, read_document_body
@@ -17,10 +11,19 @@ from accord.api.http.deps import api_principal, state_of
 from accord.api.http.problems import conflict, invalid, not_found, validation_errors
 from accord.api.http.schemas import ModelSpecOut, Page, TemplateDocument, TemplateOut
 from accord.api.http.template_store import (
-    NAME_RE, StoredVersion, TemplateStoreError, bundled_document, bundled_resolved,
+    NAME_RE,
+    StoredVersion,
+    TemplateStoreError,
+    bundled_document,
+    bundled_resolved,
 )
 from accord.models.schema import ModelSpec
 from accord.worker.prompt_templates import ResolvedTemplate, bundled_template_names
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/api/v1", tags=["templates"], responses=AUTHED)
 TemplateName = Annotated[str, Path(min_length=1, max_length=100)]

@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
-
-from sqlalchemy import func, select
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from accord.api.http.problems import not_found
 from accord.models.schema import (
-    TERMINAL_RUN_STATUSES, Campaign, Dataset, Item, Rating, RatingRequest, Run,
+    TERMINAL_RUN_STATUSES,
+    Campaign,
+    Dataset,
+    Item,
+    Rating,
+    RatingRequest,
+    Run,
 )
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 TERMINAL = {s.value for s in TERMINAL_RUN_STATUSES}
 
@@ -72,13 +77,13 @@ def item_out(item: Item) -> dict[str, Any]:
 def _aware(dt: datetime | None) -> datetime | None:
     if dt is None:
         return None
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
 def run_out(run: Run, campaign: Campaign, now: datetime | None = None) -> dict[str, Any]:
     """A run's status with derived figures: fraction done, rate (requests per second since the start, cache
     hits at creation excluded), ETA."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     finished = run.done + run.failed + run.cancelled
     remaining = max(run.total - finished, 0)
     started = _aware(run.started_at)
@@ -165,6 +170,6 @@ def list_runs(engine: Engine, project_id: int, *, after: int | None = None, limi
         q = q.where(Run.campaign_id == campaign_id)
     with Session(engine, expire_on_commit=False) as session:
         rows = session.execute(q).all()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     items = [run_out(r, c, now) for r, c in rows[:limit]]
     return items, (items[-1]["id"] if len(rows) > limit else None)

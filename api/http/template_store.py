@@ -11,14 +11,18 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-
 from accord.worker.prompt_templates import (
-    BUNDLED_DIR, ResolvedTemplate, TemplateSpecError, bundled_template_names, load_template, resolve_template,
+    BUNDLED_DIR,
+    ResolvedTemplate,
+    TemplateSpecError,
+    bundled_template_names,
+    load_template,
+    resolve_template,
 )
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -71,7 +75,7 @@ class TemplateStore:
             doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             out.append(StoredVersion(version=path.stem, path=path, document=doc,
                                      resolved=resolve_template(doc, {}, f"template {name} version {path.stem}"),
-                                     created_at=datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)))
+                                     created_at=datetime.fromtimestamp(path.stat().st_mtime, UTC)))
         return sorted(out, key=lambda v: _version_key(v.version))
 
     def find(self, namespace: str, name: str, version: str | None = None) -> StoredVersion | None:
@@ -127,7 +131,7 @@ class TemplateStore:
         finally:
             os.unlink(tmp)
         return StoredVersion(version=version, path=path, document=doc, resolved=resolved,
-                             created_at=datetime.now(timezone.utc))
+                             created_at=datetime.now(UTC))
 
 
 def bundled_document(name: str) -> dict[str, Any]:

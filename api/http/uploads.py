@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import anyio
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
-
 from accord.api.http.problems import ProblemError, invalid
 from accord.models.import_formats import SUPPORTED_EXTENSIONS
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 FILE_FIELDS = ("ratings_file", "items_file", "annotators_file")
 MAPPING_FIELD = "mapping"

@@ -9,21 +9,20 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy.engine import Engine
-
 from accord.api.http.app import create_app
 from accord.api.http.auth import create_key, create_project
 from accord.api.http.backends import EmbeddedBackend
 from accord.api.http.config import ApiSettings
 from accord.api.http.observability import ApiMetrics
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 
 METRICS_TOKEN = "metrics-token-for-tests"
 

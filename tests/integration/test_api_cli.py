@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
+from accord.api.cli import app
 from typer.testing import CliRunner
 
-from accord.api.cli import app
 from tests.integration.api_helpers import ITEMS_CSV, MAPPING, RATINGS_CSV, campaign_doc, make_env
 
 runner = CliRunner()

@@ -7,8 +7,8 @@ import re
 from typing import Any
 
 import yaml
-
 from accord.api.http.auth import csrf_token
+
 from tests.integration.api_helpers import ITEMS_CSV, ApiEnv, api, campaign_doc  # noqa: F401
 
 XSS = '<script>alert("owned")</script><img src=x onerror=alert(1)>'

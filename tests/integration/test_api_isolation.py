@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute
 
 from tests.integration.api_helpers import CUSTOM_TEMPLATE, World, campaign_doc, world  # noqa: F401
 

@@ -12,11 +12,19 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-
 from accord.api.http.auth import revoke_key
 from accord.api.http.ratings import COLUMNS
+
 from tests.integration.api_helpers import (  # noqa: F401
-    CUSTOM_TEMPLATE, ITEMS_CSV, METRICS_TOKEN, ApiEnv, World, api, campaign_doc, make_env, world,
+    CUSTOM_TEMPLATE,
+    ITEMS_CSV,
+    METRICS_TOKEN,
+    ApiEnv,
+    World,
+    api,
+    campaign_doc,
+    make_env,
+    world,
 )
 
 PROBLEM = "application/problem+json"
@@ -41,11 +49,10 @@ def test_health_and_readiness_need_no_key(api: ApiEnv) -> None:
 
 
 def test_readiness_fails_without_a_migrated_database(tmp_path: Any) -> None:
-    from fastapi.testclient import TestClient
-    from sqlalchemy import create_engine
-
     from accord.api.http.app import _NoBackend, create_app
     from accord.api.http.config import ApiSettings
+    from fastapi.testclient import TestClient
+    from sqlalchemy import create_engine
 
     app = create_app(create_engine(f"sqlite:///{tmp_path / 'empty.db'}"), settings=ApiSettings(json_logs=False),
                      backend=_NoBackend())
@@ -525,12 +532,11 @@ def test_a_server_restart_continues_a_running_run(sqlite_engine: Any) -> None:
 
 
 def test_distributed_mode_leaves_execution_to_the_scheduler(sqlite_engine: Any) -> None:
-    from fastapi.testclient import TestClient
-
     from accord.api.http.app import create_app
     from accord.api.http.auth import create_key, create_project
     from accord.api.http.backends import DistributedBackend
     from accord.api.http.config import ApiSettings
+    from fastapi.testclient import TestClient
 
     app = create_app(sqlite_engine, settings=ApiSettings(json_logs=False, execution="distributed"))
     assert isinstance(app.state.accord.backend, DistributedBackend)

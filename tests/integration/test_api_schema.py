@@ -11,12 +11,15 @@ from typing import Any
 
 import pytest
 import schemathesis
+from accord.api.http.app import openapi_document
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import (
-    content_type_conformance, not_a_server_error, response_schema_conformance, status_code_conformance,
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
 )
 
-from accord.api.http.app import openapi_document
 from tests.integration.api_helpers import World, build_world, make_env
 
 CHECKED_IN = Path(__file__).resolve().parents[2] / "api" / "openapi.json"
