@@ -52,7 +52,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     app = create_app(_engine(), settings=settings)
     console.print(f"accord API on http://{host}:{port}  (dashboard: /dashboard, docs: /api/v1/docs, "
                   f"execution: {settings.execution})")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=10)
 
 
 # ---------------------------------------------------------------------------------------------- projects & keys
