@@ -270,9 +270,21 @@ class GroupDefinition:
         return np.flatnonzero(self.labels == g)
 
 
+def _missing_attribute(value: object) -> bool:
+    if value is None:
+        return True
+    try:
+        if pd.isna(value):   # NaN, NA, NaT
+            return True
+    except (TypeError, ValueError):
+        pass
+    return str(value).strip() == ""
+
+
 def _clean_attribute(series: pd.Series) -> pd.Series:
-    out = series.astype(object).where(series.notna(), None)
-    return out.map(lambda v: None if v is None or str(v).strip() == "" else str(v))
+    """Attribute values as strings, None where unknown. Built as a list, not with ``Series.map``: pandas
+    turns a returned None back into NaN, which would become a fake group named "nan"."""
+    return pd.Series([None if _missing_attribute(v) else str(v) for v in series], index=series.index, dtype=object)
 
 
 def build_groups(

@@ -375,7 +375,8 @@ def _alignment_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np
                 llm_values = s
             else:
                 llm_values = agreement.snap_to_domain(scores.label[rows], ctx.domain)
-            res = agreement.delta_alpha(ratings, llm_values, level, ctx.domain)
+            # Continuous scores are not in the humans' label domain; the interval level needs no domain.
+            res = agreement.delta_alpha(ratings, llm_values, level, None if level == "interval" else ctx.domain)
             return MetricRecord(name, res.delta, slice_, key.model, key.template,
                                 n=int(np.isfinite(llm_values).sum()),
                                 details={"alpha_humans": res.alpha_humans,
