@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from accord.models.schema import ModelSpec, RatingRequest, Run, RunStatus
 from accord.scheduler import run_control
-from accord.scheduler.chunk_leases import chunks_in_flight, claim_chunk, has_pending
+from accord.scheduler.chunk_leases import ChunkClaimer, analyze_requests, chunks_in_flight, has_pending
 from accord.scheduler.reconcile import DISTRIBUTED, finalize, unfinished_distributed_runs
 from accord.worker.rate_limiter import limit_group
 from sqlalchemy import select, update
@@ -154,6 +154,7 @@ class Dispatcher:
         self.max_chunks_per_group = max_chunks_per_group
         self.min_chunks_per_group = min_chunks_per_group
         self._flows: dict[str, GroupFlow] = {}
+        self.claimer = ChunkClaimer(engine)
         self.send_chunk = send_chunk or celery_sender()
         if queue_for is None:
             from accord.worker.celery_app import provider_queue
@@ -187,6 +188,8 @@ class Dispatcher:
     def tick(self) -> DispatchReport:
         report = DispatchReport()
         runs = unfinished_distributed_runs(self.engine)
+        if any(run.status == RunStatus.pending.value for run in runs):
+            analyze_requests(self.engine)   # the new runs' rows: statistics for the claim's plan
         for run in runs:
             if run.status == RunStatus.pending.value:
                 run_control.mark_started(self.engine, run.id)  # type: ignore[arg-type]
@@ -235,7 +238,7 @@ class Dispatcher:
             free = cap - group_load.get(group, 0)
 
             def claim_or_exhausted(c: Candidate) -> bool:
-                chunk_id, ids = claim_chunk(self.engine, c.run_id, c.spec_id, self.chunk_size, self.lease_seconds)
+                chunk_id, ids = self.claimer.claim(c.run_id, c.spec_id, self.chunk_size, self.lease_seconds)
                 if not ids:
                     return True
                 self.send_chunk(self.queue_for(spec_by_id[c.spec_id].provider), c.run_id, chunk_id, ids)
@@ -257,6 +260,7 @@ class Dispatcher:
                 if status is not None:
                     report.finalized[run.id] = status  # type: ignore[index]
                     self._run_specs.pop(run.id, None)  # type: ignore[arg-type]
+                    self.claimer.forget(run.id)  # type: ignore[arg-type]
         return report
 
     def run_forever(self, interval: float = 0.25, stop: Callable[[], bool] | None = None,

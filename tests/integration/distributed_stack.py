@@ -179,6 +179,7 @@ def import_distinct_dataset(engine: Engine, folder: Path, n_items: int, name: st
 
     from accord.models.dataset_import import import_dataset
     from accord.models.import_spec import ImportSpec
+
     from tests.fakes.synthetic_dataset import make_sparse_dataset
 
     kwargs = make_sparse_dataset(folder, n_items=n_items, n_annotators=60, raters_per_item=(2, 4), seed=seed)
