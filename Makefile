@@ -23,6 +23,7 @@ test: $(STAMP) services
 
 services:
 	bash deploy/local/ensure_services.sh
+	bash tests/e2e/install_browser.sh
 
 ## The unit tests only (no services, no model).
 test-fast: $(STAMP)

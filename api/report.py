@@ -10,7 +10,6 @@ unescaped); ``ReportData.to_json()`` is the machine-readable form (run summary, 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 from accord.analysis.results import json_safe
+from accord.api.failure_kinds import failure_kind
 from accord.api.report_checks import (
     categories_section,
     consistency_section,
@@ -87,30 +87,6 @@ class ReportData:
 
 
 # ------------------------------------------------------------------------------------------------ run summary
-
-_HTTP = re.compile(r"\bHTTP (\d{3})\b")
-_EXCEPTION = re.compile(r"^(?:[a-z_]+: )?([A-Z][A-Za-z0-9_]*(?:Error|Exception|Timeout))\b")
-
-
-def failure_kind(message: str | None) -> str:
-    """A short kind for a failed request's last error ('openai: HTTP 400 ...' -> 'HTTP 400'; 'TimeoutError',
-    'timeout', 'connection', ...)."""
-    text = (message or "").strip()
-    if not text:
-        return "unknown"
-    m = _HTTP.search(text)
-    if m:
-        return m.group(0)
-    m = _EXCEPTION.match(text)
-    if m:
-        return m.group(1)
-    lowered = text.lower()
-    for word, kind in (("timed out", "timeout"), ("timeout", "timeout"), ("rate limit", "rate limit"),
-                       ("connection", "connection"), ("budget", "budget exhausted")):
-        if word in lowered:
-            return kind
-    return text.split(":", 1)[0][:60]
-
 
 def summarize_run(run: dict[str, Any], frames: RunFrames) -> dict[str, Any]:
     """The run summary: ``run`` (the Run row's counts, cost, tokens, names) completed from the frames with

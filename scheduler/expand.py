@@ -102,7 +102,9 @@ def find_dataset(session: Session, name: str, project_id: int | None) -> Dataset
     q = q.where(Dataset.project_id == project_id) if project_id is not None else q.where(Dataset.project_id.is_(None))
     ds = session.exec(q).scalar_one_or_none()  # type: ignore[call-overload]
     if ds is None:
-        names = session.exec(select(Dataset.name)).scalars().all()  # type: ignore[call-overload]
+        mine = select(Dataset.name)
+        mine = mine.where(Dataset.project_id == project_id) if project_id is not None else mine.where(Dataset.project_id.is_(None))
+        names = session.exec(mine).scalars().all()  # type: ignore[call-overload]
         raise CampaignError(f"dataset: no dataset named {name!r}; imported: {', '.join(names) or 'none'} "
                             "(import one with `accord import`)")
     return ds
@@ -188,6 +190,12 @@ class Expansion:
     items: list[Item]
     personas: list[dict[str, str]]
     templates: list[ResolvedTemplate]
+    project_id: int | None = None
+
+    @property
+    def cache_scope(self) -> str:
+        """Cached answers are shared within a project (or among local, project-less runs), never across."""
+        return "" if self.project_id is None else f"project:{self.project_id}"
 
     def count(self, spec: CampaignSpec) -> int:
         per_item = sum(len(self.personas) if t.persona else 1 for t in self.templates)
@@ -205,7 +213,7 @@ class Expansion:
                     for s in range(spec.samples):
                         dec = request_decoding(campaign_decoding, model_decoding, tmpl.max_tokens, s)
                         key = cache_key(entry.provider, entry.model or "", entry.base_url, messages, dec,
-                                        list(tmpl.labels), s, entry.path)
+                                        list(tmpl.labels), s, entry.path, scope=self.cache_scope)
                         yield ExpandedRequest(item, entry, tmpl, persona, s, messages, dec, key)
 
 
@@ -219,7 +227,7 @@ def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int | Non
     for t in templates:
         if t.persona and not personas:
             raise CampaignError(f"templates: {t.name!r} is persona-conditioned; add 'personas' to the campaign")
-    return Expansion(ds, dimension, items, personas, templates)
+    return Expansion(ds, dimension, items, personas, templates, project_id)
 
 
 def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = None, mode: str = "embedded",

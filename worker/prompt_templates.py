@@ -223,8 +223,14 @@ def render_messages(template: ResolvedTemplate, content: dict[str, Any],
 
 
 def cache_key(provider: str, model: str, base_url: str | None, messages: list[dict[str, str]],
-              decoding: dict[str, Any], labels: list[str], sample_index: int, path: str | None = None) -> str:
-    """Deterministic key of a provider call: identical calls share one cached answer; samples differ."""
+              decoding: dict[str, Any], labels: list[str], sample_index: int, path: str | None = None,
+              scope: str = "") -> str:
+    """Deterministic key of a provider call: identical calls share one cached answer; samples differ.
+
+    ``scope`` keeps tenants apart (the API's project): a cached answer is only ever reused inside the scope
+    that paid for it, so no project can learn from cache hits what another project rated."""
     doc = {"provider": provider, "model": model, "base_url": base_url or "", "path": path or "",
            "messages": messages, "decoding": decoding, "labels": labels, "sample": sample_index}
+    if scope:
+        doc["scope"] = scope
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -5,11 +5,11 @@ exactly like a row that does not exist (404), so ids of other projects cannot be
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+from accord.api.failure_kinds import failure_kind
 from accord.api.http.problems import not_found
 from accord.models.schema import (
     TERMINAL_RUN_STATUSES,
@@ -108,26 +108,6 @@ def run_out(run: Run, campaign: Campaign, now: datetime | None = None) -> dict[s
     }
 
 
-_HTTP = re.compile(r"^HTTP (\d{3})\b")
-_EXC = re.compile(r"^([A-Z][A-Za-z0-9_]*(?:Error|Exception|Timeout))\b")
-
-
-def failure_kind(message: str | None) -> str:
-    """A short kind for a request's last error: 'HTTP 429', 'TimeoutError', 'budget exhausted', ..."""
-    text = (message or "").strip()
-    if not text:
-        return "unknown"
-    m = _HTTP.match(text)
-    if m:
-        return f"HTTP {m.group(1)}"
-    m = _EXC.match(text)
-    if m:
-        return m.group(1)
-    lowered = text.lower()
-    for word in ("timeout", "timed out", "rate limit", "connection", "budget exhausted", "cancelled"):
-        if word in lowered:
-            return "timeout" if word == "timed out" else word
-    return text.split(":", 1)[0][:60]
 
 
 def run_detail(engine: Engine, project_id: int, run_id: int) -> dict[str, Any]:

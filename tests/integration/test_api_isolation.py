@@ -267,9 +267,6 @@ def test_b_sees_its_dashboard_pages(world: World) -> None:
         assert response.status_code == 200, (call.path, response.status_code)
 
 
-@pytest.mark.xfail(strict=True, reason="the response cache is keyed by the call only (scheduler/expand.py cache_key), "
-                                       "so B's plan and run reuse A's answers: B can infer what A rated. Fix: "
-                                       "include the project in the cache key; then drop this marker.")
 def test_response_cache_is_not_shared_between_projects(sqlite_engine: Any) -> None:
     from tests.integration.api_helpers import make_env
 

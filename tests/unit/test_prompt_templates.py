@@ -83,6 +83,9 @@ def test_cache_key_separates_samples_and_is_deterministic() -> None:
     assert k0 != cache_key("openai", "m", None, msgs, {"temperature": 1}, ["a"], 1)
     assert k0 != cache_key("openai", "m2", None, msgs, {"temperature": 1}, ["a"], 0)
     assert k0 != cache_key("openai", "m", None, msgs, {"temperature": 0.5}, ["a"], 0)
+    # Projects never share cached answers.
+    assert cache_key("openai", "m", None, msgs, {}, ["a"], 0, scope="project:1") != \
+        cache_key("openai", "m", None, msgs, {}, ["a"], 0, scope="project:2")
 
 
 def test_yaml_yes_no_labels_stay_strings() -> None:
