@@ -1,0 +1,224 @@
+"""Distributed throughput against a rate-limited provider, beside a plain asyncio loop over the OpenAI SDK.
+
+    python bench/throughput.py [--requests 20000] [--rpm 6000] [--latency-ms 200] [--workers 2]
+                               [--concurrency 3] [--chunk-size 16] [--baseline-requests N] [--skip-baseline]
+
+All on this machine: PostgreSQL (a throwaway database), Redis (databases 8 and 9, queues of their own),
+the OpenAI-wire fake server in a subprocess (``--latency-ms`` per answer, a hard limit of ``--rpm``
+requests per sliding minute answered with 429 + retry-after beyond it).
+
+1. accord: ``--requests`` distinct rating requests (1,000 items with distinct texts x samples) as one
+   distributed run, ``--workers`` ``accord worker`` processes (prefork, ``--concurrency`` children each)
+   and an ``accord scheduler``. Prints the achieved requests/min at the server as a ratio of the limit
+   (target >= 0.95), 429s received (target < 0.5% of requests), the most requests the server accepted in
+   any 1 s and 60 s window, accord's CPU time per request (workers and scheduler, children included),
+   and the end-to-end time (submit to finished) against the ideal requests / limit.
+2. cache: the identical campaign again; every request is answered from the response cache (zero calls at
+   the server). Prints requests/s from submit to finished, expansion included.
+3. baseline: a plain asyncio loop over the official SDK (``AsyncOpenAI``, its own retries honouring
+   retry-after) with a semaphore sized by Little's law (rate x latency), the same prompts and decoding,
+   nothing stored. Same figures, side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+BROKER_URL = "redis://127.0.0.1:6379/8"
+REDIS_URL = "redis://127.0.0.1:6379/9"
+SAMPLES = 20
+
+
+@dataclass
+class Figures:
+    name: str
+    requests: int
+    calls: int
+    rate_limited: int
+    rpm: float
+    max_1s: int
+    max_60s: int
+    cpu_s: float
+    end_to_end_s: float
+
+
+def window_figures(stats: dict[str, Any]) -> tuple[float, int, int]:
+    from tests.fakes.server_core import max_in_window
+
+    times = sorted(stats["accepted_times"])
+    if len(times) < 2:
+        return 0.0, len(times), len(times)
+    rpm = (len(times) - 1) / (times[-1] - times[0]) * 60.0
+    return rpm, max_in_window(times, 1.0), max_in_window(times, 60.0)
+
+
+def campaign_doc(base_url: str, rpm: int, name: str) -> dict[str, Any]:
+    return {"name": name, "dataset": "bench", "dimension": "Q_overall", "samples": SAMPLES,
+            "decoding": {"temperature": 0.7, "seed": 1, "max_tokens": 16},
+            "models": [{"name": "gpt", "provider": "openai", "model": "gpt-4o-mini", "base_url": base_url,
+                        "rpm": rpm, "max_concurrency": 64}],
+            "templates": ["likert_unsafe"]}
+
+
+async def baseline_loop(base_url: str, jobs: list[dict[str, Any]], concurrency: int) -> None:
+    """What one would write without accord: the SDK, a semaphore, its built-in retries."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=8)
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(kwargs: dict[str, Any]) -> None:
+        async with semaphore:
+            await client.chat.completions.create(**kwargs)
+
+    await asyncio.gather(*(one(job) for job in jobs))
+    await client.close()
+
+
+def baseline_jobs(engine: Any, n: int) -> list[dict[str, Any]]:
+    """The accord run's prompts and decoding as plain chat.completions arguments."""
+    from sqlmodel import Session, select
+
+    from accord.models.schema import Item
+    from accord.worker.prompt_templates import load_template, render_messages
+    from accord.worker.providers.openai_provider import TOP_LOGPROBS, response_format
+
+    template = load_template("likert_unsafe")
+    with Session(engine) as session:
+        items = list(session.exec(select(Item).order_by(Item.id)))
+    jobs = []
+    for sample in range(SAMPLES):
+        for item in items:
+            jobs.append({"model": "gpt-4o-mini", "messages": render_messages(template, item.content),
+                         "temperature": 0.7, "seed": 1 + sample, "max_tokens": 16, "logprobs": True,
+                         "top_logprobs": TOP_LOGPROBS, "response_format": response_format(list(template.labels), False)})
+            if len(jobs) == n:
+                return jobs
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--rpm", type=int, default=6000)
+    parser.add_argument("--latency-ms", type=float, default=200.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=3, help="prefork children per worker")
+    parser.add_argument("--chunk-size", type=int, default=16)
+    parser.add_argument("--baseline-requests", type=int, default=None, help="default: --requests")
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--skip-cache", action="store_true")
+    args = parser.parse_args(argv)
+    if args.requests % SAMPLES:
+        parser.error(f"--requests must be a multiple of {SAMPLES}")
+
+    from accord.models.db import dispose_engines
+    from accord.models.migrate import init_db
+    from accord.scheduler.campaign_spec import parse_campaign
+    from accord.scheduler.expand import create_run
+    from tests.conftest import drop_pg_database, make_pg_database
+    from tests.fakes.openai_server import openai_subprocess
+    from tests.integration.distributed_stack import (DistributedStack, import_distinct_dataset,
+                                                     process_group_cpu_seconds, rating_counts, wait_for_run)
+
+    ideal_s = args.requests / args.rpm * 60.0
+    url, db_name = make_pg_database()
+    server = openai_subprocess({"latency_ms": args.latency_ms, "rpm": args.rpm, "max_log": 0})
+    stack = None
+    figures: list[Figures] = []
+    try:
+        engine = init_db(url)
+        home = Path(tempfile.mkdtemp(prefix="accord-bench-"))
+        import_distinct_dataset(engine, home / "dataset", args.requests // SAMPLES)
+        server.start()
+        stack = DistributedStack(database_url=url, broker_url=BROKER_URL, redis_url=REDIS_URL, home=home,
+                                 workers=args.workers, concurrency=args.concurrency, chunk_size=args.chunk_size,
+                                 lease_seconds=120, reconcile_seconds=5, extra_env={"ACCORD_DISPATCH_INTERVAL": "0.25"})
+        stack.start()
+        pgids = {p.pid for p in [*stack.workers.values(), stack.scheduler] if p is not None}
+        print(f"stack: {args.workers} workers x {args.concurrency} processes, chunks of {args.chunk_size}; "
+              f"server: {args.latency_ms:g} ms, limit {args.rpm}/min; logs in {stack.log_dir}", flush=True)
+
+        # 1. accord
+        spec = parse_campaign(campaign_doc(server.base_url, args.rpm, "throughput"))
+        started = time.perf_counter()
+        plan = create_run(engine, spec, mode="distributed")
+        expand_s = time.perf_counter() - started
+        cpu_before = process_group_cpu_seconds(pgids)
+        submitted = time.perf_counter()
+        p = wait_for_run(engine, plan.run_id, timeout=ideal_s * 6 + 120, stack=stack)
+        end_to_end = time.perf_counter() - submitted
+        cpu = process_group_cpu_seconds(pgids) - cpu_before
+        stats = server.stats()
+        rpm, max_1s, max_60s = window_figures(stats)
+        n_req, n_rat, n_dis = rating_counts(engine, plan.run_id)
+        print(f"accord run {plan.run_id}: {p.status}, {p.done} rated ({p.cached} cached), {p.failed} failed; "
+              f"ratings {n_rat} for {n_req} requests ({n_dis} distinct); expansion {expand_s:.1f} s", flush=True)
+        figures.append(Figures("accord (distributed)", plan.total, stats["accepted"], stats["rate_limited"], rpm,
+                               max_1s, max_60s, cpu, end_to_end))
+
+        # 2. cache hits: the identical run again
+        if not args.skip_cache:
+            server.reset_stats()
+            started = time.perf_counter()
+            again = create_run(engine, parse_campaign(campaign_doc(server.base_url, args.rpm, "throughput")),
+                               mode="distributed")
+            p2 = wait_for_run(engine, again.run_id, timeout=600, stack=stack)
+            cache_s = time.perf_counter() - started
+            calls = server.stats()["requests"]
+            print(f"cache: run {again.run_id} {p2.status}, {p2.cached}/{again.total} from the cache, {calls} calls at "
+                  f"the server, {cache_s:.1f} s submit to finished ({again.total / cache_s:,.0f} requests/s)", flush=True)
+
+        # 3. baseline
+        if not args.skip_baseline:
+            n = args.baseline_requests or args.requests
+            jobs = baseline_jobs(engine, n)
+            server.configure(rpm=args.rpm)          # a fresh sliding window
+            server.reset_stats()
+            concurrency = math.ceil(args.rpm / 60.0 * args.latency_ms / 1000.0)
+            cpu0 = time.process_time()
+            started = time.perf_counter()
+            asyncio.run(baseline_loop(server.base_url, jobs, concurrency))
+            elapsed = time.perf_counter() - started
+            cpu_b = time.process_time() - cpu0
+            stats = server.stats()
+            rpm_b, max_1s_b, max_60s_b = window_figures(stats)
+            figures.append(Figures(f"plain SDK loop (semaphore {concurrency})", len(jobs), stats["accepted"],
+                                   stats["rate_limited"], rpm_b, max_1s_b, max_60s_b, cpu_b, elapsed))
+    finally:
+        if stack is not None:
+            stack.stop()
+        server.stop()
+        dispose_engines()
+        drop_pg_database(db_name)
+
+    print()
+    print(f"limit {args.rpm} requests/min, {args.latency_ms:g} ms per answer; ideal time for {args.requests:,} "
+          f"requests: {ideal_s:.0f} s")
+    header = f"{'':34} {'requests':>9} {'rpm':>8} {'ratio':>6} {'429s':>6} {'429 %':>6} {'max/1s':>7} " \
+             f"{'max/60s':>8} {'cpu ms/req':>10} {'time s':>7} {'vs ideal':>8}"
+    print(header)
+    for f in figures:
+        ideal = f.requests / args.rpm * 60.0
+        print(f"{f.name:34} {f.requests:>9,} {f.rpm:>8.0f} {f.rpm / args.rpm:>6.3f} {f.rate_limited:>6} "
+              f"{100.0 * f.rate_limited / max(f.requests, 1):>6.2f} {f.max_1s:>7} {f.max_60s:>8} "
+              f"{1000.0 * f.cpu_s / max(f.requests, 1):>10.1f} {f.end_to_end_s:>7.0f} {f.end_to_end_s / ideal:>8.2f}")
+    print(f"(cpu: accord = its worker and scheduler processes; baseline = the loop's process. os.cpu_count() = "
+          f"{os.cpu_count()}, shared with the fake server and PostgreSQL)")
+
+
+if __name__ == "__main__":
+    main()
