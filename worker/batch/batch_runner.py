@@ -156,13 +156,17 @@ def _budget_room(session: Session, run: Run) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------- assembling
-def _claimable(run_id: int, model_spec_id: int, limit: int):  # type: ignore[no-untyped-def]
-    held = exists().where(ProviderBatchRequest.request_id == RatingRequest.id,
+def _held():  # type: ignore[no-untyped-def]
+    """The request is in a live batch (correlated on ``rating_request.id``)."""
+    return exists().where(ProviderBatchRequest.request_id == RatingRequest.id,
                           ProviderBatchRequest.batch_id == ProviderBatch.id,
                           ProviderBatch.status.in_(LIVE_BATCH_STATUSES))  # type: ignore[attr-defined]
+
+
+def _claimable(run_id: int, model_spec_id: int, limit: int):  # type: ignore[no-untyped-def]
     return (select(RatingRequest.id).where(RatingRequest.run_id == run_id,
                                            RatingRequest.model_spec_id == model_spec_id,
-                                           RatingRequest.status == RequestStatus.pending.value, ~held)
+                                           RatingRequest.status == RequestStatus.pending.value, ~_held())
             .order_by(RatingRequest.id).limit(limit))
 
 
@@ -231,8 +235,8 @@ def _claim(engine: Engine, run_id: int, spec: ModelSpec, ids: list[int], size: i
         for start in range(0, len(ids), _ID_BATCH):
             part = ids[start:start + _ID_BATCH]
             session.execute(update(RatingRequest).where(
-                RatingRequest.id.in_(part), RatingRequest.status == RequestStatus.pending.value)  # type: ignore[union-attr]
-                .values(status=RequestStatus.queued.value, chunk_id=tag, leased_until=None,
+                RatingRequest.id.in_(part), RatingRequest.status == RequestStatus.pending.value,  # type: ignore[union-attr]
+                ~_held()).values(status=RequestStatus.queued.value, chunk_id=tag, leased_until=None,
                         attempts=RatingRequest.attempts + 1, updated_at=now))
         claimed = list(session.execute(select(RatingRequest.id).where(
             RatingRequest.chunk_id == tag, RatingRequest.status == RequestStatus.queued.value)).scalars())
@@ -405,8 +409,9 @@ async def collect_batch(bctx: BatchContext, batch: ProviderBatch, state: BatchSt
         try:
             for result in await client.results(state, {cid: call[2] for cid, call in calls.items()}):
                 results[result.custom_id] = result
-        except ProviderError as err:
-            report.errors.append(f"batch {batch.id}: downloading results failed, will retry: {err}")
+        except Exception as err:  # noqa: BLE001 - any failure here is retried on the next tick
+            report.errors.append(f"batch {batch.id}: downloading results failed, will retry: "
+                                 f"{type(err).__name__}: {err}")
             return report
     run_status = _run_status(engine, batch.run_id)
     outcomes: dict[int, tuple[str, str | None]] = {}
