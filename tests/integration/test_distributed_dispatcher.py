@@ -11,9 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
-from sqlmodel import Session
-
 from accord.models.dataset_import import import_dataset
 from accord.models.import_spec import ImportSpec
 from accord.models.schema import RatingRequest, Run, utcnow
@@ -23,6 +20,8 @@ from accord.scheduler.chunk_leases import release_chunk, take_ownership
 from accord.scheduler.dispatcher import Dispatcher
 from accord.scheduler.expand import create_run
 from accord.scheduler.reconcile import reconcile_once
+from sqlalchemy import update
+from sqlmodel import Session
 
 from tests.fakes.synthetic_dataset import make_sparse_dataset
 

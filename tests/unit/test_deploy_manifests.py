@@ -92,13 +92,13 @@ def test_compose_accord_services_run_real_commands_with_real_settings(compose: d
 
 def test_dockerfile_copies_every_package() -> None:
     text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
-    copied = set(re.findall(r"^COPY (\w+) \./\1$", text, flags=re.M))
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", text, flags=re.MULTILINE))
     package_dirs = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
     assert package_dirs <= copied, f"Dockerfile misses {sorted(package_dirs - copied)}"
     for name in copied:
         assert (REPO / name).is_dir()
     assert 'ENTRYPOINT ["accord"]' in text
-    assert re.search(r"^USER 10001$", text, flags=re.M)
+    assert re.search(r"^USER 10001$", text, flags=re.MULTILINE)
 
 
 # ------------------------------------------------------------------------------------------ kubernetes
