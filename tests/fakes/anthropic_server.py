@@ -211,15 +211,24 @@ def answer(state: ServerState, body: dict[str, Any], input_tokens: int) -> dict[
 
 
 def cache_usage(state: ServerState, body: dict[str, Any]) -> tuple[int, int]:
-    """(cache read, cache write) input tokens: a ``cache_control`` breakpoint on the system prompt caches the
-    prefix up to it (tools, then system), if it reaches the model's minimum cacheable length."""
+    """(cache read, cache write) input tokens: the prefix up to the last ``cache_control`` breakpoint (tools,
+    then system blocks, then message content blocks) is cached if it reaches the model's minimum length."""
+    parts: list[str] = []
+    marked_at: int | None = None
     system = body.get("system")
-    if not isinstance(system, list):
+    for block in system if isinstance(system, list) else ([system] if system else []):
+        parts.append(content_text([block]) if isinstance(block, dict) else str(block))
+        if isinstance(block, dict) and block.get("cache_control"):
+            marked_at = len(parts)
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        for block in content if isinstance(content, list) else [content]:
+            parts.append(content_text([block]) if isinstance(block, dict) else content_text(block))
+            if isinstance(block, dict) and block.get("cache_control"):
+                marked_at = len(parts)
+    if marked_at is None:
         return 0, 0
-    marked = [i for i, block in enumerate(system) if isinstance(block, dict) and block.get("cache_control")]
-    if not marked:
-        return 0, 0
-    prefix_text = content_text(system[: marked[-1] + 1])
+    prefix_text = "".join(parts[:marked_at])
     tools = json.dumps(body.get("tools") or [], sort_keys=True)
     tokens = count_tokens(prefix_text)
     minimum = CACHE_MIN_TOKENS_HAIKU if "haiku" in str(body["model"]).lower() else CACHE_MIN_TOKENS

@@ -20,8 +20,10 @@ from accord.scheduler.campaign_spec import parse_campaign
 from accord.scheduler.embedded import run_embedded
 from accord.scheduler.expand import create_run
 from accord.worker.execute import CACHE_WRITE_MULTIPLIER, _cost
+from accord.worker.prompt_templates import BEGIN, END
 from accord.worker.providers.anthropic_provider import (
-    CACHE_MIN_TOKENS, CACHE_MIN_TOKENS_HAIKU, CHARS_PER_TOKEN, AnthropicProvider, rating_tool, system_blocks,
+    CACHE_MIN_TOKENS, CACHE_MIN_TOKENS_HAIKU, CHARS_PER_TOKEN, AnthropicProvider, cache_breakpoint, rating_tool,
+    system_blocks,
 )
 from accord.worker.providers.base import ProviderRequest, ProviderResponse
 from accord.worker.providers.openai_provider import OpenAIProvider
@@ -52,6 +54,28 @@ def test_system_prompt_gets_cache_control_only_when_long_enough() -> None:
     almost = chars_for(CACHE_MIN_TOKENS - 40)
     assert system_blocks(almost, None, "claude-sonnet-4") == almost
     assert isinstance(system_blocks(almost, [rating_tool(LABELS, True)] * 3, "claude-sonnet-4"), list)
+
+
+def test_shared_instructions_before_the_content_are_cached_with_the_system_prompt() -> None:
+    head = chars_for(CACHE_MIN_TOKENS) + "\n\n"
+    user = head + f"{BEGIN}\nUSER: hi\n{END}\n\nRate 1-5."
+    messages = [{"role": "user", "content": user}]
+    system, out = cache_breakpoint("Be careful.", messages, None, "claude-sonnet-4")
+    assert system == "Be careful."                       # one breakpoint, after the instructions, covers the system
+    assert out == [{"role": "user", "content": [
+        {"type": "text", "text": head, "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": user[len(head):]}]}]
+    assert "".join(b["text"] for b in out[0]["content"]) == user                 # the same text, split
+    assert messages == [{"role": "user", "content": user}]                        # the input is left alone
+    short = [{"role": "user", "content": f"Rate this.\n{BEGIN}\nx\n{END}"}]
+    assert cache_breakpoint("Be careful.", short, None, "claude-sonnet-4") == ("Be careful.", short)
+    long_system = chars_for(CACHE_MIN_TOKENS + 10)
+    system, out = cache_breakpoint(long_system, short, None, "claude-sonnet-4")   # long system, short instructions:
+    assert system == long_system and out[0]["content"][0]["cache_control"]       # the breakpoint still goes last
+    bare = [{"role": "user", "content": f"{BEGIN}\nx\n{END}"}]                  # no instructions before the content
+    system, out = cache_breakpoint(long_system, bare, None, "claude-sonnet-4")
+    assert isinstance(system, list) and system[0]["cache_control"] and out == bare
+    assert cache_breakpoint("s", messages, None, "claude-sonnet-4", enabled=False) == ("s", messages)
 
 
 def test_cost_prices_cached_reads_and_cache_writes() -> None:
@@ -108,6 +132,28 @@ def test_anthropic_reports_cache_writes_then_reads(anthropic_fake: AnthropicFake
     plain = ask_twice(off, request("Rate item 2."))
     assert all(r.cached_input_tokens == r.cache_write_tokens == 0 for r in plain)
     assert anthropic_fake.stats()["request_log"][-1]["body"]["system"] == CODEBOOK
+
+
+def test_anthropic_caches_long_template_instructions(anthropic_fake: AnthropicFakeServer) -> None:
+    anthropic_fake.reset()
+    provider = AnthropicProvider("claude-sonnet-4-20250514", base_url=anthropic_fake.base_url)
+
+    def ask(item: str) -> ProviderRequest:
+        return ProviderRequest(messages=[{"role": "system", "content": "You rate safety."},
+                                         {"role": "user", "content": f"{CODEBOOK}\n\n{BEGIN}\n{item}\n{END}\nRate."}],
+                               params={"max_tokens": 4}, labels=LABELS, structured=True)
+
+    async def go() -> list[ProviderResponse]:
+        out = [await provider.complete(ask("USER: one")), await provider.complete(ask("USER: two, longer"))]
+        await provider.aclose()
+        return out
+
+    first, second = asyncio.run(go())
+    shared = count_tokens("You rate safety." + CODEBOOK + "\n\n")
+    assert (first.cache_write_tokens, second.cached_input_tokens) == (shared, shared)
+    assert second.input_tokens > first.input_tokens                   # different items, one shared prefix
+    body = anthropic_fake.stats()["request_log"][0]["body"]
+    assert body["system"] == "You rate safety." and body["messages"][0]["content"][0]["cache_control"]
 
 
 def test_openai_reports_cached_prompt_tokens(openai_fake: OpenAIFakeServer) -> None:

@@ -6,9 +6,9 @@ tool input, which ``parse_answer`` reads like any JSON answer. The API exposes n
 The installed SDK's ``messages.create`` has no temperature/top_p/top_k arguments, so those go in the
 request body through ``extra_body``; seed is not part of the Messages API and is ignored.
 
-Prompt caching: when the shared prefix of a campaign's calls (the rating tool and the system prompt) is
-long enough to be cached (``CACHE_MIN_TOKENS``), the system prompt is sent as a block with
-``cache_control: {"type": "ephemeral"}``. Usage then reports ``cache_creation_input_tokens`` (first call,
+Prompt caching: when the shared prefix of a campaign's calls (the rating tool, the system prompt, and the
+template's instructions before the rated content) is long enough to be cached (``CACHE_MIN_TOKENS``), a
+``cache_control: {"type": "ephemeral"}`` breakpoint marks its end (see ``cache_breakpoint``). Usage then reports ``cache_creation_input_tokens`` (first call,
 1.25x the input price) and ``cache_read_input_tokens`` (later calls, the cached-input price).
 ``prompt_cache=False`` turns it off.
 """
@@ -33,6 +33,7 @@ DEFAULT_MAX_TOKENS = 64
 CACHE_MIN_TOKENS = 1024
 CACHE_MIN_TOKENS_HAIKU = 2048
 CHARS_PER_TOKEN = 3.5          # the same rough estimate the scheduler uses before a call
+CONTENT_MARKER = "<<<BEGIN RATED CONTENT>>>"   # where a template's shared instructions end (prompt_templates.BEGIN)
 TOOL_NAME = "record_rating"
 RATE_LIMIT_PREFIXES = ("anthropic-ratelimit-",)
 RATE_LIMIT_HEADERS = ("retry-after",)
@@ -76,8 +77,10 @@ class AnthropicProvider:
                                    rationale=request.rationale)
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens}
         tools = [rating_tool(request.labels, request.rationale)] if structured else None
+        cached_system, cached_messages = cache_breakpoint(system, messages, tools, self.model, self.prompt_cache)
+        kwargs["messages"] = cached_messages
         if system:
-            kwargs["system"] = system_blocks(system, tools, self.model, self.prompt_cache)
+            kwargs["system"] = cached_system
         # this SDK version no longer lists the sampling parameters; the API takes them in the JSON body
         sampling = {name: params[name] for name in SAMPLING_PARAMS if params.get(name) is not None}
         if sampling or params.get("extra_body"):
@@ -165,6 +168,31 @@ def cache_min_tokens(model: str) -> int:
 
 def estimated_tokens(text: str) -> int:
     return int(len(text) / CHARS_PER_TOKEN)
+
+
+def cache_breakpoint(system: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, model: str,
+                     enabled: bool = True) -> tuple[str | list[dict[str, Any]], list[dict[str, Any]]]:
+    """(``system=``, ``messages=``) with one ``cache_control`` breakpoint at the end of the longest prefix every
+    call of a campaign shares, when that prefix is long enough to be cached:
+
+    - the template's instructions before the rated content (the first user message up to
+      ``<<<BEGIN RATED CONTENT>>>``): the cached prefix is tools + system prompt + those instructions;
+    - else the system prompt: tools + system prompt.
+
+    Everything after the breakpoint (the rated content, the question after it) is sent uncached."""
+    if not enabled:
+        return system, messages
+    prefix = estimated_tokens(system) + sum(estimated_tokens(json.dumps(tool)) for tool in tools or [])
+    first = messages[0] if messages else None
+    if first is not None and first.get("role") == "user" and isinstance(first.get("content"), str):
+        text = first["content"]
+        cut = text.find(CONTENT_MARKER)
+        head, tail = (text[:cut], text[cut:]) if cut > 0 else ("", text)
+        if head.strip() and prefix + estimated_tokens(head) >= cache_min_tokens(model):
+            blocks = [{"type": "text", "text": head, "cache_control": {"type": "ephemeral"}},
+                      {"type": "text", "text": tail}]
+            return system, [{"role": "user", "content": blocks}, *messages[1:]]
+    return system_blocks(system, tools, model, enabled), messages
 
 
 def system_blocks(system: str, tools: list[dict[str, Any]] | None, model: str,
