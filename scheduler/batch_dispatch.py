@@ -15,17 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import uuid
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
-
 from accord.models.schema import (
-    TERMINAL_RUN_STATUSES, BatchStatus, Campaign, ModelSpec, RatingRequest, RequestStatus, Run, RunStatus, utcnow,
+    TERMINAL_RUN_STATUSES,
+    BatchStatus,
+    Campaign,
+    ModelSpec,
+    RatingRequest,
+    Run,
+    RunStatus,
 )
 from accord.models.settings import get_settings
 from accord.scheduler import run_control
@@ -34,11 +34,21 @@ from accord.scheduler.expand import answer_from_cache
 from accord.scheduler.run_control import Progress
 from accord.worker.batch.base import CANCELED, BatchLimits
 from accord.worker.batch.batch_runner import (
-    STOPPED_RUN_STATUSES, BatchContext, TickReport, abandon_batch, assemble_batches, collect_batch, live_batches,
-    poll_batch, submit_batch,
+    STOPPED_RUN_STATUSES,
+    BatchContext,
+    TickReport,
+    abandon_batch,
+    assemble_batches,
+    collect_batch,
+    live_batches,
+    poll_batch,
+    submit_batch,
 )
 from accord.worker.execute import ExecutionContext, execute_chunk
 from accord.worker.provider_pool import ProviderPool
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 log = logging.getLogger("accord.scheduler.batch")
 
@@ -77,36 +87,13 @@ def uses_batch(engine: Engine, run_id: int) -> bool:
     return bool(dispatch_plan(engine, run_id)[0])
 
 
-def _claim_realtime(engine: Engine, run_id: int, model_spec_ids: list[int], limit: int,
-                    lease_seconds: int) -> list[int]:
-    """Like ``run_control.claim_pending``, for the given models only."""
-    chunk_id = uuid.uuid4().hex
-    now = utcnow()
-    with Session(engine) as session:
-        pick = (select(RatingRequest.id).where(RatingRequest.run_id == run_id,
-                                               RatingRequest.model_spec_id.in_(model_spec_ids),  # type: ignore[attr-defined]
-                                               RatingRequest.status == RequestStatus.pending.value)
-                .order_by(RatingRequest.id).limit(limit))
-        if engine.dialect.name == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)
-        ids = list(session.execute(pick).scalars())
-        if ids:
-            session.execute(update(RatingRequest).where(RatingRequest.id.in_(ids),  # type: ignore[union-attr]
-                                                        RatingRequest.status == RequestStatus.pending.value)
-                            .values(status=RequestStatus.queued.value, chunk_id=chunk_id,
-                                    leased_until=now + timedelta(seconds=lease_seconds), updated_at=now))
-            ids = list(session.execute(select(RatingRequest.id).where(
-                RatingRequest.chunk_id == chunk_id, RatingRequest.status == RequestStatus.queued.value)).scalars())
-        session.commit()
-    return ids
-
-
 async def _run_realtime(bctx: BatchContext, run_id: int, model_spec_ids: list[int]) -> None:
     """Execute the pending requests of models without a batch API, as the embedded runner would."""
     settings = get_settings()
     ctx = bctx.execution or ExecutionContext(engine=bctx.engine, providers=bctx.providers)
     while run_control.get_run(bctx.engine, run_id).status == RunStatus.running.value:
-        ids = _claim_realtime(bctx.engine, run_id, model_spec_ids, settings.chunk_size, settings.lease_seconds)
+        _, ids = run_control.claim_pending(bctx.engine, run_id, settings.chunk_size, settings.lease_seconds,
+                                           model_spec_ids)
         if not ids:
             return
         await execute_chunk(ctx, ids)

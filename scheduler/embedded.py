@@ -20,6 +20,12 @@ async def run_embedded_async(engine: Engine, run_id: int, *, chunk_size: int | N
                              concurrency: int | None = None, providers: ProviderPool | None = None,
                              on_progress: Callable[[Progress], None] | None = None,
                              max_attempts: int | None = None, backoff_initial: float = 0.5) -> Progress:
+    from accord.scheduler.batch_dispatch import run_batches_async, uses_batch
+
+    if uses_batch(engine, run_id):
+        # Models on a provider batch API are submitted and polled; the rest run in realtime in the same loop.
+        return await run_batches_async(engine, run_id, providers=providers, on_progress=on_progress,
+                                       max_attempts=max_attempts)
     settings = get_settings()
     chunk_size = chunk_size or settings.chunk_size
     concurrency = concurrency or settings.embedded_concurrency

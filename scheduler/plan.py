@@ -90,6 +90,7 @@ def plan_campaign(engine: Engine, spec: CampaignSpec, project_id: int | None = N
         plans = {m.name: ModelPlan(model=m.name, provider=m.provider, rpm=m.rpm, tpm=m.tpm,
                                    price_source=effective_price(m).source) for m in spec.models}
         prices = {m.name: effective_price(m) for m in spec.models}
+        entries = {m.name: m for m in spec.models}
         keys_by_model: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
         for r in expansion.requests(spec):
             out_cap = int(r.decoding.get("max_tokens") or DEFAULT_OUTPUT_CAP)
@@ -106,7 +107,7 @@ def plan_campaign(engine: Engine, spec: CampaignSpec, project_id: int | None = N
                 p.input_tokens += tokens_in
                 p.output_tokens += tokens_out
             p.cost_usd = (p.input_tokens * price.input + p.output_tokens * price.output) / 1e6
-            if spec.dispatch == "batch":
+            if spec.uses_batch_api(entries[name]):
                 p.cost_usd *= 1 - price.batch_discount
     budget = budget_override if budget_override is not None else spec.budget_usd
     return CampaignPlan(name=spec.name, items=len(expansion.items), personas=len(expansion.personas),

@@ -7,11 +7,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from accord.models.schema import TERMINAL_RUN_STATUSES, RatingRequest, RequestStatus, Run, RunStatus, utcnow
 from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-
-from accord.models.schema import RatingRequest, RequestStatus, Run, RunStatus, TERMINAL_RUN_STATUSES, utcnow
 
 
 class RunStateError(ValueError):
@@ -71,14 +70,18 @@ def mark_started(engine: Engine, run_id: int) -> None:
             session.commit()
 
 
-def claim_pending(engine: Engine, run_id: int, limit: int, lease_seconds: int) -> tuple[str, list[int]]:
-    """Move up to ``limit`` pending requests of the run to queued under a new chunk id, with a lease."""
+def claim_pending(engine: Engine, run_id: int, limit: int, lease_seconds: int,
+                  model_spec_ids: list[int] | None = None) -> tuple[str, list[int]]:
+    """Move up to ``limit`` pending requests of the run (of the given models only, if named) to queued under
+    a new chunk id, with a lease."""
     chunk_id = uuid.uuid4().hex
     now = utcnow()
     with Session(engine) as session:
         pick = (select(RatingRequest.id).where(RatingRequest.run_id == run_id,
                                                RatingRequest.status == RequestStatus.pending.value)
                 .order_by(RatingRequest.id).limit(limit))
+        if model_spec_ids is not None:
+            pick = pick.where(RatingRequest.model_spec_id.in_(model_spec_ids))  # type: ignore[attr-defined]
         if engine.dialect.name == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
         ids = list(session.execute(pick).scalars())

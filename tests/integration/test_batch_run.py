@@ -348,3 +348,18 @@ def test_run_batches_matches_the_embedded_call_shape(sqlite_db, openai_fake: Ope
     progress = asyncio.run(run_batches_async(sqlite_db, plan.run_id, chunk_size=8, concurrency=2, poll_seconds=0))
     assert progress.done == 10
     assert scalar(sqlite_db, select(Run.status).where(Run.id == plan.run_id)) == "completed"
+
+
+def test_embedded_runner_sends_batch_campaigns_through_the_batch_api(sqlite_db, openai_fake,  # type: ignore[no-untyped-def]
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`accord run` calls run_embedded: a batch campaign must go to the Batch API, not to chat completions."""
+    from accord.scheduler.embedded import run_embedded
+
+    monkeypatch.setenv("ACCORD_BATCH_POLL_SECONDS", "0")
+    openai_fake.reset()
+    plan = create_run(sqlite_db, small(openai_fake))
+    progress = run_embedded(sqlite_db, plan.run_id)
+    assert (progress.status, progress.done) == ("completed", 10)
+    assert len(batches(sqlite_db, plan.run_id)) >= 1
+    paths = {entry["path"] for entry in openai_fake.stats()["request_log"]}
+    assert "/v1/chat/completions" not in paths and "/v1/batches" in paths

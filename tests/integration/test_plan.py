@@ -60,3 +60,19 @@ def test_plan_counts_costs_and_cache(sqlite_engine, tmp_path: Path) -> None:  # 
         again = plan_campaign(sqlite_engine, spec)
         assert (again.models[0].cached, again.models[0].cost_usd) == (12, 0.0)
         assert again.models[1].cached == 0
+
+
+def test_batch_discount_applies_per_model_that_uses_a_batch_api(sqlite_engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    kwargs = make_sparse_dataset(tmp_path, n_items=4, n_annotators=10, seed=4)
+    import_dataset(sqlite_engine, ImportSpec(**{**kwargs, "name": "syn"}))
+    models = [{"name": "api", "provider": "openai", "model": "gpt-4o"},                         # has a batch API
+              {"name": "vllm", "provider": "openai", "model": "gpt-4o", "base_url": "http://127.0.0.1:9/v1"}]
+    base = {"name": "b", "dataset": "syn", "models": models, "templates": ["binary_unsafe"]}
+    realtime = {m.model: m.cost_usd for m in plan_campaign(sqlite_engine, parse_campaign(base)).models}
+    auto = {m.model: m.cost_usd for m in plan_campaign(
+        sqlite_engine, parse_campaign({**base, "dispatch": "auto", "deadline_hours": 48})).models}
+    assert auto["api"] == pytest.approx(realtime["api"] * 0.5)     # gpt-4o batch discount: 50%
+    assert auto["vllm"] == pytest.approx(realtime["vllm"])          # a compatible server has no batch API
+    short = {m.model: m.cost_usd for m in plan_campaign(
+        sqlite_engine, parse_campaign({**base, "dispatch": "auto", "deadline_hours": 2})).models}
+    assert short["api"] == pytest.approx(realtime["api"])           # deadline too short for a 24 h batch
