@@ -24,20 +24,34 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import select, text, update
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
-
 from accord.models.schema import (
-    Campaign, Item, ModelSpec, PromptTemplate, Rating, RatingRequest, RequestStatus, Run, RunStatus, utcnow,
+    Campaign,
+    Item,
+    ModelSpec,
+    PromptTemplate,
+    Rating,
+    RatingRequest,
+    RequestStatus,
+    Run,
+    RunStatus,
+    utcnow,
 )
 from accord.worker.decoding import request_decoding
 from accord.worker.parsing import UNPARSEABLE, expected_value, parse_answer
 from accord.worker.prompt_templates import ResolvedTemplate, render_messages
 from accord.worker.provider_pool import ProviderPool
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse
+from sqlalchemy import select, text, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 log = logging.getLogger("accord.worker")
 
@@ -90,7 +104,7 @@ class ChunkOutcome:
 
 
 @dataclass
-class _Job:
+class Job:
     request: RatingRequest
     content: dict[str, Any]
     spec: ModelSpec
@@ -99,9 +113,6 @@ class _Job:
     cache_mode: Any   # True, False or "refresh"
     params: dict[str, Any]   # decoding params of this call (the ones its cache key was computed from)
     repair_attempts: int = DEFAULT_REPAIR_ATTEMPTS
-
-
-Job = _Job   # the public name: one loaded rating request with everything needed to call and store it
 
 
 # Fields copied from an original rating into a cache hit.
@@ -119,7 +130,9 @@ def estimate_tokens(messages: list[dict[str, str]], max_tokens: int | None) -> i
     return int(chars / 3.5) + 8 * len(messages) + int(max_tokens or 16)
 
 
-def _load_jobs(session: Session, request_ids: list[int]) -> tuple[list[_Job], int]:
+def load_jobs(session: Session, request_ids: list[int]) -> tuple[list[Job], int]:
+    """The active requests among ``request_ids`` with their item, model, template and decoding, and the
+    number skipped (already done, failed, cancelled or gone)."""
     rows = session.execute(
         select(RatingRequest, Item.content, ModelSpec, PromptTemplate, Campaign.spec)
         .join(Item, Item.id == RatingRequest.item_id)
@@ -143,16 +156,10 @@ def _load_jobs(session: Session, request_ids: list[int]) -> tuple[list[_Job], in
         params = request_decoding(campaign_spec.get("decoding") or {}, (spec.params or {}).get("decoding"),
                                   tmpl.max_tokens, req.sample_index)
         repairs = campaign_spec.get("repair_attempts")
-        jobs.append(_Job(req, content, spec, tmpl, trow.content_hash, campaign_spec.get("cache", True), params,
+        jobs.append(Job(req, content, spec, tmpl, trow.content_hash, campaign_spec.get("cache", True), params,
                          DEFAULT_REPAIR_ATTEMPTS if repairs is None else int(repairs)))
     skipped += len(request_ids) - len(rows)
     return jobs, skipped
-
-
-def load_jobs(session: Session, request_ids: list[int]) -> tuple[list[Job], int]:
-    """The active requests among ``request_ids`` with their item, model, template and decoding, and the
-    number skipped (already done, failed, cancelled or gone)."""
-    return _load_jobs(session, request_ids)
 
 
 def _run_state(engine: Engine, run_id: int) -> tuple[str, float, float | None]:
@@ -201,11 +208,6 @@ def _lookup_cache(ctx: ExecutionContext, session: Session, key: str) -> dict[str
 
 
 def store_rating(ctx: ExecutionContext, job: Job, fields: dict[str, Any], *, cache_hit: bool, attempts: int) -> bool:
-    """Insert the rating and mark the request done in one transaction; False if it was stored already."""
-    return _store(ctx, job, fields, cache_hit=cache_hit, attempts=attempts)
-
-
-def _store(ctx: ExecutionContext, job: _Job, fields: dict[str, Any], *, cache_hit: bool, attempts: int) -> bool:
     """Insert the rating and mark the request done, atomically. False if it was stored already."""
     req = job.request
     rating = Rating(request_id=req.id, run_id=req.run_id, cache_key=req.cache_key, cache_hit=cache_hit,  # type: ignore[arg-type]
@@ -230,11 +232,6 @@ def _store(ctx: ExecutionContext, job: _Job, fields: dict[str, Any], *, cache_hi
 
 
 def finish_request(engine: Engine, req: RatingRequest, status: str, error: str | None, attempts: int) -> bool:
-    """Mark a request failed or cancelled (once); True when this call changed it."""
-    return _finish_request(engine, req, status, error, attempts)
-
-
-def _finish_request(engine: Engine, req: RatingRequest, status: str, error: str | None, attempts: int) -> bool:
     """Mark a request failed or cancelled (once); bump the run's counter when this call changed it."""
     counter = "failed" if status == RequestStatus.failed.value else "cancelled"
     with Session(engine) as session:
@@ -275,7 +272,7 @@ def repair_messages(messages: list[dict[str, str]], answer: str, labels: list[st
             {"role": "user", "content": REPAIR_INSTRUCTION.format(labels=", ".join(labels))}]
 
 
-async def _call_provider(ctx: ExecutionContext, job: _Job, messages: list[dict[str, str]],
+async def _call_provider(ctx: ExecutionContext, job: Job, messages: list[dict[str, str]],
                          attempts: list[int], request: ProviderRequest | None = None) -> ProviderResponse:
     provider = ctx.providers.get(job.spec)
     params = job.params
@@ -303,11 +300,11 @@ async def _call_provider(ctx: ExecutionContext, job: _Job, messages: list[dict[s
     return response
 
 
-async def _execute_one(ctx: ExecutionContext, job: _Job, outcome: ChunkOutcome) -> None:
+async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome) -> None:
     req = job.request
     status, spent, budget = _run_state(ctx.engine, req.run_id)
     if status in (RunStatus.cancelled.value, RunStatus.budget_exhausted.value):
-        if _finish_request(ctx.engine, req, RequestStatus.cancelled.value, f"run {status}", req.attempts):
+        if finish_request(ctx.engine, req, RequestStatus.cancelled.value, f"run {status}", req.attempts):
             outcome.cancelled += 1
         return
     if status == RunStatus.paused.value:
@@ -318,7 +315,7 @@ async def _execute_one(ctx: ExecutionContext, job: _Job, outcome: ChunkOutcome) 
             hit = _lookup_cache(ctx, session, req.cache_key)
         if hit is not None:
             fields = {k: hit.get(k, _CACHED_DEFAULTS.get(k)) for k in _CACHED_FIELDS}
-            if _store(ctx, job, {**fields, "source_rating_id": hit.get("source_rating_id"), "cost_usd": 0.0,
+            if store_rating(ctx, job, {**fields, "source_rating_id": hit.get("source_rating_id"), "cost_usd": 0.0,
                                  "latency_ms": 0.0}, cache_hit=True, attempts=req.attempts):
                 outcome.done += 1
                 outcome.cached += 1
@@ -335,7 +332,7 @@ async def _execute_one(ctx: ExecutionContext, job: _Job, outcome: ChunkOutcome) 
                 session.execute(update(Run).where(Run.id == req.run_id, Run.status == RunStatus.running.value)  # type: ignore[arg-type]
                                 .values(status=RunStatus.budget_exhausted.value))
                 session.commit()
-            if _finish_request(ctx.engine, req, RequestStatus.cancelled.value, "budget exhausted", req.attempts):
+            if finish_request(ctx.engine, req, RequestStatus.cancelled.value, "budget exhausted", req.attempts):
                 outcome.cancelled += 1
             return
     attempts = [req.attempts]
@@ -343,7 +340,7 @@ async def _execute_one(ctx: ExecutionContext, job: _Job, outcome: ChunkOutcome) 
         response = await _call_provider(ctx, job, messages, attempts)
     except ProviderError as err:
         msg = str(err) if (err.status is None or f"HTTP {err.status}" in str(err)) else f"HTTP {err.status}: {err}"
-        if _finish_request(ctx.engine, req, RequestStatus.failed.value, msg, attempts[0]):
+        if finish_request(ctx.engine, req, RequestStatus.failed.value, msg, attempts[0]):
             outcome.failed += 1
             outcome.errors.append(msg)
             _notify(ctx, req.run_id, "failed")
@@ -351,12 +348,12 @@ async def _execute_one(ctx: ExecutionContext, job: _Job, outcome: ChunkOutcome) 
     except Exception as err:  # a bug or an unexpected library error: record it on the request, keep going
         log.exception("request %s failed unexpectedly", req.id)
         msg = f"{type(err).__name__}: {err}"
-        if _finish_request(ctx.engine, req, RequestStatus.failed.value, msg, attempts[0]):
+        if finish_request(ctx.engine, req, RequestStatus.failed.value, msg, attempts[0]):
             outcome.failed += 1
             outcome.errors.append(msg)
         return
     fields = await answer_fields(ctx, job, messages, response)
-    if _store(ctx, job, fields, cache_hit=False, attempts=attempts[0]):
+    if store_rating(ctx, job, fields, cache_hit=False, attempts=attempts[0]):
         outcome.done += 1
         outcome.cost_usd += fields["cost_usd"]
         _notify(ctx, req.run_id, "done")
@@ -429,6 +426,6 @@ async def execute_chunk(ctx: ExecutionContext, request_ids: list[int]) -> ChunkO
     """Execute the given rating requests concurrently (bounded per model by the provider pool)."""
     outcome = ChunkOutcome()
     with Session(ctx.engine, expire_on_commit=False) as session:
-        jobs, outcome.skipped = _load_jobs(session, request_ids)
+        jobs, outcome.skipped = load_jobs(session, request_ids)
     await asyncio.gather(*(_execute_one(ctx, job, outcome) for job in jobs))
     return outcome
