@@ -42,8 +42,6 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update({"ACCORD_BROKER_URL": BROKER_URL, "ACCORD_RESULT_BACKEND": BROKER_URL,
                        "ACCORD_QUEUE_PREFIX": prefix})
     import redis
-    from sqlalchemy import text
-
     from accord.models.db import dispose_engines
     from accord.models.migrate import init_db
     from accord.scheduler import run_control
@@ -52,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     from accord.scheduler.dispatcher import Dispatcher
     from accord.scheduler.expand import create_run
     from accord.worker.celery_app import EXECUTE_TASK, provider_queue, send
+    from sqlalchemy import text
+
     from tests.conftest import drop_pg_database, make_pg_database
     from tests.integration.distributed_stack import import_distinct_dataset
 

@@ -90,11 +90,10 @@ async def baseline_loop(base_url: str, jobs: list[dict[str, Any]], concurrency: 
 
 def baseline_jobs(engine: Any, n: int) -> list[dict[str, Any]]:
     """The accord run's prompts and decoding as plain chat.completions arguments."""
-    from sqlmodel import Session, select
-
     from accord.models.schema import Item
     from accord.worker.prompt_templates import load_template, render_messages
     from accord.worker.providers.openai_provider import TOP_LOGPROBS, response_format
+    from sqlmodel import Session, select
 
     template = load_template("likert_unsafe")
     with Session(engine) as session:
@@ -129,10 +128,16 @@ def main(argv: list[str] | None = None) -> None:
     from accord.models.migrate import init_db
     from accord.scheduler.campaign_spec import parse_campaign
     from accord.scheduler.expand import create_run
+
     from tests.conftest import drop_pg_database, make_pg_database
     from tests.fakes.openai_server import openai_subprocess
-    from tests.integration.distributed_stack import (DistributedStack, import_distinct_dataset,
-                                                     process_group_cpu_seconds, rating_counts, wait_for_run)
+    from tests.integration.distributed_stack import (
+        DistributedStack,
+        import_distinct_dataset,
+        process_group_cpu_seconds,
+        rating_counts,
+        wait_for_run,
+    )
 
     ideal_s = args.requests / args.rpm * 60.0
     url, db_name = make_pg_database()
@@ -204,6 +209,10 @@ def main(argv: list[str] | None = None) -> None:
         server.stop()
         dispose_engines()
         drop_pg_database(db_name)
+        import redis
+
+        for redis_url in (BROKER_URL, REDIS_URL):   # the benchmark's own Redis databases
+            redis.Redis.from_url(redis_url).flushdb()
 
     print()
     print(f"limit {args.rpm} requests/min, {args.latency_ms:g} ms per answer; ideal time for {args.requests:,} "

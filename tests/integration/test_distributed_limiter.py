@@ -33,6 +33,7 @@ def client():  # type: ignore[no-untyped-def]
     except redis.RedisError:
         pytest.skip("Redis is not reachable on 127.0.0.1:6379 (make test starts it)")
     yield c
+    c.flushdb()      # this module's own database
     c.close()
 
 

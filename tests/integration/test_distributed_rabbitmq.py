@@ -11,6 +11,7 @@ from accord.scheduler.campaign_spec import parse_campaign
 from accord.scheduler.expand import create_run
 
 from tests.integration.distributed_stack import DistributedStack, rating_counts, status_counts, wait_for_run
+from tests.integration.test_distributed_run import flush_dedicated
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -67,6 +68,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
         server.stop()
         dispose_engines()
         drop_pg_database(db_name)
+        flush_dedicated(REDIS_URL)
 
 
 def test_run_through_rabbitmq_rates_every_request_once(env) -> None:  # type: ignore[no-untyped-def]

@@ -83,6 +83,18 @@ def env(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
         server.stop()
         dispose_engines()
         drop_pg_database(db_name)
+        flush_dedicated(BROKER_URL, REDIS_URL)
+
+
+def flush_dedicated(*urls: str) -> None:
+    """Empty this module's own Redis databases (hot-cache entries would otherwise linger for their TTL)."""
+    import redis
+
+    for url in urls:
+        try:
+            redis.Redis.from_url(url, socket_timeout=5).flushdb()
+        except redis.RedisError:
+            pass
 
 
 def campaign(server: Any, name: str, *, samples: int = 2, rpm: int | None = 3000, items: int | None = None,
