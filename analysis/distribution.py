@@ -1,7 +1,8 @@
 """Distribution alignment: does the LLM reproduce the *spread* of human opinion on an item?
 
 Per item, the Jensen–Shannon divergence (base 2, so in [0, 1]) between the LLM's label distribution
-(the share of its parsed samples giving each value) and the human label distribution (the share of
+(its label probabilities where the provider exposed them, else the share of its parsed samples giving each
+value; averaged over samples) and the human label distribution (the share of
 annotators giving each value), on the shared value domain (the distinct human rating values; LLM
 values are snapped to the nearest domain value). The per-item divergences are averaged over the items
 where both distributions exist; for a group G the human distribution uses G's annotators only.
@@ -29,6 +30,38 @@ def label_distribution(
     total = counts.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, counts / np.maximum(total, 1.0), 0.0)
+
+
+def mixed_distribution(
+    item_index: np.ndarray, values: np.ndarray, value_probs: list[dict[float, float] | None], n_items: int,
+    domain: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """n_items × len(domain) table of the LLM's answer distribution: each row (sample) contributes its label
+    probabilities where the provider gave them (mapped to values, snapped to the domain), else a one-hot of
+    its parsed value; an item's distribution is the mean over its rows. Returns the table and how many rows
+    contributed probabilities."""
+    item_index = np.asarray(item_index)
+    snapped = snap_to_domain(np.asarray(values, dtype=float), domain)
+    table = np.zeros((n_items, domain.size))
+    weights = np.zeros(n_items)
+    with_probs = 0
+    for row, (item, value, probs) in enumerate(zip(item_index, snapped, value_probs)):
+        if item < 0:
+            continue
+        if probs:
+            keys = snap_to_domain(np.fromiter(probs.keys(), dtype=float), domain)
+            mass = np.fromiter(probs.values(), dtype=float)
+            total = mass.sum()
+            if total > 0 and np.isfinite(total):
+                np.add.at(table[item], np.searchsorted(domain, keys), mass / total)
+                weights[item] += 1.0
+                with_probs += 1
+                continue
+        if np.isfinite(value):
+            table[item, np.searchsorted(domain, value)] += 1.0
+            weights[item] += 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weights[:, None] > 0, table / np.maximum(weights, 1.0)[:, None], 0.0), with_probs
 
 
 def human_distribution(ratings: np.ndarray, domain: np.ndarray) -> np.ndarray:

@@ -434,7 +434,13 @@ def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
     idx = ctx.rater_rows[key]
     item_pos = pd.Index(ctx.human.item_ids).get_indexer(ctx.llm["item_id"].to_numpy()[idx])
     values = ctx.llm["value"].to_numpy(dtype=float)[idx]
-    p_llm = distribution.label_distribution(item_pos, values, ctx.human.n_items, ctx.domain)
+    if "value_probs" in ctx.llm.columns:
+        probs = [p if isinstance(p, dict) else None for p in ctx.llm["value_probs"].to_numpy()[idx]]
+        p_llm, n_prob_rows = distribution.mixed_distribution(item_pos, values, probs, ctx.human.n_items, ctx.domain)
+    else:
+        p_llm, n_prob_rows = distribution.label_distribution(item_pos, values, ctx.human.n_items, ctx.domain), 0
+    source = "label probabilities" if n_prob_rows == len(idx) else (
+        "samples" if n_prob_rows == 0 else "label probabilities where available, else samples")
     targets = [("all", np.arange(ctx.human.n_annotators))]
     for gdef in ctx.groups:
         for g, name in enumerate(gdef.group_names):
@@ -445,7 +451,7 @@ def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
             value, n = distribution.mean_jensen_shannon(p_llm, p_h)
             return MetricRecord("jsd_mean", value, slice_, key.model, key.template, n=n,
                                 details={"base": 2, "value_domain": ctx.domain,
-                                         "n_annotators": len(cols)})
+                                         "n_annotators": len(cols), "llm_distribution": source})
 
         _guard(ctx, "jsd_mean", run, slice_, key.model, key.template)
 

@@ -3,6 +3,7 @@ the analysis: ``accord.analysis`` itself never touches the database)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pandas as pd
@@ -17,7 +18,18 @@ from accord.models.schema import (
 LLM_COLUMNS = ["request_id", "item_id", "model", "template", "template_family", "option_order", "response_format",
                "persona_key", "sample_index", "status", "label", "value", "weighted_value", "parse_status",
                "raw_text", "cache_hit", "input_tokens", "output_tokens", "latency_ms", "cost_usd", "model_snapshot",
-               "attempts", "last_error"]
+               "attempts", "last_error", "label_probs"]
+
+
+def value_probs(label_probs: dict[str, float] | None, labels: dict[str, float]) -> dict[float, float] | None:
+    """Label probabilities keyed by the labels' numeric values (labels sharing a value add up)."""
+    if not label_probs:
+        return None
+    out: dict[float, float] = {}
+    for label, p in label_probs.items():
+        if label in labels and p is not None:
+            out[float(labels[label])] = out.get(float(labels[label]), 0.0) + float(p)
+    return out or None
 
 
 @dataclass
@@ -30,12 +42,17 @@ class RunFrames:
     items: pd.DataFrame        # item_id, <metadata columns>
 
 
-def load_llm_frame(engine: Engine, run_id: int) -> pd.DataFrame:
+def load_llm_frame(engine: Engine, run_id: int, *, with_value_probs: bool = False) -> pd.DataFrame:
+    """One row per rating request of the run with its rating's fields (NaN/None where it has none).
+
+    ``label_probs`` is JSON text keyed by label (exports stay plain CSV/Parquet); ``with_value_probs`` adds
+    ``value_probs``, the same probabilities keyed by the labels' numeric values, for the analysis."""
     q = (select(RatingRequest.id, Item.external_id, ModelSpec.name, PromptTemplate.name, PromptTemplate.output_spec,
                 PromptTemplate.response_format, RatingRequest.persona_key, RatingRequest.sample_index,
                 RatingRequest.status, Rating.label, Rating.value, Rating.weighted_value, Rating.parse_status,
                 Rating.raw_text, Rating.cache_hit, Rating.input_tokens, Rating.output_tokens, Rating.latency_ms,
-                Rating.cost_usd, Rating.model_snapshot, RatingRequest.attempts, RatingRequest.last_error)
+                Rating.cost_usd, Rating.model_snapshot, RatingRequest.attempts, RatingRequest.last_error,
+                Rating.label_probs)
          .join(Item, Item.id == RatingRequest.item_id)
          .join(ModelSpec, ModelSpec.id == RatingRequest.model_spec_id)
          .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
@@ -44,12 +61,17 @@ def load_llm_frame(engine: Engine, run_id: int) -> pd.DataFrame:
          .order_by(RatingRequest.id))
     with engine.connect() as conn:
         rows = conn.execute(q).all()
-    records = []
+    records, by_value = [], []
     for r in rows:
         spec = r[4] or {}
+        labels = {str(k): float(v) for k, v in (spec.get("labels") or {}).items()}
+        probs = r[-1]
         records.append((r[0], r[1], r[2], r[3], spec.get("family", r[3]), spec.get("option_order", "") or "", r[5],
-                        *r[6:]))
+                        *r[6:-1], json.dumps(probs, sort_keys=True) if probs else None))
+        by_value.append(value_probs(probs, labels))
     df = pd.DataFrame.from_records(records, columns=LLM_COLUMNS)
+    if with_value_probs:
+        df["value_probs"] = by_value
     for col in ("value", "weighted_value", "latency_ms", "cost_usd"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     return df
@@ -64,7 +86,7 @@ def load_run_frames(engine: Engine, run_id: int) -> RunFrames:
         assert campaign is not None
         dataset_id = campaign.dataset_id
         dimension = (campaign.spec or {}).get("dimension")
-    llm = load_llm_frame(engine, run_id)
+    llm = load_llm_frame(engine, run_id, with_value_probs=True)
     run_items = set(llm["item_id"])
     with engine.connect() as conn:
         item_rows = conn.execute(select(Item.external_id, Item.meta).where(Item.dataset_id == dataset_id)).all()

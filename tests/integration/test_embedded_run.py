@@ -5,6 +5,7 @@ the request, budget cap, cancellation, and a re-run answered entirely from the c
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def scalar(engine, q):  # type: ignore[no-untyped-def]
         return s.execute(q).scalar_one()
 
 
-def test_run_rates_every_request_once_then_rerun_is_all_cache(db, server) -> None:  # type: ignore[no-untyped-def]
+def test_run_rates_every_request_once_then_rerun_is_all_cache(db, server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     plan = create_run(db, campaign(server))
     assert plan.total == 10 * 2 * 2
     progress = run_embedded(db, plan.run_id, backoff_initial=0.01)
@@ -66,6 +67,9 @@ def test_run_rates_every_request_once_then_rerun_is_all_cache(db, server) -> Non
     assert (df["parse_status"] == "ok").all()
     assert df["model_snapshot"].str.startswith("gpt-4o-mini-").all()
     assert df["weighted_value"].between(0, 1).all()          # logprobs turned into an expected score
+    probs = [json.loads(p) for p in df["label_probs"]]       # exported as JSON text keyed by label
+    assert all(abs(sum(p.values()) - 1) < 1e-9 and set(p) <= {"1", "2", "3", "4", "5", "safe", "unsafe"} for p in probs)
+    df.to_parquet(tmp_path / "export.parquet")               # every column exports
     assert progress.cost_usd == pytest.approx(
         (df["input_tokens"].sum() * 0.15 + df["output_tokens"].sum() * 0.6) / 1e6)
 
