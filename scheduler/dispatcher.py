@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from accord.models.schema import ModelSpec, RatingRequest, Run, RunStatus
 from accord.scheduler import run_control
+from accord.scheduler.batch_dispatch import dispatch_plan, poll_seconds_default, run_batches_once
 from accord.scheduler.chunk_leases import ChunkClaimer, analyze_requests, chunks_in_flight, has_pending
 from accord.scheduler.reconcile import DISTRIBUTED, finalize, unfinished_distributed_runs
 from accord.worker.rate_limiter import limit_group
@@ -145,7 +146,7 @@ class Dispatcher:
     def __init__(self, engine: Engine, *, chunk_size: int, lease_seconds: int, ahead_seconds: float = 6.0,
                  max_chunks_per_run: int = 32, max_chunks_per_group: int = 64, min_chunks_per_group: int = 4,
                  send_chunk: SendChunk | None = None, queue_for: Callable[[str], str] | None = None,
-                 on_finished: Callable[[int], None] | None = None) -> None:
+                 on_finished: Callable[[int], None] | None = None, batch_poll_seconds: float | None = None) -> None:
         self.engine = engine
         self.chunk_size = chunk_size
         self.lease_seconds = lease_seconds
@@ -163,13 +164,24 @@ class Dispatcher:
         self.queue_for = queue_for
         self.on_finished = on_finished
         self._run_specs: dict[int, list[SpecInfo]] = {}
+        self._batch_specs: dict[int, list[int]] = {}
+        self._batch_ticked: dict[int, float] = {}
+        self.batch_poll_seconds = batch_poll_seconds if batch_poll_seconds is not None else poll_seconds_default()
 
     # ------------------------------------------------------------------ run bookkeeping
+    def batch_specs_of(self, run_id: int) -> list[int]:
+        """Model specs of the run whose requests go through their provider's batch API (not fed as chunks)."""
+        if run_id not in self._batch_specs:
+            self._batch_specs[run_id] = dispatch_plan(self.engine, run_id)[0]
+        return self._batch_specs[run_id]
+
     def specs_of(self, run_id: int) -> list[SpecInfo]:
+        """Model specs of the run that workers execute in realtime (batch-API models are left out)."""
         if run_id not in self._run_specs:
+            batch = set(self.batch_specs_of(run_id))
             with Session(self.engine) as session:
-                ids = list(session.execute(select(RatingRequest.model_spec_id).distinct()
-                                           .where(RatingRequest.run_id == run_id)).scalars())
+                ids = [i for i in session.execute(select(RatingRequest.model_spec_id).distinct()
+                                                  .where(RatingRequest.run_id == run_id)).scalars() if i not in batch]
                 rows = list(session.execute(select(ModelSpec).where(ModelSpec.id.in_(ids))).scalars())  # type: ignore[union-attr]
             self._run_specs[run_id] = [SpecInfo(r.id, r.provider, limit_group(r), r.rpm, r.tpm)  # type: ignore[arg-type]
                                        for r in sorted(rows, key=lambda r: r.id or 0)]
@@ -183,6 +195,18 @@ class Dispatcher:
                                 .values(status=RunStatus.budget_exhausted.value)).rowcount
             session.commit()
         return bool(n)
+
+    def _tick_batches(self, run_id: int) -> None:
+        """Submit, poll and collect the run's provider batches, at most once per batch poll interval. A
+        provider outage is logged and retried next interval; it never stops the dispatcher."""
+        now = time.monotonic()
+        if now - self._batch_ticked.get(run_id, -math.inf) < self.batch_poll_seconds:
+            return
+        self._batch_ticked[run_id] = now
+        try:
+            run_batches_once(self.engine, run_id, realtime=False)
+        except Exception:
+            log.exception("run %s: batch tick failed; retrying in %.0f s", run_id, self.batch_poll_seconds)
 
     # ------------------------------------------------------------------ one tick
     def tick(self) -> DispatchReport:
@@ -201,6 +225,9 @@ class Dispatcher:
                 run.status = RunStatus.budget_exhausted.value
                 report.budget_exhausted.append(run.id)  # type: ignore[arg-type]
         running = [r for r in runs if r.status == RunStatus.running.value]
+        for run in runs:
+            if run.status in (RunStatus.running.value, RunStatus.cancelled.value) and self.batch_specs_of(run.id):  # type: ignore[arg-type]
+                self._tick_batches(run.id)  # type: ignore[arg-type]
         in_flight = chunks_in_flight(self.engine, [r.id for r in runs])  # type: ignore[misc]
 
         groups: dict[str, list[Candidate]] = {}
@@ -260,6 +287,8 @@ class Dispatcher:
                 if status is not None:
                     report.finalized[run.id] = status  # type: ignore[index]
                     self._run_specs.pop(run.id, None)  # type: ignore[arg-type]
+                    self._batch_specs.pop(run.id, None)  # type: ignore[arg-type]
+                    self._batch_ticked.pop(run.id, None)  # type: ignore[arg-type]
                     self.claimer.forget(run.id)  # type: ignore[arg-type]
         return report
 

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from accord.models.dataset_import import import_dataset
 from accord.models.import_spec import ImportSpec
-from accord.models.schema import RatingRequest, Run, utcnow
+from accord.models.schema import ModelSpec, RatingRequest, Run, utcnow
 from accord.scheduler import run_control
 from accord.scheduler.campaign_spec import parse_campaign
 from accord.scheduler.chunk_leases import release_chunk, take_ownership
 from accord.scheduler.dispatcher import Dispatcher
 from accord.scheduler.expand import create_run
 from accord.scheduler.reconcile import reconcile_once
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlmodel import Session
 
 from tests.fakes.synthetic_dataset import make_sparse_dataset
@@ -195,3 +195,33 @@ def test_expired_lease_is_released_and_the_stale_message_owns_nothing(db) -> Non
     assert take_ownership(db, new_chunk, new_ids, 60) == sorted(new_ids)
     assert release_chunk(db, new_chunk) == len(new_ids)            # a paused chunk hands its requests back
     assert run_control.get_run(db, run.run_id).status == "running"
+
+
+def test_batch_api_models_go_to_the_batch_api_not_to_workers(db) -> None:  # type: ignore[no-untyped-def]
+    """A `dispatch: batch` campaign in distributed mode: the dispatcher submits and collects provider
+    batches itself and sends workers only the models without a batch API."""
+    from tests.fakes.openai_server import OpenAIFakeServer
+
+    with OpenAIFakeServer() as server:
+        spec = parse_campaign({
+            "name": "batchy", "dataset": "syn", "dimension": "Q_overall", "dispatch": "batch", "cache": False,
+            "models": [{"name": "via-batch", "provider": "openai", "model": "gpt-4o-mini", "base_url": server.base_url,
+                        "batch_api": True},
+                       {"name": "realtime", "provider": "openai", "model": "gpt-4o-mini",
+                        "base_url": "http://127.0.0.1:9/v1"}],       # a compatible server: no batch API
+            "templates": ["likert_unsafe"]})
+        plan = create_run(db, spec, mode="distributed")
+        c = Collector()
+        d = dispatcher(db, c, batch_poll_seconds=0.0)
+        for _ in range(60):
+            d.tick()
+            finish_sent(db, c)          # the workers' part: the realtime model's chunks
+            if run_control.get_run(db, plan.run_id).status == "completed":
+                break
+        assert run_control.get_run(db, plan.run_id).status == "completed"
+        with Session(db) as s:
+            realtime_id = s.execute(select(ModelSpec.id).where(ModelSpec.name == "realtime")).scalar_one()
+            sent_specs = {s.get(RatingRequest, i).model_spec_id for _, _, _, chunk in c.sent for i in chunk}
+        assert sent_specs == {realtime_id}                                  # no batch-model request went to workers
+        paths = [e["path"] for e in server.stats()["request_log"]]
+        assert "/v1/batches" in paths and "/v1/chat/completions" not in paths
