@@ -190,20 +190,48 @@ def response_cost(spec: ModelSpec, response: ProviderResponse, discount: float =
                  response.cache_write_tokens, discount)
 
 
-def _lookup_cache(ctx: ExecutionContext, session: Session, key: str) -> dict[str, Any] | None:
-    if ctx.hot_cache is not None:
-        hit = ctx.hot_cache.get(key)
+RUN_STATE_REFRESH_SECONDS = 0.5   # how stale a chunk's view of its run's status and spend may be
+
+
+@dataclass
+class _ChunkState:
+    """What a chunk reads once instead of once per request: the cached answers of its requests' keys and,
+    at most every RUN_STATE_REFRESH_SECONDS, each run's status, spend and budget."""
+
+    engine: Engine
+    cached: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _runs: dict[int, tuple[float, tuple[str, float, float | None]]] = field(default_factory=dict)
+
+    def run_state(self, run_id: int) -> tuple[str, float, float | None]:
+        now = time.monotonic()
+        seen = self._runs.get(run_id)
+        if seen is None or now - seen[0] > RUN_STATE_REFRESH_SECONDS:
+            seen = (now, _run_state(self.engine, run_id))
+            self._runs[run_id] = seen
+        return seen[1]
+
+
+def _prefetch_cache(ctx: ExecutionContext, session: Session, jobs: list[Job]) -> dict[str, dict[str, Any]]:
+    """Cached answers for the chunk's cache keys: the hot tier (Redis) first, then one query to the rating
+    table for the keys it did not have (their answers are put into the hot tier for the next chunk)."""
+    keys = sorted({j.request.cache_key for j in jobs if j.cache_mode is True})
+    found: dict[str, dict[str, Any]] = {}
+    misses = []
+    for key in keys:
+        hit = ctx.hot_cache.get(key) if ctx.hot_cache is not None else None
         if hit is not None:
-            return hit
-    src = session.execute(
-        select(Rating).where(Rating.cache_key == key, Rating.cache_hit.is_(False)).order_by(Rating.id).limit(1)  # type: ignore[union-attr]
-    ).scalar_one_or_none()
-    if src is None:
-        return None
-    found = {f: getattr(src, f) for f in _CACHED_FIELDS}
-    found["source_rating_id"] = src.id
-    if ctx.hot_cache is not None:
-        ctx.hot_cache.put(key, found)
+            found[key] = hit
+        else:
+            misses.append(key)
+    if misses:
+        rows = session.execute(select(Rating).where(Rating.cache_key.in_(misses), Rating.cache_hit.is_(False))  # type: ignore[attr-defined,union-attr]
+                               .order_by(Rating.id)).scalars()
+        for src in rows:
+            if src.cache_key in found:
+                continue
+            found[src.cache_key] = {**{f: getattr(src, f) for f in _CACHED_FIELDS}, "source_rating_id": src.id}
+            if ctx.hot_cache is not None:
+                ctx.hot_cache.put(src.cache_key, found[src.cache_key])
     return found
 
 
@@ -300,9 +328,9 @@ async def _call_provider(ctx: ExecutionContext, job: Job, messages: list[dict[st
     return response
 
 
-async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome) -> None:
+async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, chunk: _ChunkState) -> None:
     req = job.request
-    status, spent, budget = _run_state(ctx.engine, req.run_id)
+    status, spent, budget = chunk.run_state(req.run_id)
     if status in (RunStatus.cancelled.value, RunStatus.budget_exhausted.value):
         if finish_request(ctx.engine, req, RequestStatus.cancelled.value, f"run {status}", req.attempts):
             outcome.cancelled += 1
@@ -311,8 +339,7 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome) -
         outcome.skipped += 1   # left active; the scheduler hands it out again on resume
         return
     if job.cache_mode is True:
-        with Session(ctx.engine) as session:
-            hit = _lookup_cache(ctx, session, req.cache_key)
+        hit = chunk.cached.get(req.cache_key)
         if hit is not None:
             fields = {k: hit.get(k, _CACHED_DEFAULTS.get(k)) for k in _CACHED_FIELDS}
             if store_rating(ctx, job, {**fields, "source_rating_id": hit.get("source_rating_id"), "cost_usd": 0.0,
@@ -427,5 +454,6 @@ async def execute_chunk(ctx: ExecutionContext, request_ids: list[int]) -> ChunkO
     outcome = ChunkOutcome()
     with Session(ctx.engine, expire_on_commit=False) as session:
         jobs, outcome.skipped = load_jobs(session, request_ids)
-    await asyncio.gather(*(_execute_one(ctx, job, outcome) for job in jobs))
+        chunk = _ChunkState(ctx.engine, _prefetch_cache(ctx, session, jobs))
+    await asyncio.gather(*(_execute_one(ctx, job, outcome, chunk) for job in jobs))
     return outcome
