@@ -29,8 +29,13 @@ services:
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow and not postgres and not redis" tests/unit
 
+## Benchmarks (printed figures; see the README's table). throughput/enqueue take 15 and 6 minutes.
 bench: $(STAMP) services
 	$(BIN)/python bench/analysis_suite.py
+	$(BIN)/python bench/report.py
+	$(BIN)/python bench/api_load.py --duration 20 --workers 16 --streams 4
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/enqueue.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
