@@ -15,6 +15,7 @@ differences on DICES):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,3 +78,41 @@ def persona_gap_prediction(
         wilcoxon_pvalue=wilcoxon_p,
         mean_oriented_gap=float(oriented.mean()) if oriented.size else nan,
     )
+
+
+@dataclass
+class PersonaDriftResult:
+    """How far one persona's ratings move, and whether they stay inside the human range."""
+
+    mean_abs_drift: float      # mean over items of |f_p(i) - consensus(i)|
+    within_bounds_share: float  # share of items where lo(i) - tol <= f_p(i) <= hi(i) + tol
+    n: int                      # items with a persona rating, a consensus and human bounds
+
+
+def persona_drift(persona_scores: np.ndarray, group_means: np.ndarray, tolerance: float = 0.0) -> list[PersonaDriftResult]:
+    """Personalisation within bounds (after Kirk et al. 2024, "The benefits, risks and bounds of personalizing
+    the alignment of large language models to individuals"): a persona-conditioned rater may move with the
+    persona, but only inside bounds. Here the bounds of item i are the range the human groups of the same
+    attribute span on that item, [min_G mu_G(i), max_G mu_G(i)] widened by ``tolerance``; the drift of
+    persona p is its distance from the model's own consensus (the mean over its personas).
+
+    ``persona_scores``: personas x items (NaN: no parsed rating); ``group_means``: groups x items (NaN: no
+    rating by that group). Returns one result per persona, in row order; n = 0 and NaN values where no item
+    has everything."""
+    scores = np.asarray(persona_scores, dtype=float)
+    means = np.asarray(group_means, dtype=float)
+    with warnings.catch_warnings():   # all-NaN columns (an item no persona or group rated) give NaN, as meant
+        warnings.simplefilter("ignore", RuntimeWarning)
+        consensus = np.nanmean(np.where(np.isfinite(scores), scores, np.nan), axis=0)
+        lo = np.nanmin(means, axis=0) if means.size else np.full(scores.shape[1], np.nan)
+        hi = np.nanmax(means, axis=0) if means.size else np.full(scores.shape[1], np.nan)
+    out = []
+    for row in scores:
+        ok = np.isfinite(row) & np.isfinite(consensus) & np.isfinite(lo) & np.isfinite(hi)
+        if not ok.any():
+            out.append(PersonaDriftResult(float("nan"), float("nan"), 0))
+            continue
+        drift = float(np.mean(np.abs(row[ok] - consensus[ok])))
+        inside = (row[ok] >= lo[ok] - tolerance) & (row[ok] <= hi[ok] + tolerance)
+        out.append(PersonaDriftResult(drift, float(inside.mean()), int(ok.sum())))
+    return out

@@ -17,6 +17,7 @@ krippendorff_delta_alpha_{level}, cohen_kappa_vs_majority, cohen_kappa_linear_vs
 {accuracy,precision,recall,f1}_vs_{majority,expert}, jsd_mean (slice all and per group),
 group_pearson_r (slice = group), group_r_gap (slice = attribute), idiosyncratic_sd_within_groups,
 min_detectable_r_difference (slice "G1 vs G2"), persona_gap_pearson_r, persona_gap_direction_accuracy,
+persona_drift_mean_abs, persona_within_human_bounds (slice = persona),
 failure_rate, refusal_rate, failure_bias_chi2, refusal_bias_chi2 (slice = metadata column),
 test_retest_r, label_flip_rate, format_consistency_cs, format_consistency_css (template "a|b"),
 position_bias_flip_rate, subject_ranking_kendall_tau, and the main alignment metrics per category.
@@ -590,6 +591,7 @@ def _persona_metrics(ctx: _Context) -> None:
         by_rater.setdefault((key.model, key.template), {})[_canonical_key(key.persona_key)] = scores
     for (model, template), persona_scores in sorted(by_rater.items()):
         matched = sorted(p for p in persona_scores if p in group_index)
+        _persona_drift_metrics(ctx, model, template, persona_scores, matched, group_index)
         if len(matched) < 2:
             ctx.records.append(MetricRecord(
                 "persona_gap_pearson_r", None, "all", model, template,
@@ -629,6 +631,39 @@ def _persona_metrics(ctx: _Context) -> None:
                 return [rec_r, rec_acc]
 
             _guard(ctx, "persona_gap_pearson_r", run, slice_, model, template)
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _persona_drift_metrics(ctx: _Context, model: str, template: str, persona_scores: dict[str, LLMScores],
+                           matched: list[str], group_index: dict[str, tuple[GroupDefinition, int]]) -> None:
+    """persona_drift_mean_abs and persona_within_human_bounds per persona (slice = the persona), the bounds
+    being the range of the human groups of the persona's attribute on each item."""
+    by_attribute: dict[str, list[str]] = {}
+    for p in matched:
+        by_attribute.setdefault(group_index[p][0].attribute, []).append(p)
+    for attribute, personas in sorted(by_attribute.items()):
+        gdef = group_index[personas[0]][0]
+
+        def run(personas: list[str] = personas, gdef: GroupDefinition = gdef,
+                attribute: str = attribute) -> list[MetricRecord]:
+            scores = np.vstack([persona_scores[p].score for p in personas])
+            means = np.vstack([ctx.human.item_mean(gdef.members(g)) for g in range(gdef.n_groups)])
+            records = []
+            for p, res in zip(personas, persona.persona_drift(scores, means)):
+                details = {"attribute": attribute, "bounds": "range of the human group means per item",
+                           "groups": list(gdef.group_names)}
+                if res.n == 0:
+                    details["reason"] = "no item with a persona rating and human ratings from the groups"
+                records.append(MetricRecord("persona_drift_mean_abs", _finite(res.mean_abs_drift), p, model,
+                                            template, n=res.n, details=details))
+                records.append(MetricRecord("persona_within_human_bounds", _finite(res.within_bounds_share), p,
+                                            model, template, n=res.n, details=details))
+            return records
+
+        _guard(ctx, "persona_drift_mean_abs", run, attribute, model, template)
 
 
 # --------------------------------------------------------------------------- failures
