@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, false
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, text, false
 from sqlmodel import Field, SQLModel
 
 
@@ -50,7 +50,12 @@ class ApiKey(SQLModel, table=True):
 
 
 class Dataset(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_dataset_project_name"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "name", name="uq_dataset_project_name"),
+        # NULLs are distinct in the constraint above: local (project-less) datasets need their own.
+        Index("uq_dataset_name_no_project", "name", unique=True, postgresql_where=text("project_id IS NULL"),
+              sqlite_where=text("project_id IS NULL")),
+    )
     id: Optional[int] = Field(default=None, primary_key=True)
     project_id: Optional[int] = Field(default=None, foreign_key="project.id", index=True)
     name: str = Field(max_length=200)
@@ -201,6 +206,9 @@ class RatingRequest(SQLModel, table=True):
             name="uq_request_run_item_model_template_persona_sample",
         ),
         Index("ix_request_run_status", "run_id", "status"),
+        # Claims read the lowest pending ids of a run and model: only the pending part is indexed.
+        Index("ix_request_pending_claim", "run_id", "model_spec_id", "id", postgresql_where=text("status = 'pending'"),
+              sqlite_where=text("status = 'pending'")),
     )
     id: Optional[int] = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="run.id")
