@@ -16,8 +16,7 @@ from accord.models.schema import Campaign, Run
 from tests.fakes.synthetic_dataset import load_truth, make_sparse_dataset
 from tests.unit.test_import import (
     BAD_INPUTS,
-    GOOD_ROWS,
-    MAP,
+    assert_bad_import_changes_nothing,
     attributes_of,
     counts,
     dices_spec,
@@ -81,30 +80,7 @@ def test_bad_last_row_changes_nothing_on_postgres(
     overrides: dict[str, Any],
     fragments: list[str],
 ) -> None:
-    existing = write(tmp_path, "existing.csv", GOOD_ROWS)
-    import_dataset(
-        pg_engine,
-        ImportSpec(
-            name="existing", ratings_file=existing, rating_cols="score", text_col="text", label_map=MAP
-        ),
-    )
-    before = counts(pg_engine)
-    path = tmp_path / name
-    path.write_bytes(content)
-    spec = ImportSpec(
-        **{
-            "name": "new",
-            "ratings_file": path,
-            "rating_cols": "score",
-            "text_col": "text",
-            "label_map": MAP,
-            **overrides,
-        }
-    )
-    with pytest.raises(DatasetImportError) as caught:
-        import_dataset(pg_engine, spec)
-    assert all(fragment in str(caught.value) for fragment in fragments), str(caught.value)
-    assert counts(pg_engine) == before
+    assert_bad_import_changes_nothing(pg_engine, tmp_path, name, content, overrides, fragments)
 
 
 def test_replace_refused_with_runs_on_postgres(pg_engine: Engine, tmp_path: Path) -> None:

@@ -505,12 +505,10 @@ BAD_INPUTS: list[tuple[str, bytes, dict[str, Any], list[str]]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("name", "content", "overrides", "fragments"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS]
-)
-def test_bad_input_is_one_line_and_changes_nothing(
-    engine: Engine, tmp_path: Path, name: str, content: bytes, overrides: dict[str, Any], fragments: list[str]
-) -> None:
+def assert_bad_import_changes_nothing(engine: Engine, tmp_path: Path, name: str, content: bytes,
+                                      overrides: dict[str, Any], fragments: list[str]) -> None:
+    """Import a good dataset, then a bad file: one-line error with every fragment, row counts unchanged.
+    Shared by the SQLite tests here and the PostgreSQL ones in tests/integration/test_import_postgres.py."""
     existing = write(tmp_path, "existing.csv", GOOD_ROWS)
     import_dataset(
         engine,
@@ -540,6 +538,15 @@ def test_bad_input_is_one_line_and_changes_nothing(
     for fragment in fragments:
         assert fragment in message, message
     assert counts(engine) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "overrides", "fragments"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS]
+)
+def test_bad_input_is_one_line_and_changes_nothing(
+    engine: Engine, tmp_path: Path, name: str, content: bytes, overrides: dict[str, Any], fragments: list[str]
+) -> None:
+    assert_bad_import_changes_nothing(engine, tmp_path, name, content, overrides, fragments)
 
 
 def test_item_missing_from_items_file(engine: Engine, tmp_path: Path) -> None:
