@@ -258,6 +258,12 @@ class _Pending:
     stored: asyncio.Future[bool]
 
 
+# Every column of a rating row but the key: a stored row names them all (one shape for a multi-row insert).
+_RATING_DEFAULTS: dict[str, Any] = {
+    name: (None if info.is_required() else info.get_default(call_default_factory=True))
+    for name, info in Rating.model_fields.items() if name != "id"}
+
+
 def _insert(engine: Engine) -> Any:
     return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
@@ -269,22 +275,20 @@ def store_ratings(engine: Engine, ratings: list[tuple[Job, dict[str, Any], bool,
     (``rating.request_id`` is unique, so nothing is ever stored twice)."""
     if not ratings:
         return {}
-    rows = []
-    for job, fields, cache_hit, _ in ratings:
-        req = job.request
-        rating = Rating(request_id=req.id, run_id=req.run_id, cache_key=req.cache_key, cache_hit=cache_hit,  # type: ignore[arg-type]
-                        **fields)
-        rows.append(rating.model_dump(exclude={"id"}))
-    by_request = {job.request.id: (job, fields, cache_hit, attempts) for job, fields, cache_hit, attempts in ratings}
     now = utcnow()
+    rows = [{**_RATING_DEFAULTS, **fields, "request_id": job.request.id, "run_id": job.request.run_id,
+             "cache_key": job.request.cache_key, "cache_hit": cache_hit, "created_at": now}
+            for job, fields, cache_hit, _ in ratings]
+    by_request = {job.request.id: (job, fields, cache_hit, attempts) for job, fields, cache_hit, attempts in ratings}
+    table = Rating.__table__   # Core statements: no ORM bookkeeping on the hot path
     with Session(engine) as session:
-        stmt = (_insert(engine)(Rating).values(rows).on_conflict_do_nothing(index_elements=["request_id"])
-                .returning(Rating.request_id, Rating.id))  # type: ignore[arg-type]
+        stmt = (_insert(engine)(table).values(rows).on_conflict_do_nothing(index_elements=["request_id"])
+                .returning(table.c.request_id, table.c.id))  # type: ignore[attr-defined]
         stored = {int(rid): int(rating_id) for rid, rating_id in session.execute(stmt).all()}
         if stored:
-            table = RatingRequest.__table__   # Core executemany: one statement, a parameter set per request
+            requests = RatingRequest.__table__   # executemany: one statement, a parameter set per request
             session.connection().execute(
-                update(table).where(table.c.id == bindparam("rid"))  # type: ignore[attr-defined]
+                update(requests).where(requests.c.id == bindparam("rid"))  # type: ignore[attr-defined]
                 .values(status=RequestStatus.done.value, attempts=bindparam("att"), last_error=None, updated_at=now),
                 [{"rid": rid, "att": by_request[rid][3]} for rid in stored])
             runs: dict[int, list[float]] = {}
