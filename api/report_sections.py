@@ -94,6 +94,12 @@ def summary_section(ctx: ReportContext) -> SectionView:
     if run.get("status") not in ("completed", None):
         sec.readings.append(f"The run's status is {run['status']}: the numbers below cover only the answers "
                             f"received so far.")
+    threshold = run.get("max_failed_share")
+    if threshold is not None and run.get("total") and run["failed"] / run["total"] > threshold:
+        sec.readings.append(f"FLAG: {count(run['failed'])} of {count(run['total'])} requests failed "
+                            f"({run['failed'] / run['total']:.1%}), more than the campaign's max_failed_share of "
+                            f"{threshold:.1%}. The metrics below rest on the answers that came back; if failures "
+                            f"cluster on some items, they are biased.")
     kinds = run.get("failures_by_kind") or []
     if kinds:
         listed = ", ".join(f"{k['kind']} ({count(k['count'])})" for k in kinds)

@@ -199,3 +199,24 @@ def test_budget_holds_with_many_calls_in_flight(db, server) -> None:  # type: ig
     assert 0 < p.done < p.total and p.failed == 0 and p.done + p.cancelled == p.total
     assert p.cost_usd <= 0.002
     assert server.stats()["ok"] == p.done
+
+
+def test_a_run_with_too_many_failures_says_so_and_exits_non_zero(db, server) -> None:  # type: ignore[no-untyped-def]
+    import typer
+
+    from accord.api.cli import check_failed_share
+    from accord.api.report import build_report_data
+    from accord.scheduler import run_service
+
+    server.configure(fail_next=3, fail_status=400)          # 3 of 20 requests fail for good: 15%
+    plan = create_run(db, campaign(server, samples=1, cache=False))
+    p = run_embedded(db, plan.run_id, concurrency=1, chunk_size=1)
+    assert (p.done, p.failed) == (17, 3)
+    assert run_service.finish(db, plan.run_id).ran
+    with pytest.raises(typer.Exit) as exit_info:
+        check_failed_share(db, plan.run_id, 0.02)
+    assert exit_info.value.exit_code == 1
+    check_failed_share(db, plan.run_id, 0.2)                 # within a looser threshold: no exit
+    readings = [r for s in build_report_data(db, plan.run_id).sections for r in s.readings]
+    assert any(r.startswith("FLAG: 3 of 20 requests failed (15.0%)") for r in readings)
+    assert not run_service.finish(db, plan.run_id).ran        # analysed once: a second finish does nothing
