@@ -17,38 +17,39 @@ import redis
 
 
 class BudgetLedger(Protocol):
-    def reserve(self, run_id: int, amount: float, budget: float, spent: float) -> bool:
-        """Reserve ``amount`` USD for one call of ``run_id`` if settled spend + reservations + ``amount`` stays
+    def reserve(self, run_key: str, amount: float, budget: float, spent: float) -> bool:
+        """Reserve ``amount`` USD for one call of the run ``run_key`` (its id and start: unique across
+        databases sharing one Redis) if settled spend + reservations + ``amount`` stays
         within ``budget``. ``spent`` (the database's figure) seeds a run the ledger does not know yet."""
         ...
 
-    def settle(self, run_id: int, reserved: float, actual: float) -> None:
+    def settle(self, run_key: str, reserved: float, actual: float) -> None:
         """Release a reservation and record the call's real cost."""
         ...
 
 
 class MemoryBudgetLedger:
     def __init__(self) -> None:
-        self._runs: dict[int, list[float]] = {}      # run id -> [spent, reserved]
+        self._runs: dict[str, list[float]] = {}      # run key -> [spent, reserved]
         self._lock = threading.Lock()
 
-    def reserve(self, run_id: int, amount: float, budget: float, spent: float) -> bool:
+    def reserve(self, run_key: str, amount: float, budget: float, spent: float) -> bool:
         with self._lock:
-            entry = self._runs.setdefault(run_id, [spent, 0.0])
+            entry = self._runs.setdefault(run_key, [spent, 0.0])
             if entry[0] + entry[1] + amount > budget:
                 return False
             entry[1] += amount
             return True
 
-    def settle(self, run_id: int, reserved: float, actual: float) -> None:
+    def settle(self, run_key: str, reserved: float, actual: float) -> None:
         with self._lock:
-            entry = self._runs.setdefault(run_id, [0.0, 0.0])
+            entry = self._runs.setdefault(run_key, [0.0, 0.0])
             entry[1] = max(0.0, entry[1] - reserved)
             entry[0] += actual
 
-    def spent(self, run_id: int) -> float:
+    def spent(self, run_key: str) -> float:
         with self._lock:
-            return self._runs.get(run_id, [0.0, 0.0])[0]
+            return self._runs.get(run_key, [0.0, 0.0])[0]
 
 
 # KEYS[1] = the run's hash. ARGV: amount, budget, spent (seed). Returns 1 when reserved.
@@ -85,11 +86,11 @@ class RedisBudgetLedger:
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
 
-    def _key(self, run_id: int) -> str:
-        return f"{self.key_prefix}:{run_id}"
+    def _key(self, run_key: str) -> str:
+        return f"{self.key_prefix}:{run_key}"
 
-    def reserve(self, run_id: int, amount: float, budget: float, spent: float) -> bool:
-        return bool(int(self._reserve(keys=[self._key(run_id)], args=[repr(amount), repr(budget), repr(spent)])))
+    def reserve(self, run_key: str, amount: float, budget: float, spent: float) -> bool:
+        return bool(int(self._reserve(keys=[self._key(run_key)], args=[repr(amount), repr(budget), repr(spent)])))
 
-    def settle(self, run_id: int, reserved: float, actual: float) -> None:
-        self._settle(keys=[self._key(run_id)], args=[repr(reserved), repr(actual)])
+    def settle(self, run_key: str, reserved: float, actual: float) -> None:
+        self._settle(keys=[self._key(run_key)], args=[repr(reserved), repr(actual)])

@@ -121,6 +121,7 @@ class Job:
     params: dict[str, Any]   # decoding params of this call (the ones its cache key was computed from)
     repair_attempts: int = DEFAULT_REPAIR_ATTEMPTS
     deadline: float | None = None   # epoch seconds after which a rate-limited request stops waiting
+    run_key: str = ""               # the run's id and start time: its budget ledger entry
 
 
 # Fields copied from an original rating into a cache hit.
@@ -166,7 +167,8 @@ def load_jobs(session: Session, request_ids: list[int]) -> tuple[list[Job], int]
         repairs = campaign_spec.get("repair_attempts")
         jobs.append(Job(req, content, spec, tmpl, trow.content_hash, campaign_spec.get("cache", True), params,
                         DEFAULT_REPAIR_ATTEMPTS if repairs is None else int(repairs),
-                        run_deadline(started_at, campaign_spec.get("deadline_hours"))))
+                        run_deadline(started_at, campaign_spec.get("deadline_hours")),
+                        f"{req.run_id}:{started_at.isoformat() if started_at else ''}"))
     skipped += len(request_ids) - len(rows)
     return jobs, skipped
 
@@ -438,12 +440,12 @@ async def _call_provider(ctx: ExecutionContext, job: Job, messages: list[dict[st
     request = request or provider_request(job, messages)
     est = estimate_tokens(request.messages, request.params.get("max_tokens"))
     failures = 0
-    run_id = job.request.run_id
+    run_key = job.run_key
     while True:
         reserved = 0.0
         if budget is not None and ctx.budget is not None:
             reserved = worst_case_cost(job.spec, request)
-            if not ctx.budget.reserve(run_id, reserved, budget[0], budget[1]):
+            if not ctx.budget.reserve(run_key, reserved, budget[0], budget[1]):
                 raise BudgetExhausted(f"budget {budget[0]:g} USD: no room for a call of up to {reserved:.6f} USD")
         attempts[0] += 1
         try:
@@ -455,7 +457,7 @@ async def _call_provider(ctx: ExecutionContext, job: Job, messages: list[dict[st
                 response.latency_ms = response.latency_ms or (time.perf_counter() - started) * 1000
         except ProviderError as err:
             if reserved:
-                ctx.budget.settle(run_id, reserved, 0.0)  # type: ignore[union-attr]
+                ctx.budget.settle(run_key, reserved, 0.0)  # type: ignore[union-attr]
             if ctx.limiter is not None:
                 ctx.limiter.observe(job.spec, error=err, estimated_tokens=est)
             if not err.retryable:
@@ -478,10 +480,10 @@ async def _call_provider(ctx: ExecutionContext, job: Job, messages: list[dict[st
             continue
         except BaseException:
             if reserved:
-                ctx.budget.settle(run_id, reserved, 0.0)  # type: ignore[union-attr]
+                ctx.budget.settle(run_key, reserved, 0.0)  # type: ignore[union-attr]
             raise
         if reserved:
-            ctx.budget.settle(run_id, reserved, response_cost(job.spec, response))  # type: ignore[union-attr]
+            ctx.budget.settle(run_key, reserved, response_cost(job.spec, response))  # type: ignore[union-attr]
         if ctx.limiter is not None:
             ctx.limiter.observe(job.spec, response=response, estimated_tokens=est)
         return response
