@@ -84,6 +84,7 @@ class SuiteOptions:
     two_way_bootstrap: bool = False  # also resample annotators for the vs-mean correlations
     baseline_leave_one_out: bool = True  # annotator baseline vs the mean of the others
     association_metric: str = "interval"  # disagreement in IRR/XRR: "interval" or "nominal"
+    xrr_weighting: str = "ratings"  # XRR items weighted by their ratings (Wong et al.) or "items" (equally)
     power: float = 0.8  # for the minimum detectable difference
     alpha: float = 0.05
     category_column: str = "category"
@@ -215,6 +216,7 @@ def compute_all(
         _alignment_metrics(ctx, key, scores, all_rows, "all")
         _jsd_metrics(ctx, key, scores)
         _binary_metrics(ctx, key, scores, all_rows, "all", with_expert=True)
+    _untested_groups(ctx)
     _disparity_metrics(ctx)
     _persona_metrics(ctx)
     _failure_metrics(ctx)
@@ -276,12 +278,14 @@ def _group_association(ctx: _Context) -> None:
         def run(gdef: GroupDefinition = gdef) -> list[MetricRecord]:
             res = association.group_association(
                 ctx.human.values, gdef.labels, gdef.group_names, opts.association_metric,
-                opts.n_permutations, ctx.rng("association", gdef.attribute))
+                opts.n_permutations, ctx.rng("association", gdef.attribute), opts.xrr_weighting)
             adjusted = benjamini_hochberg(res.gai_pvalue)
             out = []
             for g, name in enumerate(gdef.group_names):
                 size = int(res.group_sizes[g])
-                common = {"metric": res.metric, "group_size": size, "attribute": gdef.attribute}
+                common = {"metric": res.metric, "group_size": size, "attribute": gdef.attribute,
+                           "xrr_weighting": res.xrr_weighting,
+                           "rest": "every other annotator with a known value of the attribute"}
                 out.append(MetricRecord("group_irr", res.irr[g], name, n=size, details=dict(
                     common, reason="fewer than two pairable ratings in the group")
                     if not np.isfinite(res.irr[g]) else common))
@@ -290,7 +294,13 @@ def _group_association(ctx: _Context) -> None:
                                    "disagreement") if not np.isfinite(res.xrr[g]) else common))
                 gai_details = dict(common, irr=res.irr[g], xrr=res.xrr[g],
                                    p_adjusted_bh=adjusted[g], n_permutations=res.n_permutations,
-                                   null_quantiles=_null_quantiles(res.null_gai[:, g]))
+                                   null_quantiles=_null_quantiles(res.null_gai[:, g]),
+                                   pvalue_kind="permutation, equal-tailed two-sided")
+                null_median = gai_details["null_quantiles"].get("0.5")
+                if np.isfinite(res.gai[g]) and null_median is not None:
+                    gai_details["direction"] = ("higher than random groups of the same size"
+                                                if res.gai[g] > null_median else
+                                                "lower than random groups of the same size")
                 if not np.isfinite(res.gai[g]):
                     gai_details["reason"] = "IRR undefined or XRR <= 0"
                 out.append(MetricRecord("group_gai", res.gai[g], name, pvalue=res.gai_pvalue[g],
@@ -460,6 +470,30 @@ def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
 # --------------------------------------------------------------------------- disparity
 
 
+def _untested_groups(ctx: _Context) -> None:
+    """One record per group that gets no test (too few annotators), with its size and the reason, and per
+    attribute the number of annotators whose value is unknown."""
+    for gdef in ctx.groups:
+        for entry in gdef.untested():
+            ctx.records.append(MetricRecord(
+                "group_not_tested", None, entry["group"], n=entry["group_size"],
+                details={"skipped": entry["reason"], "attribute": gdef.attribute,
+                         "group_size": entry["group_size"], "min_group_size": gdef.min_group_size}))
+        if gdef.n_unknown:
+            ctx.records.append(MetricRecord(
+                "group_unknown_annotators", float(gdef.n_unknown), gdef.attribute, n=gdef.n_unknown,
+                details={"attribute": gdef.attribute,
+                         "meaning": "annotators whose value of the attribute is unknown (missing, 'nan', "
+                                    "'None' or empty): in no group and in no rest"}))
+
+
+def _pooled_single_rater_reliability(ratings: np.ndarray) -> float:
+    """Krippendorff's interval alpha of the ratings (an ICC(1)-type reliability of one rating)."""
+    if ratings.shape[1] < 2:
+        return float("nan")
+    return agreement.interval_alpha(ratings)
+
+
 def _disparity_metrics(ctx: _Context) -> None:
     if not ctx.groups or not ctx.raters:
         return
@@ -470,32 +504,42 @@ def _disparity_metrics(ctx: _Context) -> None:
     group_records: dict[RaterKey, list[MetricRecord]] = {k: [] for k in keys}
     gap_records: dict[RaterKey, list[MetricRecord]] = {k: [] for k in keys}
     for gdef in ctx.groups:
+        untested = gdef.untested()
         if gdef.n_groups > opts.max_groups:
             for k in keys:
                 ctx.records.append(MetricRecord(
                     "group_r_gap", None, gdef.attribute, k.model, k.template,
                     details={"skipped": f"{gdef.n_groups} groups (more than max_groups="
-                                        f"{opts.max_groups}); pass group_attributes to choose"}))
+                                        f"{opts.max_groups}); pass group_attributes to choose",
+                             "not_tested": untested}))
             continue
         if gdef.n_groups < 2:
             for k in keys:
                 ctx.records.append(MetricRecord(
                     "group_r_gap", None, gdef.attribute, k.model, k.template,
-                    details={"skipped": f"only one group of at least {opts.min_group_size} annotators",
-                             "groups": gdef.group_names, "too_small": gdef.too_small}))
+                    details={"skipped": f"fewer than two groups of at least {opts.min_group_size} annotators",
+                             "groups": gdef.group_names, "too_small": gdef.too_small,
+                             "not_tested": untested}))
             continue
         try:
             test = disparity.group_correlation_test(
                 score_matrix, ctx.human.values, gdef.labels, gdef.n_groups, opts.n_permutations,
-                ctx.rng("group-permutation", gdef.attribute))
+                ctx.rng("group-permutation", gdef.attribute), opts.confidence_level)
         except ValueError as exc:
             for k in keys:
                 ctx.records.append(MetricRecord("group_r_gap", None, gdef.attribute, k.model,
                                                 k.template, details={"reason": str(exc)}))
             continue
         group_means = [ctx.human.item_mean(gdef.members(g)) for g in range(gdef.n_groups)]
+        raters_per_item = [np.isfinite(ctx.human.values[:, gdef.members(g)]).sum(axis=1)
+                           for g in range(gdef.n_groups)]
+        rho = _pooled_single_rater_reliability(ctx.human.values[:, gdef.known])
         for ri, key in enumerate(keys):
             s = ctx.raters[key].score
+            robust = disparity.mean_annotator_r(annotator_r[ri], gdef.labels, gdef.n_groups,
+                                                opts.confidence_level)
+            sb = [disparity.spearman_brown_r(test.group_r[ri, g], raters_per_item[g][np.isfinite(s)], rho)
+                  for g in range(gdef.n_groups)]
             for g, name in enumerate(gdef.group_names):
                 members = gdef.members(g)
                 mu_g = group_means[g]
@@ -507,24 +551,40 @@ def _disparity_metrics(ctx: _Context) -> None:
                 rec = _corr_record("group_pearson_r", res, name, key, {
                     "attribute": gdef.attribute, "group_size": int(members.size),
                     "r_rest": test.rest_r[ri, g], "r_minus_rest": test.difference[ri, g],
-                    "pvalue_kind": "permutation of annotator->group labels, two-sided, r_G - r_rest",
+                    "headline": "effect_vs_random_groups",
+                    "effect_vs_random_groups": test.effect[ri, g],
+                    "effect_ci": [test.effect_low[ri, g], test.effect_high[ri, g]],
+                    "effect_meaning": "(r_G - r_rest) minus its mean over random groups of the same size; "
+                                      "interval from inverting the permutation test",
+                    "r_random_groups_same_size": test.null_mean_r[ri, g],
+                    "r_minus_rest_random_groups": test.null_mean_difference[ri, g],
+                    "mean_annotator_r": robust.mean_annotator_r[g],
+                    "mean_annotator_r_ci": [robust.mean_annotator_r_low[g], robust.mean_annotator_r_high[g]],
+                    "n_annotators_with_r": int(robust.n_annotators[g]),
+                    "spearman_brown_r": sb[g], "single_rater_reliability": rho,
+                    "pvalue_kind": "permutation of annotator->group labels (sizes kept), equal-tailed "
+                                   "two-sided, r_G - r_rest",
                     "n_permutations": test.n_permutations})
                 rec.pvalue = None if not np.isfinite(test.difference_pvalue[ri, g]) else float(
                     test.difference_pvalue[ri, g])
                 group_records[key].append(rec)
             r_g = test.group_r[ri]
-            defined = np.isfinite(r_g)
             details: dict = {"group_r": dict(zip(gdef.group_names, r_g)),
+                             "excess_r": dict(zip(gdef.group_names, test.excess_r[ri])),
+                             "r_random_groups_same_size": dict(zip(gdef.group_names, test.null_mean_r[ri])),
+                             "mean_annotator_r": dict(zip(gdef.group_names, robust.mean_annotator_r)),
+                             "spearman_brown_r": dict(zip(gdef.group_names, sb)),
+                             "raw_gap": test.raw_gap[ri],
+                             "gap_meaning": "range over groups of r_G minus the r_G of random groups of the "
+                                            "same size (a small group's r_G is lower whatever the model does)",
                              "n_permutations": test.n_permutations,
-                             "null_quantiles": _null_quantiles(test.null_gap[:, ri])}
-            if defined.sum() >= 2:
-                details["highest"] = gdef.group_names[int(np.nanargmax(np.where(defined, r_g, -np.inf)))]
-                details["lowest"] = gdef.group_names[int(np.nanargmin(np.where(defined, r_g, np.inf)))]
-            else:
+                             "null_quantiles": _null_quantiles(test.null_gap[:, ri]),
+                             "not_tested": untested}
+            if np.isfinite(test.excess_r[ri]).sum() < 2:
                 details["reason"] = "fewer than two groups with a defined correlation"
             gap_records[key].append(MetricRecord(
                 "group_r_gap", test.gap[ri], gdef.attribute, key.model, key.template,
-                pvalue=test.gap_pvalue[ri], n=int(np.sum(gdef.labels >= 0)), details=details))
+                pvalue=test.gap_pvalue[ri], n=int(np.sum(gdef.known)), details=details))
             _guard(ctx, "idiosyncratic_sd_within_groups",
                    lambda ri=ri, key=key, gdef=gdef: _idiosyncratic(annotator_r[ri], gdef, key),
                    gdef.attribute, key.model, key.template)
@@ -535,7 +595,25 @@ def _disparity_metrics(ctx: _Context) -> None:
                                                     for r in recs]))
             for rec, p_adj in zip(recs, adjusted):
                 rec.details["p_adjusted_bh"] = None if not np.isfinite(p_adj) else float(p_adj)
-            ctx.records.extend(recs)
+        for rec in gap_records[key]:
+            _name_extremes(rec, opts.alpha)
+        ctx.records.extend(group_records[key])
+        ctx.records.extend(gap_records[key])
+
+
+def _name_extremes(rec: MetricRecord, alpha: float) -> None:
+    """Name the highest and lowest group (by r_G relative to random groups of the same size) only when the
+    size-adjusted gap is significant after BH; otherwise say why no group is named."""
+    excess = {k: v for k, v in (rec.details.get("excess_r") or {}).items() if v is not None}
+    p_adj = rec.details.get("p_adjusted_bh")
+    if len(excess) < 2:
+        return
+    if p_adj is not None and p_adj < alpha:
+        rec.details["highest"] = max(excess, key=excess.__getitem__)
+        rec.details["lowest"] = min(excess, key=excess.__getitem__)
+    else:
+        rec.details["extremes_not_named"] = ("the size-adjusted gap is within what random groups of the same "
+                                             f"sizes give (BH-adjusted p >= {alpha:g})")
 
 
 def _idiosyncratic(r_j: np.ndarray, gdef: GroupDefinition, key: RaterKey) -> MetricRecord:
