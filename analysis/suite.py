@@ -635,12 +635,15 @@ def _mdd_records(ctx: _Context, key: RaterKey, gdef: GroupDefinition,
         def run(g1: int = g1, g2: int = g2, slice_: str = slice_) -> MetricRecord:
             n1, n2 = int(test.n_items[ri, g1]), int(test.n_items[ri, g2])
             res = disparity.min_detectable_difference(r0, n1, n2, ctx.options.alpha, ctx.options.power)
-            observed = test.group_r[ri, g1] - test.group_r[ri, g2]
+            # size-adjusted: each r_G relative to random groups of its size (the raw difference of two
+            # groups of unequal size is mostly their difference in size)
+            observed = test.excess_r[ri, g1] - test.excess_r[ri, g2]
             return MetricRecord("min_detectable_r_difference", res.delta_r, slice_, key.model,
                                 key.template, n=min(n1, n2),
                                 details={"delta_z": res.delta_z, "r0": res.r0, "n1": n1, "n2": n2,
                                          "power": ctx.options.power, "alpha": ctx.options.alpha,
                                          "observed_difference": observed,
+                                         "raw_observed_difference": test.group_r[ri, g1] - test.group_r[ri, g2],
                                          "observed_exceeds": bool(np.isfinite(observed)
                                                                   and abs(observed) >= res.delta_r)})
 
