@@ -758,19 +758,31 @@ def _failure_metrics(ctx: _Context) -> None:
     meta_rows = pd.Index(ctx.human.item_ids).get_indexer(llm["item_id"].to_numpy())
     for (model, template), idx in llm.groupby(["model", "template"], sort=True).indices.items():
         status = llm["parse_status"].iloc[idx]
+        values = llm["value"].to_numpy(dtype=float)[idx]
         counts = {str(k): int(v) for k, v in status.value_counts().sort_index().items()}
+        n_ok_nan = int(np.sum((status == "ok").to_numpy() & ~np.isfinite(values)))
         for kind, rate_name in (("failure", "failure_rate"), ("refusal", "refusal_rate")):
-            flags = failures.outcome_flags(status, kind)
+            flags = failures.outcome_flags(status, kind, values)
+            rate_details = {"count": int(flags.sum()), "status_counts": counts}
+            if kind == "failure":
+                rate_details["ok_without_value"] = n_ok_nan
+                rate_details["counts_as_failure"] = "unparseable, truncated, empty, or status ok with no value"
             ctx.records.append(MetricRecord(rate_name, float(flags.mean()), "all", str(model),
-                                            str(template), n=int(flags.size),
-                                            details={"count": int(flags.sum()), "status_counts": counts}))
+                                            str(template), n=int(flags.size), details=rate_details))
             for column in columns if flags.any() else []:
                 def run(flags: np.ndarray = flags, column: str = column, kind: str = kind,
                         model: str = str(model), template: str = str(template),
                         idx: np.ndarray = idx) -> MetricRecord:
-                    levels = ctx.meta[column].iloc[meta_rows[idx]].reset_index(drop=True)
-                    res = failures.breakdown(flags, levels, column)
+                    rows = meta_rows[idx]
+                    levels = ctx.meta[column].iloc[np.where(rows >= 0, rows, 0)].reset_index(drop=True)
+                    levels = levels.where(pd.Series(rows >= 0), None)
+                    res = failures.item_level_breakdown(
+                        flags, rows, levels, column, ctx.options.n_permutations,
+                        ctx.rng("failure-bias", kind, column, model, template))
                     details = {"flag": res.flag, "dof": res.dof, "min_expected": res.min_expected,
+                               "pvalue_kind": res.pvalue_kind, "n_items": res.n_items,
+                               "n_permutations": res.n_permutations,
+                               "sample_level_chi2_pvalue": res.sample_level_pvalue,
                                "levels": {lv.level: {"rate": lv.rate, "n": lv.n, "count": lv.count}
                                           for lv in res.levels}}
                     if res.reason:

@@ -1,0 +1,197 @@
+"""Issue 15 ("Statistics that mean what they say"): one regression test per finding, each asserting the value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from accord.analysis.association import cross_replication_reliability, group_association
+from accord.analysis.failures import item_level_breakdown
+from accord.analysis.frames import UNKNOWN, UNTESTED, build_groups, build_llm_scores, normalise_llm
+from accord.analysis.resampling import permutation_pvalue
+from accord.analysis.suite import SuiteOptions, compute_all
+
+FAST = SuiteOptions(n_resamples=50, n_permutations=100)
+
+
+def _llm(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["item_id", "model", "template", "sample_index", "value", "weighted_value",
+                                       "parse_status"])
+
+
+def _human_frame(ratings: np.ndarray, items: list[str], annotators: list[str]) -> pd.DataFrame:
+    ii, jj = np.nonzero(np.isfinite(ratings))
+    return pd.DataFrame({"item_id": [items[i] for i in ii], "annotator_id": [annotators[j] for j in jj],
+                         "value": ratings[ii, jj]})
+
+
+def _by(records):  # type: ignore[no-untyped-def]
+    return {r.key(): r for r in records}
+
+
+# ------------------------------------------------------------------------------------- finding 3: small groups
+
+
+def _gender_data(n_items: int = 40, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    items = [f"i{i:02d}" for i in range(n_items)]
+    ann = [f"a{j:02d}" for j in range(9)]
+    z = rng.normal(size=n_items)
+    ratings = np.clip(np.round(2 + z[:, None] + rng.normal(0, 1, size=(n_items, 9))), 0, 4)
+    human = _human_frame(ratings, items, ann)
+    annotators = pd.DataFrame({"annotator_id": ann,
+                               "gender": ["Man"] * 4 + ["Woman"] * 3 + ["Non-binary"] + ["nan"]})
+    llm = _llm([(items[i], "m", "t", 0, float(np.clip(np.round(2 + z[i]), 0, 4)), np.nan, "ok")
+                for i in range(n_items)])
+    return human, annotators, llm, pd.DataFrame({"item_id": items}), ratings
+
+
+def test_finding3_small_group_listed_and_kept_in_the_rest():
+    human, annotators, llm, items, ratings = _gender_data()
+    by = _by(compute_all(human, annotators, llm, items, FAST))
+    untested = by[("group_not_tested", "gender=Non-binary", "", "")]
+    assert untested.n == 1 and untested.details["group_size"] == 1
+    assert "fewer than min_group_size=2" in untested.details["skipped"]
+    gap = by[("group_r_gap", "gender", "m", "t")]
+    assert gap.n == 8                                      # 4 + 3 + the non-binary annotator; not the unknown one
+    assert gap.details["not_tested"][0]["group"] == "gender=Non-binary"
+    assert by[("group_unknown_annotators", "gender", "", "")].value == 1.0
+    # the rest of "Woman" is every other annotator with a known gender: the 4 men and the non-binary annotator
+    rest = np.nanmean(ratings[:, [0, 1, 2, 3, 7]], axis=1)
+    score = llm["value"].to_numpy()
+    woman = by[("group_pearson_r", "gender=Woman", "m", "t")]
+    assert woman.details["r_rest"] == pytest.approx(np.corrcoef(score, rest)[0, 1], abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------- finding 4: "nan" strings
+
+
+def test_finding4_nan_strings_are_unknown_never_a_group():
+    annotators = pd.DataFrame({"annotator_id": list("abcdefg"),
+                               "gender": ["Man", "nan", "None", "", "  ", "Woman", "NULL"]})
+    (gender,) = build_groups(annotators, list("abcdefg"), min_group_size=1)
+    assert gender.group_names == ["gender=Man", "gender=Woman"]
+    assert gender.labels.tolist() == [0, UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, 1, UNKNOWN]
+    human, annotators, llm, items, _ = _gender_data()
+    records = compute_all(human, annotators, llm, items, FAST)
+    assert not any("nan" in r.slice.lower() for r in records)
+
+
+def test_untested_label_is_distinct_from_unknown():
+    annotators = pd.DataFrame({"annotator_id": list("abcde"), "g": ["x", "x", "y", None, "x"]})
+    (g,) = build_groups(annotators, list("abcde"), min_group_size=2)
+    assert g.labels.tolist() == [0, 0, UNTESTED, UNKNOWN, 0]
+    assert g.untested()[0]["group"] == "g=y" and g.untested()[0]["group_size"] == 1
+    assert g.n_groups == 1                                 # kept (and reported) although nothing can be tested
+
+
+# ------------------------------------------------------------------------------------- finding 5: GAI / XRR
+
+
+def test_finding5_xrr_weights_items_by_their_ratings():
+    # items x annotators; G = first three, H = last two. Item 1: G {1}, H {0}; item 2: G {1, 1, 0}, H {0, 1}.
+    r = np.array([[1.0, np.nan, np.nan, 0.0, np.nan],
+                  [1.0, 1.0, 0.0, 0.0, 1.0]])
+    labels = np.array([0, 0, 0, 1, 1])
+    # by hand: per-item mean cross disagreement 1 and 3/6; weights R_i + S_i = 2 and 5; d_e = 7/12
+    d_e = 7 / 12
+    by_ratings = 1 - (2 * 1.0 + 5 * 0.5) / 7 / d_e
+    by_items = 1 - (1.0 + 0.5) / 2 / d_e
+    assert by_ratings == pytest.approx(-0.1020408163)
+    res = group_association(r, labels, ["g=G", "g=H"], "interval", 10, np.random.default_rng(0))
+    assert res.xrr[0] == pytest.approx(by_ratings)
+    assert res.xrr_weighting == "ratings"
+    old = group_association(r, labels, ["g=G", "g=H"], "interval", 10, np.random.default_rng(0), "items")
+    assert old.xrr[0] == pytest.approx(by_items)
+    assert cross_replication_reliability(r[:, :3], r[:, 3:]) == pytest.approx(by_ratings)
+    assert cross_replication_reliability(r[:, :3], r[:, 3:], weighting="items") == pytest.approx(by_items)
+
+
+def test_finding5_gai_is_two_sided_and_the_rest_includes_small_groups():
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=30)
+    r = z[:, None] + rng.normal(0, 1, size=(30, 9))
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, UNTESTED])
+    res = group_association(r, labels, ["g=a", "g=b"], "interval", 199, np.random.default_rng(1))
+    upper = permutation_pvalue(res.gai, res.null_gai, "greater")
+    lower = permutation_pvalue(res.gai, res.null_gai, "less")
+    np.testing.assert_allclose(res.gai_pvalue, np.minimum(1, 2 * np.minimum(upper, lower)))
+    assert res.alternative == "equal-tailed"
+    # the untested annotator is part of the rest of both groups
+    assert res.xrr[0] == pytest.approx(cross_replication_reliability(r[:, :4], r[:, 4:]), abs=1e-12)
+    assert res.xrr[1] == pytest.approx(cross_replication_reliability(r[:, 4:8], r[:, [0, 1, 2, 3, 8]]), abs=1e-12)
+    assert res.group_sizes.tolist() == [4, 4]
+    # a group whose GAI sits in the lower tail is flagged: place the observation below the whole null
+    low = permutation_pvalue(np.array([-10.0]), res.null_gai[:, :1], "equal-tailed")[0]
+    assert low == pytest.approx(2 / 200)
+
+
+# ------------------------------------------------------------------------------------- finding 6: refusals
+
+
+def test_finding6_refusals_carry_no_rating():
+    """12 items: two ok samples at 0.1 and a refusal whose stored probabilities say 0.95."""
+    rows = []
+    for i in range(12):
+        rows += [(f"i{i}", "m", "t", 0, 0.0, 0.1, "ok"), (f"i{i}", "m", "t", 1, 0.0, 0.1, "ok"),
+                 (f"i{i}", "m", "t", 2, 1.0, 0.95, "refused")]
+    llm = _llm(rows)
+    llm["value_probs"] = [{0.0: 0.9, 1.0: 0.1}, {0.0: 0.9, 1.0: 0.1}, {0.0: 0.052, 1.0: 0.948}] * 12
+    scores = build_llm_scores(llm, [f"i{i}" for i in range(12)])
+    (s,) = scores.values()
+    np.testing.assert_allclose(s.score, 0.1)               # was 0.383
+    np.testing.assert_array_equal(s.n_parsed, 2)           # was 3
+    np.testing.assert_array_equal(s.label, 0.0)
+    norm = normalise_llm(llm)
+    refused = norm["parse_status"] == "refused"
+    assert norm.loc[refused, "value"].isna().all() and norm.loc[refused, "weighted_value"].isna().all()
+    assert norm.loc[refused, "value_probs"].isna().all()
+    # the label distribution (JSD) uses the two ok samples' probabilities only
+    human = pd.DataFrame([{"item_id": f"i{i}", "annotator_id": f"a{j}", "value": float(j < 1)}
+                          for i in range(12) for j in range(10)])       # 10% say 1
+    jsd = next(r for r in compute_all(human, None, llm, None, FAST) if r.name == "jsd_mean" and r.slice == "all")
+    assert jsd.value == pytest.approx(0.0, abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------- finding 7: failure bias
+
+
+def test_finding7_failure_bias_is_tested_at_the_item_level():
+    """Failure is a property of the item and unrelated to category: the item-level test keeps alpha."""
+    rng = np.random.default_rng(5)
+    n_items, n_samples = 350, 5
+    levels = pd.Series(np.repeat(np.array(["a", "b", "c"] * 117)[:n_items], n_samples))
+    item_index = np.repeat(np.arange(n_items), n_samples)
+    flagged, naive = [], []
+    for _ in range(300):
+        p = np.where(rng.random(n_items) < 0.15, 0.9, 0.02)
+        flags = (rng.random((n_items, n_samples)) < p[:, None]).ravel()
+        res = item_level_breakdown(flags, item_index, levels, "category", 199, rng)
+        flagged.append(res.flag)
+        naive.append(res.sample_level_pvalue < 0.05)
+    assert np.mean(flagged) <= 0.06, np.mean(flagged)
+    assert np.mean(naive) >= 0.3, np.mean(naive)            # what the sample-level chi-square did
+
+
+def test_finding7_item_level_test_still_finds_real_bias():
+    rng = np.random.default_rng(6)
+    n_items, n_samples = 120, 3
+    cat = np.array(["violence", "other"] * 60)
+    p = np.where(cat == "violence", 0.4, 0.05)
+    flags = (rng.random((n_items, n_samples)) < p[:, None]).ravel()
+    res = item_level_breakdown(flags, np.repeat(np.arange(n_items), n_samples),
+                               pd.Series(np.repeat(cat, n_samples)), "category", 199, rng)
+    assert res.flag and res.pvalue == pytest.approx(1 / 200) and res.n_items == 120
+
+
+# ------------------------------------------------------------------------------------- finding 9: silent numbers
+
+
+def test_finding9_nan_value_with_status_ok_is_a_failure():
+    items = [f"i{i}" for i in range(10)]
+    human = pd.DataFrame([{"item_id": i, "annotator_id": f"a{j}", "value": float((k + j) % 2)}
+                          for k, i in enumerate(items) for j in range(3)])
+    llm = _llm([(i, "m", "t", 0, np.nan if k == 0 else float(k % 2), np.nan, "ok") for k, i in enumerate(items)])
+    by = _by(compute_all(human, None, llm, None, FAST))
+    rate = by[("failure_rate", "all", "m", "t")]
+    assert rate.value == pytest.approx(0.1) and rate.details["ok_without_value"] == 1
