@@ -79,7 +79,9 @@ class SuiteOptions:
     group_attributes: list[str] | None = None  # None: every attribute + pairwise intersections
     min_group_size: int = 2
     max_groups: int = 50  # attributes (or intersections) with more groups get no disparity tests
-    binary_threshold: float = 0.5
+    binary_threshold: float = 0.5  # must lie inside the rating scale (min, max]
+    binary_basis: str = "vote"  # "vote": majority verdicts on both sides; "mean": mean score/rating vs threshold
+    persona_bounds_tolerance: float = 0.0  # widening of each group's mean +- SE interval (within-bounds)
     ci_method: str = "bca"  # or "percentile"
     two_way_bootstrap: bool = False  # also resample annotators for the vs-mean correlations
     baseline_leave_one_out: bool = True  # annotator baseline vs the mean of the others
@@ -98,6 +100,10 @@ class SuiteOptions:
             raise ValueError(f"confidence_level must be in (0, 1), got {self.confidence_level}")
         if self.min_group_size < 1:
             raise ValueError("min_group_size must be >= 1")
+        if self.binary_basis not in binary.BASES:
+            raise ValueError(f"binary_basis must be one of {binary.BASES}, got {self.binary_basis!r}")
+        if self.persona_bounds_tolerance < 0:
+            raise ValueError("persona_bounds_tolerance must be >= 0")
         if self.ci_method not in ("bca", "percentile"):
             raise ValueError(f"ci_method must be 'bca' or 'percentile', got {self.ci_method!r}")
 
@@ -119,6 +125,38 @@ class _Context:
 
     baselines: dict[str, AnnotatorBaseline] = field(default_factory=dict)
     _counts: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict)
+    _verdicts: dict[RaterKey, np.ndarray] = field(default_factory=dict)
+
+    def samples(self, key: RaterKey) -> np.ndarray:
+        """items x sample_index matrix of the rater's usable values, aligned to the item list (NaN where
+        a sample is missing, refused or failed)."""
+        assert self.llm is not None
+        frame = self.llm.iloc[self.rater_rows[key]]
+        pivot = frame.pivot_table(index="item_id", columns="sample_index", values="value", aggfunc="mean",
+                                  dropna=False)
+        return pivot.reindex(self.human.item_ids).to_numpy(dtype=float)
+
+    def check_threshold(self) -> None:
+        binary.check_threshold(self.options.binary_threshold, self.human.values)
+
+    def verdict(self, key: RaterKey) -> np.ndarray:
+        """The rater's binary verdict per item (basis and tie rule of `accord.analysis.binary`)."""
+        if key not in self._verdicts:
+            thr = self.options.binary_threshold
+            scores = self.raters.get(key) or self.persona_raters[key]
+            if self.options.binary_basis == "vote":
+                self._verdicts[key] = binary.vote_verdicts(self.samples(key), thr)[1]
+            else:
+                self._verdicts[key] = binary.binarise(scores.score, thr)
+        return self._verdicts[key]
+
+    def human_verdict(self) -> tuple[np.ndarray, np.ndarray]:
+        """The annotators' binary verdict per item and a mask of exact ties (same basis and rule)."""
+        thr = self.options.binary_threshold
+        if self.options.binary_basis == "vote":
+            share, verdict = binary.vote_verdicts(self.human.values, thr)
+            return verdict, share == 0.5
+        return binary.binarise(self.human_mean, thr), self.human_mean == thr
 
     def rng(self, *keys: object) -> np.random.Generator:
         return derive_rng(self.options.seed, *keys)
@@ -412,17 +450,35 @@ def _alignment_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np
 def _binary_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np.ndarray,
                     slice_: str, with_expert: bool) -> None:
     thr = ctx.options.binary_threshold
-    predicted = binary.binarise(scores.score[rows], thr)
-    references = {"majority": binary.binarise(ctx.majority[rows], thr)}
+    basis = ctx.options.binary_basis
+    try:
+        ctx.check_threshold()
+    except ValueError as exc:
+        for ref_name in ("majority", "expert") if with_expert else ("majority",):
+            for metric in ("accuracy", "precision", "recall", "f1"):
+                ctx.records.append(MetricRecord(f"{metric}_vs_{ref_name}", None, slice_, key.model, key.template,
+                                                details={"reason": str(exc), "threshold": thr}))
+        return
+    predicted = ctx.verdict(key)[rows]
+    human_verdict, human_tie = ctx.human_verdict()
+    references = {"majority": human_verdict[rows]}
     expert_col = ctx.options.expert_column
     if with_expert and expert_col in ctx.meta.columns:
         references["expert"] = binary_expert_labels(ctx.meta[expert_col].iloc[rows])
+    predicted_from = ("the LLM's majority verdict over its samples" if basis == "vote"
+                      else "the LLM's mean score against the threshold")
+    majority_from = ("the annotators' majority verdict" if basis == "vote"
+                     else "the annotators' mean rating against the threshold")
     for ref_name, reference in references.items():
         def run(reference: np.ndarray = reference, ref_name: str = ref_name) -> list[MetricRecord]:
             res = binary.binary_scores(predicted, reference)
-            details = {"threshold": thr, "reference": ref_name,
+            details = {"threshold": thr, "reference": ref_name, "basis": basis, "tie_rule": binary.TIE_RULE,
+                       "predicted_from": predicted_from,
+                       "reference_from": majority_from if ref_name == "majority" else "expert label",
                        "n_positive_reference": res.n_positive_reference,
                        "n_positive_predicted": res.n_positive_predicted}
+            if ref_name == "majority":
+                details["n_reference_ties"] = int(np.sum(human_tie[rows] & np.isfinite(predicted)))
             out = []
             for metric in ("accuracy", "precision", "recall", "f1"):
                 value = getattr(res, metric)
@@ -434,6 +490,15 @@ def _binary_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np.nd
             return out
 
         _guard(ctx, f"accuracy_vs_{ref_name}", run, slice_, key.model, key.template)
+
+        def kappa(reference: np.ndarray = reference, ref_name: str = ref_name) -> MetricRecord:
+            res = agreement.cohen_kappa(predicted, reference, np.array([0.0, 1.0]))
+            return MetricRecord(f"cohen_kappa_binary_vs_{ref_name}", res.statistic, slice_, key.model,
+                                key.template, res.confidence_interval[0], res.confidence_interval[1], res.pvalue,
+                                res.n, {"basis": basis, "threshold": thr, "tie_rule": binary.TIE_RULE,
+                                        "ci": "asymptotic (statsmodels)"})
+
+        _guard(ctx, f"cohen_kappa_binary_vs_{ref_name}", kappa, slice_, key.model, key.template)
 
 
 def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
@@ -811,7 +876,7 @@ def _reference_binary(ctx: _Context) -> tuple[np.ndarray, str]:
         expert = binary_expert_labels(ctx.meta[col])
         if np.isfinite(expert).any():
             return expert, "expert"
-    return binary.binarise(ctx.majority, ctx.options.binary_threshold), "human majority"
+    return ctx.human_verdict()[0], "human majority"
 
 
 def _consistency_metrics(ctx: _Context) -> None:
@@ -826,8 +891,9 @@ def _consistency_metrics(ctx: _Context) -> None:
             f_details = {"mean_pairwise_disagreement": res.mean_pairwise_disagreement}
             if not np.isfinite(res.flip_rate):
                 f_details["reason"] = "no item with two parsed samples"
+            r_details["n_meaning"] = "items with at least two parsed samples"
             return [MetricRecord("test_retest_r", res.test_retest_r, "all", key.model, key.template,
-                                 n=res.n_pairs, details=r_details),
+                                 n=res.n_items_r, details=r_details),
                     MetricRecord("label_flip_rate", res.flip_rate, "all", key.model, key.template,
                                  n=res.n_items, details=f_details)]
 
@@ -840,8 +906,13 @@ def _format_and_position(ctx: _Context) -> None:
     plain = ctx.llm[ctx.llm["persona_key"] == ""]
     info = plain.groupby(["model", "template"], sort=True).agg(
         family=("template_family", "first"), order=("option_order", "first")).reset_index()
-    reference, ref_name = _reference_binary(ctx)
     thr = ctx.options.binary_threshold
+    try:
+        ctx.check_threshold()
+        threshold_error = None
+    except ValueError as exc:
+        threshold_error = str(exc)
+    reference, ref_name = _reference_binary(ctx)
     category = ctx.options.category_column
     for (model, family), fam in info.groupby(["model", "family"], sort=True):
         if not family or len(fam) < 2:
@@ -853,7 +924,13 @@ def _format_and_position(ctx: _Context) -> None:
             if s1 is None or s2 is None:
                 continue
             pair = f"{t1}|{t2}"
-            v1, v2 = binary.binarise(s1.score, thr), binary.binarise(s2.score, thr)
+            if threshold_error is not None:
+                for name in ("format_consistency_cs", "format_consistency_css", "position_bias_flip_rate"):
+                    ctx.records.append(MetricRecord(name, None, "all", str(model), pair,
+                                                    details={"reason": threshold_error}))
+                continue
+            v1 = ctx.verdict(RaterKey(str(model), str(t1)))
+            v2 = ctx.verdict(RaterKey(str(model), str(t2)))
             slices = [("all", np.ones(ctx.human.n_items, dtype=bool))]
             if category in ctx.meta.columns:
                 cats = ctx.meta[category]
@@ -864,7 +941,8 @@ def _format_and_position(ctx: _Context) -> None:
                         pair: str = pair, v1: np.ndarray = v1, v2: np.ndarray = v2,
                         family: str = str(family)) -> list[MetricRecord]:
                     res = consistency.format_consistency(v1[sel], v2[sel], reference[sel])
-                    details = {"family": family, "reference": ref_name, "threshold": thr}
+                    details = {"family": family, "reference": ref_name, "threshold": thr,
+                               "basis": ctx.options.binary_basis, "tie_rule": binary.TIE_RULE}
                     css_details = dict(details)
                     if res.css is None:
                         css_details["reason"] = "no reference label on these items"
@@ -876,12 +954,28 @@ def _format_and_position(ctx: _Context) -> None:
                 _guard(ctx, "format_consistency_cs", fmt, slice_, str(model), pair)
             if o1 and o2 and o1 != o2:
                 def pos(s1: LLMScores = s1, s2: LLMScores = s2, model: str = str(model),
-                        pair: str = pair, o1: str = o1, o2: str = o2,
-                        family: str = str(family)) -> MetricRecord:
-                    res = consistency.position_flip_rate(s1.label, s2.label)
+                        pair: str = pair, o1: str = o1, o2: str = o2, v1: np.ndarray = v1,
+                        v2: np.ndarray = v2, family: str = str(family)) -> MetricRecord:
+                    res = consistency.position_bias(v1, v2)
+                    details = {"family": family, "option_orders": [o1, o2], "n_flipped": res.n_flipped,
+                               "n_to_positive": res.n_to_positive, "n_to_negative": res.n_to_negative,
+                               "share_to_positive": res.n_to_positive / res.n,
+                               "share_to_negative": res.n_to_negative / res.n,
+                               "positive_rate_by_order": {o1: res.positive_rate_a, o2: res.positive_rate_b},
+                               "direction": ("toward positive (>= threshold) under " + o2
+                                             if res.n_to_positive > res.n_to_negative else
+                                             "toward positive (>= threshold) under " + o1
+                                             if res.n_to_negative > res.n_to_positive else "none"),
+                               "pvalue_kind": "exact McNemar test (statsmodels): to-positive vs to-negative",
+                               "threshold": thr, "basis": ctx.options.binary_basis,
+                               "tie_rule": binary.TIE_RULE}
+                    try:
+                        labels = consistency.position_flip_rate(s1.label, s2.label)
+                        details["label_flip_rate"] = labels.flip_rate
+                    except ValueError:
+                        pass
                     return MetricRecord("position_bias_flip_rate", res.flip_rate, "all", model, pair,
-                                        n=res.n, details={"family": family, "option_orders": [o1, o2],
-                                                          "n_flipped": res.n_flipped})
+                                        pvalue=res.mcnemar_pvalue, n=res.n, details=details)
 
                 _guard(ctx, "position_bias_flip_rate", pos, "all", str(model), pair)
 

@@ -195,3 +195,90 @@ def test_finding9_nan_value_with_status_ok_is_a_failure():
     by = _by(compute_all(human, None, llm, None, FAST))
     rate = by[("failure_rate", "all", "m", "t")]
     assert rate.value == pytest.approx(0.1) and rate.details["ok_without_value"] == 1
+
+
+# ------------------------------------------------------------------------------------- finding 8: tie rule, views
+
+
+def _tied_data(n_items: int = 40, seed: int = 1):
+    """Four annotators per item with 0/1 ratings (many 2-2 ties); the LLM's samples are the same four ratings."""
+    rng = np.random.default_rng(seed)
+    items = [f"i{i:02d}" for i in range(n_items)]
+    ratings = (rng.random((n_items, 4)) < 0.5).astype(float)
+    human = _human_frame(ratings, items, ["a0", "a1", "a2", "a3"])
+    rows = []
+    for template, order in (("mc_ab", "ab"), ("mc_ba", "ba")):
+        for i in range(n_items):
+            for s in range(4):
+                rows.append((items[i], "m", template, s, ratings[i, s], np.nan, "ok", "mc", order))
+    llm = pd.DataFrame(rows, columns=["item_id", "model", "template", "sample_index", "value", "weighted_value",
+                                      "parse_status", "template_family", "option_order"])
+    return human, llm, ratings, items
+
+
+@pytest.mark.parametrize("basis", ["vote", "mean"])
+def test_finding8_binary_view_compares_like_with_like(basis):
+    """An LLM that reproduces the people exactly agrees perfectly, whatever the ties (was F1 0.717)."""
+    human, llm, ratings, items = _tied_data()
+    n_ties = int(np.sum(ratings.sum(axis=1) == 2))
+    assert n_ties >= 5
+    meta = pd.DataFrame({"item_id": items, "expert_label": np.where(ratings.mean(axis=1) >= 0.5, "Yes", "No")})
+    by = _by(compute_all(human, None, llm, meta, SuiteOptions(n_resamples=20, n_permutations=20,
+                                                               binary_basis=basis)))
+    acc = by[("accuracy_vs_majority", "all", "m", "mc_ab")]
+    assert acc.value == 1.0 and by[("f1_vs_majority", "all", "m", "mc_ab")].value == 1.0
+    assert acc.details["n_reference_ties"] == n_ties and acc.details["basis"] == basis
+    assert by[("cohen_kappa_binary_vs_majority", "all", "m", "mc_ab")].value == pytest.approx(1.0)
+    assert by[("cohen_kappa_binary_vs_expert", "all", "m", "mc_ab")].value == pytest.approx(1.0)
+    # one tie rule: format consistency and position bias read the same verdicts (identical templates agree)
+    assert by[("format_consistency_cs", "all", "m", "mc_ab|mc_ba")].value == 1.0
+    assert by[("format_consistency_css", "all", "m", "mc_ab|mc_ba")].value == 1.0
+    assert by[("position_bias_flip_rate", "all", "m", "mc_ab|mc_ba")].value == 0.0
+
+
+def test_finding8_vote_tie_counts_as_positive():
+    from accord.analysis.binary import vote_verdicts
+    share, verdict = vote_verdicts(np.array([[0.0, 1.0], [0.0, 0.0], [1.0, np.nan], [np.nan, np.nan]]), 0.5)
+    np.testing.assert_array_equal(share, [0.5, 0.0, 1.0, np.nan])
+    np.testing.assert_array_equal(verdict, [1.0, 0.0, 1.0, np.nan])
+
+
+def test_finding8_position_bias_has_a_direction_and_a_test():
+    from accord.analysis.consistency import position_bias
+    from scipy import stats
+    rng = np.random.default_rng(0)
+    a = (rng.random(100) < 0.4).astype(float)
+    b = a.copy()
+    shift = np.flatnonzero(a == 0)[:10]                    # planted: 10 items move to "unsafe" in order b
+    b[shift] = 1.0
+    res = position_bias(a, b)
+    assert (res.n_flipped, res.n_to_positive, res.n_to_negative) == (10, 10, 0)
+    assert res.mcnemar_pvalue == pytest.approx(stats.binomtest(10, 10, 0.5).pvalue)       # 0.00195
+    assert res.mcnemar_pvalue == pytest.approx(2 * 0.5 ** 10)
+    b2 = a.copy()
+    b2[shift[:5]] = 1.0
+    b2[np.flatnonzero(a == 1)[:5]] = 0.0                   # the same flip rate without a direction
+    sym = position_bias(a, b2)
+    assert sym.flip_rate == res.flip_rate and sym.mcnemar_pvalue == pytest.approx(1.0)
+
+
+def test_finding8_test_retest_n_is_items():
+    human, llm, ratings, items = _tied_data()
+    by = _by(compute_all(human, None, llm, None, FAST))
+    retest = by[("test_retest_r", "all", "m", "mc_ab")]
+    assert retest.n == 40 and retest.details["n_sample_pairs"] == 6
+
+
+def test_finding9_threshold_outside_the_scale_is_refused():
+    rng = np.random.default_rng(2)
+    items = [f"i{i}" for i in range(20)]
+    ratings = rng.integers(1, 6, size=(20, 3)).astype(float)                 # a 1-5 scale
+    human = _human_frame(ratings, items, ["a", "b", "c"])
+    llm = _llm([(i, "m", "t", 0, float(rng.integers(1, 6)), np.nan, "ok") for i in items])
+    by = _by(compute_all(human, None, llm, None, FAST))                       # default threshold 0.5
+    acc = by[("accuracy_vs_majority", "all", "m", "t")]
+    assert acc.value is None and "outside the rating scale [1, 5]" in acc.details["reason"]
+    assert ("cohen_kappa_binary_vs_majority", "all", "m", "t") not in by
+    ok = _by(compute_all(human, None, llm, None, SuiteOptions(n_resamples=20, n_permutations=20,
+                                                                binary_threshold=3.5)))
+    assert ok[("accuracy_vs_majority", "all", "m", "t")].value is not None
