@@ -509,13 +509,17 @@ def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
     assert ctx.llm is not None
     idx = ctx.rater_rows[key]
     item_pos = pd.Index(ctx.human.item_ids).get_indexer(ctx.llm["item_id"].to_numpy()[idx])
-    values = ctx.llm["value"].to_numpy(dtype=float)[idx]
+    usable = ctx.llm["usable"].to_numpy(dtype=bool)[idx]
+    values = np.where(usable, ctx.llm["value"].to_numpy(dtype=float)[idx], np.nan)
+    finite_values = values[np.isfinite(values)]
+    n_tied = distribution.level_weights(finite_values, ctx.domain)[3] if finite_values.size else 0
     if "value_probs" in ctx.llm.columns:
-        probs = [p if isinstance(p, dict) else None for p in ctx.llm["value_probs"].to_numpy()[idx]]
+        probs = [p if isinstance(p, dict) and ok else None
+                 for p, ok in zip(ctx.llm["value_probs"].to_numpy()[idx], usable)]
         p_llm, n_prob_rows = distribution.mixed_distribution(item_pos, values, probs, ctx.human.n_items, ctx.domain)
     else:
         p_llm, n_prob_rows = distribution.label_distribution(item_pos, values, ctx.human.n_items, ctx.domain), 0
-    source = "label probabilities" if n_prob_rows == len(idx) else (
+    source = "label probabilities" if n_prob_rows == int(usable.sum()) and n_prob_rows else (
         "samples" if n_prob_rows == 0 else "label probabilities where available, else samples")
     targets = [("all", np.arange(ctx.human.n_annotators))]
     for gdef in ctx.groups:
@@ -527,7 +531,8 @@ def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
             value, n = distribution.mean_jensen_shannon(p_llm, p_h)
             return MetricRecord("jsd_mean", value, slice_, key.model, key.template, n=n,
                                 details={"base": 2, "value_domain": ctx.domain,
-                                         "n_annotators": len(cols), "llm_distribution": source})
+                                         "n_annotators": len(cols), "llm_distribution": source,
+                                         "tie_rule": distribution.TIE_RULE, "n_tied_values": n_tied})
 
         _guard(ctx, "jsd_mean", run, slice_, key.model, key.template)
 

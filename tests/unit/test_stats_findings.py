@@ -282,3 +282,20 @@ def test_finding9_threshold_outside_the_scale_is_refused():
     ok = _by(compute_all(human, None, llm, None, SuiteOptions(n_resamples=20, n_permutations=20,
                                                                 binary_threshold=3.5)))
     assert ok[("accuracy_vs_majority", "all", "m", "t")].value is not None
+
+
+def test_finding8_jsd_splits_a_value_halfway_between_levels():
+    from accord.analysis.distribution import label_distribution, level_weights
+    domain = np.array([0.0, 0.5, 1.0])
+    table = label_distribution(np.array([0, 1, 2, 3]), np.array([0.25, 0.75, 0.6, 1.0]), 4, domain)
+    np.testing.assert_allclose(table, [[0.5, 0.5, 0.0],      # was "No"
+                                       [0.0, 0.5, 0.5],      # was "Unsure"
+                                       [0.0, 1.0, 0.0],      # nearest level
+                                       [0.0, 0.0, 1.0]])
+    assert level_weights(np.array([0.25, 0.75, 0.6]), domain)[3] == 2
+    items = [f"i{k}" for k in range(10)]
+    human = pd.DataFrame([{"item_id": i, "annotator_id": f"a{j}", "value": [0.0, 0.5][j % 2]}
+                          for i in items for j in range(4)])                  # every item split No / Unsure
+    llm = _llm([(i, "m", "t", 0, 0.25, np.nan, "ok") for i in items])
+    jsd = _by(compute_all(human, None, llm, None, FAST))[("jsd_mean", "all", "m", "t")]
+    assert jsd.value == pytest.approx(0.0, abs=1e-12) and jsd.details["n_tied_values"] == 10
