@@ -26,6 +26,7 @@ position_bias_flip_rate, subject_ranking_kendall_tau, and the main alignment met
 from __future__ import annotations
 
 import logging
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,7 +82,8 @@ class SuiteOptions:
     max_groups: int = 50  # attributes (or intersections) with more groups get no disparity tests
     binary_threshold: float = 0.5  # must lie inside the rating scale (min, max]
     binary_basis: str = "vote"  # "vote": majority verdicts on both sides; "mean": mean score/rating vs threshold
-    persona_bounds_tolerance: float = 0.0  # widening of each group's mean +- SE interval (within-bounds)
+    persona_bounds_tolerance: float = 0.0  # widening of each group's mean +- z SE interval (within-bounds)
+    persona_bounds_z: float = 1.96  # multiplier of the group mean's standard error in the bounds
     ci_method: str = "bca"  # or "percentile"
     two_way_bootstrap: bool = False  # also resample annotators for the vs-mean correlations
     baseline_leave_one_out: bool = True  # annotator baseline vs the mean of the others
@@ -788,10 +790,20 @@ def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
+def _group_mean_se(ratings: np.ndarray) -> np.ndarray:
+    """Standard error of the mean rating per item (sample SD / sqrt(n)); NaN with fewer than two ratings."""
+    ok = np.isfinite(ratings)
+    n = ok.sum(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sd = np.nanstd(np.where(ok, ratings, np.nan), axis=1, ddof=1)
+    return np.where(n >= 2, sd / np.sqrt(np.maximum(n, 1)), np.nan)
+
+
 def _persona_drift_metrics(ctx: _Context, model: str, template: str, persona_scores: dict[str, LLMScores],
                            matched: list[str], group_index: dict[str, tuple[GroupDefinition, int]]) -> None:
-    """persona_drift_mean_abs and persona_within_human_bounds per persona (slice = the persona), the bounds
-    being the range of the human groups of the persona's attribute on each item."""
+    """persona_drift_mean_abs and persona_within_human_bounds per persona (slice = the persona); the bounds of a
+    persona are its own group's mean ± z standard errors (+ tolerance) on each item."""
     by_attribute: dict[str, list[str]] = {}
     for p in matched:
         by_attribute.setdefault(group_index[p][0].attribute, []).append(p)
@@ -800,18 +812,31 @@ def _persona_drift_metrics(ctx: _Context, model: str, template: str, persona_sco
 
         def run(personas: list[str] = personas, gdef: GroupDefinition = gdef,
                 attribute: str = attribute) -> list[MetricRecord]:
+            opts = ctx.options
             scores = np.vstack([persona_scores[p].score for p in personas])
             means = np.vstack([ctx.human.item_mean(gdef.members(g)) for g in range(gdef.n_groups)])
+            se = np.vstack([_group_mean_se(ctx.human.values[:, gdef.members(g)]) for g in range(gdef.n_groups)])
+            own = np.array([group_index[p][1] for p in personas])
             records = []
-            for p, res in zip(personas, persona.persona_drift(scores, means)):
-                details = {"attribute": attribute, "bounds": "range of the human group means per item",
-                           "groups": list(gdef.group_names)}
+            results = persona.persona_drift(scores, means, opts.persona_bounds_tolerance, own_group=own,
+                                            group_se=se, z=opts.persona_bounds_z)
+            for p, res in zip(personas, results):
+                details = {"attribute": attribute, "groups": list(gdef.group_names)}
+                drift_details = dict(details, reference="the model's consensus over its personas")
+                if res.n_drift == 0:
+                    drift_details["reason"] = "no item with a persona rating and human ratings from the groups"
+                bounds_details = dict(
+                    details, group=gdef.group_names[group_index[p][1]],
+                    bounds=f"the persona's group mean ± {opts.persona_bounds_z:g} × its standard error "
+                           f"+ tolerance {opts.persona_bounds_tolerance:g} (items with >= 2 of the group's raters)",
+                    within_range_of_group_means=res.within_range_share, mean_abs_error=res.mean_abs_error,
+                    z=opts.persona_bounds_z, tolerance=opts.persona_bounds_tolerance)
                 if res.n == 0:
-                    details["reason"] = "no item with a persona rating and human ratings from the groups"
+                    bounds_details["reason"] = "no item with a persona rating and two ratings from its group"
                 records.append(MetricRecord("persona_drift_mean_abs", _finite(res.mean_abs_drift), p, model,
-                                            template, n=res.n, details=details))
+                                            template, n=res.n_drift, details=drift_details))
                 records.append(MetricRecord("persona_within_human_bounds", _finite(res.within_bounds_share), p,
-                                            model, template, n=res.n, details=details))
+                                            model, template, n=res.n, details=bounds_details))
             return records
 
         _guard(ctx, "persona_drift_mean_abs", run, attribute, model, template)

@@ -299,3 +299,36 @@ def test_finding8_jsd_splits_a_value_halfway_between_levels():
     llm = _llm([(i, "m", "t", 0, 0.25, np.nan, "ok") for i in items])
     jsd = _by(compute_all(human, None, llm, None, FAST))[("jsd_mean", "all", "m", "t")]
     assert jsd.value == pytest.approx(0.0, abs=1e-12) and jsd.details["n_tied_values"] == 10
+
+
+# ------------------------------------------------------------------------------------- finding 8: personalisation
+
+
+def test_finding8_persona_blind_control_scores_lower_within_bounds():
+    from accord.analysis.synthetic import make_synthetic
+    share, old = {}, {}
+    for skill in (1.0, 0.0):                               # tracks its group / ignores the persona
+        data = make_synthetic(n_items=80, n_annotators=40, attributes={"gender": ["Man", "Woman"]}, models=["m"],
+                              templates=["t"], n_samples=3, personas=True, persona_skill=skill, group_effect=1.0,
+                              seed=4, failure_rate=0.0)
+        recs = [r for r in compute_all(*data, SuiteOptions(n_resamples=20, n_permutations=20))
+                if r.name == "persona_within_human_bounds"]
+        assert {r.slice for r in recs} == {"gender=Man", "gender=Woman"}
+        share[skill] = np.mean([r.value for r in recs])
+        old[skill] = np.mean([r.details["within_range_of_group_means"] for r in recs])
+    assert share[1.0] > share[0.0] + 0.2, share            # 0.74 against 0.38
+    assert old[0.0] >= old[1.0]                             # the range of group means rewarded the blind model
+
+
+def test_persona_bounds_hand_computed():
+    from accord.analysis.persona import persona_drift
+    scores = np.array([[0.2, 0.8], [0.4, 0.4]])
+    means = np.array([[0.1, 0.5], [0.3, 0.6]])
+    se = np.array([[0.05, 0.1], [0.1, np.nan]])
+    a, b = persona_drift(scores, means, own_group=np.array([0, 1]), group_se=se, z=1.0)
+    # persona 0 (group 0): |0.2-0.1| = 0.1 > 0.05 out; |0.8-0.5| = 0.3 > 0.1 out
+    assert (a.within_bounds_share, a.n) == (0.0, 2)
+    # persona 1 (group 1): |0.4-0.3| = 0.1 <= 0.1 in; item 2 has no SE -> left out
+    assert (b.within_bounds_share, b.n) == (1.0, 1)
+    assert persona_drift(scores, means, 0.25, own_group=np.array([0, 1]), group_se=se, z=1.0)[0] \
+        .within_bounds_share == 1.0
