@@ -1014,22 +1014,34 @@ def _format_and_position(ctx: _Context) -> None:
 
 
 def _subject_metrics(ctx: _Context) -> None:
+    """Subject-model ranking. The humans' side is computed once, on the items people rated that every judge
+    scored, and every judge is compared on exactly those items (so the human record is one, and the judges'
+    taus are comparable)."""
     col = ctx.options.subject_column
     if col not in ctx.meta.columns or not ctx.raters:
         return
     subject = ctx.meta[col].astype(object).where(ctx.meta[col].notna(), None).to_numpy()
     opts = ctx.options
+    rated = np.isfinite(ctx.human_mean)
+    common = rated.copy()
+    for scores in ctx.raters.values():
+        common &= np.isfinite(scores.score)
+    human = np.where(common, ctx.human_mean, np.nan)
+    coverage = {"n_items_rated_by_people": int(rated.sum()), "n_common_items": int(common.sum()),
+                "items": "rated by people and scored by every judge"}
     human_done = False
     for key, scores in ctx.raters.items():
         def run(key: RaterKey = key, scores: LLMScores = scores) -> list[MetricRecord]:
             nonlocal human_done
             res = subjects.compare_subject_models(
-                scores.score, ctx.human_mean, subject, n_resamples=opts.n_resamples,
+                np.where(common, scores.score, np.nan), human, subject, n_resamples=opts.n_resamples,
                 confidence_level=opts.confidence_level, rng=ctx.rng("subjects", key.model, key.template))
             details = {"subjects": res.subjects, "judge_mean": res.judge_mean,
                        "human_mean": res.human_mean, "n_items": res.n_items,
                        "judge_win_rate": res.judge_win_rate, "human_win_rate": res.human_win_rate,
-                       "win_rate_meaning": "[a][b] = P(item of a judged less harmful than item of b)"}
+                       "win_rate_meaning": "[a][b] = P(item of a judged less harmful than item of b)",
+                       **coverage,
+                       "n_judge_items_left_out": int(np.sum(rated & np.isfinite(scores.score) & ~common))}
             if not np.isfinite(res.tau):
                 details["reason"] = "fewer than three subject models or constant mean harm"
             out = [MetricRecord("subject_ranking_kendall_tau", res.tau, "all", key.model, key.template,
@@ -1039,7 +1051,7 @@ def _subject_metrics(ctx: _Context) -> None:
                                         key.model, key.template, n=int(res.n_items[i])))
                 if not human_done:
                     out.append(MetricRecord("subject_mean_harm", res.human_mean[i], f"{col}={name}",
-                                            n=int(res.n_items[i]), details={"rater": "humans"}))
+                                            n=int(res.n_items[i]), details={"rater": "humans", **coverage}))
             human_done = True
             return out
 

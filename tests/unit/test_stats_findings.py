@@ -332,3 +332,33 @@ def test_persona_bounds_hand_computed():
     assert (b.within_bounds_share, b.n) == (1.0, 1)
     assert persona_drift(scores, means, 0.25, own_group=np.array([0, 1]), group_se=se, z=1.0)[0] \
         .within_bounds_share == 1.0
+
+
+# ------------------------------------------------------------------------------------- finding 8: subject ranking
+
+
+def test_finding8_subject_ranking_uses_one_item_set_for_humans_and_every_judge():
+    items = [f"i{k}" for k in range(12)]
+    subject = ["s1", "s2", "s3"] * 4
+    harm = {"s1": 0.0, "s2": 1.0, "s3": 2.0}
+    human = pd.DataFrame([{"item_id": i, "annotator_id": f"a{j}", "value": harm[subject[k]] + 0.1 * j + 0.05 * k}
+                          for k, i in enumerate(items) for j in range(3)])
+    rows = []
+    for k, i in enumerate(items):
+        rows.append((i, "j1", "t", 0, harm[subject[k]], np.nan, "ok"))
+        # judge 2 fails on the first two items: they leave the comparison for everybody
+        rows.append((i, "j2", "t", 0, np.nan if k < 2 else 2 - harm[subject[k]], np.nan,
+                     "unparseable" if k < 2 else "ok"))
+    meta = pd.DataFrame({"item_id": items, "subject_model": subject})
+    recs = compute_all(human, None, _llm(rows), meta, FAST)
+    humans = [r for r in recs if r.name == "subject_mean_harm" and r.model == ""]
+    assert len(humans) == 3                                 # one human record per subject, not per judge
+    by = {r.slice: r for r in humans}
+    # computed on items 2..11 only: s1 items 3, 6, 9; s2 items 4, 7, 10; s3 items 2, 5, 8, 11
+    expect_s3 = np.mean([2.0 + 0.1 + 0.05 * k for k in (2, 5, 8, 11)])
+    assert by["subject_model=s3"].value == pytest.approx(expect_s3)
+    assert by["subject_model=s3"].n == 4 and by["subject_model=s1"].n == 3
+    taus = {r.model: r for r in recs if r.name == "subject_ranking_kendall_tau"}
+    assert taus["j1"].value == pytest.approx(1.0) and taus["j2"].value == pytest.approx(-1.0)
+    assert taus["j1"].details["human_mean"] == taus["j2"].details["human_mean"]
+    assert taus["j1"].details["n_common_items"] == 10 and taus["j1"].details["n_judge_items_left_out"] == 2
