@@ -39,6 +39,7 @@ from accord.analysis import (
     association,
     baseline,
     binary,
+    comparison,
     consistency,
     correlation,
     disparity,
@@ -256,6 +257,7 @@ def compute_all(
         _alignment_metrics(ctx, key, scores, all_rows, "all")
         _jsd_metrics(ctx, key, scores)
         _binary_metrics(ctx, key, scores, all_rows, "all", with_expert=True)
+    _model_comparisons(ctx)
     _untested_groups(ctx)
     _disparity_metrics(ctx)
     _persona_metrics(ctx)
@@ -540,6 +542,49 @@ def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
 
 
 # --------------------------------------------------------------------------- disparity
+
+
+def _model_comparisons(ctx: _Context) -> None:
+    """Every pair of raters (model x template): paired difference of r with the mean human rating and of
+    Cohen's kappa with the human majority label, Holm-adjusted across pairs (`accord.analysis.comparison`)."""
+    keys = list(ctx.raters)
+    if len(keys) < 2:
+        return
+    opts = ctx.options
+    labels = {k: f"{k.model} · {k.template}" for k in keys}
+    specs: list[tuple[str, Callable]] = [("paired_difference_pearson_r", lambda ka, kb: comparison
+                                          .paired_correlation_difference(
+                                              ctx.raters[ka].score, ctx.raters[kb].score, ctx.human_mean,
+                                              n_resamples=max(opts.n_resamples, 1),
+                                              confidence_level=opts.confidence_level,
+                                              rng=ctx.rng("compare-r", labels[ka], labels[kb]),
+                                              names=(labels[ka], labels[kb])))]
+    if ctx.domain is not None:
+        specs.append(("paired_difference_cohen_kappa", lambda ka, kb: comparison.paired_kappa_difference(
+            agreement.snap_to_domain(ctx.raters[ka].label, ctx.domain),
+            agreement.snap_to_domain(ctx.raters[kb].label, ctx.domain), ctx.majority, ctx.domain,
+            n_resamples=max(opts.n_resamples, 1), n_permutations=opts.n_permutations,
+            confidence_level=opts.confidence_level, rng=ctx.rng("compare-kappa", labels[ka], labels[kb]),
+            names=(labels[ka], labels[kb]))))
+    for name, fn in specs:
+        done: list[tuple[RaterKey, RaterKey, comparison.PairedDifference]] = []
+        for ia, ib in comparison.rater_pairs([labels[k] for k in keys]):
+            ka, kb = keys[ia], keys[ib]
+            try:
+                done.append((ka, kb, fn(ka, kb)))
+            except ValueError as exc:
+                ctx.records.append(MetricRecord(name, None, f"vs {labels[kb]}", ka.model, ka.template,
+                                                details={"reason": str(exc), "rater_a": labels[ka],
+                                                         "rater_b": labels[kb]}))
+        comparison.adjust_and_decide([d for _, _, d in done], opts.alpha)
+        for ka, kb, d in done:
+            ctx.records.append(MetricRecord(
+                name, d.difference, f"vs {labels[kb]}", ka.model, ka.template, d.ci_low, d.ci_high, d.pvalue,
+                d.n, details={"rater_a": d.rater_a, "rater_b": d.rater_b, "value_a": d.value_a,
+                              "value_b": d.value_b, "statistic": d.statistic, "test": d.test,
+                              "p_adjusted_holm": d.pvalue_holm, "winner": d.winner,
+                              "ci": "paired item bootstrap", "n_pairs_adjusted": len(done),
+                              "winner_rule": f"Holm-adjusted p < {opts.alpha:g} and the interval excludes zero"}))
 
 
 def _untested_groups(ctx: _Context) -> None:
