@@ -138,3 +138,31 @@ def test_suite_records_pairs_with_holm_and_winner():
     assert bad_good.details["p_adjusted_holm"] >= bad_good.pvalue and bad_good.details["n_pairs_adjusted"] == 3
     assert pairs[("good", "vs good2 · t")].details["winner"] is None
     assert any(r.name == "paired_difference_cohen_kappa" for r in recs)
+
+
+def test_report_names_only_established_winners():
+    from accord.api.report import assemble_report, render_html, summarize_run
+
+    from tests.unit.test_report import records_frame, run_fields, run_frames_from
+
+    rng = np.random.default_rng(3)
+    items = [f"i{k:02d}" for k in range(60)]
+    z = rng.normal(size=60)
+    human = pd.DataFrame([{"item_id": i, "annotator_id": f"a{j}", "value": float(z[k] + rng.normal(0, 0.7) > 0)}
+                          for k, i in enumerate(items) for j in range(5)])
+    rows = []
+    for model, noise in (("good", 0.2), ("bad", 3.0), ("good2", 0.2)):
+        for k, i in enumerate(items):
+            rows.append({"item_id": i, "model": model, "template": "t", "sample_index": 0,
+                         "value": float(z[k] + rng.normal(0, noise) > 0), "weighted_value": np.nan, "label": None,
+                         "parse_status": "ok", "persona_key": "", "template_family": "t", "option_order": ""})
+    llm = pd.DataFrame(rows)
+    recs = compute_all(human, None, llm, None, SuiteOptions(n_resamples=300, n_permutations=300))
+    frames = run_frames_from(human, pd.DataFrame({"annotator_id": [f"a{j}" for j in range(5)]}), llm,
+                             pd.DataFrame({"item_id": items}))
+    data = assemble_report(summarize_run(run_fields(frames), frames), records_frame(recs), frames)
+    html = render_html(data)
+    reading = " ".join(data.readings["alignment"])
+    assert "good · t over bad · t" in reading and "good2 · t over bad · t" in reading
+    assert "good · t over good2" not in reading and "good2 · t over good · t" not in reading
+    assert 'id="table-model-comparison"' in html
