@@ -429,10 +429,12 @@ def association_section(ctx: ReportContext) -> SectionView | None:
         return None
     sec = SectionView("association", "Do groups see the items their own way? (IRR, XRR, GAI)",
                       "IRR: agreement among a group's own members; XRR: agreement between the group's members and "
-                      "everyone else (cross-replication reliability, Wong, Paritosh & Aroyo 2021); GAI = IRR / XRR. "
+                      "every other annotator with a known value of the attribute, including members of groups too "
+                      "small to test (cross-replication reliability, Wong, Paritosh & Aroyo 2021, items weighted by "
+                      "their number of ratings); GAI = IRR / XRR. "
                       "A GAI above 1 means the group agrees with itself more than with others. The grey band is what "
-                      "95% of random groups of the same size give; a star marks a group outside it after "
-                      "Benjamini–Hochberg correction (adjusted p < 0.05).")
+                      "95% of random groups of the same size give; a star marks a group outside it, in either "
+                      "direction (two-sided permutation test), after Benjamini–Hochberg correction (adjusted p < 0.05).")
     order = {a: k for k, a in enumerate(attributes(idx))}
     gai_rows = sorted(idx.all("group_gai"), key=lambda r: (order.get(str(r.details.get("attribute")), 99), r.slice))
     table, chart_rows, sig, undefined = [], [], [], 0
@@ -448,9 +450,16 @@ def association_section(ctx: ReportContext) -> SectionView | None:
         if row.value is None:
             undefined += 1
         if significant(p_adj):
-            direction = "more" if (row.value or 0) > 1 else "less"
-            sig.append(f"{attribute_label(attr)} {short_group(row.slice)} (GAI {num(row.value)}: its members agree "
-                       f"with each other {direction} than with others; {p_phrase(p_adj, 'adjusted p')})")
+            stated = str(row.details.get("direction") or "")
+            if stated:
+                sig.append(f"{attribute_label(attr)} {short_group(row.slice)} (GAI {num(row.value)}, {stated}: its "
+                           f"members agree with each other {'more' if stated.startswith('higher') else 'less'} "
+                           f"relative to their agreement with everyone else than random groups do; "
+                           f"{p_phrase(p_adj, 'adjusted p')}, two-sided)")
+            else:
+                direction = "more" if (row.value or 0) > 1 else "less"
+                sig.append(f"{attribute_label(attr)} {short_group(row.slice)} (GAI {num(row.value)}: its members "
+                           f"agree with each other {direction} than with others; {p_phrase(p_adj, 'adjusted p')})")
         size = row.details.get("group_size")
         table.append([text(attribute_label(attr)), text(short_group(row.slice)), count_cell(size), value_cell(irr),
                       value_cell(xrr), value_cell(row), text(interval(q.get("0.025"), q.get("0.975"))),

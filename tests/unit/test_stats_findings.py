@@ -362,3 +362,21 @@ def test_finding8_subject_ranking_uses_one_item_set_for_humans_and_every_judge()
     assert taus["j1"].value == pytest.approx(1.0) and taus["j2"].value == pytest.approx(-1.0)
     assert taus["j1"].details["human_mean"] == taus["j2"].details["human_mean"]
     assert taus["j1"].details["n_common_items"] == 10 and taus["j1"].details["n_judge_items_left_out"] == 2
+
+
+def test_finding5_report_names_the_direction_of_a_low_gai():
+    from accord.analysis.synthetic import make_synthetic
+
+    from tests.unit.test_report import hand_made_report, row, run_frames_from
+
+    frames = run_frames_from(*make_synthetic(n_items=12, n_annotators=8, models=["m"], templates=["t"],
+                                             n_samples=1, seed=1))
+    common = {"attribute": "gender", "group_size": 12, "null_quantiles": {"0.025": 1.0, "0.5": 1.1, "0.975": 1.2}}
+    rows = [row("group_irr", 0.2, "gender=Woman", model="", template="", **common),
+            row("group_xrr", 0.25, "gender=Woman", model="", template="", **common),
+            row("group_gai", 0.8, "gender=Woman", model="", template="", p=0.002, p_adjusted_bh=0.004,
+                direction="lower than random groups of the same size", **common)]
+    data, _ = hand_made_report(rows, frames)
+    reading = " ".join(data.readings["association"])
+    assert "lower than random groups of the same size" in reading and "agree with each other less" in reading
+    assert "two-sided" in reading
