@@ -163,14 +163,15 @@ def test_finding7_failure_bias_is_tested_at_the_item_level():
     levels = pd.Series(np.repeat(np.array(["a", "b", "c"] * 117)[:n_items], n_samples))
     item_index = np.repeat(np.arange(n_items), n_samples)
     flagged, naive = [], []
-    for _ in range(300):
+    for _ in range(500):
         p = np.where(rng.random(n_items) < 0.15, 0.9, 0.02)
         flags = (rng.random((n_items, n_samples)) < p[:, None]).ravel()
         res = item_level_breakdown(flags, item_index, levels, "category", 199, rng)
         flagged.append(res.flag)
         naive.append(res.sample_level_pvalue < 0.05)
-    assert np.mean(flagged) <= 0.06, np.mean(flagged)
-    assert np.mean(naive) >= 0.3, np.mean(naive)            # what the sample-level chi-square did
+    assert np.mean(flagged) <= 0.06, np.mean(flagged)        # 0.046
+    assert np.mean(flagged) >= 0.01, np.mean(flagged)
+    assert np.mean(naive) >= 0.3, np.mean(naive)            # what the sample-level chi-square did (0.45)
 
 
 def test_finding7_item_level_test_still_finds_real_bias():
