@@ -20,7 +20,6 @@ import numpy as np
 from accord.analysis.frames import modal_values
 from accord.analysis.results import BinaryScores
 
-
 TIE_RULE = ("positive when the rating is >= the threshold; an item's verdict from several ratings is positive "
             "when at least half of them are positive (an exact 50/50 tie counts as positive)")
 BASES = ("vote", "mean")

@@ -45,6 +45,8 @@ def steiger_z(r_ay: float, r_by: float, r_ab: float, n: int) -> SteigerResult:
         raise ValueError("Steiger's test needs three defined correlations")
     rm = (r_ay + r_by) / 2.0
     rm2 = rm * rm
+    if rm2 >= 1.0 - 1e-12 or abs(r_ab) >= 1.0 - 1e-12:
+        raise ValueError("Steiger's test is undefined: a perfect correlation (identical or perfectly aligned raters)")
     psi = r_ab * (1.0 - 2.0 * rm2) - 0.5 * rm2 * (1.0 - 2.0 * rm2 - r_ab * r_ab)
     c = psi / (1.0 - rm2) ** 2
     clip = 1 - 1e-12
@@ -116,6 +118,8 @@ def paired_correlation_difference(
         raise ValueError(f"fewer than 4 items scored by both raters and the people (n={n})")
     if np.ptp(a) == 0 or np.ptp(b) == 0 or np.ptp(y) == 0:
         raise ValueError("a constant rater or constant human ratings on the shared items")
+    if np.array_equal(a, b):
+        raise ValueError("the two raters gave identical scores on every shared item (difference 0 by construction)")
     ra, rb = WeightedCorrelation(a, y), WeightedCorrelation(b, y)
     r_ab = float(np.corrcoef(a, b)[0, 1])
     rng = rng if rng is not None else np.random.default_rng(0)
@@ -150,6 +154,8 @@ def paired_kappa_difference(
     value_a, value_b = float(ka(ones)[0]), float(kb(ones)[0])
     if not (np.isfinite(value_a) and np.isfinite(value_b)):
         raise ValueError("Cohen's kappa is undefined for one of the raters (a single category on both sides)")
+    if np.array_equal(a, b):
+        raise ValueError("the two raters gave identical labels on every shared item (difference 0 by construction)")
     rng = rng if rng is not None else np.random.default_rng(0)
     counts = resample_counts(n, n_resamples, rng)
     boot = ka(counts) - kb(counts)

@@ -572,10 +572,13 @@ def _model_comparisons(ctx: _Context) -> None:
             ka, kb = keys[ia], keys[ib]
             try:
                 done.append((ka, kb, fn(ka, kb)))
-            except ValueError as exc:
+            except Exception as exc:  # undefined (ValueError) or a bug: recorded, never fatal, as in _guard
+                details = {"reason": str(exc), "rater_a": labels[ka], "rater_b": labels[kb]}
+                if not isinstance(exc, ValueError):
+                    log.exception("metric %s (%s vs %s) failed", name, labels[ka], labels[kb])
+                    details.update(reason=f"{type(exc).__name__}: {exc}", error=True)
                 ctx.records.append(MetricRecord(name, None, f"vs {labels[kb]}", ka.model, ka.template,
-                                                details={"reason": str(exc), "rater_a": labels[ka],
-                                                         "rater_b": labels[kb]}))
+                                                details=details))
         comparison.adjust_and_decide([d for _, _, d in done], opts.alpha)
         for ka, kb, d in done:
             ctx.records.append(MetricRecord(

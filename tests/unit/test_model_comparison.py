@@ -166,3 +166,12 @@ def test_report_names_only_established_winners():
     assert "good · t over bad · t" in reading and "good2 · t over bad · t" in reading
     assert "good · t over good2" not in reading and "good2 · t over good · t" not in reading
     assert 'id="table-model-comparison"' in html
+
+
+def test_identical_raters_give_a_reason_not_a_crash():
+    y = np.arange(10.0)
+    a = y + np.array([0.1, -0.1] * 5)
+    with pytest.raises(ValueError, match="identical"):
+        paired_correlation_difference(a, a.copy(), y)
+    with pytest.raises(ValueError, match="perfect correlation"):
+        steiger_z(1.0, 1.0, 1.0, 40)

@@ -264,7 +264,7 @@ def test_finding8_position_bias_has_a_direction_and_a_test():
 
 
 def test_finding8_test_retest_n_is_items():
-    human, llm, ratings, items = _tied_data()
+    human, llm, _, _ = _tied_data()
     by = _by(compute_all(human, None, llm, None, FAST))
     retest = by[("test_retest_r", "all", "m", "mc_ab")]
     assert retest.n == 40 and retest.details["n_sample_pairs"] == 6
