@@ -152,7 +152,8 @@ def groups_section(ctx: ReportContext) -> SectionView | None:
     sec.readings.append(_groups_overview(summaries))
     sec.tables += [
         TableView("group-gaps", "Spread between groups per attribute",
-                  ["attribute", "model", "template", "groups", "highest r", "lowest r", "gap", "p", "p adj. (BH)", "",
+                  ["attribute", "model", "template", "groups", "highest r_G", "lowest r_G",
+                   "gap (vs random groups)", "p", "p adj. (BH)", "",
                    "detectable gap", "verdict"], tables.gaps, empty="no group comparisons"),
         TableView("idiosyncratic", "Idiosyncratic variation: spread of annotators' individual r with the model",
                   ["attribute", "model", "template", "SD within groups", "SD over all", "ratio", "annotators"],
@@ -317,10 +318,16 @@ def short_pair(pair: str) -> str:
 
 
 def _group_with_r(gap: MetricRow, which: str) -> str:
+    """The named highest/lowest group with its r_G and, where known, its r_G relative to random groups of its
+    size (the basis of the naming)."""
     name = gap.details.get(which)
     if not name:
         return ""
     r = (gap.details.get("group_r") or {}).get(name)
+    excess = (gap.details.get("excess_r") or {}).get(name)
+    if is_number(excess):
+        sign = "+" if excess >= 0 else ""
+        return f"{short_group(str(name))} ({num(r)}; {sign}{num(excess)} vs random groups)"
     return f"{short_group(str(name))} ({num(r)})"
 
 

@@ -149,3 +149,22 @@ def test_null_report_with_groups_7_and_130_names_no_lowest_group():
     table = re.search(r'<table id="table-group-gaps">.*?</table>', html, re.DOTALL).group(0)  # type: ignore[union-attr]
     assert "Non-binary (" not in table and "Man (" not in table      # no group named in highest/lowest columns
     assert "relative to random groups of the same size" in html      # the report says what the headline is
+
+
+def test_significant_gap_names_the_groups_relative_to_random_groups():
+    from accord.analysis.suite import SuiteOptions, compute_all
+    from accord.analysis.synthetic import make_synthetic
+
+    human, ann, llm, items = make_synthetic(n_items=80, n_annotators=30, attributes={"gender": ["Man", "Woman"]},
+                                            models=["m"], templates=["t"], group_effect=1.5, seed=3)
+    woman = ann.loc[ann["gender"] == "Woman", "annotator_id"]
+    mu_w = human[human["annotator_id"].isin(woman)].groupby("item_id")["value"].mean()
+    llm = llm.assign(value=llm["item_id"].map(mu_w), weighted_value=np.nan, parse_status="ok")
+    by = {r.key(): r for r in compute_all(human, ann, llm, items, SuiteOptions(n_resamples=50, n_permutations=200))}
+    gap = by[("group_r_gap", "gender", "m", "t")]
+    assert gap.details["p_adjusted_bh"] < 0.05
+    assert gap.details["highest"] == "gender=Woman" and gap.details["lowest"] == "gender=Man"
+    woman_r = by[("group_pearson_r", "gender=Woman", "m", "t")]
+    assert woman_r.details["effect_vs_random_groups"] > 0 and woman_r.details["effect_ci"][0] > 0
+    assert woman_r.details["mean_annotator_r"] > by[("group_pearson_r", "gender=Man", "m", "t")].details[
+        "mean_annotator_r"]
