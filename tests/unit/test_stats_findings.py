@@ -381,3 +381,18 @@ def test_finding5_report_names_the_direction_of_a_low_gai():
     reading = " ".join(data.readings["association"])
     assert "lower than random groups of the same size" in reading and "agree with each other less" in reading
     assert "two-sided" in reading
+
+
+def test_finding3_report_lists_the_untested_group_with_size_and_reason():
+    from accord.api.report import assemble_report, summarize_run
+
+    from tests.unit.test_report import records_frame, run_fields, run_frames_from
+
+    human, annotators, llm, items, _ = _gender_data()
+    records = compute_all(human, annotators, llm, items, FAST)
+    frames = run_frames_from(human, annotators, llm.assign(label=None, persona_key="", template_family="t",
+                                                           option_order=""), items)
+    data = assemble_report(summarize_run(run_fields(frames), frames), records_frame(records), frames)
+    reading = " ".join(data.readings["groups"])
+    assert "Not tested: Non-binary (1 annotator): 1 annotator, fewer than min_group_size=2" in reading
+    assert "1 annotator has no known gender and belongs to no group" in reading
