@@ -219,8 +219,7 @@ def _attribute_part(ctx: ReportContext, attr: str, tables: GroupTables) -> tuple
     part = PartView(attribute_label(attr), [_attribute_reading(found)])
     plot_name = f"groups-{slug(attr)}"
     if effect_mode:
-        title = (f"Alignment per {attribute_label(attr)} group relative to random groups of the same size: "
-                 "(r_G − r_rest) minus its permutation mean")
+        title = f"Alignment per {attribute_label(attr)} group relative to random groups of the same size"
         xlabel, ref_label = "effect vs random groups of the same size", "no effect (0)"
     else:
         title = f"Alignment per {attribute_label(attr)} group: r between LLM score and the group's mean rating"
