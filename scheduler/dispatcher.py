@@ -17,8 +17,9 @@ Every tick (a fraction of a second):
 
 Before counting, at most once a second, requests whose lease ran out go back to pending
 (``chunk_leases.release_expired``). A chunk is claimed with a lease of only the *pickup window*
-(``pickup_seconds``); the worker that takes it extends the lease and renews it by heartbeat. So a chunk
-whose message was lost with the broker is released and sent again ``pickup_seconds`` after it was sent,
+(``pickup_seconds``, longer for a group whose chunks come back slowly: ``GroupFlow.pickup_window``); the
+worker that takes it extends the lease and renews it by heartbeat. So a chunk whose message was lost with
+the broker is released and sent again ``pickup_seconds`` after it was sent,
 and a killed worker's chunks ``lease_seconds`` after its last heartbeat: a flushed broker costs a run
 seconds, not a lease of minutes.
 
@@ -122,6 +123,15 @@ class GroupFlow:
     def allowance(self, ahead_seconds: float, capacity: int) -> int:
         return max(min(self.low, capacity), min(capacity, math.ceil(self.rate * ahead_seconds)))
 
+    def pickup_window(self, base: float, cap: float) -> float:
+        """How long a chunk sent now may wait for a worker before it counts as lost: ``base``, or longer
+        when the group's chunks are slow to come back (1.5 x the chunks in flight / the completion rate,
+        the wait of a chunk behind all of them), never more than ``cap``. Slow chunks (a local model, one
+        worker) then wait their turn instead of being released and sent again over and over."""
+        if self.rate <= 0:
+            return base
+        return min(cap, max(base, 1.5 * (self.load + self.sent) / self.rate))
+
 
 def allocate(candidates: list[Candidate], free: int, per_run_cap: int,
              exhausted: Callable[[Candidate], bool] | None = None) -> list[Candidate]:
@@ -176,6 +186,7 @@ class Dispatcher:
 
             pickup_seconds = get_settings().pickup_seconds
         self.pickup_seconds = pickup_seconds
+        self.max_pickup_seconds = 6.0 * pickup_seconds
         self.clock = clock
         self.release_every = release_every
         self._released_at: datetime | None = None
@@ -307,8 +318,8 @@ class Dispatcher:
             free = cap - group_load.get(group, 0)
 
             def claim_or_exhausted(c: Candidate) -> bool:
-                chunk_id, ids = self.claimer.claim(c.run_id, c.spec_id, self.chunk_size, self.pickup_seconds,
-                                                   now=now_utc)
+                pickup = self._flows[c.group].pickup_window(self.pickup_seconds, self.max_pickup_seconds)
+                chunk_id, ids = self.claimer.claim(c.run_id, c.spec_id, self.chunk_size, pickup, now=now_utc)
                 if not ids:
                     return True
                 self.send_chunk(self.queue_for(spec_by_id[c.spec_id].provider), c.run_id, chunk_id, ids)
