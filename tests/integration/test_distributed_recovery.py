@@ -170,3 +170,30 @@ def test_flushall_mid_run_still_completes_exactly_once(env) -> None:  # type: ig
     assert status_counts(engine, plan.run_id) == {"done": plan.total}
     logs = "".join(stack.log(n) for n in [*stack.workers, "scheduler"])
     assert "whose lease expired" in logs                  # lost chunks came back through their leases
+
+
+def test_a_chunk_running_longer_than_its_lease_is_kept_by_the_heartbeat(env) -> None:  # type: ignore[no-untyped-def]
+    """Answers taking 2.5 leases: the workers' heartbeat keeps the chunk's lease, so it is neither released
+    nor run twice (one call per request at the server)."""
+    engine, server, stack = env["engine"], env["server"], env["stack"]
+    lease = int(stack.env["ACCORD_LEASE_SECONDS"])
+    released_before = sum(stack.log(n).count("whose lease expired") for n in [*stack.workers, "scheduler"])
+    spec = parse_campaign({
+        "name": "slow", "dataset": "syn", "dimension": "Q_overall", "samples": 1, "items": {"limit": 8},
+        "decoding": {"temperature": 0.7, "seed": 4, "max_tokens": 32},
+        "models": [{"name": "gpt", "provider": "openai", "model": "gpt-4o-mini", "base_url": server.base_url,
+                    "rpm": 2400, "max_concurrency": 16}],
+        "templates": ["likert_unsafe"]})
+    server.configure(latency_ms=2500 * lease)
+    server.reset_stats()
+    try:
+        plan = create_run(engine, spec, mode="distributed")
+        assert plan.total == 8 and plan.cached == 0
+        p = wait_for_run(engine, plan.run_id, 30 * lease, stack=stack)
+    finally:
+        server.configure(latency_ms=50)
+    assert (p.status, p.done, p.failed) == ("completed", plan.total, 0)
+    assert rating_counts(engine, plan.run_id) == (plan.total, plan.total, plan.total)
+    assert server.stats()["requests"] == plan.total                  # nobody ran the chunk a second time
+    released_after = sum(stack.log(n).count("whose lease expired") for n in [*stack.workers, "scheduler"])
+    assert released_after == released_before

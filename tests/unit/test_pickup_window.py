@@ -210,3 +210,37 @@ def test_dispatcher_releases_at_most_once_per_release_interval(db) -> None:  # t
     assert d.tick(now=at(PICKUP + 1.0)).released == 4                 # the next pass
     assert len(c.sent) == 2 and c.sent[1][1] != c.sent[0][1]          # the slot is fed again, a new chunk
     assert run.total == 24
+
+
+def test_lease_keeper_thread_keeps_a_held_chunk_leased(db) -> None:  # type: ignore[no-untyped-def]
+    """The real heartbeat thread against the database: a held chunk's lease moves forward; a dropped
+    one's does not. (Polls with a generous deadline: nothing here depends on the machine's speed.)"""
+    import time
+
+    from accord.models.schema import utcnow
+
+    run = create_run(db, campaign("beat"), mode="distributed")
+    claimed_at = utcnow() - timedelta(seconds=100)                    # both chunks' windows long over
+    chunk, ids = claim(db, run.run_id, claimed_at)
+    _, other_ids = claim(db, run.run_id, claimed_at)
+    initial = claimed_at + timedelta(seconds=PICKUP)
+
+    def lease_of(request_id: int) -> datetime:
+        with Session(db) as s:
+            value = s.get(RatingRequest, request_id).leased_until  # type: ignore[union-attr]
+        assert value is not None
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    keeper = LeaseKeeper(db, lease_seconds=1.5)                       # a beat every 0.5 s
+    keeper.hold(chunk)
+    try:
+        deadline = time.monotonic() + 30
+        while lease_of(ids[0]) <= initial:
+            assert time.monotonic() < deadline, "the heartbeat never renewed the held chunk"
+            time.sleep(0.1)
+        assert lease_of(ids[-1]) > utcnow() - timedelta(seconds=5)    # every request of the chunk, from now
+        assert lease_of(other_ids[0]) == initial                      # a chunk not held is left alone
+        keeper.drop(chunk)
+        assert keeper.held() == []
+    finally:
+        keeper.stop()
