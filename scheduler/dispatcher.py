@@ -126,10 +126,12 @@ class GroupFlow:
     def pickup_window(self, base: float, cap: float) -> float:
         """How long a chunk sent now may wait for a worker before it counts as lost: ``base``, or longer
         when the group's chunks are slow to come back (1.5 x the chunks in flight / the completion rate,
-        the wait of a chunk behind all of them), never more than ``cap``. Slow chunks (a local model, one
-        worker) then wait their turn instead of being released and sent again over and over."""
+        the wait of a chunk behind all of them), never more than ``cap`` (also the window while nothing has
+        come back yet: workers starting, scaling up from zero). Slow chunks (a local model, one worker)
+        then wait their turn instead of being released and sent again over and over. The dispatcher keeps
+        about ``ahead_seconds`` of work in flight, so a busy group's window is ``base``."""
         if self.rate <= 0:
-            return base
+            return cap
         return min(cap, max(base, 1.5 * (self.load + self.sent) / self.rate))
 
 
@@ -168,16 +170,16 @@ def celery_sender() -> SendChunk:
 
 class Dispatcher:
     """``lease_seconds`` is the workers' lease (kept for reference); chunks are claimed with a lease of
-    ``pickup_seconds`` (default: the ``ACCORD_PICKUP_SECONDS`` setting), extended by the worker that takes
-    them. ``clock`` (UTC now) and ``tick(now=...)`` let tests drive the lease clock; ``release_every`` is
+    ``pickup_seconds`` (default: the ``ACCORD_PICKUP_SECONDS`` setting; up to ``max_pickup_seconds``,
+    default 6x, for groups whose chunks come back slowly), extended by the worker that takes them. ``clock`` (UTC now) and ``tick(now=...)`` let tests drive the lease clock; ``release_every`` is
     how often (seconds of that clock) a tick releases expired leases."""
 
     def __init__(self, engine: Engine, *, chunk_size: int, lease_seconds: int, ahead_seconds: float = 6.0,
                  max_chunks_per_run: int = 32, max_chunks_per_group: int = 64, min_chunks_per_group: int = 4,
                  send_chunk: SendChunk | None = None, queue_for: Callable[[str], str] | None = None,
                  on_finished: Callable[[int], None] | None = None, batch_poll_seconds: float | None = None,
-                 pickup_seconds: float | None = None, clock: Callable[[], datetime] = utcnow,
-                 release_every: float = 1.0) -> None:
+                 pickup_seconds: float | None = None, max_pickup_seconds: float | None = None,
+                 clock: Callable[[], datetime] = utcnow, release_every: float = 1.0) -> None:
         self.engine = engine
         self.chunk_size = chunk_size
         self.lease_seconds = lease_seconds
@@ -186,7 +188,7 @@ class Dispatcher:
 
             pickup_seconds = get_settings().pickup_seconds
         self.pickup_seconds = pickup_seconds
-        self.max_pickup_seconds = 6.0 * pickup_seconds
+        self.max_pickup_seconds = max_pickup_seconds if max_pickup_seconds is not None else 6.0 * pickup_seconds
         self.clock = clock
         self.release_every = release_every
         self._released_at: datetime | None = None

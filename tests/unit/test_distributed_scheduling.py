@@ -75,7 +75,7 @@ def test_group_flow_allowance_tracks_completions() -> None:
 
 def test_pickup_window_grows_with_slow_chunks_within_bounds() -> None:
     flow = GroupFlow(low=4, at=0.0)
-    assert flow.pickup_window(base=10, cap=60) == 10                   # nothing observed yet: the base
+    assert flow.pickup_window(base=10, cap=60) == 60                   # nothing came back yet: the cap
     flow.rate, flow.load = 6.0, 38                                     # fast chunks: 38 in flight, 6/s back
     assert flow.pickup_window(base=10, cap=60) == 10                   # about 6 s of queue: the base holds
     flow.rate, flow.load, flow.sent = 0.1, 3, 1                        # a local model: one chunk per 10 s

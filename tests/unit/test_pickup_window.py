@@ -149,7 +149,7 @@ class Collector:
 def test_dispatcher_sends_chunks_lost_with_the_broker_again_after_the_pickup_window(db) -> None:  # type: ignore[no-untyped-def]
     create_run(db, campaign("flush", samples=4), mode="distributed")                # 48 requests
     c = Collector()
-    d = Dispatcher(db, chunk_size=4, lease_seconds=LEASE, pickup_seconds=PICKUP, min_chunks_per_group=4,
+    d = Dispatcher(db, chunk_size=4, lease_seconds=LEASE, pickup_seconds=PICKUP, max_pickup_seconds=PICKUP, min_chunks_per_group=4,
                    send_chunk=c.send, queue_for=lambda p: f"q.{p}", on_finished=lambda _r: None,
                    clock=lambda: pytest.fail("the test drives the clock"))  # type: ignore[arg-type,return-value]
     d.tick(now=at(0))
@@ -199,7 +199,7 @@ def test_dispatcher_sends_chunks_lost_with_the_broker_again_after_the_pickup_win
 def test_dispatcher_releases_at_most_once_per_release_interval(db) -> None:  # type: ignore[no-untyped-def]
     run = create_run(db, campaign("interval"), mode="distributed")
     c = Collector()
-    d = Dispatcher(db, chunk_size=4, lease_seconds=LEASE, pickup_seconds=PICKUP, min_chunks_per_group=1,
+    d = Dispatcher(db, chunk_size=4, lease_seconds=LEASE, pickup_seconds=PICKUP, max_pickup_seconds=PICKUP, min_chunks_per_group=1,
                    max_chunks_per_run=1, send_chunk=c.send, queue_for=lambda p: f"q.{p}",
                    on_finished=lambda _r: None, release_every=1.0)
     d.tick(now=at(0))
