@@ -1,4 +1,4 @@
-"""Leases of the distributed mode with a driven clock (SQLite; no broker, no worker): a chunk is claimed
+"""Leases of the distributed mode with a driven clock (SQLite and PostgreSQL; no broker, no worker): a chunk is claimed
 with a lease of only the pickup window; a worker taking it extends the lease, its heartbeat renews it; a
 chunk never taken (its message lost with the broker) comes back after the pickup window, a dead worker's
 after one lease; the dispatcher sends the released requests again under new chunk ids, and the stale
@@ -35,10 +35,11 @@ def at(seconds: float) -> datetime:
 
 
 @pytest.fixture
-def db(sqlite_engine, tmp_path: Path):  # type: ignore[no-untyped-def]
+def db(engine, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """SQLite, and PostgreSQL when it runs (``engine`` marks that variant ``postgres``)."""
     kwargs = make_sparse_dataset(tmp_path, n_items=12, n_annotators=20, seed=2)
-    import_dataset(sqlite_engine, ImportSpec(**{**kwargs, "name": "syn"}))
-    return sqlite_engine
+    import_dataset(engine, ImportSpec(**{**kwargs, "name": "syn"}))
+    return engine
 
 
 def campaign(name: str, samples: int = 2):  # type: ignore[no-untyped-def]
