@@ -1,9 +1,10 @@
 """Celery tasks of the distributed mode.
 
 ``accord.execute_chunk(run_id, chunk_id, request_ids)`` runs ``accord.worker.execute.execute_chunk`` on the
-requests the chunk still owns, its lease renewed by the process's heartbeat thread (``LeaseKeeper``) while it
-works, then hands back whatever it did not finish (requests skipped while the run was paused). It is idempotent: a redelivered or stale message finds
-its requests done or owned by another chunk and does nothing, and ``rating.request_id`` is unique.
+requests the chunk still owns (``accord.worker.leases``), its lease renewed by the process's heartbeat
+thread (``LeaseKeeper``) while it works, then hands back whatever it did not finish (requests skipped while
+the run was paused). It is idempotent: a redelivered or stale message finds its requests done or owned by
+another chunk and does nothing, and ``rating.request_id`` is unique.
 
 Each worker process keeps one ``WorkerRuntime``: a database engine, one provider pool (HTTP clients, the
 local model), the Redis rate limiter and hot cache, and two asyncio event loops in threads: the execution
