@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import redis
 from accord.models import db
 from accord.models.settings import get_settings
+from accord.worker.budget import RedisBudgetLedger
 from accord.worker.celery_app import EXECUTE_TASK, app, get_distributed_settings
 from accord.worker.execute import ChunkOutcome, ExecutionContext, execute_chunk
 from accord.worker.leases import LeaseKeeper, release_chunk, take_ownership
@@ -118,6 +119,7 @@ class WorkerRuntime:
         self.hot_cache = RedisHotCache(self.redis, ttl_seconds=dist.cache_ttl_seconds)
         self.ctx = ExecutionContext(engine=self.engine, providers=self.providers,
                                     limiter=FeedbackOnlyLimiter(self.limiter), hot_cache=self.hot_cache,
+                                    budget=RedisBudgetLedger(self.redis),
                                     max_attempts=settings.max_attempts)
         self.lease_seconds = settings.lease_seconds
         self.leases = LeaseKeeper(self.engine, self.lease_seconds)
