@@ -1,15 +1,19 @@
 """Celery tasks of the distributed mode.
 
 ``accord.execute_chunk(run_id, chunk_id, request_ids)`` runs ``accord.worker.execute.execute_chunk`` on the
-requests the chunk still owns, renewing their lease while it works, then hands back whatever it did not
-finish (requests skipped while the run was paused). It is idempotent: a redelivered or stale message finds
-its requests done or owned by another chunk and does nothing, and ``rating.request_id`` is unique.
+requests the chunk still owns (``accord.worker.leases``), its lease renewed by the process's heartbeat
+thread (``LeaseKeeper``) while it works, then hands back whatever it did not finish (requests skipped while
+the run was paused). It is idempotent: a redelivered or stale message finds its requests done or owned by
+another chunk and does nothing, and ``rating.request_id`` is unique.
 
 Each worker process keeps one ``WorkerRuntime``: a database engine, one provider pool (HTTP clients, the
 local model), the Redis rate limiter and hot cache, and two asyncio event loops in threads: the execution
 loop, on which every chunk of the process runs, and the network loop, on which provider calls are admitted
 by the limiter and sent (``accord.worker.network_pool``). Prefork children (one runtime per child, created
 after the fork; the default) or task threads (``-P threads``) submit their chunk and wait.
+
+The control queue's tasks (``accord.reconcile``, ``accord.postprocess``) are the scheduler's:
+``accord.scheduler.control_tasks``.
 """
 
 from __future__ import annotations
@@ -27,16 +31,10 @@ from typing import Any, TypeVar
 import redis
 from accord.models import db
 from accord.models.settings import get_settings
-from accord.scheduler.chunk_leases import release_chunk, renew_lease, take_ownership
-from accord.worker.celery_app import (
-    EXECUTE_TASK,
-    POSTPROCESS_TASK,
-    RECONCILE_TASK,
-    app,
-    get_distributed_settings,
-)
 from accord.worker.budget import RedisBudgetLedger
+from accord.worker.celery_app import EXECUTE_TASK, app, get_distributed_settings
 from accord.worker.execute import ChunkOutcome, ExecutionContext, execute_chunk
+from accord.worker.leases import LeaseKeeper, release_chunk, take_ownership
 from accord.worker.network_pool import FeedbackOnlyLimiter, NetworkLoop, NetworkProviderPool
 from accord.worker.rate_limiter import RedisRateLimiter
 from accord.worker.response_cache import RedisHotCache
@@ -124,6 +122,7 @@ class WorkerRuntime:
                                     budget=RedisBudgetLedger(self.redis),
                                     max_attempts=settings.max_attempts)
         self.lease_seconds = settings.lease_seconds
+        self.leases = LeaseKeeper(self.engine, self.lease_seconds)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run_execution_loop, name="accord-worker-loop", daemon=True)
         self.thread.start()
@@ -144,20 +143,16 @@ class WorkerRuntime:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
-    async def execute_leased(self, chunk_id: str, request_ids: list[int]) -> ChunkOutcome:
-        """Execute the chunk, renewing its lease every third of the lease while it runs."""
-        task = asyncio.ensure_future(execute_chunk(self.ctx, request_ids))
-        every = max(self.lease_seconds / 3.0, 1.0)
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=every)
-            if done:
-                return task.result()
-            try:
-                await asyncio.to_thread(renew_lease, self.engine, chunk_id, self.lease_seconds)
-            except Exception:   # the database briefly away: the lease may lapse, the chunk stays correct
-                log.exception("chunk %s: lease renewal failed", chunk_id)
+    def execute_leased(self, chunk_id: str, request_ids: list[int]) -> ChunkOutcome:
+        """Execute the chunk on the execution loop, its lease renewed by the heartbeat thread meanwhile."""
+        self.leases.hold(chunk_id)
+        try:
+            return self.run(execute_chunk(self.ctx, request_ids))
+        finally:
+            self.leases.drop(chunk_id)
 
     def close(self) -> None:
+        self.leases.stop()
         if not self.loop.is_running():
             return
         try:
@@ -222,7 +217,7 @@ def run_chunk(rt: WorkerRuntime, run_id: int, chunk_id: str, request_ids: list[i
         return {"run_id": run_id, "chunk_id": chunk_id, "owned": 0}
     before = (rt.limiter.stats.waited_s, rt.limiter.stats.window_waits, rt.limiter.stats.rate_limited)
     started = time.monotonic()
-    outcome = rt.run(rt.execute_leased(chunk_id, ids))
+    outcome = rt.execute_leased(chunk_id, ids)
     released = release_chunk(rt.engine, chunk_id)
     result = {"run_id": run_id, "chunk_id": chunk_id, "owned": len(ids), "released": released, **asdict(outcome),
               "seconds": round(time.monotonic() - started, 3),
@@ -240,18 +235,3 @@ def execute_chunk_task(run_id: int, chunk_id: str, request_ids: list[int]) -> di
     log.info("chunk %s of run %s: %s", chunk_id[:8], run_id,
              {k: v for k, v in result.items() if k not in ("run_id", "chunk_id", "errors") and v})
     return result
-
-
-@app.task(name=RECONCILE_TASK, acks_late=True, ignore_result=True)
-def reconcile_task() -> dict[str, Any]:
-    from accord.scheduler.reconcile import reconcile_once
-
-    report = reconcile_once(runtime().engine, grace_seconds=get_distributed_settings().postprocess_grace_seconds)
-    return {"released": report.released, "finalized": report.finalized, "postprocess_sent": report.postprocess_sent}
-
-
-@app.task(name=POSTPROCESS_TASK, acks_late=True, ignore_result=True)
-def postprocess_task(run_id: int) -> bool:
-    from accord.scheduler.reconcile import postprocess_once
-
-    return postprocess_once(runtime().engine, run_id)
