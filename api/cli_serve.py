@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
+from accord.models.yaml_loader import safe_load
 from rich.console import Console
 
 console = Console()
@@ -179,7 +179,7 @@ def remote_upload(mapping: Path = typer.Argument(..., help="YAML/JSON of import 
                   items: Path | None = typer.Option(None, "--items"),
                   annotators: Path | None = typer.Option(None, "--annotators")) -> None:
     """Upload a dataset."""
-    doc = yaml.safe_load(mapping.read_text(encoding="utf-8")) or {}
+    doc = safe_load(mapping.read_text(encoding="utf-8")) or {}
     base = mapping.parent
     files: dict[str, Any] = {}
     for field, option in (("ratings_file", ratings), ("items_file", items), ("annotators_file", annotators)):
@@ -198,7 +198,7 @@ def remote_submit(campaign: Path = typer.Argument(..., help="Campaign YAML or JS
                   follow: bool = typer.Option(True, help="Follow the run until it finishes."),
                   budget: float | None = typer.Option(None, help="Budget cap in dollars.")) -> None:
     """Create a campaign on the server and start a run of it."""
-    document = yaml.safe_load(campaign.read_text(encoding="utf-8"))
+    document = safe_load(campaign.read_text(encoding="utf-8"))
     with _client() as client:
         created = _call(client.create_campaign, document)
         run = _call(client.start_run, created["id"], budget_usd=budget)

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import yaml
 
-from accord.models.yaml_loader import safe_load
+from accord.models.yaml_loader import DocumentLimitError, json_loads, safe_load, yaml_error_text
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROVIDERS = ("local", "openai", "anthropic")
@@ -218,9 +218,13 @@ def load_campaign(path: str | Path) -> CampaignSpec:
     except UnicodeDecodeError as e:
         raise CampaignSpecError(f"{path}: not UTF-8 text (byte {e.start})") from None
     try:
-        document = json.loads(text) if path.suffix == ".json" else safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as e:
-        raise CampaignSpecError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+        document = json_loads(text) if path.suffix == ".json" else safe_load(text)
+    except yaml.YAMLError as e:
+        raise CampaignSpecError(f"{path}: not valid YAML: {yaml_error_text(e)}") from None
+    except json.JSONDecodeError as e:
+        raise CampaignSpecError(f"{path}: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+    except DocumentLimitError as e:
+        raise CampaignSpecError(f"{path}: {e}") from None
     spec = parse_campaign(document, str(path))
     # Template paths are relative to the campaign file.
     for t in spec.templates:

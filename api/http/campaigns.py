@@ -22,6 +22,7 @@ from accord.api.http.problems import ProblemError, invalid, validation_errors
 from accord.api.http.store import dataset_by_name
 from accord.api.http.template_store import TemplateStore
 from accord.models.schema import Campaign, Dataset, Run
+from accord.models.yaml_loader import DocumentLimitError, json_loads, safe_load, yaml_error_text
 from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, parse_campaign
 from accord.scheduler.expand import CampaignError, RunPlan, create_run, resolve_campaign
 from accord.scheduler.plan import plan_campaign as estimate_plan
@@ -58,19 +59,19 @@ def parse_document(body: bytes, content_type: str) -> Any:
         raise invalid("body: not UTF-8 text", field="body") from None
     if ctype in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
         try:
-            return yaml.safe_load(text)
+            return safe_load(text)
         except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            raise invalid(f"body: not valid YAML{where}", field="body") from None
+            raise invalid(f"body: not valid YAML: {yaml_error_text(err)}", field="body") from None
     if ctype not in ("application/json", "") and not ctype.endswith("+json"):
         raise ProblemError(415, f"send JSON (application/json) or YAML (application/yaml), not {ctype!r}",
                            errors=[{"field": "body", "message": "unsupported media type"}])
     try:
-        return json.loads(text)
+        return json_loads(text)
     except json.JSONDecodeError as err:
         raise invalid(f"body: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})",
                       field="body") from None
+    except DocumentLimitError as err:
+        raise invalid(f"body: {err}", field="body") from None
 
 
 def _spec_errors(document: Any) -> list[dict[str, str]]:
