@@ -21,14 +21,20 @@ from accord.api.http.config import ApiSettings
 from accord.api.http.problems import ProblemError, invalid, validation_errors
 from accord.api.http.store import dataset_by_name
 from accord.api.http.template_store import TemplateStore
-from accord.models.schema import Campaign, Dataset, Run
+from accord.models.schema import Campaign, Dataset, Item, Run
 from accord.models.yaml_loader import DocumentLimitError, json_loads, safe_load, yaml_error_text
-from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, parse_campaign
-from accord.scheduler.expand import CampaignError, RunPlan, create_run, resolve_campaign
+from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, check_request_count, parse_campaign
+from accord.scheduler.expand import CampaignError, RunPlan, create_run, personas_for, resolve_campaign
 from accord.scheduler.plan import plan_campaign as estimate_plan
-from accord.worker.prompt_templates import TemplateSpecError, bundled_template_names, load_template
+from accord.worker.prompt_templates import (
+    TemplateRenderError,
+    TemplateSpecError,
+    bundled_template_names,
+    load_template,
+    render_messages,
+)
 from pydantic import ValidationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -123,11 +129,12 @@ def validate_campaign(engine: Engine, settings: ApiSettings, templates: Template
     # Templates: bundled by name, custom (this project's) by name pinned to a version.
     exec_spec = spec.model_copy(deep=True)
     bundled = set(bundled_template_names())
+    persona_templates: list[bool] = []
     for j, (ref, exec_ref) in enumerate(zip(spec.templates, exec_spec.templates)):
         assert ref.name is not None
         try:
             if ref.name in bundled:
-                load_template(ref.name, None, ref.version, ref.params)
+                persona_templates.append(load_template(ref.name, None, ref.version, ref.params).persona)
                 continue
             stored = templates.find(principal.namespace, ref.name, ref.version)
             if stored is None:
@@ -139,7 +146,7 @@ def validate_campaign(engine: Engine, settings: ApiSettings, templates: Template
             exec_ref.name = None
             exec_ref.path = str(stored.path)
             exec_ref.version = stored.version
-            load_template(None, str(stored.path), stored.version, ref.params)
+            persona_templates.append(load_template(None, str(stored.path), stored.version, ref.params).persona)
         except TemplateSpecError as err:
             message = str(err).replace(str(templates.root), "templates")
             raise invalid(f"templates.{j}: {message}", field=f"templates.{j}") from None
@@ -151,11 +158,28 @@ def validate_campaign(engine: Engine, settings: ApiSettings, templates: Template
             raise invalid(f"dataset: no dataset named {spec.dataset!r} in this project; uploaded: "
                           f"{', '.join(names) or 'none'}", field="dataset")
         try:
+            # The request count, from counts alone, before anything is expanded or loaded.
+            n_items = len(spec.items.ids) if spec.items.ids else session.execute(
+                select(func.count()).select_from(Item).where(Item.dataset_id == ds.id)).scalar_one()
+            if spec.items.limit is not None:
+                n_items = min(n_items, spec.items.limit)
+            n_personas = len(personas_for(session, ds, exec_spec)) if any(persona_templates) else 0
+            try:
+                check_request_count(spec, n_items, n_personas, persona_templates)
+            except CampaignSpecError as err:
+                raise invalid(str(err), field="body") from None
             expansion = resolve_campaign(session, exec_spec, project_id)
         except (CampaignError, TemplateSpecError) as err:
             message = str(err).replace(str(templates.root), "templates")
             field = message.split(":", 1)[0] if ":" in message and " " not in message.split(":", 1)[0] else "body"
             raise invalid(message, field=field) from None
+    # Every template must render (within the sandbox's limits) on an item of this dataset.
+    sample_persona = expansion.personas[0] if expansion.personas else None
+    for j, tmpl in enumerate(expansion.templates):
+        try:
+            render_messages(tmpl, expansion.items[0].content, sample_persona if tmpl.persona else None)
+        except TemplateRenderError as err:
+            raise invalid(f"templates.{j}: {err}", field=f"templates.{j}") from None
     return ValidatedCampaign(spec=spec, exec_spec=exec_spec, dataset_id=ds.id, dataset_name=ds.name,  # type: ignore[arg-type]
                              dimension=expansion.dimension, n_items=len(expansion.items),
                              n_personas=len(expansion.personas), total=expansion.count(exec_spec))

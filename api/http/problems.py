@@ -105,7 +105,7 @@ def problem_response(request: Request | None, status: int, detail: str, *, slug:
         "type": PROBLEM_BASE + (slug or _SLUGS.get(status, "error")),
         "title": title or _TITLES.get(status, "Error"),
         "status": status,
-        "detail": detail,
+        "detail": bounded(detail),
     }
     if request is not None:
         body["instance"] = request.url.path
@@ -113,7 +113,8 @@ def problem_response(request: Request | None, status: int, detail: str, *, slug:
         if request_id:
             body["request_id"] = request_id
     if errors:
-        body["errors"] = errors
+        body["errors"] = [{"field": bounded(e.get("field") or "", MAX_FIELD_CHARS),
+                           "message": bounded(e.get("message") or "", 500)} for e in errors[:MAX_ERRORS]]
     body.update({k: v for k, v in extensions.items() if v is not None})
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
@@ -125,12 +126,25 @@ def _loc_to_field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+MAX_DETAIL_CHARS = 1000
+MAX_FIELD_CHARS = 200
+MAX_ERRORS = 20
+
+
+def bounded(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """A message cut to ``limit`` characters: problems never echo unbounded input."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """FastAPI/pydantic errors as field/message pairs, without the offending input values."""
+    """FastAPI/pydantic errors as field/message pairs, without the offending input values (at most
+    ``MAX_ERRORS``, each bounded: a field path may hold a key of the submitted document)."""
     out = []
-    for e in errors:
+    for e in errors[:MAX_ERRORS]:
         message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-        out.append({"field": _loc_to_field(e.get("loc", ())), "message": message})
+        out.append({"field": bounded(_loc_to_field(e.get("loc", ())), MAX_FIELD_CHARS),
+                    "message": bounded(message, 500)})
     return out
 
 
