@@ -189,7 +189,11 @@ def resolve_template(doc: dict[str, Any], params: dict[str, Any], source: str = 
 
 
 class TemplateRenderError(TemplateSpecError):
-    """A template that fails to render, or asks for more than the sandbox allows."""
+    """A template that fails to render, or (``over_limit``) asks for more than the sandbox allows."""
+
+    def __init__(self, message: str, over_limit: bool = False) -> None:
+        super().__init__(message)
+        self.over_limit = over_limit
 
 
 _budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("accord_render_budget", default=None)
@@ -364,7 +368,8 @@ def _render(source: str, context: dict[str, Any], field_name: str) -> str:
         return "".join(out)
     except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError, RecursionError, MemoryError) as e:
         reason = " ".join(str(e).split())[:300] or type(e).__name__
-        raise TemplateRenderError(f"field '{field_name}' does not render: {reason}") from None
+        over = isinstance(e, (SecurityError, RecursionError, MemoryError))
+        raise TemplateRenderError(f"field '{field_name}' does not render: {reason}", over_limit=over) from None
     finally:
         _budget.reset(token)
 

@@ -19,6 +19,7 @@ from accord.api.http import (
     routes_runs,
     routes_templates,
 )
+from accord.api.http.auth import SessionSigner
 from accord.api.http.backends import ExecutionBackend, make_backend
 from accord.api.http.config import ApiSettings
 from accord.api.http.deps import AppState, LoginRequired
@@ -65,6 +66,7 @@ def create_app(engine: Engine | None = None, *, settings: ApiSettings | None = N
         engine=engine, settings=settings, backend=backend, metrics=metrics,
         limiter=KeyRateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         templates=TemplateStore(settings.templates_dir or get_settings().home / "api-templates"), reports=ReportCache(),
+        sessions=SessionSigner(settings.session_secret, settings.session_max_age_s),
     )
 
     @asynccontextmanager
