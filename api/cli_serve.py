@@ -1,7 +1,7 @@
 """CLI commands of the HTTP API (registered by ``accord.api.cli``):
 
 - ``accord serve [--host --port --execution]`` runs the API and dashboard (uvicorn);
-- ``accord project create NAME`` / ``accord project list``;
+- ``accord project create NAME`` / ``accord project list`` / ``accord project delete NAME``;
 - ``accord key create PROJECT [--name]`` prints a new API key ONCE; ``accord key revoke ID|PREFIX``;
   ``accord key list PROJECT``;
 - ``accord openapi [-o FILE]`` writes the API's OpenAPI document (``api/openapi.json`` in the repository);
@@ -81,9 +81,34 @@ def project_list() -> None:
     from sqlalchemy import select
     from sqlmodel import Session
 
+    from accord.api.http.auth import DELETED_PREFIX
+
     with Session(_engine()) as session:
         for p in session.execute(select(Project).order_by(Project.id)).scalars():
-            console.print(f"{p.id}\t{p.name}")
+            if not p.name.startswith(DELETED_PREFIX):
+                console.print(f"{p.id}\t{p.name}")
+
+
+@project_app.command("delete")
+def project_delete(project: str = typer.Argument(..., help="Project name or id."),
+                   yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
+    """Delete a project with its keys, datasets, campaigns, runs and cached answers. Its id is never reused."""
+    from accord.api.http.auth import AuthAdminError, delete_project, find_project
+    from accord.api.http.config import ApiSettings
+    from accord.models.settings import get_settings
+
+    engine = _engine()
+    try:
+        found = find_project(engine, project)
+    except AuthAdminError as e:
+        _fail(str(e))
+        return
+    if not yes and not typer.confirm(f"delete project {found.name} (id {found.id}) and everything it owns?"):
+        raise typer.Exit(1)
+    root = ApiSettings().templates_dir or get_settings().home / "api-templates"
+    counts = delete_project(engine, str(found.id), templates_root=root)
+    console.print(f"deleted project {found.name} (id {found.id}): {counts['api_key']} keys, {counts['run']} runs, "
+                  f"{counts['rating']} answers, {counts['dataset']} datasets")
 
 
 @key_app.command("create")

@@ -88,7 +88,33 @@ def create_app(engine: Engine | None = None, *, settings: ApiSettings | None = N
     for module in (routes_health, routes_datasets, routes_templates, routes_campaigns, routes_runs, dashboard):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    _add_document_schemas(app)
     return app
+
+
+def _add_document_schemas(app: FastAPI) -> None:
+    """Define the request bodies that routes read by hand (JSON or YAML): ``CampaignDocument`` and
+    ``TemplateDocument``, so clients and fuzzers know their fields."""
+    from accord.api.http.schemas import TemplateDocument
+    from accord.scheduler.campaign_spec import CampaignSpec
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, model in (("CampaignDocument", CampaignSpec), ("TemplateDocument", TemplateDocument)):
+            doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for def_name, definition in doc.pop("$defs", {}).items():
+                components.setdefault(def_name, definition)
+            doc["title"] = name
+            components[name] = doc
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _install_dashboard_handlers(app: FastAPI) -> None:

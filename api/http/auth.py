@@ -10,15 +10,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from accord.api.http.problems import ProblemError
 from accord.models.schema import ApiKey, Project, utcnow
 from fastapi import Request
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -68,10 +70,15 @@ def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+DELETED_PREFIX = "deleted:"
+
+
 def create_project(engine: Engine, name: str) -> Project:
     name = name.strip()
     if not name or len(name) > 200:
         raise AuthAdminError("a project name must have 1 to 200 characters")
+    if name.startswith(DELETED_PREFIX):
+        raise AuthAdminError(f"a project name may not start with {DELETED_PREFIX!r}")
     with Session(engine, expire_on_commit=False) as session:
         project = Project(name=name)
         session.add(project)
@@ -88,9 +95,64 @@ def find_project(engine: Engine, name_or_id: str) -> Project:
         project = session.execute(q).scalar_one_or_none()
         if project is None and name_or_id.isdigit():
             project = session.get(Project, int(name_or_id))
-        if project is None:
-            raise AuthAdminError(f"no project named {name_or_id!r}")
+        if project is None or project.name.startswith(DELETED_PREFIX):
+            raise AuthAdminError(f"no project named {name_or_id[:200]!r}")
         return project
+
+
+def delete_project(engine: Engine, project: str | int, templates_root: Path | None = None) -> dict[str, int]:
+    """Delete a project with everything it owns: its keys, runs with their requests and (cached) answers,
+    campaigns, datasets, model specs and custom templates. The project row stays as a nameless tombstone,
+    so its id is never given to another project (SQLite would otherwise reuse the highest id), and neither
+    a key nor a cached answer of the deleted project can ever reach a later one. Returns rows deleted per
+    table."""
+    from accord.models.schema import (
+        Annotator,
+        Campaign,
+        Dataset,
+        HumanRating,
+        Item,
+        Metric,
+        ModelSpec,
+        ProviderBatch,
+        ProviderBatchRequest,
+        Rating,
+        RatingRequest,
+        Run,
+    )
+
+    proj = find_project(engine, str(project))
+    pid = proj.id
+    namespace = Principal(project_id=pid, project_name=proj.name, key_id=0, key_prefix="",  # type: ignore[arg-type]
+                          project_created_at=proj.created_at.replace(tzinfo=None) if proj.created_at else None).namespace
+    counts: dict[str, int] = {}
+    with engine.begin() as conn:
+        runs = select(Run.id).where(Run.project_id == pid).scalar_subquery()  # type: ignore[arg-type]
+        batches = select(ProviderBatch.id).where(ProviderBatch.run_id.in_(runs)).scalar_subquery()  # type: ignore[attr-defined]
+        datasets = select(Dataset.id).where(Dataset.project_id == pid).scalar_subquery()  # type: ignore[arg-type]
+        items = select(Item.id).where(Item.dataset_id.in_(datasets)).scalar_subquery()  # type: ignore[attr-defined]
+        steps = [
+            ("api_key", delete(ApiKey).where(ApiKey.project_id == pid)),  # type: ignore[arg-type]
+            ("provider_batch_request", delete(ProviderBatchRequest).where(ProviderBatchRequest.batch_id.in_(batches))),  # type: ignore[attr-defined]
+            ("rating", delete(Rating).where(Rating.run_id.in_(runs))),  # type: ignore[attr-defined]
+            ("metric", delete(Metric).where(Metric.run_id.in_(runs))),  # type: ignore[attr-defined]
+            ("provider_batch", delete(ProviderBatch).where(ProviderBatch.run_id.in_(runs))),  # type: ignore[attr-defined]
+            ("rating_request", delete(RatingRequest).where(RatingRequest.run_id.in_(runs))),  # type: ignore[attr-defined]
+            ("run", delete(Run).where(Run.project_id == pid)),  # type: ignore[arg-type]
+            ("campaign", delete(Campaign).where(Campaign.project_id == pid)),  # type: ignore[arg-type]
+            ("human_rating", delete(HumanRating).where(HumanRating.item_id.in_(items))),  # type: ignore[attr-defined]
+            ("item", delete(Item).where(Item.dataset_id.in_(datasets))),  # type: ignore[attr-defined]
+            ("annotator", delete(Annotator).where(Annotator.dataset_id.in_(datasets))),  # type: ignore[attr-defined]
+            ("dataset", delete(Dataset).where(Dataset.project_id == pid)),  # type: ignore[arg-type]
+            ("model_spec", delete(ModelSpec).where(ModelSpec.project_id == pid)),  # type: ignore[arg-type]
+        ]
+        for table, statement in steps:
+            counts[table] = conn.execute(statement).rowcount or 0
+        conn.execute(update(Project).where(Project.id == pid)  # type: ignore[arg-type]
+                     .values(name=f"{DELETED_PREFIX}{pid}:{secrets.token_hex(8)}"))
+    if templates_root is not None:
+        shutil.rmtree(Path(templates_root) / namespace, ignore_errors=True)
+    return counts
 
 
 def create_key(engine: Engine, project: str | int, name: str = "") -> NewKey:

@@ -104,6 +104,15 @@ def _policy_errors(spec: CampaignSpec, settings: ApiSettings) -> list[dict[str, 
             errors.append({"field": f"models.{i}.api_key_env",
                            "message": f"must be one of the server's credential variables: "
                                       f"{', '.join(settings.allowed_key_envs) or 'none'}"})
+        elif m.api_key_env is not None and m.provider != "local":
+            # Each credential goes only to the endpoints it is bound to, whatever else is allowed.
+            endpoint = m.base_url.rstrip("/") if m.base_url else m.provider
+            bound = {e.rstrip("/") for e in settings.key_endpoints.get(m.api_key_env, [])}
+            if endpoint not in bound:
+                where = "this endpoint" if m.base_url else f"the {m.provider} API"
+                errors.append({"field": f"models.{i}.api_key_env",
+                               "message": f"{m.api_key_env} may not be sent to {where} on this server (ask the "
+                                          "operator to bind it in ACCORD_API_KEY_ENDPOINTS)"})
     for j, t in enumerate(spec.templates):
         if t.path is not None:
             errors.append({"field": f"templates.{j}.path",

@@ -24,6 +24,10 @@ class ApiSettings(BaseSettings):
         default_factory=list,
         description="Provider endpoints a campaign may name in base_url; any other is refused (no SSRF, no leaking "
                     "the server's keys to an endpoint of the submitter's choosing).")
+    key_endpoints: dict[str, list[str]] = Field(
+        default_factory=lambda: {"OPENAI_API_KEY": ["openai"], "ANTHROPIC_API_KEY": ["anthropic"]},
+        description="Where each credential variable may be sent: endpoints of allowed_base_urls, or 'openai' / "
+                    "'anthropic' for that provider's own endpoint. A variable not listed is sent nowhere.")
     execution: str = Field(default="embedded", description="embedded (runs execute in this process) or distributed.")
     metrics_token: str | None = Field(default=None, description="Bearer token for /metrics; unset: /metrics is off.")
     cookie_secure: bool = Field(default=True, description="Mark the dashboard's session cookie Secure (sent over HTTPS "
