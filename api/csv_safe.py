@@ -21,9 +21,11 @@ def neutralise(value: Any) -> Any:
 
 def neutralise_frame(frame: Any) -> Any:
     """A copy of a pandas DataFrame whose text cells (and column names) are neutralised."""
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
     out = frame.copy()
     for column in out.columns:
-        if out[column].dtype == object:
+        if is_object_dtype(out[column]) or is_string_dtype(out[column]):
             out[column] = out[column].map(neutralise)
     out.columns = [neutralise(str(c)) for c in out.columns]
     return out
