@@ -169,13 +169,10 @@ def import_error_location(message: str) -> dict[str, Any]:
 
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route of the app answers at this path (Starlette names only the first route's)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match != Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
     order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-    return sorted(methods, key=lambda m: order.index(m) if m in order else len(order))
+    scope = {k: v for k, v in request.scope.items() if k not in ("route", "endpoint", "path_params")}
+    return [method for method in order
+            if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in request.app.router.routes)]
 
 
 def install_problem_handlers(app: FastAPI) -> None:
