@@ -364,3 +364,70 @@ def test_provider_clients_do_not_follow_redirects(provider_kind: str, monkeypatc
         for server in (target, allowed):
             server.shutdown()
             server.server_close()
+
+
+def test_cli_plan_and_run_refuse_a_campaign_over_the_limit_before_loading_items(
+        sqlite_engine: Any, tmp_path: Path, set_limits: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import accord.scheduler.expand as expand
+    from accord.models.dataset_import import import_dataset
+    from accord.models.import_spec import ImportSpec
+    from accord.scheduler.campaign_spec import parse_campaign
+    from accord.scheduler.plan import plan_campaign
+    from tests.fakes.synthetic_dataset import make_sparse_dataset
+
+    import_dataset(sqlite_engine, ImportSpec(**{**make_sparse_dataset(tmp_path, n_items=12, n_annotators=40, seed=3),
+                                                "name": "syn"}))
+    loaded: list[int] = []
+    real = expand.select_items
+    monkeypatch.setattr(expand, "select_items", lambda *a, **k: (loaded.append(1), real(*a, **k))[1])
+    set_limits(max_requests_per_run=50)
+    spec = parse_campaign({"name": "c", "dataset": "syn", "dimension": "Q_overall", "samples": 5,
+                           "models": [{"name": "b", "provider": "local"}], "templates": ["binary_unsafe"]})
+    with pytest.raises(expand.CampaignError, match=r"expands to 60 rating requests .* limit of 50"):
+        plan_campaign(sqlite_engine, spec)
+    with pytest.raises(expand.CampaignError, match="expands to 60 rating requests"):
+        expand.create_run(sqlite_engine, spec)
+    assert loaded == []
+    with sqlite_engine.connect() as conn:
+        from sqlalchemy import text
+
+        assert conn.execute(text("SELECT count(*) FROM run")).scalar_one() == 0
+
+
+def test_plan_streams_the_expansion_in_bounded_batches(sqlite_engine: Any, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import accord.scheduler.plan as plan
+    from accord.models.dataset_import import import_dataset
+    from accord.models.import_spec import ImportSpec
+    from accord.scheduler.campaign_spec import parse_campaign
+    from tests.fakes.synthetic_dataset import make_sparse_dataset
+
+    import_dataset(sqlite_engine, ImportSpec(**{**make_sparse_dataset(tmp_path, n_items=12, n_annotators=40, seed=3),
+                                                "name": "syn"}))
+    looked_up: list[int] = []
+    real = plan._cached_keys
+    monkeypatch.setattr(plan, "_cached_keys", lambda session, keys: (looked_up.append(len(keys)),
+                                                                      real(session, keys))[1])
+    spec = parse_campaign({"name": "c", "dataset": "syn", "dimension": "Q_overall", "samples": 100,
+                           "models": [{"name": "b", "provider": "local"}], "templates": ["binary_unsafe"]})
+    result = plan.plan_campaign(sqlite_engine, spec)
+    assert result.requests == 1200
+    assert looked_up == [900, 300], "requests must be looked up (and held) a batch at a time"
+
+
+def test_docs_list_every_limit_with_its_default() -> None:
+    from accord.api.http.config import ApiSettings
+    from accord.models.limits import Limits
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert "docs/security.md" in readme
+    for name, field in Limits.model_fields.items():
+        row = next((line for line in docs.splitlines() if f"`ACCORD_LIMIT_{name.upper()}`" in line), None)
+        assert row is not None, f"docs/security.md does not list ACCORD_LIMIT_{name.upper()}"
+        assert f"| {field.default} " in row, f"docs/security.md: wrong default for ACCORD_LIMIT_{name.upper()}"
+    for name in ("max_upload_bytes", "max_document_bytes", "rate_limit_per_minute", "rate_limit_burst",
+                 "allowed_key_envs", "allowed_base_urls", "key_endpoints", "cookie_secure", "session_secret",
+                 "session_max_age_s", "metrics_token"):
+        assert f"`ACCORD_API_{name.upper()}`" in docs, name
+        assert name in ApiSettings.model_fields
