@@ -239,8 +239,8 @@ def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (defa
 def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout for csv).")) -> None:
     """Export every rating request of a run with its rating (one row per request)."""
-    from accord.scheduler.run_control import RunStateError, get_run
     from accord.api.csv_safe import neutralise_frame
+    from accord.scheduler.run_control import RunStateError, get_run
     from accord.scheduler.run_frames import load_llm_frame
 
     if fmt not in ("csv", "parquet"):

@@ -77,11 +77,10 @@ def project_create(name: str = typer.Argument(..., help="Project name (unique)."
 @project_app.command("list")
 def project_list() -> None:
     """List projects."""
+    from accord.api.http.auth import DELETED_PREFIX
     from accord.models.schema import Project
     from sqlalchemy import select
     from sqlmodel import Session
-
-    from accord.api.http.auth import DELETED_PREFIX
 
     with Session(_engine()) as session:
         for p in session.execute(select(Project).order_by(Project.id)).scalars():

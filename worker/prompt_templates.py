@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from accord.models.limits import get_limits
 from accord.models.yaml_loader import safe_load, yaml_error_text
 from jinja2 import StrictUndefined, Template, TemplateError, nodes
@@ -319,7 +318,7 @@ class LimitedSandbox(SandboxedEnvironment):
             _check_numbers_in(str(value.__self__))
         return wrapped
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         owner = getattr(__obj, "__self__", None)
         name = getattr(__obj, "__name__", "")
         if isinstance(owner, str):

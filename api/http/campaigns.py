@@ -23,7 +23,12 @@ from accord.api.http.store import dataset_by_name
 from accord.api.http.template_store import TemplateStore
 from accord.models.schema import Campaign, Dataset, Item, Run
 from accord.models.yaml_loader import DocumentLimitError, json_loads, safe_load, yaml_error_text
-from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, check_request_count, parse_campaign
+from accord.scheduler.campaign_spec import (
+    CampaignSpec,
+    CampaignSpecError,
+    check_request_count,
+    parse_campaign,
+)
 from accord.scheduler.expand import CampaignError, RunPlan, create_run, personas_for, resolve_campaign
 from accord.scheduler.plan import plan_campaign as estimate_plan
 from accord.worker.prompt_templates import (

@@ -14,8 +14,8 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import yaml

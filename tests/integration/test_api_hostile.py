@@ -16,7 +16,7 @@ import pytest
 from accord.models import limits as limits_module
 from sqlalchemy import text
 
-from tests.integration.api_helpers import (  # noqa: F401
+from tests.integration.api_helpers import (
     CUSTOM_TEMPLATE,
     ITEMS_CSV,
     MAPPING,
@@ -85,7 +85,7 @@ def test_redos_pattern_in_an_upload_mapping_is_matched_in_linear_time(api: ApiEn
 # -- 2 ----------------------------------------------------------------------------------------------------
 def test_campaign_over_the_request_limit_is_refused_before_anything_is_expanded(
         api: ApiEnv, set_limits: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import accord.api.http.campaigns as campaigns
+    from accord.api.http import campaigns
 
     assert api.upload(api.a, "d1").status_code == 201
     expanded: list[int] = []

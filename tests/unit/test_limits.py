@@ -300,7 +300,7 @@ class _Recorder(BaseHTTPRequestHandler):
     hits: list[str] = []
     redirect_to = ""
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.hits.append(self.headers.get("authorization", ""))
         self.rfile.read(int(self.headers.get("content-length") or 0))
         if self.redirect_to:
@@ -368,11 +368,12 @@ def test_provider_clients_do_not_follow_redirects(provider_kind: str, monkeypatc
 
 def test_cli_plan_and_run_refuse_a_campaign_over_the_limit_before_loading_items(
         sqlite_engine: Any, tmp_path: Path, set_limits: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import accord.scheduler.expand as expand
     from accord.models.dataset_import import import_dataset
     from accord.models.import_spec import ImportSpec
+    from accord.scheduler import expand
     from accord.scheduler.campaign_spec import parse_campaign
     from accord.scheduler.plan import plan_campaign
+
     from tests.fakes.synthetic_dataset import make_sparse_dataset
 
     import_dataset(sqlite_engine, ImportSpec(**{**make_sparse_dataset(tmp_path, n_items=12, n_annotators=40, seed=3),
@@ -396,10 +397,11 @@ def test_cli_plan_and_run_refuse_a_campaign_over_the_limit_before_loading_items(
 
 def test_plan_streams_the_expansion_in_bounded_batches(sqlite_engine: Any, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import accord.scheduler.plan as plan
     from accord.models.dataset_import import import_dataset
     from accord.models.import_spec import ImportSpec
+    from accord.scheduler import plan
     from accord.scheduler.campaign_spec import parse_campaign
+
     from tests.fakes.synthetic_dataset import make_sparse_dataset
 
     import_dataset(sqlite_engine, ImportSpec(**{**make_sparse_dataset(tmp_path, n_items=12, n_annotators=40, seed=3),
