@@ -181,6 +181,9 @@ async def new_campaign(request: Request, principal: Annotated[Principal, Depends
     form = await read_form(request, state.settings.max_document_bytes * 3 + 1024)
     check_csrf(request, form.get("csrf", ""))
     campaign = form.get("campaign", "")
+    if len(campaign.encode("utf-8")) > state.settings.max_document_bytes:
+        raise ProblemError(413, f"the campaign exceeds the limit of {state.settings.max_document_bytes} bytes",
+                           slug="too-large", errors=[{"field": "campaign", "message": "too large"}])
 
     def create_and_start() -> int:
         document = parse_document(campaign.encode("utf-8"), "application/yaml")
