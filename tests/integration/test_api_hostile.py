@@ -471,3 +471,33 @@ def test_openapi_defines_documents_and_405_lists_every_method(api: ApiEnv) -> No
     bad = api.client.post("/api/v1/campaigns/1/runs", headers={**api.a.headers, "Content-Type": "application/json"},
                           content=b"{not json")
     assert bad.status_code in (400, 404, 422)
+
+
+def test_project_delete_command(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from accord.api.cli import app
+    from accord.api.http.auth import lookup_key
+    from accord.models.db import get_engine
+    from accord.models.settings import get_settings
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    monkeypatch.setenv("ACCORD_DATABASE_URL", "")
+    monkeypatch.delenv("ACCORD_DATABASE_URL")
+    try:
+        def invoke(*args: str) -> Any:
+            return runner.invoke(app, ["--database-url", sqlite_url, *args])
+
+        assert invoke("project", "create", "gone").exit_code == 0
+        created = invoke("key", "create", "gone")
+        key = [line for line in created.stdout.splitlines() if line.startswith("acc_")][0]
+        assert invoke("project", "delete", "gone").exit_code == 1          # asks first; no answer keeps it
+        assert lookup_key(get_engine(sqlite_url), key) is not None
+        deleted = invoke("project", "delete", "gone", "--yes")
+        assert deleted.exit_code == 0 and "1 keys" in deleted.output, deleted.output
+        assert lookup_key(get_engine(sqlite_url), key) is None
+        assert "gone" not in invoke("project", "list").output
+        assert invoke("key", "create", "gone").exit_code == 2
+        assert invoke("project", "create", "gone").exit_code == 0           # the name is free again
+        assert invoke("project", "delete", "no-such").exit_code == 2
+    finally:
+        get_settings.cache_clear()
