@@ -49,6 +49,13 @@ def set_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     limits_module.get_limits.cache_clear()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def both(request: pytest.FixtureRequest) -> Iterator[ApiEnv]:
+    """The API on SQLite and on PostgreSQL (skipped when PostgreSQL is not reachable)."""
+    engine = request.getfixturevalue("sqlite_engine" if request.param == "sqlite" else "pg_engine")
+    yield from make_env(engine)
+
+
 def problem(response: Any, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text[:2000]
     assert response.headers["content-type"].startswith(PROBLEM)
@@ -84,9 +91,10 @@ def test_redos_pattern_in_an_upload_mapping_is_matched_in_linear_time(api: ApiEn
 
 # -- 2 ----------------------------------------------------------------------------------------------------
 def test_campaign_over_the_request_limit_is_refused_before_anything_is_expanded(
-        api: ApiEnv, set_limits: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        both: ApiEnv, set_limits: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from accord.api.http import campaigns
 
+    api = both
     assert api.upload(api.a, "d1").status_code == 201
     expanded: list[int] = []
     real = campaigns.resolve_campaign
@@ -412,7 +420,8 @@ def test_errors_name_no_install_path(api: ApiEnv) -> None:
 
 
 # -- 14 ---------------------------------------------------------------------------------------------------
-def test_non_finite_numbers_are_refused_everywhere(api: ApiEnv) -> None:
+def test_non_finite_numbers_are_refused_everywhere(both: ApiEnv) -> None:
+    api = both
     assert api.upload(api.a, "d1").status_code == 201
     doc = json.dumps(campaign_doc("c", "d1")).rstrip("}") + ', "budget_usd": Infinity}'
     body = problem(api.client.post("/api/v1/campaigns", headers=api.a.headers, content=doc.encode()), 422)
@@ -430,7 +439,8 @@ def test_non_finite_numbers_are_refused_everywhere(api: ApiEnv) -> None:
 
 
 # -- 15 ---------------------------------------------------------------------------------------------------
-def test_deleted_project_takes_its_keys_and_cached_answers_and_its_id_is_not_reused(api: ApiEnv) -> None:
+def test_deleted_project_takes_its_keys_and_cached_answers_and_its_id_is_not_reused(both: ApiEnv) -> None:
+    api = both
     from accord.api.http.auth import create_key, create_project, delete_project, lookup_key
 
     project = create_project(api.engine, "doomed")
