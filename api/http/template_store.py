@@ -8,6 +8,7 @@ resolves the reference to the file, so campaigns never name server paths themsel
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -32,6 +33,7 @@ from accord.worker.prompt_templates import (
     resolve_template,
 )
 
+log = logging.getLogger("accord.api")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
 
@@ -104,7 +106,15 @@ class TemplateStore:
         folder = self._folder(namespace, name)
         if not folder.is_dir():
             return []
-        out = [self._load(name, path) for path in folder.glob("*.yaml")]
+        out = []
+        for path in folder.glob("*.yaml"):
+            try:
+                out.append(self._load(name, path))
+            except (yaml.YAMLError, TemplateSpecError, OSError, UnicodeDecodeError, TypeError, ValueError,
+                    KeyError) as err:
+                # A version stored before today's checks (say, with YAML aliases) is left out, not served.
+                log.warning("template version skipped: %s", type(err).__name__,
+                            extra={"template": name, "version": path.stem})
         return sorted(out, key=lambda v: _version_key(v.version))
 
     def find(self, namespace: str, name: str, version: str | None = None) -> StoredVersion | None:

@@ -511,3 +511,24 @@ def test_project_delete_command(sqlite_url: str, monkeypatch: pytest.MonkeyPatch
         assert invoke("project", "delete", "no-such").exit_code == 2
     finally:
         get_settings.cache_clear()
+
+
+def test_a_stored_version_with_aliases_is_skipped_not_expanded(api: ApiEnv) -> None:
+    assert api.client.post("/api/v1/templates", headers=api.a.headers, json=CUSTOM_TEMPLATE).status_code == 201
+    store = api.client.app.state.accord.templates  # type: ignore[attr-defined]
+    stored = store.find(_namespace(api), "strict_unsafe")
+    assert stored is not None
+    bomb = stored.path.with_name("2.yaml")
+    bomb.write_text(ALIASES.decode() + "response_format: binary\nuser: x\n", encoding="utf-8")
+    listed = api.client.get("/api/v1/templates", headers=api.a.headers)
+    assert listed.status_code == 200 and len(listed.content) < 100_000
+    custom = [t for t in listed.json() if t["name"] == "strict_unsafe"][0]
+    assert [v["version"] for v in custom["versions"]] == ["1"]
+
+
+def _namespace(api: ApiEnv) -> str:
+    from accord.api.http.auth import lookup_key
+
+    principal = lookup_key(api.engine, api.a.key)
+    assert principal is not None
+    return principal.namespace
