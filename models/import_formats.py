@@ -47,6 +47,12 @@ def show(value: Any, limit: int = 60) -> str:
     return repr(text) if isinstance(value, str) else text
 
 
+def column_list(names: list[str], limit: int = 30) -> str:
+    """Column names for an error message: the first ``limit``, each cut to 60 characters."""
+    shown = ", ".join(show(n) if len(n) > 60 else n for n in names[:limit]) or "(none)"
+    return shown + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
+
+
 @dataclass
 class Table:
     """A file's data rows, column by column. ``row_numbers[i]`` is how a person finds row ``i``."""
@@ -78,7 +84,7 @@ class Table:
 
     def require(self, column: str, role: str) -> list[Any]:
         if column not in self.columns:
-            existing = ", ".join(self.column_order) or "(none)"
+            existing = column_list(self.column_order)
             raise DatasetImportError(
                 f"{self.header_where()}: no column {column!r} ({role}); the columns are: {existing}"
             )

@@ -433,3 +433,12 @@ def test_docs_list_every_limit_with_its_default() -> None:
                  "session_max_age_s", "metrics_token"):
         assert f"`ACCORD_API_{name.upper()}`" in docs, name
         assert name in ApiSettings.model_fields
+
+
+def test_errors_list_a_bounded_number_of_columns(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join("c" * 500 + str(i) for i in range(400)) + "\n" + ",".join(["1"] * 400) + "\n",
+                    encoding="utf-8")
+    with pytest.raises(DatasetImportError) as err:
+        read_table(path).require("item_id", "item id")
+    assert "(and 370 more)" in str(err.value) and len(str(err.value)) < 3000
