@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx2
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
 from accord.worker.providers.common import (is_reasoning_model, malformed_error, pick_headers, resolve_api_key,
@@ -45,7 +45,10 @@ class OpenAIProvider:
         self.structured_outputs = structured_outputs
         env_name = api_key_env or (None if base_url else "OPENAI_API_KEY")
         api_key = resolve_api_key(env_name, base_url, self.kind)
-        self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
+        # No redirects: the endpoint was checked against the allow-list, a hop it redirects to was not (and
+        # would receive the prompt and, same-origin, the key). A 3xx answer is an error like any other.
+        self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout,
+                             http_client=DefaultAsyncHttpxClient(timeout=timeout, follow_redirects=False))
 
     @property
     def client(self) -> AsyncOpenAI:
