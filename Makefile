@@ -29,7 +29,7 @@ demo: $(STAMP)
 
 ## Set up and run the whole test suite (starts Redis and PostgreSQL if they are not running).
 test: $(STAMP) services
-	$(BIN)/pytest -q -ra -p no:cacheprovider
+	ACCORD_REQUIRE_SERVICES=1 $(BIN)/pytest -q -ra -p no:cacheprovider
 
 services:
 	bash deploy/local/ensure_services.sh
