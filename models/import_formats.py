@@ -20,6 +20,7 @@ from typing import Any
 
 TEXT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 BINARY_FORMATS = {".parquet": "parquet", ".pq": "parquet"}
+MAX_LISTED_COLUMNS = 12  # an error listing a file's columns names this many, then how many there are
 SUPPORTED_EXTENSIONS = sorted([*TEXT_FORMATS, *BINARY_FORMATS, *(f"{ext}.gz" for ext in TEXT_FORMATS)])
 
 
@@ -72,13 +73,21 @@ class Table:
     def has(self, column: str) -> bool:
         return column in self.columns
 
-    def require(self, column: str, role: str) -> list[Any]:
+    def require(self, column: str, role: str, hint: str = "") -> list[Any]:
         if column not in self.columns:
-            existing = ", ".join(self.column_order) or "(none)"
             raise DatasetImportError(
-                f"{self.header_where()}: no column {column!r} ({role}); the columns are: {existing}"
+                f"{self.header_where()}: no column {column!r} ({role}); the columns are: "
+                f"{self.column_list()}{hint}"
             )
         return self.columns[column]
+
+    def column_list(self, limit: int = MAX_LISTED_COLUMNS) -> str:
+        """The column names for a message: all of them, or the first ``limit`` and how many there are."""
+        if not self.column_order:
+            return "(none)"
+        if len(self.column_order) <= limit:
+            return ", ".join(self.column_order)
+        return f"{', '.join(self.column_order[:limit])}, … ({len(self.column_order)} columns)"
 
 
 def detect_format(path: Path) -> tuple[str, bool]:
@@ -97,8 +106,11 @@ def detect_format(path: Path) -> tuple[str, bool]:
     )
 
 
-def read_table(path: Path | str) -> Table:
-    """Read one import file by its extension. Raises ``DatasetImportError`` for any problem."""
+def read_table(path: Path | str, records_key: str | None = None) -> Table:
+    """Read one import file by its extension. Raises ``DatasetImportError`` for any problem.
+
+    ``records_key`` (JSON documents only): the key of the object that holds the list of records, e.g.
+    ``data`` for ``{"data": [...]}``; dotted for nested objects (``result.rows``)."""
     path = Path(path)
     fmt, gz = detect_format(path)
     if not path.is_file():
@@ -120,7 +132,7 @@ def read_table(path: Path | str) -> Table:
         elif fmt == "jsonl":
             table = _read_jsonl(path, text)
         else:
-            table = _read_json_array(path, text)
+            table = _read_json_array(path, text, records_key)
     if len(table) == 0:
         raise DatasetImportError(f"{path}: empty file (no data rows)")
     return table
@@ -223,15 +235,43 @@ def _read_jsonl(path: Path, text: str) -> Table:
     return _records_to_table(path, "jsonl", rows, numbers, "line")
 
 
-def _read_json_array(path: Path, text: str) -> Table:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DatasetImportError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+def _records_in(path: Path, data: Any, records_key: str | None) -> Any:
+    """The list of records of a JSON document: the document itself, or the value at ``records_key``."""
+    if records_key:
+        node = data
+        for part in records_key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                keys = ", ".join(map(str, node)) if isinstance(node, dict) else type(node).__name__
+                raise DatasetImportError(
+                    f"{path}: records_key {records_key!r}: no key {part!r} here (keys: {keys or '(none)'})"
+                )
+            node = node[part]
+        if not isinstance(node, list):
+            raise DatasetImportError(
+                f"{path}: records_key {records_key!r} holds a {type(node).__name__}, not a list of records"
+            )
+        return node
+    if isinstance(data, dict):
+        lists = [str(k) for k, v in data.items() if isinstance(v, list)]
+        hint = (f"; the records may be under {', '.join(repr(k) for k in lists[:5])}: name the key with "
+                "records_key") if lists else ""
+        raise DatasetImportError(
+            f"{path}: expected a JSON array of records, but the document is an object "
+            f"(keys: {', '.join(map(str, list(data)[:10]))}){hint}"
+        )
     if not isinstance(data, list):
         raise DatasetImportError(
             f"{path}: expected a JSON array of objects (or use .jsonl, one object a line)"
         )
+    return data
+
+
+def _read_json_array(path: Path, text: str, records_key: str | None = None) -> Table:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetImportError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    data = _records_in(path, data, records_key)
     rows: list[dict[str, Any]] = []
     for index, record in enumerate(data, start=1):
         _add_record(path, f"record {index}", record, rows)
