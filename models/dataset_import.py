@@ -220,7 +220,7 @@ class _RatingReader:
             known = ", ".join(self.label_map) or "(none)"
             return self._not_a_label(
                 f"unmapped label {show(text)} for dimension {self.dimension!r}; known labels: {known} "
-                "(unmapped_label: missing counts such cells as missing)"
+                "(with unmapped_label missing such cells count as missing)"
             )
         if self.missing(cell):
             return None
@@ -234,7 +234,7 @@ class _RatingReader:
             except ValueError:
                 return self._not_a_label(
                     f"unparseable number {show(text)} (dimension {self.dimension!r} has no label_map, "
-                    "so its ratings must be numbers; unmapped_label: missing counts such cells as missing)"
+                    "so its ratings must be numbers; with unmapped_label missing such cells count as missing)"
                 )
         if math.isnan(number):
             return None
@@ -369,7 +369,7 @@ def _read_ratings(
                 raise DatasetImportError(
                     f"{table.where(index, column)}: duplicate rating of item {item!r} by annotator "
                     f"{annotator!r} for dimension {dimension!r} (first on {unit} {numbers[first[0]]}); "
-                    "on_duplicate: first, last or mean keeps one"
+                    "use on_duplicate first, last or mean to keep one"
                 )
             n_duplicates += 1
             pos = first[1]
