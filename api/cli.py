@@ -373,7 +373,7 @@ def _register_extensions() -> None:
     `plan` (pre-flight estimate). Each module exposes ``register(app)``."""
     import importlib
 
-    for module in ("accord.api.cli_distributed", "accord.api.cli_serve", "accord.api.cli_plan"):
+    for module in ("accord.api.cli_distributed", "accord.api.cli_serve", "accord.api.cli_plan", "accord.api.cli_describe"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
