@@ -203,9 +203,10 @@ def item_matched_difference(values: np.ndarray, in_a: np.ndarray, in_b: np.ndarr
 
 
 def group_means(values: np.ndarray, gdef: GroupDefinition, *, n_resamples: int = 1000, n_permutations: int = 1000,
-                confidence_level: float = 0.95, rng: np.random.Generator | None = None) -> GroupMeans:
-    """Mean rating per group with a bootstrap interval over items, within-group alpha, and the item-matched
-    difference of every pair of groups with a permutation p-value (BH-adjusted across the pairs)."""
+                confidence_level: float = 0.95, rng: np.random.Generator | None = None,
+                pairs: bool = True) -> GroupMeans:
+    """Mean rating per group with a bootstrap interval over items, within-group alpha, and (``pairs``) the
+    item-matched difference of every pair of groups with a permutation p-value (BH-adjusted across the pairs)."""
     rng = rng if rng is not None else np.random.default_rng(0)
     values = np.asarray(values, dtype=float)
     counts = resample_counts(values.shape[0], n_resamples, rng) if n_resamples > 0 else None
@@ -224,7 +225,7 @@ def group_means(values: np.ndarray, gdef: GroupDefinition, *, n_resamples: int =
         groups.append(GroupMean(name, int(members.size), int(total), int((n > 0).sum()), mean, low, high,
                                 _within_alpha(values[:, members])))
     differences: list[GroupDifference] = []
-    for g1, g2 in combinations(range(gdef.n_groups), 2):
+    for g1, g2 in combinations(range(gdef.n_groups), 2) if pairs else []:
         m1, m2 = gdef.members(g1), gdef.members(g2)
         pair = np.concatenate([m1, m2])
         sub = values[:, pair]

@@ -21,6 +21,10 @@ persona_drift_mean_abs, persona_within_human_bounds (slice = persona),
 failure_rate, refusal_rate, failure_bias_chi2, refusal_bias_chi2 (slice = metadata column),
 test_retest_r, label_flip_rate, format_consistency_cs, format_consistency_css (template "a|b"),
 position_bias_flip_rate, subject_ranking_kendall_tau, and the main alignment metrics per category.
+Per group (human-only): group_mean_rating (slice = group), group_mean_difference (slice "G1 vs G2",
+item-matched, single attributes). Per LLM rater: alt_test_winning_rate and alt_test_advantage_probability
+(slice "all" and per group; `accord.analysis.alt_test`).
+Numeric annotator attributes are binned first (``bins``; age bands / quartiles by default).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import numpy as np
 import pandas as pd
 from accord.analysis import (
     agreement,
+    alt_test,
     association,
     baseline,
     binary,
@@ -46,6 +51,7 @@ from accord.analysis import (
     persona,
     subjects,
 )
+from accord.analysis.group_means import bin_numeric_attributes, group_means
 from accord.analysis.frames import (
     GroupDefinition,
     HumanMatrix,
@@ -89,6 +95,11 @@ class SuiteOptions:
     category_column: str = "category"
     subject_column: str = "subject_model"
     expert_column: str = "expert_label"
+    bins: dict[str, list[float] | int] | None = None  # numeric attribute -> edges or number of quantile bins
+    alt_epsilon: float = 0.1  # the alt-test's cost-benefit margin
+    alt_measure: str = "auto"  # "accuracy", "neg_rmse", or auto: accuracy for labels, neg_rmse for scores
+    alt_q: float = 0.05
+    alt_min_items: int = 30
 
     def __post_init__(self) -> None:
         if self.n_resamples < 0 or self.n_permutations < 1:
@@ -181,7 +192,8 @@ def _build_context(human: pd.DataFrame, annotators: pd.DataFrame | None, llm: pd
             (personas if key.persona_key else raters)[key] = scores
         for (m, t, p), idx in llm_norm.groupby(["model", "template", "persona_key"], sort=True).indices.items():
             rows[RaterKey(str(m), str(t), str(p))] = idx
-    groups = build_groups(annotators, hm.annotator_ids, options.group_attributes,
+    binned, _ = bin_numeric_attributes(annotators, options.bins)
+    groups = build_groups(binned, hm.annotator_ids, options.group_attributes,
                           intersections=True, min_group_size=options.min_group_size)
     return _Context(
         options=options,
@@ -211,6 +223,8 @@ def compute_all(
     all_rows = np.arange(ctx.human.n_items)
     _human_metrics(ctx, all_rows, "all")
     _group_association(ctx)
+    _group_mean_metrics(ctx)
+    _alt_test_metrics(ctx)
     for key, scores in ctx.raters.items():
         _alignment_metrics(ctx, key, scores, all_rows, "all")
         _jsd_metrics(ctx, key, scores)
@@ -298,6 +312,77 @@ def _group_association(ctx: _Context) -> None:
             return out
 
         _guard(ctx, "group_gai", run, gdef.attribute)
+
+
+def _group_mean_metrics(ctx: _Context) -> None:
+    """group_mean_rating per group, group_mean_difference per pair of groups of one attribute."""
+    opts = ctx.options
+    for gdef in ctx.groups:
+        if not 2 <= gdef.n_groups <= opts.max_groups:
+            continue
+        with_pairs = "&" not in gdef.attribute
+
+        def run(gdef: GroupDefinition = gdef, with_pairs: bool = with_pairs) -> list[MetricRecord]:
+            # intersections: the means only (pairwise tests among them would multiply)
+            res = group_means(ctx.human.values, gdef, n_resamples=opts.n_resamples,
+                              n_permutations=opts.n_permutations, confidence_level=opts.confidence_level,
+                              rng=ctx.rng("group-means", gdef.attribute), pairs=with_pairs)
+            out = [MetricRecord("group_mean_rating", g.mean, g.group, ci_low=g.ci_low, ci_high=g.ci_high,
+                                n=g.n_ratings, details={"attribute": gdef.attribute, "n_annotators": g.n_annotators,
+                                                        "n_items": g.n_items, "alpha_interval_within": g.alpha_interval,
+                                                        "ci": "percentile bootstrap over items"})
+                   for g in res.groups]
+            for d in res.differences:
+                out.append(MetricRecord(
+                    "group_mean_difference", d.difference, f"{d.group_a} vs {d.group_b}", pvalue=d.pvalue,
+                    n=d.n_items, details={"attribute": gdef.attribute, "p_adjusted_bh": d.p_adjusted_bh,
+                                          "difference": f"mean over shared items of {d.group_a} - {d.group_b}",
+                                          "pvalue_kind": "permutation of annotators between the two groups",
+                                          "n_permutations": res.n_permutations}))
+            return out
+
+        _guard(ctx, "group_mean_rating", run, gdef.attribute)
+
+
+def _alt_test_metrics(ctx: _Context) -> None:
+    """The alternative annotator test per LLM rater (labels snapped to the human domain for accuracy)."""
+    opts = ctx.options
+    measure = opts.alt_measure
+    if measure == "auto":
+        measure = "accuracy" if ctx.domain is not None else "neg_rmse"
+    singles = [g for g in ctx.groups if "&" not in g.attribute and 2 <= g.n_groups <= opts.max_groups]
+    for key, scores in ctx.raters.items():
+        def run(key: RaterKey = key, scores: LLMScores = scores) -> list[MetricRecord]:
+            if measure == "accuracy":
+                if ctx.domain is None:
+                    raise ValueError("alt-test accuracy needs label ratings; use measure neg_rmse")
+                llm_values = agreement.snap_to_domain(scores.label, ctx.domain)
+            else:
+                llm_values = scores.score
+            res = alt_test.alt_test(ctx.human.values, llm_values, ctx.human.annotator_ids, measure=measure,
+                                    epsilon=opts.alt_epsilon, q=opts.alt_q, min_items=opts.alt_min_items)
+            common = {"epsilon": res.epsilon, "measure": res.measure, "q": res.q, "n_items": res.n_items,
+                      "passed": res.passed, "n_skipped_annotators": len(res.skipped),
+                      "reference": "Calderon, Reichart & Dror 2025 (alt-test)"}
+            out = [MetricRecord("alt_test_winning_rate", res.winning_rate, "all", key.model, key.template,
+                                n=len(res.annotators), details=dict(common, annotators=[
+                                    {"annotator": o.annotator, "n_items": o.n_items, "rho": o.advantage_probability,
+                                     "pvalue": o.pvalue, "llm_wins": o.llm_wins} for o in res.annotators])),
+                   MetricRecord("alt_test_advantage_probability", res.advantage_probability, "all", key.model,
+                                key.template, n=len(res.annotators), details=common)]
+            for gdef in singles:
+                per = alt_test.alt_test(ctx.human.values, llm_values, ctx.human.annotator_ids, measure=measure,
+                                        epsilon=opts.alt_epsilon, q=opts.alt_q, min_items=opts.alt_min_items,
+                                        group_labels=gdef.labels, group_names=gdef.group_names)
+                for g in per.groups:
+                    out.append(MetricRecord("alt_test_winning_rate", g.winning_rate, g.group, key.model,
+                                            key.template, n=g.n_annotators,
+                                            details=dict(common, attribute=gdef.attribute,
+                                                         advantage_probability=g.advantage_probability,
+                                                         fdr="Benjamini-Yekutieli across all annotators")))
+            return out
+
+        _guard(ctx, "alt_test_winning_rate", run, "all", key.model, key.template)
 
 
 def _null_quantiles(null: np.ndarray) -> dict:
@@ -475,7 +560,8 @@ def _disparity_metrics(ctx: _Context) -> None:
                 ctx.records.append(MetricRecord(
                     "group_r_gap", None, gdef.attribute, k.model, k.template,
                     details={"skipped": f"{gdef.n_groups} groups (more than max_groups="
-                                        f"{opts.max_groups}); pass group_attributes to choose"}))
+                                        f"{opts.max_groups}); choose with analysis: {{group_attributes: [...]}} "
+                                        "or bin a numeric attribute with analysis: {bins: {...}}"}))
             continue
         if gdef.n_groups < 2:
             for k in keys:

@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from accord.analysis.results import MetricRecord
 from accord.analysis.suite import SuiteOptions, compute_all
-from accord.models.schema import Metric, Run, utcnow
+from accord.models.schema import Campaign, Metric, Run, utcnow
 from accord.scheduler.run_frames import load_run_frames
 
 
@@ -23,7 +23,30 @@ def _clean(x: Any) -> Any:
     return x
 
 
+def suite_options(analysis: dict[str, Any] | None) -> SuiteOptions:
+    """The metric suite's options from a campaign's ``analysis:`` section (defaults where it says nothing)."""
+    a = analysis or {}
+    alt = a.get("alt_test") or {}
+    defaults = SuiteOptions()
+    return SuiteOptions(
+        group_attributes=a.get("group_attributes"), bins=a.get("bins") or None,
+        min_group_size=a.get("min_group_size", defaults.min_group_size),
+        n_resamples=a.get("n_bootstrap", defaults.n_resamples),
+        n_permutations=a.get("n_permutations", defaults.n_permutations),
+        alt_epsilon=alt.get("epsilon", defaults.alt_epsilon), alt_measure=alt.get("measure", defaults.alt_measure),
+        alt_q=alt.get("q", defaults.alt_q), alt_min_items=alt.get("min_items", defaults.alt_min_items))
+
+
+def _campaign_analysis(engine: Engine, run_id: int) -> dict[str, Any] | None:
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        campaign = session.get(Campaign, run.campaign_id) if run is not None else None
+        return (campaign.spec or {}).get("analysis") if campaign is not None else None
+
+
 def compute_run_metrics(engine: Engine, run_id: int, options: SuiteOptions | None = None) -> list[MetricRecord]:
+    if options is None:
+        options = suite_options(_campaign_analysis(engine, run_id))
     frames = load_run_frames(engine, run_id)
     # The analysis takes answers: requests without a rating (failed at the provider, cancelled, never run)
     # have no parse status; they are counted in the run summary and the report's outcome chart instead.
