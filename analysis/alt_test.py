@@ -27,6 +27,7 @@ agree on every exact tie).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,7 +133,8 @@ def alt_test(ratings: np.ndarray, llm: np.ndarray, annotator_ids: list[str] | No
         tie = np.abs(llm_score - human_score) <= TIE_TOLERANCE * (1.0 + np.abs(human_score))
         llm_ind = ((llm_score > human_score) | tie).astype(float)
         human_ind = ((human_score > llm_score) | tie).astype(float)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # constant differences: NaN, as in the reference
             p = float(stats.ttest_1samp(human_ind - llm_ind, epsilon, alternative="less").pvalue)
         outcomes.append(AnnotatorOutcome(annotator, int(rows.size), float(llm_ind.mean()), p, False))
         columns.append(j)

@@ -251,6 +251,18 @@ def baseline_section(ctx: ReportContext) -> SectionView:
             reading += (f"; {count(n_ann - n_def)} had too few items shared with others or gave constant "
                         f"ratings")
         sec.readings.append(reading + ".")
+        whole = idx.one("dataset_annotator_loo_r_median")
+        if whole is not None and whole.value is not None:
+            wd = whole.details
+            alpha = idx.one("dataset_krippendorff_alpha_nominal") or idx.one("dataset_krippendorff_alpha_interval")
+            alpha_text = (f", Krippendorff's α {num(alpha.value, 4)} ({alpha.name.rsplit('_', 1)[-1]})"
+                          if alpha is not None and alpha.value is not None else "")
+            sec.readings.append(
+                f"Baseline of this run's {count(wd.get('n_run_items'))} items: median annotator r = {num(base.value, 3)}. "
+                f"Baseline of the whole dataset ({count(wd.get('n_items'))} items): median annotator r = "
+                f"{num(whole.value, 3)} (middle half {num(wd.get('q25'))} to {num(wd.get('q75'))}){alpha_text}. "
+                "On a subset of items the run's own baseline is noisy; the whole dataset's is the steadier "
+                "reference (`accord describe` shows it with per-group figures).")
         n_ratings, n_annot = ctx.run.get("n_human_ratings"), ctx.run.get("n_annotators")
         if is_number(n_ratings) and is_number(n_annot) and n_annot and n_ratings / n_annot < 20:
             sec.readings.append(

@@ -37,21 +37,48 @@ def suite_options(analysis: dict[str, Any] | None) -> SuiteOptions:
         alt_q=alt.get("q", defaults.alt_q), alt_min_items=alt.get("min_items", defaults.alt_min_items))
 
 
-def _campaign_analysis(engine: Engine, run_id: int) -> dict[str, Any] | None:
+def _campaign(engine: Engine, run_id: int) -> Campaign | None:
     with Session(engine) as session:
         run = session.get(Run, run_id)
-        campaign = session.get(Campaign, run.campaign_id) if run is not None else None
-        return (campaign.spec or {}).get("analysis") if campaign is not None else None
+        return session.get(Campaign, run.campaign_id) if run is not None else None
+
+
+def dataset_baseline(engine: Engine, campaign: Campaign, dimension: str | None,
+                     run_items: set[str]) -> list[MetricRecord]:
+    """The human baseline of the whole dataset (dataset_annotator_loo_r_median, dataset_krippendorff_alpha_*),
+    when the run rated only some of its items: the run's own baseline is then of those items only."""
+    from accord.analysis.describe import human_baseline
+    from accord.analysis.frames import build_human_matrix
+    from accord.scheduler.run_frames import load_dataset_frames
+
+    whole = load_dataset_frames(engine, campaign.dataset_id, dimension).human
+    n_items = int(whole["item_id"].nunique())
+    if whole.empty or n_items <= len(run_items):
+        return []
+    hm = build_human_matrix(whole)
+    base = human_baseline(hm.values, hm.annotator_ids, hm.value_domain())
+    r = base["annotator_loo_r"]
+    common = {"scope": "whole dataset", "n_items": n_items, "n_run_items": len(run_items)}
+    out = [MetricRecord("dataset_annotator_loo_r_median", r["median"], "all", n=r["n_annotators"],
+                        details=dict(common, q25=r["q25"], q75=r["q75"], iqr=r["iqr"]))]
+    for level, value in base["krippendorff_alpha"].items():
+        if not level.endswith("_reason"):
+            out.append(MetricRecord(f"dataset_krippendorff_alpha_{level}", value, "all", details=dict(common)))
+    return out
 
 
 def compute_run_metrics(engine: Engine, run_id: int, options: SuiteOptions | None = None) -> list[MetricRecord]:
+    campaign = _campaign(engine, run_id)
     if options is None:
-        options = suite_options(_campaign_analysis(engine, run_id))
+        options = suite_options((campaign.spec or {}).get("analysis") if campaign is not None else None)
     frames = load_run_frames(engine, run_id)
     # The analysis takes answers: requests without a rating (failed at the provider, cancelled, never run)
     # have no parse status; they are counted in the run summary and the report's outcome chart instead.
     rated = frames.llm[frames.llm["status"] == "done"].reset_index(drop=True)
-    return compute_all(frames.human, frames.annotators, rated, frames.items, options)
+    records = compute_all(frames.human, frames.annotators, rated, frames.items, options)
+    if campaign is not None:
+        records += dataset_baseline(engine, campaign, frames.dimension, set(frames.llm["item_id"]))
+    return records
 
 
 def postprocess_run(engine: Engine, run_id: int, options: SuiteOptions | None = None) -> int:
