@@ -49,6 +49,7 @@ from accord.analysis import (
     distribution,
     failures,
     persona,
+    soft_labels,
     subjects,
 )
 from accord.analysis.group_means import bin_numeric_attributes, group_means
@@ -483,6 +484,15 @@ def _alignment_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np
 
             _guard(ctx, name, kappa, slice_, key.model, key.template)
 
+        def multiclass() -> MetricRecord:
+            res = soft_labels.multiclass_agreement(labels, ctx.majority[rows], ctx.domain)
+            return MetricRecord("multiclass_accuracy_vs_majority", res.accuracy, slice_, key.model, key.template,
+                                n=res.n, details={"confusion": res.confusion, "value_domain": res.domain,
+                                                  "confusion_rows": "human majority label",
+                                                  "confusion_columns": "LLM modal label"})
+
+        _guard(ctx, "multiclass_accuracy_vs_majority", multiclass, slice_, key.model, key.template)
+
 
 def _binary_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np.ndarray,
                     slice_: str, with_expert: bool) -> None:
@@ -532,12 +542,18 @@ def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
         for g, name in enumerate(gdef.group_names):
             targets.append((name, gdef.members(g)))
     for slice_, cols in targets:
-        def run(cols: np.ndarray = cols, slice_: str = slice_) -> MetricRecord:
+        def run(cols: np.ndarray = cols, slice_: str = slice_) -> list[MetricRecord]:
             p_h = distribution.human_distribution(ctx.human.values[:, cols], ctx.domain)
             value, n = distribution.mean_jensen_shannon(p_llm, p_h)
-            return MetricRecord("jsd_mean", value, slice_, key.model, key.template, n=n,
-                                details={"base": 2, "value_domain": ctx.domain,
-                                         "n_annotators": len(cols), "llm_distribution": source})
+            common = {"value_domain": ctx.domain, "n_annotators": len(cols), "llm_distribution": source}
+            ce, entropy, n_ce = soft_labels.cross_entropy(p_h, p_llm)
+            l1, n_l1 = soft_labels.manhattan(p_h, p_llm)
+            return [MetricRecord("jsd_mean", value, slice_, key.model, key.template, n=n,
+                                 details=dict(common, base=2)),
+                    MetricRecord("soft_label_cross_entropy", ce, slice_, key.model, key.template, n=n_ce,
+                                 details=dict(common, base=2, human_entropy=entropy, floor=soft_labels.CE_FLOOR)),
+                    MetricRecord("soft_label_manhattan", l1, slice_, key.model, key.template, n=n_l1,
+                                 details=dict(common, range="0 (same) to 2 (disjoint)"))]
 
         _guard(ctx, "jsd_mean", run, slice_, key.model, key.template)
 
