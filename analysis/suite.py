@@ -49,6 +49,7 @@ from accord.analysis import (
     distribution,
     failures,
     persona,
+    prevalence,
     soft_labels,
     subjects,
 )
@@ -230,6 +231,7 @@ def compute_all(
         _alignment_metrics(ctx, key, scores, all_rows, "all")
         _jsd_metrics(ctx, key, scores)
         _binary_metrics(ctx, key, scores, all_rows, "all", with_expert=True)
+    _prevalence_metrics(ctx)
     _disparity_metrics(ctx)
     _persona_metrics(ctx)
     _failure_metrics(ctx)
@@ -384,6 +386,32 @@ def _alt_test_metrics(ctx: _Context) -> None:
             return out
 
         _guard(ctx, "alt_test_winning_rate", run, "all", key.model, key.template)
+
+
+def _prevalence_metrics(ctx: _Context) -> None:
+    """prevalence_raw and prevalence_corrected (Rogan-Gladen) per LLM rater, on the items without a reference
+    label, when there are any."""
+    reference, ref_name = _reference_binary(ctx)
+    has_reference = np.isfinite(reference)
+    if has_reference.all() or not has_reference.any():
+        return
+    thr = ctx.options.binary_threshold
+    for key, scores in ctx.raters.items():
+        def run(key: RaterKey = key, scores: LLMScores = scores) -> list[MetricRecord]:
+            judged = binary.binarise(scores.score, thr)
+            res = prevalence.corrected_prevalence(judged[~has_reference], judged[has_reference],
+                                                  reference[has_reference], ctx.options.confidence_level)
+            details = {"reference": ref_name, "threshold": thr, "sensitivity": res.sensitivity,
+                       "specificity": res.specificity, "n_validation_positive": res.n_positive,
+                       "n_validation_negative": res.n_negative, "items": "items without a reference label"}
+            return [MetricRecord("prevalence_raw", res.raw, "all", key.model, key.template, *res.raw_ci,
+                                 n=res.n_unrated, details=dict(details, ci="Wilson")),
+                    MetricRecord("prevalence_corrected", res.corrected, "all", key.model, key.template,
+                                  *res.corrected_ci, n=res.n_unrated,
+                                  details=dict(details, raw=res.raw, method="Rogan-Gladen",
+                                               ci="delta method (apparent prevalence, Se and Sp)"))]
+
+        _guard(ctx, "prevalence_corrected", run, "all", key.model, key.template)
 
 
 def _null_quantiles(null: np.ndarray) -> dict:
