@@ -26,6 +26,7 @@ from accord.api.report_checks import (
     subjects_section,
 )
 from accord.api.report_context import ReportContext
+from accord.api.report_extra import alt_test_section, group_means_section, prevalence_section
 from accord.api.report_format import bracket, count, num, pvalue
 from accord.api.report_groups import association_section, groups_section, persona_section
 from accord.api.report_metrics import MetricIndex, metrics_frame, rows_from_frame
@@ -57,8 +58,9 @@ GROUP_R = "group_pearson_r"
 
 SectionBuilder = Callable[[ReportContext], SectionView | None]
 SECTION_BUILDERS: list[SectionBuilder] = [
-    summary_section, alignment_section, baseline_section, agreement_section, groups_section, association_section,
-    persona_section, consistency_section, failures_section, subjects_section, categories_section, all_metrics_section,
+    summary_section, alignment_section, baseline_section, agreement_section, alt_test_section, groups_section,
+    group_means_section, association_section, persona_section, consistency_section, failures_section,
+    subjects_section, prevalence_section, categories_section, all_metrics_section,
 ]
 OUTCOMES = ["ok", "refused", "unparseable", "truncated", "empty"]
 

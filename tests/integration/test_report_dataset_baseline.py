@@ -48,3 +48,38 @@ def test_subset_run_reports_both_baselines_labelled(sqlite_engine, tmp_path: Pat
     assert group_slices and all(s.startswith("gender=") for s in group_slices)
     alt = next(r for r in records if r.name == "alt_test_winning_rate" and r.slice == "all")
     assert alt.details.get("epsilon") == pytest.approx(0.2) or "reason" in alt.details
+
+
+def test_report_sections_for_group_means_alt_test_and_prevalence(sqlite_engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A judge rates every item; people rated 30 of 40 (the others are extrapolated to)."""
+    import numpy as np
+    import pandas as pd
+    from accord.analysis.suite import SuiteOptions, compute_all
+    from accord.api.report import assemble_report, render_html, summarize_run
+    from accord.api.report_metrics import metrics_frame
+
+    from tests.unit.test_report import run_fields, run_frames_from
+
+    rng = np.random.default_rng(1)
+    items = [f"i{k}" for k in range(40)]
+    truth = (rng.random(40) < 0.4).astype(float)
+    human = pd.DataFrame([(items[k], f"a{j}", truth[k] if rng.random() < 0.8 else 1 - truth[k])
+                          for k in range(30) for j in range(8)], columns=["item_id", "annotator_id", "value"])
+    annotators = pd.DataFrame({"annotator_id": [f"a{j}" for j in range(8)], "gender": ["Woman", "Man"] * 4})
+    llm = pd.DataFrame({"item_id": items, "model": "judge", "template": "binary_unsafe", "sample_index": 0,
+                        "value": truth, "parse_status": "ok", "status": "done"})
+    records = compute_all(human, annotators, llm, None, SuiteOptions(n_resamples=50, n_permutations=50,
+                                                                      alt_min_items=20))
+    metrics = metrics_frame({"name": r.name, "slice": r.slice, "model": r.model, "template": r.template,
+                             "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high, "pvalue": r.pvalue,
+                             "n": r.n, "details": r.details} for r in records)
+    frames = run_frames_from(human.assign(raw_label=""), annotators, llm, pd.DataFrame({"item_id": items}))
+    data = assemble_report(summarize_run(run_fields(frames), frames), metrics, frames)
+    ids = [s.id for s in data.sections]
+    assert {"group_means", "alt_test", "prevalence"} <= set(ids)
+    alt = " ".join(data.readings["alt_test"])
+    assert "judge · binary_unsafe beats 100% of 8 annotators" in alt and "can stand in" in alt
+    prev = " ".join(data.readings["prevalence"])
+    assert "of 10 unrated items positive" in prev
+    html = render_html(data)
+    assert "Can this LLM stand in for an annotator" in html and "Raw and corrected prevalence" in html
