@@ -427,18 +427,31 @@ def _agreement_reading(idx: MetricIndex, rater: tuple[str, str]) -> str:
 
 # ------------------------------------------------------------------------------------------------ all metrics
 
+ALL_METRICS_HTML_ROWS = 500
+
 
 def all_metrics_section(ctx: ReportContext) -> SectionView:
     sec = SectionView("all-metrics", "Every metric of this run",
                       "Every stored metric, including those summarised above; a dash marks an undefined value, with "
                       "the reason in the last column. The same numbers are in `accord report RUN --format json`.")
     rows = []
-    for row in sorted(ctx.index.rows, key=lambda r: (r.name, r.model, r.template, r.slice)):
+    ordered = sorted(ctx.index.rows, key=lambda r: (r.name, r.model, r.template, r.slice))
+    shown = ordered
+    if len(ordered) > ALL_METRICS_HTML_ROWS:  # the page stays small; the JSON has every metric
+        overall = [r for r in ordered if r.slice == "all"]
+        shown = (overall + [r for r in ordered if r.slice != "all"])[:ALL_METRICS_HTML_ROWS]
+        shown.sort(key=lambda r: (r.name, r.model, r.template, r.slice))
+        run_id = ctx.run.get("id", "RUN")
+        sec.readings.append(f"This page lists {count(len(shown))} of the {count(len(ordered))} metrics (the overall "
+                            f"ones first); `accord report {run_id} --format json` has them all.")
+    for row in shown:
         rows.append([text(row.name), text(row.slice), text(row.model), text(row.template), value_cell(row),
                      ci_cell(row), p_cell(row.pvalue), count_cell(row.n), note(row.short_reason)])
-    sec.tables.append(TableView("all-metrics", f"All {len(rows)} metrics",
+    title = f"All {len(rows)} metrics" if len(shown) == len(ordered) else f"{len(rows)} of {len(ordered)} metrics"
+    sec.tables.append(TableView("all-metrics", title,
                                 ["metric", "slice", "model", "template", "value", "95% CI", "p", "n", "note"],
-                                rows, empty="no metrics stored: post-process the run first", collapsed=True))
+                                rows, empty="no metrics stored: post-process the run first", collapsed=True,
+                                max_html_rows=ALL_METRICS_HTML_ROWS))
     return sec
 
 
