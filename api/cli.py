@@ -169,10 +169,35 @@ def _progress_bar() -> Progress:
     )
 
 
+class PlainProgress:
+    """Progress as plain lines for logs and pipes (no terminal): one every ``every`` seconds, and the last."""
+
+    def __init__(self, print_line: Any, every: float = 10.0, clock: Any = time.monotonic) -> None:
+        self.print_line, self.every, self.clock = print_line, every, clock
+        self.started = clock()
+        self.last: float | None = None
+
+    def __call__(self, p: Any, final: bool = False) -> None:  # a run_control.Progress
+        now = self.clock()
+        if not final and self.last is not None and now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = max(now - self.started, 1e-6)
+        share = p.finished / p.total if p.total else 1.0
+        self.print_line(f"run {p.run_id}: {p.finished}/{p.total} ({share:.0%}) after {elapsed:.0f} s, "
+                        f"{(p.finished - p.cached) / elapsed:.1f}/s, ${p.cost_usd:.4f}, cached {p.cached}, "
+                        f"failed {p.failed}")
+
+
 def follow_embedded(engine, run_id: int, total: int) -> Any:  # type: ignore[no-untyped-def]
     from accord.scheduler.embedded import run_embedded
 
     started = time.monotonic()
+    if not console.is_terminal:  # a log file or a pipe: plain lines now and then, not one final bar
+        plain = PlainProgress(lambda line: console.print(line, highlight=False, soft_wrap=True))
+        progress = run_embedded(engine, run_id, on_progress=plain)
+        plain(progress, final=True)
+        return progress
     with _progress_bar() as bar:
         task = bar.add_task("rating", total=total, run_id=run_id, rate="0.0", cost=0.0, cached=0, failed=0)
 
@@ -335,7 +360,7 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
         else:
             sys.stdout.write(text + "\n")
         return
-    console.print(metrics_table(data))
+    console.print(metrics_table(data, console.width))
     output = output or (get_settings().home / "reports" / f"run-{run_id}.html")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_html(data), encoding="utf-8")

@@ -13,7 +13,7 @@ from accord.analysis import baseline
 from accord.analysis.frames import build_human_matrix, build_llm_scores
 from accord.api import report_plots as plots
 from accord.api.report_context import ReportContext
-from accord.api.report_format import count, interval, is_number, num, percent, share
+from accord.api.report_format import count, interval, is_number, meaning, num, percent, share
 from accord.api.report_metrics import MetricIndex, MetricRow, rater_label
 from accord.api.report_views import (
     Cell,
@@ -377,7 +377,7 @@ def agreement_section(ctx: ReportContext) -> SectionView:
                      value_cell(one("accuracy_vs_majority"), as_share=True), value_cell(one("f1_vs_majority")),
                      value_cell(one("accuracy_vs_expert"), as_share=True), value_cell(one("f1_vs_expert")),
                      value_cell(one("jsd_mean"))])
-        reading = _agreement_reading(idx, rater)
+        reading = _agreement_reading(idx, rater, meaning(ctx.run)[:2])
         if reading:
             sec.readings.append(reading)
     sec.tables.append(TableView(
@@ -388,7 +388,7 @@ def agreement_section(ctx: ReportContext) -> SectionView:
     return sec
 
 
-def _agreement_reading(idx: MetricIndex, rater: tuple[str, str]) -> str:
+def _agreement_reading(idx: MetricIndex, rater: tuple[str, str], verdict: tuple[str, str] = ("safe", "unsafe")) -> str:
     parts = []
     delta = None
     for level in ("ordinal", "interval", "nominal"):
@@ -411,7 +411,8 @@ def _agreement_reading(idx: MetricIndex, rater: tuple[str, str]) -> str:
         if is_number(pos) and acc.n:
             base_rate = max(pos, acc.n - pos) / acc.n
             base = f" (always giving the more common verdict would match {share(base_rate)})"
-        parts.append(f"Its safe/unsafe verdict matches the human majority on {share(acc.value)} of "
+        low, high = verdict
+        parts.append(f"Its {low}/{high} verdict matches the human majority on {share(acc.value)} of "
                      f"{count(acc.n)} items{base}, F1 {num(f1)}.")
     expert = idx.one("accuracy_vs_expert", "all", *rater)
     if expert is not None and expert.value is not None:

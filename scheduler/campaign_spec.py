@@ -154,6 +154,13 @@ class AltTestOptions(BaseModel):
                                                          "another annotator) are left out.")
 
 
+class Meaning(BaseModel):
+    """What the ends of the 0..1 scale stand for, as adjectives; the report's wording follows them."""
+    model_config = ConfigDict(extra="forbid")
+    low: str = Field(min_length=1, max_length=40, description="What 0 stands for, e.g. 'safe' or 'compliant'.")
+    high: str = Field(min_length=1, max_length=40, description="What 1 stands for, e.g. 'unsafe' or 'refusing'.")
+
+
 class AnalysisOptions(BaseModel):
     """How the run's metrics are computed; every field optional."""
     model_config = ConfigDict(extra="forbid")
@@ -167,6 +174,8 @@ class AnalysisOptions(BaseModel):
     n_bootstrap: int = Field(default=1000, ge=0, le=100000)
     n_permutations: int = Field(default=1000, ge=1, le=100000)
     alt_test: AltTestOptions = Field(default_factory=AltTestOptions)
+    meaning: Meaning | None = Field(default=None, description="What 0 and 1 stand for (default: safe and unsafe, "
+                                    "i.e. harm).")
     check_scale: bool = Field(default=True, description="Refuse a template whose labels are not on the scale of "
                                                         "the dataset's dimension.")
 
