@@ -51,6 +51,13 @@ def render_text(console: Any, name: str, dimension: str | None, data: dict[str, 
     console.print(f"dataset [bold]{name}[/], dimension {dimension or '-'}: {data['n_items']} items, "
                   f"{data['n_annotators']} annotators, {data['n_ratings']} ratings; ratings per item "
                   f"{rpi['min']}..{rpi['max']} (median {rpi['median']:g})", highlight=False)
+    scale = data.get("scale")
+    if scale:
+        console.print(f"scale: {scale['min']:g}..{scale['max']:g} (from the {scale['source'].replace('_', ' ')})",
+                      highlight=False)
+    for what, info in (data.get("dropped_at_import") or {}).items():
+        console.print(f"dropped at import: {info['count']} {what.replace('_', ' ')} ({info['policy']})",
+                      highlight=False)
     shown = data.get("label_distribution") or data.get("value_distribution")
     if shown and len(shown) <= 12:
         dist = ", ".join(f"{k}: {v}" for k, v in shown.items())
@@ -93,6 +100,19 @@ def render_text(console: Any, name: str, dimension: str | None, data: dict[str, 
             console.print(f"  left out (fewer than the minimum group size): {small}", highlight=False)
 
 
+def _import_info(engine: Any, dataset: str) -> dict[str, Any]:
+    """What the import recorded about the dataset (scales, what it dropped); empty for older datasets."""
+    from sqlalchemy import select
+
+    from accord.models.schema import Dataset
+
+    column = Dataset.id if dataset.isdigit() else Dataset.name
+    with engine.connect() as conn:
+        info = conn.execute(select(Dataset.import_info).where(column == (int(dataset) if dataset.isdigit()
+                                                                          else dataset))).scalar()
+    return dict(info or {})
+
+
 def register(app: typer.Typer) -> None:
     @app.command("describe")
     def describe_cmd(
@@ -133,7 +153,10 @@ def register(app: typer.Typer) -> None:
                 message = message.replace("group attribute", "--attribute").replace("bins:", "--bins:")
             fail(message)
             return
-        data = {"dataset": dataset, "dimension": frames.dimension, **data}
+        info = _import_info(_engine(), dataset)
+        data = {"dataset": dataset, "dimension": frames.dimension,
+                "scale": (info.get("scales") or {}).get(frames.dimension),
+                "dropped_at_import": info.get("dropped") or {}, **data}
         if fmt == "json":
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
             return

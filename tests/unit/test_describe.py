@@ -46,6 +46,7 @@ def test_describe_dices350_prints_the_reference_baseline(cli: CliRunner) -> None
     assert "350 items, 123 annotators, 43050 ratings" in text
     assert "median annotator r 0.513" in text
     assert "nominal 0.1609" in text
+    assert "scale: 0..1 (from the label map)" in text
     assert all(len(line) <= 80 for line in out.splitlines())
     code, out = invoke(cli, "describe", "dices350", "--format", "json", "--permutations", "10", "--bootstrap", "10")
     data = json.loads(out)
@@ -83,6 +84,8 @@ def test_group_means_and_item_matched_differences_recomputed_with_pandas(cli: Cl
     code, out = invoke(cli, "describe", "off", "--format", "json", "--permutations", "200", "--bootstrap", "200")
     assert code == 0, out
     data = json.loads(out)
+    assert (data["scale"]["min"], data["scale"]["max"], data["scale"]["source"]) == (1.0, 5.0, "observed")
+    assert data["dropped_at_import"] == {}
     ratings = pd.read_csv(rp, dtype={"comment_id": str})
     workers = pd.read_csv(ap)
     merged = ratings.merge(workers, on="worker")
