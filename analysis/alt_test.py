@@ -20,14 +20,14 @@ Replacing Human Annotators with LLMs" (ACL 2025); reference implementation: gith
 
 Beyond the reference: the winning rate and rho per annotator group (among each group's tested annotators,
 with the Benjamini-Yekutieli decisions of the whole test), which says for whom the LLM can stand in.
-A t-test of constant differences has no p-value (NaN): such an annotator counts as not beaten, as in the
-reference. Scores within 1e-12 of each other count as ties (the reference compares floats exactly; the two
-agree on every exact tie).
+The t-test is scipy's: t = (mean(d) - epsilon) / (sd(d) / sqrt(n)), p = the t distribution's cdf at t with
+n - 1 degrees of freedom (constant differences give t = -inf or +inf, p = 0 or 1; NaN only when they equal
+epsilon, and such an annotator counts as not beaten, as in the reference). Scores within 1e-12 of each other
+count as ties (the reference compares floats exactly; the two agree on every exact tie).
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,6 +84,17 @@ def benjamini_yekutieli_rejections(pvalues: np.ndarray, q: float) -> np.ndarray:
     return rejected & np.isfinite(pvalues)
 
 
+def one_sided_t_pvalues(differences: list[np.ndarray], epsilon: float) -> np.ndarray:
+    """p-values of scipy's ``ttest_1samp(d, epsilon, alternative='less')`` for each array d, in one call of the
+    t distribution (the per-annotator calls of scipy dominated the suite's time)."""
+    n = np.array([d.size for d in differences], dtype=float)
+    mean = np.array([d.mean() for d in differences])
+    sd = np.array([d.std(ddof=1) if d.size > 1 else np.nan for d in differences])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = (mean - epsilon) / (sd / np.sqrt(n))
+    return stats.t.cdf(t, n - 1)
+
+
 def _scores(measure: str, pred: np.ndarray, sums: np.ndarray, squares: np.ndarray, n: np.ndarray,
             equal: np.ndarray) -> np.ndarray:
     """Alignment of one prediction per item with the remaining ratings (given by their sum, sum of squares,
@@ -114,8 +125,14 @@ def alt_test(ratings: np.ndarray, llm: np.ndarray, annotator_ids: list[str] | No
     filled = np.where(mask, values, 0.0)
     sums, squares, n_all = filled.sum(axis=1), (filled * filled).sum(axis=1), mask.sum(axis=1).astype(float)
     llm_equal_all = (mask & (values == llm[:, None])).sum(axis=1).astype(float)
+    # how many of an item's ratings equal each distinct value (for accuracy), looked up by value code
+    domain, codes = np.unique(np.where(mask, values, np.inf), return_inverse=True)
+    codes = codes.reshape(values.shape)
+    per_value = np.zeros((values.shape[0], domain.size))
+    np.add.at(per_value, (np.nonzero(mask)[0], codes[mask]), 1.0)
 
     outcomes: list[AnnotatorOutcome] = []
+    differences: list[np.ndarray] = []
     skipped: dict[str, int] = {}
     columns: list[int] = []
     for j, annotator in enumerate(ids):
@@ -126,32 +143,39 @@ def alt_test(ratings: np.ndarray, llm: np.ndarray, annotator_ids: list[str] | No
         h = values[rows, j]
         rest_sums, rest_squares = sums[rows] - h, squares[rows] - h * h
         rest_n = n_all[rows] - 1.0
-        same_as_h = (mask[rows] & (values[rows] == h[:, None])).sum(axis=1) - 1.0
+        same_as_h = per_value[rows, codes[rows, j]] - 1.0
         same_as_llm = llm_equal_all[rows] - (h == llm[rows])
         human_score = _scores(measure, h, rest_sums, rest_squares, rest_n, same_as_h)
         llm_score = _scores(measure, llm[rows], rest_sums, rest_squares, rest_n, same_as_llm)
         tie = np.abs(llm_score - human_score) <= TIE_TOLERANCE * (1.0 + np.abs(human_score))
         llm_ind = ((llm_score > human_score) | tie).astype(float)
         human_ind = ((human_score > llm_score) | tie).astype(float)
-        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # constant differences: NaN, as in the reference
-            p = float(stats.ttest_1samp(human_ind - llm_ind, epsilon, alternative="less").pvalue)
-        outcomes.append(AnnotatorOutcome(annotator, int(rows.size), float(llm_ind.mean()), p, False))
+        differences.append(human_ind - llm_ind)
+        outcomes.append(AnnotatorOutcome(annotator, int(rows.size), float(llm_ind.mean()), float("nan"), False))
         columns.append(j)
     if not outcomes:
         raise ValueError(f"no annotator has {min_items} or more items shared with another annotator and the LLM "
                          f"(the alt-test needs min_items={min_items}; the authors advise 50-100 items)")
-    rejected = benjamini_yekutieli_rejections(np.array([o.pvalue for o in outcomes]), q)
-    for o, won in zip(outcomes, rejected):
-        o.llm_wins = bool(won)
+    pvalues = one_sided_t_pvalues(differences, epsilon)
+    rejected = benjamini_yekutieli_rejections(pvalues, q)
+    for o, p, won in zip(outcomes, pvalues, rejected):
+        o.pvalue, o.llm_wins = float(p), bool(won)
     omega = float(rejected.mean())
     rho = float(np.mean([o.advantage_probability for o in outcomes]))
-    groups: list[GroupOutcome] = []
+    result = AltTestResult(omega, rho, omega >= 0.5, epsilon, measure, q, int(keep.sum()), outcomes, skipped)
     if group_labels is not None and group_names is not None:
-        tested = np.asarray(group_labels)[columns]
-        for g, name in enumerate(group_names):
-            sel = np.flatnonzero(tested == g)
-            if sel.size:
-                groups.append(GroupOutcome(name, int(sel.size), float(rejected[sel].mean()),
-                                           float(np.mean([outcomes[k].advantage_probability for k in sel]))))
-    return AltTestResult(omega, rho, omega >= 0.5, epsilon, measure, q, int(keep.sum()), outcomes, skipped, groups)
+        result.groups = group_winning_rates(result, ids, group_labels, group_names)
+    return result
+
+
+def group_winning_rates(result: AltTestResult, annotator_ids: list[str], group_labels: np.ndarray,
+                        group_names: list[str]) -> list[GroupOutcome]:
+    """The winning rate and rho among each group's tested annotators (the decisions of the whole test)."""
+    label_of = dict(zip(annotator_ids, np.asarray(group_labels).tolist()))
+    groups: list[GroupOutcome] = []
+    for g, name in enumerate(group_names):
+        members = [o for o in result.annotators if label_of.get(o.annotator) == g]
+        if members:
+            groups.append(GroupOutcome(name, len(members), float(np.mean([o.llm_wins for o in members])),
+                                       float(np.mean([o.advantage_probability for o in members]))))
+    return groups

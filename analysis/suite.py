@@ -374,10 +374,7 @@ def _alt_test_metrics(ctx: _Context) -> None:
                    MetricRecord("alt_test_advantage_probability", res.advantage_probability, "all", key.model,
                                 key.template, n=len(res.annotators), details=common)]
             for gdef in singles:
-                per = alt_test.alt_test(ctx.human.values, llm_values, ctx.human.annotator_ids, measure=measure,
-                                        epsilon=opts.alt_epsilon, q=opts.alt_q, min_items=opts.alt_min_items,
-                                        group_labels=gdef.labels, group_names=gdef.group_names)
-                for g in per.groups:
+                for g in alt_test.group_winning_rates(res, ctx.human.annotator_ids, gdef.labels, gdef.group_names):
                     out.append(MetricRecord("alt_test_winning_rate", g.winning_rate, g.group, key.model,
                                             key.template, n=g.n_annotators,
                                             details=dict(common, attribute=gdef.attribute,
