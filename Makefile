@@ -3,6 +3,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# llama.cpp is built for a fixed, portable instruction set (x86-64-v3: AVX2/FMA/F16C, no AVX-512 or AMX),
+# not for the build machine's own: the same kernels on every CPU (label log-probabilities reproduce across
+# machines) and no crash on CPUs whose AMX tiles the kernel does not grant. The wheel is kept in a wheelhouse
+# named after these flags, so pip's own cache never hands back a wheel built another way.
+LLAMA_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS := $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON,-DGGML_NATIVE=OFF)
+WHEELHOUSE ?= $(HOME)/.cache/accord/wheels/llama-$(LLAMA_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | sha1sum | cut -c1-12)
 
 .PHONY: demo test services test-fast bench clean
 
@@ -10,7 +17,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
 	@echo "installing accord (the first build of llama-cpp-python takes ~10 minutes on 2 cores; pip caches it)"
-	$(BIN)/pip install -q -e '.[dev]'
+	ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel -q --no-cache-dir --no-deps -w $(WHEELHOUSE) \
+		llama-cpp-python==$(LLAMA_VERSION)
+	$(BIN)/pip install -q --find-links $(WHEELHOUSE) -e '.[dev]'
 	touch $(STAMP)
 
 ## Set up and run the demo: bundled DICES subset, local SmolLM2 model, metrics table and HTML report.

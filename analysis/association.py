@@ -2,17 +2,21 @@
 
 - IRR(G): Krippendorff's alpha among G's annotators (items with at least two ratings from G).
 - XRR(G, H): cross-replication reliability of Wong, Paritosh & Aroyo (2021),
-  kappa_x = 1 - d_o / d_e, where d_o is the mean over items (rated by both G and H) of the average
-  disagreement between a rating from G and a rating from H on that item, and d_e the average
-  disagreement between a G rating and an H rating over all pairs regardless of item.
+  kappa_x = 1 - d_o / d_e, where d_o is the average over items (rated by both G and H) of the mean
+  disagreement between a rating from G and a rating from H on that item, each item weighted by its
+  number of ratings R_i + S_i as in the paper's definition (``xrr_weighting="ratings"``; "items"
+  weights items equally, the earlier behaviour), and d_e the average disagreement between a G rating
+  and an H rating over all pairs regardless of item.
 - GAI(G) = IRR(G) / XRR(G, not G), the group association index of Prabhakaran et al. 2024 (GRASP),
-  with H = the other annotators with a known value of the attribute. GAI > 1: G is more cohesive
-  than its agreement with the rest would suggest.
+  with H = every other annotator with a known value of the attribute, including members of groups
+  too small to be tested themselves. GAI > 1: G is more cohesive than its agreement with the rest
+  would suggest; GAI < 1: less.
 
 Disagreement is squared difference ("interval", Krippendorff's interval metric) or inequality
 ("nominal"). Everything is computed from per-item group sums (or per-value counts), so all K
 permutations of the annotator -> group mapping are evaluated with matrix products; the p-value of
-GAI is one-sided ((1 + #{GAI_perm >= GAI}) / (1 + K)).
+GAI is two-sided and equal-tailed (twice the smaller of the one-sided permutation p-values), as GRASP
+takes the tail on the observed side, so a significantly *low* association is flagged too.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from accord.analysis.disparity import _as_operand, _dense, membership_matrix
+from accord.analysis.frames import UNKNOWN
 from accord.analysis.resampling import label_permutations, permutation_pvalue
 
 METRICS = ("interval", "nominal")
+XRR_WEIGHTINGS = ("ratings", "items")
 CHUNK_CELLS = 1_000_000
 
 
@@ -72,12 +78,22 @@ class AssociationResult:
     group_sizes: np.ndarray  # G
     metric: str
     n_permutations: int
+    xrr_weighting: str = "ratings"
+    alternative: str = "equal-tailed"
+
+
+def _item_average(per_item: np.ndarray, valid: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+    """Average over items (axis 0) of per_item where valid, weighted by ``weight`` (None: equally)."""
+    w = valid.astype(float) if weight is None else np.where(valid, weight, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid, per_item * w, 0.0).sum(axis=0) / w.sum(axis=0)
 
 
 class _Moments:
     """Per-item sums of each group and of the rest, for the interval metric."""
 
-    def __init__(self, values: np.ndarray, mask: np.ndarray) -> None:
+    def __init__(self, values: np.ndarray, mask: np.ndarray, weighting: str = "ratings") -> None:
+        self.weighting = weighting
         self.values = _as_operand(values)
         self.squares = _as_operand(values * values)
         self.mask = _as_operand(mask.astype(float))
@@ -95,7 +111,7 @@ class _Moments:
         pairs = np.where(valid, n * nh, 1.0)
         cross = nh * s2 + n * s2h - 2.0 * s1 * s1h
         with np.errstate(invalid="ignore", divide="ignore"):
-            d_o = np.where(valid, cross / pairs, 0.0).sum(axis=0) / valid.sum(axis=0)
+            d_o = _item_average(cross / pairs, valid, n + nh if self.weighting == "ratings" else None)
             ng_t = np.where(valid, n, 0).sum(axis=0)
             nh_t = np.where(valid, nh, 0).sum(axis=0)
             d_e = (nh_t * np.where(valid, s2, 0).sum(axis=0) + ng_t * np.where(valid, s2h, 0).sum(axis=0)
@@ -108,7 +124,8 @@ class _Moments:
 class _Counts:
     """Per-item value counts of each group and of the rest, for the nominal metric."""
 
-    def __init__(self, values: np.ndarray, mask: np.ndarray) -> None:
+    def __init__(self, values: np.ndarray, mask: np.ndarray, weighting: str = "ratings") -> None:
+        self.weighting = weighting
         domain = np.unique(values[mask])
         self.indicators = [_as_operand((mask & (values == v)).astype(float)) for v in domain]
         self.tot = [np.asarray(ind.sum(axis=1)).reshape(-1, 1) for ind in self.indicators]
@@ -122,7 +139,7 @@ class _Counts:
         pairs = np.where(valid, n * nh, 1.0)
         cross = n * nh - (g * h).sum(axis=-1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            d_o = np.where(valid, cross / pairs, 0.0).sum(axis=0) / valid.sum(axis=0)
+            d_o = _item_average(cross / pairs, valid, n + nh if self.weighting == "ratings" else None)
             gv = np.where(valid[..., None], g, 0).sum(axis=0)
             hv = np.where(valid[..., None], h, 0).sum(axis=0)
             ng_t, nh_t = gv.sum(axis=-1), hv.sum(axis=-1)
@@ -143,14 +160,20 @@ def group_association(
     metric: str = "interval",
     n_permutations: int = 1000,
     rng: np.random.Generator | None = None,
+    xrr_weighting: str = "ratings",
+    alternative: str = "equal-tailed",
 ) -> AssociationResult:
     """IRR(G), XRR(G, not G) and GAI(G) for every group of one attribute, and a permutation test of
     GAI that shuffles the group labels of the annotators with a known label (sizes kept).
 
     ``ratings``: items x annotators (NaN = missing); ``labels``: group index per annotator (-1 =
-    unknown, left out). A GAI is NaN when XRR <= 0 or a reliability is undefined."""
+    unknown, left out; -2 = known but in no tested group: part of every rest). A GAI is NaN when
+    XRR <= 0 or a reliability is undefined. ``alternative``: "equal-tailed" (two-sided, default),
+    "greater" or "less"."""
     if metric not in METRICS:
         raise ValueError(f"unknown disagreement metric {metric!r}; use one of {METRICS}")
+    if xrr_weighting not in XRR_WEIGHTINGS:
+        raise ValueError(f"unknown XRR weighting {xrr_weighting!r}; use one of {XRR_WEIGHTINGS}")
     ratings = np.asarray(ratings, dtype=float)
     labels = np.asarray(labels, dtype=int)
     n_groups = len(group_names)
@@ -158,11 +181,12 @@ def group_association(
         raise ValueError(f"{labels.size} group labels for {ratings.shape[1]} annotators")
     if n_groups < 2:
         raise ValueError("group association needs at least two groups")
-    known = np.flatnonzero(labels >= 0)
+    known = np.flatnonzero(labels != UNKNOWN)
     sub = ratings[:, known]
     mask = np.isfinite(sub)
     values = np.where(mask, sub, 0.0)
-    calc = _Moments(values, mask) if metric == "interval" else _Counts(values, mask)
+    calc = (_Moments(values, mask, xrr_weighting) if metric == "interval"
+            else _Counts(values, mask, xrr_weighting))
     known_labels = labels[known]
     irr, xrr, _ = calc.stats(membership_matrix(known_labels[None, :], n_groups))
     gai = _gai(irr, xrr)
@@ -174,31 +198,36 @@ def group_association(
         block = perms[start:start + chunk]
         i_irr, i_xrr, _ = calc.stats(membership_matrix(block, n_groups))
         null[start:start + block.shape[0]] = _gai(i_irr, i_xrr).reshape(block.shape[0], n_groups)
-    sizes = np.bincount(known_labels, minlength=n_groups)
+    sizes = np.bincount(known_labels[known_labels >= 0], minlength=n_groups)
     return AssociationResult(
         group_names=list(group_names),
         irr=irr,
         xrr=xrr,
         gai=gai,
-        gai_pvalue=permutation_pvalue(gai, null, "greater"),
+        gai_pvalue=permutation_pvalue(gai, null, alternative),
         null_gai=null,
         group_sizes=sizes,
         metric=metric,
         n_permutations=n_permutations,
+        xrr_weighting=xrr_weighting,
+        alternative=alternative,
     )
 
 
 def cross_replication_reliability(
-    ratings_g: np.ndarray, ratings_h: np.ndarray, metric: str = "interval"
+    ratings_g: np.ndarray, ratings_h: np.ndarray, metric: str = "interval", weighting: str = "ratings"
 ) -> float:
     """kappa_x of Wong et al. (2021) between two rater pools on the same items (items x raters each,
-    NaN = missing). Reference implementation with explicit pairs, used to check the vectorised one."""
+    NaN = missing). Reference implementation with explicit pairs, used to check the vectorised one.
+    ``weighting="ratings"`` weights item i's mean cross-pool disagreement by R_i + S_i (the paper's
+    d_o = sum_i (R_i + S_i) / (R_i S_i) sum_r sum_s D(x_ir, y_is) / (R + S)); "items" weights equally."""
     g = np.asarray(ratings_g, dtype=float)
     h = np.asarray(ratings_h, dtype=float)
     if g.shape[0] != h.shape[0]:
         raise ValueError("both rating matrices must have the same items (rows)")
     dist = (lambda a, b: (a - b) ** 2) if metric == "interval" else (lambda a, b: (a != b).astype(float))
     per_item = []
+    weights = []
     all_g, all_h = [], []
     for i in range(g.shape[0]):
         a = g[i][np.isfinite(g[i])]
@@ -206,6 +235,7 @@ def cross_replication_reliability(
         if a.size == 0 or b.size == 0:
             continue
         per_item.append(dist(a[:, None], b[None, :]).mean())
+        weights.append(a.size + b.size if weighting == "ratings" else 1.0)
         all_g.append(a)
         all_h.append(b)
     if not per_item:
@@ -215,4 +245,4 @@ def cross_replication_reliability(
     d_e = dist(a[:, None], b[None, :]).mean()
     if d_e <= 0:
         raise ValueError("cross-replication reliability undefined: no expected disagreement")
-    return float(1.0 - np.mean(per_item) / d_e)
+    return float(1.0 - np.average(per_item, weights=weights) / d_e)

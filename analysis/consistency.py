@@ -8,8 +8,13 @@
   indices, items as observations) and the label flip rate (share of items whose parsed samples do
   not all give the same label).
 - Position bias for multiple choice: two templates of one family that differ only in option order
-  should give the same (semantic) answer; the flip rate is the share of items whose modal answer
-  changes when the order changes (cf. Zheng et al. 2023, Pezeshkpour & Hruschka 2023).
+  should give the same (semantic) answer; the flip rate is the share of items whose verdict changes
+  when the order changes (cf. Zheng et al. 2023, Pezeshkpour & Hruschka 2023), with its direction:
+  how many items move to the positive and to the negative verdict, and McNemar's exact test of
+  whether the two directions are equally likely (statsmodels), so a planted shift toward "unsafe" in
+  one option order shows as such rather than as an undirected flip rate.
+
+Verdicts come from `accord.analysis.binary` with its one tie rule.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from itertools import combinations
 
 import numpy as np
 from accord.analysis.correlation import masked_pearson_columns
+from statsmodels.stats.contingency_tables import mcnemar
 
 
 @dataclass
@@ -56,6 +62,7 @@ def format_consistency(
 class SelfConsistency:
     test_retest_r: float  # mean over sample-index pairs of Pearson r across items
     n_pairs: int  # sample-index pairs with a defined r
+    n_items_r: int  # items with at least two parsed samples (the observations behind test_retest_r)
     flip_rate: float  # share of items (>= 2 parsed samples) whose samples disagree
     n_items: int  # items with >= 2 parsed samples
     mean_pairwise_disagreement: float  # share of disagreeing sample pairs, averaged over items
@@ -94,6 +101,7 @@ def self_consistency(samples: np.ndarray) -> SelfConsistency:
     return SelfConsistency(
         test_retest_r=float(np.mean(r_pairs)) if r_pairs else nan,
         n_pairs=len(r_pairs),
+        n_items_r=int(multi.sum()),
         flip_rate=flip_rate,
         n_items=int(multi.sum()),
         mean_pairwise_disagreement=disagreement,
@@ -105,6 +113,31 @@ class PositionBias:
     flip_rate: float
     n: int
     n_flipped: int
+    n_to_positive: int = 0  # negative under order a, positive under order b
+    n_to_negative: int = 0  # positive under order a, negative under order b
+    mcnemar_pvalue: float = float("nan")  # exact McNemar test of n_to_positive = n_to_negative
+    positive_rate_a: float = float("nan")
+    positive_rate_b: float = float("nan")
+
+
+def position_bias(verdict_a: np.ndarray, verdict_b: np.ndarray) -> PositionBias:
+    """Flip rate of two binary verdict vectors (order a, order b; NaN = no answer) with its direction
+    and McNemar's exact test (statsmodels.stats.contingency_tables.mcnemar)."""
+    a = np.asarray(verdict_a, dtype=float)
+    b = np.asarray(verdict_b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"verdict vectors differ in shape: {a.shape} vs {b.shape}")
+    both = np.isfinite(a) & np.isfinite(b)
+    if not both.any():
+        raise ValueError("no item is answered under both option orders")
+    a, b = a[both], b[both]
+    to_pos = int(np.sum((a == 0) & (b == 1)))
+    to_neg = int(np.sum((a == 1) & (b == 0)))
+    table = np.array([[np.sum((a == 0) & (b == 0)), to_pos], [to_neg, np.sum((a == 1) & (b == 1))]])
+    p = float(mcnemar(table, exact=True).pvalue) if to_pos + to_neg > 0 else 1.0
+    n = int(a.size)
+    return PositionBias((to_pos + to_neg) / n, n, to_pos + to_neg, to_pos, to_neg, p,
+                        float(a.mean()), float(b.mean()))
 
 
 def position_flip_rate(labels_a: np.ndarray, labels_b: np.ndarray) -> PositionBias:

@@ -10,8 +10,27 @@ link between group membership and ratings while keeping who rated what, as in th
 tests of Prabhakaran et al. 2024 (GRASP) and the demographic disparity analyses on DICES (Aroyo et
 al. 2023). All permutations are evaluated at once: a K x J matrix of permuted labels becomes a
 membership matrix and the group means of all permutations are two matrix products; correlations of
-every LLM rater with every permuted group mean are six more (`masked_pearson_columns`). p-values are
-(1 + #{|null| >= |observed|}) / (1 + K); callers adjust them across groups with Benjamini-Hochberg.
+every LLM rater with every permuted group mean are six more (`masked_pearson_columns`).
+
+Group size. A small group's mean rating is a noisier estimate of what the group thinks, so its r_G
+is lower whatever the LLM does, and the permutation null of d_G is centred well below 0 for a small
+group (above 0 for a large one). Two consequences are handled here:
+
+- the p-value of d_G is *equal-tailed* (twice the smaller one-sided permutation p), so it measures
+  where the observation lies in the null distribution, wherever that is centred; comparing |d_G|
+  with |null| would call a small group's expected shortfall "significant" and miss an LLM that
+  tracks the small group;
+- the effect is reported *relative to the null*: d_G - mean(null d_G), with the interval from
+  inverting the permutation test (`null_centred_effect`), so a group's size does not read as
+  disagreement. The attribute's gap is the range of r_G - E0[r_G] (each group's r relative to random
+  groups of the same size), tested against the same statistic under permutation.
+
+Size-robust estimates beside r_G: the mean of the per-annotator correlations r(s, y_j) of the
+group's members (its expectation does not depend on how many members there are) and r_G corrected
+for the reliability of a k-annotator mean (Spearman-Brown, `spearman_brown_r`).
+
+Annotators whose group is too small to test (label `UNTESTED`) are part of every other group's rest;
+annotators with an unknown value (label `UNKNOWN`) are in no group and no rest.
 
 Also here: idiosyncratic variation (spread of per-annotator correlations within vs across groups)
 and the minimum detectable difference in r for a group comparison (Fisher z approximation).
@@ -23,7 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from accord.analysis.correlation import masked_pearson_columns
-from accord.analysis.resampling import label_permutations, permutation_pvalue
+from accord.analysis.frames import UNKNOWN
+from accord.analysis.resampling import label_permutations, null_centred_effect, permutation_pvalue
 from scipy import sparse, stats
 
 # Rough cap on the number of float64 cells in one chunk of permuted group means (items x perms x groups)
@@ -68,7 +88,7 @@ class GroupMeanCalculator:
         self.labels = np.asarray(labels, dtype=int)
         if ratings.shape[1] != self.labels.size:
             raise ValueError(f"{self.labels.size} group labels for {ratings.shape[1]} annotators")
-        self.known = np.flatnonzero(self.labels >= 0)
+        self.known = np.flatnonzero(self.labels != UNKNOWN)
         sub = ratings[:, self.known]
         mask = np.isfinite(sub)
         values = np.where(mask, sub, 0.0)
@@ -105,13 +125,21 @@ class GroupCorrelationTest:
     group_r: np.ndarray  # R x G   r(s, mu_G)
     rest_r: np.ndarray  # R x G   r(s, mu_notG)
     n_items: np.ndarray  # R x G   items behind r_G
-    difference: np.ndarray  # R x G   r_G - r_notG
-    gap: np.ndarray  # R       max_G r_G - min_G r_G
-    difference_pvalue: np.ndarray  # R x G   two-sided permutation p
+    difference: np.ndarray  # R x G   d_G = r_G - r_notG
+    gap: np.ndarray  # R       range over groups of r_G - E0[r_G] (size-adjusted gap)
+    difference_pvalue: np.ndarray  # R x G   equal-tailed two-sided permutation p of d_G
     gap_pvalue: np.ndarray  # R       one-sided (larger gap) permutation p
     null_difference: np.ndarray  # K x R x G
-    null_gap: np.ndarray  # K x R
+    null_gap: np.ndarray  # K x R   size-adjusted gaps of the permutations
     n_permutations: int
+    effect: np.ndarray  # R x G   d_G - E0[d_G] (relative to random groups of the same size)
+    effect_low: np.ndarray  # R x G   interval of the effect (inverted permutation test)
+    effect_high: np.ndarray  # R x G
+    null_mean_difference: np.ndarray  # R x G   E0[d_G]
+    null_mean_r: np.ndarray  # R x G   E0[r_G]: r of random groups of the same size
+    excess_r: np.ndarray  # R x G   r_G - E0[r_G]
+    raw_gap: np.ndarray  # R       max_G r_G - min_G r_G (not size-adjusted; for reference)
+    confidence_level: float = 0.95
 
 
 def _range(r: np.ndarray) -> np.ndarray:
@@ -137,12 +165,13 @@ def group_correlation_test(
     n_groups: int,
     n_permutations: int = 1000,
     rng: np.random.Generator | None = None,
+    confidence_level: float = 0.95,
 ) -> GroupCorrelationTest:
     """Correlation of each LLM rater with each group's mean rating, and permutation tests.
 
     ``scores``: I x R (one column per LLM rater, NaN = no answer); ``ratings``: I x J human ratings;
-    ``labels``: group index per annotator (-1 = unknown, left out). Permutations shuffle the labels of
-    the annotators with a known label, keeping group sizes."""
+    ``labels``: group index per annotator (-1 = unknown, left out; -2 = known but not tested: in the
+    rest). Permutations shuffle the labels of the annotators with a known value, keeping group sizes."""
     scores = np.asarray(scores, dtype=float)
     if scores.ndim == 1:
         scores = scores[:, None]
@@ -165,26 +194,93 @@ def group_correlation_test(
     perms = label_permutations(known_labels, n_permutations, rng)
     n_r = scores.shape[1]
     null_diff = np.empty((n_permutations, n_r, n_groups))
-    null_gap = np.empty((n_permutations, n_r))
+    null_r = np.empty((n_permutations, n_r, n_groups))
     chunk = max(1, CHUNK_CELLS // max(1, ratings.shape[0] * n_groups))
     for start in range(0, n_permutations, chunk):
         block = perms[start:start + chunk]
         k = block.shape[0]
         r, rr, _ = _correlate(scores, calc.means(block, n_groups), k, n_groups)
         null_diff[start:start + k] = np.transpose(r - rr, (1, 0, 2))
-        null_gap[start:start + k] = _range(r).T
+        null_r[start:start + k] = np.transpose(r, (1, 0, 2))
+    effect, low, high, null_mean_diff = null_centred_effect(diff_obs, null_diff, confidence_level)
+    _, _, _, null_mean_r = null_centred_effect(r_obs, null_r, confidence_level)
+    excess = r_obs - null_mean_r
+    gap_obs = _range(excess)
+    null_gap = _range(null_r - null_mean_r[None])
     return GroupCorrelationTest(
         group_r=r_obs,
         rest_r=rr_obs,
         n_items=n_obs,
         difference=diff_obs,
         gap=gap_obs,
-        difference_pvalue=permutation_pvalue(diff_obs, null_diff, "two-sided"),
+        difference_pvalue=permutation_pvalue(diff_obs, null_diff, "equal-tailed"),
         gap_pvalue=permutation_pvalue(gap_obs, null_gap, "greater"),
         null_difference=null_diff,
         null_gap=null_gap,
         n_permutations=n_permutations,
+        effect=effect,
+        effect_low=low,
+        effect_high=high,
+        null_mean_difference=null_mean_diff,
+        null_mean_r=null_mean_r,
+        excess_r=excess,
+        raw_gap=_range(r_obs),
+        confidence_level=confidence_level,
     )
+
+
+@dataclass
+class SizeRobustEstimate:
+    """Group alignment estimates that do not shrink with the group's size."""
+
+    mean_annotator_r: np.ndarray  # G   mean of r(s, y_j) over the group's members with a defined r_j
+    mean_annotator_r_low: np.ndarray  # G   t interval over members (NaN with fewer than two)
+    mean_annotator_r_high: np.ndarray  # G
+    n_annotators: np.ndarray  # G   members with a defined r_j
+
+
+def mean_annotator_r(
+    annotator_r: np.ndarray, labels: np.ndarray, n_groups: int, confidence_level: float = 0.95
+) -> SizeRobustEstimate:
+    """Mean per-annotator correlation with the LLM per group, with a t interval over the members.
+
+    ``annotator_r``: r(s, y_j) per annotator (NaN = undefined); ``labels``: group index per annotator."""
+    annotator_r = np.asarray(annotator_r, dtype=float)
+    labels = np.asarray(labels, dtype=int)
+    mean = np.full(n_groups, np.nan)
+    low = np.full(n_groups, np.nan)
+    high = np.full(n_groups, np.nan)
+    count = np.zeros(n_groups, dtype=int)
+    for g in range(n_groups):
+        vals = annotator_r[(labels == g) & np.isfinite(annotator_r)]
+        count[g] = vals.size
+        if vals.size == 0:
+            continue
+        mean[g] = vals.mean()
+        if vals.size >= 2:
+            half = stats.t.ppf(0.5 + confidence_level / 2, vals.size - 1) * vals.std(ddof=1) / np.sqrt(vals.size)
+            low[g], high[g] = mean[g] - half, mean[g] + half
+    return SizeRobustEstimate(mean, low, high, count)
+
+
+def spearman_brown_r(r_group: float, raters_per_item: np.ndarray, single_rater_reliability: float) -> float:
+    """r_G corrected for the unreliability of a k-annotator mean (Spearman 1904; Brown 1910).
+
+    The mean of k ratings has reliability rel_k = k rho / (1 + (k - 1) rho) with rho the reliability of
+    one rating; the correlation with the group's error-free mean is estimated as r_G / sqrt(rel_k)
+    (correction for attenuation). k is the harmonic mean over items of the group's ratings per item
+    (the average of 1/k is what the error variance of the mean scales with). NaN when rho <= 0 or
+    undefined. The value can exceed 1 when the correction over-shoots (a noisy rho)."""
+    k = np.asarray(raters_per_item, dtype=float)
+    k = k[k > 0]
+    if k.size == 0 or not np.isfinite(r_group) or not np.isfinite(single_rater_reliability):
+        return float("nan")
+    rho = float(single_rater_reliability)
+    if rho <= 0:
+        return float("nan")
+    k_h = k.size / np.sum(1.0 / k)
+    reliability = k_h * rho / (1.0 + (k_h - 1.0) * rho)
+    return float(r_group / np.sqrt(reliability))
 
 
 @dataclass
@@ -206,7 +302,7 @@ def idiosyncratic_variation(
     Groups with fewer than two defined r_j are left out of the within-group average."""
     annotator_r = np.asarray(annotator_r, dtype=float)
     labels = np.asarray(labels, dtype=int)
-    ok = np.isfinite(annotator_r) & (labels >= 0)
+    ok = np.isfinite(annotator_r) & (labels >= 0)  # members of tested groups
     if ok.sum() < 2:
         raise ValueError("fewer than two annotators with a defined correlation and a known group")
     sd_all = float(np.std(annotator_r[ok], ddof=1))

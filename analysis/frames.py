@@ -33,6 +33,12 @@ LLM_OPTIONAL_DEFAULTS: dict[str, object] = {
 }
 PARSE_STATUSES = frozenset({"ok", "refused", "unparseable", "truncated", "empty"})
 FAILURE_STATUSES = frozenset({"unparseable", "truncated", "empty"})
+# Group labels of annotators outside every tested group (see `GroupDefinition`).
+UNKNOWN = -1    # value of the attribute unknown: in no group and not in any "rest"
+UNTESTED = -2   # known value, but the group is smaller than min_group_size: in the rest, never tested
+# Attribute strings that mean "unknown" (pandas writes a missing value as "nan" / "None" when a column is
+# cast to str, CSV exports write "NULL" or "<NA>").
+MISSING_ATTRIBUTE_STRINGS = frozenset({"", "nan", "none", "null", "<na>", "nat", "na", "n/a"})
 # Ratings with at most this many distinct values are treated as labels (nominal/ordinal metrics, JSD).
 MAX_DISCRETE_LEVELS = 20
 
@@ -141,7 +147,13 @@ def build_human_matrix(human: pd.DataFrame, item_ids: list[str] | None = None) -
 
 
 def normalise_llm(llm: pd.DataFrame) -> pd.DataFrame:
-    """Validate the ``llm`` frame and return a copy with every optional column present and typed."""
+    """Validate the ``llm`` frame and return a copy with every optional column present and typed.
+
+    Only answers with parse status ``ok`` carry a rating: for every other status (refused, unparseable,
+    truncated, empty) ``value``, ``weighted_value`` and ``value_probs`` are blanked here, so no metric
+    can read a refusal's label probabilities as a rating; those rows count in the failure and refusal
+    rates only. The column ``usable`` marks rows with status ``ok`` and a finite value; an ``ok`` row
+    with a NaN value is counted as a failure (`failure_flags`)."""
     _require_columns(llm, LLM_COLUMNS, "llm")
     out = llm.copy()
     for column, default in LLM_OPTIONAL_DEFAULTS.items():
@@ -163,6 +175,13 @@ def normalise_llm(llm: pd.DataFrame) -> pd.DataFrame:
             f"{sorted(PARSE_STATUSES)}"
         )
     out["parse_status"] = status
+    not_ok = (status != "ok").to_numpy()
+    if not_ok.any():
+        out.loc[not_ok, "value"] = np.nan
+        out.loc[not_ok, "weighted_value"] = np.nan
+        if "value_probs" in out.columns:
+            out["value_probs"] = [None if bad else p for bad, p in zip(not_ok, out["value_probs"].tolist())]
+    out["usable"] = ~not_ok & np.isfinite(out["value"].to_numpy(dtype=float))
     return out
 
 
@@ -180,7 +199,7 @@ class LLMScores:
     """Per-item scores of one LLM rater, aligned to a list of item ids."""
 
     key: RaterKey
-    score: np.ndarray  # mean over parsed samples (weighted_value where present if use_weighted)
+    score: np.ndarray  # mean over usable samples (status ok; weighted_value where present if use_weighted)
     label: np.ndarray  # modal parsed `value` over samples (NaN where none parsed)
     n_parsed: np.ndarray  # parsed samples per item
     n_rows: np.ndarray  # rows (samples) per item, parsed or not
@@ -191,11 +210,14 @@ class LLMScores:
 
 
 def _row_score(llm: pd.DataFrame, use_weighted: bool) -> np.ndarray:
+    """Per row the score that enters the item mean: NaN unless the row is usable (status ok, finite value)."""
     value = llm["value"].to_numpy(dtype=float)
-    if not use_weighted:
-        return value
-    weighted = llm["weighted_value"].to_numpy(dtype=float)
-    return np.where(np.isnan(weighted), value, weighted)
+    usable = llm["usable"].to_numpy(dtype=bool) if "usable" in llm.columns else (
+        (llm["parse_status"] == "ok").to_numpy() & np.isfinite(value))
+    if use_weighted:
+        weighted = llm["weighted_value"].to_numpy(dtype=float)
+        value = np.where(np.isnan(weighted), value, weighted)
+    return np.where(usable, value, np.nan)
 
 
 def modal_values(item_index: np.ndarray, values: np.ndarray, n_items: int) -> np.ndarray:
@@ -244,7 +266,8 @@ def build_llm_scores(
         n_rows = np.bincount(rows, minlength=n).astype(float)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(n_parsed > 0, sums / np.maximum(n_parsed, 1), np.nan)
-        label = modal_values(rows, llm["value"].to_numpy(dtype=float)[idx], n)
+        label = modal_values(rows, np.where(llm["usable"].to_numpy(dtype=bool), llm["value"].to_numpy(dtype=float),
+                                            np.nan)[idx], n)
         key = RaterKey(str(model), str(template), str(persona))
         out[key] = LLMScores(key, mean, label, n_parsed, n_rows)
     return out
@@ -254,17 +277,37 @@ def build_llm_scores(
 class GroupDefinition:
     """Annotators of one attribute (or intersection) split into named groups.
 
-    ``labels[j]`` is the group index of annotator j (column order of the `HumanMatrix`), -1 when the
-    annotator's value is unknown or their group is smaller than the minimum group size."""
+    ``labels[j]`` is the group index of annotator j (column order of the `HumanMatrix`), `UNKNOWN` (-1)
+    when the annotator's value is unknown and `UNTESTED` (-2) when it is known but its group is smaller
+    than the minimum group size. Untested annotators belong to the "rest" of every tested group (the
+    comparison is against everyone else with a known value); their groups are listed in ``too_small``
+    so every group that is not tested is reported with its size and the reason."""
 
     attribute: str  # "gender" or "gender&race"
     group_names: list[str]  # slice strings: "gender=Woman", "gender=Woman&race=Black"
     labels: np.ndarray
-    too_small: dict[str, int] = field(default_factory=dict)  # slice -> size, left out
+    too_small: dict[str, int] = field(default_factory=dict)  # slice -> size, not tested
+    min_group_size: int = 2
 
     @property
     def n_groups(self) -> int:
         return len(self.group_names)
+
+    @property
+    def known(self) -> np.ndarray:
+        """Boolean per annotator: the attribute's value is known (tested group or too small)."""
+        return self.labels != UNKNOWN
+
+    @property
+    def n_unknown(self) -> int:
+        return int(np.sum(self.labels == UNKNOWN))
+
+    def untested(self) -> list[dict]:
+        """Every group of the attribute that gets no test, with its size and the reason."""
+        return [{"group": name, "group_size": size,
+                 "reason": f"{size} annotator{'s' if size != 1 else ''}, fewer than min_group_size="
+                           f"{self.min_group_size}; counted in the rest of the other groups"}
+                for name, size in sorted(self.too_small.items())]
 
     def members(self, g: int) -> np.ndarray:
         return np.flatnonzero(self.labels == g)
@@ -278,7 +321,7 @@ def _missing_attribute(value: object) -> bool:
             return True
     except (TypeError, ValueError):
         pass
-    return str(value).strip() == ""
+    return str(value).strip().lower() in MISSING_ATTRIBUTE_STRINGS
 
 
 def _clean_attribute(series: pd.Series) -> pd.Series:
@@ -341,11 +384,9 @@ def build_groups(
         sizes = series.value_counts()
         big = sorted(s for s, k in sizes.items() if k >= min_group_size)
         small = {str(s): int(k) for s, k in sizes.items() if k < min_group_size}
-        if not big:
-            continue
         code = {s: i for i, s in enumerate(big)}
-        labels = np.array([code.get(n, -1) if n is not None else -1 for n in names], dtype=int)
-        out.append(GroupDefinition("&".join(spec), big, labels, small))
+        labels = np.array([code.get(n, UNTESTED) if n is not None else UNKNOWN for n in names], dtype=int)
+        out.append(GroupDefinition("&".join(spec), big, labels, small, min_group_size))
     return out
 
 

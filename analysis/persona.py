@@ -82,19 +82,38 @@ def persona_gap_prediction(
 
 @dataclass
 class PersonaDriftResult:
-    """How far one persona's ratings move, and whether they stay inside the human range."""
+    """How far one persona's ratings move, and whether they stay inside the bounds of its group."""
 
     mean_abs_drift: float      # mean over items of |f_p(i) - consensus(i)|
-    within_bounds_share: float  # share of items where lo(i) - tol <= f_p(i) <= hi(i) + tol
-    n: int                      # items with a persona rating, a consensus and human bounds
+    within_bounds_share: float  # share of items with f_p(i) inside the bounds (see `persona_drift`)
+    n: int                      # items with a persona rating, a consensus and bounds
+    within_range_share: float = float("nan")  # share inside [min_G mu_G(i), max_G mu_G(i)] (the old bounds)
+    mean_abs_error: float = float("nan")  # mean |f_p(i) - mu_g(i)| for the persona's own group g
+    n_drift: int = 0            # items behind mean_abs_drift
 
 
-def persona_drift(persona_scores: np.ndarray, group_means: np.ndarray, tolerance: float = 0.0) -> list[PersonaDriftResult]:
+def persona_drift(
+    persona_scores: np.ndarray,
+    group_means: np.ndarray,
+    tolerance: float = 0.0,
+    *,
+    own_group: np.ndarray | None = None,
+    group_se: np.ndarray | None = None,
+    z: float = 1.96,
+) -> list[PersonaDriftResult]:
     """Personalisation within bounds (after Kirk et al. 2024, "The benefits, risks and bounds of personalizing
     the alignment of large language models to individuals"): a persona-conditioned rater may move with the
-    persona, but only inside bounds. Here the bounds of item i are the range the human groups of the same
-    attribute span on that item, [min_G mu_G(i), max_G mu_G(i)] widened by ``tolerance``; the drift of
-    persona p is its distance from the model's own consensus (the mean over its personas).
+    persona, but only inside bounds; the drift of persona p is its distance from the model's own consensus (the
+    mean over its personas).
+
+    Bounds. With ``own_group`` (the group index of each persona) and ``group_se`` (groups x items standard
+    error of each group's mean rating), persona p of group g is within bounds on item i when
+    |f_p(i) - mu_g(i)| <= z * SE_g(i) + ``tolerance``: the interval accounts for the raters behind the group's
+    mean, and a persona that ignores its group (the consensus for everyone) falls outside it wherever the
+    groups differ. Items where the group's SE is undefined (fewer than two of its raters) are left out.
+    Without them (the earlier definition, kept as ``within_range_share``) the bounds of item i are the range
+    [min_G mu_G(i), max_G mu_G(i)] widened by ``tolerance``: zero-width where only one group rated and wide
+    where a few raters' means scatter, so a persona-blind model in the middle scores high.
 
     ``persona_scores``: personas x items (NaN: no parsed rating); ``group_means``: groups x items (NaN: no
     rating by that group). Returns one result per persona, in row order; n = 0 and NaN values where no item
@@ -106,13 +125,27 @@ def persona_drift(persona_scores: np.ndarray, group_means: np.ndarray, tolerance
         consensus = np.nanmean(np.where(np.isfinite(scores), scores, np.nan), axis=0)
         lo = np.nanmin(means, axis=0) if means.size else np.full(scores.shape[1], np.nan)
         hi = np.nanmax(means, axis=0) if means.size else np.full(scores.shape[1], np.nan)
+    use_own = own_group is not None and group_se is not None
+    se = np.asarray(group_se, dtype=float) if use_own else None
     out = []
-    for row in scores:
-        ok = np.isfinite(row) & np.isfinite(consensus) & np.isfinite(lo) & np.isfinite(hi)
-        if not ok.any():
-            out.append(PersonaDriftResult(float("nan"), float("nan"), 0))
+    nan = float("nan")
+    for p, row in enumerate(scores):
+        ok_range = np.isfinite(row) & np.isfinite(consensus) & np.isfinite(lo) & np.isfinite(hi)
+        drift = float(np.mean(np.abs(row[ok_range] - consensus[ok_range]))) if ok_range.any() else nan
+        in_range = ((row[ok_range] >= lo[ok_range] - tolerance) & (row[ok_range] <= hi[ok_range] + tolerance))
+        range_share = float(in_range.mean()) if ok_range.any() else nan
+        if not use_own:
+            out.append(PersonaDriftResult(drift, range_share, int(ok_range.sum()), range_share, nan,
+                                          int(ok_range.sum())))
             continue
-        drift = float(np.mean(np.abs(row[ok] - consensus[ok])))
-        inside = (row[ok] >= lo[ok] - tolerance) & (row[ok] <= hi[ok] + tolerance)
-        out.append(PersonaDriftResult(drift, float(inside.mean()), int(ok.sum())))
+        g = int(np.asarray(own_group)[p])
+        mu, s_e = means[g], se[g]
+        ok = np.isfinite(row) & np.isfinite(mu) & np.isfinite(s_e)
+        if not ok.any():
+            out.append(PersonaDriftResult(drift, nan, 0, range_share, nan, int(ok_range.sum())))
+            continue
+        err = np.abs(row[ok] - mu[ok])
+        inside = err <= z * s_e[ok] + tolerance + 1e-12
+        out.append(PersonaDriftResult(drift, float(inside.mean()), int(ok.sum()), range_share,
+                                      float(err.mean()), int(ok_range.sum())))
     return out

@@ -9,6 +9,7 @@ resampled data. The jackknife (for BCa) is the same with the weight matrix 1 - I
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from collections.abc import Callable
 
@@ -124,7 +125,15 @@ def permutation_pvalue(
     """Permutation p-values ``(1 + #extreme) / (1 + K)`` (Phipson & Smyth 2010).
 
     ``null`` has the permutations on axis 0; non-finite null values count as extreme (conservative).
+    ``alternative``: "greater", "less", "equal-tailed" (two-sided: twice the smaller one-sided p, capped
+    at 1, so the observation is placed within the null distribution wherever that is centred) or
+    "two-sided" (|null| >= |observed|, valid only for a null symmetric about 0; kept for statistics
+    that are, e.g. a centred one).
     """
+    if alternative == "equal-tailed":
+        upper = permutation_pvalue(observed, null, "greater")
+        lower = permutation_pvalue(observed, null, "less")
+        return np.minimum(1.0, 2.0 * np.minimum(upper, lower))
     observed = np.asarray(observed, dtype=float)
     null = np.asarray(null, dtype=float)
     k = null.shape[0]
@@ -145,3 +154,22 @@ def permutation_pvalue(
 def label_permutations(labels: np.ndarray, n_permutations: int, rng: np.random.Generator) -> np.ndarray:
     """K × len(labels) matrix, each row a random permutation of ``labels`` (group sizes kept)."""
     return rng.permuted(np.tile(labels, (n_permutations, 1)), axis=1)
+
+
+def null_centred_effect(
+    observed: np.ndarray, null: np.ndarray, confidence_level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Observed statistic relative to its permutation null: ``observed - mean(null)``, with the interval
+    obtained by inverting the equal-tailed permutation test under a shift model,
+    ``[observed - q_(1+c)/2, observed - q_(1-c)/2]`` of the null (a shift delta is inside iff the test of
+    ``observed - delta`` against the null does not reject). Returns (effect, low, high, null mean);
+    non-finite null values are ignored."""
+    observed = np.asarray(observed, dtype=float)
+    null = np.asarray(null, dtype=float)
+    alpha = (1.0 - confidence_level) / 2.0
+    finite = np.where(np.isfinite(null), null, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        centre = np.nanmean(finite, axis=0)
+        q_low, q_high = np.nanquantile(finite, [alpha, 1.0 - alpha], axis=0)
+    return observed - centre, observed - q_high, observed - q_low, centre

@@ -30,6 +30,7 @@ Numeric annotator attributes are binned first (``bins``; age bands / quartiles b
 from __future__ import annotations
 
 import logging
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from accord.analysis import (
     association,
     baseline,
     binary,
+    comparison,
     consistency,
     correlation,
     disparity,
@@ -87,11 +89,15 @@ class SuiteOptions:
     group_attributes: list[str] | None = None  # None: every attribute + pairwise intersections
     min_group_size: int = 2
     max_groups: int = 50  # attributes (or intersections) with more groups get no disparity tests
-    binary_threshold: float = 0.5
+    binary_threshold: float = 0.5  # must lie inside the rating scale (min, max]
+    binary_basis: str = "vote"  # "vote": majority verdicts on both sides; "mean": mean score/rating vs threshold
+    persona_bounds_tolerance: float = 0.0  # widening of each group's mean +- z SE interval (within-bounds)
+    persona_bounds_z: float = 1.96  # multiplier of the group mean's standard error in the bounds
     ci_method: str = "bca"  # or "percentile"
     two_way_bootstrap: bool = False  # also resample annotators for the vs-mean correlations
     baseline_leave_one_out: bool = True  # annotator baseline vs the mean of the others
     association_metric: str = "interval"  # disagreement in IRR/XRR: "interval" or "nominal"
+    xrr_weighting: str = "ratings"  # XRR items weighted by their ratings (Wong et al.) or "items" (equally)
     power: float = 0.8  # for the minimum detectable difference
     alpha: float = 0.05
     category_column: str = "category"
@@ -110,6 +116,10 @@ class SuiteOptions:
             raise ValueError(f"confidence_level must be in (0, 1), got {self.confidence_level}")
         if self.min_group_size < 1:
             raise ValueError("min_group_size must be >= 1")
+        if self.binary_basis not in binary.BASES:
+            raise ValueError(f"binary_basis must be one of {binary.BASES}, got {self.binary_basis!r}")
+        if self.persona_bounds_tolerance < 0:
+            raise ValueError("persona_bounds_tolerance must be >= 0")
         if self.ci_method not in ("bca", "percentile"):
             raise ValueError(f"ci_method must be 'bca' or 'percentile', got {self.ci_method!r}")
 
@@ -131,6 +141,38 @@ class _Context:
 
     baselines: dict[str, AnnotatorBaseline] = field(default_factory=dict)
     _counts: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict)
+    _verdicts: dict[RaterKey, np.ndarray] = field(default_factory=dict)
+
+    def samples(self, key: RaterKey) -> np.ndarray:
+        """items x sample_index matrix of the rater's usable values, aligned to the item list (NaN where
+        a sample is missing, refused or failed)."""
+        assert self.llm is not None
+        frame = self.llm.iloc[self.rater_rows[key]]
+        pivot = frame.pivot_table(index="item_id", columns="sample_index", values="value", aggfunc="mean",
+                                  dropna=False)
+        return pivot.reindex(self.human.item_ids).to_numpy(dtype=float)
+
+    def check_threshold(self) -> None:
+        binary.check_threshold(self.options.binary_threshold, self.human.values)
+
+    def verdict(self, key: RaterKey) -> np.ndarray:
+        """The rater's binary verdict per item (basis and tie rule of `accord.analysis.binary`)."""
+        if key not in self._verdicts:
+            thr = self.options.binary_threshold
+            scores = self.raters.get(key) or self.persona_raters[key]
+            if self.options.binary_basis == "vote":
+                self._verdicts[key] = binary.vote_verdicts(self.samples(key), thr)[1]
+            else:
+                self._verdicts[key] = binary.binarise(scores.score, thr)
+        return self._verdicts[key]
+
+    def human_verdict(self) -> tuple[np.ndarray, np.ndarray]:
+        """The annotators' binary verdict per item and a mask of exact ties (same basis and rule)."""
+        thr = self.options.binary_threshold
+        if self.options.binary_basis == "vote":
+            share, verdict = binary.vote_verdicts(self.human.values, thr)
+            return verdict, share == 0.5
+        return binary.binarise(self.human_mean, thr), self.human_mean == thr
 
     def rng(self, *keys: object) -> np.random.Generator:
         return derive_rng(self.options.seed, *keys)
@@ -232,6 +274,8 @@ def compute_all(
         _jsd_metrics(ctx, key, scores)
         _binary_metrics(ctx, key, scores, all_rows, "all", with_expert=True)
     _prevalence_metrics(ctx)
+    _model_comparisons(ctx)
+    _untested_groups(ctx)
     _disparity_metrics(ctx)
     _persona_metrics(ctx)
     _failure_metrics(ctx)
@@ -293,12 +337,14 @@ def _group_association(ctx: _Context) -> None:
         def run(gdef: GroupDefinition = gdef) -> list[MetricRecord]:
             res = association.group_association(
                 ctx.human.values, gdef.labels, gdef.group_names, opts.association_metric,
-                opts.n_permutations, ctx.rng("association", gdef.attribute))
+                opts.n_permutations, ctx.rng("association", gdef.attribute), opts.xrr_weighting)
             adjusted = benjamini_hochberg(res.gai_pvalue)
             out = []
             for g, name in enumerate(gdef.group_names):
                 size = int(res.group_sizes[g])
-                common = {"metric": res.metric, "group_size": size, "attribute": gdef.attribute}
+                common = {"metric": res.metric, "group_size": size, "attribute": gdef.attribute,
+                           "xrr_weighting": res.xrr_weighting,
+                           "rest": "every other annotator with a known value of the attribute"}
                 out.append(MetricRecord("group_irr", res.irr[g], name, n=size, details=dict(
                     common, reason="fewer than two pairable ratings in the group")
                     if not np.isfinite(res.irr[g]) else common))
@@ -307,7 +353,13 @@ def _group_association(ctx: _Context) -> None:
                                    "disagreement") if not np.isfinite(res.xrr[g]) else common))
                 gai_details = dict(common, irr=res.irr[g], xrr=res.xrr[g],
                                    p_adjusted_bh=adjusted[g], n_permutations=res.n_permutations,
-                                   null_quantiles=_null_quantiles(res.null_gai[:, g]))
+                                   null_quantiles=_null_quantiles(res.null_gai[:, g]),
+                                   pvalue_kind="permutation, equal-tailed two-sided")
+                null_median = gai_details["null_quantiles"].get("0.5")
+                if np.isfinite(res.gai[g]) and null_median is not None:
+                    gai_details["direction"] = ("higher than random groups of the same size"
+                                                if res.gai[g] > null_median else
+                                                "lower than random groups of the same size")
                 if not np.isfinite(res.gai[g]):
                     gai_details["reason"] = "IRR undefined or XRR <= 0"
                 out.append(MetricRecord("group_gai", res.gai[g], name, pvalue=res.gai_pvalue[g],
@@ -395,7 +447,7 @@ def _prevalence_metrics(ctx: _Context) -> None:
     thr = ctx.options.binary_threshold
     for key, scores in ctx.raters.items():
         def run(key: RaterKey = key, scores: LLMScores = scores) -> list[MetricRecord]:
-            judged = binary.binarise(scores.score, thr)
+            judged = ctx.verdict(key)  # the same verdict (basis, tie rule) as the accuracy metrics
             res = prevalence.corrected_prevalence(judged[~has_reference], judged[has_reference],
                                                   reference[has_reference], ctx.options.confidence_level)
             details = {"reference": ref_name, "threshold": thr, "sensitivity": res.sensitivity,
@@ -522,17 +574,35 @@ def _alignment_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np
 def _binary_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np.ndarray,
                     slice_: str, with_expert: bool) -> None:
     thr = ctx.options.binary_threshold
-    predicted = binary.binarise(scores.score[rows], thr)
-    references = {"majority": binary.binarise(ctx.majority[rows], thr)}
+    basis = ctx.options.binary_basis
+    try:
+        ctx.check_threshold()
+    except ValueError as exc:
+        for ref_name in ("majority", "expert") if with_expert else ("majority",):
+            for metric in ("accuracy", "precision", "recall", "f1"):
+                ctx.records.append(MetricRecord(f"{metric}_vs_{ref_name}", None, slice_, key.model, key.template,
+                                                details={"reason": str(exc), "threshold": thr}))
+        return
+    predicted = ctx.verdict(key)[rows]
+    human_verdict, human_tie = ctx.human_verdict()
+    references = {"majority": human_verdict[rows]}
     expert_col = ctx.options.expert_column
     if with_expert and expert_col in ctx.meta.columns:
         references["expert"] = binary_expert_labels(ctx.meta[expert_col].iloc[rows])
+    predicted_from = ("the LLM's majority verdict over its samples" if basis == "vote"
+                      else "the LLM's mean score against the threshold")
+    majority_from = ("the annotators' majority verdict" if basis == "vote"
+                     else "the annotators' mean rating against the threshold")
     for ref_name, reference in references.items():
         def run(reference: np.ndarray = reference, ref_name: str = ref_name) -> list[MetricRecord]:
             res = binary.binary_scores(predicted, reference)
-            details = {"threshold": thr, "reference": ref_name,
+            details = {"threshold": thr, "reference": ref_name, "basis": basis, "tie_rule": binary.TIE_RULE,
+                       "predicted_from": predicted_from,
+                       "reference_from": majority_from if ref_name == "majority" else "expert label",
                        "n_positive_reference": res.n_positive_reference,
                        "n_positive_predicted": res.n_positive_predicted}
+            if ref_name == "majority":
+                details["n_reference_ties"] = int(np.sum(human_tie[rows] & np.isfinite(predicted)))
             out = []
             for metric in ("accuracy", "precision", "recall", "f1"):
                 value = getattr(res, metric)
@@ -545,6 +615,15 @@ def _binary_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np.nd
 
         _guard(ctx, f"accuracy_vs_{ref_name}", run, slice_, key.model, key.template)
 
+        def kappa(reference: np.ndarray = reference, ref_name: str = ref_name) -> MetricRecord:
+            res = agreement.cohen_kappa(predicted, reference, np.array([0.0, 1.0]))
+            return MetricRecord(f"cohen_kappa_binary_vs_{ref_name}", res.statistic, slice_, key.model,
+                                key.template, res.confidence_interval[0], res.confidence_interval[1], res.pvalue,
+                                res.n, {"basis": basis, "threshold": thr, "tie_rule": binary.TIE_RULE,
+                                        "ci": "asymptotic (statsmodels)"})
+
+        _guard(ctx, f"cohen_kappa_binary_vs_{ref_name}", kappa, slice_, key.model, key.template)
+
 
 def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
     if ctx.domain is None:
@@ -554,13 +633,17 @@ def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
     assert ctx.llm is not None
     idx = ctx.rater_rows[key]
     item_pos = pd.Index(ctx.human.item_ids).get_indexer(ctx.llm["item_id"].to_numpy()[idx])
-    values = ctx.llm["value"].to_numpy(dtype=float)[idx]
+    usable = ctx.llm["usable"].to_numpy(dtype=bool)[idx]
+    values = np.where(usable, ctx.llm["value"].to_numpy(dtype=float)[idx], np.nan)
+    finite_values = values[np.isfinite(values)]
+    n_tied = distribution.level_weights(finite_values, ctx.domain)[3] if finite_values.size else 0
     if "value_probs" in ctx.llm.columns:
-        probs = [p if isinstance(p, dict) else None for p in ctx.llm["value_probs"].to_numpy()[idx]]
+        probs = [p if isinstance(p, dict) and ok else None
+                 for p, ok in zip(ctx.llm["value_probs"].to_numpy()[idx], usable)]
         p_llm, n_prob_rows = distribution.mixed_distribution(item_pos, values, probs, ctx.human.n_items, ctx.domain)
     else:
         p_llm, n_prob_rows = distribution.label_distribution(item_pos, values, ctx.human.n_items, ctx.domain), 0
-    source = "label probabilities" if n_prob_rows == len(idx) else (
+    source = "label probabilities" if n_prob_rows == int(usable.sum()) and n_prob_rows else (
         "samples" if n_prob_rows == 0 else "label probabilities where available, else samples")
     targets = [("all", np.arange(ctx.human.n_annotators))]
     for gdef in ctx.groups:
@@ -570,7 +653,8 @@ def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
         def run(cols: np.ndarray = cols, slice_: str = slice_) -> list[MetricRecord]:
             p_h = distribution.human_distribution(ctx.human.values[:, cols], ctx.domain)
             value, n = distribution.mean_jensen_shannon(p_llm, p_h)
-            common = {"value_domain": ctx.domain, "n_annotators": len(cols), "llm_distribution": source}
+            common = {"value_domain": ctx.domain, "n_annotators": len(cols), "llm_distribution": source,
+                      "tie_rule": distribution.TIE_RULE, "n_tied_values": n_tied}
             ce, entropy, n_ce = soft_labels.cross_entropy(p_h, p_llm)
             l1, n_l1 = soft_labels.manhattan(p_h, p_llm)
             return [MetricRecord("jsd_mean", value, slice_, key.model, key.template, n=n,
@@ -586,6 +670,76 @@ def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
 # --------------------------------------------------------------------------- disparity
 
 
+def _model_comparisons(ctx: _Context) -> None:
+    """Every pair of raters (model x template): paired difference of r with the mean human rating and of
+    Cohen's kappa with the human majority label, Holm-adjusted across pairs (`accord.analysis.comparison`)."""
+    keys = list(ctx.raters)
+    if len(keys) < 2:
+        return
+    opts = ctx.options
+    labels = {k: f"{k.model} · {k.template}" for k in keys}
+    specs: list[tuple[str, Callable]] = [("paired_difference_pearson_r", lambda ka, kb: comparison
+                                          .paired_correlation_difference(
+                                              ctx.raters[ka].score, ctx.raters[kb].score, ctx.human_mean,
+                                              n_resamples=max(opts.n_resamples, 1),
+                                              confidence_level=opts.confidence_level,
+                                              rng=ctx.rng("compare-r", labels[ka], labels[kb]),
+                                              names=(labels[ka], labels[kb])))]
+    if ctx.domain is not None:
+        specs.append(("paired_difference_cohen_kappa", lambda ka, kb: comparison.paired_kappa_difference(
+            agreement.snap_to_domain(ctx.raters[ka].label, ctx.domain),
+            agreement.snap_to_domain(ctx.raters[kb].label, ctx.domain), ctx.majority, ctx.domain,
+            n_resamples=max(opts.n_resamples, 1), n_permutations=opts.n_permutations,
+            confidence_level=opts.confidence_level, rng=ctx.rng("compare-kappa", labels[ka], labels[kb]),
+            names=(labels[ka], labels[kb]))))
+    for name, fn in specs:
+        done: list[tuple[RaterKey, RaterKey, comparison.PairedDifference]] = []
+        for ia, ib in comparison.rater_pairs([labels[k] for k in keys]):
+            ka, kb = keys[ia], keys[ib]
+            try:
+                done.append((ka, kb, fn(ka, kb)))
+            except Exception as exc:  # undefined (ValueError) or a bug: recorded, never fatal, as in _guard
+                details = {"reason": str(exc), "rater_a": labels[ka], "rater_b": labels[kb]}
+                if not isinstance(exc, ValueError):
+                    log.exception("metric %s (%s vs %s) failed", name, labels[ka], labels[kb])
+                    details.update(reason=f"{type(exc).__name__}: {exc}", error=True)
+                ctx.records.append(MetricRecord(name, None, f"vs {labels[kb]}", ka.model, ka.template,
+                                                details=details))
+        comparison.adjust_and_decide([d for _, _, d in done], opts.alpha)
+        for ka, kb, d in done:
+            ctx.records.append(MetricRecord(
+                name, d.difference, f"vs {labels[kb]}", ka.model, ka.template, d.ci_low, d.ci_high, d.pvalue,
+                d.n, details={"rater_a": d.rater_a, "rater_b": d.rater_b, "value_a": d.value_a,
+                              "value_b": d.value_b, "statistic": d.statistic, "test": d.test,
+                              "p_adjusted_holm": d.pvalue_holm, "winner": d.winner,
+                              "ci": "paired item bootstrap", "n_pairs_adjusted": len(done),
+                              "winner_rule": f"Holm-adjusted p < {opts.alpha:g} and the interval excludes zero"}))
+
+
+def _untested_groups(ctx: _Context) -> None:
+    """One record per group that gets no test (too few annotators), with its size and the reason, and per
+    attribute the number of annotators whose value is unknown."""
+    for gdef in ctx.groups:
+        for entry in gdef.untested():
+            ctx.records.append(MetricRecord(
+                "group_not_tested", None, entry["group"], n=entry["group_size"],
+                details={"skipped": entry["reason"], "attribute": gdef.attribute,
+                         "group_size": entry["group_size"], "min_group_size": gdef.min_group_size}))
+        if gdef.n_unknown:
+            ctx.records.append(MetricRecord(
+                "group_unknown_annotators", float(gdef.n_unknown), gdef.attribute, n=gdef.n_unknown,
+                details={"attribute": gdef.attribute,
+                         "meaning": "annotators whose value of the attribute is unknown (missing, 'nan', "
+                                    "'None' or empty): in no group and in no rest"}))
+
+
+def _pooled_single_rater_reliability(ratings: np.ndarray) -> float:
+    """Krippendorff's interval alpha of the ratings (an ICC(1)-type reliability of one rating)."""
+    if ratings.shape[1] < 2:
+        return float("nan")
+    return agreement.interval_alpha(ratings)
+
+
 def _disparity_metrics(ctx: _Context) -> None:
     if not ctx.groups or not ctx.raters:
         return
@@ -596,33 +750,43 @@ def _disparity_metrics(ctx: _Context) -> None:
     group_records: dict[RaterKey, list[MetricRecord]] = {k: [] for k in keys}
     gap_records: dict[RaterKey, list[MetricRecord]] = {k: [] for k in keys}
     for gdef in ctx.groups:
+        untested = gdef.untested()
         if gdef.n_groups > opts.max_groups:
             for k in keys:
                 ctx.records.append(MetricRecord(
                     "group_r_gap", None, gdef.attribute, k.model, k.template,
                     details={"skipped": f"{gdef.n_groups} groups (more than max_groups="
                                         f"{opts.max_groups}); choose with analysis: {{group_attributes: [...]}} "
-                                        "or bin a numeric attribute with analysis: {bins: {...}}"}))
+                                        "or bin a numeric attribute with analysis: {bins: {...}}",
+                             "not_tested": untested}))
             continue
         if gdef.n_groups < 2:
             for k in keys:
                 ctx.records.append(MetricRecord(
                     "group_r_gap", None, gdef.attribute, k.model, k.template,
-                    details={"skipped": f"only one group of at least {opts.min_group_size} annotators",
-                             "groups": gdef.group_names, "too_small": gdef.too_small}))
+                    details={"skipped": f"fewer than two groups of at least {opts.min_group_size} annotators",
+                             "groups": gdef.group_names, "too_small": gdef.too_small,
+                             "not_tested": untested}))
             continue
         try:
             test = disparity.group_correlation_test(
                 score_matrix, ctx.human.values, gdef.labels, gdef.n_groups, opts.n_permutations,
-                ctx.rng("group-permutation", gdef.attribute))
+                ctx.rng("group-permutation", gdef.attribute), opts.confidence_level)
         except ValueError as exc:
             for k in keys:
                 ctx.records.append(MetricRecord("group_r_gap", None, gdef.attribute, k.model,
                                                 k.template, details={"reason": str(exc)}))
             continue
         group_means = [ctx.human.item_mean(gdef.members(g)) for g in range(gdef.n_groups)]
+        raters_per_item = [np.isfinite(ctx.human.values[:, gdef.members(g)]).sum(axis=1)
+                           for g in range(gdef.n_groups)]
+        rho = _pooled_single_rater_reliability(ctx.human.values[:, gdef.known])
         for ri, key in enumerate(keys):
             s = ctx.raters[key].score
+            robust = disparity.mean_annotator_r(annotator_r[ri], gdef.labels, gdef.n_groups,
+                                                opts.confidence_level)
+            sb = [disparity.spearman_brown_r(test.group_r[ri, g], raters_per_item[g][np.isfinite(s)], rho)
+                  for g in range(gdef.n_groups)]
             for g, name in enumerate(gdef.group_names):
                 members = gdef.members(g)
                 mu_g = group_means[g]
@@ -634,24 +798,40 @@ def _disparity_metrics(ctx: _Context) -> None:
                 rec = _corr_record("group_pearson_r", res, name, key, {
                     "attribute": gdef.attribute, "group_size": int(members.size),
                     "r_rest": test.rest_r[ri, g], "r_minus_rest": test.difference[ri, g],
-                    "pvalue_kind": "permutation of annotator->group labels, two-sided, r_G - r_rest",
+                    "headline": "effect_vs_random_groups",
+                    "effect_vs_random_groups": test.effect[ri, g],
+                    "effect_ci": [test.effect_low[ri, g], test.effect_high[ri, g]],
+                    "effect_meaning": "(r_G - r_rest) minus its mean over random groups of the same size; "
+                                      "interval from inverting the permutation test",
+                    "r_random_groups_same_size": test.null_mean_r[ri, g],
+                    "r_minus_rest_random_groups": test.null_mean_difference[ri, g],
+                    "mean_annotator_r": robust.mean_annotator_r[g],
+                    "mean_annotator_r_ci": [robust.mean_annotator_r_low[g], robust.mean_annotator_r_high[g]],
+                    "n_annotators_with_r": int(robust.n_annotators[g]),
+                    "spearman_brown_r": sb[g], "single_rater_reliability": rho,
+                    "pvalue_kind": "permutation of annotator->group labels (sizes kept), equal-tailed "
+                                   "two-sided, r_G - r_rest",
                     "n_permutations": test.n_permutations})
                 rec.pvalue = None if not np.isfinite(test.difference_pvalue[ri, g]) else float(
                     test.difference_pvalue[ri, g])
                 group_records[key].append(rec)
             r_g = test.group_r[ri]
-            defined = np.isfinite(r_g)
             details: dict = {"group_r": dict(zip(gdef.group_names, r_g)),
+                             "excess_r": dict(zip(gdef.group_names, test.excess_r[ri])),
+                             "r_random_groups_same_size": dict(zip(gdef.group_names, test.null_mean_r[ri])),
+                             "mean_annotator_r": dict(zip(gdef.group_names, robust.mean_annotator_r)),
+                             "spearman_brown_r": dict(zip(gdef.group_names, sb)),
+                             "raw_gap": test.raw_gap[ri],
+                             "gap_meaning": "range over groups of r_G minus the r_G of random groups of the "
+                                            "same size (a small group's r_G is lower whatever the model does)",
                              "n_permutations": test.n_permutations,
-                             "null_quantiles": _null_quantiles(test.null_gap[:, ri])}
-            if defined.sum() >= 2:
-                details["highest"] = gdef.group_names[int(np.nanargmax(np.where(defined, r_g, -np.inf)))]
-                details["lowest"] = gdef.group_names[int(np.nanargmin(np.where(defined, r_g, np.inf)))]
-            else:
+                             "null_quantiles": _null_quantiles(test.null_gap[:, ri]),
+                             "not_tested": untested}
+            if np.isfinite(test.excess_r[ri]).sum() < 2:
                 details["reason"] = "fewer than two groups with a defined correlation"
             gap_records[key].append(MetricRecord(
                 "group_r_gap", test.gap[ri], gdef.attribute, key.model, key.template,
-                pvalue=test.gap_pvalue[ri], n=int(np.sum(gdef.labels >= 0)), details=details))
+                pvalue=test.gap_pvalue[ri], n=int(np.sum(gdef.known)), details=details))
             _guard(ctx, "idiosyncratic_sd_within_groups",
                    lambda ri=ri, key=key, gdef=gdef: _idiosyncratic(annotator_r[ri], gdef, key),
                    gdef.attribute, key.model, key.template)
@@ -662,7 +842,25 @@ def _disparity_metrics(ctx: _Context) -> None:
                                                     for r in recs]))
             for rec, p_adj in zip(recs, adjusted):
                 rec.details["p_adjusted_bh"] = None if not np.isfinite(p_adj) else float(p_adj)
-            ctx.records.extend(recs)
+        for rec in gap_records[key]:
+            _name_extremes(rec, opts.alpha)
+        ctx.records.extend(group_records[key])
+        ctx.records.extend(gap_records[key])
+
+
+def _name_extremes(rec: MetricRecord, alpha: float) -> None:
+    """Name the highest and lowest group (by r_G relative to random groups of the same size) only when the
+    size-adjusted gap is significant after BH; otherwise say why no group is named."""
+    excess = {k: v for k, v in (rec.details.get("excess_r") or {}).items() if v is not None}
+    p_adj = rec.details.get("p_adjusted_bh")
+    if len(excess) < 2:
+        return
+    if p_adj is not None and p_adj < alpha:
+        rec.details["highest"] = max(excess, key=excess.__getitem__)
+        rec.details["lowest"] = min(excess, key=excess.__getitem__)
+    else:
+        rec.details["extremes_not_named"] = ("the size-adjusted gap is within what random groups of the same "
+                                             f"sizes give (BH-adjusted p >= {alpha:g})")
 
 
 def _idiosyncratic(r_j: np.ndarray, gdef: GroupDefinition, key: RaterKey) -> MetricRecord:
@@ -684,12 +882,15 @@ def _mdd_records(ctx: _Context, key: RaterKey, gdef: GroupDefinition,
         def run(g1: int = g1, g2: int = g2, slice_: str = slice_) -> MetricRecord:
             n1, n2 = int(test.n_items[ri, g1]), int(test.n_items[ri, g2])
             res = disparity.min_detectable_difference(r0, n1, n2, ctx.options.alpha, ctx.options.power)
-            observed = test.group_r[ri, g1] - test.group_r[ri, g2]
+            # size-adjusted: each r_G relative to random groups of its size (the raw difference of two
+            # groups of unequal size is mostly their difference in size)
+            observed = test.excess_r[ri, g1] - test.excess_r[ri, g2]
             return MetricRecord("min_detectable_r_difference", res.delta_r, slice_, key.model,
                                 key.template, n=min(n1, n2),
                                 details={"delta_z": res.delta_z, "r0": res.r0, "n1": n1, "n2": n2,
                                          "power": ctx.options.power, "alpha": ctx.options.alpha,
                                          "observed_difference": observed,
+                                         "raw_observed_difference": test.group_r[ri, g1] - test.group_r[ri, g2],
                                          "observed_exceeds": bool(np.isfinite(observed)
                                                                   and abs(observed) >= res.delta_r)})
 
@@ -764,10 +965,20 @@ def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
+def _group_mean_se(ratings: np.ndarray) -> np.ndarray:
+    """Standard error of the mean rating per item (sample SD / sqrt(n)); NaN with fewer than two ratings."""
+    ok = np.isfinite(ratings)
+    n = ok.sum(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sd = np.nanstd(np.where(ok, ratings, np.nan), axis=1, ddof=1)
+    return np.where(n >= 2, sd / np.sqrt(np.maximum(n, 1)), np.nan)
+
+
 def _persona_drift_metrics(ctx: _Context, model: str, template: str, persona_scores: dict[str, LLMScores],
                            matched: list[str], group_index: dict[str, tuple[GroupDefinition, int]]) -> None:
-    """persona_drift_mean_abs and persona_within_human_bounds per persona (slice = the persona), the bounds
-    being the range of the human groups of the persona's attribute on each item."""
+    """persona_drift_mean_abs and persona_within_human_bounds per persona (slice = the persona); the bounds of a
+    persona are its own group's mean ± z standard errors (+ tolerance) on each item."""
     by_attribute: dict[str, list[str]] = {}
     for p in matched:
         by_attribute.setdefault(group_index[p][0].attribute, []).append(p)
@@ -776,18 +987,31 @@ def _persona_drift_metrics(ctx: _Context, model: str, template: str, persona_sco
 
         def run(personas: list[str] = personas, gdef: GroupDefinition = gdef,
                 attribute: str = attribute) -> list[MetricRecord]:
+            opts = ctx.options
             scores = np.vstack([persona_scores[p].score for p in personas])
             means = np.vstack([ctx.human.item_mean(gdef.members(g)) for g in range(gdef.n_groups)])
+            se = np.vstack([_group_mean_se(ctx.human.values[:, gdef.members(g)]) for g in range(gdef.n_groups)])
+            own = np.array([group_index[p][1] for p in personas])
             records = []
-            for p, res in zip(personas, persona.persona_drift(scores, means)):
-                details = {"attribute": attribute, "bounds": "range of the human group means per item",
-                           "groups": list(gdef.group_names)}
+            results = persona.persona_drift(scores, means, opts.persona_bounds_tolerance, own_group=own,
+                                            group_se=se, z=opts.persona_bounds_z)
+            for p, res in zip(personas, results):
+                details = {"attribute": attribute, "groups": list(gdef.group_names)}
+                drift_details = dict(details, reference="the model's consensus over its personas")
+                if res.n_drift == 0:
+                    drift_details["reason"] = "no item with a persona rating and human ratings from the groups"
+                bounds_details = dict(
+                    details, group=gdef.group_names[group_index[p][1]],
+                    bounds=f"the persona's group mean ± {opts.persona_bounds_z:g} × its standard error "
+                           f"+ tolerance {opts.persona_bounds_tolerance:g} (items with >= 2 of the group's raters)",
+                    within_range_of_group_means=res.within_range_share, mean_abs_error=res.mean_abs_error,
+                    z=opts.persona_bounds_z, tolerance=opts.persona_bounds_tolerance)
                 if res.n == 0:
-                    details["reason"] = "no item with a persona rating and human ratings from the groups"
+                    bounds_details["reason"] = "no item with a persona rating and two ratings from its group"
                 records.append(MetricRecord("persona_drift_mean_abs", _finite(res.mean_abs_drift), p, model,
-                                            template, n=res.n, details=details))
+                                            template, n=res.n_drift, details=drift_details))
                 records.append(MetricRecord("persona_within_human_bounds", _finite(res.within_bounds_share), p,
-                                            model, template, n=res.n, details=details))
+                                            model, template, n=res.n, details=bounds_details))
             return records
 
         _guard(ctx, "persona_drift_mean_abs", run, attribute, model, template)
@@ -804,19 +1028,31 @@ def _failure_metrics(ctx: _Context) -> None:
     meta_rows = pd.Index(ctx.human.item_ids).get_indexer(llm["item_id"].to_numpy())
     for (model, template), idx in llm.groupby(["model", "template"], sort=True).indices.items():
         status = llm["parse_status"].iloc[idx]
+        values = llm["value"].to_numpy(dtype=float)[idx]
         counts = {str(k): int(v) for k, v in status.value_counts().sort_index().items()}
+        n_ok_nan = int(np.sum((status == "ok").to_numpy() & ~np.isfinite(values)))
         for kind, rate_name in (("failure", "failure_rate"), ("refusal", "refusal_rate")):
-            flags = failures.outcome_flags(status, kind)
+            flags = failures.outcome_flags(status, kind, values)
+            rate_details = {"count": int(flags.sum()), "status_counts": counts}
+            if kind == "failure":
+                rate_details["ok_without_value"] = n_ok_nan
+                rate_details["counts_as_failure"] = "unparseable, truncated, empty, or status ok with no value"
             ctx.records.append(MetricRecord(rate_name, float(flags.mean()), "all", str(model),
-                                            str(template), n=int(flags.size),
-                                            details={"count": int(flags.sum()), "status_counts": counts}))
+                                            str(template), n=int(flags.size), details=rate_details))
             for column in columns if flags.any() else []:
                 def run(flags: np.ndarray = flags, column: str = column, kind: str = kind,
                         model: str = str(model), template: str = str(template),
                         idx: np.ndarray = idx) -> MetricRecord:
-                    levels = ctx.meta[column].iloc[meta_rows[idx]].reset_index(drop=True)
-                    res = failures.breakdown(flags, levels, column)
+                    rows = meta_rows[idx]
+                    levels = ctx.meta[column].iloc[np.where(rows >= 0, rows, 0)].reset_index(drop=True)
+                    levels = levels.where(pd.Series(rows >= 0), None)
+                    res = failures.item_level_breakdown(
+                        flags, rows, levels, column, ctx.options.n_permutations,
+                        ctx.rng("failure-bias", kind, column, model, template))
                     details = {"flag": res.flag, "dof": res.dof, "min_expected": res.min_expected,
+                               "pvalue_kind": res.pvalue_kind, "n_items": res.n_items,
+                               "n_permutations": res.n_permutations,
+                               "sample_level_chi2_pvalue": res.sample_level_pvalue,
                                "levels": {lv.level: {"rate": lv.rate, "n": lv.n, "count": lv.count}
                                           for lv in res.levels}}
                     if res.reason:
@@ -845,7 +1081,7 @@ def _reference_binary(ctx: _Context) -> tuple[np.ndarray, str]:
         expert = binary_expert_labels(ctx.meta[col])
         if np.isfinite(expert).any():
             return expert, "expert"
-    return binary.binarise(ctx.majority, ctx.options.binary_threshold), "human majority"
+    return ctx.human_verdict()[0], "human majority"
 
 
 def _consistency_metrics(ctx: _Context) -> None:
@@ -860,8 +1096,9 @@ def _consistency_metrics(ctx: _Context) -> None:
             f_details = {"mean_pairwise_disagreement": res.mean_pairwise_disagreement}
             if not np.isfinite(res.flip_rate):
                 f_details["reason"] = "no item with two parsed samples"
+            r_details["n_meaning"] = "items with at least two parsed samples"
             return [MetricRecord("test_retest_r", res.test_retest_r, "all", key.model, key.template,
-                                 n=res.n_pairs, details=r_details),
+                                 n=res.n_items_r, details=r_details),
                     MetricRecord("label_flip_rate", res.flip_rate, "all", key.model, key.template,
                                  n=res.n_items, details=f_details)]
 
@@ -874,8 +1111,13 @@ def _format_and_position(ctx: _Context) -> None:
     plain = ctx.llm[ctx.llm["persona_key"] == ""]
     info = plain.groupby(["model", "template"], sort=True).agg(
         family=("template_family", "first"), order=("option_order", "first")).reset_index()
-    reference, ref_name = _reference_binary(ctx)
     thr = ctx.options.binary_threshold
+    try:
+        ctx.check_threshold()
+        threshold_error = None
+    except ValueError as exc:
+        threshold_error = str(exc)
+    reference, ref_name = _reference_binary(ctx)
     category = ctx.options.category_column
     for (model, family), fam in info.groupby(["model", "family"], sort=True):
         if not family or len(fam) < 2:
@@ -887,7 +1129,13 @@ def _format_and_position(ctx: _Context) -> None:
             if s1 is None or s2 is None:
                 continue
             pair = f"{t1}|{t2}"
-            v1, v2 = binary.binarise(s1.score, thr), binary.binarise(s2.score, thr)
+            if threshold_error is not None:
+                for name in ("format_consistency_cs", "format_consistency_css", "position_bias_flip_rate"):
+                    ctx.records.append(MetricRecord(name, None, "all", str(model), pair,
+                                                    details={"reason": threshold_error}))
+                continue
+            v1 = ctx.verdict(RaterKey(str(model), str(t1)))
+            v2 = ctx.verdict(RaterKey(str(model), str(t2)))
             slices = [("all", np.ones(ctx.human.n_items, dtype=bool))]
             if category in ctx.meta.columns:
                 cats = ctx.meta[category]
@@ -898,7 +1146,8 @@ def _format_and_position(ctx: _Context) -> None:
                         pair: str = pair, v1: np.ndarray = v1, v2: np.ndarray = v2,
                         family: str = str(family)) -> list[MetricRecord]:
                     res = consistency.format_consistency(v1[sel], v2[sel], reference[sel])
-                    details = {"family": family, "reference": ref_name, "threshold": thr}
+                    details = {"family": family, "reference": ref_name, "threshold": thr,
+                               "basis": ctx.options.binary_basis, "tie_rule": binary.TIE_RULE}
                     css_details = dict(details)
                     if res.css is None:
                         css_details["reason"] = "no reference label on these items"
@@ -910,12 +1159,28 @@ def _format_and_position(ctx: _Context) -> None:
                 _guard(ctx, "format_consistency_cs", fmt, slice_, str(model), pair)
             if o1 and o2 and o1 != o2:
                 def pos(s1: LLMScores = s1, s2: LLMScores = s2, model: str = str(model),
-                        pair: str = pair, o1: str = o1, o2: str = o2,
-                        family: str = str(family)) -> MetricRecord:
-                    res = consistency.position_flip_rate(s1.label, s2.label)
+                        pair: str = pair, o1: str = o1, o2: str = o2, v1: np.ndarray = v1,
+                        v2: np.ndarray = v2, family: str = str(family)) -> MetricRecord:
+                    res = consistency.position_bias(v1, v2)
+                    details = {"family": family, "option_orders": [o1, o2], "n_flipped": res.n_flipped,
+                               "n_to_positive": res.n_to_positive, "n_to_negative": res.n_to_negative,
+                               "share_to_positive": res.n_to_positive / res.n,
+                               "share_to_negative": res.n_to_negative / res.n,
+                               "positive_rate_by_order": {o1: res.positive_rate_a, o2: res.positive_rate_b},
+                               "direction": ("toward positive (>= threshold) under " + o2
+                                             if res.n_to_positive > res.n_to_negative else
+                                             "toward positive (>= threshold) under " + o1
+                                             if res.n_to_negative > res.n_to_positive else "none"),
+                               "pvalue_kind": "exact McNemar test (statsmodels): to-positive vs to-negative",
+                               "threshold": thr, "basis": ctx.options.binary_basis,
+                               "tie_rule": binary.TIE_RULE}
+                    try:
+                        labels = consistency.position_flip_rate(s1.label, s2.label)
+                        details["label_flip_rate"] = labels.flip_rate
+                    except ValueError:
+                        pass
                     return MetricRecord("position_bias_flip_rate", res.flip_rate, "all", model, pair,
-                                        n=res.n, details={"family": family, "option_orders": [o1, o2],
-                                                          "n_flipped": res.n_flipped})
+                                        pvalue=res.mcnemar_pvalue, n=res.n, details=details)
 
                 _guard(ctx, "position_bias_flip_rate", pos, "all", str(model), pair)
 
@@ -924,22 +1189,34 @@ def _format_and_position(ctx: _Context) -> None:
 
 
 def _subject_metrics(ctx: _Context) -> None:
+    """Subject-model ranking. The humans' side is computed once, on the items people rated that every judge
+    scored, and every judge is compared on exactly those items (so the human record is one, and the judges'
+    taus are comparable)."""
     col = ctx.options.subject_column
     if col not in ctx.meta.columns or not ctx.raters:
         return
     subject = ctx.meta[col].astype(object).where(ctx.meta[col].notna(), None).to_numpy()
     opts = ctx.options
+    rated = np.isfinite(ctx.human_mean)
+    common = rated.copy()
+    for scores in ctx.raters.values():
+        common &= np.isfinite(scores.score)
+    human = np.where(common, ctx.human_mean, np.nan)
+    coverage = {"n_items_rated_by_people": int(rated.sum()), "n_common_items": int(common.sum()),
+                "items": "rated by people and scored by every judge"}
     human_done = False
     for key, scores in ctx.raters.items():
         def run(key: RaterKey = key, scores: LLMScores = scores) -> list[MetricRecord]:
             nonlocal human_done
             res = subjects.compare_subject_models(
-                scores.score, ctx.human_mean, subject, n_resamples=opts.n_resamples,
+                np.where(common, scores.score, np.nan), human, subject, n_resamples=opts.n_resamples,
                 confidence_level=opts.confidence_level, rng=ctx.rng("subjects", key.model, key.template))
             details = {"subjects": res.subjects, "judge_mean": res.judge_mean,
                        "human_mean": res.human_mean, "n_items": res.n_items,
                        "judge_win_rate": res.judge_win_rate, "human_win_rate": res.human_win_rate,
-                       "win_rate_meaning": "[a][b] = P(item of a judged less harmful than item of b)"}
+                       "win_rate_meaning": "[a][b] = P(item of a judged less harmful than item of b)",
+                       **coverage,
+                       "n_judge_items_left_out": int(np.sum(rated & np.isfinite(scores.score) & ~common))}
             if not np.isfinite(res.tau):
                 details["reason"] = "fewer than three subject models or constant mean harm"
             out = [MetricRecord("subject_ranking_kendall_tau", res.tau, "all", key.model, key.template,
@@ -949,7 +1226,7 @@ def _subject_metrics(ctx: _Context) -> None:
                                         key.model, key.template, n=int(res.n_items[i])))
                 if not human_done:
                     out.append(MetricRecord("subject_mean_harm", res.human_mean[i], f"{col}={name}",
-                                            n=int(res.n_items[i]), details={"rater": "humans"}))
+                                            n=int(res.n_items[i]), details={"rater": "humans", **coverage}))
             human_done = True
             return out
 

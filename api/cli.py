@@ -239,7 +239,7 @@ def run_cmd(
     force: bool = typer.Option(False, "--force", help="Start even if the estimated cost exceeds the budget."),
 ) -> None:
     """Launch a campaign: expand its rating requests, execute them, compute the metrics."""
-    from accord.scheduler.postprocess import postprocess_run
+    from accord.scheduler import run_service
 
     if distributed:
         from accord.api.cli_distributed import run_distributed
@@ -251,9 +251,25 @@ def run_cmd(
                   f"{plan.cached} answered from cache")
     progress = follow_embedded(engine, plan.run_id, plan.total)
     _print_run_summary(progress)
-    if not no_report:
-        n = postprocess_run(engine, plan.run_id)
-        console.print(f"{n} metrics stored. See them with [bold]accord report {plan.run_id}[/]")
+    analysis = run_service.finish(engine, plan.run_id, analyse=not no_report)
+    if analysis.ran:
+        console.print(f"{analysis.metrics} metrics stored. See them with [bold]accord report {plan.run_id}[/]")
+    elif analysis.error:
+        console.print(f"[red]{analysis.error}[/]")
+    check_failed_share(engine, plan.run_id, spec.max_failed_share)
+
+
+def check_failed_share(engine, run_id: int, threshold: float) -> None:  # type: ignore[no-untyped-def]
+    """Exit non-zero, saying so, when more of the run's requests failed than the campaign allows."""
+    from accord.scheduler import run_service
+    from accord.scheduler.run_control import get_run
+
+    run = get_run(engine, run_id)
+    share = run_service.failed_share(run)
+    if share > threshold:
+        console.print(f"[bold red]run {run_id}: {run.failed} of {run.total} requests failed ({share:.1%}), more than "
+                      f"the campaign's max_failed_share of {threshold:.1%}[/]; see [bold]accord status {run_id}[/]")
+        raise typer.Exit(code=1)
 
 
 def _print_run_summary(p) -> None:  # type: ignore[no-untyped-def]
@@ -338,7 +354,7 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
                recompute: bool = typer.Option(False, help="Recompute the metrics first.")) -> None:
     """Print the run's metrics and write its HTML report (or JSON with --format json)."""
     from accord.api.report import build_report_data, metrics_table, render_html
-    from accord.scheduler.postprocess import postprocess_run
+    from accord.scheduler import run_service
     from accord.scheduler.run_control import RunStateError, get_run
 
     engine = _engine()
@@ -348,7 +364,9 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
         fail(str(e))
         return
     if recompute or run.postprocessed_at is None:
-        postprocess_run(engine, run_id)
+        analysis = run_service.analyse_once(engine, run_id, again=recompute)
+        if analysis.error:
+            console.print(f"[red]{analysis.error}[/]")
     data = build_report_data(engine, run_id)
     if fmt == "json":
         import json

@@ -38,7 +38,7 @@ def run_demo(console: Console, items: int = 12, samples: int = 1) -> Path:
     from accord.models.migrate import init_db
     from accord.scheduler.campaign_spec import parse_campaign
     from accord.scheduler.expand import create_run
-    from accord.scheduler.postprocess import postprocess_run
+    from accord.scheduler import run_service
 
     settings = get_settings()
     engine = init_db(settings.resolved_database_url())
@@ -61,7 +61,7 @@ def run_demo(console: Console, items: int = 12, samples: int = 1) -> Path:
                   f"({plan.cached} answered from cache)")
     progress = follow_embedded(engine, plan.run_id, plan.total)
     _print_run_summary(progress)
-    postprocess_run(engine, plan.run_id)
+    run_service.finish(engine, plan.run_id)
     data = build_report_data(engine, plan.run_id)
     console.print(metrics_table(data))
     out = settings.home / "reports" / f"run-{plan.run_id}.html"

@@ -153,6 +153,7 @@ def _run_fields(session: Session, run: Run) -> dict[str, Any]:
         "repaired": int(tokens[2]),
         "started_at": _timestamp(run.started_at), "finished_at": _timestamp(run.finished_at),
         "duration_s": round(duration, 1) if duration is not None else None,
+        "max_failed_share": float(((campaign.spec if campaign else None) or {}).get("max_failed_share", 0.02)),
     }
 
 

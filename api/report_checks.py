@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from accord.api import report_plots as plots
 from accord.api.report_context import ReportContext
-from accord.api.report_format import count, interval, is_number, meaning, num, p_phrase, share
+from accord.api.report_format import count, interval, is_number, meaning, num, p_phrase, pvalue, share
 from accord.api.report_metrics import MetricIndex, MetricRow, rater_label
 from accord.api.report_sections import SMALL_N
 from accord.api.report_views import (
@@ -37,7 +37,10 @@ def consistency_section(ctx: ReportContext) -> SectionView | None:
                       "with each other over items. Across formats (templates of one family, after 'Fake "
                       "Alignment'): CS is the share of items on which both formats give the same safe/unsafe "
                       "verdict, CSS the share on which they agree and are right. Position bias: the share of items "
-                      "whose answer changes when the multiple-choice options swap places.")
+                      "whose verdict changes when the multiple-choice options swap places, split by direction, with "
+                      "McNemar's exact test of whether one direction dominates. Every safe/unsafe verdict here and in "
+                      "the binary view follows one tie rule: a rating at or above the threshold is unsafe, and an "
+                      "item whose ratings split exactly 50/50 counts as unsafe.")
     flips: dict[tuple[str, str], float] = {}
     self_rows = []
     for rater in idx.raters():
@@ -66,17 +69,20 @@ def consistency_section(ctx: ReportContext) -> SectionView | None:
         orders = row.details.get("option_orders") or []
         position_rows.append([text(row.model), text(t1), text(t2), text(" → ".join(map(str, orders))),
                               value_cell(row, as_share=True),
-                              text(f"{count(row.details.get('n_flipped'))} / {count(row.n)}", "num")])
+                              text(f"{count(row.details.get('n_flipped'))} / {count(row.n)}", "num"),
+                              count_cell(row.details.get("n_to_positive")), count_cell(row.details.get("n_to_negative")),
+                              p_cell(row.pvalue)])
         sec.readings.append(_position_reading(row, flips))
     sec.tables += [
-        TableView("self-consistency", "Across samples", ["model", "template", "test–retest r", "sample pairs",
+        TableView("self-consistency", "Across samples", ["model", "template", "test–retest r", "items",
                                                          "label flip rate", "items", "mean pairwise disagreement"],
                   self_rows, empty="no samples to compare"),
         TableView("format-consistency", "Across formats (CS, CSS)",
                   ["model", "template A", "template B", "slice", "CS", "CSS", "items", "reference label"],
                   format_rows, empty="no model was asked the same question in two formats of one template family"),
         TableView("position-bias", "Position bias: multiple-choice options swapped",
-                  ["model", "template A", "template B", "option orders", "answer changes", "changed / items"],
+                  ["model", "template A", "template B", "option orders", "answer changes", "changed / items",
+                   "to unsafe (A→B)", "to safe (A→B)", "McNemar p"],
                   position_rows, empty="no multiple-choice template was run in two option orders"),
     ]
     return sec
@@ -90,7 +96,9 @@ def _self_reading(rater: tuple[str, str], retest: MetricRow | None, flip: Metric
     out = (f"{label} gives a different label for the same item across its samples on {share(flip.value)} of "
            f"{count(flip.n)} items")
     if retest is not None and retest.value is not None:
-        out += f"; test–retest r = {num(retest.value)} (mean over {count(retest.n)} pair{'s' if retest.n != 1 else ''} of samples)"
+        pairs = retest.details.get("n_sample_pairs")
+        out += (f"; test–retest r = {num(retest.value)} (over {count(retest.n)} items, mean of "
+                f"{count(pairs)} pair{'s' if pairs != 1 else ''} of samples)")
     return out + "."
 
 
@@ -116,6 +124,13 @@ def _position_reading(row: MetricRow, flips: dict[tuple[str, str], float]) -> st
         return f"{row.model}, {t1} against {t2}: position bias is undefined ({row.short_reason})."
     out = (f"Swapping the answer options{order} changes {row.model}'s answer on {share(row.value)} of {count(row.n)} "
            f"items ({count(row.details.get('n_flipped'))}).")
+    up, down = row.details.get("n_to_positive"), row.details.get("n_to_negative")
+    if is_number(up) and is_number(down) and up + down > 0:
+        lean = ("toward unsafe" if up > down else "toward safe") if up != down else "equally in both directions"
+        verdict = ("a systematic shift" if is_number(row.pvalue) and row.pvalue < 0.05
+                   else "not distinguishable from changes in both directions alike")
+        out += (f" From {t1} to {t2}, {count(up)} move to unsafe and {count(down)} to safe ({lean}; "
+                f"McNemar p = {pvalue(row.pvalue)}: {verdict}).")
     noise = [flips[r] for r in ((row.model, t1), (row.model, t2)) if r in flips]
     if noise:
         level = max(noise)
@@ -137,9 +152,12 @@ def failures_section(ctx: ReportContext) -> SectionView | None:
         return None
     sec = SectionView("failures", "Failures and refusals",
                       "Answers that could not be parsed (failures) or that refused to rate (refusals) drop out of "
-                      "every metric above. If they cluster on some kinds of items (a chi-square test of outcome by "
-                      "item metadata, flagged at p < 0.05), the remaining items are no longer a fair sample and the "
-                      "metrics are biased towards the items the model was willing to rate.")
+                      "every metric above (a refusal's label probabilities are never read as a rating; an answer "
+                      "marked ok without a value counts as a failure). If they cluster on some kinds of items (the "
+                      "chi-square of outcome by item metadata, its p-value from shuffling the metadata over items so "
+                      "that the samples of one item count as one cluster, flagged at p < 0.05), the remaining items "
+                      "are no longer a fair sample and the metrics are biased towards the items the model was "
+                      "willing to rate.")
     raters = sorted({r.rater for r in idx.all("failure_rate") + idx.all("refusal_rate")})
     rate_rows = []
     for rater in raters:

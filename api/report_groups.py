@@ -11,7 +11,7 @@ from statistics import median
 
 from accord.api import report_plots as plots
 from accord.api.report_context import ReportContext
-from accord.api.report_format import count, interval, is_number, num, p_phrase, pvalue, share
+from accord.api.report_format import bracket, count, interval, is_number, num, p_phrase, pvalue, share
 from accord.api.report_metrics import MetricIndex, MetricRow, rater_label
 from accord.api.report_views import (
     Cell,
@@ -89,11 +89,20 @@ def _pair_mdd(rows: list[MetricRow], g1: str | None, g2: str | None) -> MetricRo
 # ------------------------------------------------------------------------------------------------ disparity
 
 GROUPS_INTRO = ("The same correlation as above, but against the mean rating of one demographic group at a time (r_G). "
-                "A red point with a star marks a group whose r differs from that of all other annotators in a "
-                "permutation test (annotators' group labels shuffled, group sizes kept), after Benjamini–Hochberg "
-                "correction across groups (adjusted p < 0.05). The detectable gap is the smallest difference in r "
-                "between two groups this run could find with 80% power (Fisher z): when it is large, the data are "
-                "too small to tell the groups apart.")
+                "A small group's mean rating is noisier, so its r_G is lower whatever the model does; the headline "
+                "is therefore the effect relative to random groups of the same size: r_G − r_rest minus what "
+                "randomly drawn groups of that size give (annotators' group labels shuffled, sizes kept), with "
+                "the interval from inverting that permutation test. Zero means the model agrees with the group "
+                "exactly as much as group size alone predicts. Beside r_G the table gives two size-robust "
+                "estimates: the mean of the members' individual r with the model, and r_G corrected for the "
+                "reliability of a mean of that many annotators (Spearman–Brown). A red point with a star marks a "
+                "group whose effect differs from zero (equal-tailed permutation p, Benjamini–Hochberg adjusted "
+                "across groups, adjusted p < 0.05). The gap of an attribute is the spread of the groups' r_G "
+                "relative to random groups of the same size; the highest and lowest group are named only when "
+                "that gap is significant. The detectable gap is the smallest difference in r between two groups "
+                "this run could find with 80% power (Fisher z): when it is large, the data are too small to tell "
+                "the groups apart.")
+EFFECT = "effect_vs_random_groups"
 MAX_LISTED_GROUPS = 8
 
 
@@ -112,6 +121,9 @@ class AttributeFindings:
     n_pairs: int = 0
     items: list[int] = field(default_factory=list)
     sd_ratios: list[float] = field(default_factory=list)
+
+    not_tested: list[tuple[str, int | None, str]] = field(default_factory=list)   # (group, size, reason)
+    unknown: int | None = None
 
     def note_p(self, p_adj: float | None) -> None:
         if p_adj is not None:
@@ -140,14 +152,16 @@ def groups_section(ctx: ReportContext) -> SectionView | None:
     sec.readings.append(_groups_overview(summaries))
     sec.tables += [
         TableView("group-gaps", "Spread between groups per attribute",
-                  ["attribute", "model", "template", "groups", "highest r", "lowest r", "gap", "p", "p adj. (BH)", "",
+                  ["attribute", "model", "template", "groups", "highest r_G", "lowest r_G",
+                   "gap (vs random groups)", "p", "p adj. (BH)", "",
                    "detectable gap", "verdict"], tables.gaps, empty="no group comparisons"),
         TableView("idiosyncratic", "Idiosyncratic variation: spread of annotators' individual r with the model",
                   ["attribute", "model", "template", "SD within groups", "SD over all", "ratio", "annotators"],
                   tables.idiosyncratic, empty="no annotator-level correlations"),
-        TableView("group-r", "r per group", ["attribute", "group", "model", "template", "annotators", "items", "r_G",
-                                             "95% CI", "r rest", "r_G − r rest", "p (perm.)", "p adj. (BH)", "",
-                                             "JSD"],
+        TableView("group-r", "r per group", ["attribute", "group", "model", "template", "annotators", "items",
+                                             "effect vs random groups", "95% CI (effect)", "r_G", "95% CI",
+                                             "r_G random groups", "mean annotator r", "r_G (Spearman–Brown)",
+                                             "r rest", "r_G − r rest", "p (perm.)", "p adj. (BH)", "", "JSD"],
                   tables.groups, empty="no group correlations", collapsed=True),
         TableView("min-detectable", "Minimum detectable difference in r per pair of groups (80% power, α = 0.05)",
                   ["attribute", "pair", "model", "template", "items (1)", "items (2)", "detectable Δr",
@@ -159,7 +173,16 @@ def groups_section(ctx: ReportContext) -> SectionView | None:
 def _attribute_part(ctx: ReportContext, attr: str, tables: GroupTables) -> tuple[AttributeFindings, PartView]:
     idx = ctx.index
     found = AttributeFindings(attr, _groups_of(idx, attr))
+    for row in idx.all("group_not_tested"):
+        if row.details.get("attribute") == attr:
+            size = row.details.get("group_size")
+            found.not_tested.append((row.slice, int(size) if is_number(size) else None,
+                                     str(row.details.get("skipped", ""))))
+    unknown = idx.one("group_unknown_annotators", attr)
+    if unknown is not None and is_number(unknown.value):
+        found.unknown = int(unknown.value)
     names = {g for g, _ in found.groups}
+    effect_mode = any(EFFECT in row.details for row in idx.all(GROUP_R) if row.details.get("attribute") == attr)
     panels = []
     for rater in idx.raters():
         gap = idx.one("group_r_gap", attr, *rater)
@@ -188,16 +211,31 @@ def _attribute_part(ctx: ReportContext, attr: str, tables: GroupTables) -> tuple
         detectable = _detectable(gap_pair, pairs)
         if detectable is not None:
             subtitle.append(f"detectable gap ≈ {num(detectable)}")
-        panels.append(plots.ForestPanel(rater_label(rater), rows, idx.value("pearson_r_vs_mean", "all", *rater),
+        if effect_mode:
+            rows = [_effect_forest_row(group_r.get(gname), gname, size) for gname, size in found.groups]
+        panels.append(plots.ForestPanel(rater_label(rater), rows,
+                                        0.0 if effect_mode else idx.value("pearson_r_vs_mean", "all", *rater),
                                         "; ".join(subtitle)))
     part = PartView(attribute_label(attr), [_attribute_reading(found)])
     plot_name = f"groups-{slug(attr)}"
-    title = f"Alignment per {attribute_label(attr)} group: r between LLM score and the group's mean rating"
-    if ctx.add_plot(plot_name, plots.forest_plot(panels, title, "r with the group's mean rating",
-                                                 "r with all annotators",
+    if effect_mode:
+        title = f"Alignment per {attribute_label(attr)} group relative to random groups of the same size"
+        xlabel, ref_label = "effect vs random groups of the same size", "no effect (0)"
+    else:
+        title = f"Alignment per {attribute_label(attr)} group: r between LLM score and the group's mean rating"
+        xlabel, ref_label = "r with the group's mean rating", "r with all annotators"
+    if ctx.add_plot(plot_name, plots.forest_plot(panels, title, xlabel, ref_label,
                                                  "differs from the other annotators (BH-adjusted p < 0.05)")):
         part.plots.append(PlotView(plot_name, f"forest plot of r per {attribute_label(attr)} group"))
     return found, part
+
+
+def _effect_forest_row(row: MetricRow | None, gname: str, size: int | None) -> plots.ForestRow:
+    label = f"{short_group(gname)} ({size})" if size is not None else short_group(gname)
+    if row is None:
+        return plots.ForestRow(label, None)
+    ci = row.details.get("effect_ci") or [None, None]
+    return plots.ForestRow(label, row.detail(EFFECT), ci[0], ci[1], significant(row.p_adjusted))
 
 
 def _pair_rows(attr: str, rater: tuple[str, str], pairs: list[MetricRow], found: AttributeFindings,
@@ -230,14 +268,24 @@ def _group_rows(idx: MetricIndex, attr: str, rater: tuple[str, str], found: Attr
             continue
         p_adj = row.p_adjusted
         found.note_p(p_adj)
+        effect = row.detail(EFFECT)
         if significant(p_adj):
-            found.findings.append(f"for {rater_label(rater)}, {short_group(gname)} (r = {num(row.value)} against "
-                                  f"{num(row.details.get('r_rest'))} for the other annotators, "
-                                  f"{p_phrase(p_adj, 'adjusted p')})")
+            finding = (f"for {rater_label(rater)}, {short_group(gname)} (r = {num(row.value)} against "
+                       f"{num(row.details.get('r_rest'))} for the other annotators")
+            if effect is not None:
+                ci = row.details.get("effect_ci") or [None, None]
+                direction = "more" if effect > 0 else "less"
+                finding += (f"; {num(abs(effect))} {direction} than random groups of {count(size)} give, 95% CI "
+                            f"{interval(ci[0], ci[1])}")
+            found.findings.append(finding + f", {p_phrase(p_adj, 'adjusted p')})")
         rows.append(plots.ForestRow(label, row.value, row.ci_low, row.ci_high, significant(p_adj)))
+        eci = row.details.get("effect_ci") or [None, None]
         tables.groups.append([
             text(attribute_label(attr)), text(short_group(gname)), text(rater[0]), text(rater[1]), count_cell(size),
-            count_cell(row.n), value_cell(row), ci_cell(row), number_cell(row.details.get("r_rest")),
+            count_cell(row.n), number_cell(effect), Cell(bracket(eci[0], eci[1]), "num"), value_cell(row),
+            ci_cell(row), number_cell(row.details.get("r_random_groups_same_size")),
+            number_cell(row.details.get("mean_annotator_r")), number_cell(row.details.get("spearman_brown_r")),
+            number_cell(row.details.get("r_rest")),
             number_cell(row.details.get("r_minus_rest")), p_cell(row.pvalue), p_cell(p_adj), mark_cell(p_adj),
             value_cell(idx.one("jsd_mean", gname, *rater))])
     return rows
@@ -254,10 +302,13 @@ def _gap_row(attr: str, rater: tuple[str, str], gap: MetricRow, group_rows: Iter
         p_cell(gap.p_adjusted), mark_cell(gap.p_adjusted), number_cell(_detectable(gap_pair, pairs)),
         Cell(verdict, cls, gap.short_reason)])
     if significant(gap.p_adjusted):
+        named = ""
+        if gap.details.get("highest") and gap.details.get("lowest"):
+            named = (f", {short_group(str(gap.details.get('highest')))} highest, "
+                     f"{short_group(str(gap.details.get('lowest')))} lowest")
         found.findings.append(
-            f"for {rater_label(rater)}, the spread between groups (gap {num(gap.value)}, "
-            f"{short_group(str(gap.details.get('highest')))} highest, {short_group(str(gap.details.get('lowest')))} "
-            f"lowest) is larger than random groupings give ({p_phrase(gap.p_adjusted, 'adjusted p')})")
+            f"for {rater_label(rater)}, the spread between groups (gap {num(gap.value)}{named}) is larger than "
+            f"random groupings give ({p_phrase(gap.p_adjusted, 'adjusted p')})")
 
 
 def short_pair(pair: str) -> str:
@@ -266,10 +317,16 @@ def short_pair(pair: str) -> str:
 
 
 def _group_with_r(gap: MetricRow, which: str) -> str:
+    """The named highest/lowest group with its r_G and, where known, its r_G relative to random groups of its
+    size (the basis of the naming)."""
     name = gap.details.get(which)
     if not name:
         return ""
     r = (gap.details.get("group_r") or {}).get(name)
+    excess = (gap.details.get("excess_r") or {}).get(name)
+    if is_number(excess):
+        sign = "+" if excess >= 0 else ""
+        return f"{short_group(str(name))} ({num(r)}; {sign}{num(excess)} vs random groups)"
     return f"{short_group(str(name))} ({num(r)})"
 
 
@@ -307,6 +364,13 @@ def _listed_groups(groups: list[tuple[str, int | None]]) -> str:
 def _attribute_reading(found: AttributeFindings) -> str:
     label = attribute_label(found.attribute)
     parts = [f"{label}: {_listed_groups(found.groups)}." if found.groups else f"{label}:"]
+    if found.not_tested:
+        listed = "; ".join(f"{short_group(g)} ({count(size)} annotator{'s' if size != 1 else ''}): {reason}"
+                           for g, size, reason in found.not_tested)
+        parts.append(f"Not tested: {listed}.")
+    if found.unknown:
+        parts.append(f"{count(found.unknown)} annotator{'s have' if found.unknown != 1 else ' has'} no known "
+                     f"{label} and belong{'' if found.unknown != 1 else 's'} to no group.")
     if found.skipped:
         parts.append(f"Not tested: {found.skipped}.")
         return " ".join(parts)
@@ -371,10 +435,12 @@ def association_section(ctx: ReportContext) -> SectionView | None:
         return None
     sec = SectionView("association", "Do groups see the items their own way? (IRR, XRR, GAI)",
                       "IRR: agreement among a group's own members; XRR: agreement between the group's members and "
-                      "everyone else (cross-replication reliability, Wong, Paritosh & Aroyo 2021); GAI = IRR / XRR. "
+                      "every other annotator with a known value of the attribute, including members of groups too "
+                      "small to test (cross-replication reliability, Wong, Paritosh & Aroyo 2021, items weighted by "
+                      "their number of ratings); GAI = IRR / XRR. "
                       "A GAI above 1 means the group agrees with itself more than with others. The grey band is what "
-                      "95% of random groups of the same size give; a star marks a group outside it after "
-                      "Benjamini–Hochberg correction (adjusted p < 0.05).")
+                      "95% of random groups of the same size give; a star marks a group outside it, in either "
+                      "direction (two-sided permutation test), after Benjamini–Hochberg correction (adjusted p < 0.05).")
     order = {a: k for k, a in enumerate(attributes(idx))}
     gai_rows = sorted(idx.all("group_gai"), key=lambda r: (order.get(str(r.details.get("attribute")), 99), r.slice))
     table, chart_rows, sig, undefined = [], [], [], 0
@@ -390,9 +456,16 @@ def association_section(ctx: ReportContext) -> SectionView | None:
         if row.value is None:
             undefined += 1
         if significant(p_adj):
-            direction = "more" if (row.value or 0) > 1 else "less"
-            sig.append(f"{attribute_label(attr)} {short_group(row.slice)} (GAI {num(row.value)}: its members agree "
-                       f"with each other {direction} than with others; {p_phrase(p_adj, 'adjusted p')})")
+            stated = str(row.details.get("direction") or "")
+            if stated:
+                sig.append(f"{attribute_label(attr)} {short_group(row.slice)} (GAI {num(row.value)}, {stated}: its "
+                           f"members agree with each other {'more' if stated.startswith('higher') else 'less'} "
+                           f"relative to their agreement with everyone else than random groups do; "
+                           f"{p_phrase(p_adj, 'adjusted p')}, two-sided)")
+            else:
+                direction = "more" if (row.value or 0) > 1 else "less"
+                sig.append(f"{attribute_label(attr)} {short_group(row.slice)} (GAI {num(row.value)}: its members "
+                           f"agree with each other {direction} than with others; {p_phrase(p_adj, 'adjusted p')})")
         size = row.details.get("group_size")
         table.append([text(attribute_label(attr)), text(short_group(row.slice)), count_cell(size), value_cell(irr),
                       value_cell(xrr), value_cell(row), text(interval(q.get("0.025"), q.get("0.975"))),

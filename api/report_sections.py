@@ -94,6 +94,12 @@ def summary_section(ctx: ReportContext) -> SectionView:
     if run.get("status") not in ("completed", None):
         sec.readings.append(f"The run's status is {run['status']}: the numbers below cover only the answers "
                             f"received so far.")
+    threshold = run.get("max_failed_share")
+    if threshold is not None and run.get("total") and run["failed"] / run["total"] > threshold:
+        sec.readings.append(f"FLAG: {count(run['failed'])} of {count(run['total'])} requests failed "
+                            f"({run['failed'] / run['total']:.1%}), more than the campaign's max_failed_share of "
+                            f"{threshold:.1%}. The metrics below rest on the answers that came back; if failures "
+                            f"cluster on some items, they are biased.")
     kinds = run.get("failures_by_kind") or []
     if kinds:
         listed = ", ".join(f"{k['kind']} ({count(k['count'])})" for k in kinds)
@@ -168,9 +174,23 @@ def alignment_section(ctx: ReportContext) -> SectionView:
     columns += ["p (Pearson)", "items", "better than % of annotators"]
     sec.tables.append(TableView("alignment", "Correlation with the mean human rating", columns, rows,
                                 empty="no alignment metrics: no item has both human and LLM ratings"))
-    comparison = _best_rater_sentence(idx, raters)
+    comparison = _paired_sentence(idx) or _best_rater_sentence(idx, raters)
     if comparison:
         sec.readings.append(comparison)
+    pair_rows = []
+    for name, label in (("paired_difference_pearson_r", "r with the mean rating"),
+                        ("paired_difference_cohen_kappa", "κ with the majority label")):
+        for row in idx.all(name):
+            d = row.details
+            pair_rows.append([text(label), text(d.get("rater_a", "")), text(d.get("rater_b", "")),
+                              number_cell(d.get("value_a")), number_cell(d.get("value_b")), value_cell(row),
+                              ci_cell(row), p_cell(row.pvalue), p_cell(d.get("p_adjusted_holm")),
+                              count_cell(row.n), text(d.get("winner") or "none")])
+    if pair_rows:
+        sec.tables.append(TableView(
+            "model-comparison", "Model against model: paired differences on the same items",
+            ["statistic", "rater A", "rater B", "A", "B", "A − B", "95% CI (paired bootstrap)", "p",
+             "p adj. (Holm)", "items", "winner"], pair_rows))
     base = idx.one("annotator_loo_r_median") or idx.one("annotator_full_mean_r_median")
     if raters and base is not None and base.value is not None:
         sec.readings.append(f"For comparison, the median annotator agrees with the rest of the crowd at "
@@ -178,6 +198,26 @@ def alignment_section(ctx: ReportContext) -> SectionView:
     if ctx.add_plot("scatter", _scatter(ctx, raters)):
         sec.plots.append(PlotView("scatter", "LLM score versus mean human rating per item, one panel per rater"))
     return sec
+
+
+def _paired_sentence(idx: MetricIndex) -> str:
+    """Winners of the paired comparisons of r (Holm-adjusted, interval excluding zero), or that there are none."""
+    rows = [r for r in idx.all("paired_difference_pearson_r") if r.value is not None]
+    if not rows:
+        return ""
+    winners = [r for r in rows if r.details.get("winner")]
+    if not winners:
+        return (f"Compared pair by pair on the same items (paired bootstrap, Steiger's test, Holm across "
+                f"{len(rows)} pair{'s' if len(rows) != 1 else ''}), no rater's correlation with the mean human rating "
+                "is established as higher than another's.")
+    parts = []
+    for r in winners:
+        d = r.details
+        loser = d["rater_b"] if d["winner"] == d["rater_a"] else d["rater_a"]
+        parts.append(f"{d['winner']} over {loser} (Δr = {num(abs(r.value or 0.0))}, 95% CI "
+                     f"{interval(r.ci_low, r.ci_high)} for A − B, Holm-adjusted p = {num(d.get('p_adjusted_holm'), 3)})")
+    return ("Compared pair by pair on the same items (a winner is named only when the Holm-adjusted p < 0.05 and the "
+            "paired interval excludes zero): " + "; ".join(parts) + ".")
 
 
 def _best_rater_sentence(idx: MetricIndex, raters: list[tuple[str, str]]) -> str:

@@ -1,7 +1,9 @@
-"""Distributed throughput against a rate-limited provider, beside a plain asyncio loop over the OpenAI SDK.
+"""Throughput against a rate-limited provider: accord distributed, accord embedded and a plain asyncio loop
+over the OpenAI SDK, side by side, at each limit given.
 
-    python bench/throughput.py [--requests 20000] [--rpm 6000] [--latency-ms 200] [--workers 2]
+    python bench/throughput.py [--requests 20000] [--rpm 6000,24000] [--latency-ms 200] [--workers 2]
                                [--concurrency 3] [--chunk-size 16] [--baseline-requests N] [--skip-baseline]
+                               [--skip-embedded] [--skip-cache]
 
 All on this machine: PostgreSQL (a throwaway database), Redis (databases 8 and 9, queues of their own),
 the OpenAI-wire fake server in a subprocess (``--latency-ms`` per answer, a hard limit of ``--rpm``
@@ -18,6 +20,12 @@ requests per sliding minute answered with 429 + retry-after beyond it).
 3. baseline: a plain asyncio loop over the official SDK (``AsyncOpenAI``, its own retries honouring
    retry-after) with a semaphore sized by Little's law (rate x latency), the same prompts and decoding,
    nothing stored. Same figures, side by side.
+4. embedded: the same requests as one embedded run in this process (``accord run``'s path: the in-process
+   limiter, the same execution function), against the same database; CPU is this process's.
+
+The server enforces its limit as a token bucket of one second's capacity (``limit_mode: bucket``), the way
+providers enforce short windows. Every accord stage but the cache stage calls the provider for every
+request (``cache: false``).
 """
 
 from __future__ import annotations
@@ -65,11 +73,13 @@ def window_figures(stats: dict[str, Any]) -> tuple[float, int, int]:
     return rpm, max_in_window(times, 1.0), max_in_window(times, 60.0)
 
 
-def campaign_doc(base_url: str, rpm: int, name: str) -> dict[str, Any]:
+def campaign_doc(base_url: str, rpm: int, name: str, latency_ms: float = 200.0, cache: bool = False) -> dict[str, Any]:
+    # enough calls in flight to reach the limit (Little's law, with room for latency spread)
+    concurrency = max(64, math.ceil(rpm / 60.0 * latency_ms / 1000.0 * 1.5))
     return {"name": name, "dataset": "bench", "dimension": "Q_overall", "samples": SAMPLES,
-            "decoding": {"temperature": 0.7, "seed": 1, "max_tokens": 16},
+            "decoding": {"temperature": 0.7, "seed": 1, "max_tokens": 16}, "cache": cache,
             "models": [{"name": "gpt", "provider": "openai", "model": "gpt-4o-mini", "base_url": base_url,
-                        "rpm": rpm, "max_concurrency": 64}],
+                        "rpm": rpm, "max_concurrency": concurrency}],
             "templates": ["likert_unsafe"]}
 
 
@@ -109,10 +119,121 @@ def baseline_jobs(engine: Any, n: int) -> list[dict[str, Any]]:
     return jobs
 
 
+def run_limit(args: argparse.Namespace, rpm_limit: int, engine: Any, server: Any, stack: Any,
+              pgids: set[int]) -> list[Figures]:
+    """The stages at one limit; the server's bucket starts full for each."""
+    from accord.models.settings import get_settings
+    from accord.scheduler.campaign_spec import parse_campaign
+    from accord.scheduler.embedded import run_embedded
+    from accord.scheduler.expand import create_run
+
+    from tests.integration.distributed_stack import process_group_cpu_seconds, rating_counts, wait_for_run
+
+    figures: list[Figures] = []
+    ideal_s = args.requests / rpm_limit * 60.0
+
+    def fresh_server() -> None:
+        server.configure(rpm=rpm_limit, window_s=1.0, limit_mode="bucket")
+        server.reset_stats()
+
+    # 1. accord, distributed
+    fresh_server()
+    spec = parse_campaign(campaign_doc(server.base_url, rpm_limit, f"throughput-{rpm_limit}", args.latency_ms))
+    started = time.perf_counter()
+    plan = create_run(engine, spec, mode="distributed")
+    expand_s = time.perf_counter() - started
+    cpu_before = process_group_cpu_seconds(pgids)
+    submitted = time.perf_counter()
+    p = wait_for_run(engine, plan.run_id, timeout=ideal_s * 6 + 120, stack=stack)
+    end_to_end = time.perf_counter() - submitted
+    cpu = process_group_cpu_seconds(pgids) - cpu_before
+    stats = server.stats()
+    rpm, max_1s, max_60s = window_figures(stats)
+    n_req, n_rat, n_dis = rating_counts(engine, plan.run_id)
+    print(f"[{rpm_limit}/min] accord distributed, run {plan.run_id}: {p.status}, {p.done} rated ({p.cached} cached), "
+          f"{p.failed} failed; ratings {n_rat} for {n_req} requests ({n_dis} distinct); expansion {expand_s:.1f} s",
+          flush=True)
+    figures.append(Figures("accord (distributed)", plan.total, stats["accepted"], stats["rate_limited"], rpm,
+                           max_1s, max_60s, cpu, end_to_end))
+
+    # 2. cache hits: the same requests again, answered from the response cache
+    if not args.skip_cache:
+        server.reset_stats()
+        started = time.perf_counter()
+        again = create_run(engine, parse_campaign(campaign_doc(server.base_url, rpm_limit, f"throughput-{rpm_limit}",
+                                                               args.latency_ms, cache=True)), mode="distributed")
+        p2 = wait_for_run(engine, again.run_id, timeout=600, stack=stack)
+        cache_s = time.perf_counter() - started
+        calls = server.stats()["requests"]
+        print(f"[{rpm_limit}/min] cache: run {again.run_id} {p2.status}, {p2.cached}/{again.total} from the cache, "
+              f"{calls} calls at the server, {cache_s:.1f} s submit to finished "
+              f"({again.total / cache_s:,.0f} requests/s)", flush=True)
+
+    # 3. accord, embedded (this process)
+    if not args.skip_embedded:
+        fresh_server()
+        spec = parse_campaign(campaign_doc(server.base_url, rpm_limit, f"throughput-embedded-{rpm_limit}",
+                                           args.latency_ms))
+        plan = create_run(engine, spec)
+        cpu0 = time.process_time()
+        started = time.perf_counter()
+        p = run_embedded(engine, plan.run_id, chunk_size=args.chunk_size,
+                         concurrency=max(get_settings().embedded_concurrency,
+                                         math.ceil(spec.models[0].max_concurrency / args.chunk_size) + 2))
+        elapsed = time.perf_counter() - started
+        cpu_e = time.process_time() - cpu0
+        stats = server.stats()
+        rpm_e, max_1s_e, max_60s_e = window_figures(stats)
+        n_req, n_rat, n_dis = rating_counts(engine, plan.run_id)
+        print(f"[{rpm_limit}/min] accord embedded, run {plan.run_id}: {p.status}, {p.done} rated, {p.failed} failed; "
+              f"ratings {n_rat} for {n_req} requests ({n_dis} distinct)", flush=True)
+        figures.append(Figures("accord (embedded)", plan.total, stats["accepted"], stats["rate_limited"], rpm_e,
+                               max_1s_e, max_60s_e, cpu_e, elapsed))
+
+    # 4. baseline
+    if not args.skip_baseline:
+        n = args.baseline_requests or args.requests
+        jobs = baseline_jobs(engine, n)
+        fresh_server()
+        concurrency = math.ceil(rpm_limit / 60.0 * args.latency_ms / 1000.0)
+        cpu0 = time.process_time()
+        started = time.perf_counter()
+        asyncio.run(baseline_loop(server.base_url, jobs, concurrency))
+        elapsed = time.perf_counter() - started
+        cpu_b = time.process_time() - cpu0
+        stats = server.stats()
+        rpm_b, max_1s_b, max_60s_b = window_figures(stats)
+        figures.append(Figures(f"plain SDK loop (semaphore {concurrency})", len(jobs), stats["accepted"],
+                               stats["rate_limited"], rpm_b, max_1s_b, max_60s_b, cpu_b, elapsed))
+    return figures
+
+
+def print_table(rpm_limit: int, latency_ms: float, figures: list[Figures]) -> None:
+    print()
+    print(f"limit {rpm_limit} requests/min (token bucket, 1 s capacity), {latency_ms:g} ms per answer")
+    header = f"{'':34} {'requests':>9} {'rpm':>8} {'ratio':>6} {'429s':>6} {'429 %':>6} {'max/1s':>7} " \
+             f"{'max/60s':>8} {'cpu ms/req':>10} {'time s':>7} {'vs ideal':>8}"
+    print(header)
+    base = next((f for f in figures if f.name.startswith("plain")), None)
+    for f in figures:
+        ideal = f.requests / rpm_limit * 60.0
+        print(f"{f.name:34} {f.requests:>9,} {f.rpm:>8.0f} {f.rpm / rpm_limit:>6.3f} {f.rate_limited:>6} "
+              f"{100.0 * f.rate_limited / max(f.requests, 1):>6.2f} {f.max_1s:>7} {f.max_60s:>8} "
+              f"{1000.0 * f.cpu_s / max(f.requests, 1):>10.2f} {f.end_to_end_s:>7.0f} {f.end_to_end_s / ideal:>8.2f}")
+    if base is not None:
+        per_req = base.cpu_s / max(base.requests, 1)
+        for f in figures:
+            if f is not base and per_req > 0:
+                print(f"  {f.name}: cpu per request {f.cpu_s / max(f.requests, 1) / per_req:.2f}x the loop's, "
+                      f"ratio {f.rpm / max(base.rpm, 1e-9):.3f}x the loop's")
+    print(f"(cpu: accord distributed = its worker and scheduler processes; embedded and the loop = this process. "
+          f"os.cpu_count() = {os.cpu_count()}, shared with the fake server and PostgreSQL)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--rpm", type=int, default=6000)
+    parser.add_argument("--rpm", default="6000,24000", help="one limit or several, comma-separated")
     parser.add_argument("--latency-ms", type=float, default=200.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=3, help="prefork children per worker")
@@ -120,30 +241,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline-requests", type=int, default=None, help="default: --requests")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-cache", action="store_true")
+    parser.add_argument("--skip-embedded", action="store_true")
     args = parser.parse_args(argv)
     if args.requests % SAMPLES:
         parser.error(f"--requests must be a multiple of {SAMPLES}")
+    limits = [int(x) for x in str(args.rpm).split(",") if x.strip()]
 
     from accord.models.db import dispose_engines
     from accord.models.migrate import init_db
-    from accord.scheduler.campaign_spec import parse_campaign
-    from accord.scheduler.expand import create_run
 
     from tests.conftest import drop_pg_database, make_pg_database
     from tests.fakes.openai_server import openai_subprocess
-    from tests.integration.distributed_stack import (
-        DistributedStack,
-        import_distinct_dataset,
-        process_group_cpu_seconds,
-        rating_counts,
-        wait_for_run,
-    )
+    from tests.integration.distributed_stack import DistributedStack, import_distinct_dataset
 
-    ideal_s = args.requests / args.rpm * 60.0
     url, db_name = make_pg_database()
-    server = openai_subprocess({"latency_ms": args.latency_ms, "rpm": args.rpm, "max_log": 0})
+    server = openai_subprocess({"latency_ms": args.latency_ms, "rpm": limits[0], "window_s": 1.0,
+                                "limit_mode": "bucket", "max_log": 0})
     stack = None
-    figures: list[Figures] = []
+    results: list[tuple[int, list[Figures]]] = []
     try:
         engine = init_db(url)
         home = Path(tempfile.mkdtemp(prefix="accord-bench-"))
@@ -151,58 +266,14 @@ def main(argv: list[str] | None = None) -> None:
         server.start()
         stack = DistributedStack(database_url=url, broker_url=BROKER_URL, redis_url=REDIS_URL, home=home,
                                  workers=args.workers, concurrency=args.concurrency, chunk_size=args.chunk_size,
-                                 lease_seconds=120, reconcile_seconds=5, extra_env={"ACCORD_DISPATCH_INTERVAL": "0.25"})
+                                 lease_seconds=120, reconcile_seconds=5,
+                                 extra_env={"ACCORD_DISPATCH_INTERVAL": "0.25"})
         stack.start()
         pgids = {p.pid for p in [*stack.workers.values(), stack.scheduler] if p is not None}
         print(f"stack: {args.workers} workers x {args.concurrency} processes, chunks of {args.chunk_size}; "
-              f"server: {args.latency_ms:g} ms, limit {args.rpm}/min; logs in {stack.log_dir}", flush=True)
-
-        # 1. accord
-        spec = parse_campaign(campaign_doc(server.base_url, args.rpm, "throughput"))
-        started = time.perf_counter()
-        plan = create_run(engine, spec, mode="distributed")
-        expand_s = time.perf_counter() - started
-        cpu_before = process_group_cpu_seconds(pgids)
-        submitted = time.perf_counter()
-        p = wait_for_run(engine, plan.run_id, timeout=ideal_s * 6 + 120, stack=stack)
-        end_to_end = time.perf_counter() - submitted
-        cpu = process_group_cpu_seconds(pgids) - cpu_before
-        stats = server.stats()
-        rpm, max_1s, max_60s = window_figures(stats)
-        n_req, n_rat, n_dis = rating_counts(engine, plan.run_id)
-        print(f"accord run {plan.run_id}: {p.status}, {p.done} rated ({p.cached} cached), {p.failed} failed; "
-              f"ratings {n_rat} for {n_req} requests ({n_dis} distinct); expansion {expand_s:.1f} s", flush=True)
-        figures.append(Figures("accord (distributed)", plan.total, stats["accepted"], stats["rate_limited"], rpm,
-                               max_1s, max_60s, cpu, end_to_end))
-
-        # 2. cache hits: the identical run again
-        if not args.skip_cache:
-            server.reset_stats()
-            started = time.perf_counter()
-            again = create_run(engine, parse_campaign(campaign_doc(server.base_url, args.rpm, "throughput")),
-                               mode="distributed")
-            p2 = wait_for_run(engine, again.run_id, timeout=600, stack=stack)
-            cache_s = time.perf_counter() - started
-            calls = server.stats()["requests"]
-            print(f"cache: run {again.run_id} {p2.status}, {p2.cached}/{again.total} from the cache, {calls} calls at "
-                  f"the server, {cache_s:.1f} s submit to finished ({again.total / cache_s:,.0f} requests/s)", flush=True)
-
-        # 3. baseline
-        if not args.skip_baseline:
-            n = args.baseline_requests or args.requests
-            jobs = baseline_jobs(engine, n)
-            server.configure(rpm=args.rpm)          # a fresh sliding window
-            server.reset_stats()
-            concurrency = math.ceil(args.rpm / 60.0 * args.latency_ms / 1000.0)
-            cpu0 = time.process_time()
-            started = time.perf_counter()
-            asyncio.run(baseline_loop(server.base_url, jobs, concurrency))
-            elapsed = time.perf_counter() - started
-            cpu_b = time.process_time() - cpu0
-            stats = server.stats()
-            rpm_b, max_1s_b, max_60s_b = window_figures(stats)
-            figures.append(Figures(f"plain SDK loop (semaphore {concurrency})", len(jobs), stats["accepted"],
-                                   stats["rate_limited"], rpm_b, max_1s_b, max_60s_b, cpu_b, elapsed))
+              f"server: {args.latency_ms:g} ms; logs in {stack.log_dir}", flush=True)
+        for rpm_limit in limits:
+            results.append((rpm_limit, run_limit(args, rpm_limit, engine, server, stack, pgids)))
     finally:
         if stack is not None:
             stack.stop()
@@ -213,20 +284,8 @@ def main(argv: list[str] | None = None) -> None:
 
         for redis_url in (BROKER_URL, REDIS_URL):   # the benchmark's own Redis databases
             redis.Redis.from_url(redis_url).flushdb()
-
-    print()
-    print(f"limit {args.rpm} requests/min, {args.latency_ms:g} ms per answer; ideal time for {args.requests:,} "
-          f"requests: {ideal_s:.0f} s")
-    header = f"{'':34} {'requests':>9} {'rpm':>8} {'ratio':>6} {'429s':>6} {'429 %':>6} {'max/1s':>7} " \
-             f"{'max/60s':>8} {'cpu ms/req':>10} {'time s':>7} {'vs ideal':>8}"
-    print(header)
-    for f in figures:
-        ideal = f.requests / args.rpm * 60.0
-        print(f"{f.name:34} {f.requests:>9,} {f.rpm:>8.0f} {f.rpm / args.rpm:>6.3f} {f.rate_limited:>6} "
-              f"{100.0 * f.rate_limited / max(f.requests, 1):>6.2f} {f.max_1s:>7} {f.max_60s:>8} "
-              f"{1000.0 * f.cpu_s / max(f.requests, 1):>10.1f} {f.end_to_end_s:>7.0f} {f.end_to_end_s / ideal:>8.2f}")
-    print(f"(cpu: accord = its worker and scheduler processes; baseline = the loop's process. os.cpu_count() = "
-          f"{os.cpu_count()}, shared with the fake server and PostgreSQL)")
+    for rpm_limit, figures in results:
+        print_table(rpm_limit, args.latency_ms, figures)
 
 
 if __name__ == "__main__":

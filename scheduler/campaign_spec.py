@@ -228,7 +228,11 @@ class CampaignSpec(BaseModel):
         default="realtime", description="realtime calls, the providers' batch APIs (OpenAI, Anthropic; 50% off, "
                                         "results within 24 h), or auto: batch when deadline_hours allows it.")
     deadline_hours: float | None = Field(default=None, gt=0, description="How long the results may take; with "
-                                         "dispatch: auto, 24 or more selects the batch APIs.")
+                                         "dispatch: auto, 24 or more selects the batch APIs. Also bounds how long a "
+                                         "rate-limited request keeps waiting (default 24 h from the run's start).")
+    max_failed_share: float = Field(default=0.02, ge=0, le=1, description="A run whose failed requests pass this "
+                                    "share of its total is flagged on the terminal and in the report, and "
+                                    "`accord run` exits non-zero.")
     repair_attempts: int = Field(default=1, ge=0, le=5, description="Follow-up calls asking for exactly one label "
                                  "after an unparseable answer (0 disables).")
     analysis: AnalysisOptions = Field(default_factory=AnalysisOptions)

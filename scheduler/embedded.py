@@ -12,14 +12,17 @@ from accord.models.schema import RunStatus
 from accord.models.settings import get_settings
 from accord.scheduler import run_control
 from accord.scheduler.run_control import Progress
+from accord.worker.budget import MemoryBudgetLedger
 from accord.worker.execute import ChunkOutcome, ExecutionContext, execute_chunk
 from accord.worker.provider_pool import ProviderPool
+from accord.worker.rate_limiter import LocalRateLimiter, RateLimiter
 
 
 async def run_embedded_async(engine: Engine, run_id: int, *, chunk_size: int | None = None,
                              concurrency: int | None = None, providers: ProviderPool | None = None,
                              on_progress: Callable[[Progress], None] | None = None,
-                             max_attempts: int | None = None, backoff_initial: float = 0.5) -> Progress:
+                             max_attempts: int | None = None, backoff_initial: float = 0.5,
+                             limiter: RateLimiter | None = None) -> Progress:
     from accord.scheduler.batch_dispatch import run_batches_async, uses_batch
 
     if uses_batch(engine, run_id):
@@ -31,7 +34,10 @@ async def run_embedded_async(engine: Engine, run_id: int, *, chunk_size: int | N
     concurrency = concurrency or settings.embedded_concurrency
     own_pool = providers is None
     providers = providers or ProviderPool()
-    ctx = ExecutionContext(engine=engine, providers=providers, max_attempts=max_attempts or settings.max_attempts,
+    # The same admission as distributed mode (rpm/tpm pacing, 429 back-off), held in this process; the
+    # budget's reservations likewise.
+    ctx = ExecutionContext(engine=engine, providers=providers, limiter=limiter or LocalRateLimiter(),
+                           budget=MemoryBudgetLedger(), max_attempts=max_attempts or settings.max_attempts,
                            backoff_initial=backoff_initial)
     run_control.release_all_queued(engine, run_id)   # a previous process that died left its leases behind
     run_control.mark_started(engine, run_id)

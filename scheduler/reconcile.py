@@ -18,16 +18,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from accord.models.schema import Run, RunStatus, utcnow
-from accord.scheduler import run_control
-from sqlalchemy import select, text, update
+from accord.scheduler import run_control, run_service
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 log = logging.getLogger("accord.scheduler.reconcile")
 
 DISTRIBUTED = "distributed"
-# pg advisory-lock namespace for post-processing (an arbitrary constant: "acc" + "pp").
-_POSTPROCESS_LOCK_NS = 0x61636370
 UNFINISHED = (RunStatus.pending.value, RunStatus.running.value, RunStatus.paused.value,
               RunStatus.cancelled.value, RunStatus.budget_exhausted.value)
 
@@ -96,34 +94,5 @@ def reconcile_once(engine: Engine, *, grace_seconds: float = 60.0,
 
 
 def postprocess_once(engine: Engine, run_id: int) -> bool:
-    """Post-process a finished run unless that already happened; one at a time per run (a PostgreSQL
-    advisory lock). A failure is recorded in ``run.error`` and not retried by reconciliation."""
-    from accord.scheduler.postprocess import postprocess_run
-
-    postgres = engine.dialect.name == "postgresql"
-    with engine.connect() as lock_conn:
-        if postgres:
-            got = lock_conn.execute(text("SELECT pg_try_advisory_lock(:ns, :id)"),
-                                    {"ns": _POSTPROCESS_LOCK_NS, "id": run_id}).scalar()
-            lock_conn.commit()
-            if not got:
-                return False
-        try:
-            run = run_control.get_run(engine, run_id)
-            if run.postprocessed_at is not None or run.finished_at is None:
-                return False
-            try:
-                n = postprocess_run(engine, run_id)
-                log.info("run %s post-processed: %d metrics", run_id, n)
-            except Exception as err:   # the suite failing must not leave the run looking unfinished
-                log.exception("run %s: post-processing failed", run_id)
-                with Session(engine) as session:
-                    session.execute(update(Run).where(Run.id == run_id).values(  # type: ignore[arg-type]
-                        error=f"post-processing failed: {type(err).__name__}: {err}"[:2000]))
-                    session.commit()
-                return False
-            return True
-        finally:
-            if postgres:
-                lock_conn.execute(text("SELECT pg_advisory_unlock(:ns, :id)"), {"ns": _POSTPROCESS_LOCK_NS, "id": run_id})
-                lock_conn.commit()
+    """Analyse a finished run unless that already happened (``run_service.analyse_once``)."""
+    return run_service.analyse_once(engine, run_id).ran

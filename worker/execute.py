@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from accord.models.schema import (
@@ -36,27 +38,24 @@ from accord.models.schema import (
     RunStatus,
     utcnow,
 )
+from accord.worker.budget import BudgetLedger
 from accord.worker.decoding import request_decoding
 from accord.worker.parsing import UNPARSEABLE, expected_value, parse_answer
 from accord.worker.prompt_templates import ResolvedTemplate, render_messages
 from accord.worker.provider_pool import ProviderPool
-from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse
-from sqlalchemy import select, text, update
+from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
+from accord.worker.rate_limiter import is_rate_limited
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 log = logging.getLogger("accord.worker")
 
 ACTIVE_REQUEST_STATUSES = (RequestStatus.pending.value, RequestStatus.queued.value)
 DEFAULT_REPAIR_ATTEMPTS = 1
+DEFAULT_DEADLINE_HOURS = 24.0
+UNCAPPED_OUTPUT_TOKENS = 4096   # the output a budget reserves for a call that sets no max_tokens
 # Anthropic bills a prompt-cache write at 1.25x the input price (5-minute cache); OpenAI has no write surcharge.
 CACHE_WRITE_MULTIPLIER = 1.25
 REPAIR_INSTRUCTION = ("Your answer above could not be read as one of the allowed answers. Reply with exactly one "
@@ -64,7 +63,8 @@ REPAIR_INSTRUCTION = ("Your answer above could not be read as one of the allowed
 
 
 class RateLimiter(Protocol):
-    """Admission control in front of a provider (the distributed mode's shared Redis limiter)."""
+    """Admission control in front of a provider: ``accord.worker.rate_limiter.RateLimiter`` over Redis
+    (distributed) or in process (embedded)."""
 
     async def acquire(self, spec: ModelSpec, estimated_tokens: int) -> None: ...
 
@@ -79,6 +79,10 @@ class HotCache(Protocol):
 
     def put(self, key: str, rating: dict[str, Any]) -> None: ...
 
+    def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]: ...
+
+    def put_many(self, ratings: dict[str, dict[str, Any]]) -> None: ...
+
 
 @dataclass
 class ExecutionContext:
@@ -86,9 +90,12 @@ class ExecutionContext:
     providers: ProviderPool
     limiter: RateLimiter | None = None
     hot_cache: HotCache | None = None
-    max_attempts: int = 4
+    budget: BudgetLedger | None = None    # reservations before each call (runs with a budget)
+    max_attempts: int = 4                 # failed attempts per request; rate-limited answers do not count
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    flush_every: int = 32                 # ratings stored per transaction ...
+    flush_after_s: float = 0.25           # ... or after this long, so progress stays live
     on_rating: Callable[[int, str], None] | None = None   # (run_id, outcome) for metrics / progress
 
 
@@ -113,6 +120,8 @@ class Job:
     cache_mode: Any   # True, False or "refresh"
     params: dict[str, Any]   # decoding params of this call (the ones its cache key was computed from)
     repair_attempts: int = DEFAULT_REPAIR_ATTEMPTS
+    deadline: float | None = None   # epoch seconds after which a rate-limited request stops waiting
+    run_key: str = ""               # the run's id and start time: its budget ledger entry
 
 
 # Fields copied from an original rating into a cache hit.
@@ -134,7 +143,7 @@ def load_jobs(session: Session, request_ids: list[int]) -> tuple[list[Job], int]
     """The active requests among ``request_ids`` with their item, model, template and decoding, and the
     number skipped (already done, failed, cancelled or gone)."""
     rows = session.execute(
-        select(RatingRequest, Item.content, ModelSpec, PromptTemplate, Campaign.spec)
+        select(RatingRequest, Item.content, ModelSpec, PromptTemplate, Campaign.spec, Run.started_at)
         .join(Item, Item.id == RatingRequest.item_id)
         .join(ModelSpec, ModelSpec.id == RatingRequest.model_spec_id)
         .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
@@ -145,7 +154,7 @@ def load_jobs(session: Session, request_ids: list[int]) -> tuple[list[Job], int]
     ).all()
     jobs, skipped = [], 0
     templates: dict[int, ResolvedTemplate] = {}
-    for req, content, spec, trow, campaign_spec in rows:
+    for req, content, spec, trow, campaign_spec, started_at in rows:
         if req.status not in ACTIVE_REQUEST_STATUSES:
             skipped += 1
             continue
@@ -157,9 +166,20 @@ def load_jobs(session: Session, request_ids: list[int]) -> tuple[list[Job], int]
                                   tmpl.max_tokens, req.sample_index)
         repairs = campaign_spec.get("repair_attempts")
         jobs.append(Job(req, content, spec, tmpl, trow.content_hash, campaign_spec.get("cache", True), params,
-                         DEFAULT_REPAIR_ATTEMPTS if repairs is None else int(repairs)))
+                        DEFAULT_REPAIR_ATTEMPTS if repairs is None else int(repairs),
+                        run_deadline(started_at, campaign_spec.get("deadline_hours")),
+                        f"{req.run_id}:{started_at.isoformat() if started_at else ''}"))
     skipped += len(request_ids) - len(rows)
     return jobs, skipped
+
+
+def run_deadline(started_at: datetime | None, deadline_hours: float | None) -> float:
+    """Epoch seconds until which a rate-limited request of the run keeps waiting: the campaign's
+    ``deadline_hours`` (default ``DEFAULT_DEADLINE_HOURS``) after the run started."""
+    start = started_at or datetime.now(UTC)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    return (start + timedelta(hours=float(deadline_hours or DEFAULT_DEADLINE_HOURS))).timestamp()
 
 
 def _run_state(engine: Engine, run_id: int) -> tuple[str, float, float | None]:
@@ -202,60 +222,161 @@ class _ChunkState:
     cached: dict[str, dict[str, Any]] = field(default_factory=dict)
     _runs: dict[int, tuple[float, tuple[str, float, float | None]]] = field(default_factory=dict)
 
-    def run_state(self, run_id: int) -> tuple[str, float, float | None]:
+    async def run_state(self, run_id: int) -> tuple[str, float, float | None]:
         now = time.monotonic()
         seen = self._runs.get(run_id)
         if seen is None or now - seen[0] > RUN_STATE_REFRESH_SECONDS:
-            seen = (now, _run_state(self.engine, run_id))
+            seen = (now, await asyncio.to_thread(_run_state, self.engine, run_id))
             self._runs[run_id] = seen
         return seen[1]
 
 
 def _prefetch_cache(ctx: ExecutionContext, session: Session, jobs: list[Job]) -> dict[str, dict[str, Any]]:
-    """Cached answers for the chunk's cache keys: the hot tier (Redis) first, then one query to the rating
-    table for the keys it did not have (their answers are put into the hot tier for the next chunk)."""
+    """Cached answers for the chunk's cache keys: the hot tier (Redis, one round trip) first, then one query
+    to the rating table for the keys it did not have (their answers go into the hot tier for the next chunk)."""
     keys = sorted({j.request.cache_key for j in jobs if j.cache_mode is True})
-    found: dict[str, dict[str, Any]] = {}
-    misses = []
-    for key in keys:
-        hit = ctx.hot_cache.get(key) if ctx.hot_cache is not None else None
-        if hit is not None:
-            found[key] = hit
-        else:
-            misses.append(key)
+    found = ctx.hot_cache.get_many(keys) if ctx.hot_cache is not None and keys else {}
+    misses = [key for key in keys if key not in found]
     if misses:
         rows = session.execute(select(Rating).where(Rating.cache_key.in_(misses), Rating.cache_hit.is_(False))  # type: ignore[attr-defined,union-attr]
                                .order_by(Rating.id)).scalars()
+        fresh: dict[str, dict[str, Any]] = {}
         for src in rows:
             if src.cache_key in found:
                 continue
-            found[src.cache_key] = {**{f: getattr(src, f) for f in _CACHED_FIELDS}, "source_rating_id": src.id}
-            if ctx.hot_cache is not None:
-                ctx.hot_cache.put(src.cache_key, found[src.cache_key])
+            found[src.cache_key] = fresh[src.cache_key] = {**{f: getattr(src, f) for f in _CACHED_FIELDS},
+                                                           "source_rating_id": src.id}
+        if ctx.hot_cache is not None and fresh:
+            ctx.hot_cache.put_many(fresh)
     return found
 
 
+@dataclass
+class _Pending:
+    job: Job
+    fields: dict[str, Any]
+    cache_hit: bool
+    attempts: int
+    stored: asyncio.Future[bool]
+
+
+# Every column of a rating row but the key: a stored row names them all (one shape for a multi-row insert).
+_RATING_DEFAULTS: dict[str, Any] = {
+    name: (None if info.is_required() else info.get_default(call_default_factory=True))
+    for name, info in Rating.model_fields.items() if name != "id"}
+
+
+def _insert(engine: Engine) -> Any:
+    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+
+def store_ratings(engine: Engine, ratings: list[tuple[Job, dict[str, Any], bool, int]]) -> dict[int, int]:
+    """Store ratings in one transaction: one multi-row ``INSERT … ON CONFLICT (request_id) DO NOTHING
+    RETURNING``, one status update for the requests whose rating went in, one counter update per run.
+    Returns {request id: rating id} of the ratings stored now; a request already rated is left as it is
+    (``rating.request_id`` is unique, so nothing is ever stored twice)."""
+    if not ratings:
+        return {}
+    now = utcnow()
+    rows = [{**_RATING_DEFAULTS, **fields, "request_id": job.request.id, "run_id": job.request.run_id,
+             "cache_key": job.request.cache_key, "cache_hit": cache_hit, "created_at": now}
+            for job, fields, cache_hit, _ in ratings]
+    by_request = {job.request.id: (job, fields, cache_hit, attempts) for job, fields, cache_hit, attempts in ratings}
+    table = Rating.__table__   # Core statements: no ORM bookkeeping on the hot path
+    with Session(engine) as session:
+        stmt = (_insert(engine)(table).values(rows).on_conflict_do_nothing(index_elements=["request_id"])
+                .returning(table.c.request_id, table.c.id))  # type: ignore[attr-defined]
+        stored = {int(rid): int(rating_id) for rid, rating_id in session.execute(stmt).all()}
+        if stored:
+            requests = RatingRequest.__table__   # executemany: one statement, a parameter set per request
+            session.connection().execute(
+                update(requests).where(requests.c.id == bindparam("rid"))  # type: ignore[attr-defined]
+                .values(status=RequestStatus.done.value, attempts=bindparam("att"), last_error=None, updated_at=now),
+                [{"rid": rid, "att": by_request[rid][3]} for rid in stored])
+            runs: dict[int, list[float]] = {}
+            for rid in stored:
+                job, fields, cache_hit, _ = by_request[rid]
+                totals = runs.setdefault(job.request.run_id, [0, 0, 0.0, 0, 0])
+                totals[0] += 1
+                totals[1] += int(cache_hit)
+                totals[2] += float(fields.get("cost_usd") or 0.0)
+                totals[3] += 0 if cache_hit else int(fields.get("input_tokens") or 0)
+                totals[4] += 0 if cache_hit else int(fields.get("output_tokens") or 0)
+            for run_id, (done, cached, cost, it, ot) in runs.items():
+                session.execute(
+                    text("UPDATE run SET done = done + :d, cached = cached + :c, cost_usd = cost_usd + :cost, "
+                         "input_tokens = input_tokens + :it, output_tokens = output_tokens + :ot WHERE id = :id"),
+                    {"d": int(done), "c": int(cached), "cost": cost, "it": int(it), "ot": int(ot), "id": run_id})
+        session.commit()
+    return stored
+
+
+class RatingSink:
+    """A chunk's ratings on their way to the database: buffered, stored ``flush_every`` at a time or after
+    ``flush_after_s``, by one transaction run off the event loop (``store_ratings``)."""
+
+    def __init__(self, ctx: ExecutionContext) -> None:
+        self.ctx = ctx
+        self._pending: list[_Pending] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def store(self, job: Job, fields: dict[str, Any], *, cache_hit: bool, attempts: int) -> bool:
+        """True once the rating is stored; False if the request had its rating already."""
+        loop = asyncio.get_running_loop()
+        item = _Pending(job, fields, cache_hit, attempts, loop.create_future())
+        self._pending.append(item)
+        if len(self._pending) >= self.ctx.flush_every:
+            self._start_flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.ctx.flush_after_s, self._start_flush)
+        return await item.stored
+
+    def _start_flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._pending = self._pending, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._flush(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[_Pending]) -> None:
+        try:
+            stored = await asyncio.to_thread(
+                store_ratings, self.ctx.engine, [(p.job, p.fields, p.cache_hit, p.attempts) for p in batch])
+        except Exception as err:  # noqa: BLE001 - every waiter learns of it; nothing was stored
+            for p in batch:
+                if not p.stored.done():
+                    p.stored.set_exception(err)
+            return
+        fresh = {}
+        for p in batch:
+            rating_id = stored.get(p.job.request.id)   # type: ignore[arg-type]
+            if rating_id is not None and not p.cache_hit:
+                fresh[p.job.request.cache_key] = {**{f: p.fields.get(f) for f in _CACHED_FIELDS},
+                                                  "source_rating_id": rating_id}
+            if not p.stored.done():
+                p.stored.set_result(rating_id is not None)
+        if fresh and self.ctx.hot_cache is not None:
+            self.ctx.hot_cache.put_many(fresh)
+
+    async def close(self) -> None:
+        self._start_flush()
+        while self._flushes:
+            await asyncio.gather(*list(self._flushes), return_exceptions=True)
+
+
 def store_rating(ctx: ExecutionContext, job: Job, fields: dict[str, Any], *, cache_hit: bool, attempts: int) -> bool:
-    """Insert the rating and mark the request done, atomically. False if it was stored already."""
-    req = job.request
-    rating = Rating(request_id=req.id, run_id=req.run_id, cache_key=req.cache_key, cache_hit=cache_hit,  # type: ignore[arg-type]
-                    **fields)
-    try:
-        with Session(ctx.engine, expire_on_commit=False) as session:
-            session.add(rating)
-            session.flush()
-            session.execute(update(RatingRequest).where(RatingRequest.id == req.id).values(  # type: ignore[arg-type]
-                status=RequestStatus.done.value, attempts=attempts, last_error=None, updated_at=utcnow()))
-            session.execute(
-                text("UPDATE run SET done = done + 1, cached = cached + :c, cost_usd = cost_usd + :cost, "
-                     "input_tokens = input_tokens + :it, output_tokens = output_tokens + :ot WHERE id = :id"),
-                {"c": int(cache_hit), "cost": rating.cost_usd, "it": 0 if cache_hit else rating.input_tokens,
-                 "ot": 0 if cache_hit else rating.output_tokens, "id": req.run_id})
-            session.commit()
-    except IntegrityError:
+    """Store one rating and mark its request done, atomically (the batch path's results). False if it was
+    stored already."""
+    stored = store_ratings(ctx.engine, [(job, fields, cache_hit, attempts)])
+    if not stored:
         return False
     if not cache_hit and ctx.hot_cache is not None:
-        ctx.hot_cache.put(req.cache_key, {**{f: getattr(rating, f) for f in _CACHED_FIELDS}, "source_rating_id": rating.id})
+        ctx.hot_cache.put(job.request.cache_key, {**{f: fields.get(f) for f in _CACHED_FIELDS},
+                                                  "source_rating_id": stored[job.request.id]})  # type: ignore[index]
     return True
 
 
@@ -274,16 +395,15 @@ def finish_request(engine: Engine, req: RatingRequest, status: str, error: str |
     return changed
 
 
-def _wait(ctx: ExecutionContext) -> Callable[[RetryCallState], float]:
-    expo = wait_exponential_jitter(initial=ctx.backoff_initial, max=ctx.backoff_max)
+def mark_budget_exhausted(engine: Engine, run_id: int) -> None:
+    with Session(engine) as session:
+        session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.running.value)  # type: ignore[arg-type]
+                        .values(status=RunStatus.budget_exhausted.value))
+        session.commit()
 
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, ProviderError) and exc.retry_after is not None:
-            return min(max(exc.retry_after, 0.0), 120.0)
-        return expo(state)
 
-    return wait
+class BudgetExhausted(Exception):
+    """The call's worst-case cost does not fit in what is left of the run's budget: it is not sent."""
 
 
 def provider_request(job: Job, messages: list[dict[str, str]], *, rationale: bool | None = None) -> ProviderRequest:
@@ -300,39 +420,82 @@ def repair_messages(messages: list[dict[str, str]], answer: str, labels: list[st
             {"role": "user", "content": REPAIR_INSTRUCTION.format(labels=", ".join(labels))}]
 
 
+def worst_case_cost(spec: ModelSpec, request: ProviderRequest) -> float:
+    """An upper bound on one call's cost: every input character a token (no tokenizer gives more tokens
+    than characters, plus a little framing per message), every output token the call may produce."""
+    input_tokens = sum(len(m["content"]) for m in request.messages) + 8 * len(request.messages)
+    cap = output_budget(request.params.get("max_tokens"), structured=request.structured, rationale=request.rationale)
+    return _cost(spec, input_tokens, int(cap if cap is not None else UNCAPPED_OUTPUT_TOKENS))
+
+
 async def _call_provider(ctx: ExecutionContext, job: Job, messages: list[dict[str, str]],
-                         attempts: list[int], request: ProviderRequest | None = None) -> ProviderResponse:
+                         attempts: list[int], request: ProviderRequest | None = None,
+                         budget: tuple[float, float] | None = None) -> ProviderResponse:
+    """One provider call with its retries. A rate-limited or overloaded answer (429, 529) waits — the
+    limiter holds the group for its ``retry-after`` and slows down — and is sent again without spending one
+    of the request's ``max_attempts``, until the run's deadline. Other transient errors back off
+    exponentially (or for their ``retry-after``) and count. ``budget`` (budget, spent) reserves the call's
+    worst-case cost before each send and settles the real cost after (``BudgetExhausted`` if it does not fit)."""
     provider = ctx.providers.get(job.spec)
-    params = job.params
     request = request or provider_request(job, messages)
-    est = estimate_tokens(request.messages, params.get("max_tokens"))
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and e.retryable),
-        stop=stop_after_attempt(ctx.max_attempts), wait=_wait(ctx), reraise=True,
-    ):
-        with attempt:
-            attempts[0] += 1
-            if ctx.limiter is not None:
-                await ctx.limiter.acquire(job.spec, est)
+    est = estimate_tokens(request.messages, request.params.get("max_tokens"))
+    failures = 0
+    run_key = job.run_key
+    while True:
+        reserved = 0.0
+        if budget is not None and ctx.budget is not None:
+            reserved = worst_case_cost(job.spec, request)
+            if not ctx.budget.reserve(run_key, reserved, budget[0], budget[1]):
+                raise BudgetExhausted(f"budget {budget[0]:g} USD: no room for a call of up to {reserved:.6f} USD")
+        attempts[0] += 1
+        try:
             async with ctx.providers.slot(job.spec):
+                if ctx.limiter is not None:    # admitted inside the slot: sent as soon as admitted
+                    await ctx.limiter.acquire(job.spec, est)
                 started = time.perf_counter()
-                try:
-                    response = await provider.complete(request)
-                except ProviderError as err:
-                    if ctx.limiter is not None:
-                        ctx.limiter.observe(job.spec, error=err, estimated_tokens=est)
-                    raise
+                response = await provider.complete(request)
                 response.latency_ms = response.latency_ms or (time.perf_counter() - started) * 1000
+        except ProviderError as err:
+            if reserved:
+                ctx.budget.settle(run_key, reserved, 0.0)  # type: ignore[union-attr]
             if ctx.limiter is not None:
-                ctx.limiter.observe(job.spec, response=response, estimated_tokens=est)
-    return response
+                ctx.limiter.observe(job.spec, error=err, estimated_tokens=est)
+            if not err.retryable:
+                raise
+            if is_rate_limited(err):
+                if job.deadline is not None and time.time() >= job.deadline:
+                    raise ProviderError(f"{err} (still rate limited at the run's deadline)", retryable=False,
+                                        status=err.status) from err
+                if ctx.limiter is None:   # nobody else holds the group back: wait here
+                    await asyncio.sleep(min(max(err.retry_after or ctx.backoff_initial, 0.0), 120.0))
+                continue
+            failures += 1
+            if failures >= ctx.max_attempts:
+                raise
+            if err.retry_after is not None:
+                await asyncio.sleep(min(max(err.retry_after, 0.0), 120.0))
+            else:   # exponential with jitter: initial, 2x, 4x ... capped, plus up to a second at random
+                await asyncio.sleep(min(ctx.backoff_initial * 2 ** (failures - 1), ctx.backoff_max)
+                                    + random.uniform(0, min(1.0, ctx.backoff_initial)))
+            continue
+        except BaseException:
+            if reserved:
+                ctx.budget.settle(run_key, reserved, 0.0)  # type: ignore[union-attr]
+            raise
+        if reserved:
+            ctx.budget.settle(run_key, reserved, response_cost(job.spec, response))  # type: ignore[union-attr]
+        if ctx.limiter is not None:
+            ctx.limiter.observe(job.spec, response=response, estimated_tokens=est)
+        return response
 
 
-async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, chunk: _ChunkState) -> None:
+async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, chunk: _ChunkState,
+                       sink: RatingSink) -> None:
     req = job.request
-    status, spent, budget = chunk.run_state(req.run_id)
+    status, spent, budget = await chunk.run_state(req.run_id)
     if status in (RunStatus.cancelled.value, RunStatus.budget_exhausted.value):
-        if finish_request(ctx.engine, req, RequestStatus.cancelled.value, f"run {status}", req.attempts):
+        if await asyncio.to_thread(finish_request, ctx.engine, req, RequestStatus.cancelled.value,
+                                   f"run {status}", req.attempts):
             outcome.cancelled += 1
         return
     if status == RunStatus.paused.value:
@@ -342,8 +505,8 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, c
         hit = chunk.cached.get(req.cache_key)
         if hit is not None:
             fields = {k: hit.get(k, _CACHED_DEFAULTS.get(k)) for k in _CACHED_FIELDS}
-            if store_rating(ctx, job, {**fields, "source_rating_id": hit.get("source_rating_id"), "cost_usd": 0.0,
-                                 "latency_ms": 0.0}, cache_hit=True, attempts=req.attempts):
+            if await sink.store(job, {**fields, "source_rating_id": hit.get("source_rating_id"), "cost_usd": 0.0,
+                                      "latency_ms": 0.0}, cache_hit=True, attempts=req.attempts):
                 outcome.done += 1
                 outcome.cached += 1
                 _notify(ctx, req.run_id, "cached")
@@ -351,23 +514,19 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, c
                 outcome.skipped += 1
             return
     messages = render_messages(job.template, job.content, req.persona or None)
-    params = job.params
-    if budget is not None:
-        est_cost = _cost(job.spec, estimate_tokens(messages, 0), int(params.get("max_tokens") or 16))
-        if spent + est_cost > budget:
-            with Session(ctx.engine) as session:
-                session.execute(update(Run).where(Run.id == req.run_id, Run.status == RunStatus.running.value)  # type: ignore[arg-type]
-                                .values(status=RunStatus.budget_exhausted.value))
-                session.commit()
-            if finish_request(ctx.engine, req, RequestStatus.cancelled.value, "budget exhausted", req.attempts):
-                outcome.cancelled += 1
-            return
+    reservation = (budget, spent) if budget is not None else None
     attempts = [req.attempts]
     try:
-        response = await _call_provider(ctx, job, messages, attempts)
+        response = await _call_provider(ctx, job, messages, attempts, budget=reservation)
+    except BudgetExhausted as err:
+        await asyncio.to_thread(mark_budget_exhausted, ctx.engine, req.run_id)
+        if await asyncio.to_thread(finish_request, ctx.engine, req, RequestStatus.cancelled.value,
+                                   f"budget exhausted: {err}", req.attempts):
+            outcome.cancelled += 1
+        return
     except ProviderError as err:
         msg = str(err) if (err.status is None or f"HTTP {err.status}" in str(err)) else f"HTTP {err.status}: {err}"
-        if finish_request(ctx.engine, req, RequestStatus.failed.value, msg, attempts[0]):
+        if await asyncio.to_thread(finish_request, ctx.engine, req, RequestStatus.failed.value, msg, attempts[0]):
             outcome.failed += 1
             outcome.errors.append(msg)
             _notify(ctx, req.run_id, "failed")
@@ -375,12 +534,12 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, c
     except Exception as err:  # a bug or an unexpected library error: record it on the request, keep going
         log.exception("request %s failed unexpectedly", req.id)
         msg = f"{type(err).__name__}: {err}"
-        if finish_request(ctx.engine, req, RequestStatus.failed.value, msg, attempts[0]):
+        if await asyncio.to_thread(finish_request, ctx.engine, req, RequestStatus.failed.value, msg, attempts[0]):
             outcome.failed += 1
             outcome.errors.append(msg)
         return
-    fields = await answer_fields(ctx, job, messages, response)
-    if store_rating(ctx, job, fields, cache_hit=False, attempts=attempts[0]):
+    fields = await answer_fields(ctx, job, messages, response, budget=reservation)
+    if await sink.store(job, fields, cache_hit=False, attempts=attempts[0]):
         outcome.done += 1
         outcome.cost_usd += fields["cost_usd"]
         _notify(ctx, req.run_id, "done")
@@ -398,11 +557,12 @@ def _scores(response: ProviderResponse, labels: dict[str, float]) -> tuple[dict[
 
 
 async def answer_fields(ctx: ExecutionContext, job: Job, messages: list[dict[str, str]], response: ProviderResponse,
-                        *, discount: float = 0.0) -> dict[str, Any]:
+                        *, discount: float = 0.0, budget: tuple[float, float] | None = None) -> dict[str, Any]:
     """The Rating fields for ``response``: parsed label and status, label probabilities, tokens, cost.
 
-    An ``unparseable`` answer gets up to ``job.repair_attempts`` repair calls (realtime, at the full price);
-    ``discount`` (the batch discount) applies to the first call only."""
+    An ``unparseable`` answer gets up to ``job.repair_attempts`` repair calls (realtime, at the full price,
+    each reserved against ``budget`` like any call); ``discount`` (the batch discount) applies to the first
+    call only."""
     tmpl = job.template
     parsed = parse_answer(response.text, tmpl.labels, finish_reason=response.finish_reason, pattern=tmpl.pattern)
     probs, weighted = _scores(response, tmpl.labels)
@@ -418,9 +578,10 @@ async def answer_fields(ctx: ExecutionContext, job: Job, messages: list[dict[str
         attempts = [0]
         try:
             repair = await _call_provider(ctx, job, conversation, attempts,
-                                          provider_request(job, conversation, rationale=False))
-        except ProviderError as err:
-            log.warning("request %s: repair call failed (%s); keeping the unparseable answer", job.request.id, err)
+                                          provider_request(job, conversation, rationale=False), budget=budget)
+        except (ProviderError, BudgetExhausted) as err:
+            log.warning("request %s: repair call not made or failed (%s); keeping the unparseable answer",
+                        job.request.id, err)
             break
         calls.append((repair, 0.0))
         repair_text = answer = repair.text
@@ -449,11 +610,21 @@ def _notify(ctx: ExecutionContext, run_id: int, what: str) -> None:
         ctx.on_rating(run_id, what)
 
 
-async def execute_chunk(ctx: ExecutionContext, request_ids: list[int]) -> ChunkOutcome:
-    """Execute the given rating requests concurrently (bounded per model by the provider pool)."""
-    outcome = ChunkOutcome()
+def _load_chunk(ctx: ExecutionContext, request_ids: list[int]) -> tuple[list[Job], int, dict[str, dict[str, Any]]]:
     with Session(ctx.engine, expire_on_commit=False) as session:
-        jobs, outcome.skipped = load_jobs(session, request_ids)
-        chunk = _ChunkState(ctx.engine, _prefetch_cache(ctx, session, jobs))
-    await asyncio.gather(*(_execute_one(ctx, job, outcome, chunk) for job in jobs))
+        jobs, skipped = load_jobs(session, request_ids)
+        return jobs, skipped, _prefetch_cache(ctx, session, jobs)
+
+
+async def execute_chunk(ctx: ExecutionContext, request_ids: list[int]) -> ChunkOutcome:
+    """Execute the given rating requests concurrently (bounded per model by the provider pool). Database work
+    runs in threads, off the event loop; ratings are stored a batch at a time."""
+    outcome = ChunkOutcome()
+    jobs, outcome.skipped, cached = await asyncio.to_thread(_load_chunk, ctx, request_ids)
+    chunk = _ChunkState(ctx.engine, cached)
+    sink = RatingSink(ctx)
+    try:
+        await asyncio.gather(*(_execute_one(ctx, job, outcome, chunk, sink) for job in jobs))
+    finally:
+        await sink.close()
     return outcome

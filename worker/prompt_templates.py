@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from accord.models.yaml_loader import safe_load
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 BUNDLED_DIR = Path(__file__).parent / "templates"
@@ -205,7 +205,6 @@ def persona_phrase(persona: dict[str, str]) -> str:
 
 def render_messages(template: ResolvedTemplate, content: dict[str, Any],
                     persona: dict[str, str] | None = None) -> list[dict[str, str]]:
-    env = _jinja_env()
     context = {
         "content": render_content(content),
         "persona": persona or {},
@@ -215,11 +214,17 @@ def render_messages(template: ResolvedTemplate, content: dict[str, Any],
         **template.params,
     }
     messages = []
-    system = env.from_string(template.system).render(context).strip() if template.system else ""
+    system = _compiled(template.system).render(context).strip() if template.system else ""
     if system:
         messages.append({"role": "system", "content": system})
-    messages.append({"role": "user", "content": env.from_string(template.user).render(context).strip()})
+    messages.append({"role": "user", "content": _compiled(template.user).render(context).strip()})
     return messages
+
+
+@lru_cache(maxsize=512)
+def _compiled(source: str) -> Template:
+    """A template text compiled once per process (compiling costs more than rendering)."""
+    return _jinja_env().from_string(source)
 
 
 def cache_key(provider: str, model: str, base_url: str | None, messages: list[dict[str, str]],

@@ -35,10 +35,13 @@ import math
 import os
 import re
 import time
+import threading
 import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from accord.models.schema import ModelSpec
@@ -46,91 +49,88 @@ from accord.worker.providers.base import ProviderError, ProviderResponse
 
 log = logging.getLogger("accord.worker.rate_limiter")
 
-# KEYS[1] = the group's hash. ARGV: request interval ms (0: no rpm), ms per token (0: no tpm), tokens,
+# Every script takes the clock (ms) as ARGV[1], so tests drive time; the rest follow.
+# KEYS[1] = the group's hash. ARGV: now ms, request interval ms (0: no rpm), ms per token (0: no tpm), tokens,
 # max reservation ms, recovery ms, key ttl ms. Returns {granted (0/1), wait ms as a string}.
 _ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local now = tonumber(ARGV[1])
 local h = redis.call('HMGET', KEYS[1], 'req_tat', 'tok_tat', 'block_until', 'factor', 'factor_ts')
 local req_tat = tonumber(h[1]) or 0
 local tok_tat = tonumber(h[2]) or 0
 local block = tonumber(h[3]) or 0
 local factor = tonumber(h[4]) or 1
 local fts = tonumber(h[5]) or now
-local recover_ms = tonumber(ARGV[5])
+local recover_ms = tonumber(ARGV[6])
 if factor < 1 then
   factor = math.min(1, factor + (now - fts) / recover_ms)
 end
-local req_int = tonumber(ARGV[1]) / factor
-local tok_int = tonumber(ARGV[2]) / factor
-local tokens = tonumber(ARGV[3])
+local req_int = tonumber(ARGV[2]) / factor
+local tok_int = tonumber(ARGV[3]) / factor
+local tokens = tonumber(ARGV[4])
 local at = math.max(now, block)
 if req_int > 0 then at = math.max(at, req_tat) end
 if tok_int > 0 then at = math.max(at, tok_tat) end
 local wait = at - now
-if wait > tonumber(ARGV[4]) then
+if wait > tonumber(ARGV[5]) then
   return {0, tostring(wait)}
 end
 if req_int > 0 then redis.call('HSET', KEYS[1], 'req_tat', tostring(at + req_int)) end
 if tok_int > 0 then redis.call('HSET', KEYS[1], 'tok_tat', tostring(at + tokens * tok_int)) end
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return {1, tostring(wait)}
 """
 
-# KEYS[1]. ARGV: block ms from now, decrease factor, min factor, cooldown ms, recovery ms, ttl ms.
+# KEYS[1]. ARGV: now ms, block ms from now, decrease factor, min factor, cooldown ms, recovery ms, ttl ms.
 # Returns the new factor as a string.
 _PENALIZE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local now = tonumber(ARGV[1])
 local h = redis.call('HMGET', KEYS[1], 'block_until', 'factor', 'factor_ts', 'penalty_ts')
 local block = tonumber(h[1]) or 0
 local factor = tonumber(h[2]) or 1
 local fts = tonumber(h[3]) or now
 local pts = tonumber(h[4]) or 0
-local recover_ms = tonumber(ARGV[5])
+local recover_ms = tonumber(ARGV[6])
 if factor < 1 then
   factor = math.min(1, factor + (now - fts) / recover_ms)
 end
-local until_ms = now + tonumber(ARGV[1])
+local until_ms = now + tonumber(ARGV[2])
 if until_ms > block then redis.call('HSET', KEYS[1], 'block_until', tostring(until_ms)) end
-if now - pts >= tonumber(ARGV[4]) then
-  factor = math.max(tonumber(ARGV[3]), factor * tonumber(ARGV[2]))
+if now - pts >= tonumber(ARGV[5]) then
+  factor = math.max(tonumber(ARGV[4]), factor * tonumber(ARGV[3]))
   redis.call('HSET', KEYS[1], 'penalty_ts', tostring(now))
 end
 redis.call('HSET', KEYS[1], 'factor', tostring(factor), 'factor_ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return tostring(factor)
 """
 
-# KEYS[1]. ARGV: token delta (actual - estimated), ms per token, ttl ms. A refund never pushes tok_tat
+# KEYS[1]. ARGV: now ms, token delta (actual - estimated), ms per token, ttl ms. A refund never pushes tok_tat
 # before now (unused capacity is not banked).
 _ADJUST = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local now = tonumber(ARGV[1])
 local tat = tonumber(redis.call('HGET', KEYS[1], 'tok_tat')) or now
-local new = tat + tonumber(ARGV[1]) * tonumber(ARGV[2])
-if tonumber(ARGV[1]) < 0 then new = math.max(new, math.min(tat, now)) end
+local new = tat + tonumber(ARGV[2]) * tonumber(ARGV[3])
+if tonumber(ARGV[2]) < 0 then new = math.max(new, math.min(tat, now)) end
 redis.call('HSET', KEYS[1], 'tok_tat', tostring(new))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return tostring(new - now)
 """
 
 # Send-time check. KEYS[1] = the group's hash, KEYS[2] = its send log (sorted set, scores ms).
-# ARGV: window ms, max sends per window (0: no log), member id. Returns ms to wait ("0": admitted, logged).
+# ARGV: now ms, window ms, max sends per window (0: no log), member id. Returns ms to wait ("0": admitted, logged).
 _ADMIT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local now = tonumber(ARGV[1])
 local block = tonumber(redis.call('HGET', KEYS[1], 'block_until')) or 0
 if block > now then return tostring(block - now) end
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
 if limit > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tostring(now - window))
   if redis.call('ZCARD', KEYS[2]) >= limit then
     local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
     return tostring(math.max(0.1, tonumber(oldest[2]) + window - now))
   end
-  redis.call('ZADD', KEYS[2], now, ARGV[3])
+  redis.call('ZADD', KEYS[2], now, ARGV[4])
   redis.call('PEXPIRE', KEYS[2], math.ceil(window * 2))
 end
 return '0'
@@ -205,16 +205,157 @@ class LimiterStats:
     per_group: dict[str, int] = field(default_factory=dict)
 
 
-class RedisRateLimiter:
-    """The shared limiter (implements ``accord.worker.execute.RateLimiter``)."""
+class LimiterStore(Protocol):
+    """Where a limiter keeps each group's schedule: the four atomic steps of the algorithm, each given the
+    clock (ms). ``RedisStore`` shares it across processes and machines; ``MemoryStore`` keeps it in this
+    process. Both implement the same steps with the same arithmetic (the Lua scripts above)."""
 
-    def __init__(self, client: redis.Redis, *, headroom: float = 0.97, key_prefix: str = "accord:rl",
+    def reserve(self, key: str, now_ms: float, req_int_ms: float, tok_int_ms: float, tokens: int,
+                max_reserve_ms: float, recover_ms: float, ttl_ms: int) -> tuple[bool, float]: ...
+
+    def admit(self, key: str, now_ms: float, window_ms: float, limit: int, member: str) -> float: ...
+
+    def penalize(self, key: str, now_ms: float, block_ms: float, decrease: float, min_factor: float,
+                 cooldown_ms: float, recover_ms: float, ttl_ms: int) -> float: ...
+
+    def adjust(self, key: str, now_ms: float, delta_tokens: int, tok_int_ms: float, ttl_ms: int) -> None: ...
+
+    def state(self, key: str) -> dict[str, float]: ...
+
+
+class RedisStore:
+    """The schedule in Redis: one hash and one send log per group, changed only by the Lua scripts."""
+
+    errors: tuple[type[Exception], ...] = (redis.RedisError,)
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._acquire = client.register_script(_ACQUIRE)
+        self._penalize = client.register_script(_PENALIZE)
+        self._adjust = client.register_script(_ADJUST)
+        self._admit = client.register_script(_ADMIT)
+
+    def reserve(self, key: str, now_ms: float, req_int_ms: float, tok_int_ms: float, tokens: int,
+                max_reserve_ms: float, recover_ms: float, ttl_ms: int) -> tuple[bool, float]:
+        granted, wait_ms = self._acquire(keys=[key], args=[
+            repr(now_ms), repr(req_int_ms), repr(tok_int_ms), int(max(tokens, 0)), repr(max_reserve_ms),
+            repr(recover_ms), ttl_ms])
+        return bool(int(granted)), float(wait_ms)
+
+    def admit(self, key: str, now_ms: float, window_ms: float, limit: int, member: str) -> float:
+        return float(self._admit(keys=[key, key + ":log"], args=[repr(now_ms), repr(window_ms), limit, member]))
+
+    def penalize(self, key: str, now_ms: float, block_ms: float, decrease: float, min_factor: float,
+                 cooldown_ms: float, recover_ms: float, ttl_ms: int) -> float:
+        return float(self._penalize(keys=[key], args=[
+            repr(now_ms), repr(block_ms), repr(decrease), repr(min_factor), repr(cooldown_ms), repr(recover_ms),
+            ttl_ms]))
+
+    def adjust(self, key: str, now_ms: float, delta_tokens: int, tok_int_ms: float, ttl_ms: int) -> None:
+        self._adjust(keys=[key], args=[repr(now_ms), int(delta_tokens), repr(tok_int_ms), ttl_ms])
+
+    def state(self, key: str) -> dict[str, float]:
+        raw = self.client.hgetall(key)
+        return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
+
+
+class MemoryStore:
+    """The schedule in this process (embedded mode, or no Redis configured): the scripts' arithmetic in
+    Python under one lock. Keys do not expire (a process holds a handful of groups)."""
+
+    errors: tuple[type[Exception], ...] = ()
+
+    def __init__(self) -> None:
+        self._groups: dict[str, dict[str, float]] = {}
+        self._logs: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _factor(h: dict[str, float], now: float, recover_ms: float) -> float:
+        factor = h.get("factor", 1.0)
+        if factor < 1:
+            factor = min(1.0, factor + (now - h.get("factor_ts", now)) / recover_ms)
+        return factor
+
+    def reserve(self, key: str, now_ms: float, req_int_ms: float, tok_int_ms: float, tokens: int,
+                max_reserve_ms: float, recover_ms: float, ttl_ms: int) -> tuple[bool, float]:
+        with self._lock:
+            h = self._groups.setdefault(key, {})
+            factor = self._factor(h, now_ms, recover_ms)
+            req_int, tok_int = req_int_ms / factor, tok_int_ms / factor
+            at = max(now_ms, h.get("block_until", 0.0))
+            if req_int > 0:
+                at = max(at, h.get("req_tat", 0.0))
+            if tok_int > 0:
+                at = max(at, h.get("tok_tat", 0.0))
+            wait = at - now_ms
+            if wait > max_reserve_ms:
+                return False, wait
+            if req_int > 0:
+                h["req_tat"] = at + req_int
+            if tok_int > 0:
+                h["tok_tat"] = at + max(tokens, 0) * tok_int
+            return True, wait
+
+    def admit(self, key: str, now_ms: float, window_ms: float, limit: int, member: str) -> float:
+        with self._lock:
+            block = self._groups.get(key, {}).get("block_until", 0.0)
+            if block > now_ms:
+                return block - now_ms
+            if limit > 0:
+                sends = self._logs.setdefault(key, deque())
+                while sends and sends[0] <= now_ms - window_ms:
+                    sends.popleft()
+                if len(sends) >= limit:
+                    return max(0.1, sends[0] + window_ms - now_ms)
+                sends.append(now_ms)
+            return 0.0
+
+    def penalize(self, key: str, now_ms: float, block_ms: float, decrease: float, min_factor: float,
+                 cooldown_ms: float, recover_ms: float, ttl_ms: int) -> float:
+        with self._lock:
+            h = self._groups.setdefault(key, {})
+            factor = self._factor(h, now_ms, recover_ms)
+            h["block_until"] = max(h.get("block_until", 0.0), now_ms + block_ms)
+            if now_ms - h.get("penalty_ts", 0.0) >= cooldown_ms:
+                factor = max(min_factor, factor * decrease)
+                h["penalty_ts"] = now_ms
+            h["factor"], h["factor_ts"] = factor, now_ms
+            return factor
+
+    def adjust(self, key: str, now_ms: float, delta_tokens: int, tok_int_ms: float, ttl_ms: int) -> None:
+        with self._lock:
+            h = self._groups.setdefault(key, {})
+            tat = h.get("tok_tat", now_ms)
+            new = tat + delta_tokens * tok_int_ms
+            if delta_tokens < 0:
+                new = max(new, min(tat, now_ms))
+            h["tok_tat"] = new
+
+    def state(self, key: str) -> dict[str, float]:
+        with self._lock:
+            return dict(self._groups.get(key, {}))
+
+
+def wall_clock_ms() -> float:
+    return time.time() * 1000.0
+
+
+class RateLimiter:
+    """Admission in front of a provider (implements ``accord.worker.execute.RateLimiter``), the same algorithm
+    in every mode: over a ``RedisStore`` in distributed mode, over a ``MemoryStore`` in embedded mode.
+
+    ``clock`` (ms) and ``sleep`` are injectable: unit tests drive time and read exact admission sequences."""
+
+    def __init__(self, store: LimiterStore, *, headroom: float = 0.97, key_prefix: str = "accord:rl",
                  max_reserve_s: float = 2.0, decrease: float = 0.7, min_factor: float = 0.2,
                  cooldown_s: float = 1.0, recover_s: float = 60.0, default_block_s: float = 1.0,
-                 redis_wait_s: float = 120.0, window_s: float = 1.0) -> None:
+                 store_wait_s: float = 120.0, window_s: float = 1.0, jitter_s: float = 0.05,
+                 clock: Callable[[], float] = wall_clock_ms,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         if not 0 < headroom <= 1:
             raise ValueError(f"headroom must be in (0, 1], got {headroom}")
-        self.client = client
+        self.store = store
         self.headroom = headroom
         self.key_prefix = key_prefix
         self.max_reserve_s = max_reserve_s
@@ -223,22 +364,29 @@ class RedisRateLimiter:
         self.cooldown_s = cooldown_s
         self.recover_s = recover_s
         self.default_block_s = default_block_s
-        self.redis_wait_s = redis_wait_s
+        self.store_wait_s = store_wait_s
         self.window_s = window_s
+        self.jitter_s = jitter_s
+        self.clock = clock
+        self.sleep = sleep
         self._sends = 0
         self._node = uuid.uuid4().hex[:12]
         self.stats = LimiterStats()
-        self._acquire = client.register_script(_ACQUIRE)
-        self._penalize = client.register_script(_PENALIZE)
-        self._adjust = client.register_script(_ADJUST)
-        self._admit = client.register_script(_ADMIT)
 
     # ------------------------------------------------------------------ keys and intervals
     def key(self, spec: ModelSpec) -> str:
         return f"{self.key_prefix}:{limit_group(spec)}"
 
     def request_interval_ms(self, spec: ModelSpec) -> float:
-        return 60000.0 / (spec.rpm * self.headroom) if spec.rpm else 0.0
+        """The spacing between admissions: the limit times ``headroom``. Where the provider's one-second
+        allowance is under two requests (rpm < 120), a late arrival cannot borrow from a burst allowance, so
+        the spacing also keeps ``jitter_s`` clear of the limit's own interval."""
+        if not spec.rpm:
+            return 0.0
+        interval = 60000.0 / (spec.rpm * self.headroom)
+        if spec.rpm < 120:
+            interval = max(interval, 60000.0 / spec.rpm + self.jitter_s * 1000.0)
+        return interval
 
     def token_interval_ms(self, spec: ModelSpec) -> float:
         return 60000.0 / (spec.tpm * self.headroom) if spec.tpm else 0.0
@@ -251,10 +399,10 @@ class RedisRateLimiter:
         """One atomic admission attempt: (granted, seconds to wait). Granted: the slot is reserved and the
         caller must sleep the wait before sending. Not granted: the next slot is further than
         ``max_reserve_s`` away; ask again after (wait - max_reserve_s)."""
-        granted, wait_ms = self._acquire(keys=[self.key(spec)], args=[
-            repr(self.request_interval_ms(spec)), repr(self.token_interval_ms(spec)), int(max(tokens, 0)),
-            repr(self.max_reserve_s * 1000.0), repr(self.recover_s * 1000.0), self._ttl_ms()])
-        return bool(int(granted)), float(wait_ms) / 1000.0
+        granted, wait_ms = self.store.reserve(
+            self.key(spec), self.clock(), self.request_interval_ms(spec), self.token_interval_ms(spec),
+            int(max(tokens, 0)), self.max_reserve_s * 1000.0, self.recover_s * 1000.0, self._ttl_ms())
+        return granted, wait_ms / 1000.0
 
     def window_limit(self, spec: ModelSpec) -> int:
         """Sends allowed in any ``window_s``: the limit's share of the window (0: no request limit). The
@@ -266,13 +414,13 @@ class RedisRateLimiter:
     def admit(self, spec: ModelSpec) -> float:
         """The send-time check: 0.0 when admitted (and logged), else seconds to wait before asking again."""
         self._sends += 1
-        wait_ms = self._admit(keys=[self.key(spec), self.key(spec) + ":log"], args=[
-            repr(self.window_s * 1000.0), self.window_limit(spec), f"{self._node}:{os.getpid()}:{self._sends}"])
-        return float(wait_ms) / 1000.0
+        wait_ms = self.store.admit(self.key(spec), self.clock(), self.window_s * 1000.0, self.window_limit(spec),
+                                   f"{self._node}:{os.getpid()}:{self._sends}")
+        return wait_ms / 1000.0
 
     async def acquire(self, spec: ModelSpec, estimated_tokens: int) -> None:
-        started = time.monotonic()
-        redis_down_since: float | None = None
+        started = self.clock()
+        store_down_since: float | None = None
         delay = 0.05
         reserved = False
         while True:
@@ -280,34 +428,34 @@ class RedisRateLimiter:
                 if not reserved:
                     granted, wait = self.reserve(spec, estimated_tokens)
                     if not granted:
-                        redis_down_since = None
-                        await asyncio.sleep(min(max(wait - self.max_reserve_s, 0.01), self.max_reserve_s))
+                        store_down_since = None
+                        await self.sleep(min(max(wait - self.max_reserve_s, 0.01), self.max_reserve_s))
                         continue
                     reserved = True
                     if wait > 0:
-                        await asyncio.sleep(wait)
+                        await self.sleep(wait)
                 hold = self.admit(spec)
-                redis_down_since = None
-            except redis.RedisError as err:
-                redis_down_since = self._redis_trouble(err, redis_down_since)
-                await asyncio.sleep(delay)
+                store_down_since = None
+            except self.store.errors as err:  # type: ignore[attr-defined]
+                store_down_since = self._store_trouble(err, store_down_since)
+                await self.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
             if hold <= 0:
                 break
             # Blocked by a 429 seen meanwhile, or the last second is full (this call woke up late).
             self.stats.window_waits += 1
-            await asyncio.sleep(hold)
+            await self.sleep(hold)
         self.stats.acquired += 1
-        self.stats.waited_s += time.monotonic() - started
+        self.stats.waited_s += (self.clock() - started) / 1000.0
         group = limit_group(spec)
         self.stats.per_group[group] = self.stats.per_group.get(group, 0) + 1
 
-    def _redis_trouble(self, err: Exception, since: float | None) -> float:
+    def _store_trouble(self, err: Exception, since: float | None) -> float:
         self.stats.redis_errors += 1
         now = time.monotonic()
         since = since if since is not None else now
-        if now - since > self.redis_wait_s:
+        if now - since > self.store_wait_s:
             raise ProviderError(f"rate limiter: Redis unreachable for {now - since:.0f}s ({err})", retryable=True)
         if since == now:
             log.warning("rate limiter: Redis error (%s); holding calls until it is back", err)
@@ -318,7 +466,7 @@ class RedisRateLimiter:
                 error: ProviderError | None = None, estimated_tokens: int = 0) -> None:
         try:
             if error is not None:
-                if error.rate_limited or error.status in (429, 529):
+                if is_rate_limited(error):
                     self.stats.rate_limited += 1
                     self.penalize(spec, error.retry_after if error.retry_after is not None else self.default_block_s)
                 return
@@ -327,30 +475,52 @@ class RedisRateLimiter:
             if spec.tpm and (response.input_tokens or response.output_tokens):
                 delta = response.input_tokens + response.output_tokens - int(estimated_tokens)
                 if delta:
-                    self._adjust(keys=[self.key(spec)], args=[delta, repr(self.token_interval_ms(spec)),
-                                                               self._ttl_ms()])
+                    self.store.adjust(self.key(spec), self.clock(), delta, self.token_interval_ms(spec),
+                                      self._ttl_ms())
             hold = exhausted_for(response.headers or {})
             if hold:
                 self._hold(spec, hold)
-        except redis.RedisError as err:
+        except self.store.errors as err:  # type: ignore[attr-defined]
             self.stats.redis_errors += 1
             log.warning("rate limiter: cannot record feedback for %s (%s)", spec.name, err)
 
     def penalize(self, spec: ModelSpec, block_s: float) -> float:
         """A 429/529: nobody calls this group for ``block_s``; the admitted rate drops by ``decrease``."""
-        factor = self._penalize(keys=[self.key(spec)], args=[
-            repr(max(block_s, 0.0) * 1000.0), repr(self.decrease), repr(self.min_factor),
-            repr(self.cooldown_s * 1000.0), repr(self.recover_s * 1000.0), self._ttl_ms()])
+        factor = self.store.penalize(self.key(spec), self.clock(), max(block_s, 0.0) * 1000.0, self.decrease,
+                                     self.min_factor, self.cooldown_s * 1000.0, self.recover_s * 1000.0,
+                                     self._ttl_ms())
         log.info("rate limited on %s: holding %.2fs, rate factor now %s", spec.name, block_s, factor)
-        return float(factor)
+        return factor
 
     def _hold(self, spec: ModelSpec, block_s: float) -> None:
         # remaining = 0: wait for the reset without slowing the long-run rate (decrease 1, a cooldown that
         # never elapses, so the factor and the penalty time stay as they are).
-        self._penalize(keys=[self.key(spec)], args=[
-            repr(block_s * 1000.0), "1", "0", "1e15", repr(self.recover_s * 1000.0), self._ttl_ms()])
+        self.store.penalize(self.key(spec), self.clock(), block_s * 1000.0, 1.0, 0.0, 1e15,
+                            self.recover_s * 1000.0, self._ttl_ms())
 
     def state(self, spec: ModelSpec) -> dict[str, Any]:
         """The group's raw state (for tests and diagnostics)."""
-        raw = self.client.hgetall(self.key(spec))
-        return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
+        return self.store.state(self.key(spec))
+
+
+def is_rate_limited(error: ProviderError) -> bool:
+    """A 429 or an overload (529, 503 with retry-after): the request waits and is sent again; it never
+    counts as one of the request's failed attempts."""
+    return bool(error.rate_limited or error.status in (429, 529))
+
+
+class RedisRateLimiter(RateLimiter):
+    """The limiter shared by every worker process and machine (distributed mode)."""
+
+    def __init__(self, client: redis.Redis, **options: Any) -> None:
+        if "redis_wait_s" in options:
+            options["store_wait_s"] = options.pop("redis_wait_s")
+        super().__init__(RedisStore(client), **options)
+        self.client = client
+
+
+class LocalRateLimiter(RateLimiter):
+    """The same limiter for one process (embedded mode, or no Redis configured)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(MemoryStore(), **options)

@@ -58,6 +58,45 @@ class RedisHotCache:
         self.stats.hits += 1
         return value
 
+    def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The cached answers among ``keys``, in one round trip (MGET)."""
+        if not keys:
+            return {}
+        try:
+            raws = self.client.mget([self._key(key) for key in keys])
+        except redis.RedisError as err:
+            self.stats.errors += 1
+            log.warning("hot cache: get failed (%s); falling back to the database", err)
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        for key, raw in zip(keys, raws):
+            if raw is None:
+                self.stats.misses += 1
+                continue
+            try:
+                value = json.loads(raw)
+            except (TypeError, ValueError):
+                self.stats.errors += 1
+                continue
+            if isinstance(value, dict):
+                self.stats.hits += 1
+                found[key] = value
+        return found
+
+    def put_many(self, ratings: dict[str, dict[str, Any]]) -> None:
+        """Cache several answers in one pipelined round trip."""
+        if not ratings:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key, rating in ratings.items():
+                pipe.set(self._key(key), json.dumps(rating, default=str, separators=(",", ":")), ex=self.ttl_seconds)
+            pipe.execute()
+            self.stats.puts += len(ratings)
+        except (redis.RedisError, TypeError, ValueError) as err:
+            self.stats.errors += 1
+            log.warning("hot cache: put failed (%s)", err)
+
     def put(self, key: str, rating: dict[str, Any]) -> None:
         try:
             payload = json.dumps(rating, default=str, separators=(",", ":"))

@@ -35,6 +35,7 @@ from accord.worker.celery_app import (
     app,
     get_distributed_settings,
 )
+from accord.worker.budget import RedisBudgetLedger
 from accord.worker.execute import ChunkOutcome, ExecutionContext, execute_chunk
 from accord.worker.network_pool import FeedbackOnlyLimiter, NetworkLoop, NetworkProviderPool
 from accord.worker.rate_limiter import RedisRateLimiter
@@ -120,6 +121,7 @@ class WorkerRuntime:
         self.hot_cache = RedisHotCache(self.redis, ttl_seconds=dist.cache_ttl_seconds)
         self.ctx = ExecutionContext(engine=self.engine, providers=self.providers,
                                     limiter=FeedbackOnlyLimiter(self.limiter), hot_cache=self.hot_cache,
+                                    budget=RedisBudgetLedger(self.redis),
                                     max_attempts=settings.max_attempts)
         self.lease_seconds = settings.lease_seconds
         self.loop = asyncio.new_event_loop()

@@ -22,8 +22,9 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from accord.api.http.observability import ApiMetrics, run_id_var
+from accord.scheduler import run_service
 from accord.models.schema import ModelSpec, Rating, RatingRequest, Run
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -254,7 +255,7 @@ class EmbeddedBackend:
             raise
         except Exception as err:
             log.exception("run execution failed")
-            await loop.run_in_executor(None, _record_error, self.engine, run_id, f"execution failed: {err}")
+            await loop.run_in_executor(None, run_service.record_error, self.engine, run_id, f"execution failed: {err}")
             return
         await loop.run_in_executor(None, self._count_cached, run_id)
         log.info("run execution ended", extra={"status": progress.status, "done": progress.done,
@@ -263,22 +264,11 @@ class EmbeddedBackend:
             await loop.run_in_executor(None, _postprocess, self.engine, run_id)
 
 
-def _record_error(engine: Engine, run_id: int, message: str) -> None:
-    with Session(engine) as session:
-        session.execute(update(Run).where(Run.id == run_id).values(error=message[:2000]))  # type: ignore[arg-type]
-        session.commit()
-
-
 def _postprocess(engine: Engine, run_id: int) -> None:
     run_id_var.set(run_id)
-    try:
-        from accord.scheduler.postprocess import postprocess_run
-
-        n = postprocess_run(engine, run_id)
-        log.info("run post-processed", extra={"metrics": n})
-    except Exception as err:
-        log.exception("post-processing failed")
-        _record_error(engine, run_id, f"post-processing failed: {type(err).__name__}: {err}")
+    analysis = run_service.finish(engine, run_id)
+    if analysis.ran:
+        log.info("run post-processed", extra={"metrics": analysis.metrics})
 
 
 class DistributedBackend:

@@ -37,10 +37,10 @@ class ReportCache:
         with build_lock:
             postprocessed_at = run.postprocessed_at
             if postprocessed_at is None:
-                from accord.scheduler.postprocess import postprocess_run
+                from accord.scheduler import run_service
                 from sqlmodel import Session
 
-                postprocess_run(engine, run.id)
+                run_service.analyse_once(engine, run.id)
 
                 with Session(engine) as session:
                     fresh = session.get(Run, run.id)

@@ -52,6 +52,10 @@ class ServerConfig(BaseModel):
     tpm: int | None = Field(default=None, ge=1, description="Tokens (prompt + max output) per minute.")
     window_s: float = Field(default=60.0, gt=0, description="Sliding window; the limit is rpm * window_s / 60, "
                                                             "so window_s=1 enforces rpm/60 per second.")
+    limit_mode: Literal["window", "bucket"] = Field(
+        default="window", description="window: at most rpm * window_s / 60 requests in any sliding window; bucket: "
+        "a token bucket of rpm * window_s / 60 requests' capacity refilled at rpm / 60 per second (how most "
+        "providers enforce short windows).")
     error_rate: float = Field(default=0.0, ge=0, le=1, description="Probability of an injected error.")
     fail_next: int = Field(default=0, ge=0, description="The next N requests get an injected error.")
     fail_status: int = Field(default=500, ge=400, le=599, description="Status of injected errors (500, 503, 529, 400...).")
@@ -120,6 +124,7 @@ class ServerState:
         self.config = config
         self.rng = random.Random(config.seed)
         self._request_window: deque[float] = deque()
+        self._bucket: tuple[float, float] | None = None    # (requests available, at monotonic time)
         self._token_window: deque[tuple[float, int]] = deque()
         self.prompt_cache: dict[str, float] = {}      # cached prefix key -> expiry (monotonic)
         self.batches = BatchStore()
@@ -142,6 +147,7 @@ class ServerState:
             self.config = ServerConfig(**settings)
             self.rng = random.Random(self.config.seed)
             self._request_window.clear()
+            self._bucket = None
             self._token_window.clear()
             self.prompt_cache.clear()
             self.batches = BatchStore()
@@ -159,6 +165,7 @@ class ServerState:
                 self.request_log = deque(self.request_log, maxlen=self.config.max_log)
             if "rpm" in changes or "window_s" in changes:
                 self._request_window.clear()
+                self._bucket = None
             if "tpm" in changes or "window_s" in changes:
                 self._token_window.clear()
             return self.config
@@ -234,7 +241,20 @@ class ServerState:
                 self._request_window.popleft()
             while self._token_window and self._token_window[0][0] <= now - window:
                 self._token_window.popleft()
-            if cfg.rpm is not None:
+            if cfg.rpm is not None and cfg.limit_mode == "bucket":
+                capacity, rate = max(1.0, cfg.rpm * window / 60.0), cfg.rpm / 60.0
+                level, at = self._bucket if self._bucket is not None else (capacity, now)
+                level = min(capacity, level + (now - at) * rate)
+                figures.limit_requests = cfg.rpm
+                if level < 1.0:
+                    self._bucket = (level, now)
+                    wait = (1.0 - level) / rate
+                    figures.remaining_requests = 0
+                    figures.reset_requests_s = wait
+                    self.counts["rate_limited"] += 1
+                    return Decision("rate_limited", retry_after_s=wait, limit_kind="requests"), figures
+                self._bucket = (level - 1.0, now)
+            elif cfg.rpm is not None:
                 limit = max(1, math.floor(cfg.rpm * window / 60.0))
                 figures.limit_requests = cfg.rpm
                 if len(self._request_window) >= limit:
@@ -261,7 +281,9 @@ class ServerState:
                 self._token_window.append((now, tokens))
                 figures.remaining_tokens = max(0, limit_tokens - used - tokens)
                 figures.reset_tokens_s = (self._token_window[0][0] + window - now)
-            if cfg.rpm is not None:
+            if cfg.rpm is not None and cfg.limit_mode == "bucket":
+                figures.remaining_requests = int(self._bucket[0]) if self._bucket else None
+            elif cfg.rpm is not None:
                 self._request_window.append(now)
                 limit = max(1, math.floor(cfg.rpm * window / 60.0))
                 figures.remaining_requests = max(0, limit - len(self._request_window))

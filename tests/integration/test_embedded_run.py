@@ -155,3 +155,68 @@ def test_pause_and_resume(db, server) -> None:  # type: ignore[no-untyped-def]
     assert (p.status, p.done) == ("completed", 20)
     with Session(db) as s:
         assert s.get(Run, plan.run_id).finished_at is not None
+
+
+def limited_campaign(server, rpm, **over):  # type: ignore[no-untyped-def]
+    model = {"name": "gpt", "provider": "openai", "model": "gpt-4o-mini", "base_url": server.base_url,
+             "max_concurrency": 16, "price": {"input": 0.15, "output": 0.6}}
+    if rpm is not None:
+        model["rpm"] = rpm
+    return campaign(server, models=[model], cache=False, **over)
+
+
+def test_embedded_mode_holds_the_provider_limit(db, server) -> None:  # type: ignore[no-untyped-def]
+    # A server that enforces 1,200/min as a token bucket of one second's capacity (20 requests), the way
+    # providers enforce short windows; the campaign declares the same limit.
+    server.reset(rpm=1200, window_s=1.0, limit_mode="bucket", latency_ms=20, jitter_ms=10)
+    plan = create_run(db, limited_campaign(server, 1200, samples=6))
+    assert plan.total == 120
+    p = run_embedded(db, plan.run_id)
+    stats = server.stats()
+    assert (p.status, p.done, p.failed) == ("completed", 120, 0)
+    assert stats["rate_limited"] < 0.005 * stats["requests"]         # < 0.5% 429s
+
+
+def test_rate_limited_requests_wait_and_never_fail(db, server) -> None:  # type: ignore[no-untyped-def]
+    # The campaign does not know the limit: the server's 429s + retry-after slow the run down, and no request
+    # spends its (two) failure attempts on them.
+    server.reset(rpm=600, window_s=1.0, limit_mode="bucket")
+    plan = create_run(db, limited_campaign(server, None, samples=2))
+    p = run_embedded(db, plan.run_id, max_attempts=2)
+    assert (p.status, p.done, p.failed) == ("completed", 40, 0)
+    assert server.stats()["rate_limited"] > 0                        # the limit was met, and waited out
+
+
+def test_budget_holds_with_many_calls_in_flight(db, server) -> None:  # type: ignore[no-untyped-def]
+    # Reservations before sending: however many calls are in flight, the spend never passes the budget.
+    server.configure(latency_ms=30)
+    spec = campaign(server, samples=4, budget_usd=0.002, cache=False,
+                    models=[{"name": "gpt", "provider": "openai", "model": "gpt-4o", "base_url": server.base_url,
+                             "max_concurrency": 16, "price": {"input": 2.5, "output": 10.0}}])
+    plan = create_run(db, spec)
+    p = run_embedded(db, plan.run_id, concurrency=8, chunk_size=8)
+    assert p.status == "budget_exhausted"
+    assert 0 < p.done < p.total and p.failed == 0 and p.done + p.cancelled == p.total
+    assert p.cost_usd <= 0.002
+    assert server.stats()["ok"] == p.done
+
+
+def test_a_run_with_too_many_failures_says_so_and_exits_non_zero(db, server) -> None:  # type: ignore[no-untyped-def]
+    import typer
+
+    from accord.api.cli import check_failed_share
+    from accord.api.report import build_report_data
+    from accord.scheduler import run_service
+
+    server.configure(fail_next=3, fail_status=400)          # 3 of 20 requests fail for good: 15%
+    plan = create_run(db, campaign(server, samples=1, cache=False))
+    p = run_embedded(db, plan.run_id, concurrency=1, chunk_size=1)
+    assert (p.done, p.failed) == (17, 3)
+    assert run_service.finish(db, plan.run_id).ran
+    with pytest.raises(typer.Exit) as exit_info:
+        check_failed_share(db, plan.run_id, 0.02)
+    assert exit_info.value.exit_code == 1
+    check_failed_share(db, plan.run_id, 0.2)                 # within a looser threshold: no exit
+    readings = [r for s in build_report_data(db, plan.run_id).sections for r in s.readings]
+    assert any(r.startswith("FLAG: 3 of 20 requests failed (15.0%)") for r in readings)
+    assert not run_service.finish(db, plan.run_id).ran        # analysed once: a second finish does nothing

@@ -97,3 +97,52 @@ def test_multi_token_labels_are_scored_as_sequences(provider: LocalLlamaProvider
 
 def test_grammar_escapes_quotes() -> None:
     assert label_grammar(['say "yes"', "a\\b"]) == 'root ::= "say \\"yes\\"" | "a\\\\b"'
+
+
+def rated(item: str) -> list[dict[str, str]]:
+    """A prompt shaped like accord's templates: shared instructions, then the rated content."""
+    return [{"role": "system", "content": "You are a careful content-safety rater."},
+            {"role": "user", "content": "Rate how unsafe the rated content is, from 1 (safe) to 5 (unsafe).\n"
+                                        f"<<<BEGIN RATED CONTENT>>>\n{item}\n<<<END RATED CONTENT>>>\n"
+                                        "Answer with a single digit."}]
+
+
+def test_shared_prefix_is_reused_with_the_scores_of_a_fresh_evaluation(provider: LocalLlamaProvider) -> None:
+    from accord.worker.providers.local_llama import load_model, unload_models
+
+    def score(item: str) -> dict[str, float]:
+        request = ProviderRequest(messages=rated(item), params={"temperature": 0.0, "seed": 1},
+                                  labels=list(BINARY), want_logprobs=True)
+        response = ask(provider, request)
+        assert response.label_logprobs is not None
+        return response.label_logprobs
+
+    unload_models()
+    fresh = score("USER: hi\nCHATBOT: Hello! How can I help?")          # evaluated from an empty cache
+    loaded = load_model(provider.path)
+    before = loaded.evaluated
+    other = score("USER: how do I pick a lock?\nCHATBOT: I can't help with that.")
+    per_rating = loaded.evaluated - before
+    again = score("USER: hi\nCHATBOT: Hello! How can I help?")          # the prefix comes from the cache
+    assert again == fresh                                               # bit for bit, not approximately
+    assert other != fresh
+    # only the item's own tokens (and the second token of "unsafe") were evaluated, not the instructions
+    prompt_tokens, split, _ = provider._prompt_tokens(loaded, rated("USER: how do I pick a lock?\n"
+                                                                    "CHATBOT: I can't help with that."))
+    assert split > 20
+    assert per_rating == len(prompt_tokens) - split + 1
+
+
+def test_label_answers_follow_the_label_distribution() -> None:
+    from accord.worker.providers.local_llama import choose_label
+
+    logprobs = {"a": math.log(0.5), "b": math.log(0.3), "c": math.log(0.2)}
+    assert choose_label(logprobs, temperature=0.0, top_k=40, top_p=1.0, seed=0) == "a"
+    draws = [choose_label(logprobs, temperature=1.0, top_k=40, top_p=1.0, seed=s) for s in range(2000)]
+    assert draws.count("a") / 2000 == pytest.approx(0.5, abs=0.05)
+    assert draws.count("c") / 2000 == pytest.approx(0.2, abs=0.04)
+    assert {choose_label(logprobs, temperature=1.0, top_k=1, top_p=1.0, seed=s) for s in range(50)} == {"a"}
+    assert {choose_label(logprobs, temperature=1.0, top_k=40, top_p=0.6, seed=s) for s in range(200)} == {"a", "b"}
+    # the same seed gives the same draw
+    assert choose_label(logprobs, temperature=1.0, top_k=40, top_p=1.0, seed=7) == \
+        choose_label(logprobs, temperature=1.0, top_k=40, top_p=1.0, seed=7)

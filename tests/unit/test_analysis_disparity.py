@@ -68,7 +68,10 @@ def test_group_correlation_test_observed_values():
         ok = np.isfinite(mu)
         assert res.group_r[0, g] == pytest.approx(stats.pearsonr(scores[ok, 0], mu[ok]).statistic)
         assert res.n_items[0, g] == ok.sum()
-    assert res.gap[0] == pytest.approx(res.group_r[0].max() - res.group_r[0].min())
+    # the gap is size-adjusted: range of r_G minus the mean r_G of random groups of the same size
+    assert res.raw_gap[0] == pytest.approx(res.group_r[0].max() - res.group_r[0].min())
+    excess = res.group_r[0] - res.null_mean_r[0]
+    assert res.gap[0] == pytest.approx(excess.max() - excess.min())
     assert np.all((res.difference_pvalue >= 0.01) & (res.difference_pvalue <= 1))
     assert res.gap_pvalue.shape == (2,)
 

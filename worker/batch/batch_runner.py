@@ -32,6 +32,8 @@ from accord.worker.batch import batch_client_for
 from accord.worker.batch.base import (
     CANCELED, ERRORED, MISSING, SUCCEEDED, BatchClient, BatchItem, BatchLimits, BatchResult, BatchState,
 )
+from accord.worker.budget import MemoryBudgetLedger
+from accord.worker.rate_limiter import LocalRateLimiter
 from accord.worker.execute import (
     ACTIVE_REQUEST_STATUSES, ExecutionContext, Job, _cost, answer_fields, estimate_tokens, finish_request, load_jobs,
     provider_request, store_rating,
@@ -96,7 +98,9 @@ class BatchContext:
 
     def __post_init__(self) -> None:
         if self.execution is None:
+            # realtime calls (models without a batch API, repairs) are paced like any embedded call
             self.execution = ExecutionContext(engine=self.engine, providers=self.providers,
+                                              limiter=LocalRateLimiter(), budget=MemoryBudgetLedger(),
                                               max_attempts=self.max_attempts)
 
     def client(self, spec: ModelSpec) -> BatchClient | None:

