@@ -468,7 +468,7 @@ def _agreement_reading(idx: MetricIndex, rater: tuple[str, str], verdict: tuple[
 
 # ------------------------------------------------------------------------------------------------ all metrics
 
-ALL_METRICS_HTML_ROWS = 500
+ALL_METRICS_HTML_ROWS = 300
 
 
 def all_metrics_section(ctx: ReportContext) -> SectionView:

@@ -9,7 +9,7 @@ from accord.api.report_format import DASH, bracket, count, is_number, num, pvalu
 from accord.api.report_metrics import MetricRow
 
 SIGNIFICANCE = 0.05
-HTML_MAX_ROWS = 300  # longer tables are cut on the page (a 1,500-item report stays under 1 MB)
+HTML_MAX_ROWS = 200  # longer tables are cut on the page (a 1,500-item report stays under 1 MB)
 
 
 @dataclass
