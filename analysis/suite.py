@@ -236,7 +236,11 @@ def _build_context(human: pd.DataFrame, annotators: pd.DataFrame | None, llm: pd
             (personas if key.persona_key else raters)[key] = scores
         for (m, t, p), idx in llm_norm.groupby(["model", "template", "persona_key"], sort=True).indices.items():
             rows[RaterKey(str(m), str(t), str(p))] = idx
-    binned, _ = bin_numeric_attributes(annotators, options.bins)
+    try:
+        binned, _ = bin_numeric_attributes(annotators, options.bins)
+    except ValueError as exc:  # bins naming a missing or non-numeric attribute: group by the raw values
+        log.warning("annotator attributes not binned: %s", exc)
+        binned, _ = bin_numeric_attributes(annotators, None)
     groups = build_groups(binned, hm.annotator_ids, options.group_attributes,
                           intersections=True, min_group_size=options.min_group_size)
     return _Context(

@@ -156,6 +156,17 @@ def check_group_attributes(session: Session, ds: Dataset, spec: CampaignSpec) ->
     if unknown:
         raise CampaignError(f"analysis: no annotator of {ds.name!r} has attribute(s) {', '.join(unknown)} "
                             f"(known: {', '.join(sorted(known)) or 'none'})")
+    if spec.analysis.bins:
+        import pandas as pd
+
+        from accord.analysis.group_means import numeric_values
+
+        rows = session.exec(select(Annotator.attributes).where(Annotator.dataset_id == ds.id)).scalars().all()  # type: ignore[call-overload]
+        for attribute in spec.analysis.bins:
+            values = pd.Series([(r or {}).get(attribute) for r in rows], dtype=object)
+            if numeric_values(values) is None:
+                raise CampaignError(f"analysis.bins: attribute {attribute!r} of {ds.name!r} is not numeric; bin "
+                                    "only numeric attributes (or list it in group_attributes as it is)")
 
 
 def dimension_scale(session: Session, ds: Dataset, dimension: str | None) -> dict[str, Any] | None:

@@ -99,6 +99,8 @@ def _requests(engine: Engine) -> int:
      "(analysis.check_scale: false compares them anyway)"),
     ({"analysis": {"group_attributes": ["gender", "race"], "check_scale": False}},
      "analysis: no annotator of 'likert' has attribute(s) race (known: age, gender)"),
+    ({"analysis": {"bins": {"gender": 2}, "check_scale": False}},
+     "analysis.bins: attribute 'gender' of 'likert' is not numeric; bin only numeric attributes"),
 ])
 def test_plan_and_run_refuse_before_any_call(home, patch: dict, message: str) -> None:  # type: ignore[no-untyped-def]
     folder, engine = home
