@@ -50,9 +50,9 @@ IMPORT_FLAGS = {
     "response_speaker": "--response-speaker", "item_meta_cols": "--meta-col", "attribute_cols": "--attribute-col",
     "label_map": "--label-map", "replace": "--replace", "records_key": "--records-key",
     "items_id_col": "--items-id-col", "annotators_id_col": "--annotators-id-col", "on_duplicate": "--on-duplicate",
-    "unmapped_label": "--unmapped-label", "meta_roles": "--meta-role", "name": "--name",
+    "unmapped_label": "--unmapped-label", "meta_roles": "--meta-role", "name": "--name", "meaning": "--meaning",
 }
-_SPEC_ONLY_WORDS = {"layout", "dimension", "replace", "name"}  # ordinary words too: only in spec errors
+_SPEC_ONLY_WORDS = {"layout", "dimension", "replace", "name", "meaning"}  # ordinary words too: only in spec errors
 
 
 def import_error_in_cli_terms(message: str) -> str:
@@ -106,6 +106,8 @@ def import_cmd(
                                                "error (default), first, last or mean."),
     unmapped_label: Optional[str] = typer.Option(None, "--unmapped-label", help="A cell that is no label (e.g. a "
                                                  "sentence in a label column): error (default) or missing."),
+    meaning: Optional[str] = typer.Option(None, "--meaning", help="What the low and high ratings stand for, "
+                                          "e.g. 'low=compliant,high=refusing' (the report's wording follows)."),
     meta_role: Optional[list[str]] = typer.Option(None, "--meta-role", help="ROLE=COLUMN: item metadata that drives "
                                                   "an analysis (repeat). Roles: " + _roles_help() + "."),
 ) -> None:
@@ -133,7 +135,7 @@ def import_cmd(
                        "attribute_cols": attribute_col, "label_map": label_map, "records_key": records_key,
                        "items_id_col": items_id_col, "annotators_id_col": annotators_id_col,
                        "on_duplicate": on_duplicate, "unmapped_label": unmapped_label,
-                       "meta_roles": meta_role}.items():
+                       "meta_roles": meta_role, "meaning": meaning}.items():
         if value:
             overrides[key] = value
     if replace:

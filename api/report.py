@@ -146,7 +146,9 @@ def _run_fields(session: Session, run: Run) -> dict[str, Any]:
                 if run.started_at and run.finished_at else None)
     return {
         "id": run.id, "campaign": campaign.name if campaign else "", "dataset": dataset.name if dataset else "",
-        "meaning": ((campaign.spec or {}).get("analysis") or {}).get("meaning") if campaign else None,
+        # the campaign's analysis.meaning, else the dataset's (import --meaning)
+        "meaning": (((campaign.spec or {}).get("analysis") or {}).get("meaning") if campaign else None)
+        or ((dataset.import_info or {}).get("meaning") if dataset else None),
         "status": run.status, "total": run.total, "done": run.done, "cached": run.cached, "failed": run.failed,
         "cancelled": run.cancelled, "cost_usd": round(run.cost_usd, 6), "input_tokens": run.input_tokens,
         "output_tokens": run.output_tokens, "cached_input_tokens": int(tokens[0]), "cache_write_tokens": int(tokens[1]),

@@ -791,7 +791,8 @@ def write_dataset(engine: Engine, spec: ImportSpec, parsed: ParsedDataset) -> tu
         "source": parsed.source,
         "label_map": parsed.label_maps,
         "dimensions": parsed.dimensions,
-        "import_info": {"dropped": parsed.dropped, "scales": parsed.scales},
+        "import_info": {"dropped": parsed.dropped, "scales": parsed.scales,
+                        **({"meaning": spec.meaning} if spec.meaning else {})},
         "created_at": utcnow(),
     }
     with engine.begin() as conn:

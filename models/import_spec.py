@@ -208,6 +208,21 @@ class ImportSpec(BaseModel):
     meta_roles: dict[str, str] = Field(
         default_factory=dict, description="role -> item column, for the roles in META_ROLES."
     )
+    meaning: dict[str, str] | None = Field(
+        None, description="What the low and high ends of the ratings stand for: {low: safe, high: unsafe}."
+    )
+
+    @field_validator("meaning", mode="before")
+    @classmethod
+    def _meaning_pairs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            pairs = dict(part.partition("=")[::2] for part in value.split(",") if part.strip())
+            value = {k.strip(): v.strip() for k, v in pairs.items()}
+        if value is not None:
+            if not isinstance(value, dict) or set(value) != {"low", "high"} or not all(
+                    isinstance(v, str) and v.strip() and len(v) <= 40 for v in value.values()):
+                raise ValueError("expected low=WORD,high=WORD, as in low=safe,high=unsafe")
+        return value
 
     @field_validator("meta_roles", mode="before")
     @classmethod

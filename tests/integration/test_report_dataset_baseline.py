@@ -23,7 +23,7 @@ from tests.fakes.synthetic_dataset import make_sparse_dataset
 
 def test_subset_run_reports_both_baselines_labelled(sqlite_engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     kwargs = make_sparse_dataset(tmp_path, n_items=40, n_annotators=30, seed=4)
-    import_dataset(sqlite_engine, ImportSpec(**{**kwargs, "name": "syn"}))
+    import_dataset(sqlite_engine, ImportSpec(**{**kwargs, "name": "syn"}, meaning="low=tolerable,high=offensive"))
     with OpenAIFakeServer() as server:
         plan = create_run(sqlite_engine, parse_campaign({
             "name": "subset", "dataset": "syn", "items": {"limit": 12},
@@ -40,6 +40,7 @@ def test_subset_run_reports_both_baselines_labelled(sqlite_engine, tmp_path: Pat
     readings = " ".join(data.readings["baseline"])
     assert "Baseline of this run's 12 items: median annotator r = " in readings
     assert f"Baseline of the whole dataset (40 items): median annotator r = {expected:.3f}" in readings
+    assert data.run["meaning"] == {"low": "tolerable", "high": "offensive"}  # the dataset's meaning
     rows = {(r["name"], r["slice"]) for r in data.to_json()["metrics"]}
     assert ("dataset_annotator_loo_r_median", "all") in rows
     # the analysis section: only gender groups, alt-test with the campaign's epsilon

@@ -231,6 +231,23 @@ def test_cli_meta_role_and_dropped_counts(cli, tmp_path: Path) -> None:  # type:
                    "expert_label")
 
 
+def test_cli_meaning_is_stored_and_checked(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = write(tmp_path, "r.csv", "item_id,annotator_id,q,text\n1,a,1,x\n")
+    args = ["import", str(path), "--rating-col", "q", "--text-col", "text"]
+    code, out = run(cli, *args, "--name", "m1", "--meaning", "low=compliant,high=refusing")
+    assert code == 0, out
+    engine = init_db(cli[1])
+    from accord.models.schema import Dataset
+    from sqlalchemy import select
+
+    with engine.connect() as conn:
+        info = conn.execute(select(Dataset.import_info).where(Dataset.name == "m1")).scalar_one()
+    engine.dispose()
+    assert info["meaning"] == {"low": "compliant", "high": "refusing"}
+    code, out = run(cli, *args, "--name", "m2", "--meaning", "compliant")
+    assert code == 2 and out == "error: --meaning: expected low=WORD,high=WORD, as in low=safe,high=unsafe"
+
+
 def test_import_help_lists_the_roles(cli) -> None:  # type: ignore[no-untyped-def]
     code, out = run(cli, "import", "--help")
     assert code == 0
