@@ -39,13 +39,14 @@ services:
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow and not postgres and not redis" tests/unit
 
-## Benchmarks (printed figures; see the README's table). throughput/enqueue take 15 and 6 minutes.
+## Benchmarks (printed figures; see the README's table). throughput/enqueue take 15 and 6 minutes, recovery 2.
 bench: $(STAMP) services
 	$(BIN)/python bench/analysis_suite.py
 	$(BIN)/python bench/report.py
 	$(BIN)/python bench/api_load.py --duration 20 --workers 16 --streams 4
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/enqueue.py
+	$(BIN)/python bench/recovery.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -327,6 +327,7 @@ def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (defa
 def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout for csv).")) -> None:
     """Export every rating request of a run with its rating (one row per request)."""
+    from accord.api.csv_safe import neutralise_frame
     from accord.scheduler.run_control import RunStateError, get_run
     from accord.scheduler.run_frames import load_llm_frame
 
@@ -343,9 +344,9 @@ def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="cs
         df.to_parquet(output, index=False)
         console.print(f"wrote {len(df)} rows to {output}")
     elif output is None:
-        df.to_csv(sys.stdout, index=False)
+        neutralise_frame(df).to_csv(sys.stdout, index=False)
     else:
-        df.to_csv(output, index=False)
+        neutralise_frame(df).to_csv(output, index=False)
         console.print(f"wrote {len(df)} rows to {output}")
 
 

@@ -1,7 +1,7 @@
 """CLI commands of the HTTP API (registered by ``accord.api.cli``):
 
 - ``accord serve [--host --port --execution]`` runs the API and dashboard (uvicorn);
-- ``accord project create NAME`` / ``accord project list``;
+- ``accord project create NAME`` / ``accord project list`` / ``accord project delete NAME``;
 - ``accord key create PROJECT [--name]`` prints a new API key ONCE; ``accord key revoke ID|PREFIX``;
   ``accord key list PROJECT``;
 - ``accord openapi [-o FILE]`` writes the API's OpenAPI document (``api/openapi.json`` in the repository);
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
+from accord.models.yaml_loader import safe_load
 from rich.console import Console
 
 console = Console()
@@ -77,13 +77,37 @@ def project_create(name: str = typer.Argument(..., help="Project name (unique)."
 @project_app.command("list")
 def project_list() -> None:
     """List projects."""
+    from accord.api.http.auth import DELETED_PREFIX
     from accord.models.schema import Project
     from sqlalchemy import select
     from sqlmodel import Session
 
     with Session(_engine()) as session:
         for p in session.execute(select(Project).order_by(Project.id)).scalars():
-            console.print(f"{p.id}\t{p.name}")
+            if not p.name.startswith(DELETED_PREFIX):
+                console.print(f"{p.id}\t{p.name}")
+
+
+@project_app.command("delete")
+def project_delete(project: str = typer.Argument(..., help="Project name or id."),
+                   yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
+    """Delete a project with its keys, datasets, campaigns, runs and cached answers. Its id is never reused."""
+    from accord.api.http.auth import AuthAdminError, delete_project, find_project
+    from accord.api.http.config import ApiSettings
+    from accord.models.settings import get_settings
+
+    engine = _engine()
+    try:
+        found = find_project(engine, project)
+    except AuthAdminError as e:
+        _fail(str(e))
+        return
+    if not yes and not typer.confirm(f"delete project {found.name} (id {found.id}) and everything it owns?"):
+        raise typer.Exit(1)
+    root = ApiSettings().templates_dir or get_settings().home / "api-templates"
+    counts = delete_project(engine, str(found.id), templates_root=root)
+    console.print(f"deleted project {found.name} (id {found.id}): {counts['api_key']} keys, {counts['run']} runs, "
+                  f"{counts['rating']} answers, {counts['dataset']} datasets")
 
 
 @key_app.command("create")
@@ -179,7 +203,7 @@ def remote_upload(mapping: Path = typer.Argument(..., help="YAML/JSON of import 
                   items: Path | None = typer.Option(None, "--items"),
                   annotators: Path | None = typer.Option(None, "--annotators")) -> None:
     """Upload a dataset."""
-    doc = yaml.safe_load(mapping.read_text(encoding="utf-8")) or {}
+    doc = safe_load(mapping.read_text(encoding="utf-8")) or {}
     base = mapping.parent
     files: dict[str, Any] = {}
     for field, option in (("ratings_file", ratings), ("items_file", items), ("annotators_file", annotators)):
@@ -198,7 +222,7 @@ def remote_submit(campaign: Path = typer.Argument(..., help="Campaign YAML or JS
                   follow: bool = typer.Option(True, help="Follow the run until it finishes."),
                   budget: float | None = typer.Option(None, help="Budget cap in dollars.")) -> None:
     """Create a campaign on the server and start a run of it."""
-    document = yaml.safe_load(campaign.read_text(encoding="utf-8"))
+    document = safe_load(campaign.read_text(encoding="utf-8"))
     with _client() as client:
         created = _call(client.create_campaign, document)
         run = _call(client.start_run, created["id"], budget_usd=budget)

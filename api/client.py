@@ -2,7 +2,7 @@
 
     client = AccordClient("http://127.0.0.1:8000", api_key)
     ds = client.upload_dataset({"name": "dices", ...}, ratings_file="ratings.csv", items_file="items.csv")
-    campaign = client.create_campaign(yaml.safe_load(open("campaign.yaml")))
+    campaign = client.create_campaign(safe_load(open("campaign.yaml").read()))   # accord.models.yaml_loader
     run = client.start_run(campaign["id"])
     for status in client.follow(run["id"]):
         print(status["done"], "/", status["total"])

@@ -49,7 +49,8 @@ def serve(db_url: str, port: int, base_url: str) -> None:
     from accord.models.migrate import init_db
 
     settings = ApiSettings(json_logs=False, rate_limit_per_minute=1e9, rate_limit_burst=1_000_000,
-                           allowed_base_urls=[base_url], allowed_key_envs=[KEY_ENV], sse_interval_s=0.5)
+                           allowed_base_urls=[base_url], allowed_key_envs=[KEY_ENV],
+                           key_endpoints={KEY_ENV: [base_url]}, sse_interval_s=0.5)
     app = create_app(init_db(db_url), settings=settings)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 

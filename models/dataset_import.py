@@ -20,6 +20,7 @@ from typing import Any
 from accord.models.import_formats import (
     DatasetImportError,
     Table,
+    column_list,
     is_missing_scalar,
     parse_conversation,
     read_table,
@@ -410,7 +411,7 @@ def _read_ratings(
     if not annotator_columns:
         raise DatasetImportError(
             f"{table.header_where()}: no column matches annotator_columns {show(spec.annotator_columns)}; "
-            f"the columns are: {table.column_list()}"
+            f"the columns are: {column_list(table.column_order)}"
         )
     for column in annotator_columns:
         table.require(column, "annotator ratings")

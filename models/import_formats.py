@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import math
 import re
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accord.models.limits import Limits, get_limits
+from accord.models.yaml_loader import DocumentLimitError, json_loads
+
 TEXT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 BINARY_FORMATS = {".parquet": "parquet", ".pq": "parquet"}
-MAX_LISTED_COLUMNS = 12  # an error listing a file's columns names this many, then how many there are
 SUPPORTED_EXTENSIONS = sorted([*TEXT_FORMATS, *BINARY_FORMATS, *(f"{ext}.gz" for ext in TEXT_FORMATS)])
 
 
@@ -42,6 +45,12 @@ def show(value: Any, limit: int = 60) -> str:
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return repr(text) if isinstance(value, str) else text
+
+
+def column_list(names: list[str], limit: int = 30) -> str:
+    """Column names for an error message: the first ``limit``, each cut to 60 characters."""
+    shown = ", ".join(show(n) if len(n) > 60 else n for n in names[:limit]) or "(none)"
+    return shown + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
 
 
 @dataclass
@@ -77,17 +86,9 @@ class Table:
         if column not in self.columns:
             raise DatasetImportError(
                 f"{self.header_where()}: no column {column!r} ({role}); the columns are: "
-                f"{self.column_list()}{hint}"
+                f"{column_list(self.column_order)}{hint}"
             )
         return self.columns[column]
-
-    def column_list(self, limit: int = MAX_LISTED_COLUMNS) -> str:
-        """The column names for a message: all of them, or the first ``limit`` and how many there are."""
-        if not self.column_order:
-            return "(none)"
-        if len(self.column_order) <= limit:
-            return ", ".join(self.column_order)
-        return f"{', '.join(self.column_order[:limit])}, … ({len(self.column_order)} columns)"
 
 
 def detect_format(path: Path) -> tuple[str, bool]:
@@ -106,21 +107,39 @@ def detect_format(path: Path) -> tuple[str, bool]:
     )
 
 
+def _read_bounded(path: Path, gz: bool, limit: int) -> bytes:
+    """The file's bytes (decompressed if gzipped), refused as soon as they pass ``limit``."""
+    too_big = f"{path}: larger than the limit of {limit} bytes{' once decompressed' if gz else ''} " \
+              "(ACCORD_LIMIT_MAX_DECODED_BYTES)"
+    if not gz:
+        if path.stat().st_size > limit:
+            raise DatasetImportError(too_big)
+        return path.read_bytes()
+    chunks, size = [], 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise DatasetImportError(too_big)
+                chunks.append(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetImportError(f"{path}: not a valid gzip file ({one_line(str(exc))[:120]})") from None
+    return b"".join(chunks)
+
+
 def read_table(path: Path | str, records_key: str | None = None) -> Table:
     """Read one import file by its extension. Raises ``DatasetImportError`` for any problem.
 
+    Bounded before anything is materialised (``accord.models.limits``): decoded bytes, rows, columns,
+    cell and line length; Parquet files are checked from their metadata and read in batches.
     ``records_key`` (JSON documents only): the key of the object that holds the list of records, e.g.
     ``data`` for ``{"data": [...]}``; dotted for nested objects (``result.rows``)."""
     path = Path(path)
     fmt, gz = detect_format(path)
     if not path.is_file():
         raise DatasetImportError(f"{path}: file not found")
-    raw = path.read_bytes()
-    if gz:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise DatasetImportError(f"{path}: not a valid gzip file ({exc})") from None
+    raw = _read_bounded(path, gz, get_limits().max_decoded_bytes)
     if not raw.strip():
         raise DatasetImportError(f"{path}: empty file")
     if fmt == "parquet":
@@ -165,14 +184,44 @@ def _check_header(path: Path, header: list[str]) -> list[str]:
     return names
 
 
+def _lines(path: Path, text: str, max_chars: int) -> Iterator[str]:
+    """The physical lines of ``text`` (with their line ends), each refused past ``max_chars`` characters
+    before it is copied."""
+    pos, end, number = 0, len(text), 0
+    while pos < end:
+        number += 1
+        nl = text.find("\n", pos, pos + max_chars + 1)
+        if nl < 0:
+            if end - pos > max_chars:
+                raise DatasetImportError(f"{path}: line {number}: longer than {max_chars} characters")
+            nl = end - 1
+        yield text[pos : nl + 1]
+        pos = nl + 1
+
+
+def _check_rows(path: Path, count: int, limits: Limits) -> None:
+    if count > limits.max_rows:
+        raise DatasetImportError(f"{path}: more than {limits.max_rows} data rows (ACCORD_LIMIT_MAX_ROWS)")
+
+
+def _check_columns(path: Path, count: int, limits: Limits) -> None:
+    if count > limits.max_columns:
+        raise DatasetImportError(f"{path}: {count} columns, more than the limit of {limits.max_columns} "
+                                 "(ACCORD_LIMIT_MAX_COLUMNS)")
+
+
 def _read_delimited(path: Path, fmt: str, text: str) -> Table:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
+    limits = get_limits()
+    csv.field_size_limit(limits.max_cell_chars)
+    lines = _lines(path, text, limits.max_cell_chars + 16 * limits.max_columns)
+    reader = csv.reader(lines, delimiter="\t" if fmt == "tsv" else ",")
     try:
         header = next(reader)
     except StopIteration:
         raise DatasetImportError(f"{path}: empty file") from None
     except csv.Error as exc:
         raise DatasetImportError(f"{path}: line 1 (header): malformed CSV ({exc})") from None
+    _check_columns(path, len(header), limits)
     names = _check_header(path, header)
     columns: dict[str, list[Any]] = {name: [] for name in names}
     cols = [columns[name] for name in names]
@@ -186,6 +235,8 @@ def _read_delimited(path: Path, fmt: str, text: str) -> Table:
             break
         except csv.Error as exc:
             raise DatasetImportError(f"{path}: line {start}: malformed CSV ({exc})") from None
+        if len(row_numbers) >= limits.max_rows:
+            _check_rows(path, len(row_numbers) + 1, limits)
         if not record or (len(record) == 1 and not record[0].strip() and width > 1):
             start = reader.line_num + 1
             continue
@@ -210,26 +261,33 @@ def _records_to_table(
     path: Path, fmt: str, rows: list[dict[str, Any]], numbers: list[int], unit: str
 ) -> Table:
     order: dict[str, None] = {}
+    limits = get_limits()
     for row in rows:
         for key in row:
             order.setdefault(str(key), None)
+        _check_columns(path, len(order), limits)
     names = list(order)
     columns = {name: [row.get(name) for row in rows] for name in names}
     return Table(path, fmt, columns, numbers, unit, names)
 
 
 def _read_jsonl(path: Path, text: str) -> Table:
+    limits = get_limits()
     rows: list[dict[str, Any]] = []
     numbers: list[int] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    max_line = limits.max_cell_chars + 16 * limits.max_columns
+    for number, line in enumerate(_lines(path, text, max_line), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json_loads(line, allow_nan=True)
         except json.JSONDecodeError as exc:
             raise DatasetImportError(
                 f"{path}: line {number}: invalid JSON ({exc.msg} at column {exc.colno})"
             ) from None
+        except DocumentLimitError as exc:
+            raise DatasetImportError(f"{path}: line {number}: {exc}") from None
+        _check_rows(path, len(rows) + 1, limits)
         _add_record(path, f"line {number}", record, rows)
         numbers.append(number)
     return _records_to_table(path, "jsonl", rows, numbers, "line")
@@ -268,10 +326,13 @@ def _records_in(path: Path, data: Any, records_key: str | None) -> Any:
 
 def _read_json_array(path: Path, text: str, records_key: str | None = None) -> Table:
     try:
-        data = json.loads(text)
+        data = json_loads(text, allow_nan=True)
     except json.JSONDecodeError as exc:
         raise DatasetImportError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    except DocumentLimitError as exc:
+        raise DatasetImportError(f"{path}: {exc}") from None
     data = _records_in(path, data, records_key)
+    _check_rows(path, len(data), get_limits())
     rows: list[dict[str, Any]] = []
     for index, record in enumerate(data, start=1):
         _add_record(path, f"record {index}", record, rows)
@@ -282,16 +343,48 @@ def _read_parquet(path: Path, raw: bytes) -> Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    limits = get_limits()
+
+    def unreadable(exc: Exception) -> DatasetImportError:
+        return DatasetImportError(f"{path}: not a readable Parquet file ({one_line(str(exc))[:200]})")
+
     try:
-        arrow = pq.read_table(pa.BufferReader(raw))
+        parquet = pq.ParquetFile(pa.BufferReader(raw))
+        meta = parquet.metadata
+        names = [str(n) for n in parquet.schema_arrow.names]
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise DatasetImportError(f"{path}: not a readable Parquet file ({one_line(str(exc))})") from None
-    names = [str(n) for n in arrow.column_names]
+        raise unreadable(exc) from None
+    # The metadata says how much there is before a single row is decoded.
+    _check_columns(path, len(names), limits)
+    _check_rows(path, meta.num_rows, limits)
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise DatasetImportError(f"{path}: column {dup!r} appears twice")
-    columns = {name: arrow.column(i).to_pylist() for i, name in enumerate(names)}
-    return Table(path, "parquet", columns, list(range(1, arrow.num_rows + 1)), "row", names)
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    decoded = 0
+    budget = limits.max_decoded_bytes
+    try:
+        for batch in parquet.iter_batches(batch_size=16_384):
+            for i, name in enumerate(names):
+                values = batch.column(i).to_pylist()
+                for value in values:
+                    if isinstance(value, (str, bytes)):
+                        if len(value) > limits.max_cell_chars:
+                            raise DatasetImportError(f"{path}: column {name!r}: a cell is longer than "
+                                                     f"{limits.max_cell_chars} characters")
+                        decoded += len(value)
+                    else:
+                        decoded += 8
+                if decoded > budget:
+                    raise DatasetImportError(f"{path}: more than {budget} bytes once decoded "
+                                             "(ACCORD_LIMIT_MAX_DECODED_BYTES)")
+                columns[name].extend(values)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        if isinstance(exc, DatasetImportError):
+            raise
+        raise unreadable(exc) from None
+    n_rows = len(columns[names[0]]) if names else 0
+    return Table(path, "parquet", columns, list(range(1, n_rows + 1)), "row", names)
 
 
 def is_missing_scalar(value: Any) -> bool:
@@ -326,8 +419,8 @@ def parse_conversation(value: Any) -> tuple[list[dict[str, str]], bool]:
     """
     if isinstance(value, str) and value.lstrip().startswith("["):
         try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
+            parsed = json_loads(value, allow_nan=True)
+        except (json.JSONDecodeError, DocumentLimitError):
             parsed = None
         if isinstance(parsed, list):
             value = parsed

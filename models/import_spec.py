@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import re
 from pathlib import Path
 from typing import Any, Literal
 
+import re2
 import yaml
 from accord.models.import_formats import DatasetImportError, one_line
+from accord.models.limits import get_limits
 from accord.models.yaml_loader import safe_load
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -140,12 +141,36 @@ def match_columns(pattern: str | list[str], columns: list[str]) -> list[str]:
     if isinstance(pattern, list):
         return list(pattern)
     text = pattern.strip()
-    if text.startswith("re:") or any(ch in _REGEX_CHARS for ch in text):
-        regex = re.compile(text.removeprefix("re:"))
+    if is_regex(text):
+        regex = compile_column_regex(text)
         return [c for c in columns if regex.fullmatch(c)]
     if any(ch in text for ch in "*?["):
         return [c for c in columns if fnmatch.fnmatchcase(c, text)]
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def is_regex(text: str) -> bool:
+    return text.startswith("re:") or any(ch in _REGEX_CHARS for ch in text)
+
+
+def compile_column_regex(text: str) -> Any:
+    """An ``annotator_columns`` regular expression, compiled with RE2: matching takes time linear in the
+    column name whatever the pattern (no catastrophic backtracking). Patterns are bounded in length;
+    RE2 has no backreferences or lookaround. Raises ``ValueError`` naming the problem."""
+    source = text.strip().removeprefix("re:")
+    limit = get_limits().max_regex_chars
+    if len(source) > limit:
+        raise ValueError(f"annotator_columns: the pattern is longer than {limit} characters")
+    options = re2.Options()
+    options.max_mem = 8 << 20
+    options.log_errors = False
+    try:
+        return re2.compile(source, options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else ""
+        reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        raise ValueError(f"annotator_columns: not a usable regular expression ({one_line(reason)[:120]}); "
+                         "backreferences and lookaround are not supported") from None
 
 
 def _split_names(value: Any) -> Any:
@@ -280,6 +305,8 @@ class ImportSpec(BaseModel):
                 raise ValueError(
                     "layout 'wide' needs annotator_columns (a list of columns or a pattern like 'rater_*')"
                 )
+        if isinstance(self.annotator_columns, str) and is_regex(self.annotator_columns.strip()):
+            compile_column_regex(self.annotator_columns)
         if self.layout == "wide" and self.rating_cols:
             raise ValueError("layout 'wide' takes annotator_columns and dimension, not rating_cols")
         columns = self.rating_columns()

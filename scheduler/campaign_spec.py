@@ -39,7 +39,8 @@ from typing import Any, Literal
 
 import yaml
 
-from accord.models.yaml_loader import safe_load
+from accord.models.limits import get_limits
+from accord.models.yaml_loader import DocumentLimitError, json_loads, safe_load, yaml_error_text
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROVIDERS = ("local", "openai", "anthropic")
@@ -56,7 +57,7 @@ class CampaignSpecError(ValueError):
 
 
 class Decoding(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
@@ -70,7 +71,7 @@ class Decoding(BaseModel):
 
 
 class Price(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     input: float = Field(default=0.0, ge=0, description="USD per million input tokens")
     output: float = Field(default=0.0, ge=0, description="USD per million output tokens")
     cached_input: float | None = Field(default=None, ge=0)
@@ -78,7 +79,7 @@ class Price(BaseModel):
 
 
 class ModelEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
     name: str = Field(min_length=1, max_length=200, description="Alias used in results and reports.")
     provider: Literal["local", "openai", "anthropic"]
     model: str | None = Field(default=None, description="Provider's model id; for local, a label (path gives the file).")
@@ -115,7 +116,7 @@ class ModelEntry(BaseModel):
 
 
 class TemplateRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str | None = Field(default=None, description="A bundled template's name.")
     path: str | None = Field(default=None, description="A template YAML file of your own.")
     version: str | None = None
@@ -129,14 +130,14 @@ class TemplateRef(BaseModel):
 
 
 class ItemSelection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     limit: int | None = Field(default=None, ge=1)
-    ids: list[str] | None = Field(default=None, description="External item ids to rate.")
+    ids: list[str] | None = Field(default=None, max_length=1_000_000, description="External item ids to rate.")
     seed: int | None = Field(default=None, description="With limit: a random sample with this seed instead of the first N.")
 
 
 class Personas(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True, allow_inf_nan=False)
     from_attributes: list[str] = Field(default_factory=list, description="One persona per observed combination of these annotator attributes.")
     explicit: list[dict[str, str]] = Field(default_factory=list, alias="list", description="Explicit personas, attribute -> value.")
 
@@ -211,7 +212,7 @@ class AnalysisOptions(BaseModel):
 
 
 class CampaignSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(min_length=1, max_length=200)
     dataset: str = Field(min_length=1, description="Name of an imported dataset.")
     dimension: str | None = Field(default=None, description="Human rating dimension to compare with (default: the dataset's only one).")
@@ -241,7 +242,18 @@ class CampaignSpec(BaseModel):
     @classmethod
     def _template_strings(cls, v: Any) -> Any:
         if isinstance(v, list):
+            limit = get_limits().max_templates
+            if len(v) > limit:
+                raise ValueError(f"at most {limit} templates per campaign (ACCORD_LIMIT_MAX_TEMPLATES)")
             return [{"name": t} if isinstance(t, str) else t for t in v]
+        return v
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _few_models(cls, v: Any) -> Any:
+        limit = get_limits().max_models
+        if isinstance(v, list) and len(v) > limit:
+            raise ValueError(f"at most {limit} models per campaign (ACCORD_LIMIT_MAX_MODELS)")
         return v
 
     @field_validator("models")
@@ -261,6 +273,22 @@ class CampaignSpec(BaseModel):
         if dupes:
             raise ValueError(f"template names must be unique; repeated: {', '.join(dupes)} (remove one, or give "
                              "them different params.option_order)")
+        return v
+
+    @field_validator("samples")
+    @classmethod
+    def _few_samples(cls, v: int) -> int:
+        limit = get_limits().max_samples
+        if v > limit:
+            raise ValueError(f"at most {limit} samples per prompt (ACCORD_LIMIT_MAX_SAMPLES)")
+        return v
+
+    @field_validator("personas")
+    @classmethod
+    def _few_personas(cls, v: Personas | None) -> Personas | None:
+        limit = get_limits().max_personas
+        if v is not None and len(v.explicit) > limit:
+            raise ValueError(f"at most {limit} personas per campaign (ACCORD_LIMIT_MAX_PERSONAS)")
         return v
 
     @model_validator(mode="after")
@@ -288,13 +316,40 @@ class CampaignSpec(BaseModel):
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
 
+def request_count(spec: CampaignSpec, n_items: int, n_personas: int, persona_templates: list[bool]) -> int:
+    """How many rating requests a run of ``spec`` expands to, computed from the counts alone (nothing is
+    expanded): items x models x (templates, each persona-conditioned one once per persona) x samples."""
+    per_item = sum(n_personas if persona else 1 for persona in persona_templates)
+    return n_items * len(spec.models) * per_item * spec.samples
+
+
+def check_request_count(spec: CampaignSpec, n_items: int, n_personas: int, persona_templates: list[bool]) -> int:
+    """The run's request count, or ``CampaignSpecError`` if it passes the limits (checked before expansion)."""
+    limits = get_limits()
+    if n_personas > limits.max_personas:
+        raise CampaignSpecError(f"personas: {n_personas} personas, more than the limit of {limits.max_personas} "
+                                "(ACCORD_LIMIT_MAX_PERSONAS)")
+    total = request_count(spec, n_items, n_personas, persona_templates)
+    if total > limits.max_requests_per_run:
+        raise CampaignSpecError(
+            f"the campaign expands to {total} rating requests ({n_items} items x {len(spec.models)} models x "
+            f"{len(persona_templates)} templates{f' x {n_personas} personas' if n_personas else ''} x "
+            f"{spec.samples} samples), more than the limit of {limits.max_requests_per_run} per run "
+            "(ACCORD_LIMIT_MAX_REQUESTS_PER_RUN); rate fewer items (items.limit) or fewer samples")
+    return total
+
+
 def _format_error(source: str, err: ValidationError) -> str:
     parts = []
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors[:5]:
         loc = ".".join(str(p) for p in e["loc"]) or "(document)"
-        msg = e["msg"].removeprefix("Value error, ")
+        if len(loc) > 200:
+            loc = loc[:199] + "…"
+        msg = e["msg"].removeprefix("Value error, ")[:500]
         parts.append(f"{loc}: {msg}")
-    return f"{source}: invalid campaign: " + "; ".join(parts)
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return f"{source}: invalid campaign: " + "; ".join(parts) + more
 
 
 def parse_campaign(document: dict[str, Any], source: str = "campaign") -> CampaignSpec:
@@ -315,9 +370,13 @@ def load_campaign(path: str | Path) -> CampaignSpec:
     except UnicodeDecodeError as e:
         raise CampaignSpecError(f"{path}: not UTF-8 text (byte {e.start})") from None
     try:
-        document = json.loads(text) if path.suffix == ".json" else safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as e:
-        raise CampaignSpecError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+        document = json_loads(text) if path.suffix == ".json" else safe_load(text)
+    except yaml.YAMLError as e:
+        raise CampaignSpecError(f"{path}: not valid YAML: {yaml_error_text(e)}") from None
+    except json.JSONDecodeError as e:
+        raise CampaignSpecError(f"{path}: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+    except DocumentLimitError as e:
+        raise CampaignSpecError(f"{path}: {e}") from None
     spec = parse_campaign(document, str(path))
     # Template paths are relative to the campaign file.
     for t in spec.templates:

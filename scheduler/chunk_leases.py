@@ -1,35 +1,43 @@
-"""Chunks of the distributed mode and their leases, in the database (the system of record).
+"""Chunks of the distributed mode and their leases, in the database (the system of record): the
+scheduler's side. The worker's side (taking ownership, the heartbeat, handing back) is
+``accord.worker.leases``.
 
 A chunk is a set of rating requests of one run and one model spec, moved from ``pending`` to ``queued``
-under a fresh ``chunk_id`` with ``leased_until``. The worker that runs the chunk renews the lease while it
-works and hands back what it did not finish; a chunk whose lease runs out (worker killed, message lost
-with the broker) is released by ``run_control.release_expired_leases`` and claimed again under a new id.
-A stale message for an old chunk id owns nothing any more, so it does nothing.
+under a fresh ``chunk_id`` with ``leased_until`` = now + the *pickup window* (``pickup_seconds``, a few
+seconds more than a chunk waits in the broker). A worker taking the chunk extends the lease to
+``lease_seconds`` and renews it by heartbeat while it works, then hands back what it did not finish. A chunk
+whose lease runs out (its message lost with the broker and never picked up, or its worker killed) is
+released by ``release_expired`` within seconds and claimed again under a new id. A stale message for an
+old chunk id owns nothing any more, so it does nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from accord.models.schema import RatingRequest, RequestStatus, utcnow
-
-log = logging.getLogger("accord.scheduler.chunk_leases")
+from accord.models.schema import RatingRequest, RequestStatus, Run, utcnow
+from accord.worker.leases import release_chunk, renew_lease, renew_leases, take_ownership
 from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+log = logging.getLogger("accord.scheduler.chunk_leases")
 
-def claim_chunk(engine: Engine, run_id: int, model_spec_id: int, limit: int, lease_seconds: int,
-                after_id: int | None = None) -> tuple[str, list[int]]:
-    """Move up to ``limit`` pending requests of (run, model spec) to queued under a new chunk id.
+DISTRIBUTED = "distributed"
+
+
+def claim_chunk(engine: Engine, run_id: int, model_spec_id: int, limit: int, lease_seconds: float,
+                after_id: int | None = None, now: datetime | None = None) -> tuple[str, list[int]]:
+    """Move up to ``limit`` pending requests of (run, model spec) to queued under a new chunk id, leased
+    until ``now + lease_seconds`` (the dispatcher passes its pickup window).
 
     With ``after_id``: the first pending requests with a larger id, in id order (a primary-key range scan:
     cheap however much of the run is done, see ``ChunkClaimer``). Without: any pending requests (the
     status index; finds requests released back to pending behind the cursor)."""
     chunk_id = uuid.uuid4().hex
-    now = utcnow()
+    now = now or utcnow()
     with Session(engine) as session:
         pick = (select(RatingRequest.id)
                 .where(RatingRequest.run_id == run_id, RatingRequest.status == RequestStatus.pending.value,
@@ -62,14 +70,15 @@ class ChunkClaimer:
         self.engine = engine
         self.cursors: dict[tuple[int, int], int] = {}
 
-    def claim(self, run_id: int, model_spec_id: int, limit: int, lease_seconds: int) -> tuple[str, list[int]]:
+    def claim(self, run_id: int, model_spec_id: int, limit: int, lease_seconds: float,
+              now: datetime | None = None) -> tuple[str, list[int]]:
         key = (run_id, model_spec_id)
         chunk_id, ids = claim_chunk(self.engine, run_id, model_spec_id, limit, lease_seconds,
-                                    after_id=self.cursors.get(key, 0))
+                                    after_id=self.cursors.get(key, 0), now=now)
         if ids:
             self.cursors[key] = ids[-1]
             return chunk_id, ids
-        return claim_chunk(self.engine, run_id, model_spec_id, limit, lease_seconds)
+        return claim_chunk(self.engine, run_id, model_spec_id, limit, lease_seconds, now=now)
 
     def forget(self, run_id: int) -> None:
         for key in [k for k in self.cursors if k[0] == run_id]:
@@ -89,40 +98,21 @@ def analyze_requests(engine: Engine) -> None:
         log.warning("could not ANALYZE rating_request", exc_info=True)
 
 
-def take_ownership(engine: Engine, chunk_id: str, request_ids: list[int], lease_seconds: int) -> list[int]:
-    """A worker starting the chunk: the requests of ``request_ids`` still queued under ``chunk_id``, with
-    their lease renewed from now in the same statement (so reconciliation cannot release them between the
-    check and the renewal). A stale message (its requests re-claimed by another chunk) gets []."""
-    if not request_ids:
-        return []
+def release_expired(engine: Engine, now: datetime | None = None) -> int:
+    """Queued requests of distributed runs whose lease ran out go back to pending, where the dispatcher
+    claims them again: chunks never picked up within their pickup window (the message was lost with the
+    broker, or waited far longer than the dispatcher plans for) and chunks whose worker stopped renewing
+    (killed). Embedded runs' leases are their own process's business (it releases them on restart).
+    Returns how many requests."""
+    now = now or utcnow()
+    distributed = select(Run.id).where(Run.mode == DISTRIBUTED, Run.finished_at.is_(None))  # type: ignore[union-attr]
     with Session(engine) as session:
-        ids = session.execute(update(RatingRequest).where(
-            RatingRequest.id.in_(request_ids), RatingRequest.chunk_id == chunk_id,  # type: ignore[union-attr]
-            RatingRequest.status == RequestStatus.queued.value)
-            .values(leased_until=utcnow() + timedelta(seconds=lease_seconds))
-            .returning(RatingRequest.id)).scalars().all()
-        session.commit()
-    return sorted(int(i) for i in ids)
-
-
-def renew_lease(engine: Engine, chunk_id: str, lease_seconds: int) -> int:
-    """Extend the lease of the chunk's still-queued requests; returns how many."""
-    now = utcnow()
-    with Session(engine) as session:
-        n = session.execute(update(RatingRequest).where(
-            RatingRequest.chunk_id == chunk_id, RatingRequest.status == RequestStatus.queued.value)
-            .values(leased_until=now + timedelta(seconds=lease_seconds))).rowcount or 0
-        session.commit()
-    return n
-
-
-def release_chunk(engine: Engine, chunk_id: str) -> int:
-    """Hand the chunk's unfinished requests back (to pending): e.g. those skipped while the run was paused."""
-    with Session(engine) as session:
-        n = session.execute(update(RatingRequest).where(
-            RatingRequest.chunk_id == chunk_id, RatingRequest.status == RequestStatus.queued.value)
-            .values(status=RequestStatus.pending.value, chunk_id=None, leased_until=None, updated_at=utcnow())
-        ).rowcount or 0
+        n = session.execute(
+            update(RatingRequest)
+            .where(RatingRequest.status == RequestStatus.queued.value, RatingRequest.leased_until < now,  # type: ignore[operator]
+                   RatingRequest.run_id.in_(distributed))  # type: ignore[attr-defined]
+            .values(status=RequestStatus.pending.value, chunk_id=None, leased_until=None, updated_at=now)
+            .execution_options(synchronize_session=False)).rowcount or 0
         session.commit()
     return n
 
@@ -143,3 +133,7 @@ def has_pending(engine: Engine, run_id: int) -> bool:
     with Session(engine) as session:
         return session.execute(select(RatingRequest.id).where(
             RatingRequest.run_id == run_id, RatingRequest.status == RequestStatus.pending.value).limit(1)).first() is not None
+
+
+__all__ = ["ChunkClaimer", "analyze_requests", "chunks_in_flight", "claim_chunk", "has_pending", "release_chunk",
+           "release_expired", "renew_lease", "renew_leases", "take_ownership"]

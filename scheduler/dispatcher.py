@@ -15,8 +15,15 @@ Every tick (a fraction of a second):
 4. runs over their budget stop being fed (``budget_exhausted``); paused runs are not fed; runs with
    nothing left pending or queued are finalized, exactly once (``reconcile.finalize``).
 
-The database is the system of record: nothing here depends on what the broker holds, so a lost message
-only delays its requests until their lease expires and reconciliation releases them.
+Before counting, at most once a second, requests whose lease ran out go back to pending
+(``chunk_leases.release_expired``). A chunk is claimed with a lease of only the *pickup window*
+(``pickup_seconds``, longer for a group whose chunks come back slowly: ``GroupFlow.pickup_window``); the
+worker that takes it extends the lease and renews it by heartbeat. So a chunk whose message was lost with
+the broker is released and sent again ``pickup_seconds`` after it was sent,
+and a killed worker's chunks ``lease_seconds`` after its last heartbeat: a flushed broker costs a run
+seconds, not a lease of minutes.
+
+The database is the system of record: nothing here depends on what the broker holds.
 """
 
 from __future__ import annotations
@@ -26,11 +33,18 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from accord.models.schema import ModelSpec, RatingRequest, Run, RunStatus
+from accord.models.schema import ModelSpec, RatingRequest, Run, RunStatus, utcnow
 from accord.scheduler import run_control
 from accord.scheduler.batch_dispatch import dispatch_plan, poll_seconds_default, run_batches_once
-from accord.scheduler.chunk_leases import ChunkClaimer, analyze_requests, chunks_in_flight, has_pending
+from accord.scheduler.chunk_leases import (
+    ChunkClaimer,
+    analyze_requests,
+    chunks_in_flight,
+    has_pending,
+    release_expired,
+)
 from accord.scheduler.reconcile import DISTRIBUTED, finalize, unfinished_distributed_runs
 from accord.worker.rate_limiter import limit_group
 from sqlalchemy import select, update
@@ -68,6 +82,7 @@ class DispatchReport:
     started: list[int] = field(default_factory=list)
     sent: dict[int, int] = field(default_factory=dict)      # run id -> chunks sent
     requests: int = 0
+    released: int = 0                                       # requests whose lease ran out, back to pending
     finalized: dict[int, str] = field(default_factory=dict)
     budget_exhausted: list[int] = field(default_factory=list)
 
@@ -108,6 +123,17 @@ class GroupFlow:
     def allowance(self, ahead_seconds: float, capacity: int) -> int:
         return max(min(self.low, capacity), min(capacity, math.ceil(self.rate * ahead_seconds)))
 
+    def pickup_window(self, base: float, cap: float) -> float:
+        """How long a chunk sent now may wait for a worker before it counts as lost: ``base``, or longer
+        when the group's chunks are slow to come back (1.5 x the chunks in flight / the completion rate,
+        the wait of a chunk behind all of them), never more than ``cap`` (also the window while nothing has
+        come back yet: workers starting, scaling up from zero). Slow chunks (a local model, one worker)
+        then wait their turn instead of being released and sent again over and over. The dispatcher keeps
+        about ``ahead_seconds`` of work in flight, so a busy group's window is ``base``."""
+        if self.rate <= 0:
+            return cap
+        return min(cap, max(base, 1.5 * (self.load + self.sent) / self.rate))
+
 
 def allocate(candidates: list[Candidate], free: int, per_run_cap: int,
              exhausted: Callable[[Candidate], bool] | None = None) -> list[Candidate]:
@@ -143,13 +169,29 @@ def celery_sender() -> SendChunk:
 
 
 class Dispatcher:
+    """``lease_seconds`` is the workers' lease (kept for reference); chunks are claimed with a lease of
+    ``pickup_seconds`` (default: the ``ACCORD_PICKUP_SECONDS`` setting; up to ``max_pickup_seconds``,
+    default 6x, for groups whose chunks come back slowly), extended by the worker that takes them. ``clock`` (UTC now) and ``tick(now=...)`` let tests drive the lease clock; ``release_every`` is
+    how often (seconds of that clock) a tick releases expired leases."""
+
     def __init__(self, engine: Engine, *, chunk_size: int, lease_seconds: int, ahead_seconds: float = 6.0,
                  max_chunks_per_run: int = 32, max_chunks_per_group: int = 64, min_chunks_per_group: int = 4,
                  send_chunk: SendChunk | None = None, queue_for: Callable[[str], str] | None = None,
-                 on_finished: Callable[[int], None] | None = None, batch_poll_seconds: float | None = None) -> None:
+                 on_finished: Callable[[int], None] | None = None, batch_poll_seconds: float | None = None,
+                 pickup_seconds: float | None = None, max_pickup_seconds: float | None = None,
+                 clock: Callable[[], datetime] = utcnow, release_every: float = 1.0) -> None:
         self.engine = engine
         self.chunk_size = chunk_size
         self.lease_seconds = lease_seconds
+        if pickup_seconds is None:
+            from accord.models.settings import get_settings
+
+            pickup_seconds = get_settings().pickup_seconds
+        self.pickup_seconds = pickup_seconds
+        self.max_pickup_seconds = max_pickup_seconds if max_pickup_seconds is not None else 6.0 * pickup_seconds
+        self.clock = clock
+        self.release_every = release_every
+        self._released_at: datetime | None = None
         self.ahead_seconds = ahead_seconds
         self.max_chunks_per_run = max_chunks_per_run
         self.max_chunks_per_group = max_chunks_per_group
@@ -208,9 +250,22 @@ class Dispatcher:
         except Exception:
             log.exception("run %s: batch tick failed; retrying in %.0f s", run_id, self.batch_poll_seconds)
 
+    def release_expired(self, now: datetime) -> int:
+        """Release the requests whose lease ran out, at most once per ``release_every`` seconds."""
+        if self._released_at is not None and (now - self._released_at).total_seconds() < self.release_every:
+            return 0
+        self._released_at = now
+        n = release_expired(self.engine, now)
+        if n:
+            log.warning("released %d requests of chunks whose lease expired (not picked up within %gs, or "
+                        "their worker stopped renewing); sending them again", n, self.pickup_seconds)
+        return n
+
     # ------------------------------------------------------------------ one tick
-    def tick(self) -> DispatchReport:
+    def tick(self, now: datetime | None = None) -> DispatchReport:
         report = DispatchReport()
+        now_utc = now or self.clock()
+        report.released = self.release_expired(now_utc)
         runs = unfinished_distributed_runs(self.engine)
         if any(run.status == RunStatus.pending.value for run in runs):
             analyze_requests(self.engine)   # the new runs' rows: statistics for the claim's plan
@@ -254,10 +309,10 @@ class Dispatcher:
             if spec is not None:
                 group_load[spec.group] = group_load.get(spec.group, 0) + n
 
-        now = time.monotonic()
+        mono = time.monotonic()
         for group in set(group_load) | set(groups):
-            flow = self._flows.setdefault(group, GroupFlow(low=self.min_chunks_per_group, at=now))
-            flow.update(group_load.get(group, 0), now)
+            flow = self._flows.setdefault(group, GroupFlow(low=self.min_chunks_per_group, at=mono))
+            flow.update(group_load.get(group, 0), mono)
         for group, candidates in groups.items():
             flow = self._flows[group]
             cap = flow.allowance(self.ahead_seconds, group_capacity(
@@ -265,7 +320,8 @@ class Dispatcher:
             free = cap - group_load.get(group, 0)
 
             def claim_or_exhausted(c: Candidate) -> bool:
-                chunk_id, ids = self.claimer.claim(c.run_id, c.spec_id, self.chunk_size, self.lease_seconds)
+                pickup = self._flows[c.group].pickup_window(self.pickup_seconds, self.max_pickup_seconds)
+                chunk_id, ids = self.claimer.claim(c.run_id, c.spec_id, self.chunk_size, pickup, now=now_utc)
                 if not ids:
                     return True
                 self.send_chunk(self.queue_for(spec_by_id[c.spec_id].provider), c.run_id, chunk_id, ids)

@@ -26,7 +26,7 @@ from accord.models.prices import ModelPrice, lookup_price
 from accord.models.schema import (
     Annotator, Campaign, Dataset, HumanRating, Item, ModelSpec, PromptTemplate, RatingRequest, Run, RunStatus, utcnow,
 )
-from accord.scheduler.campaign_spec import CampaignSpec, ModelEntry, repeated
+from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, ModelEntry, check_request_count, repeated
 from accord.worker.decoding import request_decoding
 from accord.worker.prompt_templates import ResolvedTemplate, cache_key, load_template, render_messages
 
@@ -296,8 +296,18 @@ def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int | Non
     check_group_attributes(session, ds, spec)
     if spec.analysis.check_scale:
         check_scales(session, ds, dimension, templates)
-    items = select_items(session, ds, spec)
     personas = personas_for(session, ds, spec)
+    # The request count from counts alone, before any item is loaded or any request expanded.
+    n_items = len(spec.items.ids) if spec.items.ids else int(session.execute(
+        select(func.count()).select_from(Item).where(Item.dataset_id == ds.id)).scalar_one())  # type: ignore[arg-type]
+    if spec.items.limit is not None:
+        n_items = min(n_items, spec.items.limit)
+    try:
+        check_request_count(spec, n_items, len(personas) if any(t.persona for t in templates) else 0,
+                            [t.persona for t in templates])
+    except CampaignSpecError as err:
+        raise CampaignError(str(err)) from None
+    items = select_items(session, ds, spec)
     for t in templates:
         if t.persona and not personas:
             raise CampaignError(f"templates: {t.name!r} is persona-conditioned; add 'personas' to the campaign")

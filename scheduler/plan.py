@@ -3,7 +3,6 @@ available, estimated tokens and dollars per model, expected duration at each mod
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -91,21 +90,31 @@ def plan_campaign(engine: Engine, spec: CampaignSpec, project_id: int | None = N
                                    price_source=effective_price(m).source) for m in spec.models}
         prices = {m.name: effective_price(m) for m in spec.models}
         entries = {m.name: m for m in spec.models}
-        keys_by_model: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
-        for r in expansion.requests(spec):
-            out_cap = int(r.decoding.get("max_tokens") or DEFAULT_OUTPUT_CAP)
-            keys_by_model[r.model.name].append((r.cache_key, estimate_tokens(r.messages, 0), out_cap))
         use_cache = spec.cache is True
-        for name, rows in keys_by_model.items():
-            cached = _cached_keys(session, [k for k, _, _ in rows]) if use_cache else set()
-            p, price = plans[name], prices[name]
-            for key, tokens_in, tokens_out in rows:
+        # Streamed: requests are expanded and looked up in the cache a batch at a time, so memory stays
+        # bounded whatever the campaign's size.
+        batch: list[tuple[str, str, int, int]] = []
+
+        def flush() -> None:
+            cached = _cached_keys(session, [key for _, key, _, _ in batch]) if use_cache else set()
+            for name, key, tokens_in, tokens_out in batch:
+                p = plans[name]
                 p.requests += 1
                 if key in cached:
                     p.cached += 1
                     continue
                 p.input_tokens += tokens_in
                 p.output_tokens += tokens_out
+            batch.clear()
+
+        for r in expansion.requests(spec):
+            out_cap = int(r.decoding.get("max_tokens") or DEFAULT_OUTPUT_CAP)
+            batch.append((r.model.name, r.cache_key, estimate_tokens(r.messages, 0), out_cap))
+            if len(batch) >= _KEY_BATCH:
+                flush()
+        flush()
+        for name, p in plans.items():
+            price = prices[name]
             p.cost_usd = (p.input_tokens * price.input + p.output_tokens * price.output) / 1e6
             if spec.uses_batch_api(entries[name]):
                 p.cost_usd *= 1 - price.batch_discount

@@ -1,8 +1,9 @@
 """Reconciliation, the periodic repair job of the distributed mode (run by Celery beat every few seconds).
 
 It relies on the database only, so it repairs whatever the broker lost:
-- requests whose chunk never reported back (lease expired: worker killed, Redis flushed) go back to
-  pending, where the dispatcher claims them again;
+- requests whose chunk's lease ran out (never picked up within the pickup window: the message was lost
+  with the broker; or its worker stopped renewing: killed) go back to pending, where the dispatcher claims
+  them again (the dispatcher does the same every second; this is the backstop);
 - runs with nothing left pending or queued are moved to their terminal status by
   ``run_control.finalize_if_done``, which reports the transition to exactly one caller; that caller sends
   the post-processing task;
@@ -19,13 +20,13 @@ from datetime import timedelta
 
 from accord.models.schema import Run, RunStatus, utcnow
 from accord.scheduler import run_control, run_service
+from accord.scheduler.chunk_leases import DISTRIBUTED, release_expired
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 log = logging.getLogger("accord.scheduler.reconcile")
 
-DISTRIBUTED = "distributed"
 UNFINISHED = (RunStatus.pending.value, RunStatus.running.value, RunStatus.paused.value,
               RunStatus.cancelled.value, RunStatus.budget_exhausted.value)
 
@@ -66,7 +67,7 @@ def unfinished_distributed_runs(engine: Engine) -> list[Run]:
 def reconcile_once(engine: Engine, *, grace_seconds: float = 60.0,
                    on_finished: Callable[[int], None] | None = None) -> ReconcileReport:
     report = ReconcileReport()
-    report.released = run_control.release_expired_leases(engine)
+    report.released = release_expired(engine)
     if report.released:
         log.warning("released %d requests of chunks whose lease expired", report.released)
     for run in unfinished_distributed_runs(engine):

@@ -16,11 +16,16 @@ from typing import Protocol
 import redis
 
 
+RESERVED, WAIT, EXHAUSTED = "reserved", "wait", "exhausted"
+
+
 class BudgetLedger(Protocol):
-    def reserve(self, run_key: str, amount: float, budget: float, spent: float) -> bool:
+    def reserve(self, run_key: str, amount: float, budget: float, spent: float) -> str:
         """Reserve ``amount`` USD for one call of the run ``run_key`` (its id and start: unique across
         databases sharing one Redis) if settled spend + reservations + ``amount`` stays
-        within ``budget``. ``spent`` (the database's figure) seeds a run the ledger does not know yet."""
+        within ``budget``: ``RESERVED``; ``WAIT`` when it would fit once the calls in flight settle (their
+        reservations are worst cases); ``EXHAUSTED`` when it cannot fit even then. ``spent`` (the database's
+        figure) seeds a run the ledger does not know yet."""
         ...
 
     def settle(self, run_key: str, reserved: float, actual: float) -> None:
@@ -33,13 +38,15 @@ class MemoryBudgetLedger:
         self._runs: dict[str, list[float]] = {}      # run key -> [spent, reserved]
         self._lock = threading.Lock()
 
-    def reserve(self, run_key: str, amount: float, budget: float, spent: float) -> bool:
+    def reserve(self, run_key: str, amount: float, budget: float, spent: float) -> str:
         with self._lock:
             entry = self._runs.setdefault(run_key, [spent, 0.0])
+            if entry[0] + amount > budget:
+                return EXHAUSTED
             if entry[0] + entry[1] + amount > budget:
-                return False
+                return WAIT
             entry[1] += amount
-            return True
+            return RESERVED
 
     def settle(self, run_key: str, reserved: float, actual: float) -> None:
         with self._lock:
@@ -52,7 +59,7 @@ class MemoryBudgetLedger:
             return self._runs.get(run_key, [0.0, 0.0])[0]
 
 
-# KEYS[1] = the run's hash. ARGV: amount, budget, spent (seed). Returns 1 when reserved.
+# KEYS[1] = the run's hash. ARGV: amount, budget, spent (seed). Returns 1 reserved, 0 wait, -1 exhausted.
 _RESERVE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'spent', ARGV[3], 'reserved', '0')
@@ -60,6 +67,7 @@ end
 local spent = tonumber(redis.call('HGET', KEYS[1], 'spent')) or 0
 local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved')) or 0
 local amount = tonumber(ARGV[1])
+if spent + amount > tonumber(ARGV[2]) then return -1 end
 if spent + reserved + amount > tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'reserved', tostring(reserved + amount))
 redis.call('EXPIRE', KEYS[1], 604800)
@@ -89,8 +97,9 @@ class RedisBudgetLedger:
     def _key(self, run_key: str) -> str:
         return f"{self.key_prefix}:{run_key}"
 
-    def reserve(self, run_key: str, amount: float, budget: float, spent: float) -> bool:
-        return bool(int(self._reserve(keys=[self._key(run_key)], args=[repr(amount), repr(budget), repr(spent)])))
+    def reserve(self, run_key: str, amount: float, budget: float, spent: float) -> str:
+        answer = int(self._reserve(keys=[self._key(run_key)], args=[repr(amount), repr(budget), repr(spent)]))
+        return {1: RESERVED, 0: WAIT}.get(answer, EXHAUSTED)
 
     def settle(self, run_key: str, reserved: float, actual: float) -> None:
         self._settle(keys=[self._key(run_key)], args=[repr(reserved), repr(actual)])

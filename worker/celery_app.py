@@ -4,12 +4,14 @@ Topology:
 - one queue per provider kind, ``<prefix>.openai``, ``<prefix>.anthropic``, ``<prefix>.local`` (a slow or
   rate-limited provider never holds up the others), carrying ``accord.execute_chunk`` tasks: chunks of
   rating-request ids;
-- ``<prefix>.control`` for the periodic side (``accord.reconcile``) and ``accord.postprocess``.
+- ``<prefix>.control`` for the periodic side (``accord.reconcile``) and ``accord.postprocess`` (both defined in
+  ``accord.scheduler.control_tasks``).
 
 Reliability: ``acks_late`` (a message is acknowledged after the chunk ran, so a killed worker's chunk is
 redelivered), ``task_reject_on_worker_lost``, prefetch 1, a Redis visibility timeout. None of it is needed
-for correctness: the database is the system of record (leases on the requests, reconciled by
-``accord.scheduler.reconcile``), Redis may lose everything.
+for correctness: the database is the system of record (leases on the requests: a short pickup window until
+a worker takes the chunk, then a heartbeat-renewed lease, see ``accord.worker.leases``), Redis may lose
+everything and a run goes on within seconds.
 
 Messages are published to the *default* exchange with the queue name as routing key, so routing does not
 depend on binding tables kept in the broker (on Redis those are keys that a ``FLUSHALL`` deletes).
@@ -79,7 +81,9 @@ def make_queue(name: str) -> Queue:
 def make_celery_app() -> Celery:
     settings = get_settings()
     dist = get_distributed_settings()
-    app = Celery("accord", include=["accord.worker.tasks"])
+    # The control queue's tasks are the scheduler's (reconcile, post-processing): loaded by name when a
+    # worker starts, so this layer never imports accord.scheduler.
+    app = Celery("accord", include=["accord.worker.tasks", "accord.scheduler.control_tasks"])
     app.conf.update(
         broker_url=settings.broker_url,
         result_backend=settings.result_backend,

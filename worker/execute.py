@@ -38,7 +38,7 @@ from accord.models.schema import (
     RunStatus,
     utcnow,
 )
-from accord.worker.budget import BudgetLedger
+from accord.worker.budget import EXHAUSTED, RESERVED, BudgetLedger
 from accord.worker.decoding import request_decoding
 from accord.worker.parsing import UNPARSEABLE, expected_value, parse_answer
 from accord.worker.prompt_templates import ResolvedTemplate, render_messages
@@ -428,6 +428,21 @@ def worst_case_cost(spec: ModelSpec, request: ProviderRequest) -> float:
     return _cost(spec, input_tokens, int(cap if cap is not None else UNCAPPED_OUTPUT_TOKENS))
 
 
+BUDGET_WAIT_S = 0.05   # how often a call that fits once the calls in flight settle asks again
+
+
+async def _reserve(ledger: BudgetLedger, run_key: str, amount: float, budget: tuple[float, float]) -> float:
+    """Reserve ``amount`` against the run's budget, waiting while it would fit once the calls in flight settle
+    (their reservations are worst cases); ``BudgetExhausted`` when it cannot fit even then."""
+    while True:
+        answer = ledger.reserve(run_key, amount, budget[0], budget[1])
+        if answer == RESERVED:
+            return amount
+        if answer == EXHAUSTED:
+            raise BudgetExhausted(f"budget {budget[0]:g} USD: no room for a call of up to {amount:.6f} USD")
+        await asyncio.sleep(BUDGET_WAIT_S)
+
+
 async def _call_provider(ctx: ExecutionContext, job: Job, messages: list[dict[str, str]],
                          attempts: list[int], request: ProviderRequest | None = None,
                          budget: tuple[float, float] | None = None) -> ProviderResponse:
@@ -444,9 +459,7 @@ async def _call_provider(ctx: ExecutionContext, job: Job, messages: list[dict[st
     while True:
         reserved = 0.0
         if budget is not None and ctx.budget is not None:
-            reserved = worst_case_cost(job.spec, request)
-            if not ctx.budget.reserve(run_key, reserved, budget[0], budget[1]):
-                raise BudgetExhausted(f"budget {budget[0]:g} USD: no room for a call of up to {reserved:.6f} USD")
+            reserved = await _reserve(ctx.budget, run_key, worst_case_cost(job.spec, request), budget)
         attempts[0] += 1
         try:
             async with ctx.providers.slot(job.spec):

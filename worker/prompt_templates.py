@@ -12,18 +12,22 @@ is neutralised, so text in a conversation cannot close the block and pass for in
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
+import re
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-from accord.models.yaml_loader import safe_load
-from jinja2 import StrictUndefined, Template, TemplateError
+from accord.models.limits import get_limits
+from accord.models.yaml_loader import safe_load, yaml_error_text
+from jinja2 import StrictUndefined, Template, TemplateError, nodes
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 BUNDLED_DIR = Path(__file__).parent / "templates"
@@ -86,15 +90,22 @@ def bundled_template_names() -> list[str]:
     return sorted(p.stem for p in BUNDLED_DIR.glob("*.yaml"))
 
 
-def _load_document(path: Path) -> dict[str, Any]:
+def _load_document(path: Path, label: str | None = None) -> dict[str, Any]:
+    label = label or str(path)
     try:
-        doc = safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        limit = get_limits().max_template_bytes
+        if len(text) > limit:
+            raise TemplateSpecError(f"{label}: larger than {limit} bytes (ACCORD_LIMIT_MAX_TEMPLATE_BYTES)")
+        doc = safe_load(text)
     except FileNotFoundError:
-        raise TemplateSpecError(f"{path}: no such template file") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise TemplateSpecError(f"{path}: not a valid YAML template: {e}") from None
+        raise TemplateSpecError(f"{label}: no such template file") from None
+    except UnicodeDecodeError:
+        raise TemplateSpecError(f"{label}: not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        raise TemplateSpecError(f"{label}: not a valid YAML template: {yaml_error_text(e)}") from None
     if not isinstance(doc, dict):
-        raise TemplateSpecError(f"{path}: a template must be a YAML mapping")
+        raise TemplateSpecError(f"{label}: a template must be a YAML mapping")
     return doc
 
 
@@ -103,15 +114,17 @@ def load_template(name: str | None = None, path: str | None = None, version: str
     """Load a bundled template by name, or a user template by path, and apply its parameters."""
     if path:
         source = Path(path)
+        label = str(source)
     else:
         if name not in bundled_template_names():
             raise TemplateSpecError(
                 f"templates: no bundled template {name!r}; bundled: {', '.join(bundled_template_names())}")
         source = BUNDLED_DIR / f"{name}.yaml"
-    doc = _load_document(source)
-    resolved = resolve_template(doc, params or {}, str(source))
+        label = f"bundled template {name}"   # never the install path
+    doc = _load_document(source, label)
+    resolved = resolve_template(doc, params or {}, label)
     if version is not None and str(version) != resolved.version:
-        raise TemplateSpecError(f"{source}: version {version!r} requested, the file is version {resolved.version!r}")
+        raise TemplateSpecError(f"{label}: version {version!r} requested, the file is version {resolved.version!r}")
     return resolved
 
 
@@ -144,7 +157,7 @@ def resolve_template(doc: dict[str, Any], params: dict[str, Any], source: str = 
         letters = string.ascii_uppercase[: len(raw_options)]
         order = str(merged_params.get("option_order", letters))
         if sorted(order) != list(letters):
-            raise TemplateSpecError(f"{source}: option_order must be a permutation of {letters!r}, got {order!r}")
+            raise TemplateSpecError(f"{source}: option_order must be a permutation of {letters!r}, got {order[:30]!r}")
         # order[k] is the original option shown at position k: "BA" shows option B first.
         for pos, orig in enumerate(order):
             opt = raw_options[letters.index(orig)]
@@ -174,10 +187,190 @@ def resolve_template(doc: dict[str, Any], params: dict[str, Any], source: str = 
     )
 
 
+class TemplateRenderError(TemplateSpecError):
+    """A template that fails to render, or (``over_limit``) asks for more than the sandbox allows."""
+
+    def __init__(self, message: str, over_limit: bool = False) -> None:
+        super().__init__(message)
+        self.over_limit = over_limit
+
+
+_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("accord_render_budget", default=None)
+_DIGITS = re.compile(r"\d+")
+_SIZED_METHODS = {"center", "ljust", "rjust", "zfill", "expandtabs"}
+
+
+def _charge(n: int) -> None:
+    """Take ``n`` loop iterations from the current render's budget."""
+    budget = _budget.get()
+    if budget is None:
+        return
+    budget[0] -= max(n, 1)
+    if budget[0] < 0:
+        raise SecurityError(f"the template loops more than {get_limits().max_render_iterations} times "
+                            "(ACCORD_LIMIT_MAX_RENDER_ITERATIONS)")
+
+
+def _guarded_iter(iterable: Any) -> Iterator[Any]:
+    for value in iterable:
+        _charge(1)
+        yield value
+
+
+def _bounded_range(*args: int) -> range:
+    rng = range(*args)
+    _charge(len(rng))
+    if len(rng) > get_limits().max_render_iterations:
+        raise SecurityError("range too large")
+    return rng
+
+
+def _check_size(n: int) -> None:
+    limit = get_limits().max_string_chars
+    if n > limit:
+        raise SecurityError(f"the template builds a value of more than {limit} characters "
+                            "(ACCORD_LIMIT_MAX_STRING_CHARS)")
+
+
+def _bounded_concat(*parts: Any) -> str:
+    texts = [str(p) for p in parts]
+    _check_size(sum(len(t) for t in texts))
+    return "".join(texts)
+
+
+def _check_numbers_in(fmt: str) -> None:
+    for m in _DIGITS.finditer(fmt):
+        if len(m.group()) > 7 or int(m.group()) > get_limits().max_string_chars:
+            raise SecurityError("a format width or precision is too large")
+
+
+class LimitedSandbox(SandboxedEnvironment):
+    """Jinja2's sandbox (no attribute access to internals, no unsafe calls) plus resource limits: loops
+    (every ``for`` and ``range``) draw on one iteration budget per render; repetition, concatenation,
+    padding and formatting may not build strings past ``max_string_chars``; the rendered text may not pass
+    ``max_render_chars``. Exceeding any of them raises ``SecurityError`` before the work is done."""
+
+    intercepted_binops = frozenset(["*", "**", "%", "+"])
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.globals["range"] = _bounded_range
+        self.globals["__accord_iter"] = _guarded_iter
+        self.globals["__accord_concat"] = _bounded_concat
+        self.globals.pop("lipsum", None)
+        for name in ("center", "indent", "format", "replace", "wordwrap", "truncate", "join"):
+            self.filters[name] = self._bounded_filter(self.filters[name])
+
+    @staticmethod
+    def _bounded_filter(func: Any) -> Any:
+        passes_arg = hasattr(func, "jinja_pass_arg")
+
+        def bounded(*args: Any, **kwargs: Any) -> Any:
+            values = [*args[1:], *kwargs.values()] if passes_arg else [*args, *kwargs.values()]
+            if func.__name__ == "do_join" and values and isinstance(values[0], (list, tuple)):
+                _check_size(sum(len(str(v)) for v in values[0]))
+            for v in values:
+                if isinstance(v, int) and not isinstance(v, bool):
+                    _check_size(abs(v))
+                if isinstance(v, str) and func.__name__ == "do_format":
+                    _check_numbers_in(v)
+            if func.__name__ == "do_replace" and len(values) >= 3 and isinstance(values[0], str):
+                first = values[0]
+                new = str(values[2])
+                _check_size(len(first) + first.count(str(values[1])) * len(new))
+            result = func(*args, **kwargs)
+            if isinstance(result, str):
+                _check_size(len(result))
+            return result
+
+        for attr in ("jinja_pass_arg",):
+            if hasattr(func, attr):
+                setattr(bounded, attr, getattr(func, attr))
+        bounded.__name__ = func.__name__
+        return bounded
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Call(nodes.Name("__accord_iter", "load"), [loop.iter], [], None, None)
+        for concat in list(tree.find_all(nodes.Concat)):
+            concat.nodes = [nodes.Call(nodes.Name("__accord_concat", "load"), list(concat.nodes), [], None, None)]
+        return tree
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int):
+                    _check_size(len(seq) * max(times, 0))
+        elif operator == "**":
+            if isinstance(right, (int, float)) and isinstance(left, (int, float)) and abs(right) > 64 \
+                    and abs(left) > 1:
+                raise SecurityError("the exponent is too large")
+        elif operator == "%" and isinstance(left, str):
+            _check_numbers_in(left)
+        elif operator == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
+            _check_size(len(left) + len(right))
+        return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            _check_numbers_in(str(value.__self__))
+        return wrapped
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        owner = getattr(__obj, "__self__", None)
+        name = getattr(__obj, "__name__", "")
+        if isinstance(owner, str):
+            if name in _SIZED_METHODS:
+                for v in [*args, *kwargs.values()]:
+                    if isinstance(v, int):
+                        _check_size(abs(v) * (8 if name == "expandtabs" else 1))
+                if name == "expandtabs":
+                    _check_size(len(owner) * 8)
+            elif name == "replace" and len(args) >= 2:
+                _check_size(len(owner) + owner.count(str(args[0])) * len(str(args[1])))
+            elif name == "join" and args and isinstance(args[0], (list, tuple)):
+                _charge(len(args[0]))
+                _check_size(sum(len(str(v)) for v in args[0]))
+        result = super().call(__context, __obj, *args, **kwargs)
+        if isinstance(result, (str, list, tuple)):
+            _check_size(len(result))
+        return result
+
+
 @lru_cache(maxsize=1)
-def _jinja_env() -> SandboxedEnvironment:
-    return SandboxedEnvironment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                                keep_trailing_newline=False, autoescape=False)
+def _jinja_env() -> LimitedSandbox:
+    return LimitedSandbox(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                          keep_trailing_newline=False, autoescape=False)
+
+
+@lru_cache(maxsize=512)
+def _compiled(source: str) -> Template:
+    """A template text compiled once per process (compiling costs more than rendering)."""
+    return _jinja_env().from_string(source)
+
+
+def _render(source: str, context: dict[str, Any], field_name: str) -> str:
+    """One field rendered within the limits; ``TemplateRenderError`` names the field and the reason."""
+    limits = get_limits()
+    token = _budget.set([limits.max_render_iterations])
+    try:
+        out: list[str] = []
+        size = 0
+        for piece in _compiled(source).generate(context):
+            size += len(piece)
+            if size > limits.max_render_chars:
+                raise SecurityError(f"the rendered prompt is longer than {limits.max_render_chars} characters "
+                                    "(ACCORD_LIMIT_MAX_RENDER_CHARS)")
+            out.append(piece)
+        return "".join(out)
+    except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError, RecursionError, MemoryError) as e:
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        over = isinstance(e, (SecurityError, RecursionError, MemoryError))
+        raise TemplateRenderError(f"field '{field_name}' does not render: {reason}", over_limit=over) from None
+    finally:
+        _budget.reset(token)
 
 
 def _neutralise(text: str) -> str:
@@ -214,17 +407,11 @@ def render_messages(template: ResolvedTemplate, content: dict[str, Any],
         **template.params,
     }
     messages = []
-    system = _compiled(template.system).render(context).strip() if template.system else ""
+    system = _render(template.system, context, "system").strip() if template.system else ""
     if system:
         messages.append({"role": "system", "content": system})
-    messages.append({"role": "user", "content": _compiled(template.user).render(context).strip()})
+    messages.append({"role": "user", "content": _render(template.user, context, "user").strip()})
     return messages
-
-
-@lru_cache(maxsize=512)
-def _compiled(source: str) -> Template:
-    """A template text compiled once per process (compiling costs more than rendering)."""
-    return _jinja_env().from_string(source)
 
 
 def cache_key(provider: str, model: str, base_url: str | None, messages: list[dict[str, str]],

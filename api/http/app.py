@@ -19,6 +19,7 @@ from accord.api.http import (
     routes_runs,
     routes_templates,
 )
+from accord.api.http.auth import SessionSigner
 from accord.api.http.backends import ExecutionBackend, make_backend
 from accord.api.http.config import ApiSettings
 from accord.api.http.deps import AppState, LoginRequired
@@ -65,6 +66,7 @@ def create_app(engine: Engine | None = None, *, settings: ApiSettings | None = N
         engine=engine, settings=settings, backend=backend, metrics=metrics,
         limiter=KeyRateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         templates=TemplateStore(settings.templates_dir or get_settings().home / "api-templates"), reports=ReportCache(),
+        sessions=SessionSigner(settings.session_secret, settings.session_max_age_s),
     )
 
     @asynccontextmanager
@@ -86,7 +88,33 @@ def create_app(engine: Engine | None = None, *, settings: ApiSettings | None = N
     for module in (routes_health, routes_datasets, routes_templates, routes_campaigns, routes_runs, dashboard):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    _add_document_schemas(app)
     return app
+
+
+def _add_document_schemas(app: FastAPI) -> None:
+    """Define the request bodies that routes read by hand (JSON or YAML): ``CampaignDocument`` and
+    ``TemplateDocument``, so clients and fuzzers know their fields."""
+    from accord.api.http.schemas import TemplateDocument
+    from accord.scheduler.campaign_spec import CampaignSpec
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, model in (("CampaignDocument", CampaignSpec), ("TemplateDocument", TemplateDocument)):
+            doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for def_name, definition in doc.pop("$defs", {}).items():
+                components.setdefault(def_name, definition)
+            doc["title"] = name
+            components[name] = doc
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _install_dashboard_handlers(app: FastAPI) -> None:

@@ -3,27 +3,31 @@
 A key is ``acc_`` + 43 random URL-safe characters (``secrets.token_urlsafe(32)``, 256 bits). It is shown
 once, when created; the database keeps only its SHA-256 and a short prefix for display. A revoked key
 stops working at once. The API takes the key from ``Authorization: Bearer <key>`` (or ``X-API-Key``);
-the dashboard from its login cookie. Every authenticated request knows its project and nothing else."""
+the dashboard from its session cookie (a signed token naming the key, never the key itself). Every authenticated request knows its project and nothing else."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from accord.api.http.problems import ProblemError
 from accord.models.schema import ApiKey, Project, utcnow
 from fastapi import Request
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 KEY_PREFIX = "acc_"
 DISPLAY_PREFIX_LENGTH = 12
-COOKIE_NAME = "accord_key"
+COOKIE_NAME = "accord_session"
 
 
 class AuthAdminError(ValueError):
@@ -66,10 +70,15 @@ def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+DELETED_PREFIX = "deleted:"
+
+
 def create_project(engine: Engine, name: str) -> Project:
     name = name.strip()
     if not name or len(name) > 200:
         raise AuthAdminError("a project name must have 1 to 200 characters")
+    if name.startswith(DELETED_PREFIX):
+        raise AuthAdminError(f"a project name may not start with {DELETED_PREFIX!r}")
     with Session(engine, expire_on_commit=False) as session:
         project = Project(name=name)
         session.add(project)
@@ -86,9 +95,64 @@ def find_project(engine: Engine, name_or_id: str) -> Project:
         project = session.execute(q).scalar_one_or_none()
         if project is None and name_or_id.isdigit():
             project = session.get(Project, int(name_or_id))
-        if project is None:
-            raise AuthAdminError(f"no project named {name_or_id!r}")
+        if project is None or project.name.startswith(DELETED_PREFIX):
+            raise AuthAdminError(f"no project named {name_or_id[:200]!r}")
         return project
+
+
+def delete_project(engine: Engine, project: str | int, templates_root: Path | None = None) -> dict[str, int]:
+    """Delete a project with everything it owns: its keys, runs with their requests and (cached) answers,
+    campaigns, datasets, model specs and custom templates. The project row stays as a nameless tombstone,
+    so its id is never given to another project (SQLite would otherwise reuse the highest id), and neither
+    a key nor a cached answer of the deleted project can ever reach a later one. Returns rows deleted per
+    table."""
+    from accord.models.schema import (
+        Annotator,
+        Campaign,
+        Dataset,
+        HumanRating,
+        Item,
+        Metric,
+        ModelSpec,
+        ProviderBatch,
+        ProviderBatchRequest,
+        Rating,
+        RatingRequest,
+        Run,
+    )
+
+    proj = find_project(engine, str(project))
+    pid = proj.id
+    namespace = Principal(project_id=pid, project_name=proj.name, key_id=0, key_prefix="",  # type: ignore[arg-type]
+                          project_created_at=proj.created_at.replace(tzinfo=None) if proj.created_at else None).namespace
+    counts: dict[str, int] = {}
+    with engine.begin() as conn:
+        runs = select(Run.id).where(Run.project_id == pid).scalar_subquery()  # type: ignore[arg-type]
+        batches = select(ProviderBatch.id).where(ProviderBatch.run_id.in_(runs)).scalar_subquery()  # type: ignore[attr-defined]
+        datasets = select(Dataset.id).where(Dataset.project_id == pid).scalar_subquery()  # type: ignore[arg-type]
+        items = select(Item.id).where(Item.dataset_id.in_(datasets)).scalar_subquery()  # type: ignore[attr-defined]
+        steps = [
+            ("api_key", delete(ApiKey).where(ApiKey.project_id == pid)),  # type: ignore[arg-type]
+            ("provider_batch_request", delete(ProviderBatchRequest).where(ProviderBatchRequest.batch_id.in_(batches))),  # type: ignore[attr-defined]
+            ("rating", delete(Rating).where(Rating.run_id.in_(runs))),  # type: ignore[attr-defined]
+            ("metric", delete(Metric).where(Metric.run_id.in_(runs))),  # type: ignore[attr-defined]
+            ("provider_batch", delete(ProviderBatch).where(ProviderBatch.run_id.in_(runs))),  # type: ignore[attr-defined]
+            ("rating_request", delete(RatingRequest).where(RatingRequest.run_id.in_(runs))),  # type: ignore[attr-defined]
+            ("run", delete(Run).where(Run.project_id == pid)),  # type: ignore[arg-type]
+            ("campaign", delete(Campaign).where(Campaign.project_id == pid)),  # type: ignore[arg-type]
+            ("human_rating", delete(HumanRating).where(HumanRating.item_id.in_(items))),  # type: ignore[attr-defined]
+            ("item", delete(Item).where(Item.dataset_id.in_(datasets))),  # type: ignore[attr-defined]
+            ("annotator", delete(Annotator).where(Annotator.dataset_id.in_(datasets))),  # type: ignore[attr-defined]
+            ("dataset", delete(Dataset).where(Dataset.project_id == pid)),  # type: ignore[arg-type]
+            ("model_spec", delete(ModelSpec).where(ModelSpec.project_id == pid)),  # type: ignore[arg-type]
+        ]
+        for table, statement in steps:
+            counts[table] = conn.execute(statement).rowcount or 0
+        conn.execute(update(Project).where(Project.id == pid)  # type: ignore[arg-type]
+                     .values(name=f"{DELETED_PREFIX}{pid}:{secrets.token_hex(8)}"))
+    if templates_root is not None:
+        shutil.rmtree(Path(templates_root) / namespace, ignore_errors=True)
+    return counts
 
 
 def create_key(engine: Engine, project: str | int, name: str = "") -> NewKey:
@@ -128,23 +192,68 @@ def list_keys(engine: Engine, project: str | int) -> list[ApiKey]:
         return list(session.execute(select(ApiKey).where(ApiKey.project_id == proj.id).order_by(ApiKey.id)).scalars())
 
 
-def lookup_key(engine: Engine, key: str) -> Principal | None:
-    """The principal of a valid, unrevoked key, else None."""
-    if not key.startswith(KEY_PREFIX) or len(key) > 200:
-        return None
-    digest = hash_key(key)
+def _principal(engine: Engine, condition: Any) -> tuple[Principal, str] | None:
     with Session(engine) as session:
         row = session.execute(
             select(ApiKey.id, ApiKey.prefix, ApiKey.key_hash, ApiKey.revoked_at, Project.id, Project.name,
                    Project.created_at)
             .join(Project, Project.id == ApiKey.project_id)
-            .where(ApiKey.key_hash == digest)
+            .where(condition)
         ).first()
-    if row is None or row[3] is not None or not hmac.compare_digest(row[2], digest):
+    if row is None or row[3] is not None:
         return None
     created = row[6].replace(tzinfo=None) if row[6] is not None else None
     return Principal(project_id=row[4], project_name=row[5], key_id=row[0], key_prefix=row[1],
-                     project_created_at=created)
+                     project_created_at=created), row[2]
+
+
+def lookup_key(engine: Engine, key: str) -> Principal | None:
+    """The principal of a valid, unrevoked key, else None."""
+    if not key.startswith(KEY_PREFIX) or len(key) > 200:
+        return None
+    digest = hash_key(key)
+    found = _principal(engine, ApiKey.key_hash == digest)
+    if found is None or not hmac.compare_digest(found[1], digest):
+        return None
+    return found[0]
+
+
+def lookup_key_id(engine: Engine, key_id: int) -> Principal | None:
+    """The principal of an unrevoked key by its id (a dashboard session names its key by id)."""
+    found = _principal(engine, ApiKey.id == key_id)
+    return found[0] if found is not None else None
+
+
+class SessionSigner:
+    """Dashboard sessions as signed tokens: ``v1.<key id>.<expiry>.<HMAC-SHA256>``. The cookie never holds
+    the API key; a session ends at its expiry, when its key is revoked, or when the secret changes (a
+    random one per process unless ``ACCORD_API_SESSION_SECRET`` is set, which replicas must share)."""
+
+    def __init__(self, secret: str | None, max_age_s: int, clock: Any = time.time) -> None:
+        self.secret = (secret or secrets.token_hex(32)).encode("utf-8")
+        self.max_age_s = max_age_s
+        self.clock = clock
+
+    def _sign(self, payload: str) -> str:
+        return hmac.new(self.secret, payload.encode("ascii"), hashlib.sha256).hexdigest()
+
+    def issue(self, key_id: int) -> str:
+        payload = f"v1.{int(key_id)}.{int(self.clock()) + self.max_age_s}"
+        return f"{payload}.{self._sign(payload)}"
+
+    def verify(self, token: str | None) -> int | None:
+        """The key id of a genuine, unexpired session token, else None."""
+        if not token or len(token) > 200:
+            return None
+        parts = token.split(".")
+        if len(parts) != 4 or parts[0] != "v1" or not parts[1].isdigit() or not parts[2].isdigit():
+            return None
+        payload = ".".join(parts[:3])
+        if not hmac.compare_digest(self._sign(payload), parts[3]):
+            return None
+        if int(parts[2]) < self.clock():
+            return None
+        return int(parts[1])
 
 
 def key_from_headers(request: Request) -> str | None:
@@ -160,6 +269,7 @@ def unauthenticated(detail: str) -> ProblemError:
     return ProblemError(401, detail, headers={"WWW-Authenticate": 'Bearer realm="accord"'})
 
 
-def csrf_token(key: str) -> str:
-    """The dashboard's per-session form token: derived from the key, so only its holder can make it."""
-    return hashlib.sha256(f"accord-csrf|{hash_key(key)}".encode()).hexdigest()[:40]
+def csrf_token(session: str) -> str:
+    """The dashboard's per-session form token: derived from the session cookie (which is signed by the
+    server and unreadable to scripts), so only the session's holder can make it."""
+    return hashlib.sha256(f"accord-csrf|{session}".encode()).hexdigest()[:40]

@@ -21,13 +21,25 @@ from accord.api.http.config import ApiSettings
 from accord.api.http.problems import ProblemError, invalid, validation_errors
 from accord.api.http.store import dataset_by_name
 from accord.api.http.template_store import TemplateStore
-from accord.models.schema import Campaign, Dataset, Run
-from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, parse_campaign
-from accord.scheduler.expand import CampaignError, RunPlan, create_run, resolve_campaign
+from accord.models.schema import Campaign, Dataset, Item, Run
+from accord.models.yaml_loader import DocumentLimitError, json_loads, safe_load, yaml_error_text
+from accord.scheduler.campaign_spec import (
+    CampaignSpec,
+    CampaignSpecError,
+    check_request_count,
+    parse_campaign,
+)
+from accord.scheduler.expand import CampaignError, RunPlan, create_run, personas_for, resolve_campaign
 from accord.scheduler.plan import plan_campaign as estimate_plan
-from accord.worker.prompt_templates import TemplateSpecError, bundled_template_names, load_template
+from accord.worker.prompt_templates import (
+    TemplateRenderError,
+    TemplateSpecError,
+    bundled_template_names,
+    load_template,
+    render_messages,
+)
 from pydantic import ValidationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -58,19 +70,19 @@ def parse_document(body: bytes, content_type: str) -> Any:
         raise invalid("body: not UTF-8 text", field="body") from None
     if ctype in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
         try:
-            return yaml.safe_load(text)
+            return safe_load(text)
         except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            raise invalid(f"body: not valid YAML{where}", field="body") from None
+            raise invalid(f"body: not valid YAML: {yaml_error_text(err)}", field="body") from None
     if ctype not in ("application/json", "") and not ctype.endswith("+json"):
         raise ProblemError(415, f"send JSON (application/json) or YAML (application/yaml), not {ctype!r}",
                            errors=[{"field": "body", "message": "unsupported media type"}])
     try:
-        return json.loads(text)
+        return json_loads(text)
     except json.JSONDecodeError as err:
         raise invalid(f"body: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})",
                       field="body") from None
+    except DocumentLimitError as err:
+        raise invalid(f"body: {err}", field="body") from None
 
 
 def _spec_errors(document: Any) -> list[dict[str, str]]:
@@ -97,6 +109,15 @@ def _policy_errors(spec: CampaignSpec, settings: ApiSettings) -> list[dict[str, 
             errors.append({"field": f"models.{i}.api_key_env",
                            "message": f"must be one of the server's credential variables: "
                                       f"{', '.join(settings.allowed_key_envs) or 'none'}"})
+        elif m.api_key_env is not None and m.provider != "local":
+            # Each credential goes only to the endpoints it is bound to, whatever else is allowed.
+            endpoint = m.base_url.rstrip("/") if m.base_url else m.provider
+            bound = {e.rstrip("/") for e in settings.key_endpoints.get(m.api_key_env, [])}
+            if endpoint not in bound:
+                where = "this endpoint" if m.base_url else f"the {m.provider} API"
+                errors.append({"field": f"models.{i}.api_key_env",
+                               "message": f"{m.api_key_env} may not be sent to {where} on this server (ask the "
+                                          "operator to bind it in ACCORD_API_KEY_ENDPOINTS)"})
     for j, t in enumerate(spec.templates):
         if t.path is not None:
             errors.append({"field": f"templates.{j}.path",
@@ -122,11 +143,12 @@ def validate_campaign(engine: Engine, settings: ApiSettings, templates: Template
     # Templates: bundled by name, custom (this project's) by name pinned to a version.
     exec_spec = spec.model_copy(deep=True)
     bundled = set(bundled_template_names())
+    persona_templates: list[bool] = []
     for j, (ref, exec_ref) in enumerate(zip(spec.templates, exec_spec.templates)):
         assert ref.name is not None
         try:
             if ref.name in bundled:
-                load_template(ref.name, None, ref.version, ref.params)
+                persona_templates.append(load_template(ref.name, None, ref.version, ref.params).persona)
                 continue
             stored = templates.find(principal.namespace, ref.name, ref.version)
             if stored is None:
@@ -138,7 +160,7 @@ def validate_campaign(engine: Engine, settings: ApiSettings, templates: Template
             exec_ref.name = None
             exec_ref.path = str(stored.path)
             exec_ref.version = stored.version
-            load_template(None, str(stored.path), stored.version, ref.params)
+            persona_templates.append(load_template(None, str(stored.path), stored.version, ref.params).persona)
         except TemplateSpecError as err:
             message = str(err).replace(str(templates.root), "templates")
             raise invalid(f"templates.{j}: {message}", field=f"templates.{j}") from None
@@ -150,11 +172,28 @@ def validate_campaign(engine: Engine, settings: ApiSettings, templates: Template
             raise invalid(f"dataset: no dataset named {spec.dataset!r} in this project; uploaded: "
                           f"{', '.join(names) or 'none'}", field="dataset")
         try:
+            # The request count, from counts alone, before anything is expanded or loaded.
+            n_items = len(spec.items.ids) if spec.items.ids else session.execute(
+                select(func.count()).select_from(Item).where(Item.dataset_id == ds.id)).scalar_one()
+            if spec.items.limit is not None:
+                n_items = min(n_items, spec.items.limit)
+            n_personas = len(personas_for(session, ds, exec_spec)) if any(persona_templates) else 0
+            try:
+                check_request_count(spec, n_items, n_personas, persona_templates)
+            except CampaignSpecError as err:
+                raise invalid(str(err), field="body") from None
             expansion = resolve_campaign(session, exec_spec, project_id)
         except (CampaignError, TemplateSpecError) as err:
             message = str(err).replace(str(templates.root), "templates")
             field = message.split(":", 1)[0] if ":" in message and " " not in message.split(":", 1)[0] else "body"
             raise invalid(message, field=field) from None
+    # Every template must render (within the sandbox's limits) on an item of this dataset.
+    sample_persona = expansion.personas[0] if expansion.personas else None
+    for j, tmpl in enumerate(expansion.templates):
+        try:
+            render_messages(tmpl, expansion.items[0].content, sample_persona if tmpl.persona else None)
+        except TemplateRenderError as err:
+            raise invalid(f"templates.{j}: {err}", field=f"templates.{j}") from None
     return ValidatedCampaign(spec=spec, exec_spec=exec_spec, dataset_id=ds.id, dataset_name=ds.name,  # type: ignore[arg-type]
                              dimension=expansion.dimension, n_items=len(expansion.items),
                              n_personas=len(expansion.personas), total=expansion.count(exec_spec))

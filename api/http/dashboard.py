@@ -1,18 +1,22 @@
 """The dashboard: server-rendered pages (Jinja2, autoescape always on) served by the API process.
 
-Pages: login (an API key, kept in an HttpOnly SameSite=Strict cookie), the project's runs, campaigns and
+Pages: login (an API key, exchanged for a signed session in a Secure, HttpOnly, SameSite=Strict cookie), the project's runs, campaigns and
 datasets, a run page with live progress (server-sent events and a few lines of JavaScript served from
 this app, no inline script), failures by kind, cost, the report's plots and tables, and a dataset page with
-annotator counts per attribute. Forms that change something carry a token derived from the key (CSRF).
+annotator counts per attribute. Forms are small URL-encoded bodies read by hand (never spooled to disk), refused when their Origin is another
+site; forms that change something carry a token derived from the session (CSRF).
 Rated texts are adversarial: they are only ever rendered as escaped text."""
 
 from __future__ import annotations
 
+import hmac
 from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl
 
 from accord.api.http.auth import COOKIE_NAME, Principal, csrf_token, lookup_key
 from accord.api.http.campaigns import parse_document, store_campaign, validate_campaign
+from accord.api.http.common import read_document_body
 from accord.api.http.deps import AppState, dashboard_principal, state_of
 from accord.api.http.problems import ProblemError
 from accord.api.http.ratings import ratings_page
@@ -28,7 +32,7 @@ from accord.api.http.routes_runs import (
 from accord.api.http.store import TERMINAL, dataset_of, item_out, list_runs, run_detail, runs_of_dataset
 from accord.models.dataset_import import summarize_dataset
 from accord.models.schema import Campaign, Dataset, Item, Run
-from fastapi import APIRouter, Depends, Form, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader
 from sqlalchemy import select
@@ -36,7 +40,8 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 TEMPLATES_DIR = FsPath(__file__).resolve().parents[1] / "templates" / "dashboard"
-COOKIE_MAX_AGE = 12 * 3600
+LOGIN_FORM_BYTES = 1024          # api_key=acc_... and nothing else
+SMALL_FORM_BYTES = 4096          # a CSRF token and an action
 DASHBOARD_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
                  "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
@@ -70,17 +75,44 @@ _ENV = make_environment()
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     principal: Principal | None = getattr(request.state, "principal", None)
-    key = request.cookies.get(COOKIE_NAME)
-    html = _ENV.get_template(name).render(principal=principal, csrf=csrf_token(key) if key else "", **context)
+    session = request.cookies.get(COOKIE_NAME)
+    html = _ENV.get_template(name).render(principal=principal, csrf=csrf_token(session) if session else "",
+                                          **context)
     return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": DASHBOARD_CSP,
                                                            "X-Content-Type-Options": "nosniff",
                                                            "Referrer-Policy": "same-origin"})
 
 
 def check_csrf(request: Request, token: str) -> None:
-    key = request.cookies.get(COOKIE_NAME) or ""
-    if not key or token != csrf_token(key):
+    session = request.cookies.get(COOKIE_NAME) or ""
+    if not session or not hmac.compare_digest(token, csrf_token(session)):
         raise ProblemError(403, "the form's token does not match this session; reload the page", slug="forbidden")
+
+
+def check_origin(request: Request) -> None:
+    """A form posted from another site is refused: browsers name the page's origin in ``Origin``."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    if origin != own:
+        raise ProblemError(403, "this form was posted from another site", slug="forbidden")
+
+
+async def read_form(request: Request, limit: int = SMALL_FORM_BYTES) -> dict[str, str]:
+    """A dashboard form: URL-encoded, from this site, at most ``limit`` bytes; read before anything else, and
+    never spooled to disk (a multipart body is refused before it is read)."""
+    check_origin(request)
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise ProblemError(415, "send the form URL-encoded (application/x-www-form-urlencoded)",
+                           errors=[{"field": "body", "message": "unsupported media type"}])
+    body = await read_document_body(request, limit)
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=10)
+    except (UnicodeDecodeError, ValueError):
+        raise ProblemError(400, "the form is not valid URL-encoded UTF-8") from None
+    return dict(pairs)
 
 
 def _see_other(url: str) -> RedirectResponse:
@@ -99,20 +131,23 @@ def login_page(request: Request) -> HTMLResponse:
 
 
 @router.post("/login")
-async def login(request: Request, api_key: Annotated[str, Form(max_length=200)] = "") -> Response:
+async def login(request: Request) -> Response:
     state = state_of(request)
-    principal = await run_in_threadpool(lookup_key, state.engine, api_key.strip()) if api_key.strip() else None
+    form = await read_form(request, LOGIN_FORM_BYTES)
+    api_key = form.get("api_key", "").strip()
+    principal = await run_in_threadpool(lookup_key, state.engine, api_key) if api_key else None
     if principal is None:
         return render(request, "login.html", status=401, error="That API key is not valid (unknown or revoked).")
     response = _see_other("/dashboard")
-    response.set_cookie(COOKIE_NAME, api_key.strip(), max_age=COOKIE_MAX_AGE, httponly=True, samesite="strict",
-                        secure=state.settings.cookie_secure, path="/")
+    response.set_cookie(COOKIE_NAME, state.sessions.issue(principal.key_id), max_age=state.settings.session_max_age_s,
+                        httponly=True, samesite="strict", secure=state.settings.cookie_secure, path="/")
     return response
 
 
 @router.post("/logout")
-def logout(request: Request, csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
-    check_csrf(request, csrf)
+async def logout(request: Request) -> Response:
+    form = await read_form(request)
+    check_csrf(request, form.get("csrf", ""))
     response = _see_other("/login")
     response.delete_cookie(COOKIE_NAME, path="/")
     return response
@@ -140,12 +175,15 @@ async def overview(request: Request, principal: Annotated[Principal, Depends(das
 
 
 @router.post("/dashboard/campaigns")
-async def new_campaign(request: Request, principal: Annotated[Principal, Depends(dashboard_principal)],
-                       campaign: Annotated[str, Form(max_length=1_000_000)] = "",
-                       csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
+async def new_campaign(request: Request, principal: Annotated[Principal, Depends(dashboard_principal)]) -> Response:
     """Create a campaign from the pasted YAML/JSON document and start its first run."""
-    check_csrf(request, csrf)
     state = state_of(request)
+    form = await read_form(request, state.settings.max_document_bytes * 3 + 1024)
+    check_csrf(request, form.get("csrf", ""))
+    campaign = form.get("campaign", "")
+    if len(campaign.encode("utf-8")) > state.settings.max_document_bytes:
+        raise ProblemError(413, f"the campaign exceeds the limit of {state.settings.max_document_bytes} bytes",
+                           slug="too-large", errors=[{"field": "campaign", "message": "too large"}])
 
     def create_and_start() -> int:
         document = parse_document(campaign.encode("utf-8"), "application/yaml")
@@ -165,9 +203,8 @@ async def new_campaign(request: Request, principal: Annotated[Principal, Depends
 
 @router.post("/dashboard/campaigns/{campaign_id}/runs")
 async def start_run(request: Request, campaign_id: CampaignId,
-                    principal: Annotated[Principal, Depends(dashboard_principal)],
-                    csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
-    check_csrf(request, csrf)
+                    principal: Annotated[Principal, Depends(dashboard_principal)]) -> Response:
+    check_csrf(request, (await read_form(request)).get("csrf", ""))
     out = await run_in_threadpool(start_campaign_run, state_of(request), principal, campaign_id, None, True)
     return _see_other(f"/dashboard/runs/{out['id']}")
 
@@ -218,9 +255,8 @@ def run_export(request: Request, run_id: RunId, principal: Annotated[Principal, 
 
 @router.post("/dashboard/runs/{run_id}/{action}")
 async def run_action(request: Request, run_id: RunId, action: str,
-                     principal: Annotated[Principal, Depends(dashboard_principal)],
-                     csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
-    check_csrf(request, csrf)
+                     principal: Annotated[Principal, Depends(dashboard_principal)]) -> Response:
+    check_csrf(request, (await read_form(request)).get("csrf", ""))
     if action not in ("pause", "resume", "cancel"):
         raise ProblemError(404, f"no action {action[:40]!r}")
     await run_in_threadpool(control, state_of(request), principal, run_id, action)

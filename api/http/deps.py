@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from accord.api.http.auth import COOKIE_NAME, Principal, key_from_headers, lookup_key, unauthenticated
+from accord.api.http.auth import (
+    COOKIE_NAME,
+    Principal,
+    SessionSigner,
+    key_from_headers,
+    lookup_key,
+    lookup_key_id,
+    unauthenticated,
+)
 from accord.api.http.backends import ExecutionBackend
 from accord.api.http.config import ApiSettings
 from accord.api.http.observability import ApiMetrics, project_id_var
@@ -26,6 +34,7 @@ class AppState:
     limiter: KeyRateLimiter
     templates: TemplateStore
     reports: ReportCache
+    sessions: SessionSigner
 
 
 def state_of(request: Request) -> AppState:
@@ -39,6 +48,11 @@ async def _authenticate(request: Request, key: str | None) -> Principal:
     principal = await run_in_threadpool(lookup_key, state.engine, key)
     if principal is None:
         raise unauthenticated("the API key is not valid (unknown or revoked)")
+    return _admit(request, principal)
+
+
+def _admit(request: Request, principal: Principal) -> Principal:
+    state = state_of(request)
     decision = state.limiter.check(principal.key_id)
     if not decision.allowed:
         state.metrics.api_rate_limited.inc()
@@ -58,15 +72,14 @@ async def api_principal(request: Request) -> Principal:
 
 
 async def dashboard_principal(request: Request) -> Principal:
-    """The caller of a dashboard page (key in the login cookie); a missing or bad cookie sends the
-    browser to the login page."""
-    key = request.cookies.get(COOKIE_NAME)
-    try:
-        return await _authenticate(request, key)
-    except ProblemError as err:
-        if err.status == 401:
-            raise LoginRequired() from None
-        raise
+    """The caller of a dashboard page (a signed session in the login cookie); a missing, forged, expired or
+    revoked session sends the browser to the login page."""
+    state = state_of(request)
+    key_id = state.sessions.verify(request.cookies.get(COOKIE_NAME))
+    principal = await run_in_threadpool(lookup_key_id, state.engine, key_id) if key_id is not None else None
+    if principal is None:
+        raise LoginRequired()
+    return _admit(request, principal)
 
 
 class LoginRequired(Exception):

@@ -1,7 +1,8 @@
 """Prometheus metrics (``/metrics``) and structured JSON logs with request and run ids.
 
 Metrics, on a registry of the app's own:
-- ``accord_http_requests_total{method,route,status}``, ``accord_http_request_duration_seconds{method,route}``,
+- ``accord_http_requests_total{method,route,status}`` (method: one of the standard ones or ``other``; route: the
+  route's template or ``unmatched``; status: its class, ``2xx`` ... ``5xx``), ``accord_http_request_duration_seconds{method,route}``,
   ``accord_api_rate_limited_total`` — the API itself;
 - ``accord_provider_requests_total{provider,outcome}`` with outcome ``sent`` | ``cached`` | ``failed``,
   ``accord_provider_rate_limited_total{provider}`` (429s), ``accord_provider_latency_seconds{provider}``,
@@ -155,6 +156,14 @@ class ApiMetrics:
             self.provider_requests.labels(provider, "cached").inc(n)
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def status_class(status: int) -> str:
+    """``2xx``, ``4xx``, ...: the status label of the HTTP metrics."""
+    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
+
+
 class RequestContextMiddleware:
     """Request id (from ``X-Request-ID`` if sane, else new), access log line, HTTP metrics. Pure ASGI, so
     streamed responses (SSE, exports) pass through untouched."""
@@ -194,8 +203,10 @@ class RequestContextMiddleware:
             route_path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
             status = status_holder["status"]
-            self.metrics.http_requests.labels(method, route_path, str(status)).inc()
-            self.metrics.http_latency.labels(method, route_path).observe(elapsed)
+            # Labels come from fixed sets (a client chooses the method and path it sends, not the series).
+            metric_method = method if method in KNOWN_METHODS else "other"
+            self.metrics.http_requests.labels(metric_method, route_path, status_class(status)).inc()
+            self.metrics.http_latency.labels(metric_method, route_path).observe(elapsed)
             run_id = (scope.get("path_params") or {}).get("run_id")
             if run_id is not None and run_id_var.get() is None:
                 try:

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://accord.readthedocs.io/problems/"
@@ -105,7 +106,7 @@ def problem_response(request: Request | None, status: int, detail: str, *, slug:
         "type": PROBLEM_BASE + (slug or _SLUGS.get(status, "error")),
         "title": title or _TITLES.get(status, "Error"),
         "status": status,
-        "detail": detail,
+        "detail": bounded(detail),
     }
     if request is not None:
         body["instance"] = request.url.path
@@ -113,7 +114,8 @@ def problem_response(request: Request | None, status: int, detail: str, *, slug:
         if request_id:
             body["request_id"] = request_id
     if errors:
-        body["errors"] = errors
+        body["errors"] = [{"field": bounded(e.get("field") or "", MAX_FIELD_CHARS),
+                           "message": bounded(e.get("message") or "", 500)} for e in errors[:MAX_ERRORS]]
     body.update({k: v for k, v in extensions.items() if v is not None})
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
@@ -125,12 +127,25 @@ def _loc_to_field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+MAX_DETAIL_CHARS = 1000
+MAX_FIELD_CHARS = 200
+MAX_ERRORS = 20
+
+
+def bounded(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """A message cut to ``limit`` characters: problems never echo unbounded input."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """FastAPI/pydantic errors as field/message pairs, without the offending input values."""
+    """FastAPI/pydantic errors as field/message pairs, without the offending input values (at most
+    ``MAX_ERRORS``, each bounded: a field path may hold a key of the submitted document)."""
     out = []
-    for e in errors:
+    for e in errors[:MAX_ERRORS]:
         message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-        out.append({"field": _loc_to_field(e.get("loc", ())), "message": message})
+        out.append({"field": bounded(_loc_to_field(e.get("loc", ())), MAX_FIELD_CHARS),
+                    "message": bounded(message, 500)})
     return out
 
 
@@ -152,6 +167,14 @@ def import_error_location(message: str) -> dict[str, Any]:
     return out
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers at this path (Starlette names only the first route's)."""
+    order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    scope = {k: v for k, v in request.scope.items() if k not in ("route", "endpoint", "path_params")}
+    return [method for method in order
+            if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in request.app.router.routes)]
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -169,7 +192,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
-        return problem_response(request, exc.status_code, detail, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return problem_response(request, exc.status_code, detail, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

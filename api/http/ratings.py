@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from accord.api.csv_safe import neutralise
 from accord.models.schema import Item, ModelSpec, PromptTemplate, Rating, RatingRequest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -77,12 +78,13 @@ def _batches(engine: Engine, run_id: int, model: str | None, template: str | Non
 
 def export_csv(engine: Engine, run_id: int, model: str | None = None, template: str | None = None,
                status: str | None = None) -> Iterator[bytes]:
+    """The run's ratings as CSV; text that a spreadsheet would run as a formula is neutralised."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
     for batch in _batches(engine, run_id, model, template, status):
         for row in batch:
-            writer.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
+            writer.writerow(["" if row[c] is None else neutralise(row[c]) for c in COLUMNS])
         yield buf.getvalue().encode("utf-8")
         buf.seek(0)
         buf.truncate()

@@ -142,7 +142,7 @@ def start_campaign_run(state: AppState, principal: Principal, campaign_id: int, 
         return run_out(run, campaign)
 
 
-@router.post("/{campaign_id}/runs", status_code=202, response_model=RunOut, responses=problem_responses(404),
+@router.post("/{campaign_id}/runs", status_code=202, response_model=RunOut, responses=problem_responses(400, 404),
              summary="Start a run of a campaign")
 def start_run(request: Request, campaign_id: CampaignId, principal: Annotated[Principal, Depends(api_principal)],
               options: Annotated[RunStart | None, Body()] = None) -> Any:

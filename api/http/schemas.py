@@ -176,7 +176,7 @@ class PlanOut(BaseModel):
 
 
 class RunStart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     budget_usd: float | None = Field(default=None, gt=0, description="Overrides the campaign's budget.")
     start: bool = Field(default=True, description="false: create the run (pending) without executing it yet.")
 

@@ -20,6 +20,7 @@ from typing import IO, Any
 import anyio
 from accord.api.http.problems import ProblemError, invalid
 from accord.models.import_formats import SUPPORTED_EXTENSIONS
+from accord.models.yaml_loader import DocumentLimitError, json_loads
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -237,10 +238,12 @@ def parse_mapping(text: str | None) -> dict[str, Any]:
         raise invalid("mapping: required (a JSON object of import fields: name, item_col, rating_cols, ...)",
                       field="mapping")
     try:
-        mapping = json.loads(text)
+        mapping = json_loads(text)
     except json.JSONDecodeError as err:
         raise invalid(f"mapping: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})",
                       field="mapping") from None
+    except DocumentLimitError as err:
+        raise invalid(f"mapping: {err}", field="mapping") from None
     if not isinstance(mapping, dict):
         raise invalid("mapping: expected a JSON object of import fields", field="mapping")
     for key in FORBIDDEN_MAPPING_KEYS:

@@ -36,7 +36,7 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     from accord.models.migrate import init_db
 
     engine = init_db(f"sqlite:///{tmp_path / 'accord.db'}")
-    app = create_app(engine, settings=ApiSettings(json_logs=False, sse_interval_s=0.5,
+    app = create_app(engine, settings=ApiSettings(json_logs=False, sse_interval_s=0.5, cookie_secure=False,  # plain http
                                                   templates_dir=tmp_path / "templates"))
     project = create_project(engine, "browser-lab")
     key = create_key(engine, project.id)  # type: ignore[arg-type]

@@ -147,6 +147,10 @@ class ApiEnv:
         data = {"mapping": json.dumps({"name": name, **(mapping or MAPPING)})}
         return self.client.post("/api/v1/datasets", headers=tenant.headers, files=files, data=data)
 
+    def session_cookie(self, tenant: Tenant) -> str:
+        """A dashboard session of ``tenant`` (what its login cookie holds)."""
+        return self.client.app.state.accord.sessions.issue(tenant.key_id)  # type: ignore[attr-defined]
+
     def campaign(self, tenant: Tenant, doc: dict[str, Any]) -> Any:
         return self.client.post("/api/v1/campaigns", headers=tenant.headers, json=doc)
 
@@ -189,7 +193,8 @@ def make_env(engine: Engine, **settings_overrides: Any) -> Iterator[ApiEnv]:
         project = create_project(engine, f"project-{label}-{suffix}")
         key = create_key(engine, project.id)  # type: ignore[arg-type]
         tenants.append(Tenant(project.id, project.name, key.key, key.key_id))  # type: ignore[arg-type]
-    with TestClient(app, raise_server_exceptions=False) as client:
+    # https: the dashboard's session cookie is Secure, as it is by default
+    with TestClient(app, raise_server_exceptions=False, base_url="https://testserver") as client:
         yield ApiEnv(client=client, engine=engine, backend=backend, pool=pool, a=tenants[0], b=tenants[1],
                      settings=settings, gate=gate)
     gate.set()

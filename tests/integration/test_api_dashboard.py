@@ -23,17 +23,18 @@ def test_login_sets_a_strict_httponly_cookie_and_logout_clears_it(api: ApiEnv) -
     page = api.client.get("/login")
     assert page.status_code == 200 and 'name="api_key"' in page.text
     bad = login(api, "acc_wrong")
-    assert bad.status_code == 401 and "not valid" in bad.text and "accord_key" not in bad.headers.get("set-cookie", "")
+    assert bad.status_code == 401 and "not valid" in bad.text and "accord_session" not in bad.headers.get("set-cookie", "")
     ok = login(api, api.a.key)
     assert ok.status_code == 303 and ok.headers["location"] == "/dashboard"
     cookie = ok.headers["set-cookie"].lower()
-    assert "accord_key=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    assert "accord_session=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    assert "secure" in cookie and api.a.key.lower() not in cookie   # a signed session, never the key
     home = api.client.get("/dashboard")
     assert home.status_code == 200 and api.a.name in home.text
     assert "script-src 'self'" in home.headers["content-security-policy"]
     forged = api.client.post("/logout", data={"csrf": "nope"}, follow_redirects=False)
     assert forged.status_code == 403
-    out = api.client.post("/logout", data={"csrf": csrf_token(api.a.key)}, follow_redirects=False)
+    out = api.client.post("/logout", data={"csrf": csrf_token(api.client.cookies["accord_session"])}, follow_redirects=False)
     assert out.status_code == 303 and out.headers["location"] == "/login"
     api.client.cookies.clear()
     assert api.client.get("/dashboard", follow_redirects=False).status_code == 303
@@ -72,7 +73,7 @@ def test_dataset_page_shows_annotators_per_attribute(api: ApiEnv) -> None:
 def test_create_a_campaign_from_the_form_and_control_the_run(api: ApiEnv) -> None:
     assert api.upload(api.a, "d1").status_code == 201
     login(api, api.a.key)
-    csrf = csrf_token(api.a.key)
+    csrf = csrf_token(api.client.cookies["accord_session"])
     form = {"campaign": yaml.safe_dump(campaign_doc("from-form", "d1")), "csrf": csrf}
     refused = api.client.post("/dashboard/campaigns", data={**form, "csrf": "forged"}, follow_redirects=False)
     assert refused.status_code == 403

@@ -129,7 +129,9 @@ def _request(world: World, call: Call, target: dict[str, Any], headers: dict[str
     if call.form is not None:
         from accord.api.http.auth import csrf_token
 
-        form = {"csrf": csrf_token(cookies["accord_key"]) if cookies else ""}
+        from accord.api.http.auth import COOKIE_NAME
+
+        form = {"csrf": csrf_token(cookies[COOKIE_NAME]) if cookies else ""}
         if call.kind == "create":
             form["campaign"] = json.dumps(campaign_doc("x-campaign", target["dataset"]))
         response = client.request(call.method, path, data=form, headers=headers, follow_redirects=False)
@@ -240,7 +242,7 @@ def test_dashboard_of_a_cannot_show_b(world: World, route: tuple[str, str]) -> N
     call = DASHBOARD_ROUTES[route]
     b_ids = world.ids["b"]
     before = _b_state(world)
-    cookies = {"accord_key": world.env.a.key}
+    cookies = {"accord_session": world.env.session_cookie(world.env.a)}
     response = _request(world, call, b_ids, {}, cookies=cookies)
     if call.kind == "id":
         assert response.status_code == 404, (route, response.status_code, response.text[:300])
@@ -263,7 +265,7 @@ def test_b_sees_its_dashboard_pages(world: World) -> None:
     for call in DASHBOARD_ROUTES.values():
         if call.kind != "id" or call.method != "GET" or call.path.endswith("/events"):
             continue
-        response = _request(world, call, b, {}, cookies={"accord_key": world.env.b.key})
+        response = _request(world, call, b, {}, cookies={"accord_session": world.env.session_cookie(world.env.b)})
         assert response.status_code == 200, (call.path, response.status_code)
 
 

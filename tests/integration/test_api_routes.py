@@ -330,7 +330,8 @@ def test_campaign_body_problems(api: ApiEnv) -> None:
 
 def test_allowed_endpoint_runs_with_the_servers_key(sqlite_engine: Any) -> None:
     env_iter = make_env(sqlite_engine, allowed_base_urls=["http://127.0.0.1:9/v1"],
-                        allowed_key_envs=["ACCORD_TEST_PROVIDER_KEY"])
+                        allowed_key_envs=["ACCORD_TEST_PROVIDER_KEY"],
+                        key_endpoints={"ACCORD_TEST_PROVIDER_KEY": ["http://127.0.0.1:9/v1"]})
     env = next(env_iter)
     assert env.upload(env.a, "d1").status_code == 201
     doc = campaign_doc("c", "d1", models=[{"name": "m", "provider": "openai", "model": "x",

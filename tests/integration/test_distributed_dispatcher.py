@@ -58,7 +58,8 @@ def campaign(name: str, *, samples: int = 4, priority: int = 0, rpm: int | None 
 
 
 def dispatcher(engine, collector: Collector, **kw: Any) -> Dispatcher:  # type: ignore[no-untyped-def]
-    opts = {"chunk_size": 4, "lease_seconds": 60, "max_chunks_per_run": 32, "max_chunks_per_group": 64,
+    opts = {"chunk_size": 4, "lease_seconds": 60, "pickup_seconds": 60, "max_pickup_seconds": 60,
+            "max_chunks_per_run": 32, "max_chunks_per_group": 64,
             "min_chunks_per_group": 6}
     opts.update(kw)
     return Dispatcher(engine, send_chunk=collector.send, queue_for=lambda p: f"q.{p}",

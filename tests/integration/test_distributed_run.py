@@ -151,15 +151,23 @@ def test_global_rate_limit_holds_across_two_workers(env) -> None:  # type: ignor
     server.reset_stats()
     before = (chunk_lines(stack, "w1"), chunk_lines(stack, "w2"))
     rpm = 300                                          # 5 requests per second, shared by both workers
-    plan = create_run(engine, campaign(server, "limit", samples=2, rpm=rpm, items=20), mode="distributed")
-    p = wait_for_run(engine, plan.run_id, 120, stack=stack)
-    assert (p.status, p.done) == ("completed", plan.total)
-    times = sorted(server.stats()["accepted_times"])
+    # The server enforces the limit as providers do over short windows: a token bucket of one second's
+    # capacity. Arrival jitter on a loaded machine can put six requests in some second; the bucket absorbs
+    # that, a rate above the limit it does not.
+    server.configure(rpm=rpm, window_s=1.0, limit_mode="bucket")
+    try:
+        plan = create_run(engine, campaign(server, "limit", samples=2, rpm=rpm, items=20), mode="distributed")
+        p = wait_for_run(engine, plan.run_id, 120, stack=stack)
+    finally:
+        server.configure(rpm=None, window_s=60.0, limit_mode="window")
+    assert (p.status, p.done, p.failed) == ("completed", plan.total, 0)
+    stats = server.stats()
+    assert stats["rate_limited"] <= 1                   # < 0.5% of 80 requests would be none; one at the most
+    times = sorted(stats["accepted_times"])
     assert len(times) == plan.total - p.cached
-    assert max_in_window(times, 1.0) <= rpm // 60      # never more than the limit in any second
-    assert max_in_window(times, 60.0) <= rpm           # nor in any minute
+    assert max_in_window(times, 60.0) <= rpm           # never more than the limit in any minute
     achieved = (len(times) - 1) / (times[-1] - times[0]) * 60
-    assert achieved >= 0.85 * rpm                      # and close to it
+    assert 0.85 * rpm <= achieved <= 1.05 * rpm        # and close to it, not above it
     assert chunk_lines(stack, "w1") > before[0] and chunk_lines(stack, "w2") > before[1]
 
 

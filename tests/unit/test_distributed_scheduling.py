@@ -73,6 +73,19 @@ def test_group_flow_allowance_tracks_completions() -> None:
     assert flow.allowance(ahead_seconds=10, capacity=3) == 3           # nor above a capacity below `low`
 
 
+def test_pickup_window_grows_with_slow_chunks_within_bounds() -> None:
+    flow = GroupFlow(low=4, at=0.0)
+    assert flow.pickup_window(base=10, cap=60) == 60                   # nothing came back yet: the cap
+    flow.rate, flow.load = 6.0, 38                                     # fast chunks: 38 in flight, 6/s back
+    assert flow.pickup_window(base=10, cap=60) == 10                   # about 6 s of queue: the base holds
+    flow.rate, flow.load, flow.sent = 0.1, 3, 1                        # a local model: one chunk per 10 s
+    assert flow.pickup_window(base=10, cap=60) == pytest.approx(60)    # 1.5 x 4 / 0.1 = 60 s
+    flow.rate = 0.2
+    assert flow.pickup_window(base=10, cap=60) == pytest.approx(30)
+    flow.rate = 0.01
+    assert flow.pickup_window(base=10, cap=60) == 60                   # never beyond the cap
+
+
 @pytest.mark.parametrize(("text", "seconds"), [
     ("1s", 1.0), ("6m0s", 360.0), ("120ms", 0.12), ("1.5s", 1.5), ("2", 2.0), ("1h2m3s", 3723.0), ("", None),
     ("soon", None),

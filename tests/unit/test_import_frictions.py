@@ -198,9 +198,8 @@ def test_cli_wide_file_passed_as_long_suggests_layout_wide(cli, tmp_path: Path) 
     code, out = run(cli, "import", str(path), "--name", "w", "--rating-col", "rating", "--text-col", "text")
     assert code == 2
     assert out == (f"error: {path}: line 1 (header): no column 'annotator_id' (annotator id); the columns are: "
-                   "item_id, text, rater_0, rater_1, rater_2, rater_3, rater_4, rater_5, rater_6, rater_7, "
-                   "rater_8, rater_9, … (32 columns); if each column holds one annotator's ratings, the file is "
-                   "wide: use --layout wide with --annotator-columns")
+                   f"item_id, text, {', '.join(raters[:28])} (and 2 more); if each column holds one annotator's "
+                   "ratings, the file is wide: use --layout wide with --annotator-columns")
     code, out = run(cli, "import", str(path), "--name", "w", "--layout", "wide", "--annotator-columns", "rater_*",
                     "--text-col", "text")
     assert code == 0 and "1 items, 30 annotators, 30 ratings" in out

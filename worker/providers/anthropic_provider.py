@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import anthropic
-from anthropic import AsyncAnthropic
+from anthropic import AsyncAnthropic, DefaultAsyncHttpxClient
 from anthropic.types import Message
 
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
@@ -57,7 +57,10 @@ class AnthropicProvider:
         self.timeout = timeout
         env_name = api_key_env or (None if base_url else "ANTHROPIC_API_KEY")
         api_key = resolve_api_key(env_name, base_url, self.kind)
-        self._client = AsyncAnthropic(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
+        # No redirects: the endpoint was checked against the allow-list, a hop it redirects to was not (and
+        # would receive the prompt and, same-origin, the key). A 3xx answer is an error like any other.
+        self._client = AsyncAnthropic(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout,
+                             http_client=DefaultAsyncHttpxClient(timeout=timeout, follow_redirects=False))
 
     @property
     def client(self) -> AsyncAnthropic:

@@ -7,16 +7,16 @@ at the model's cached-input price."""
 
 from __future__ import annotations
 
-import inspect
+import json
 import math
 import re
 import time
 from collections.abc import Sequence
 from typing import Any
 
+import httpx2
 import openai
-from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletion
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
 from accord.worker.providers.common import (is_reasoning_model, malformed_error, pick_headers, resolve_api_key,
@@ -45,7 +45,10 @@ class OpenAIProvider:
         self.structured_outputs = structured_outputs
         env_name = api_key_env or (None if base_url else "OPENAI_API_KEY")
         api_key = resolve_api_key(env_name, base_url, self.kind)
-        self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
+        # No redirects: the endpoint was checked against the allow-list, a hop it redirects to was not (and
+        # would receive the prompt and, same-origin, the key). A 3xx answer is an error like any other.
+        self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout,
+                             http_client=DefaultAsyncHttpxClient(timeout=timeout, follow_redirects=False))
 
     @property
     def client(self) -> AsyncOpenAI:
@@ -85,22 +88,21 @@ class OpenAIProvider:
         return kwargs
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
-        kwargs = self.build_kwargs(request)
+        body = self.request_body(request)
         started = time.perf_counter()
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
+            # The SDK's client (auth, base URL, timeouts, its error types) with the body as built: the typed
+            # ``create`` would walk the whole body through its transforms and build response models, three
+            # times the CPU of the call itself; the answer is read from its JSON.
+            raw = await self._client.post("/chat/completions", body=body, cast_to=httpx2.Response)
             headers = pick_headers(raw.headers, RATE_LIMIT_HEADERS)
-            completion = raw.parse()
-            if inspect.isawaitable(completion):
-                completion = await completion
+            completion = json.loads(raw.content)
         except openai.APITimeoutError as exc:
             raise ProviderError(f"openai: request timed out after {self.timeout:g}s ({exc})", retryable=True) from exc
         except openai.APIConnectionError as exc:
             raise ProviderError(f"openai: connection error: {exc}", retryable=True) from exc
         except openai.APIStatusError as exc:
             raise status_error(self.kind, exc.status_code, exc.response.headers, exc.body, exc.message) from exc
-        except openai.APIResponseValidationError as exc:
-            raise malformed_error(self.kind, str(exc), exc.status_code) from exc
         except ValueError as exc:            # json.JSONDecodeError from a 200 with an invalid body
             raise malformed_error(self.kind, str(exc)) from exc
         latency_ms = (time.perf_counter() - started) * 1000.0
@@ -115,38 +117,50 @@ class OpenAIProvider:
 
     def response_from_completion(self, completion: Any, request: ProviderRequest, *,
                                  headers: dict[str, str] | None = None, latency_ms: float = 0.0) -> ProviderResponse:
-        """A ProviderResponse from a chat.completion (an SDK object, or its JSON as a Batch API output
-        line carries it). Missing usage counts as zero tokens; missing logprobs as no label scores."""
-        if isinstance(completion, dict):
-            try:
-                completion = ChatCompletion.model_validate(completion)
-            except ValueError as exc:
-                raise malformed_error(self.kind, f"not a chat.completion: {exc}") from exc
-        if isinstance(completion, str) or not getattr(completion, "choices", None):
+        """A ProviderResponse from a chat.completion: its JSON (the realtime answer, a Batch API output line)
+        or an SDK object. Missing usage counts as zero tokens; missing logprobs as no label scores; anything
+        that is not a chat completion with a choice is a malformed answer."""
+        choices = _field(completion, "choices") if not isinstance(completion, str) else None
+        if not isinstance(choices, (list, tuple)) or not choices:
             raise malformed_error(self.kind, f"no choices in {str(completion)[:200]!r}")
-        choice = completion.choices[0]
-        message = choice.message
-        text = (message.content if message is not None else None) or ""
-        finish_reason = choice.finish_reason
-        refusal = getattr(message, "refusal", None)
+        choice = choices[0]
+        message = _field(choice, "message")
+        if message is not None and not isinstance(message, dict) and not hasattr(message, "content"):
+            raise malformed_error(self.kind, f"not a chat.completion message: {str(message)[:200]!r}")
+        text = (_field(message, "content") if message is not None else None) or ""
+        if not isinstance(text, str):
+            raise malformed_error(self.kind, f"message content is not text: {str(text)[:200]!r}")
+        finish_reason = _field(choice, "finish_reason")
+        refusal = _field(message, "refusal") if message is not None else None
         if refusal and not text:
-            text, finish_reason = refusal, "refusal"
-        usage = completion.usage
-        details = getattr(usage, "prompt_tokens_details", None)
+            text, finish_reason = str(refusal), "refusal"
+        usage = _field(completion, "usage")
+        details = _field(usage, "prompt_tokens_details") if usage is not None else None
         label_logprobs = None
-        if request.want_logprobs and request.labels and choice.logprobs is not None and choice.logprobs.content:
-            label_logprobs = label_logprobs_from_tokens(choice.logprobs.content, request.labels)
+        logprobs = _field(choice, "logprobs")
+        content = _field(logprobs, "content") if logprobs is not None else None
+        if request.want_logprobs and request.labels and content:
+            label_logprobs = label_logprobs_from_tokens(content, request.labels)
         return ProviderResponse(
             text=text,
-            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            model_snapshot=completion.model or self.model,
+            input_tokens=_count(usage, "prompt_tokens"),
+            output_tokens=_count(usage, "completion_tokens"),
+            model_snapshot=_field(completion, "model") or self.model,
             finish_reason=finish_reason,
             label_logprobs=label_logprobs,
             latency_ms=latency_ms,
             headers=dict(headers or {}),
-            cached_input_tokens=int(getattr(details, "cached_tokens", 0) or 0),
+            cached_input_tokens=_count(details, "cached_tokens"),
         )
+
+
+def _count(entry: Any, name: str) -> int:
+    if entry is None:
+        return 0
+    try:
+        return int(_field(entry, name) or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def response_format(labels: Sequence[str], rationale: bool) -> dict[str, Any]:
