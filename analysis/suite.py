@@ -21,6 +21,10 @@ persona_drift_mean_abs, persona_within_human_bounds (slice = persona),
 failure_rate, refusal_rate, failure_bias_chi2, refusal_bias_chi2 (slice = metadata column),
 test_retest_r, label_flip_rate, format_consistency_cs, format_consistency_css (template "a|b"),
 position_bias_flip_rate, subject_ranking_kendall_tau, and the main alignment metrics per category.
+Per group (human-only): group_mean_rating (slice = group), group_mean_difference (slice "G1 vs G2",
+item-matched, single attributes). Per LLM rater: alt_test_winning_rate and alt_test_advantage_probability
+(slice "all" and per group; `accord.analysis.alt_test`).
+Numeric annotator attributes are binned first (``bins``; age bands / quartiles by default).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import numpy as np
 import pandas as pd
 from accord.analysis import (
     agreement,
+    alt_test,
     association,
     baseline,
     binary,
@@ -46,8 +51,11 @@ from accord.analysis import (
     distribution,
     failures,
     persona,
+    prevalence,
+    soft_labels,
     subjects,
 )
+from accord.analysis.group_means import bin_numeric_attributes, group_means
 from accord.analysis.frames import (
     GroupDefinition,
     HumanMatrix,
@@ -95,6 +103,11 @@ class SuiteOptions:
     category_column: str = "category"
     subject_column: str = "subject_model"
     expert_column: str = "expert_label"
+    bins: dict[str, list[float] | int] | None = None  # numeric attribute -> edges or number of quantile bins
+    alt_epsilon: float = 0.1  # the alt-test's cost-benefit margin
+    alt_measure: str = "auto"  # "accuracy", "neg_rmse", or auto: accuracy for labels, neg_rmse for scores
+    alt_q: float = 0.05
+    alt_min_items: int = 30
 
     def __post_init__(self) -> None:
         if self.n_resamples < 0 or self.n_permutations < 1:
@@ -223,7 +236,12 @@ def _build_context(human: pd.DataFrame, annotators: pd.DataFrame | None, llm: pd
             (personas if key.persona_key else raters)[key] = scores
         for (m, t, p), idx in llm_norm.groupby(["model", "template", "persona_key"], sort=True).indices.items():
             rows[RaterKey(str(m), str(t), str(p))] = idx
-    groups = build_groups(annotators, hm.annotator_ids, options.group_attributes,
+    try:
+        binned, _ = bin_numeric_attributes(annotators, options.bins)
+    except ValueError as exc:  # bins naming a missing or non-numeric attribute: group by the raw values
+        log.warning("annotator attributes not binned: %s", exc)
+        binned, _ = bin_numeric_attributes(annotators, None)
+    groups = build_groups(binned, hm.annotator_ids, options.group_attributes,
                           intersections=True, min_group_size=options.min_group_size)
     return _Context(
         options=options,
@@ -253,10 +271,13 @@ def compute_all(
     all_rows = np.arange(ctx.human.n_items)
     _human_metrics(ctx, all_rows, "all")
     _group_association(ctx)
+    _group_mean_metrics(ctx)
+    _alt_test_metrics(ctx)
     for key, scores in ctx.raters.items():
         _alignment_metrics(ctx, key, scores, all_rows, "all")
         _jsd_metrics(ctx, key, scores)
         _binary_metrics(ctx, key, scores, all_rows, "all", with_expert=True)
+    _prevalence_metrics(ctx)
     _model_comparisons(ctx)
     _untested_groups(ctx)
     _disparity_metrics(ctx)
@@ -350,6 +371,100 @@ def _group_association(ctx: _Context) -> None:
             return out
 
         _guard(ctx, "group_gai", run, gdef.attribute)
+
+
+def _group_mean_metrics(ctx: _Context) -> None:
+    """group_mean_rating per group, group_mean_difference per pair of groups of one attribute."""
+    opts = ctx.options
+    for gdef in ctx.groups:
+        if not 2 <= gdef.n_groups <= opts.max_groups:
+            continue
+        with_pairs = "&" not in gdef.attribute
+
+        def run(gdef: GroupDefinition = gdef, with_pairs: bool = with_pairs) -> list[MetricRecord]:
+            # intersections: the means only (pairwise tests among them would multiply)
+            res = group_means(ctx.human.values, gdef, n_resamples=opts.n_resamples,
+                              n_permutations=opts.n_permutations, confidence_level=opts.confidence_level,
+                              rng=ctx.rng("group-means", gdef.attribute), pairs=with_pairs)
+            out = [MetricRecord("group_mean_rating", g.mean, g.group, ci_low=g.ci_low, ci_high=g.ci_high,
+                                n=g.n_ratings, details={"attribute": gdef.attribute, "n_annotators": g.n_annotators,
+                                                        "n_items": g.n_items, "alpha_interval_within": g.alpha_interval,
+                                                        "ci": "percentile bootstrap over items"})
+                   for g in res.groups]
+            for d in res.differences:
+                out.append(MetricRecord(
+                    "group_mean_difference", d.difference, f"{d.group_a} vs {d.group_b}", pvalue=d.pvalue,
+                    n=d.n_items, details={"attribute": gdef.attribute, "p_adjusted_bh": d.p_adjusted_bh,
+                                          "difference": f"mean over shared items of {d.group_a} - {d.group_b}",
+                                          "pvalue_kind": "permutation of annotators between the two groups",
+                                          "n_permutations": res.n_permutations}))
+            return out
+
+        _guard(ctx, "group_mean_rating", run, gdef.attribute)
+
+
+def _alt_test_metrics(ctx: _Context) -> None:
+    """The alternative annotator test per LLM rater (labels snapped to the human domain for accuracy)."""
+    opts = ctx.options
+    measure = opts.alt_measure
+    if measure == "auto":
+        measure = "accuracy" if ctx.domain is not None else "neg_rmse"
+    singles = [g for g in ctx.groups if "&" not in g.attribute and 2 <= g.n_groups <= opts.max_groups]
+    for key, scores in ctx.raters.items():
+        def run(key: RaterKey = key, scores: LLMScores = scores) -> list[MetricRecord]:
+            if measure == "accuracy":
+                if ctx.domain is None:
+                    raise ValueError("alt-test accuracy needs label ratings; use measure neg_rmse")
+                llm_values = agreement.snap_to_domain(scores.label, ctx.domain)
+            else:
+                llm_values = scores.score
+            res = alt_test.alt_test(ctx.human.values, llm_values, ctx.human.annotator_ids, measure=measure,
+                                    epsilon=opts.alt_epsilon, q=opts.alt_q, min_items=opts.alt_min_items)
+            common = {"epsilon": res.epsilon, "measure": res.measure, "q": res.q, "n_items": res.n_items,
+                      "passed": res.passed, "n_skipped_annotators": len(res.skipped),
+                      "reference": "Calderon, Reichart & Dror 2025 (alt-test)"}
+            out = [MetricRecord("alt_test_winning_rate", res.winning_rate, "all", key.model, key.template,
+                                n=len(res.annotators), details=dict(common, annotators=[
+                                    {"annotator": o.annotator, "n_items": o.n_items, "rho": o.advantage_probability,
+                                     "pvalue": o.pvalue, "llm_wins": o.llm_wins} for o in res.annotators])),
+                   MetricRecord("alt_test_advantage_probability", res.advantage_probability, "all", key.model,
+                                key.template, n=len(res.annotators), details=common)]
+            for gdef in singles:
+                for g in alt_test.group_winning_rates(res, ctx.human.annotator_ids, gdef.labels, gdef.group_names):
+                    out.append(MetricRecord("alt_test_winning_rate", g.winning_rate, g.group, key.model,
+                                            key.template, n=g.n_annotators,
+                                            details=dict(common, attribute=gdef.attribute,
+                                                         advantage_probability=g.advantage_probability,
+                                                         fdr="Benjamini-Yekutieli across all annotators")))
+            return out
+
+        _guard(ctx, "alt_test_winning_rate", run, "all", key.model, key.template)
+
+
+def _prevalence_metrics(ctx: _Context) -> None:
+    """prevalence_raw and prevalence_corrected (Rogan-Gladen) per LLM rater, on the items without a reference
+    label, when there are any."""
+    reference, ref_name = _reference_binary(ctx)
+    has_reference = np.isfinite(reference)
+    if has_reference.all() or not has_reference.any():
+        return
+    thr = ctx.options.binary_threshold
+    for key, scores in ctx.raters.items():
+        def run(key: RaterKey = key, scores: LLMScores = scores) -> list[MetricRecord]:
+            judged = ctx.verdict(key)  # the same verdict (basis, tie rule) as the accuracy metrics
+            res = prevalence.corrected_prevalence(judged[~has_reference], judged[has_reference],
+                                                  reference[has_reference], ctx.options.confidence_level)
+            details = {"reference": ref_name, "threshold": thr, "sensitivity": res.sensitivity,
+                       "specificity": res.specificity, "n_validation_positive": res.n_positive,
+                       "n_validation_negative": res.n_negative, "items": "items without a reference label"}
+            return [MetricRecord("prevalence_raw", res.raw, "all", key.model, key.template, *res.raw_ci,
+                                 n=res.n_unrated, details=dict(details, ci="Wilson")),
+                    MetricRecord("prevalence_corrected", res.corrected, "all", key.model, key.template,
+                                  *res.corrected_ci, n=res.n_unrated,
+                                  details=dict(details, raw=res.raw, method="Rogan-Gladen",
+                                               ci="delta method (apparent prevalence, Se and Sp)"))]
+
+        _guard(ctx, "prevalence_corrected", run, "all", key.model, key.template)
 
 
 def _null_quantiles(null: np.ndarray) -> dict:
@@ -450,6 +565,15 @@ def _alignment_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np
 
             _guard(ctx, name, kappa, slice_, key.model, key.template)
 
+        def multiclass() -> MetricRecord:
+            res = soft_labels.multiclass_agreement(labels, ctx.majority[rows], ctx.domain)
+            return MetricRecord("multiclass_accuracy_vs_majority", res.accuracy, slice_, key.model, key.template,
+                                n=res.n, details={"confusion": res.confusion, "value_domain": res.domain,
+                                                  "confusion_rows": "human majority label",
+                                                  "confusion_columns": "LLM modal label"})
+
+        _guard(ctx, "multiclass_accuracy_vs_majority", multiclass, slice_, key.model, key.template)
+
 
 def _binary_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np.ndarray,
                     slice_: str, with_expert: bool) -> None:
@@ -530,13 +654,19 @@ def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
         for g, name in enumerate(gdef.group_names):
             targets.append((name, gdef.members(g)))
     for slice_, cols in targets:
-        def run(cols: np.ndarray = cols, slice_: str = slice_) -> MetricRecord:
+        def run(cols: np.ndarray = cols, slice_: str = slice_) -> list[MetricRecord]:
             p_h = distribution.human_distribution(ctx.human.values[:, cols], ctx.domain)
             value, n = distribution.mean_jensen_shannon(p_llm, p_h)
-            return MetricRecord("jsd_mean", value, slice_, key.model, key.template, n=n,
-                                details={"base": 2, "value_domain": ctx.domain,
-                                         "n_annotators": len(cols), "llm_distribution": source,
-                                         "tie_rule": distribution.TIE_RULE, "n_tied_values": n_tied})
+            common = {"value_domain": ctx.domain, "n_annotators": len(cols), "llm_distribution": source,
+                      "tie_rule": distribution.TIE_RULE, "n_tied_values": n_tied}
+            ce, entropy, n_ce = soft_labels.cross_entropy(p_h, p_llm)
+            l1, n_l1 = soft_labels.manhattan(p_h, p_llm)
+            return [MetricRecord("jsd_mean", value, slice_, key.model, key.template, n=n,
+                                 details=dict(common, base=2)),
+                    MetricRecord("soft_label_cross_entropy", ce, slice_, key.model, key.template, n=n_ce,
+                                 details=dict(common, base=2, human_entropy=entropy, floor=soft_labels.CE_FLOOR)),
+                    MetricRecord("soft_label_manhattan", l1, slice_, key.model, key.template, n=n_l1,
+                                 details=dict(common, range="0 (same) to 2 (disjoint)"))]
 
         _guard(ctx, "jsd_mean", run, slice_, key.model, key.template)
 
@@ -630,7 +760,8 @@ def _disparity_metrics(ctx: _Context) -> None:
                 ctx.records.append(MetricRecord(
                     "group_r_gap", None, gdef.attribute, k.model, k.template,
                     details={"skipped": f"{gdef.n_groups} groups (more than max_groups="
-                                        f"{opts.max_groups}); pass group_attributes to choose",
+                                        f"{opts.max_groups}); choose with analysis: {{group_attributes: [...]}} "
+                                        "or bin a numeric attribute with analysis: {bins: {...}}",
                              "not_tested": untested}))
             continue
         if gdef.n_groups < 2:

@@ -41,6 +41,40 @@ def _engine():  # type: ignore[no-untyped-def]
 
 
 # ---------------------------------------------------------------------------------------------- import
+# ImportSpec field -> the option that sets it, so that errors speak of what the user typed.
+IMPORT_FLAGS = {
+    "ratings_file": "RATINGS (the ratings file argument)", "items_file": "--items", "annotators_file": "--annotators",
+    "layout": "--layout", "item_col": "--item-col", "annotator_col": "--annotator-col", "rating_cols": "--rating-col",
+    "annotator_columns": "--annotator-columns", "dimension": "--dimension", "text_col": "--text-col",
+    "conversation_col": "--conversation-col", "response_col": "--response-col",
+    "response_speaker": "--response-speaker", "item_meta_cols": "--meta-col", "attribute_cols": "--attribute-col",
+    "label_map": "--label-map", "replace": "--replace", "records_key": "--records-key",
+    "items_id_col": "--items-id-col", "annotators_id_col": "--annotators-id-col", "on_duplicate": "--on-duplicate",
+    "unmapped_label": "--unmapped-label", "meta_roles": "--meta-role", "name": "--name", "meaning": "--meaning",
+}
+_SPEC_ONLY_WORDS = {"layout", "dimension", "replace", "name", "meaning"}  # ordinary words too: only in spec errors
+
+
+def import_error_in_cli_terms(message: str) -> str:
+    """An import error with the spec's field names replaced by the options of `accord import`."""
+    import re
+
+    spec_error = message.startswith("import spec: ")
+    text = message.removeprefix("import spec: ")
+    text = text.replace("replace: true", "--replace").replace("layout wide", "--layout wide")
+    for field, flag in IMPORT_FLAGS.items():
+        if field in _SPEC_ONLY_WORDS and not spec_error:
+            continue
+        text = re.sub(rf"(?<![\w'-]){field}(?![\w'])(:?)", lambda m, flag=flag: flag + m.group(1), text)
+    return text
+
+
+def _roles_help() -> str:
+    from accord.models.import_spec import META_ROLES
+
+    return "; ".join(f"{role}: {meaning}" for role, meaning in META_ROLES.items())
+
+
 @app.command("import")
 def import_cmd(
     ratings: Optional[Path] = typer.Argument(None, help="Ratings file (CSV, JSONL or Parquet)."),
@@ -62,8 +96,26 @@ def import_cmd(
     attribute_col: Optional[list[str]] = typer.Option(None, "--attribute-col", help="Annotator attribute column (repeat)."),
     label_map: Optional[str] = typer.Option(None, "--label-map", help="e.g. 'No=0, Unsure=0.5, Yes=1'."),
     replace: bool = typer.Option(False, "--replace", help="Replace a dataset of the same name."),
+    records_key: Optional[str] = typer.Option(None, "--records-key", help="JSON files holding an object: the key "
+                                              "of the list of records (dotted for nested, e.g. data.rows)."),
+    items_id_col: Optional[str] = typer.Option(None, "--items-id-col", help="Item id column of the items file "
+                                               "(default: --item-col)."),
+    annotators_id_col: Optional[str] = typer.Option(None, "--annotators-id-col", help="Annotator id column of the "
+                                                    "annotators file (default: --annotator-col)."),
+    on_duplicate: Optional[str] = typer.Option(None, "--on-duplicate", help="A repeated item x annotator rating: "
+                                               "error (default), first, last or mean."),
+    unmapped_label: Optional[str] = typer.Option(None, "--unmapped-label", help="A cell that is no label (e.g. a "
+                                                 "sentence in a label column): error (default) or missing."),
+    meaning: Optional[str] = typer.Option(None, "--meaning", help="What the low and high ratings stand for, "
+                                          "e.g. 'low=compliant,high=refusing' (the report's wording follows)."),
+    meta_role: Optional[list[str]] = typer.Option(None, "--meta-role", help="ROLE=COLUMN: item metadata that drives "
+                                                  "an analysis (repeat). Roles: " + _roles_help() + "."),
 ) -> None:
-    """Import a dataset of items, annotators and their ratings, in one transaction."""
+    """Import a dataset of items, annotators and their ratings, in one transaction.
+
+    Item metadata roles (--meta-role ROLE=COLUMN; a --meta-col keeps its own name and drives nothing):
+    subject_model (ranking of subject models), category (metrics per category), expert_label (accuracy vs expert).
+    """
     from accord.models.dataset_import import import_dataset
     from accord.models.import_formats import DatasetImportError
     from accord.models.import_spec import load_import_spec, spec_from_mapping
@@ -80,7 +132,10 @@ def import_cmd(
                        "annotator_columns": annotator_columns, "dimension": dimension, "text_col": text_col,
                        "conversation_col": conversation_col, "response_col": response_col,
                        "response_speaker": response_speaker, "item_meta_cols": meta_col,
-                       "attribute_cols": attribute_col, "label_map": label_map}.items():
+                       "attribute_cols": attribute_col, "label_map": label_map, "records_key": records_key,
+                       "items_id_col": items_id_col, "annotators_id_col": annotators_id_col,
+                       "on_duplicate": on_duplicate, "unmapped_label": unmapped_label,
+                       "meta_roles": meta_role, "meaning": meaning}.items():
         if value:
             overrides[key] = value
     if replace:
@@ -89,13 +144,21 @@ def import_cmd(
         import_spec = load_import_spec(spec, **overrides) if spec else spec_from_mapping(overrides)
         report = import_dataset(_engine(), import_spec)
     except DatasetImportError as e:
-        fail(str(e))
+        fail(import_error_in_cli_terms(str(e)))
         return
     console.print(f"imported dataset [bold]{report.name}[/] (id {report.dataset_id}): {report.n_items} items, "
                   f"{report.n_annotators} annotators, {report.n_ratings} ratings; dimensions: "
                   f"{', '.join(report.dimensions) or '-'}")
+    for what, info in report.dropped.items():
+        examples = info.get("examples") or {}
+        example = f" (e.g. {next(iter(examples))!r})" if examples else ""
+        verb = {"first": "kept the first", "last": "kept the last", "mean": "averaged"}.get(info.get("policy"), "dropped")
+        console.print(f"dropped: {info['count']} {what.replace('_', ' ')}{example}; {verb}"
+                      if what == "duplicate_ratings" else
+                      f"dropped: {info['count']} {what.replace('_', ' ')}{example}; counted as missing",
+                      highlight=False, soft_wrap=True)
     for w in report.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(f"[yellow]warning:[/] {import_error_in_cli_terms(w)}", highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -108,10 +171,35 @@ def _progress_bar() -> Progress:
     )
 
 
+class PlainProgress:
+    """Progress as plain lines for logs and pipes (no terminal): one every ``every`` seconds, and the last."""
+
+    def __init__(self, print_line: Any, every: float = 10.0, clock: Any = time.monotonic) -> None:
+        self.print_line, self.every, self.clock = print_line, every, clock
+        self.started = clock()
+        self.last: float | None = None
+
+    def __call__(self, p: Any, final: bool = False) -> None:  # a run_control.Progress
+        now = self.clock()
+        if not final and self.last is not None and now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = max(now - self.started, 1e-6)
+        share = p.finished / p.total if p.total else 1.0
+        self.print_line(f"run {p.run_id}: {p.finished}/{p.total} ({share:.0%}) after {elapsed:.0f} s, "
+                        f"{(p.finished - p.cached) / elapsed:.1f}/s, ${p.cost_usd:.4f}, cached {p.cached}, "
+                        f"failed {p.failed}")
+
+
 def follow_embedded(engine, run_id: int, total: int) -> Any:  # type: ignore[no-untyped-def]
     from accord.scheduler.embedded import run_embedded
 
     started = time.monotonic()
+    if not console.is_terminal:  # a log file or a pipe: plain lines now and then, not one final bar
+        plain = PlainProgress(lambda line: console.print(line, highlight=False, soft_wrap=True))
+        progress = run_embedded(engine, run_id, on_progress=plain)
+        plain(progress, final=True)
+        return progress
     with _progress_bar() as bar:
         task = bar.add_task("rating", total=total, run_id=run_id, rate="0.0", cost=0.0, cached=0, failed=0)
 
@@ -293,7 +381,7 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
         else:
             sys.stdout.write(text + "\n")
         return
-    console.print(metrics_table(data))
+    console.print(metrics_table(data, console.width))
     output = output or (get_settings().home / "reports" / f"run-{run_id}.html")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_html(data), encoding="utf-8")
@@ -331,7 +419,7 @@ def _register_extensions() -> None:
     `plan` (pre-flight estimate). Each module exposes ``register(app)``."""
     import importlib
 
-    for module in ("accord.api.cli_distributed", "accord.api.cli_serve", "accord.api.cli_plan"):
+    for module in ("accord.api.cli_distributed", "accord.api.cli_serve", "accord.api.cli_plan", "accord.api.cli_describe"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

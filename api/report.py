@@ -26,6 +26,7 @@ from accord.api.report_checks import (
     subjects_section,
 )
 from accord.api.report_context import ReportContext
+from accord.api.report_extra import alt_test_section, group_means_section, prevalence_section
 from accord.api.report_format import bracket, count, num, pvalue
 from accord.api.report_groups import association_section, groups_section, persona_section
 from accord.api.report_metrics import MetricIndex, metrics_frame, rows_from_frame
@@ -57,8 +58,9 @@ GROUP_R = "group_pearson_r"
 
 SectionBuilder = Callable[[ReportContext], SectionView | None]
 SECTION_BUILDERS: list[SectionBuilder] = [
-    summary_section, alignment_section, baseline_section, agreement_section, groups_section, association_section,
-    persona_section, consistency_section, failures_section, subjects_section, categories_section, all_metrics_section,
+    summary_section, alignment_section, baseline_section, agreement_section, alt_test_section, groups_section,
+    group_means_section, association_section, persona_section, consistency_section, failures_section,
+    subjects_section, prevalence_section, categories_section, all_metrics_section,
 ]
 OUTCOMES = ["ok", "refused", "unparseable", "truncated", "empty"]
 
@@ -144,6 +146,9 @@ def _run_fields(session: Session, run: Run) -> dict[str, Any]:
                 if run.started_at and run.finished_at else None)
     return {
         "id": run.id, "campaign": campaign.name if campaign else "", "dataset": dataset.name if dataset else "",
+        # the campaign's analysis.meaning, else the dataset's (import --meaning)
+        "meaning": (((campaign.spec or {}).get("analysis") or {}).get("meaning") if campaign else None)
+        or ((dataset.import_info or {}).get("meaning") if dataset else None),
         "status": run.status, "total": run.total, "done": run.done, "cached": run.cached, "failed": run.failed,
         "cancelled": run.cancelled, "cost_usd": round(run.cost_usd, 6), "input_tokens": run.input_tokens,
         "output_tokens": run.output_tokens, "cached_input_tokens": int(tokens[0]), "cache_write_tokens": int(tokens[1]),
@@ -212,15 +217,30 @@ def metric_rows(metrics: pd.DataFrame, names: list[str] | None = None, slice_: s
     return out
 
 
-def metrics_table(data: ReportData) -> Table:
-    """The terminal view: alignment with the mean human rating per model · template, and the human baseline."""
-    t = Table(title=f"run {data.run['id']} — alignment with the mean human rating")
+# Short names of the terminal table (the legend under it spells them out), so it fits 80 columns.
+SHORT_NAMES = {"pearson_r_vs_mean": "pearson r", "spearman_r_vs_mean": "spearman ρ", "kendall_tau_vs_mean": "kendall τ",
+               PERCENTILE: "percentile", BASELINE_MEDIAN: "median r"}
+
+
+WIDE_TERMINAL = 120  # narrower terminals get the short metric names
+
+
+def metrics_table(data: ReportData, width: int | None = None) -> Table:
+    """The terminal view: alignment with the mean human rating per model · template, and the human baseline.
+    On a terminal narrower than ``WIDE_TERMINAL`` columns the metric names are abbreviated (legend in the
+    caption); long model or template names wrap instead of being cut, so the table fits 80 columns."""
+    short = width is not None and width < WIDE_TERMINAL
+    name = (lambda n: SHORT_NAMES.get(n, n)) if short else (lambda n: n)
+    caption = ("pearson r, spearman ρ, kendall τ: vs the mean human rating; percentile: share of annotators the "
+               "LLM beats; median r: annotators' leave-one-out r") if short else None
+    t = Table(title=f"run {data.run['id']} — alignment with the mean human rating", caption=caption,
+              caption_justify="left")
     for col in ("model", "template", "metric", "value", "95% CI", "n"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for r in metric_rows(data.metrics, ALIGNMENT + [PERCENTILE], human_only=False):
-        t.add_row(r["model"], r["template"], r["name"], r["value"], r["ci"], r["n"])
+        t.add_row(r["model"], r["template"], name(r["name"]), r["value"], r["ci"], r["n"])
     for r in metric_rows(data.metrics, [BASELINE_MEDIAN], human_only=True):
-        t.add_row("humans", "", r["name"], r["value"], r["ci"], r["n"])
+        t.add_row("humans", "", name(r["name"]), r["value"], r["ci"], r["n"])
     return t
 
 

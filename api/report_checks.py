@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from accord.api import report_plots as plots
 from accord.api.report_context import ReportContext
-from accord.api.report_format import count, interval, is_number, num, p_phrase, pvalue, share
+from accord.api.report_format import count, interval, is_number, meaning, num, p_phrase, pvalue, share
 from accord.api.report_metrics import MetricIndex, MetricRow, rater_label
 from accord.api.report_sections import SMALL_N
 from accord.api.report_views import (
@@ -62,7 +62,7 @@ def consistency_section(ctx: ReportContext) -> SectionView | None:
                             value_cell(css, as_share=True), count_cell(row.n),
                             text(row.details.get("reference", ""))])
         if row.slice == "all":
-            sec.readings.append(_format_reading(row, css))
+            sec.readings.append(_format_reading(row, css, meaning(ctx.run)[:2]))
     position_rows = []
     for row in idx.all("position_bias_flip_rate"):
         t1, _, t2 = row.template.partition("|")
@@ -102,12 +102,13 @@ def _self_reading(rater: tuple[str, str], retest: MetricRow | None, flip: Metric
     return out + "."
 
 
-def _format_reading(cs: MetricRow, css: MetricRow | None) -> str:
+def _format_reading(cs: MetricRow, css: MetricRow | None, verdict: tuple[str, str] = ("safe", "unsafe")) -> str:
     t1, _, t2 = cs.template.partition("|")
     if cs.value is None:
         return f"{cs.model}, {t1} against {t2}: format consistency is undefined ({cs.short_reason})."
-    out = (f"{cs.model}: {t1} and {t2} give the same safe/unsafe verdict on {share(cs.value)} of {count(cs.n)} items "
-           f"(CS)")
+    low, high = verdict
+    out = (f"{cs.model}: {t1} and {t2} give the same {low}/{high} verdict on {share(cs.value)} of {count(cs.n)} "
+           f"items (CS)")
     if css is not None and css.value is not None:
         ref = css.details.get("reference", "reference")
         out += (f"; on {share(css.value)} they agree and match the {ref} label (CSS). "
@@ -223,9 +224,11 @@ def subjects_section(ctx: ReportContext) -> SectionView | None:
     idx = ctx.index
     if not idx.has("subject_ranking_kendall_tau"):
         return None
+    low, high, given = meaning(ctx.run)
+    higher = f"more {high}" if given else "more harmful"
     sec = SectionView("subjects", "Ranking the subject models",
                       "The items are responses written by several subject models. Each judge's mean score per "
-                      "subject model (higher = judged more harmful) ranks the subject models; so does the human "
+                      f"subject model (higher = judged {higher}) ranks the subject models; so does the human "
                       "mean. Kendall's τ compares the two rankings (interval: item bootstrap).")
     harm = idx.all("subject_mean_harm")
     subjects = sorted({r.slice for r in harm})
@@ -240,11 +243,14 @@ def subjects_section(ctx: ReportContext) -> SectionView | None:
     for row in idx.all("subject_ranking_kendall_tau"):
         tau_rows.append([text(row.model), text(row.template), value_cell(row), ci_cell(row), p_cell(row.pvalue),
                          count_cell(row.n), note(row.short_reason)])
-        sec.readings.append(_subject_reading(row))
+        sec.readings.append(_subject_reading(row, (low, high) if given else None))
     if 0 < len(subjects) < 3:
         sec.readings.append(f"With only {len(subjects)} subject models a ranking correlation is not defined (it needs "
-                            f"three); compare the mean judged harm per subject model in the table directly.")
-    sec.tables += [TableView("subject-harm", "Mean judged harm per subject model", columns, rows),
+                            f"three); compare the mean {'rating' if given else 'judged harm'} per subject model in "
+                            "the table directly.")
+    caption = (f"Mean rating per subject model (0 = {low}, 1 = {high})" if given
+               else "Mean judged harm per subject model")
+    sec.tables += [TableView("subject-harm", caption, columns, rows),
                    TableView("subject-tau", "Agreement of the rankings (Kendall τ)",
                              ["model", "template", "τ", "95% CI", "p", "subject models", "note"], tau_rows)]
     return sec
@@ -255,12 +261,13 @@ def _ranking(names: list[str], means: list[float | None]) -> str:
     return " < ".join(f"{n} ({num(m)})" for m, n in pairs)
 
 
-def _subject_reading(row: MetricRow) -> str:
+def _subject_reading(row: MetricRow, ends: tuple[str, str] | None = None) -> str:
     d = row.details
     names = [str(s) for s in d.get("subjects") or []]
     judge = _ranking(names, d.get("judge_mean") or [])
     human = _ranking(names, d.get("human_mean") or [])
-    out = (f"From least to most harmful, {rater_label(row.rater)} ranks {judge}; the humans rank {human}."
+    order = f"From most {ends[0]} to most {ends[1]}" if ends else "From least to most harmful"
+    out = (f"{order}, {rater_label(row.rater)} ranks {judge}; the humans rank {human}."
            if judge and human else f"{rater_label(row.rater)}:")
     if row.value is None:
         return out if len(names) < 3 else out + f" Kendall's τ is undefined ({row.short_reason})."

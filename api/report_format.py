@@ -36,6 +36,15 @@ def num(x: Any, digits: int = 2) -> str:
     return text.replace("-", MINUS)
 
 
+def meaning(run: dict[str, Any]) -> tuple[str, str, bool]:
+    """What 0 and 1 stand for in this run (the campaign's analysis.meaning), and whether it was given; by
+    default safe and unsafe."""
+    given = run.get("meaning") or {}
+    if given.get("low") and given.get("high"):
+        return str(given["low"]), str(given["high"]), True
+    return "safe", "unsafe", False
+
+
 def count(x: Any) -> str:
     """A count: an integer with thousands separators; '–' when undefined."""
     if not is_number(x):

@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from accord.api.report_canvas import Canvas
+from accord.api.report_canvas import Canvas, compact_png
 from accord.api.report_format import is_number, num, plain
 from matplotlib.lines import Line2D
 
@@ -31,11 +31,11 @@ OUTCOME_COLORS = {"ok": "#4c9a5a", "refused": "#e0a030", "unparseable": RED, "tr
 
 
 def png(fig: plt.Figure) -> str:
-    """The figure as base64 PNG text (the figure is closed)."""
+    """The figure as base64 PNG text (the figure is closed), with a small palette (see `compact_png`)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
     plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return compact_png(buf.getvalue())
 
 
 def rater_colors(n: int) -> list[str]:

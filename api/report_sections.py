@@ -13,7 +13,7 @@ from accord.analysis import baseline
 from accord.analysis.frames import build_human_matrix, build_llm_scores
 from accord.api import report_plots as plots
 from accord.api.report_context import ReportContext
-from accord.api.report_format import count, interval, is_number, num, percent, share
+from accord.api.report_format import count, interval, is_number, meaning, num, percent, share
 from accord.api.report_metrics import MetricIndex, MetricRow, rater_label
 from accord.api.report_views import (
     Cell,
@@ -291,6 +291,18 @@ def baseline_section(ctx: ReportContext) -> SectionView:
             reading += (f"; {count(n_ann - n_def)} had too few items shared with others or gave constant "
                         f"ratings")
         sec.readings.append(reading + ".")
+        whole = idx.one("dataset_annotator_loo_r_median")
+        if whole is not None and whole.value is not None:
+            wd = whole.details
+            alpha = idx.one("dataset_krippendorff_alpha_nominal") or idx.one("dataset_krippendorff_alpha_interval")
+            alpha_text = (f", Krippendorff's α {num(alpha.value, 4)} ({alpha.name.rsplit('_', 1)[-1]})"
+                          if alpha is not None and alpha.value is not None else "")
+            sec.readings.append(
+                f"Baseline of this run's {count(wd.get('n_run_items'))} items: median annotator r = {num(base.value, 3)}. "
+                f"Baseline of the whole dataset ({count(wd.get('n_items'))} items): median annotator r = "
+                f"{num(whole.value, 3)} (middle half {num(wd.get('q25'))} to {num(wd.get('q75'))}){alpha_text}. "
+                "On a subset of items the run's own baseline is noisy; the whole dataset's is the steadier "
+                "reference (`accord describe` shows it with per-group figures).")
         n_ratings, n_annot = ctx.run.get("n_human_ratings"), ctx.run.get("n_annotators")
         if is_number(n_ratings) and is_number(n_annot) and n_annot and n_ratings / n_annot < 20:
             sec.readings.append(
@@ -405,7 +417,7 @@ def agreement_section(ctx: ReportContext) -> SectionView:
                      value_cell(one("accuracy_vs_majority"), as_share=True), value_cell(one("f1_vs_majority")),
                      value_cell(one("accuracy_vs_expert"), as_share=True), value_cell(one("f1_vs_expert")),
                      value_cell(one("jsd_mean"))])
-        reading = _agreement_reading(idx, rater)
+        reading = _agreement_reading(idx, rater, meaning(ctx.run)[:2])
         if reading:
             sec.readings.append(reading)
     sec.tables.append(TableView(
@@ -416,7 +428,7 @@ def agreement_section(ctx: ReportContext) -> SectionView:
     return sec
 
 
-def _agreement_reading(idx: MetricIndex, rater: tuple[str, str]) -> str:
+def _agreement_reading(idx: MetricIndex, rater: tuple[str, str], verdict: tuple[str, str] = ("safe", "unsafe")) -> str:
     parts = []
     delta = None
     for level in ("ordinal", "interval", "nominal"):
@@ -439,7 +451,8 @@ def _agreement_reading(idx: MetricIndex, rater: tuple[str, str]) -> str:
         if is_number(pos) and acc.n:
             base_rate = max(pos, acc.n - pos) / acc.n
             base = f" (always giving the more common verdict would match {share(base_rate)})"
-        parts.append(f"Its safe/unsafe verdict matches the human majority on {share(acc.value)} of "
+        low, high = verdict
+        parts.append(f"Its {low}/{high} verdict matches the human majority on {share(acc.value)} of "
                      f"{count(acc.n)} items{base}, F1 {num(f1)}.")
     expert = idx.one("accuracy_vs_expert", "all", *rater)
     if expert is not None and expert.value is not None:
@@ -455,18 +468,31 @@ def _agreement_reading(idx: MetricIndex, rater: tuple[str, str]) -> str:
 
 # ------------------------------------------------------------------------------------------------ all metrics
 
+ALL_METRICS_HTML_ROWS = 300
+
 
 def all_metrics_section(ctx: ReportContext) -> SectionView:
     sec = SectionView("all-metrics", "Every metric of this run",
                       "Every stored metric, including those summarised above; a dash marks an undefined value, with "
                       "the reason in the last column. The same numbers are in `accord report RUN --format json`.")
     rows = []
-    for row in sorted(ctx.index.rows, key=lambda r: (r.name, r.model, r.template, r.slice)):
+    ordered = sorted(ctx.index.rows, key=lambda r: (r.name, r.model, r.template, r.slice))
+    shown = ordered
+    if len(ordered) > ALL_METRICS_HTML_ROWS:  # the page stays small; the JSON has every metric
+        overall = [r for r in ordered if r.slice == "all"]
+        shown = (overall + [r for r in ordered if r.slice != "all"])[:ALL_METRICS_HTML_ROWS]
+        shown.sort(key=lambda r: (r.name, r.model, r.template, r.slice))
+        run_id = ctx.run.get("id", "RUN")
+        sec.readings.append(f"This page lists {count(len(shown))} of the {count(len(ordered))} metrics (the overall "
+                            f"ones first); `accord report {run_id} --format json` has them all.")
+    for row in shown:
         rows.append([text(row.name), text(row.slice), text(row.model), text(row.template), value_cell(row),
                      ci_cell(row), p_cell(row.pvalue), count_cell(row.n), note(row.short_reason)])
-    sec.tables.append(TableView("all-metrics", f"All {len(rows)} metrics",
+    title = f"All {len(rows)} metrics" if len(shown) == len(ordered) else f"{len(rows)} of {len(ordered)} metrics"
+    sec.tables.append(TableView("all-metrics", title,
                                 ["metric", "slice", "model", "template", "value", "95% CI", "p", "n", "note"],
-                                rows, empty="no metrics stored: post-process the run first", collapsed=True))
+                                rows, empty="no metrics stored: post-process the run first", collapsed=True,
+                                max_html_rows=ALL_METRICS_HTML_ROWS))
     return sec
 
 

@@ -9,6 +9,7 @@ from accord.api.report_format import DASH, bracket, count, is_number, num, pvalu
 from accord.api.report_metrics import MetricRow
 
 SIGNIFICANCE = 0.05
+HTML_MAX_ROWS = 200  # longer tables are cut on the page (a 1,500-item report stays under 1 MB)
 
 
 @dataclass
@@ -29,6 +30,15 @@ class TableView:
     rows: list[list[Cell]]
     empty: str = "nothing to show"
     collapsed: bool = False   # shown inside a <details> element
+    max_html_rows: int = 0    # the page shows at most this many rows (0: HTML_MAX_ROWS); the JSON has them all
+
+    @property
+    def html_rows(self) -> list[list[Cell]]:
+        return self.rows[: self.max_html_rows or HTML_MAX_ROWS]
+
+    @property
+    def hidden_rows(self) -> int:
+        return max(0, len(self.rows) - len(self.html_rows))
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "caption": self.caption, "columns": self.columns,

@@ -1,10 +1,12 @@
-"""Benchmark: building and rendering the run report for a synthetic DICES-sized study.
+"""Benchmark: building and rendering the run report for a synthetic study.
 
-350 items x 123 annotators (gender x race), 5 models x 3 templates x 5 samples, categories and subject
-models; the metrics come from compute_all (with few resamples: the report's cost does not depend on
-them). Prints the wall time of assemble_report (every section, table, reading and plot) and render_html.
+By default 1,500 items x 262 annotators (gender x race), 5 models x 3 templates x 5 samples, categories and
+subject models (``--items 350 --annotators 123`` gives the DICES-sized study); the metrics come from
+compute_all (with few resamples: the report's cost does not depend on them). Prints the wall time of
+assemble_report (every section, table, reading and plot) and render_html, and the size of the HTML file
+(the issue-14 target: under 1 MB for 1,500 items).
 
-Run:  .venv/bin/python bench/report.py [--resamples 50] [--out /tmp/report.html]
+Run:  .venv/bin/python bench/report.py [--items 1500] [--resamples 50] [--out /tmp/report.html]
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from accord.api.report_metrics import metrics_frame
 from accord.scheduler.run_frames import LLM_COLUMNS, RunFrames
 
 
-def dices_sized_frames(seed: int = 0) -> RunFrames:
+def dices_sized_frames(seed: int = 0, n_items: int = 350, n_annotators: int = 123) -> RunFrames:
     human, annotators, llm, items = make_synthetic(
-        n_items=350, n_annotators=123,
+        n_items=n_items, n_annotators=n_annotators,
         attributes={"gender": ["Man", "Woman"], "race": ["Asian", "Black", "Latinx", "Multiracial", "White"]},
         models=[f"model_{k}" for k in range(5)], templates=["direct", "mc_ab", "mc_ba"], n_samples=5,
         group_effect=0.3, categories=["violence", "hate", "sexual", "misinformation", "other"],
@@ -56,9 +58,11 @@ def run_fields(frames: RunFrames) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resamples", type=int, default=50)
+    parser.add_argument("--items", type=int, default=1500)
+    parser.add_argument("--annotators", type=int, default=262)
     parser.add_argument("--out", type=Path, default=None, help="write the HTML here")
     args = parser.parse_args()
-    frames = dices_sized_frames()
+    frames = dices_sized_frames(n_items=args.items, n_annotators=args.annotators)
     t0 = time.perf_counter()
     records = compute_all(frames.human, frames.annotators, frames.llm, frames.items,
                           SuiteOptions(n_resamples=args.resamples, n_permutations=args.resamples))
@@ -70,8 +74,11 @@ def main() -> None:
     t0 = time.perf_counter()
     html = render_html(data)
     t_render = time.perf_counter() - t0
-    print(f"report: assemble {t_build:.2f} s wall ({c_build:.2f} s CPU), render {t_render:.2f} s, {len(html) / 1e6:.1f} MB HTML, "
-          f"{len(data.plots)} plots, {len(data.sections)} sections")
+    size = len(html.encode("utf-8"))
+    plots = sum(len(p) for p in data.plots.values())
+    print(f"report for {args.items} items: assemble {t_build:.2f} s wall ({c_build:.2f} s CPU), render {t_render:.2f} s, "
+          f"HTML {size / 1e6:.2f} MB ({size:,} bytes; plots {plots / 1e6:.2f} MB), {len(data.plots)} plots, "
+          f"{len(data.sections)} sections")
     if args.out:
         args.out.write_text(html, encoding="utf-8")
         print(f"wrote {args.out}")

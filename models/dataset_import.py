@@ -71,6 +71,7 @@ class ImportReport:
     warnings: list[str] = field(default_factory=list)
     replaced: bool = False
     seconds: float = 0.0
+    dropped: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,6 +85,8 @@ class ParsedDataset:
     label_maps: dict[str, LabelMap]
     source: str
     warnings: list[str] = field(default_factory=list)
+    dropped: dict[str, Any] = field(default_factory=dict)  # what the import policies left out or merged
+    scales: dict[str, dict[str, Any]] = field(default_factory=dict)  # dimension -> its scale
 
 
 # --- cells -------------------------------------------------------------------------------------------
@@ -141,27 +144,60 @@ def _blank(value: Any) -> bool:
     return is_missing_scalar(value) or (isinstance(value, str) and not value.strip())
 
 
-class _RatingReader:
-    """Turns one rating cell into (value, raw label), or None for a missing cell."""
+_UNMAPPED = object()  # a cell that is not a label, under ``unmapped_label: missing``
 
-    def __init__(self, dimension: str, label_map: LabelMap | None, missing: _Missing) -> None:
+
+def _as_number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+class _RatingReader:
+    """Turns one rating cell into (value, raw label), or None for a missing cell.
+
+    Labels match exactly, then case- and space-insensitively, then (numeric labels) by value, so that
+    ``1.0`` and ``01`` find the label ``1``. With ``unmapped="missing"`` a cell that is no label counts as
+    missing and is tallied in ``dropped`` (label -> count)."""
+
+    def __init__(
+        self, dimension: str, label_map: LabelMap | None, missing: _Missing, unmapped: str = "error"
+    ) -> None:
         self.dimension = dimension
         self.label_map = label_map
         self.normalized = {normalize_label(k): v for k, v in (label_map or {}).items()}
+        self.numeric: dict[float, float | None] = {}
+        for label, value in (label_map or {}).items():
+            number = _as_number(label.strip())
+            if number is not None:
+                self.numeric.setdefault(number, value)
         self.missing = missing
-        self.cache: dict[tuple[type, Any], tuple[float | None, str] | None] = {}
+        self.unmapped = unmapped
+        self.dropped: Counter[str] = Counter()
+        self.cache: dict[tuple[type, Any], Any] = {}
 
     def read(self, cell: Any) -> tuple[float | None, str] | None:
         try:
             key = (type(cell), cell)
             hit = self.cache.get(key, self)
         except TypeError:  # unhashable (a list from JSON)
-            return self._resolve(cell)
-        if hit is self:
-            hit = self.cache[key] = self._resolve(cell)
-        return hit  # type: ignore[return-value]
+            hit = self._resolve(cell)
+        else:
+            if hit is self:
+                hit = self.cache[key] = self._resolve(cell)
+        if hit is _UNMAPPED:
+            self.dropped[_label_text(cell).strip()[:80]] += 1
+            return None
+        return hit  # type: ignore[no-any-return]
 
-    def _resolve(self, cell: Any) -> tuple[float | None, str] | None:
+    def _not_a_label(self, message: str) -> Any:
+        if self.unmapped == "missing":
+            return _UNMAPPED
+        raise _CellProblem(message)
+
+    def _resolve(self, cell: Any) -> Any:
         if is_missing_scalar(cell):
             return None
         raw = _label_text(cell)
@@ -179,9 +215,13 @@ class _RatingReader:
                 return self.normalized[norm], label
             if norm in self.missing.normalized:
                 return None
+            number = _as_number(text)
+            if number is not None and number in self.numeric:
+                return self.numeric[number], label
             known = ", ".join(self.label_map) or "(none)"
-            raise _CellProblem(
-                f"unmapped label {show(text)} for dimension {self.dimension!r}; known labels: {known}"
+            return self._not_a_label(
+                f"unmapped label {show(text)} for dimension {self.dimension!r}; known labels: {known} "
+                "(with unmapped_label missing such cells count as missing)"
             )
         if self.missing(cell):
             return None
@@ -193,10 +233,10 @@ class _RatingReader:
             try:
                 number = float(text)
             except ValueError:
-                raise _CellProblem(
+                return self._not_a_label(
                     f"unparseable number {show(text)} (dimension {self.dimension!r} has no label_map, "
-                    "so its ratings must be numbers)"
-                ) from None
+                    "so its ratings must be numbers; with unmapped_label missing such cells count as missing)"
+                )
         if math.isnan(number):
             return None
         if not math.isfinite(number):
@@ -207,8 +247,8 @@ class _RatingReader:
 # --- reading and validating ---------------------------------------------------------------------------
 
 
-def _ids(table: Table, column: str, role: str) -> list[str]:
-    values = table.require(column, role)
+def _ids(table: Table, column: str, role: str, hint: str = "") -> list[str]:
+    values = table.require(column, role, hint)
     ids = [_ident(v) for v in values]
     for index, eid in enumerate(ids):
         if not eid:
@@ -220,8 +260,8 @@ def _ids(table: Table, column: str, role: str) -> list[str]:
     return ids
 
 
-def _unique_ids(table: Table, column: str, role: str) -> tuple[list[str], dict[str, int]]:
-    ids = _ids(table, column, role)
+def _unique_ids(table: Table, column: str, role: str, hint: str = "") -> tuple[list[str], dict[str, int]]:
+    ids = _ids(table, column, role, hint)
     first: dict[str, int] = {}
     for index, eid in enumerate(ids):
         if eid in first:
@@ -284,17 +324,39 @@ def _pick_source(column: str, role: str, sources: list[_Source]) -> _Source:
     raise AssertionError("unreachable")
 
 
+WIDE_LOOKING_COLUMNS = 10  # a long-layout file with more columns than this may be a wide one
+
+
+def _merge_duplicates(ratings: list[RatingRow], merged: dict[int, list[tuple[float | None, str]]]) -> None:
+    """``on_duplicate: mean``: each repeated rating becomes the mean of its values (labels joined by |)."""
+    for pos, values in merged.items():
+        numbers = [v for v, _raw in values if v is not None]
+        labels = "|".join(dict.fromkeys(raw for _v, raw in values))[:MAX_RAW_LABEL_LENGTH]
+        item, annotator, dimension = ratings[pos][:3]
+        value = sum(numbers) / len(numbers) if numbers else None
+        ratings[pos] = (item, annotator, dimension, value, labels)
+
+
 def _read_ratings(
-    spec: ImportSpec, table: Table, readers: dict[str, _RatingReader], excluded: set[str]
+    spec: ImportSpec,
+    table: Table,
+    readers: dict[str, _RatingReader],
+    excluded: set[str],
+    dropped: dict[str, Any],
 ) -> tuple[list[RatingRow], list[str], list[str] | None, list[str]]:
     """Ratings, the item id of every row, (long layout) the annotator id of every row, and every annotator
-    the file names (even one whose cells are all empty), in order of appearance."""
+    the file names (even one whose cells are all empty), in order of appearance. Repeated ratings follow
+    ``spec.on_duplicate``; how many were dropped or merged goes to ``dropped["duplicate_ratings"]``."""
     item_ids = _ids(table, spec.item_col, "item id")
     ratings: list[RatingRow] = []
-    seen: dict[tuple[str, str, str], int] = {}
+    seen: dict[tuple[str, str, str], tuple[int, int]] = {}  # key -> (row index, position in ratings)
+    merged: dict[int, list[tuple[float | None, str]]] = {}
     unit, numbers = table.unit, table.row_numbers
+    policy = spec.on_duplicate
+    n_duplicates = 0
 
     def add(index: int, item: str, annotator: str, dimension: str, column: str, cell: Any) -> None:
+        nonlocal n_duplicates
         try:
             got = readers[dimension].read(cell)
         except _CellProblem as problem:
@@ -304,15 +366,35 @@ def _read_ratings(
         key = (item, annotator, dimension)
         first = seen.get(key)
         if first is not None:
-            raise DatasetImportError(
-                f"{table.where(index, column)}: duplicate rating of item {item!r} by annotator {annotator!r} "
-                f"for dimension {dimension!r} (first on {unit} {numbers[first]})"
-            )
-        seen[key] = index
+            if policy == "error":
+                raise DatasetImportError(
+                    f"{table.where(index, column)}: duplicate rating of item {item!r} by annotator "
+                    f"{annotator!r} for dimension {dimension!r} (first on {unit} {numbers[first[0]]}); "
+                    "use on_duplicate first, last or mean to keep one"
+                )
+            n_duplicates += 1
+            pos = first[1]
+            if policy == "last":
+                ratings[pos] = (item, annotator, dimension, got[0], got[1])
+            elif policy == "mean":
+                merged.setdefault(pos, [(ratings[pos][3], ratings[pos][4])]).append(got)
+            return
+        seen[key] = (index, len(ratings))
         ratings.append((item, annotator, dimension, got[0], got[1]))
 
+    def finish() -> None:
+        _merge_duplicates(ratings, merged)
+        if n_duplicates:
+            dropped["duplicate_ratings"] = {"count": n_duplicates, "policy": policy}
+
     if spec.layout == "long":
-        annotator_ids = _ids(table, spec.annotator_col, "annotator id")
+        hint = ""
+        if len(table.column_order) > WIDE_LOOKING_COLUMNS:
+            hint = (
+                "; if each column holds one annotator's ratings, the file is wide: use layout wide with "
+                "annotator_columns"
+            )
+        annotator_ids = _ids(table, spec.annotator_col, "annotator id", hint)
         columns = [
             (column, dimension, table.require(column, f"ratings of dimension {dimension!r}"))
             for column, dimension in spec.rating_columns().items()
@@ -320,6 +402,7 @@ def _read_ratings(
         for index in range(len(table)):
             for column, dimension, values in columns:
                 add(index, item_ids[index], annotator_ids[index], dimension, column, values[index])
+        finish()
         return ratings, item_ids, annotator_ids, list(_first_rows(annotator_ids))
 
     assert spec.annotator_columns is not None
@@ -342,6 +425,7 @@ def _read_ratings(
         annotator = column.strip()
         for index in range(len(table)):
             add(index, item_ids[index], annotator, dimension, column, values[index])
+    finish()
     return ratings, item_ids, None, list(dict.fromkeys(c.strip() for c in annotator_columns))
 
 
@@ -370,6 +454,10 @@ def _build_items(
     if spec.response_col:
         response_source, response_values = column_values(spec.response_col, "final response", blank_only=True)
     meta_values = [(c, column_values(c, "item metadata", blank_only=False)[1]) for c in spec.item_meta_cols]
+    meta_values += [
+        (role, column_values(column, f"item metadata, role {role}", blank_only=False)[1])
+        for role, column in spec.meta_roles.items()
+    ]
 
     items: dict[str, dict[str, Any]] = {}
     pending_response: dict[str, str] = {}  # item -> its own last responder, if any
@@ -452,6 +540,26 @@ def _build_annotators(
     return attributes
 
 
+# Column names that usually hold a metadata role; imported under their own name they drive nothing.
+_ROLE_SYNONYMS = {
+    "model": "subject_model", "subject": "subject_model", "generator": "subject_model", "system": "subject_model",
+    "model_name": "subject_model", "category": "category", "harm_type": "category", "type": "category",
+    "label": "expert_label", "gold": "expert_label", "gold_label": "expert_label", "expert": "expert_label",
+}
+
+
+def _role_hints(spec: ImportSpec) -> list[str]:
+    hints = []
+    for column in spec.item_meta_cols:
+        role = _ROLE_SYNONYMS.get(column.strip().lower())
+        if role and role != column and role not in spec.meta_roles:
+            hints.append(
+                f"metadata column {column!r} is stored as {column!r}, which no analysis reads; for the "
+                f"{role} role use meta_roles {role}={column}"
+            )
+    return hints
+
+
 def _source_text(spec: ImportSpec) -> str:
     parts = [
         f"{role}={path}"
@@ -466,6 +574,35 @@ def _source_text(spec: ImportSpec) -> str:
     return text if len(text) <= 1000 else text[:999] + "…"
 
 
+MAX_SCALE_VALUES = 20  # a scale with at most this many distinct values lists them
+
+
+def dimension_scales(
+    dimensions: list[str], label_maps: dict[str, LabelMap], ratings: list[RatingRow]
+) -> dict[str, dict[str, Any]]:
+    """Each dimension's scale: from its label map (every value it can take), else from the observed ratings."""
+    observed: dict[str, set[float]] = {d: set() for d in dimensions}
+    for _item, _annotator, dimension, value, _raw in ratings:
+        if value is not None:
+            observed[dimension].add(value)
+    scales: dict[str, dict[str, Any]] = {}
+    for dimension in dimensions:
+        label_map = label_maps.get(dimension)
+        if label_map:
+            values = sorted({v for v in label_map.values() if v is not None})
+            source = "label_map"
+        else:
+            values = sorted(observed[dimension])
+            source = "observed"
+        if not values:
+            continue
+        scale: dict[str, Any] = {"min": values[0], "max": values[-1], "source": source}
+        if len(values) <= MAX_SCALE_VALUES:
+            scale["values"] = values
+        scales[dimension] = scale
+    return scales
+
+
 def read_import(spec: ImportSpec) -> ParsedDataset:
     """Read and validate every file of ``spec`` without touching any database."""
     missing = _Missing(spec.missing_labels)
@@ -473,12 +610,19 @@ def read_import(spec: ImportSpec) -> ParsedDataset:
     label_maps = spec.label_maps()
     warnings: list[str] = []
 
-    ratings_table = read_table(spec.ratings_file) if spec.ratings_file is not None else None
-    items_table = read_table(spec.items_file) if spec.items_file is not None else None
-    annotators_table = read_table(spec.annotators_file) if spec.annotators_file is not None else None
+    key = spec.records_key
+    ratings_table = read_table(spec.ratings_file, key) if spec.ratings_file is not None else None
+    items_table = read_table(spec.items_file, key) if spec.items_file is not None else None
+    annotators_table = read_table(spec.annotators_file, key) if spec.annotators_file is not None else None
+    dropped: dict[str, Any] = {}
 
-    item_side = {c for c in (spec.item_col, spec.text_col, spec.conversation_col, spec.response_col) if c}
-    excluded = item_side | set(spec.item_meta_cols) | set(spec.attribute_cols)
+    item_side = {
+        c
+        for c in (spec.item_col, spec.items_id_col, spec.text_col, spec.conversation_col, spec.response_col)
+        if c
+    }
+    excluded = item_side | set(spec.item_meta_cols) | set(spec.attribute_cols) | set(spec.meta_roles.values())
+    warnings.extend(_role_hints(spec))
 
     ratings: list[RatingRow] = []
     item_sources: list[_Source] = []
@@ -487,19 +631,39 @@ def read_import(spec: ImportSpec) -> ParsedDataset:
     annotator_order: list[str] = []
 
     if items_table is not None:
-        item_ids, _first = _unique_ids(items_table, spec.item_col, "item id")
+        item_ids, _first = _unique_ids(
+            items_table,
+            spec.items_id_col or spec.item_col,
+            "item id",
+            "" if spec.items_id_col else "; name the items file's id column with items_id_col",
+        )
         item_sources.append(_Source(items_table, item_ids))
         item_order = list(item_ids)
     if annotators_table is not None:
-        annotator_ids, _first = _unique_ids(annotators_table, spec.annotator_col, "annotator id")
+        annotator_ids, _first = _unique_ids(
+            annotators_table,
+            spec.annotators_id_col or spec.annotator_col,
+            "annotator id",
+            "" if spec.annotators_id_col else "; name the annotators file's id column with annotators_id_col",
+        )
         annotator_sources.append(_Source(annotators_table, annotator_ids))
         annotator_order = list(annotator_ids)
 
     if ratings_table is not None:
-        readers = {d: _RatingReader(d, label_maps.get(d), missing) for d in dimensions}
+        readers = {d: _RatingReader(d, label_maps.get(d), missing, spec.unmapped_label) for d in dimensions}
         ratings, row_items, row_annotators, named_annotators = _read_ratings(
-            spec, ratings_table, readers, excluded
+            spec, ratings_table, readers, excluded, dropped
         )
+        unmapped: Counter[str] = Counter()
+        for reader in readers.values():
+            unmapped.update(reader.dropped)
+        if unmapped:
+            dropped["unmapped_labels"] = {
+                "count": sum(unmapped.values()),
+                "policy": "missing",
+                "examples": dict(unmapped.most_common(5)),
+                "per_dimension": {d: sum(r.dropped.values()) for d, r in readers.items() if r.dropped},
+            }
         item_sources.append(_Source(ratings_table, row_items))
         if row_annotators is not None:
             annotator_sources.append(_Source(ratings_table, row_annotators))
@@ -548,6 +712,8 @@ def read_import(spec: ImportSpec) -> ParsedDataset:
         label_maps=label_maps,
         source=_source_text(spec),
         warnings=warnings,
+        dropped=dropped,
+        scales=dimension_scales(dimensions, label_maps, ratings),
     )
 
 
@@ -574,7 +740,8 @@ def _check_preconditions(conn: Connection, spec: ImportSpec) -> int | None:
         return None
     if not spec.replace:
         raise DatasetImportError(
-            f"a dataset named {spec.name!r} already exists (id {existing}); choose another name or replace it"
+            f"a dataset named {spec.name!r} already exists (id {existing}); choose another name or replace it "
+            "(replace: true)"
         )
     runs, campaigns, requests, items = _table(Run), _table(Campaign), _table(RatingRequest), _table(Item)
     n_runs = conn.execute(
@@ -625,6 +792,8 @@ def write_dataset(engine: Engine, spec: ImportSpec, parsed: ParsedDataset) -> tu
         "source": parsed.source,
         "label_map": parsed.label_maps,
         "dimensions": parsed.dimensions,
+        "import_info": {"dropped": parsed.dropped, "scales": parsed.scales,
+                        **({"meaning": spec.meaning} if spec.meaning else {})},
         "created_at": utcnow(),
     }
     with engine.begin() as conn:
@@ -703,6 +872,7 @@ def import_dataset(engine: Engine, spec: ImportSpec) -> ImportReport:
         warnings=list(parsed.warnings),
         replaced=replaced,
         seconds=round(time.perf_counter() - started, 3),
+        dropped=dict(parsed.dropped),
     )
 
 
@@ -780,6 +950,8 @@ def summarize_dataset(engine: Engine, dataset_id: int) -> dict[str, Any]:
         "source": row["source"],
         "dimensions": list(row["dimensions"] or []),
         "label_map": dict(row["label_map"] or {}),
+        "dropped": dict((row["import_info"] or {}).get("dropped") or {}),
+        "scales": dict((row["import_info"] or {}).get("scales") or {}),
         "n_items": len(per_item),
         "n_annotators": len(per_annotator),
         "n_ratings": sum(per_item),

@@ -82,11 +82,11 @@ class Table:
     def has(self, column: str) -> bool:
         return column in self.columns
 
-    def require(self, column: str, role: str) -> list[Any]:
+    def require(self, column: str, role: str, hint: str = "") -> list[Any]:
         if column not in self.columns:
-            existing = column_list(self.column_order)
             raise DatasetImportError(
-                f"{self.header_where()}: no column {column!r} ({role}); the columns are: {existing}"
+                f"{self.header_where()}: no column {column!r} ({role}); the columns are: "
+                f"{column_list(self.column_order)}{hint}"
             )
         return self.columns[column]
 
@@ -128,11 +128,13 @@ def _read_bounded(path: Path, gz: bool, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_table(path: Path | str) -> Table:
+def read_table(path: Path | str, records_key: str | None = None) -> Table:
     """Read one import file by its extension. Raises ``DatasetImportError`` for any problem.
 
     Bounded before anything is materialised (``accord.models.limits``): decoded bytes, rows, columns,
-    cell and line length; Parquet files are checked from their metadata and read in batches."""
+    cell and line length; Parquet files are checked from their metadata and read in batches.
+    ``records_key`` (JSON documents only): the key of the object that holds the list of records, e.g.
+    ``data`` for ``{"data": [...]}``; dotted for nested objects (``result.rows``)."""
     path = Path(path)
     fmt, gz = detect_format(path)
     if not path.is_file():
@@ -149,7 +151,7 @@ def read_table(path: Path | str) -> Table:
         elif fmt == "jsonl":
             table = _read_jsonl(path, text)
         else:
-            table = _read_json_array(path, text)
+            table = _read_json_array(path, text, records_key)
     if len(table) == 0:
         raise DatasetImportError(f"{path}: empty file (no data rows)")
     return table
@@ -291,17 +293,45 @@ def _read_jsonl(path: Path, text: str) -> Table:
     return _records_to_table(path, "jsonl", rows, numbers, "line")
 
 
-def _read_json_array(path: Path, text: str) -> Table:
+def _records_in(path: Path, data: Any, records_key: str | None) -> Any:
+    """The list of records of a JSON document: the document itself, or the value at ``records_key``."""
+    if records_key:
+        node = data
+        for part in records_key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                keys = ", ".join(map(str, node)) if isinstance(node, dict) else type(node).__name__
+                raise DatasetImportError(
+                    f"{path}: records_key {records_key!r}: no key {part!r} here (keys: {keys or '(none)'})"
+                )
+            node = node[part]
+        if not isinstance(node, list):
+            raise DatasetImportError(
+                f"{path}: records_key {records_key!r} holds a {type(node).__name__}, not a list of records"
+            )
+        return node
+    if isinstance(data, dict):
+        lists = [str(k) for k, v in data.items() if isinstance(v, list)]
+        hint = (f"; the records may be under {', '.join(repr(k) for k in lists[:5])}: name the key with "
+                "records_key") if lists else ""
+        raise DatasetImportError(
+            f"{path}: expected a JSON array of records, but the document is an object "
+            f"(keys: {', '.join(map(str, list(data)[:10]))}){hint}"
+        )
+    if not isinstance(data, list):
+        raise DatasetImportError(
+            f"{path}: expected a JSON array of objects (or use .jsonl, one object a line)"
+        )
+    return data
+
+
+def _read_json_array(path: Path, text: str, records_key: str | None = None) -> Table:
     try:
         data = json_loads(text, allow_nan=True)
     except json.JSONDecodeError as exc:
         raise DatasetImportError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
     except DocumentLimitError as exc:
         raise DatasetImportError(f"{path}: {exc}") from None
-    if not isinstance(data, list):
-        raise DatasetImportError(
-            f"{path}: expected a JSON array of objects (or use .jsonl, one object a line)"
-        )
+    data = _records_in(path, data, records_key)
     _check_rows(path, len(data), get_limits())
     rows: list[dict[str, Any]] = []
     for index, record in enumerate(data, start=1):

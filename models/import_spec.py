@@ -24,6 +24,12 @@ from accord.models.yaml_loader import safe_load
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 LabelMap = dict[str, float | None]
+# Item metadata that drives analyses, by the name the analysis suite reads (``--meta-role ROLE=COLUMN``).
+META_ROLES = {
+    "subject_model": "the model whose output is rated (ranking of subject models)",
+    "category": "a category of items (every metric per category)",
+    "expert_label": "a gold/expert label (accuracy, precision, recall, F1 against it)",
+}
 _NULL_WORDS = {"null", "none", "nan"}
 _REGEX_CHARS = set("^$+(){}|\\")
 
@@ -211,6 +217,60 @@ class ImportSpec(BaseModel):
 
     label_map: str | dict[str, Any] | None = None
     missing_labels: list[str] = Field(default_factory=lambda: ["", "NA"])
+
+    records_key: str | None = Field(None, description="JSON files: the key holding the list of records.")
+    items_id_col: str | None = Field(None, description="Item id column of the items file (default: item_col).")
+    annotators_id_col: str | None = Field(
+        None, description="Annotator id column of the annotators file (default: annotator_col)."
+    )
+    on_duplicate: Literal["error", "first", "last", "mean"] = Field(
+        "error", description="A second rating of one item by one annotator: error, keep the first or the last, "
+        "or average them."
+    )
+    unmapped_label: Literal["error", "missing"] = Field(
+        "error", description="A rating cell that is not a label (or number): error, or count it as missing."
+    )
+    meta_roles: dict[str, str] = Field(
+        default_factory=dict, description="role -> item column, for the roles in META_ROLES."
+    )
+    meaning: dict[str, str] | None = Field(
+        None, description="What the low and high ends of the ratings stand for: {low: safe, high: unsafe}."
+    )
+
+    @field_validator("meaning", mode="before")
+    @classmethod
+    def _meaning_pairs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            pairs = dict(part.partition("=")[::2] for part in value.split(",") if part.strip())
+            value = {k.strip(): v.strip() for k, v in pairs.items()}
+        if value is not None:
+            if not isinstance(value, dict) or set(value) != {"low", "high"} or not all(
+                    isinstance(v, str) and v.strip() and len(v) <= 40 for v in value.values()):
+                raise ValueError("expected low=WORD,high=WORD, as in low=safe,high=unsafe")
+        return value
+
+    @field_validator("meta_roles", mode="before")
+    @classmethod
+    def _roles_from_pairs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            out: dict[str, str] = {}
+            for pair in value:
+                role, sep, column = str(pair).partition("=")
+                if not sep or not role.strip() or not column.strip():
+                    raise ValueError(f"expected ROLE=COLUMN, got {str(pair)!r}")
+                out[role.strip()] = column.strip()
+            return out
+        return value
+
+    @field_validator("meta_roles")
+    @classmethod
+    def _known_roles(cls, value: dict[str, str]) -> dict[str, str]:
+        for role in value:
+            if role not in META_ROLES:
+                raise ValueError(f"unknown role {role!r}; the roles are: {', '.join(META_ROLES)}")
+        return value
 
     @field_validator("name")
     @classmethod

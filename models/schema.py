@@ -63,6 +63,9 @@ class Dataset(SQLModel, table=True):
     source: str = Field(default="", max_length=1000, description="Files it was imported from.")
     label_map: dict = json_column()  # dimension -> {label: numeric value}
     dimensions: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # What the import left out or merged under its policies (duplicates, non-labels), and per dimension its
+    # scale: {"dropped": {...}, "scales": {dimension: {"min", "max", "values", "source"}}}
+    import_info: dict = json_column(nullable=True)
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -21,6 +21,13 @@ Example::
     dispatch: auto          # realtime | batch | auto (batch when deadline_hours >= 24)
     deadline_hours: 48
     repair_attempts: 1      # follow-up calls after an unparseable answer (0 disables)
+    analysis:               # how the metrics are computed (all optional)
+      group_attributes: [gender, age, gender&race]
+      bins: {age: [18, 25, 35, 45, 55, 65], income: 4}   # edges, or a number of quantile bins
+      min_group_size: 5
+      n_bootstrap: 1000
+      n_permutations: 1000
+      alt_test: {epsilon: 0.1, measure: auto}            # auto: accuracy for labels, neg_rmse for scores
 """
 
 from __future__ import annotations
@@ -38,6 +45,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PROVIDERS = ("local", "openai", "anthropic")
 BATCH_WINDOW_HOURS = 24          # the providers' batch APIs promise results within 24 hours
+
+
+def repeated(names: list[str]) -> list[str]:
+    """The names that occur more than once, sorted."""
+    return sorted({n for n in names if names.count(n) > 1})
 
 
 class CampaignSpecError(ValueError):
@@ -130,6 +142,75 @@ class Personas(BaseModel):
     explicit: list[dict[str, str]] = Field(default_factory=list, alias="list", description="Explicit personas, attribute -> value.")
 
 
+class AltTestOptions(BaseModel):
+    """The Alternative Annotator Test (Calderon, Reichart & Dror 2025)."""
+    model_config = ConfigDict(extra="forbid")
+    epsilon: float = Field(default=0.1, ge=0, le=1, description="Cost-benefit margin: 0.2 experts, 0.15 skilled "
+                           "annotators, 0.1 crowd workers.")
+    measure: Literal["auto", "accuracy", "neg_rmse"] = Field(
+        default="auto", description="Alignment with the other annotators: accuracy (labels), neg_rmse (scores); "
+                                    "auto picks accuracy when the ratings are labels.")
+    q: float = Field(default=0.05, gt=0, lt=1, description="False discovery rate (Benjamini-Yekutieli).")
+    min_items: int = Field(default=30, ge=2, description="Annotators with fewer items (shared with the LLM and "
+                                                         "another annotator) are left out.")
+
+
+class Meaning(BaseModel):
+    """What the ends of the 0..1 scale stand for, as adjectives; the report's wording follows them."""
+    model_config = ConfigDict(extra="forbid")
+    low: str = Field(min_length=1, max_length=40, description="What 0 stands for, e.g. 'safe' or 'compliant'.")
+    high: str = Field(min_length=1, max_length=40, description="What 1 stands for, e.g. 'unsafe' or 'refusing'.")
+
+
+class AnalysisOptions(BaseModel):
+    """How the run's metrics are computed; every field optional."""
+    model_config = ConfigDict(extra="forbid")
+    group_attributes: list[str] | None = Field(
+        default=None, description="Annotator attributes to group by ('gender', or 'gender&race' for an "
+                                  "intersection); default: every attribute and every pair.")
+    bins: dict[str, list[float] | int] = Field(
+        default_factory=dict, description="Numeric attribute -> bin edges ([18, 25, 35]) or a number of quantile "
+                                          "bins (4); default for a numeric attribute: age bands for age, else quartiles.")
+    min_group_size: int = Field(default=2, ge=1, le=100000)
+    n_bootstrap: int = Field(default=1000, ge=0, le=100000)
+    n_permutations: int = Field(default=1000, ge=1, le=100000)
+    alt_test: AltTestOptions = Field(default_factory=AltTestOptions)
+    meaning: Meaning | None = Field(default=None, description="What 0 and 1 stand for (default: safe and unsafe, "
+                                    "i.e. harm).")
+    check_scale: bool = Field(default=True, description="Refuse a template whose labels are not on the scale of "
+                                                        "the dataset's dimension.")
+
+    @field_validator("group_attributes")
+    @classmethod
+    def _attribute_names(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("give at least one attribute, or leave group_attributes out")
+        for name in v:
+            parts = name.split("&")
+            if any(not p.strip() for p in parts):
+                raise ValueError(f"{name!r}: an attribute, or attributes joined by '&'")
+        dupes = sorted({n for n in v if v.count(n) > 1})
+        if dupes:
+            raise ValueError(f"repeated: {', '.join(dupes)}")
+        return [n.strip() for n in v]
+
+    @field_validator("bins")
+    @classmethod
+    def _bin_specs(cls, v: dict[str, list[float] | int]) -> dict[str, list[float] | int]:
+        for attribute, spec in v.items():
+            if isinstance(spec, int):
+                if not 2 <= spec <= 20:
+                    raise ValueError(f"{attribute}: a number of quantile bins between 2 and 20, got {spec}")
+            else:
+                if len(spec) < 2:
+                    raise ValueError(f"{attribute}: at least two edges, as in [18, 30, 50]")
+                if any(b <= a for a, b in zip(spec, spec[1:])):
+                    raise ValueError(f"{attribute}: edges must increase, got {spec}")
+        return v
+
+
 class CampaignSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(min_length=1, max_length=200)
@@ -155,6 +236,7 @@ class CampaignSpec(BaseModel):
                                     "`accord run` exits non-zero.")
     repair_attempts: int = Field(default=1, ge=0, le=5, description="Follow-up calls asking for exactly one label "
                                  "after an unparseable answer (0 disables).")
+    analysis: AnalysisOptions = Field(default_factory=AnalysisOptions)
 
     @field_validator("templates", mode="before")
     @classmethod
@@ -172,6 +254,25 @@ class CampaignSpec(BaseModel):
         limit = get_limits().max_models
         if isinstance(v, list) and len(v) > limit:
             raise ValueError(f"at most {limit} models per campaign (ACCORD_LIMIT_MAX_MODELS)")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _unique_model_names(cls, v: list[ModelEntry]) -> list[ModelEntry]:
+        dupes = repeated([m.name for m in v])
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)} (rename one)")
+        return v
+
+    @field_validator("templates")
+    @classmethod
+    def _unique_template_names(cls, v: list[TemplateRef]) -> list[TemplateRef]:
+        # a bundled template shown with another option order is another template ("name[BA]")
+        dupes = repeated([f"{t.name}[{t.params['option_order']}]" if "option_order" in t.params else t.name
+                          for t in v if t.name])
+        if dupes:
+            raise ValueError(f"template names must be unique; repeated: {', '.join(dupes)} (remove one, or give "
+                             "them different params.option_order)")
         return v
 
     @field_validator("samples")
@@ -192,10 +293,6 @@ class CampaignSpec(BaseModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> "CampaignSpec":
-        names = [m.name for m in self.models]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
         if self.dispatch == "batch" and self.deadline_hours is not None and self.deadline_hours < BATCH_WINDOW_HOURS:
             raise ValueError(f"dispatch: batch results may take up to {BATCH_WINDOW_HOURS} h, but deadline_hours is "
                              f"{self.deadline_hours:g}; use dispatch: realtime or auto, or a later deadline")

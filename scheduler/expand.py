@@ -26,7 +26,7 @@ from accord.models.prices import ModelPrice, lookup_price
 from accord.models.schema import (
     Annotator, Campaign, Dataset, HumanRating, Item, ModelSpec, PromptTemplate, RatingRequest, Run, RunStatus, utcnow,
 )
-from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, ModelEntry, check_request_count
+from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, ModelEntry, check_request_count, repeated
 from accord.worker.decoding import request_decoding
 from accord.worker.prompt_templates import ResolvedTemplate, cache_key, load_template, render_messages
 
@@ -140,6 +140,73 @@ def select_items(session: Session, ds: Dataset, spec: CampaignSpec) -> list[Item
     return items
 
 
+def _known_attributes(session: Session, ds: Dataset) -> set[str]:
+    rows = session.exec(select(Annotator.attributes).where(Annotator.dataset_id == ds.id)).scalars().all()  # type: ignore[call-overload]
+    return set().union(*(r.keys() for r in rows if r)) if rows else set()
+
+
+def check_group_attributes(session: Session, ds: Dataset, spec: CampaignSpec) -> None:
+    """analysis.group_attributes and analysis.bins must name attributes the dataset's annotators have."""
+    wanted = [part.strip() for name in spec.analysis.group_attributes or [] for part in name.split("&")]
+    wanted += list(spec.analysis.bins)
+    if not wanted:
+        return
+    known = _known_attributes(session, ds)
+    unknown = [a for a in dict.fromkeys(wanted) if a not in known]
+    if unknown:
+        raise CampaignError(f"analysis: no annotator of {ds.name!r} has attribute(s) {', '.join(unknown)} "
+                            f"(known: {', '.join(sorted(known)) or 'none'})")
+    if spec.analysis.bins:
+        import pandas as pd
+
+        from accord.analysis.group_means import numeric_values
+
+        rows = session.exec(select(Annotator.attributes).where(Annotator.dataset_id == ds.id)).scalars().all()  # type: ignore[call-overload]
+        for attribute in spec.analysis.bins:
+            values = pd.Series([(r or {}).get(attribute) for r in rows], dtype=object)
+            if numeric_values(values) is None:
+                raise CampaignError(f"analysis.bins: attribute {attribute!r} of {ds.name!r} is not numeric; bin "
+                                    "only numeric attributes (or list it in group_attributes as it is)")
+
+
+def dimension_scale(session: Session, ds: Dataset, dimension: str | None) -> dict[str, Any] | None:
+    """The dimension's scale recorded at import ({"min", "max", "source"}), else its observed range."""
+    if dimension is None:
+        return None
+    recorded = ((ds.import_info or {}).get("scales") or {}).get(dimension)
+    if recorded:
+        return dict(recorded)
+    low, high = session.exec(select(func.min(HumanRating.value), func.max(HumanRating.value))  # type: ignore[call-overload]
+                             .join(Item, Item.id == HumanRating.item_id)
+                             .where(Item.dataset_id == ds.id, HumanRating.dimension == dimension)).one()
+    if low is None:
+        return None
+    return {"min": float(low), "max": float(high), "source": "observed"}
+
+
+def check_scales(session: Session, ds: Dataset, dimension: str | None, templates: list[ResolvedTemplate]) -> None:
+    """Stop a run whose templates rate on another scale than the people did (a 0..1 template against a 1..5
+    dataset): with a label map the ranges must be equal, with observed ratings the template must reach every
+    value people gave."""
+    scale = dimension_scale(session, ds, dimension)
+    if scale is None:
+        return
+    low, high = float(scale["min"]), float(scale["max"])
+    for t in templates:
+        values = [float(v) for v in t.labels.values()]
+        if not values:
+            continue
+        t_low, t_high = min(values), max(values)
+        same = abs(t_low - low) < 1e-9 and abs(t_high - high) < 1e-9
+        covers = t_low <= low + 1e-9 and t_high >= high - 1e-9
+        if (scale.get("source") == "label_map" and not same) or not covers:
+            raise CampaignError(
+                f"templates: {t.name!r} rates on {t_low:g}..{t_high:g} but dimension {dimension!r} of dataset "
+                f"{ds.name!r} is on {low:g}..{high:g}; use a template whose output.labels are on {low:g}..{high:g}, "
+                f"or re-import the dataset with a --label-map onto {t_low:g}..{t_high:g} "
+                "(analysis.check_scale: false compares them anyway)")
+
+
 def personas_for(session: Session, ds: Dataset, spec: CampaignSpec) -> list[dict[str, str]]:
     if spec.personas is None:
         return []
@@ -220,8 +287,15 @@ class Expansion:
 def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int | None) -> Expansion:
     """Check the campaign against the database (dataset, dimension, items, personas, templates)."""
     templates = [load_template(t.name, t.path, t.version, t.params) for t in spec.templates]
+    dupes = repeated([t.name for t in templates])
+    if dupes:  # template files of the same name; bundled ones are refused by the spec's validation already
+        raise CampaignError(f"templates: template names must be unique; repeated: {', '.join(dupes)} (rename one "
+                            "in its file, or give them different params.option_order)")
     ds = find_dataset(session, spec.dataset, project_id)
     dimension = resolve_dimension(session, ds, spec.dimension)
+    check_group_attributes(session, ds, spec)
+    if spec.analysis.check_scale:
+        check_scales(session, ds, dimension, templates)
     personas = personas_for(session, ds, spec)
     # The request count from counts alone, before any item is loaded or any request expanded.
     n_items = len(spec.items.ids) if spec.items.ids else int(session.execute(

@@ -109,3 +109,56 @@ def load_run_frames(engine: Engine, run_id: int) -> RunFrames:
     if annotators.empty:
         annotators = pd.DataFrame({"annotator_id": pd.Series(dtype=str)})
     return RunFrames(run_id=run_id, dimension=dimension, human=human, annotators=annotators, llm=llm, items=items)
+
+
+class DatasetFramesError(LookupError):
+    """An unknown dataset or dimension; the message names the option to fix."""
+
+
+def load_dataset_frames(engine: Engine, dataset: str | int, dimension: str | None = None,
+                        project_id: int | None = None, items: set[str] | None = None) -> RunFrames:
+    """A whole dataset's ratings of one dimension (``human`` with raw labels) and its annotators' attributes, as
+    the frames of a run without LLM answers (``llm`` empty). ``dataset``: a name or an id; ``items`` keeps
+    only those item ids."""
+    from accord.models.schema import Dataset
+
+    with Session(engine) as session:
+        q = select(Dataset)
+        if isinstance(dataset, int) or str(dataset).isdigit():
+            q = q.where(Dataset.id == int(dataset))
+        else:
+            q = q.where(Dataset.name == str(dataset))
+            q = q.where(Dataset.project_id == project_id) if project_id is not None else q.where(
+                Dataset.project_id.is_(None))  # type: ignore[union-attr]
+        ds = session.exec(q).scalars().first()  # type: ignore[call-overload]
+        if ds is None:
+            names = session.exec(select(Dataset.name).order_by(Dataset.id)).scalars().all()  # type: ignore[call-overload]
+            raise DatasetFramesError(f"no dataset {dataset!r}; imported: {', '.join(names) or 'none'}")
+        dims = list(ds.dimensions or [])
+        if dimension is None:
+            if len(dims) > 1:
+                raise DatasetFramesError(f"dataset {ds.name!r} has several dimensions ({', '.join(dims)}); "
+                                         "choose one with --dimension")
+            dimension = dims[0] if dims else None
+        elif dimension not in dims:
+            raise DatasetFramesError(f"--dimension: {dimension!r} is not a dimension of {ds.name!r} "
+                                     f"(it has: {', '.join(dims) or 'none'})")
+        dataset_id = ds.id
+    with engine.connect() as conn:
+        hq = (select(Item.external_id, Annotator.external_id, HumanRating.value, HumanRating.raw_label)
+              .join(Item, Item.id == HumanRating.item_id).join(Annotator, Annotator.id == HumanRating.annotator_id)
+              .where(Item.dataset_id == dataset_id, HumanRating.dimension == dimension))
+        human_rows = conn.execute(hq).all()
+        ann_rows = conn.execute(select(Annotator.external_id, Annotator.attributes)
+                                .where(Annotator.dataset_id == dataset_id)).all()
+        item_rows = conn.execute(select(Item.external_id, Item.meta).where(Item.dataset_id == dataset_id)).all()
+    human = pd.DataFrame(human_rows, columns=["item_id", "annotator_id", "value", "raw_label"])
+    human["value"] = pd.to_numeric(human["value"], errors="coerce").astype(float)
+    if items is not None:
+        human = human[human["item_id"].isin(items)].reset_index(drop=True)
+    annotators = pd.DataFrame([{"annotator_id": ext, **(attrs or {})} for ext, attrs in ann_rows])
+    if annotators.empty:
+        annotators = pd.DataFrame({"annotator_id": pd.Series(dtype=str)})
+    item_frame = pd.DataFrame([{"item_id": ext, **(meta or {})} for ext, meta in item_rows])
+    return RunFrames(run_id=0, dimension=dimension, human=human, annotators=annotators,
+                     llm=pd.DataFrame(columns=LLM_COLUMNS), items=item_frame)

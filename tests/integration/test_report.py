@@ -105,7 +105,7 @@ def test_summary_counts_failures_and_cost(reported: dict[str, Any]) -> None:
 def test_every_section_and_plot_is_there(reported: dict[str, Any]) -> None:
     data, html = reported["data"], reported["html"]
     ids = [s.id for s in data.sections]
-    assert ids == ["summary", "alignment", "baseline", "agreement", "groups", "association", "persona",
+    assert ids == ["summary", "alignment", "baseline", "agreement", "alt_test", "groups", "group_means", "association", "persona",
                    "consistency", "failures", "subjects", "categories", "all-metrics"]
     # groups exist (gender, race and their intersection), so each gets a forest plot
     assert {"outcomes", "scatter", "baseline", "groups-gender", "groups-race", "groups-gender-race", "gai",

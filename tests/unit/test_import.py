@@ -602,7 +602,7 @@ def test_parquet_errors_name_the_row(engine: Engine, tmp_path: Path) -> None:
         import_dataset(engine, ImportSpec(name="x", ratings_file=path, rating_cols="s", text_col="t"))
     assert (
         str(caught.value)
-        == f"{path}: row 3, column 's': unparseable number 'x' (dimension 's' has no label_map, so its ratings must be numbers)"
+        == f"{path}: row 3, column 's': unparseable number 'x' (dimension 's' has no label_map, so its ratings must be numbers; with unmapped_label missing such cells count as missing)"
     )
 
 

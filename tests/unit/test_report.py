@@ -210,7 +210,7 @@ def test_failure_bias_flags_are_shown_with_the_rates(small_frames: RunFrames) ->
 # ------------------------------------------------------------------------------------------------ full report
 
 
-SECTIONS = ["summary", "alignment", "baseline", "agreement", "groups", "association", "persona", "consistency",
+SECTIONS = ["summary", "alignment", "baseline", "agreement", "alt_test", "groups", "group_means", "association", "persona", "consistency",
             "failures", "subjects", "categories", "all-metrics"]
 
 
