@@ -6,7 +6,6 @@ names) pass through `plain`, so a '$' in a name never turns into matplotlib math
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
