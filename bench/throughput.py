@@ -74,8 +74,9 @@ def window_figures(stats: dict[str, Any]) -> tuple[float, int, int]:
 
 
 def campaign_doc(base_url: str, rpm: int, name: str, latency_ms: float = 200.0, cache: bool = False) -> dict[str, Any]:
-    # enough calls in flight to reach the limit (Little's law, with room for latency spread)
-    concurrency = max(64, math.ceil(rpm / 60.0 * latency_ms / 1000.0 * 1.5))
+    # enough calls in flight to reach the limit (Little's law, as the plain loop's semaphore, with a quarter
+    # more for the spread of latencies): more would only keep idle connections for the HTTP pool to scan
+    concurrency = math.ceil(rpm / 60.0 * latency_ms / 1000.0 * 1.25) + 2
     return {"name": name, "dataset": "bench", "dimension": "Q_overall", "samples": SAMPLES,
             "decoding": {"temperature": 0.7, "seed": 1, "max_tokens": 16}, "cache": cache,
             "models": [{"name": "gpt", "provider": "openai", "model": "gpt-4o-mini", "base_url": base_url,
