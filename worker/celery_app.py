@@ -22,6 +22,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from accord.models.settings import get_settings
+from accord.worker.rate_limiter import DEFAULT_HEADROOM
 from celery import Celery
 from kombu import Exchange, Queue
 from pydantic import Field
@@ -47,7 +48,7 @@ class DistributedSettings(BaseSettings):
     max_chunks_per_group: int = Field(default=64, ge=1, description="Chunks in flight per rate-limit group, all runs together.")
     reconcile_seconds: float = Field(default=5.0, gt=0, description="Period of the reconciliation job.")
     postprocess_grace_seconds: float = Field(default=60.0, ge=0, description="A finished run not post-processed after this long gets it again.")
-    rate_headroom: float = Field(default=0.97, gt=0, le=1, description="Fraction of a provider's rpm/tpm the shared limiter admits.")
+    rate_headroom: float = Field(default=DEFAULT_HEADROOM, gt=0, le=1, description="Fraction of a provider's rpm/tpm the shared limiter admits.")
     cache_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1, description="Lifetime of a hot-cache entry in Redis.")
     worker_concurrency: int = Field(default=4, ge=1, description="Chunk tasks a worker runs at once (prefork: child processes).")
     worker_synchronous_commit: bool = Field(default=False, description="PostgreSQL: workers wait for the WAL flush on each rating (off: see tasks._async_commit).")

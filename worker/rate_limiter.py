@@ -49,6 +49,11 @@ from accord.worker.providers.base import ProviderError, ProviderResponse
 
 log = logging.getLogger("accord.worker.rate_limiter")
 
+# The share of a limit the pacing admits. Providers enforce short windows with a bucket of about one second's
+# requests, which absorbs arrival jitter of up to (capacity - 1) / rate seconds; below two requests a second
+# there is no such bucket and the pacing keeps ``jitter_s`` clear instead (``request_interval_ms``).
+DEFAULT_HEADROOM = 0.985
+
 # Every script takes the clock (ms) as ARGV[1], so tests drive time; the rest follow.
 # KEYS[1] = the group's hash. ARGV: now ms, request interval ms (0: no rpm), ms per token (0: no tpm), tokens,
 # max reservation ms, recovery ms, key ttl ms. Returns {granted (0/1), wait ms as a string}.
@@ -347,7 +352,7 @@ class RateLimiter:
 
     ``clock`` (ms) and ``sleep`` are injectable: unit tests drive time and read exact admission sequences."""
 
-    def __init__(self, store: LimiterStore, *, headroom: float = 0.97, key_prefix: str = "accord:rl",
+    def __init__(self, store: LimiterStore, *, headroom: float = DEFAULT_HEADROOM, key_prefix: str = "accord:rl",
                  max_reserve_s: float = 2.0, decrease: float = 0.7, min_factor: float = 0.2,
                  cooldown_s: float = 1.0, recover_s: float = 60.0, default_block_s: float = 1.0,
                  store_wait_s: float = 120.0, window_s: float = 1.0, jitter_s: float = 0.05,
