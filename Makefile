@@ -47,6 +47,7 @@ bench: $(STAMP) services
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/enqueue.py
 	$(BIN)/python bench/recovery.py
+	$(BIN)/python bench/local_model.py --items 300
 
 clean:
 	rm -rf $(VENV) build *.egg-info
