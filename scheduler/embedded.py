@@ -53,15 +53,17 @@ async def run_embedded_async(engine: Engine, run_id: int, *, chunk_size: int | N
         finally:
             slots.release()
             if on_progress:
-                on_progress(run_control.read_progress(engine, run_id))
+                on_progress(await asyncio.to_thread(run_control.read_progress, engine, run_id))
 
     try:
         while True:
-            status = run_control.get_run(engine, run_id).status
+            status = (await asyncio.to_thread(run_control.get_run, engine, run_id)).status
             if status != RunStatus.running.value:
                 break
             await slots.acquire()
-            _, ids = run_control.claim_pending(engine, run_id, chunk_size, settings.lease_seconds)
+            # database work off the event loop, where admitted calls are being sent
+            _, ids = await asyncio.to_thread(run_control.claim_pending, engine, run_id, chunk_size,
+                                             settings.lease_seconds)
             if not ids:
                 slots.release()
                 if not in_flight:

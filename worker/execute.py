@@ -284,9 +284,11 @@ def store_ratings(engine: Engine, ratings: list[tuple[Job, dict[str, Any], bool,
     by_request = {job.request.id: (job, fields, cache_hit, attempts) for job, fields, cache_hit, attempts in ratings}
     table = Rating.__table__   # Core statements: no ORM bookkeeping on the hot path
     with Session(engine) as session:
-        stmt = (_insert(engine)(table).values(rows).on_conflict_do_nothing(index_elements=["request_id"])
+        # one compiled statement for any number of rows: SQLAlchemy sends the parameter sets as multi-row
+        # VALUES batches ("insertmanyvalues") and gathers what RETURNING gives back
+        stmt = (_insert(engine)(table).on_conflict_do_nothing(index_elements=["request_id"])
                 .returning(table.c.request_id, table.c.id))  # type: ignore[attr-defined]
-        stored = {int(rid): int(rating_id) for rid, rating_id in session.execute(stmt).all()}
+        stored = {int(rid): int(rating_id) for rid, rating_id in session.connection().execute(stmt, rows).all()}
         if stored:
             requests = RatingRequest.__table__   # executemany: one statement, a parameter set per request
             session.connection().execute(
