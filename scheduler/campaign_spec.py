@@ -129,13 +129,61 @@ class Personas(BaseModel):
     explicit: list[dict[str, str]] = Field(default_factory=list, alias="list", description="Explicit personas, attribute -> value.")
 
 
+def _template_refs(v: Any) -> Any:
+    if isinstance(v, list):
+        return [{"name": t} if isinstance(t, str) else t for t in v]
+    return v
+
+
+def _repeated_names(models: list[ModelEntry]) -> list[str]:
+    names = [m.name for m in models]
+    return sorted({n for n in names if names.count(n) > 1})
+
+
+class Stage(BaseModel):
+    """Models that answer (``subjects``) or judge answers (``judges``), under their templates, with their own
+    samples and decoding (over the campaign's ``decoding``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    models: list[ModelEntry] = Field(min_length=1)
+    templates: list[TemplateRef] = Field(min_length=1)
+    samples: int = Field(default=1, ge=1, le=1000)
+    decoding: Decoding | None = None
+
+    @field_validator("templates", mode="before")
+    @classmethod
+    def _template_strings(cls, v: Any) -> Any:
+        return _template_refs(v)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Stage":
+        dupes = _repeated_names(self.models)
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def base_decoding(self, campaign: Decoding) -> dict[str, Any]:
+        """The campaign's decoding with this stage's overrides (a model's own decoding goes over both)."""
+        return campaign.merged(self.decoding)
+
+
+class JudgeStage(Stage):
+    answers_of: list[str] | None = Field(default=None, description="Display names of the subjects' templates "
+                                         "whose answers are judged (default: every open_ended one).")
+
+
 class CampaignSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
     dataset: str = Field(min_length=1, description="Name of an imported dataset.")
+    dataset_import: str | None = Field(default=None, description="An import YAML (accord.models.import_spec) that "
+                                       "creates the dataset when it is not in the database yet; relative to the "
+                                       "campaign file.")
     dimension: str | None = Field(default=None, description="Human rating dimension to compare with (default: the dataset's only one).")
-    models: list[ModelEntry] = Field(min_length=1)
-    templates: list[TemplateRef] = Field(min_length=1)
+    models: list[ModelEntry] = Field(default_factory=list, description="Models that rate the items (with templates).")
+    templates: list[TemplateRef] = Field(default_factory=list)
+    subjects: Stage | None = Field(default=None, description="Models under test: they answer the items' prompts.")
+    judges: JudgeStage | None = Field(default=None, description="Models that rate the subjects' answers.")
     samples: int = Field(default=1, ge=1, le=1000)
     decoding: Decoding = Field(default_factory=Decoding)
     personas: Personas | None = None
@@ -158,16 +206,32 @@ class CampaignSpec(BaseModel):
     @field_validator("templates", mode="before")
     @classmethod
     def _template_strings(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            return [{"name": t} if isinstance(t, str) else t for t in v]
-        return v
+        return _template_refs(v)
 
     @model_validator(mode="after")
     def _unique_names(self) -> "CampaignSpec":
-        names = [m.name for m in self.models]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        if not self.models and not self.subjects:
+            raise ValueError("models: give the models that rate the items, or subjects: (and judges:)")
+        if self.models and not self.templates:
+            raise ValueError("templates: the rating models need at least one template")
+        if self.templates and not self.models:
+            raise ValueError("models: templates are given but no model rates with them")
+        if self.judges is not None and self.subjects is None:
+            raise ValueError("judges: judges rate the subjects' answers; add subjects:")
+        if (self.subjects or self.judges) and self.dispatch != "realtime":
+            raise ValueError("dispatch: subjects and judges run in realtime only (batch APIs: not yet)")
+        dupes = _repeated_names(self.models)
         if dupes:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        stages = [("models", self.models), *((k, getattr(self, k).models) for k in ("subjects", "judges")
+                                              if getattr(self, k) is not None)]
+        seen: dict[str, tuple[str, ModelEntry]] = {}
+        for where, models in stages:
+            for m in models:
+                if m.name in seen and seen[m.name][1] != m:
+                    raise ValueError(f"{where}: model {m.name!r} is also in {seen[m.name][0]} with other settings; "
+                                     "give it another name")
+                seen.setdefault(m.name, (where, m))
         if self.dispatch == "batch" and self.deadline_hours is not None and self.deadline_hours < BATCH_WINDOW_HOURS:
             raise ValueError(f"dispatch: batch results may take up to {BATCH_WINDOW_HOURS} h, but deadline_hours is "
                              f"{self.deadline_hours:g}; use dispatch: realtime or auto, or a later deadline")
@@ -184,8 +248,20 @@ class CampaignSpec(BaseModel):
             return entry.batch_api
         return entry.provider in ("openai", "anthropic") and not entry.base_url
 
+    def all_models(self) -> list[ModelEntry]:
+        """Every model of the campaign once (a model in several stages is one entry)."""
+        out: dict[str, ModelEntry] = {}
+        for m in [*self.models, *(self.subjects.models if self.subjects else []),
+                  *(self.judges.models if self.judges else [])]:
+            out.setdefault(m.name, m)
+        return list(out.values())
+
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        doc = self.model_dump(mode="json")
+        for key in ("subjects", "judges", "dataset_import"):   # absent fields keep today's campaigns' hashes
+            if doc.get(key) is None:
+                doc.pop(key, None)
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
     def spec_hash(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
@@ -222,8 +298,11 @@ def load_campaign(path: str | Path) -> CampaignSpec:
     except (yaml.YAMLError, json.JSONDecodeError) as e:
         raise CampaignSpecError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
     spec = parse_campaign(document, str(path))
-    # Template paths are relative to the campaign file.
-    for t in spec.templates:
+    # Template and dataset-import paths are relative to the campaign file.
+    stage_templates = [t for stage in (spec.subjects, spec.judges) if stage is not None for t in stage.templates]
+    for t in [*spec.templates, *stage_templates]:
         if t.path and not Path(t.path).is_absolute():
             t.path = str((path.parent / t.path).resolve())
+    if spec.dataset_import and not Path(spec.dataset_import).is_absolute():
+        spec.dataset_import = str((path.parent / spec.dataset_import).resolve())
     return spec
