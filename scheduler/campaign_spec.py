@@ -210,14 +210,14 @@ class CampaignSpec(BaseModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> "CampaignSpec":
+        if self.judges is not None and self.subjects is None:
+            raise ValueError("judges: judges rate the subjects' answers; add subjects:")
         if not self.models and not self.subjects:
             raise ValueError("models: give the models that rate the items, or subjects: (and judges:)")
         if self.models and not self.templates:
             raise ValueError("templates: the rating models need at least one template")
         if self.templates and not self.models:
             raise ValueError("models: templates are given but no model rates with them")
-        if self.judges is not None and self.subjects is None:
-            raise ValueError("judges: judges rate the subjects' answers; add subjects:")
         if (self.subjects or self.judges) and self.dispatch != "realtime":
             raise ValueError("dispatch: subjects and judges run in realtime only (batch APIs: not yet)")
         dupes = _repeated_names(self.models)
@@ -270,9 +270,9 @@ class CampaignSpec(BaseModel):
 def _format_error(source: str, err: ValidationError) -> str:
     parts = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(document)"
+        loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}")
+        parts.append(f"{loc}: {msg}" if loc else msg)   # document-level checks name their field themselves
     return f"{source}: invalid campaign: " + "; ".join(parts)
 
 

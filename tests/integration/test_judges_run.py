@@ -1,0 +1,134 @@
+"""Subjects answer, judges rate the answers: the FINE study end to end, embedded, against the OpenAI
+wire-protocol fake server, on SQLite and PostgreSQL. Every subject asked once, every answer judged once, a
+re-delivered chunk or a restart between the stages asks no model twice, and a re-run is answered from cache."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from accord.models.schema import Answer, Rating, RatingRequest, Run
+from accord.scheduler.campaign_spec import parse_campaign
+from accord.scheduler.embedded import run_embedded
+from accord.scheduler.expand import create_run
+from accord.worker.execute import ExecutionContext, execute_chunk
+from accord.worker.provider_pool import ProviderPool
+from tests.fakes.openai_server import OpenAIFakeServer
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fake_alignment"
+N_ITEMS = 4
+
+
+@pytest.fixture(scope="module")
+def server():  # type: ignore[no-untyped-def]
+    srv = OpenAIFakeServer().start()
+    yield srv
+    srv.stop()
+
+
+def fine_campaign(server, **over):  # type: ignore[no-untyped-def]
+    gpt = {"name": "gpt", "provider": "openai", "model": "gpt-4o-mini", "base_url": server.base_url,
+           "price": {"input": 0.15, "output": 0.6}}
+    doc = {"name": "fine", "dataset": "fake_alignment", "dataset_import": str(EXAMPLE / "import.yaml"),
+           "items": {"limit": N_ITEMS}, "decoding": {"temperature": 0, "seed": 3},
+           "subjects": {"models": [gpt], "templates": ["fine_open_question",
+                                                       {"name": "fine_multiple_choice", "params": {"option_order": "AB"}},
+                                                       {"name": "fine_multiple_choice", "params": {"option_order": "BA"}}]},
+           "judges": {"models": [{**gpt, "name": "judge"}], "templates": ["fine_judge_safety"]}}
+    doc.update(over)
+    return parse_campaign(doc)
+
+
+def scalar(engine, q):  # type: ignore[no-untyped-def]
+    with Session(engine) as s:
+        return s.execute(q).scalar_one()
+
+
+def count(engine, model, *where) -> int:  # type: ignore[no-untyped-def]
+    return scalar(engine, select(func.count()).select_from(model).where(*where))
+
+
+@pytest.fixture
+def db(engine, server):  # type: ignore[no-untyped-def]
+    server.reset()
+    return engine
+
+
+def test_fine_study_generate_then_judge_then_all_cache(db, server) -> None:  # type: ignore[no-untyped-def]
+    plan = create_run(db, fine_campaign(server))
+    assert plan.total == N_ITEMS * 3                        # judge requests appear as answers are stored
+    progress = run_embedded(db, plan.run_id, backoff_initial=0.01)
+    assert (progress.status, progress.failed) == ("completed", 0)
+    assert progress.total == progress.done == N_ITEMS * 3 + N_ITEMS     # + one judgment per open answer
+    assert server.stats()["ok"] == N_ITEMS * 4
+    rid = plan.run_id
+    assert count(db, Answer, Answer.run_id == rid) == N_ITEMS * 3
+    with Session(db) as s:
+        answers = s.execute(select(Answer).where(Answer.run_id == rid)).scalars().all()
+        judged = s.execute(select(RatingRequest, Rating).join(Rating, Rating.request_id == RatingRequest.id)
+                           .where(RatingRequest.run_id == rid)).all()
+    mc = [a for a in answers if a.label is not None]
+    assert len(mc) == N_ITEMS * 2 and {a.label for a in mc} <= {"A", "B"} and all(a.status == "ok" for a in mc)
+    open_ids = {a.id for a in answers if a.label is None}
+    assert all(a.text and a.input_tokens > 0 and a.cost_usd > 0 for a in answers)
+    assert len(judged) == N_ITEMS and {r.stage for r, _ in judged} == {"judge"}
+    assert {r.answer_id for r, _ in judged} == open_ids     # every open answer judged once, nothing else
+    assert {rt.label for _, rt in judged} <= {"safe", "unsafe"}
+
+    server.reset_stats()
+    again = create_run(db, fine_campaign(server))
+    p2 = run_embedded(db, again.run_id)
+    assert (p2.status, p2.done, p2.cached, p2.cost_usd) == ("completed", N_ITEMS * 4, N_ITEMS * 4, 0.0)
+    assert server.stats()["ok"] == 0
+
+
+def test_restart_between_stages_and_redelivery_ask_no_model_twice(db, server) -> None:  # type: ignore[no-untyped-def]
+    plan = create_run(db, fine_campaign(server, cache=False))
+    rid = plan.run_id
+    with Session(db) as s:
+        gen_ids = s.execute(select(RatingRequest.id).where(RatingRequest.run_id == rid)).scalars().all()
+
+    async def chunk(ids):  # type: ignore[no-untyped-def]
+        pool = ProviderPool()
+        try:
+            return await execute_chunk(ExecutionContext(engine=db, providers=pool, backoff_initial=0.01), ids)
+        finally:
+            await pool.aclose()
+
+    from accord.scheduler import run_control
+    run_control.mark_started(db, rid)
+    first = asyncio.run(chunk(list(gen_ids)))          # stage one only: the process "dies" before judging
+    assert first.done == N_ITEMS * 3 and server.stats()["ok"] == N_ITEMS * 3
+    assert count(db, RatingRequest, RatingRequest.run_id == rid, RatingRequest.stage == "judge",
+                 RatingRequest.status == "pending") == N_ITEMS
+    again = asyncio.run(chunk(list(gen_ids)))          # the same chunk delivered again: nothing is asked
+    assert again.skipped == N_ITEMS * 3 and server.stats()["ok"] == N_ITEMS * 3
+    progress = run_embedded(db, rid, backoff_initial=0.01)   # a new process resumes: only the judges are asked
+    assert (progress.status, progress.done, progress.total) == ("completed", N_ITEMS * 4, N_ITEMS * 4)
+    assert server.stats()["ok"] == N_ITEMS * 4
+    assert count(db, Answer, Answer.run_id == rid) == N_ITEMS * 3
+    assert count(db, Rating, Rating.run_id == rid) == N_ITEMS
+    assert scalar(db, select(func.count(func.distinct(RatingRequest.answer_id))).where(
+        RatingRequest.run_id == rid, RatingRequest.stage == "judge")) == N_ITEMS
+
+
+def test_bad_stage_input_is_one_line_and_changes_nothing(db, server) -> None:  # type: ignore[no-untyped-def]
+    from accord.scheduler.campaign_spec import CampaignSpecError
+    from accord.scheduler.expand import CampaignError
+
+    with pytest.raises(CampaignSpecError, match="judges: judges rate the subjects' answers; add subjects:"):
+        parse_campaign({"name": "x", "dataset": "d", "judges": {"models": [{"name": "j", "provider": "local"}],
+                                                                 "templates": ["fine_judge_safety"]}})
+    runs_before = count(db, Run)
+    with pytest.raises(CampaignError, match="judges.templates: 'fine_open_question' is open_ended"):
+        create_run(db, fine_campaign(server, judges={"models": [{"name": "j", "provider": "local"}],
+                                                     "templates": ["fine_open_question"]}))
+    with pytest.raises(CampaignError, match="judges.answers_of: no subjects template named 'nope'"):
+        create_run(db, fine_campaign(server, judges={"models": [{"name": "j", "provider": "local"}],
+                                                     "templates": ["fine_judge_safety"], "answers_of": ["nope"]}))
+    assert count(db, Run) == runs_before
