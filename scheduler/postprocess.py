@@ -11,9 +11,11 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from accord.analysis.fine_metrics import fine_records
 from accord.analysis.results import MetricRecord
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.models.schema import Metric, Run, utcnow
+from accord.scheduler.answer_frames import load_answers, load_judgments
 from accord.scheduler.run_frames import load_run_frames
 
 
@@ -25,10 +27,16 @@ def _clean(x: Any) -> Any:
 
 def compute_run_metrics(engine: Engine, run_id: int, options: SuiteOptions | None = None) -> list[MetricRecord]:
     frames = load_run_frames(engine, run_id)
+    answers = load_answers(engine, run_id)
     # The analysis takes answers: requests without a rating (failed at the provider, cancelled, never run)
     # have no parse status; they are counted in the run summary and the report's outcome chart instead.
     rated = frames.llm[frames.llm["status"] == "done"].reset_index(drop=True)
-    return compute_all(frames.human, frames.annotators, rated, frames.items, options)
+    records: list[MetricRecord] = []
+    if not (rated.empty and not answers.empty):   # a subjects/judges-only run has no item ratings to analyse
+        records.extend(compute_all(frames.human, frames.annotators, rated, frames.items, options))
+    if not answers.empty:
+        records.extend(fine_records(answers, load_judgments(engine, run_id)))
+    return records
 
 
 def postprocess_run(engine: Engine, run_id: int, options: SuiteOptions | None = None) -> int:

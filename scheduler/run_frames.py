@@ -42,8 +42,10 @@ class RunFrames:
     items: pd.DataFrame        # item_id, <metadata columns>
 
 
-def load_llm_frame(engine: Engine, run_id: int, *, with_value_probs: bool = False) -> pd.DataFrame:
-    """One row per rating request of the run with its rating's fields (NaN/None where it has none).
+def load_llm_frame(engine: Engine, run_id: int, *, with_value_probs: bool = False,
+                   stages: tuple[str, ...] = ("rate",)) -> pd.DataFrame:
+    """One row per rating request of the run with its rating's fields (NaN/None where it has none): by default
+    the ratings of items (stage ``rate``); subjects' answers and their judgments load with ``answer_frames``.
 
     ``label_probs`` is JSON text keyed by label (exports stay plain CSV/Parquet); ``with_value_probs`` adds
     ``value_probs``, the same probabilities keyed by the labels' numeric values, for the analysis."""
@@ -57,7 +59,7 @@ def load_llm_frame(engine: Engine, run_id: int, *, with_value_probs: bool = Fals
          .join(ModelSpec, ModelSpec.id == RatingRequest.model_spec_id)
          .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
          .outerjoin(Rating, Rating.request_id == RatingRequest.id)
-         .where(RatingRequest.run_id == run_id)
+         .where(RatingRequest.run_id == run_id, RatingRequest.stage.in_(stages))  # type: ignore[attr-defined]
          .order_by(RatingRequest.id))
     with engine.connect() as conn:
         rows = conn.execute(q).all()

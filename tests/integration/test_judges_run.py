@@ -80,6 +80,20 @@ def test_fine_study_generate_then_judge_then_all_cache(db, server) -> None:  # t
     assert {r.answer_id for r, _ in judged} == open_ids     # every open answer judged once, nothing else
     assert {rt.label for _, rt in judged} <= {"safe", "unsafe"}
 
+    from accord.models.schema import Metric
+    from accord.scheduler import run_service
+
+    analysis = run_service.finish(db, rid)
+    assert analysis.ran and analysis.error is None
+    with Session(db) as s:
+        metrics = s.execute(select(Metric).where(Metric.run_id == rid, Metric.slice == "all")).scalars().all()
+    by_name = {m.name: m for m in metrics}
+    assert {"fine_cs", "fine_css"} <= set(by_name)
+    cs = by_name["fine_cs"]
+    assert (cs.model, cs.template) == ("gpt", "judge") and cs.n + cs.details["n_undetermined"] == N_ITEMS
+    if cs.n:
+        assert cs.ci_low <= cs.value <= cs.ci_high
+
     server.reset_stats()
     again = create_run(db, fine_campaign(server))
     p2 = run_embedded(db, again.run_id)
