@@ -146,3 +146,20 @@ def test_bad_stage_input_is_one_line_and_changes_nothing(db, server) -> None:  #
         create_run(db, fine_campaign(server, judges={"models": [{"name": "j", "provider": "local"}],
                                                      "templates": ["fine_judge_safety"], "answers_of": ["nope"]}))
     assert count(db, Run) == runs_before
+
+
+def test_plan_prices_both_stages_before_and_after_a_run(db, server) -> None:  # type: ignore[no-untyped-def]
+    from accord.scheduler.plan import plan_campaign
+
+    spec = fine_campaign(server)
+    plan = plan_campaign(db, spec)
+    rows = {(m.stage, m.model): m for m in plan.models}
+    subjects, judges = rows[("subjects", "gpt")], rows[("judges", "judge")]
+    assert (subjects.requests, subjects.cached, judges.requests) == (N_ITEMS * 3, 0, N_ITEMS)
+    assert subjects.cost_usd > 0 and judges.cost_usd > 0
+    assert judges.output_tokens == N_ITEMS * 4           # the judge template's cap
+    assert judges.input_tokens > N_ITEMS * 96            # room for an answer as long as the open question's cap
+    assert plan.cost_usd == pytest.approx(subjects.cost_usd + judges.cost_usd)
+    run_embedded(db, create_run(db, spec).run_id, backoff_initial=0.01)
+    after = {(m.stage, m.model): m for m in plan_campaign(db, spec).models}
+    assert after[("subjects", "gpt")].cached == N_ITEMS * 3 and after[("subjects", "gpt")].cost_usd == 0.0
