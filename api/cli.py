@@ -117,7 +117,7 @@ def follow_embedded(engine, run_id: int, total: int) -> Any:  # type: ignore[no-
 
         def on_progress(p) -> None:  # type: ignore[no-untyped-def]
             elapsed = max(time.monotonic() - started, 1e-6)
-            bar.update(task, completed=p.finished, rate=f"{(p.finished - p.cached) / elapsed:.1f}",
+            bar.update(task, completed=p.finished, total=p.total, rate=f"{(p.finished - p.cached) / elapsed:.1f}",
                        cost=p.cost_usd, cached=p.cached, failed=p.failed)
 
         return run_embedded(engine, run_id, on_progress=on_progress)
@@ -161,7 +161,8 @@ def run_cmd(
         run_distributed(campaign, budget)
         return
     engine, spec, plan = _start_run(campaign, budget, "embedded", force)
-    console.print(f"run [bold]{plan.run_id}[/] of campaign [bold]{spec.name}[/]: {plan.total} rating requests, "
+    judged = " (judges' requests are added as the subjects' answers arrive)" if spec.judges else ""
+    console.print(f"run [bold]{plan.run_id}[/] of campaign [bold]{spec.name}[/]: {plan.total} requests{judged}, "
                   f"{plan.cached} answered from cache")
     progress = follow_embedded(engine, plan.run_id, plan.total)
     _print_run_summary(progress)

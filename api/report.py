@@ -29,6 +29,7 @@ from accord.api.report_context import ReportContext
 from accord.api.report_format import bracket, count, num, pvalue
 from accord.api.report_groups import association_section, groups_section, persona_section
 from accord.api.report_metrics import MetricIndex, metrics_frame, rows_from_frame
+from accord.api.report_fine import fine_section
 from accord.api.report_sections import (
     agreement_section,
     alignment_section,
@@ -54,11 +55,13 @@ ALIGNMENT = ["pearson_r_vs_mean", "spearman_r_vs_mean", "kendall_tau_vs_mean"]
 BASELINE_MEDIAN = "annotator_loo_r_median"
 PERCENTILE = "llm_percentile_among_annotators"
 GROUP_R = "group_pearson_r"
+FINE = ["fine_cs", "fine_css"]
 
 SectionBuilder = Callable[[ReportContext], SectionView | None]
 SECTION_BUILDERS: list[SectionBuilder] = [
     summary_section, alignment_section, baseline_section, agreement_section, groups_section, association_section,
-    persona_section, consistency_section, failures_section, subjects_section, categories_section, all_metrics_section,
+    persona_section, consistency_section, failures_section, subjects_section, categories_section, fine_section,
+    all_metrics_section,
 ]
 OUTCOMES = ["ok", "refused", "unparseable", "truncated", "empty"]
 
@@ -221,6 +224,8 @@ def metrics_table(data: ReportData) -> Table:
         t.add_row(r["model"], r["template"], r["name"], r["value"], r["ci"], r["n"])
     for r in metric_rows(data.metrics, [BASELINE_MEDIAN], human_only=True):
         t.add_row("humans", "", r["name"], r["value"], r["ci"], r["n"])
+    for r in metric_rows(data.metrics, FINE):   # subjects' format consistency: model = subject, template = judge
+        t.add_row(r["model"], f"judge {r['template']}", r["name"], r["value"], r["ci"], r["n"])
     return t
 
 
