@@ -161,8 +161,9 @@ def run_cmd(
         run_distributed(campaign, budget)
         return
     engine, spec, plan = _start_run(campaign, budget, "embedded", force)
+    what = "rating requests" if spec.subjects is None else "requests"
     judged = " (judges' requests are added as the subjects' answers arrive)" if spec.judges else ""
-    console.print(f"run [bold]{plan.run_id}[/] of campaign [bold]{spec.name}[/]: {plan.total} requests{judged}, "
+    console.print(f"run [bold]{plan.run_id}[/] of campaign [bold]{spec.name}[/]: {plan.total} {what}{judged}, "
                   f"{plan.cached} answered from cache")
     progress = follow_embedded(engine, plan.run_id, plan.total)
     _print_run_summary(progress)
