@@ -163,3 +163,30 @@ def test_plan_prices_both_stages_before_and_after_a_run(db, server) -> None:  # 
     run_embedded(db, create_run(db, spec).run_id, backoff_initial=0.01)
     after = {(m.stage, m.model): m for m in plan_campaign(db, spec).models}
     assert after[("subjects", "gpt")].cached == N_ITEMS * 3 and after[("subjects", "gpt")].cost_usd == 0.0
+
+
+@pytest.fixture(scope="module")
+def claude_server():  # type: ignore[no-untyped-def]
+    from tests.fakes.anthropic_server import AnthropicFakeServer
+
+    srv = AnthropicFakeServer().start()
+    yield srv
+    srv.stop()
+
+
+def test_anthropic_subject_judged_by_an_openai_judge(db, server, claude_server) -> None:  # type: ignore[no-untyped-def]
+    claude_server.reset()
+    claude = {"name": "claude", "provider": "anthropic", "model": "claude-3-5-haiku-20241022",
+              "base_url": claude_server.base_url, "price": {"input": 0.8, "output": 4.0}}
+    spec = fine_campaign(server, subjects={"models": [claude], "samples": 2, "decoding": {"temperature": 0.7},
+                                           "templates": ["fine_open_question",
+                                                         {"name": "fine_multiple_choice", "params": {"option_order": "AB"}},
+                                                         {"name": "fine_multiple_choice", "params": {"option_order": "BA"}}]})
+    plan = create_run(db, spec)
+    progress = run_embedded(db, plan.run_id, backoff_initial=0.01)
+    assert (progress.status, progress.failed) == ("completed", 0)
+    assert claude_server.stats()["ok"] == N_ITEMS * 3 * 2 and server.stats()["ok"] == N_ITEMS * 2
+    with Session(db) as s:
+        seeds = s.execute(select(Answer.decoding).where(Answer.run_id == plan.run_id)).scalars().all()
+    assert all(d["temperature"] == 0.7 for d in seeds)           # the stage's decoding over the campaign's
+    assert {d["seed"] for d in seeds} == {3, 4}                   # one seed per sample
