@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from accord.models.schema import Answer, RatingRequest, RequestStatus, utcnow
+from accord.models.schema import Answer, RatingRequest, RequestStatus, Run, RunStatus, utcnow
 from accord.worker.judge_requests import judge_rows, load_judge_plans
 from accord.worker.parsing import parse_answer
 from accord.worker.providers.base import ProviderResponse
@@ -100,7 +100,12 @@ def store_answers(engine: Engine, answers: list[tuple["Job", dict[str, Any], boo
                 update(requests).where(requests.c.id == bindparam("rid"))
                 .values(status=RequestStatus.done.value, attempts=bindparam("att"), last_error=None, updated_at=now),
                 [{"rid": rid, "att": by_request[rid][3]} for rid in stored])
-            plans = load_judge_plans(session, {by_request[rid][0].request.run_id for rid in stored})
+            run_ids = {by_request[rid][0].request.run_id for rid in stored}
+            plans = load_judge_plans(session, run_ids)
+            # A cancelled or exhausted run judges nothing more (an answer in flight at the cancel still lands).
+            stopped = set(session.execute(select(Run.id).where(Run.id.in_(run_ids), Run.status.in_(  # type: ignore[union-attr]
+                (RunStatus.cancelled.value, RunStatus.budget_exhausted.value)))).scalars())
+            plans = {r: ([] if r in stopped else p) for r, p in plans.items()}
             judge_requests: list[dict[str, Any]] = []
             runs: dict[int, list[float]] = {}
             for rid, answer_id in stored.items():

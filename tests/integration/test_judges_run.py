@@ -190,3 +190,24 @@ def test_anthropic_subject_judged_by_an_openai_judge(db, server, claude_server) 
         seeds = s.execute(select(Answer.decoding).where(Answer.run_id == plan.run_id)).scalars().all()
     assert all(d["temperature"] == 0.7 for d in seeds)           # the stage's decoding over the campaign's
     assert {d["seed"] for d in seeds} == {3, 4}                   # one seed per sample
+
+
+def test_an_answer_landing_after_cancel_creates_no_judge_work_and_the_run_finishes(db, server) -> None:  # type: ignore[no-untyped-def]
+    from accord.scheduler import run_control
+    from accord.worker.answers import store_answers
+    from accord.worker.execute import load_jobs
+    from accord.worker.providers.base import ProviderResponse
+
+    plan = create_run(db, fine_campaign(server, cache=False))
+    run_control.mark_started(db, plan.run_id)
+    _, ids = run_control.claim_pending(db, plan.run_id, 100, 60)     # in flight when the cancel comes
+    with Session(db, expire_on_commit=False) as s:
+        jobs, _ = load_jobs(s, ids)
+    run_control.cancel_run(db, plan.run_id)
+    from accord.worker.answers import generation_fields
+    job = next(j for j in jobs if not j.template.labels)
+    fields = generation_fields(job, ProviderResponse(text="A late answer.", finish_reason="stop"), 0.0)
+    assert list(store_answers(db, [(job, fields, False, 1)])) == [job.request.id]      # the answer is kept
+    assert count(db, RatingRequest, RatingRequest.run_id == plan.run_id, RatingRequest.stage == "judge") == 0
+    run_control.release_all_queued(db, plan.run_id)
+    assert run_control.finalize_if_done(db, plan.run_id) == "cancelled"
