@@ -239,21 +239,28 @@ def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (defa
 # ---------------------------------------------------------------------------------------------- results
 @app.command("results")
 def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
-                output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout for csv).")) -> None:
-    """Export every rating request of a run with its rating (one row per request)."""
+                output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout for csv)."),
+                table: str = typer.Option("ratings", "--table", help="ratings (of items), answers (the subjects'), "
+                                                                     "or judgments (the judges' ratings of answers)")) -> None:
+    """Export every rating request of a run with its rating (one row per request), or its subjects' answers, or
+    its judges' ratings of them."""
+    from accord.scheduler.answer_frames import load_answers, load_judgments
     from accord.scheduler.run_control import RunStateError, get_run
     from accord.scheduler.run_frames import load_llm_frame
 
     if fmt not in ("csv", "parquet"):
         fail(f"--format: expected csv or parquet, got {fmt!r}")
+    loaders = {"ratings": load_llm_frame, "answers": load_answers, "judgments": load_judgments}
+    if table not in loaders:
+        fail(f"--table: expected ratings, answers or judgments, got {table!r}")
     engine = _engine()
     try:
         get_run(engine, run_id)
     except RunStateError as e:
         fail(str(e))
-    df = load_llm_frame(engine, run_id)
+    df = loaders[table](engine, run_id)
     if fmt == "parquet":
-        output = output or Path(f"run-{run_id}-ratings.parquet")
+        output = output or Path(f"run-{run_id}-{table}.parquet")
         df.to_parquet(output, index=False)
         console.print(f"wrote {len(df)} rows to {output}")
     elif output is None:
