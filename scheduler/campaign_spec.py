@@ -213,7 +213,8 @@ class CampaignSpec(BaseModel):
         if self.judges is not None and self.subjects is None:
             raise ValueError("judges: judges rate the subjects' answers; add subjects:")
         if not self.models and not self.subjects:
-            raise ValueError("models: give the models that rate the items, or subjects: (and judges:)")
+            raise ValueError("models: List should have at least 1 item (the models that rate the items), "
+                             "or give subjects: (and judges:)")
         if self.models and not self.templates:
             raise ValueError("templates: the rating models need at least one template")
         if self.templates and not self.models:
