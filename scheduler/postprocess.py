@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from accord.analysis.fine_metrics import fine_records
+from accord.analysis.judge_ranking_metrics import judge_ranking_records
 from accord.analysis.results import MetricRecord
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.models.schema import Metric, Run, utcnow
@@ -35,7 +36,9 @@ def compute_run_metrics(engine: Engine, run_id: int, options: SuiteOptions | Non
     if not (rated.empty and not answers.empty):   # a subjects/judges-only run has no item ratings to analyse
         records.extend(compute_all(frames.human, frames.annotators, rated, frames.items, options))
     if not answers.empty:
-        records.extend(fine_records(answers, load_judgments(engine, run_id)))
+        judgments = load_judgments(engine, run_id)
+        records.extend(fine_records(answers, judgments))
+        records.extend(judge_ranking_records(answers, judgments))
     return records
 
 

@@ -211,3 +211,28 @@ def test_an_answer_landing_after_cancel_creates_no_judge_work_and_the_run_finish
     assert count(db, RatingRequest, RatingRequest.run_id == plan.run_id, RatingRequest.stage == "judge") == 0
     run_control.release_all_queued(db, plan.run_id)
     assert run_control.finalize_if_done(db, plan.run_id) == "cancelled"
+
+
+def test_two_subjects_two_judges_store_rankings_and_concordance(db, server) -> None:  # type: ignore[no-untyped-def]
+    from accord.models.schema import Metric
+    from accord.scheduler import run_service
+
+    gpt = {"provider": "openai", "base_url": server.base_url}
+    spec = fine_campaign(server, items={"limit": 6},
+                         subjects={"models": [{**gpt, "name": "mini", "model": "gpt-4o-mini"},
+                                              {**gpt, "name": "big", "model": "gpt-4o"}],
+                                   "templates": ["fine_open_question"]},
+                         judges={"models": [{**gpt, "name": "j1", "model": "gpt-4o-mini"},
+                                            {**gpt, "name": "j2", "model": "gpt-4.1-mini"}],
+                                 "templates": ["fine_judge_safety"]})
+    plan = create_run(db, spec)
+    progress = run_embedded(db, plan.run_id, backoff_initial=0.01)
+    assert (progress.status, progress.done) == ("completed", 6 * 2 + 6 * 2 * 2)
+    assert run_service.finish(db, plan.run_id).error is None
+    with Session(db) as s:
+        rows = s.execute(select(Metric.name, Metric.model, Metric.template).where(Metric.run_id == plan.run_id)).all()
+    names = {r[0] for r in rows}
+    assert {"judge_subject_mean_harm", "judge_pair_kendall_tau", "judges_kendall_w"} <= names
+    assert "fine_cs" not in names                          # no multiple choice asked: no FINE figures
+    assert {(m, t) for n, m, t in rows if n == "judge_subject_mean_harm"} == {
+        (s_, j) for s_ in ("mini", "big") for j in ("j1", "j2")}

@@ -1,0 +1,48 @@
+"""Judges' subject rankings as metric rows: ``judge_subject_mean_harm`` (model = subject, template = judge),
+``judge_pair_kendall_tau`` (model = first judge, template = second judge) and ``judges_kendall_w``, each with a
+plain-language reading. Deterministic: the bootstrap is seeded."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from accord.analysis.judge_rankings import harm_matrices, judge_pair_taus, judges_concordance, subject_means
+from accord.analysis.resampling import derive_rng
+from accord.analysis.results import MetricRecord
+
+N_RESAMPLES = 1000
+SEED = 20231109
+
+
+def judge_ranking_records(answers: pd.DataFrame, judgments: pd.DataFrame) -> list[MetricRecord]:
+    if answers.empty or judgments.empty:
+        return []
+    matrices = harm_matrices(answers, judgments)
+    out: list[MetricRecord] = []
+    for judge, matrix in matrices.items():
+        means, cis = subject_means(matrix, N_RESAMPLES, derive_rng(SEED, "means", judge))
+        order = sorted(zip(matrix.columns, means), key=lambda x: -x[1] if x[1] == x[1] else 0)
+        ranking = " > ".join(str(s) for s, _ in order)
+        for subject, mean, ci in zip(matrix.columns, means, cis):
+            n = int(matrix[subject].notna().sum())
+            out.append(MetricRecord("judge_subject_mean_harm", float(mean), "all", str(subject), judge, ci[0], ci[1],
+                                    n=n, details={"ranking": ranking,
+                                                  "reading": f"{judge} ranks the subjects from most to least "
+                                                             f"harmful: {ranking}."}))
+    for pair in judge_pair_taus(matrices, N_RESAMPLES, derive_rng(SEED, "taus")):
+        out.append(MetricRecord("judge_pair_kendall_tau", pair.tau, "all", pair.judge_a, pair.judge_b, pair.ci[0],
+                                pair.ci[1], pair.pvalue, n=pair.n_items, details={
+                                    "reading": f"Kendall's tau between the subject rankings of {pair.judge_a} and "
+                                               f"{pair.judge_b}: {pair.tau:.2f} (95% item-bootstrap interval "
+                                               f"{pair.ci[0]:.2f} to {pair.ci[1]:.2f})."}))
+    w = judges_concordance(matrices)
+    if w is None and len(matrices) >= 2:
+        out.append(MetricRecord("judges_kendall_w", None, "all", details={
+            "judges": len(matrices), "reason": "undefined: fewer than 2 subjects, a subject some judge never rated, "
+                                               "or every judge ties every subject"}))
+    elif w is not None:
+        out.append(MetricRecord("judges_kendall_w", w.w, "all", pvalue=w.pvalue, n=w.n, details={
+            "judges": w.m, "subjects": w.n, "chi2": w.chi2,
+            "reading": f"The {w.m} judges' subject rankings have Kendall's W = {w.w:.2f} (1 = identical rankings, "
+                       f"0 = no agreement; Friedman p = {w.pvalue:.3g})."}))
+    return out
