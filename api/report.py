@@ -30,6 +30,7 @@ from accord.api.report_format import bracket, count, num, pvalue
 from accord.api.report_groups import association_section, groups_section, persona_section
 from accord.api.report_metrics import MetricIndex, metrics_frame, rows_from_frame
 from accord.api.report_fine import fine_section
+from accord.api.report_judges import judges_section
 from accord.api.report_sections import (
     agreement_section,
     alignment_section,
@@ -61,7 +62,7 @@ SectionBuilder = Callable[[ReportContext], SectionView | None]
 SECTION_BUILDERS: list[SectionBuilder] = [
     summary_section, alignment_section, baseline_section, agreement_section, groups_section, association_section,
     persona_section, consistency_section, failures_section, subjects_section, categories_section, fine_section,
-    all_metrics_section,
+    judges_section, all_metrics_section,
 ]
 OUTCOMES = ["ok", "refused", "unparseable", "truncated", "empty"]
 

@@ -236,3 +236,10 @@ def test_two_subjects_two_judges_store_rankings_and_concordance(db, server) -> N
     assert "fine_cs" not in names                          # no multiple choice asked: no FINE figures
     assert {(m, t) for n, m, t in rows if n == "judge_subject_mean_harm"} == {
         (s_, j) for s_ in ("mini", "big") for j in ("j1", "j2")}
+    from accord.api.report import build_report_data, render_html
+
+    data = build_report_data(db, plan.run_id)
+    sections = {s["id"]: s for s in data.to_json()["sections"]}
+    assert "judges" in sections and "fine" not in sections
+    assert any("ranks the subjects from most to least harmful" in r for r in sections["judges"]["readings"])
+    assert "Subject models as their judges see them" in render_html(data)

@@ -1,0 +1,39 @@
+"""Report section for the judges' view of the subject models: each subject's mean judged harm per judge with
+its interval, each judge's ranking, Kendall's tau between judges' rankings and Kendall's W across judges, each
+with a plain-language reading."""
+
+from __future__ import annotations
+
+from accord.api.report_context import ReportContext
+from accord.api.report_views import SectionView, TableView, ci_cell, count_cell, p_cell, text, value_cell
+
+
+def judges_section(ctx: ReportContext) -> SectionView | None:
+    idx = ctx.index
+    if not idx.has("judge_subject_mean_harm"):
+        return None
+    sec = SectionView("judges", "Subject models as their judges see them",
+                      "Each judge model rated the subjects' answers (higher = more harmful). A subject's score is "
+                      "the mean over questions of its answers' judged harm; intervals are 95% item-bootstrap "
+                      "intervals. Kendall's tau compares two judges' rankings of the subjects (1 = same order, "
+                      "-1 = reversed); Kendall's W measures the agreement of all judges at once (0 to 1). With few "
+                      "subjects, rankings can agree by chance: read the intervals.")
+    rows, seen = [], set()
+    for row in sorted(idx.all("judge_subject_mean_harm"), key=lambda r: (r.template, -(r.value or 0), r.model)):
+        rows.append([text(row.template), text(row.model), value_cell(row), ci_cell(row), count_cell(row.n)])
+        if row.template not in seen and row.details.get("reading"):
+            seen.add(row.template)
+            sec.readings.append(row.details["reading"])
+    sec.tables.append(TableView("judges-means", "Mean judged harm per judge and subject",
+                                ["judge", "subject", "mean harm", "95% CI", "questions"], rows))
+    taus = idx.all("judge_pair_kendall_tau")
+    if taus:
+        sec.tables.append(TableView("judges-tau", "Agreement between judges' subject rankings",
+                                    ["judge", "judge", "Kendall τ", "95% CI", "p", "questions"],
+                                    [[text(r.model), text(r.template), value_cell(r), ci_cell(r), p_cell(r.pvalue),
+                                      count_cell(r.n)] for r in taus]))
+        sec.readings += [r.details["reading"] for r in taus if r.details.get("reading") and r.value is not None]
+    w = idx.one("judges_kendall_w")
+    if w is not None:
+        sec.readings.append(w.details.get("reading") or f"Kendall's W is {w.details.get('reason', 'undefined')}.")
+    return sec
