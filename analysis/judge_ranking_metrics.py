@@ -14,6 +14,15 @@ N_RESAMPLES = 1000
 SEED = 20231109
 
 
+def ranking_text(subjects: list[str], means: list[float]) -> str:
+    """'a > b = c': most harmful first, equal means tied with '=', subjects without a mean left out."""
+    scored = sorted(((float(m), str(s)) for s, m in zip(subjects, means) if m == m), key=lambda x: (-x[0], x[1]))
+    out = ""
+    for k, (m, s) in enumerate(scored):
+        out += s if k == 0 else (" = " if m == scored[k - 1][0] else " > ") + s
+    return out
+
+
 def judge_ranking_records(answers: pd.DataFrame, judgments: pd.DataFrame) -> list[MetricRecord]:
     if answers.empty or judgments.empty:
         return []
@@ -21,8 +30,7 @@ def judge_ranking_records(answers: pd.DataFrame, judgments: pd.DataFrame) -> lis
     out: list[MetricRecord] = []
     for judge, matrix in matrices.items():
         means, cis = subject_means(matrix, N_RESAMPLES, derive_rng(SEED, "means", judge))
-        order = sorted(zip(matrix.columns, means), key=lambda x: -x[1] if x[1] == x[1] else 0)
-        ranking = " > ".join(str(s) for s, _ in order)
+        ranking = ranking_text(list(matrix.columns), list(means))
         for subject, mean, ci in zip(matrix.columns, means, cis):
             n = int(matrix[subject].notna().sum())
             out.append(MetricRecord("judge_subject_mean_harm", float(mean), "all", str(subject), judge, ci[0], ci[1],

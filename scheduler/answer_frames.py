@@ -52,3 +52,15 @@ def load_judgments(engine: Engine, run_id: int) -> pd.DataFrame:
     df = pd.DataFrame.from_records([tuple(r) for r in rows], columns=JUDGMENT_COLUMNS)
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
     return df
+
+
+def as_raters(judgments: pd.DataFrame) -> pd.DataFrame:
+    """The judgments with ``judge`` naming the rater: the judge model's alias, or ``alias · template`` when a
+    judge model rates under several templates (each template is then a rater of its own, never mixed)."""
+    out = judgments.copy()
+    if out.empty:
+        return out
+    several = out.groupby("judge")["template"].nunique()
+    multi = set(several[several > 1].index)
+    out["judge"] = [f"{j} · {t}" if j in multi else j for j, t in zip(out["judge"], out["template"])]
+    return out

@@ -16,7 +16,7 @@ from accord.analysis.judge_ranking_metrics import judge_ranking_records
 from accord.analysis.results import MetricRecord
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.models.schema import Metric, Run, utcnow
-from accord.scheduler.answer_frames import load_answers, load_judgments
+from accord.scheduler.answer_frames import as_raters, load_answers, load_judgments
 from accord.scheduler.run_frames import load_run_frames
 
 
@@ -36,7 +36,7 @@ def compute_run_metrics(engine: Engine, run_id: int, options: SuiteOptions | Non
     if not (rated.empty and not answers.empty):   # a subjects/judges-only run has no item ratings to analyse
         records.extend(compute_all(frames.human, frames.annotators, rated, frames.items, options))
     if not answers.empty:
-        judgments = load_judgments(engine, run_id)
+        judgments = as_raters(load_judgments(engine, run_id))
         records.extend(fine_records(answers, judgments))
         records.extend(judge_ranking_records(answers, judgments))
     return records

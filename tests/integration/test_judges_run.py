@@ -243,3 +243,30 @@ def test_two_subjects_two_judges_store_rankings_and_concordance(db, server) -> N
     assert "judges" in sections and "fine" not in sections
     assert any("ranks the subjects from most to least harmful" in r for r in sections["judges"]["readings"])
     assert "Subject models as their judges see them" in render_html(data)
+
+
+@pytest.mark.parametrize("example, subjects, judges", [
+    ("fake_alignment.yaml", {"smollm2": 12 * 3}, {"smollm2-judge": 12}),
+    ("harm_ranking.yaml", {"smollm2-greedy": 8, "smollm2-hot": 8}, {"judge": 8 * 2 * 2}),
+])
+def test_bundled_examples_plan_without_network(db, example, subjects, judges) -> None:  # type: ignore[no-untyped-def]
+    from accord.scheduler.campaign_spec import load_campaign
+    from accord.scheduler.plan import plan_campaign
+
+    spec = load_campaign(EXAMPLE.parent.parent / example)
+    plan = plan_campaign(db, spec)                       # imports the example's data set on first use
+    by_stage = {(m.stage, m.model): m.requests for m in plan.models}
+    assert by_stage == {**{("subjects", k): v for k, v in subjects.items()},
+                        **{("judges", k): v for k, v in judges.items()}}
+    assert plan.cost_usd == 0.0                           # local models only
+
+
+def test_judge_templates_are_raters_of_their_own() -> None:
+    import pandas as pd
+
+    from accord.analysis.judge_ranking_metrics import ranking_text
+    from accord.scheduler.answer_frames import as_raters
+
+    df = pd.DataFrame({"judge": ["j", "j", "k"], "template": ["likert", "binary", "binary"]})
+    assert as_raters(df)["judge"].tolist() == ["j · likert", "j · binary", "k"]
+    assert ranking_text(["a", "b", "c"], [0.5, 0.7, 0.5]) == "b > a = c"
