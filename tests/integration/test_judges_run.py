@@ -253,7 +253,7 @@ def test_bundled_examples_plan_without_network(db, example, subjects, judges) ->
     from accord.scheduler.campaign_spec import load_campaign
     from accord.scheduler.plan import plan_campaign
 
-    spec = load_campaign(EXAMPLE.parent.parent / example)
+    spec = load_campaign(EXAMPLE.parent / example)
     plan = plan_campaign(db, spec)                       # imports the example's data set on first use
     by_stage = {(m.stage, m.model): m.requests for m in plan.models}
     assert by_stage == {**{("subjects", k): v for k, v in subjects.items()},
