@@ -40,6 +40,7 @@ from accord.api.report_sections import (
 )
 from accord.api.report_views import SectionView
 from accord.models.schema import Campaign, Dataset, Metric, Rating, Run
+from accord.scheduler.answer_frames import load_answers, load_judgments
 from accord.scheduler.run_frames import RunFrames, load_run_frames
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from rich.table import Table
@@ -92,11 +93,25 @@ class ReportData:
 
 # ------------------------------------------------------------------------------------------------ run summary
 
-def summarize_run(run: dict[str, Any], frames: RunFrames) -> dict[str, Any]:
+def summarize_stages(answers: pd.DataFrame, judgments: pd.DataFrame) -> dict[str, Any]:
+    """The subjects and judges stages in numbers (an empty dict for a run without them)."""
+    if answers.empty:
+        return {}
+    return {"subjects": sorted(answers["subject"].astype(str).unique().tolist()),
+            "generation_templates": sorted(answers["template"].astype(str).unique().tolist()),
+            "answer_items": int(answers["item"].nunique()), "answers": len(answers),
+            "answer_outcomes": {str(k): int(v) for k, v in answers["status"].value_counts().sort_index().items()},
+            "judges": sorted(judgments["judge"].astype(str).unique().tolist()) if not judgments.empty else [],
+            "judgments": len(judgments)}
+
+
+def summarize_run(run: dict[str, Any], frames: RunFrames, stages: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run summary: ``run`` (the Run row's counts, cost, tokens, names) completed from the frames with
-    failures by kind, answer outcomes (overall and per model · template), samples, personas, sizes."""
+    failures by kind, answer outcomes (overall and per model · template), samples, personas, sizes; and
+    ``stages`` (``summarize_stages``) for a run whose subjects answered and judges rated."""
     llm = frames.llm
     out = dict(run)
+    out["stages"] = stages or {}
     out["models"] = sorted(llm["model"].astype(str).unique().tolist())
     out["templates"] = sorted(llm["template"].astype(str).unique().tolist())
     out["personas"] = sorted(p for p in llm["persona_key"].fillna("").astype(str).unique() if p)
@@ -174,7 +189,8 @@ def build_report_data(engine: Engine, run_id: int) -> ReportData:
             "ci_low": m.ci_low, "ci_high": m.ci_high, "pvalue": m.pvalue, "n": m.n, "details": m.details,
         } for m in rows)
     frames = load_run_frames(engine, run_id)
-    return assemble_report(summarize_run(fields, frames), metrics, frames)
+    stages = summarize_stages(load_answers(engine, run_id), load_judgments(engine, run_id))
+    return assemble_report(summarize_run(fields, frames, stages), metrics, frames)
 
 
 def assemble_report(run: dict[str, Any], metrics: pd.DataFrame, frames: RunFrames) -> ReportData:

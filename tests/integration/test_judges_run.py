@@ -243,6 +243,9 @@ def test_two_subjects_two_judges_store_rankings_and_concordance(db, server) -> N
     assert "judges" in sections and "fine" not in sections
     assert any("ranks the subjects from most to least harmful" in r for r in sections["judges"]["readings"])
     assert "Subject models as their judges see them" in render_html(data)
+    summary = " ".join(sections["summary"]["readings"])
+    assert "2 subject models (big, mini) answered 6 items under 1 generation template: 12 answers" in summary
+    assert "2 judges (j1, j2) rated them in 24 judgments" in summary
 
 
 @pytest.mark.parametrize("example, subjects, judges", [
