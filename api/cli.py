@@ -61,6 +61,9 @@ def import_cmd(
     meta_col: Optional[list[str]] = typer.Option(None, "--meta-col", help="Item metadata column (repeat)."),
     attribute_col: Optional[list[str]] = typer.Option(None, "--attribute-col", help="Annotator attribute column (repeat)."),
     label_map: Optional[str] = typer.Option(None, "--label-map", help="e.g. 'No=0, Unsure=0.5, Yes=1'."),
+    model_rating_col: Optional[list[str]] = typer.Option(
+        None, "--model-rating-col", help="An existing judge model's labels: 'name=column' (repeat); the model "
+                                         "enters every metric as a rater (template 'imported')."),
     replace: bool = typer.Option(False, "--replace", help="Replace a dataset of the same name."),
 ) -> None:
     """Import a dataset of items, annotators and their ratings, in one transaction."""
@@ -83,6 +86,14 @@ def import_cmd(
                        "attribute_cols": attribute_col, "label_map": label_map}.items():
         if value:
             overrides[key] = value
+    if model_rating_col:
+        raters: dict[str, str] = {}
+        for c in model_rating_col:
+            rater, sep, col = c.partition("=")
+            if not sep or not rater.strip() or not col.strip():
+                fail(f"--model-rating-col: expected name=column, got {c!r}")
+            raters[rater.strip()] = col.strip()
+        overrides["model_rating_cols"] = raters
     if replace:
         overrides["replace"] = True
     try:

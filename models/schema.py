@@ -241,6 +241,21 @@ class RatingRequest(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class ImportedRating(SQLModel, table=True):
+    """An existing judge model's label for an item, imported with the dataset (``--model-rating-col``): the
+    analysis treats the rater like a model accord ran (template ``imported``, one sample) on every run over
+    the dataset's items and dimension."""
+
+    __tablename__ = "imported_rating"
+    __table_args__ = (UniqueConstraint("item_id", "rater", "dimension", name="uq_imported_rating_item_rater_dim"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="item.id", index=True)
+    rater: str = Field(max_length=200)
+    dimension: str = Field(max_length=200)
+    value: Optional[float] = None
+    raw_label: str = Field(default="", max_length=500)
+
+
 class ParseStatus(str, Enum):
     ok = "ok"
     refused = "refused"

@@ -7,7 +7,8 @@
   template x persona x sample for judge requests (no answer is ever judged twice by the same judge call);
 - ``answer``: a subject model's answer (item, subject, generation template, sample, text, parsed choice,
   tokens, cost, status); ``request_id`` unique, so no subject is asked twice for one request;
-- ``judge_assignment``: the judge stage of a run resolved to (judge model, template, samples, answers of).
+- ``judge_assignment``: the judge stage of a run resolved to (judge model, template, samples, answers of);
+- ``imported_rating``: an existing judge model's label per item, imported with the dataset.
 
 Revision ID: 0005
 Revises: 0004
@@ -81,6 +82,21 @@ def upgrade() -> None:
     with op.batch_alter_table("judge_assignment", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_judge_assignment_run_id"), ["run_id"], unique=False)
 
+    op.create_table(
+        "imported_rating",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("item_id", sa.Integer(), nullable=False),
+        sa.Column("rater", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+        sa.Column("dimension", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+        sa.Column("value", sa.Float(), nullable=True),
+        sa.Column("raw_label", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=False),
+        sa.ForeignKeyConstraint(["item_id"], ["item.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("item_id", "rater", "dimension", name="uq_imported_rating_item_rater_dim"),
+    )
+    with op.batch_alter_table("imported_rating", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_imported_rating_item_id"), ["item_id"], unique=False)
+
     with op.batch_alter_table("rating_request", schema=None) as batch_op:
         batch_op.add_column(sa.Column("stage", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False,
                                       server_default="rate"))
@@ -108,5 +124,6 @@ def downgrade() -> None:
                                            "sample_index"])
         batch_op.drop_column("answer_id")
         batch_op.drop_column("stage")
+    op.drop_table("imported_rating")
     op.drop_table("judge_assignment")
     op.drop_table("answer")
