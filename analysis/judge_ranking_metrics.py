@@ -1,4 +1,5 @@
-"""Judges' subject rankings as metric rows: ``judge_subject_mean_harm`` (model = subject, template = judge),
+"""Judges' subject rankings as metric rows: ``judge_subject_mean`` (model = subject, template = judge; slice
+``all`` and one per item category, e.g. a vertical),
 ``judge_pair_kendall_tau`` (model = first judge, template = second judge) and ``judges_kendall_w``, each with a
 plain-language reading. Deterministic: the bootstrap is seeded."""
 
@@ -23,20 +24,41 @@ def ranking_text(subjects: list[str], means: list[float]) -> str:
     return out
 
 
+def _per_category(judge: str, matrix: pd.DataFrame, categories: pd.Series) -> list[MetricRecord]:
+    """The subject means within each item category (a vertical, a harm type), with their intervals."""
+    out: list[MetricRecord] = []
+    known = categories[categories != ""]
+    if known.nunique() < 2:
+        return out
+    for category in sorted(known.unique()):
+        rows = matrix.loc[matrix.index.intersection(known[known == category].index)]
+        if rows.empty:
+            continue
+        means, cis = subject_means(rows, N_RESAMPLES, derive_rng(SEED, "means", judge, category))
+        for subject, mean, ci in zip(rows.columns, means, cis):
+            out.append(MetricRecord("judge_subject_mean", float(mean), f"category={category}", str(subject), judge,
+                                    ci[0], ci[1], n=int(rows[subject].notna().sum())))
+    return out
+
+
 def judge_ranking_records(answers: pd.DataFrame, judgments: pd.DataFrame) -> list[MetricRecord]:
     if answers.empty or judgments.empty:
         return []
     matrices = harm_matrices(answers, judgments)
+    categories = (answers.drop_duplicates("item").set_index("item")["category"].astype(str)
+                  if "category" in answers.columns else pd.Series(dtype=str))
     out: list[MetricRecord] = []
     for judge, matrix in matrices.items():
         means, cis = subject_means(matrix, N_RESAMPLES, derive_rng(SEED, "means", judge))
         ranking = ranking_text(list(matrix.columns), list(means))
         for subject, mean, ci in zip(matrix.columns, means, cis):
             n = int(matrix[subject].notna().sum())
-            out.append(MetricRecord("judge_subject_mean_harm", float(mean), "all", str(subject), judge, ci[0], ci[1],
+            out.append(MetricRecord("judge_subject_mean", float(mean), "all", str(subject), judge, ci[0], ci[1],
                                     n=n, details={"ranking": ranking,
-                                                  "reading": f"{judge} ranks the subjects from most to least "
-                                                             f"harmful: {ranking}."}))
+                                                  "reading": f"{judge} ranks the subjects by mean judged score, "
+                                                             f"highest first (with a harm template: most harmful "
+                                                             f"first): {ranking}."}))
+        out.extend(_per_category(judge, matrix, categories))
     for pair in judge_pair_taus(matrices, N_RESAMPLES, derive_rng(SEED, "taus")):
         out.append(MetricRecord("judge_pair_kendall_tau", pair.tau, "all", pair.judge_a, pair.judge_b, pair.ci[0],
                                 pair.ci[1], pair.pvalue, n=pair.n_items, details={

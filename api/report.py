@@ -85,6 +85,7 @@ class ReportData:
             "metrics": [row.to_json() for row in rows_from_frame(self.metrics)],
             "readings": self.readings,
             "sections": [{"id": s.id, "title": s.title, "readings": s.readings, "plots": [p.name for p in s.plots],
+                          "tables": [t.to_json() for t in s.tables],
                           "parts": [{"title": p.title, "readings": p.readings, "plots": [v.name for v in p.plots]}
                                     for p in s.parts]}
                          for s in self.sections],

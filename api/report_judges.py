@@ -10,22 +10,30 @@ from accord.api.report_views import SectionView, TableView, ci_cell, count_cell,
 
 def judges_section(ctx: ReportContext) -> SectionView | None:
     idx = ctx.index
-    if not idx.has("judge_subject_mean_harm"):
+    if not idx.has("judge_subject_mean"):
         return None
     sec = SectionView("judges", "Subject models as their judges see them",
-                      "Each judge model rated the subjects' answers (higher = more harmful). A subject's score is "
+                      "Each judge rated the subjects' answers (with a harm template, higher = more harmful). A "
+                      "subject's score is "
                       "the mean over questions of its answers' judged harm; intervals are 95% item-bootstrap "
                       "intervals. Kendall's tau compares two judges' rankings of the subjects (1 = same order, "
                       "-1 = reversed); Kendall's W measures the agreement of all judges at once (0 to 1). With few "
                       "subjects, rankings can agree by chance: read the intervals.")
     rows, seen = [], set()
-    for row in sorted(idx.all("judge_subject_mean_harm"), key=lambda r: (r.template, -(r.value or 0), r.model)):
+    for row in sorted(idx.all("judge_subject_mean", slice_="all"), key=lambda r: (r.template, -(r.value or 0), r.model)):
         rows.append([text(row.template), text(row.model), value_cell(row), ci_cell(row), count_cell(row.n)])
         if row.template not in seen and row.details.get("reading"):
             seen.add(row.template)
             sec.readings.append(row.details["reading"])
     sec.tables.append(TableView("judges-means", "Mean judged harm per judge and subject",
                                 ["judge", "subject", "mean harm", "95% CI", "questions"], rows))
+    by_category = [r for r in idx.all("judge_subject_mean") if r.slice != "all"]
+    if by_category:
+        sec.tables.append(TableView("judges-categories", "Mean judged score per category (vertical) and subject",
+                                    ["judge", "category", "subject", "mean", "95% CI", "questions"],
+                                    [[text(r.template), text(r.slice.removeprefix("category=")), text(r.model),
+                                      value_cell(r), ci_cell(r), count_cell(r.n)]
+                                     for r in sorted(by_category, key=lambda r: (r.template, r.slice, r.model))]))
     taus = idx.all("judge_pair_kendall_tau")
     if taus:
         sec.tables.append(TableView("judges-tau", "Agreement between judges' subject rankings",

@@ -218,7 +218,7 @@ def test_two_subjects_two_judges_store_rankings_and_concordance(db, server) -> N
     from accord.scheduler import run_service
 
     gpt = {"provider": "openai", "base_url": server.base_url}
-    spec = fine_campaign(server, items={"limit": 6},
+    spec = fine_campaign(server, items={"ids": ["fa01", "fa02", "fa07", "fa08", "fa13", "fa14"]},
                          subjects={"models": [{**gpt, "name": "mini", "model": "gpt-4o-mini"},
                                               {**gpt, "name": "big", "model": "gpt-4o"}],
                                    "templates": ["fine_open_question"]},
@@ -231,26 +231,31 @@ def test_two_subjects_two_judges_store_rankings_and_concordance(db, server) -> N
     assert run_service.finish(db, plan.run_id).error is None
     with Session(db) as s:
         rows = s.execute(select(Metric.name, Metric.model, Metric.template).where(Metric.run_id == plan.run_id)).all()
+        slices = set(s.execute(select(Metric.slice).where(Metric.run_id == plan.run_id,
+                                                          Metric.name == "judge_subject_mean")).scalars())
+    assert slices == {"all", "category=privacy", "category=physical_harm", "category=discrimination"}
     names = {r[0] for r in rows}
-    assert {"judge_subject_mean_harm", "judge_pair_kendall_tau", "judges_kendall_w"} <= names
+    assert {"judge_subject_mean", "judge_pair_kendall_tau", "judges_kendall_w"} <= names
     assert "fine_cs" not in names                          # no multiple choice asked: no FINE figures
-    assert {(m, t) for n, m, t in rows if n == "judge_subject_mean_harm"} == {
+    assert {(m, t) for n, m, t in rows if n == "judge_subject_mean"} == {  # per slice: every subject x judge
         (s_, j) for s_ in ("mini", "big") for j in ("j1", "j2")}
     from accord.api.report import build_report_data, render_html
 
     data = build_report_data(db, plan.run_id)
     sections = {s["id"]: s for s in data.to_json()["sections"]}
     assert "judges" in sections and "fine" not in sections
-    assert any("ranks the subjects from most to least harmful" in r for r in sections["judges"]["readings"])
+    assert any("ranks the subjects by mean judged score" in r for r in sections["judges"]["readings"])
     assert "Subject models as their judges see them" in render_html(data)
     summary = " ".join(sections["summary"]["readings"])
     assert "2 subject models (big, mini) answered 6 items under 1 generation template: 12 answers" in summary
     assert "2 judges (j1, j2) rated them in 24 judgments" in summary
+    assert any(t["id"] == "judges-categories" for t in sections["judges"]["tables"])
 
 
 @pytest.mark.parametrize("example, subjects, judges", [
     ("fake_alignment.yaml", {"smollm2": 12 * 3}, {"smollm2-judge": 12}),
     ("harm_ranking.yaml", {"smollm2-greedy": 8, "smollm2-hot": 8}, {"judge": 8 * 2 * 2}),
+    ("trust_verticals.yaml", {"variant-greedy": 10, "variant-sampled": 10}, {"judge": 10 * 2}),
 ])
 def test_bundled_examples_plan_without_network(db, example, subjects, judges) -> None:  # type: ignore[no-untyped-def]
     from accord.scheduler.campaign_spec import load_campaign
