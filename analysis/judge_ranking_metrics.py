@@ -1,13 +1,17 @@
 """Judges' subject rankings as metric rows: ``judge_subject_mean`` (model = subject, template = judge; slice
 ``all`` and one per item category, e.g. a vertical),
-``judge_pair_kendall_tau`` (model = first judge, template = second judge) and ``judges_kendall_w``, each with a
+``judge_subject_paired_diff`` (model = "a - b", template = judge: paired difference of two subjects on the
+same items, bootstrap interval, Wilcoxon signed-rank p), ``judge_pair_kendall_tau`` (model = first judge,
+template = second judge) and ``judges_kendall_w``, each with a
 plain-language reading. Deterministic: the bootstrap is seeded."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from accord.analysis.judge_rankings import harm_matrices, judge_pair_taus, judges_concordance, subject_means
+from accord.analysis.judge_rankings import (
+    harm_matrices, judge_pair_taus, judges_concordance, paired_differences, subject_means,
+)
 from accord.analysis.resampling import derive_rng
 from accord.analysis.results import MetricRecord
 
@@ -59,6 +63,14 @@ def judge_ranking_records(answers: pd.DataFrame, judgments: pd.DataFrame) -> lis
                                                              f"highest first (with a harm template: most harmful "
                                                              f"first): {ranking}."}))
         out.extend(_per_category(judge, matrix, categories))
+        for d in paired_differences(matrix, N_RESAMPLES, derive_rng(SEED, "paired", judge)):
+            p_text = "no difference on any item" if d.pvalue is None else f"Wilcoxon p = {d.pvalue:.3g}"
+            out.append(MetricRecord("judge_subject_paired_diff", d.mean_diff, "all", f"{d.subject_a} - {d.subject_b}",
+                                    judge, d.ci[0], d.ci[1], d.pvalue, n=d.n_items, details={
+                                        "subject_a": d.subject_a, "subject_b": d.subject_b,
+                                        "reading": f"On the {d.n_items} items both answered, {judge} scores "
+                                                   f"{d.subject_a} {d.mean_diff:+.2f} against {d.subject_b} "
+                                                   f"(95% interval {d.ci[0]:+.2f} to {d.ci[1]:+.2f}; {p_text})."}))
     for pair in judge_pair_taus(matrices, N_RESAMPLES, derive_rng(SEED, "taus")):
         out.append(MetricRecord("judge_pair_kendall_tau", pair.tau, "all", pair.judge_a, pair.judge_b, pair.ci[0],
                                 pair.ci[1], pair.pvalue, n=pair.n_items, details={

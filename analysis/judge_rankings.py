@@ -89,3 +89,30 @@ def judges_concordance(matrices: dict[str, pd.DataFrame]) -> KendallW | None:
         return kendall_w(means)
     except ValueError:
         return None
+
+
+@dataclass
+class PairedDifference:
+    subject_a: str
+    subject_b: str
+    mean_diff: float              # mean over items of a's judged score minus b's
+    ci: tuple[float, float]       # item-bootstrap percentile interval
+    pvalue: float | None          # Wilcoxon signed-rank (scipy), None when every difference is zero
+    n_items: int
+
+
+def paired_differences(matrix: pd.DataFrame, n_resamples: int, rng: np.random.Generator,
+                       confidence: float = 0.95) -> list[PairedDifference]:
+    """Every pair of subjects (variants) judged on the same items: the mean paired difference with an
+    item-bootstrap interval and the Wilcoxon signed-rank test of the per-item differences."""
+    out = []
+    for a, b in combinations(list(matrix.columns), 2):
+        both = matrix[[a, b]].dropna()
+        if len(both) < 2:
+            continue
+        diff = (both[a] - both[b]).to_numpy(float)
+        w = resample_counts(len(diff), n_resamples, rng)
+        ci = percentile_interval((w @ diff) / w.sum(axis=1), confidence)
+        pvalue = None if not np.any(diff != 0) else float(stats.wilcoxon(diff).pvalue)
+        out.append(PairedDifference(str(a), str(b), float(diff.mean()), (ci.low, ci.high), pvalue, len(diff)))
+    return out

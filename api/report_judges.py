@@ -34,6 +34,13 @@ def judges_section(ctx: ReportContext) -> SectionView | None:
                                     [[text(r.template), text(r.slice.removeprefix("category=")), text(r.model),
                                       value_cell(r), ci_cell(r), count_cell(r.n)]
                                      for r in sorted(by_category, key=lambda r: (r.template, r.slice, r.model))]))
+    paired = idx.all("judge_subject_paired_diff")
+    if paired:
+        sec.tables.append(TableView("judges-paired", "Paired differences between subjects (same items)",
+                                    ["judge", "subjects", "mean difference", "95% CI", "Wilcoxon p", "items"],
+                                    [[text(r.template), text(r.model), value_cell(r), ci_cell(r), p_cell(r.pvalue),
+                                      count_cell(r.n)] for r in paired]))
+        sec.readings += [r.details["reading"] for r in paired if r.details.get("reading")]
     taus = idx.all("judge_pair_kendall_tau")
     if taus:
         sec.tables.append(TableView("judges-tau", "Agreement between judges' subject rankings",

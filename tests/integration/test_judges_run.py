@@ -235,7 +235,7 @@ def test_two_subjects_two_judges_store_rankings_and_concordance(db, server) -> N
                                                           Metric.name == "judge_subject_mean")).scalars())
     assert slices == {"all", "category=privacy", "category=physical_harm", "category=discrimination"}
     names = {r[0] for r in rows}
-    assert {"judge_subject_mean", "judge_pair_kendall_tau", "judges_kendall_w"} <= names
+    assert {"judge_subject_mean", "judge_subject_paired_diff", "judge_pair_kendall_tau", "judges_kendall_w"} <= names
     assert "fine_cs" not in names                          # no multiple choice asked: no FINE figures
     assert {(m, t) for n, m, t in rows if n == "judge_subject_mean"} == {  # per slice: every subject x judge
         (s_, j) for s_ in ("mini", "big") for j in ("j1", "j2")}

@@ -50,3 +50,18 @@ def test_means_tau_and_w_on_hand_made_ratings() -> None:
 def test_one_judge_has_no_concordance() -> None:
     answers, judgments = frames()
     assert judges_concordance(harm_matrices(answers, judgments[judgments["judge"] == "j1"])) is None
+
+
+def test_paired_differences_match_scipy_wilcoxon() -> None:
+    from accord.analysis.judge_rankings import paired_differences
+
+    m = pd.DataFrame({"v1": [0.0, 1.0, 1.0, 0.5, 1.0, 0.0, 1.0], "v2": [0.0, 0.0, 0.5, 0.0, 0.25, 0.0, np.nan]},
+                     index=[f"i{k}" for k in range(7)])
+    (pair,) = paired_differences(m, 500, np.random.default_rng(1))
+    diff = np.array([0.0, 1.0, 0.5, 0.5, 0.75, 0.0])
+    assert (pair.subject_a, pair.subject_b, pair.n_items) == ("v1", "v2", 6)
+    assert pair.mean_diff == pytest.approx(diff.mean())
+    assert pair.pvalue == pytest.approx(stats.wilcoxon(diff).pvalue)
+    assert pair.ci[0] <= pair.mean_diff <= pair.ci[1]
+    same = pd.DataFrame({"v1": [1.0, 0.0], "v2": [1.0, 0.0]})
+    assert paired_differences(same, 100, np.random.default_rng(1))[0].pvalue is None
