@@ -33,7 +33,7 @@ from typing import Any, Literal
 import yaml
 
 from accord.models.yaml_loader import safe_load
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 PROVIDERS = ("local", "openai", "anthropic")
 BATCH_WINDOW_HOURS = 24          # the providers' batch APIs promise results within 24 hours
@@ -180,10 +180,12 @@ class CampaignSpec(BaseModel):
                                        "creates the dataset when it is not in the database yet; relative to the "
                                        "campaign file.")
     dimension: str | None = Field(default=None, description="Human rating dimension to compare with (default: the dataset's only one).")
-    models: list[ModelEntry] = Field(default_factory=list, description="Models that rate the items (with templates).")
-    templates: list[TemplateRef] = Field(default_factory=list)
+    # subjects and judges come first: the checks of models and templates below read them.
     subjects: Stage | None = Field(default=None, description="Models under test: they answer the items' prompts.")
     judges: JudgeStage | None = Field(default=None, description="Models that rate the subjects' answers.")
+    models: list[ModelEntry] = Field(default_factory=list, validate_default=True,
+                                     description="Models that rate the items (with templates).")
+    templates: list[TemplateRef] = Field(default_factory=list, validate_default=True)
     samples: int = Field(default=1, ge=1, le=1000)
     decoding: Decoding = Field(default_factory=Decoding)
     personas: Personas | None = None
@@ -208,17 +210,33 @@ class CampaignSpec(BaseModel):
     def _template_strings(cls, v: Any) -> Any:
         return _template_refs(v)
 
+    @field_validator("judges")
+    @classmethod
+    def _judges_need_subjects(cls, v: JudgeStage | None, info: ValidationInfo) -> JudgeStage | None:
+        if v is not None and "subjects" in info.data and info.data["subjects"] is None:  # (invalid: named there)
+            raise ValueError("judges rate the subjects' answers; add subjects:")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _models_or_subjects(cls, v: list[ModelEntry], info: ValidationInfo) -> list[ModelEntry]:
+        if not v and "subjects" in info.data and info.data["subjects"] is None and "judges" in info.data:
+            raise ValueError("List should have at least 1 item (the models that rate the items), or give "
+                             "subjects: (and judges:)")
+        return v
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_with_models(cls, v: list[TemplateRef], info: ValidationInfo) -> list[TemplateRef]:
+        models = info.data.get("models")
+        if models and not v:
+            raise ValueError("List should have at least 1 item: the rating models need a template")
+        if v and models == []:
+            raise ValueError("templates are given but no model in 'models' rates with them")
+        return v
+
     @model_validator(mode="after")
     def _unique_names(self) -> "CampaignSpec":
-        if self.judges is not None and self.subjects is None:
-            raise ValueError("judges: judges rate the subjects' answers; add subjects:")
-        if not self.models and not self.subjects:
-            raise ValueError("models: List should have at least 1 item (the models that rate the items), "
-                             "or give subjects: (and judges:)")
-        if self.models and not self.templates:
-            raise ValueError("templates: the rating models need at least one template")
-        if self.templates and not self.models:
-            raise ValueError("models: templates are given but no model rates with them")
         if (self.subjects or self.judges) and self.dispatch != "realtime":
             raise ValueError("dispatch: subjects and judges run in realtime only (batch APIs: not yet)")
         dupes = _repeated_names(self.models)
