@@ -5,8 +5,10 @@ Every table is a SQLModel class; the same definitions run on SQLite (embedded) a
 
 Uniqueness constraints carry the two invariants of the system:
 - a human rating is stored once per item x annotator x dimension;
-- a rating request exists once per run x item x model x template x persona x sample, and has at
-  most one ``Rating`` (``Rating.request_id`` is unique), so a retried chunk can never store twice.
+- a rating request exists once per run x stage x item x model x template x persona x sample (a judge's
+  request once per answer x judge x template x persona x sample), and has at most one ``Rating``
+  (``Rating.request_id`` is unique) or ``Answer`` (``Answer.request_id`` is unique), so a retried chunk can
+  never store twice, no subject is asked twice and no answer judged twice.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ in a worker. Guarantees:
   for exactly one label; the rating keeps the original ``raw_text`` and the ``repair_text``, the parse status
   of the final answer, and the tokens and cost of every call. Never a default label.
 
+A subject's ``generate`` request goes through the same path (cache, limiter, budget, retries) and stores an
+``Answer`` instead of a Rating (``accord.worker.answers.store_answers``, which creates the answer's judge
+requests in the same transaction); a ``judge`` request renders the item and the answer it rates.
+
 The provider batch path (``accord.worker.batch``) stores its results through the same functions
 (``answer_fields``, ``store_rating``), with the batch discount applied to the batch call's cost.
 """
