@@ -95,6 +95,9 @@ def import_cmd(
     meta_col: Optional[list[str]] = typer.Option(None, "--meta-col", help="Item metadata column (repeat)."),
     attribute_col: Optional[list[str]] = typer.Option(None, "--attribute-col", help="Annotator attribute column (repeat)."),
     label_map: Optional[str] = typer.Option(None, "--label-map", help="e.g. 'No=0, Unsure=0.5, Yes=1'."),
+    model_rating_col: Optional[list[str]] = typer.Option(
+        None, "--model-rating-col", help="An existing judge model's labels: 'name=column' (repeat); the model "
+                                         "enters every metric as a rater (template 'imported')."),
     replace: bool = typer.Option(False, "--replace", help="Replace a dataset of the same name."),
     records_key: Optional[str] = typer.Option(None, "--records-key", help="JSON files holding an object: the key "
                                               "of the list of records (dotted for nested, e.g. data.rows)."),
@@ -138,6 +141,14 @@ def import_cmd(
                        "meta_roles": meta_role, "meaning": meaning}.items():
         if value:
             overrides[key] = value
+    if model_rating_col:
+        raters: dict[str, str] = {}
+        for c in model_rating_col:
+            rater, sep, col = c.partition("=")
+            if not sep or not rater.strip() or not col.strip():
+                fail(f"--model-rating-col: expected name=column, got {c!r}")
+            raters[rater.strip()] = col.strip()
+        overrides["model_rating_cols"] = raters
     if replace:
         overrides["replace"] = True
     try:
@@ -205,7 +216,7 @@ def follow_embedded(engine, run_id: int, total: int) -> Any:  # type: ignore[no-
 
         def on_progress(p) -> None:  # type: ignore[no-untyped-def]
             elapsed = max(time.monotonic() - started, 1e-6)
-            bar.update(task, completed=p.finished, rate=f"{(p.finished - p.cached) / elapsed:.1f}",
+            bar.update(task, completed=p.finished, total=p.total, rate=f"{(p.finished - p.cached) / elapsed:.1f}",
                        cost=p.cost_usd, cached=p.cached, failed=p.failed)
 
         return run_embedded(engine, run_id, on_progress=on_progress)
@@ -249,7 +260,9 @@ def run_cmd(
         run_distributed(campaign, budget)
         return
     engine, spec, plan = _start_run(campaign, budget, "embedded", force)
-    console.print(f"run [bold]{plan.run_id}[/] of campaign [bold]{spec.name}[/]: {plan.total} rating requests, "
+    what = "rating requests" if spec.subjects is None else "requests"
+    judged = " (judges' requests are added as the subjects' answers arrive)" if spec.judges else ""
+    console.print(f"run [bold]{plan.run_id}[/] of campaign [bold]{spec.name}[/]: {plan.total} {what}{judged}, "
                   f"{plan.cached} answered from cache")
     progress = follow_embedded(engine, plan.run_id, plan.total)
     _print_run_summary(progress)
@@ -325,22 +338,29 @@ def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (defa
 # ---------------------------------------------------------------------------------------------- results
 @app.command("results")
 def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
-                output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout for csv).")) -> None:
-    """Export every rating request of a run with its rating (one row per request)."""
+                output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout for csv)."),
+                table: str = typer.Option("ratings", "--table", help="ratings (of items), answers (the subjects'), "
+                                                                     "or judgments (the judges' ratings of answers)")) -> None:
+    """Export every rating request of a run with its rating (one row per request), or its subjects' answers, or
+    its judges' ratings of them."""
     from accord.api.csv_safe import neutralise_frame
+    from accord.scheduler.answer_frames import load_answers, load_judgments
     from accord.scheduler.run_control import RunStateError, get_run
     from accord.scheduler.run_frames import load_llm_frame
 
     if fmt not in ("csv", "parquet"):
         fail(f"--format: expected csv or parquet, got {fmt!r}")
+    loaders = {"ratings": load_llm_frame, "answers": load_answers, "judgments": load_judgments}
+    if table not in loaders:
+        fail(f"--table: expected ratings, answers or judgments, got {table!r}")
     engine = _engine()
     try:
         get_run(engine, run_id)
     except RunStateError as e:
         fail(str(e))
-    df = load_llm_frame(engine, run_id)
+    df = loaders[table](engine, run_id)
     if fmt == "parquet":
-        output = output or Path(f"run-{run_id}-ratings.parquet")
+        output = output or Path(f"run-{run_id}-{table}.parquet")
         df.to_parquet(output, index=False)
         console.print(f"wrote {len(df)} rows to {output}")
     elif output is None:

@@ -14,15 +14,15 @@ from accord.scheduler.plan import CampaignPlan
 def plan_table(plan: CampaignPlan) -> Table:
     t = Table(title=f"plan for campaign {plan.name}: {plan.items} items"
                     + (f", {plan.personas} personas" if plan.personas else ""))
-    for col in ("model", "provider", "requests", "cached", "to call", "input tok (est)", "output tok (max)",
+    for col in ("stage", "model", "provider", "requests", "cached", "to call", "input tok (est)", "output tok (max)",
                 "cost $ (est)", "price", "min at limits"):
-        t.add_column(col, justify="right" if col not in ("model", "provider", "price") else "left")
+        t.add_column(col, justify="right" if col not in ("stage", "model", "provider", "price") else "left")
     for m in plan.models:
         minutes = m.minutes_at_limits
-        t.add_row(m.model, m.provider, str(m.requests), str(m.cached), str(m.to_call), f"{m.input_tokens:,}",
+        t.add_row(m.stage, m.model, m.provider, str(m.requests), str(m.cached), str(m.to_call), f"{m.input_tokens:,}",
                   f"{m.output_tokens:,}", f"{m.cost_usd:.4f}", m.price_source,
                   "no limit set" if minutes is None else f"{minutes:.1f}")
-    t.add_row("total", "", str(plan.requests), str(plan.cached), str(plan.requests - plan.cached), "", "",
+    t.add_row("total", "", "", str(plan.requests), str(plan.cached), str(plan.requests - plan.cached), "", "",
               f"{plan.cost_usd:.4f}", "", "", style="bold")
     return t
 

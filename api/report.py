@@ -30,6 +30,8 @@ from accord.api.report_extra import alt_test_section, group_means_section, preva
 from accord.api.report_format import bracket, count, num, pvalue
 from accord.api.report_groups import association_section, groups_section, persona_section
 from accord.api.report_metrics import MetricIndex, metrics_frame, rows_from_frame
+from accord.api.report_fine import fine_section
+from accord.api.report_judges import judges_section
 from accord.api.report_sections import (
     agreement_section,
     alignment_section,
@@ -39,6 +41,7 @@ from accord.api.report_sections import (
 )
 from accord.api.report_views import SectionView
 from accord.models.schema import Campaign, Dataset, Metric, Rating, Run
+from accord.scheduler.answer_frames import load_answers, load_judgments
 from accord.scheduler.run_frames import RunFrames, load_run_frames
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from rich.table import Table
@@ -55,12 +58,14 @@ ALIGNMENT = ["pearson_r_vs_mean", "spearman_r_vs_mean", "kendall_tau_vs_mean"]
 BASELINE_MEDIAN = "annotator_loo_r_median"
 PERCENTILE = "llm_percentile_among_annotators"
 GROUP_R = "group_pearson_r"
+FINE = ["fine_cs", "fine_css"]
 
 SectionBuilder = Callable[[ReportContext], SectionView | None]
 SECTION_BUILDERS: list[SectionBuilder] = [
     summary_section, alignment_section, baseline_section, agreement_section, alt_test_section, groups_section,
     group_means_section, association_section, persona_section, consistency_section, failures_section,
-    subjects_section, prevalence_section, categories_section, all_metrics_section,
+    subjects_section, prevalence_section, categories_section, fine_section, judges_section,
+    all_metrics_section,
 ]
 OUTCOMES = ["ok", "refused", "unparseable", "truncated", "empty"]
 
@@ -82,6 +87,7 @@ class ReportData:
             "metrics": [row.to_json() for row in rows_from_frame(self.metrics)],
             "readings": self.readings,
             "sections": [{"id": s.id, "title": s.title, "readings": s.readings, "plots": [p.name for p in s.plots],
+                          "tables": [t.to_json() for t in s.tables],
                           "parts": [{"title": p.title, "readings": p.readings, "plots": [v.name for v in p.plots]}
                                     for p in s.parts]}
                          for s in self.sections],
@@ -90,11 +96,25 @@ class ReportData:
 
 # ------------------------------------------------------------------------------------------------ run summary
 
-def summarize_run(run: dict[str, Any], frames: RunFrames) -> dict[str, Any]:
+def summarize_stages(answers: pd.DataFrame, judgments: pd.DataFrame) -> dict[str, Any]:
+    """The subjects and judges stages in numbers (an empty dict for a run without them)."""
+    if answers.empty:
+        return {}
+    return {"subjects": sorted(answers["subject"].astype(str).unique().tolist()),
+            "generation_templates": sorted(answers["template"].astype(str).unique().tolist()),
+            "answer_items": int(answers["item"].nunique()), "answers": len(answers),
+            "answer_outcomes": {str(k): int(v) for k, v in answers["status"].value_counts().sort_index().items()},
+            "judges": sorted(judgments["judge"].astype(str).unique().tolist()) if not judgments.empty else [],
+            "judgments": len(judgments)}
+
+
+def summarize_run(run: dict[str, Any], frames: RunFrames, stages: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run summary: ``run`` (the Run row's counts, cost, tokens, names) completed from the frames with
-    failures by kind, answer outcomes (overall and per model · template), samples, personas, sizes."""
+    failures by kind, answer outcomes (overall and per model · template), samples, personas, sizes; and
+    ``stages`` (``summarize_stages``) for a run whose subjects answered and judges rated."""
     llm = frames.llm
     out = dict(run)
+    out["stages"] = stages or {}
     out["models"] = sorted(llm["model"].astype(str).unique().tolist())
     out["templates"] = sorted(llm["template"].astype(str).unique().tolist())
     out["personas"] = sorted(p for p in llm["persona_key"].fillna("").astype(str).unique() if p)
@@ -175,7 +195,8 @@ def build_report_data(engine: Engine, run_id: int) -> ReportData:
             "ci_low": m.ci_low, "ci_high": m.ci_high, "pvalue": m.pvalue, "n": m.n, "details": m.details,
         } for m in rows)
     frames = load_run_frames(engine, run_id)
-    return assemble_report(summarize_run(fields, frames), metrics, frames)
+    stages = summarize_stages(load_answers(engine, run_id), load_judgments(engine, run_id))
+    return assemble_report(summarize_run(fields, frames, stages), metrics, frames)
 
 
 def assemble_report(run: dict[str, Any], metrics: pd.DataFrame, frames: RunFrames) -> ReportData:
@@ -241,6 +262,8 @@ def metrics_table(data: ReportData, width: int | None = None) -> Table:
         t.add_row(r["model"], r["template"], name(r["name"]), r["value"], r["ci"], r["n"])
     for r in metric_rows(data.metrics, [BASELINE_MEDIAN], human_only=True):
         t.add_row("humans", "", name(r["name"]), r["value"], r["ci"], r["n"])
+    for r in metric_rows(data.metrics, FINE):   # subjects' format consistency: model = subject, template = judge
+        t.add_row(r["model"], f"judge {r['template']}", name(r["name"]), r["value"], r["ci"], r["n"])
     return t
 
 

@@ -80,12 +80,29 @@ def summary_section(ctx: ReportContext) -> SectionView:
     n_models, n_templates = len(run["models"]), len(run["templates"])
     personas = run.get("personas") or []
     persona_text = f", {len(personas)} personas" if personas else ""
-    sec.readings.append(
-        f"This run sent {count(run['total'])} rating requests about {count(run['n_items'])} items to "
-        f"{n_models} model{'s' if n_models != 1 else ''} with {n_templates} template"
-        f"{'s' if n_templates != 1 else ''}{persona_text} and {run.get('samples', 1)} sample"
-        f"{'s' if run.get('samples', 1) != 1 else ''} per item. {count(run['done'])} were answered "
-        f"({_cached(run['cached'])}), {count(run['failed'])} failed and {count(run['cancelled'])} were cancelled.")
+    stages = run.get("stages") or {}
+    if stages:
+        n_sub, n_judges = len(stages["subjects"]), len(stages["judges"])
+        usable = sum(v for k, v in stages["answer_outcomes"].items() if k in ("ok", "truncated"))
+        sec.readings.append(
+            f"{n_sub} subject model{'s' if n_sub != 1 else ''} ({', '.join(stages['subjects'])}) answered "
+            f"{count(stages['answer_items'])} items under {len(stages['generation_templates'])} generation "
+            f"template{'s' if len(stages['generation_templates']) != 1 else ''}: {count(stages['answers'])} answers, "
+            f"{count(usable)} of them usable. "
+            + (f"{n_judges} judge{'s' if n_judges != 1 else ''} ({', '.join(stages['judges'])}) rated them in "
+               f"{count(stages['judgments'])} judgments." if n_judges else "No judge rated them."))
+    if stages and not run["models"]:
+        sec.readings.append(f"In all, {count(run['total'])} requests: {count(run['done'])} answered "
+                            f"({_cached(run['cached'])}), {count(run['failed'])} failed and "
+                            f"{count(run['cancelled'])} were cancelled.")
+    else:
+        sec.readings.append(
+            f"This run sent {count(run['total'])} rating requests about {count(run['n_items'])} items to "
+            f"{n_models} model{'s' if n_models != 1 else ''} with {n_templates} template"
+            f"{'s' if n_templates != 1 else ''}{persona_text} and {run.get('samples', 1)} sample"
+            f"{'s' if run.get('samples', 1) != 1 else ''} per item. {count(run['done'])} were answered "
+            f"({_cached(run['cached'])}), {count(run['failed'])} failed and {count(run['cancelled'])} were "
+            f"cancelled.")
     cost = (f"It cost ${run['cost_usd']:.4f} for {count(run['input_tokens'])} input and "
             f"{count(run['output_tokens'])} output tokens")
     if run.get("cached_input_tokens"):

@@ -32,6 +32,7 @@ from accord.models.schema import (
     Campaign,
     Dataset,
     HumanRating,
+    ImportedRating,
     Item,
     Project,
     RatingRequest,
@@ -87,6 +88,7 @@ class ParsedDataset:
     warnings: list[str] = field(default_factory=list)
     dropped: dict[str, Any] = field(default_factory=dict)  # what the import policies left out or merged
     scales: dict[str, dict[str, Any]] = field(default_factory=dict)  # dimension -> its scale
+    model_ratings: list[tuple[str, str, str, float | None, str]] = field(default_factory=list)  # item, rater, dim, value, raw
 
 
 # --- cells -------------------------------------------------------------------------------------------
@@ -621,7 +623,8 @@ def read_import(spec: ImportSpec) -> ParsedDataset:
         for c in (spec.item_col, spec.items_id_col, spec.text_col, spec.conversation_col, spec.response_col)
         if c
     }
-    excluded = item_side | set(spec.item_meta_cols) | set(spec.attribute_cols) | set(spec.meta_roles.values())
+    excluded = (item_side | set(spec.item_meta_cols) | set(spec.attribute_cols) | set(spec.meta_roles.values())
+                | set(spec.model_rating_cols.values()))
     warnings.extend(_role_hints(spec))
 
     ratings: list[RatingRow] = []
@@ -704,7 +707,9 @@ def read_import(spec: ImportSpec) -> ParsedDataset:
         )
     items = _build_items(spec, item_order, item_sources, missing, warnings)
     annotators = _build_annotators(spec, annotator_order, annotator_sources, annotators_table, missing)
+    model_ratings = _read_model_ratings(spec, item_order, item_sources, dimensions, label_maps, missing, warnings)
     return ParsedDataset(
+        model_ratings=model_ratings,
         items=items,
         annotators=annotators,
         ratings=ratings,
@@ -715,6 +720,36 @@ def read_import(spec: ImportSpec) -> ParsedDataset:
         dropped=dropped,
         scales=dimension_scales(dimensions, label_maps, ratings),
     )
+
+
+def _read_model_ratings(spec: ImportSpec, order: list[str], sources: list[_Source], dimensions: list[str],
+                        label_maps: dict[str, LabelMap], missing: _Missing,
+                        warnings: list[str]) -> list[tuple[str, str, str, float | None, str]]:
+    """An existing judge model's label per item (``model_rating_cols``), read like a human rating of the
+    dataset's one dimension: the same label map, the same missing cells; one value per item."""
+    out: list[tuple[str, str, str, float | None, str]] = []
+    if not spec.model_rating_cols:
+        return out
+    dimension = dimensions[0]
+    reader = _RatingReader(dimension, label_maps.get(dimension), missing)
+    for rater, column in spec.model_rating_cols.items():
+        source = _pick_source(column, f"model rating ({rater})", sources)
+        values = _collect(source.table, source.ids, column, f"model rating ({rater})", "item", missing,
+                          lambda v: v)
+        for eid in order:
+            if eid not in values:
+                continue
+            cell, row = values[eid]
+            try:
+                read = reader.read(cell)
+            except _CellProblem as problem:
+                raise DatasetImportError(f"{source.table.where(row, column)}: {problem}") from None
+            if read is not None:
+                out.append((eid, rater, dimension, read[0], read[1]))
+        unrated = len(order) - sum(1 for r in out if r[1] == rater)
+        if unrated:
+            warnings.append(f"model rater {rater!r} ({column}) has no label for {unrated} item(s)")
+    return out
 
 
 # --- writing ------------------------------------------------------------------------------------------
@@ -766,6 +801,8 @@ def _delete_contents(conn: Connection, dataset_id: int) -> None:
     items, annotators, ratings = _table(Item), _table(Annotator), _table(HumanRating)
     item_ids = select(items.c.id).where(items.c.dataset_id == dataset_id).scalar_subquery()
     conn.execute(delete(ratings).where(ratings.c.item_id.in_(item_ids)))
+    imported = _table(ImportedRating)
+    conn.execute(delete(imported).where(imported.c.item_id.in_(item_ids)))
     annotator_ids = select(annotators.c.id).where(annotators.c.dataset_id == dataset_id).scalar_subquery()
     conn.execute(delete(ratings).where(ratings.c.annotator_id.in_(annotator_ids)))
     conn.execute(delete(items).where(items.c.dataset_id == dataset_id))
@@ -832,6 +869,9 @@ def write_dataset(engine: Engine, spec: ImportSpec, parsed: ParsedDataset) -> tu
         item_ids = _id_map(conn, items_table, dataset_id)
         annotator_ids = _id_map(conn, annotators_table, dataset_id)
         _insert_ratings(conn, parsed.ratings, item_ids, annotator_ids)
+        _insert_many(conn, _table(ImportedRating), [
+            {"item_id": item_ids[eid], "rater": rater, "dimension": dim, "value": value, "raw_label": raw}
+            for eid, rater, dim, value, raw in parsed.model_ratings])
     return dataset_id, existing is not None
 
 

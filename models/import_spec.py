@@ -216,6 +216,9 @@ class ImportSpec(BaseModel):
     attribute_cols: list[str] = Field(default_factory=list)
 
     label_map: str | dict[str, Any] | None = None
+    model_rating_cols: dict[str, str] = Field(
+        default_factory=dict, description="An existing judge model's labels per item: rater name -> column "
+                                          "(mapped like the human ratings of the dataset's one dimension).")
     missing_labels: list[str] = Field(default_factory=lambda: ["", "NA"])
 
     records_key: str | None = Field(None, description="JSON files: the key holding the list of records.")
@@ -320,6 +323,13 @@ class ImportSpec(BaseModel):
             resolve_label_maps(self.label_map, self.dimensions())
         except ValueError as exc:
             raise ValueError(f"label_map: {exc}") from None
+        if self.model_rating_cols:
+            if len(self.dimensions()) != 1:
+                raise ValueError(f"model_rating_cols: a model's labels are read as ratings of the dataset's one "
+                                 f"dimension; this import has {len(self.dimensions())}")
+            for rater, column in self.model_rating_cols.items():
+                if not rater.strip() or len(rater) > 200 or not column.strip():
+                    raise ValueError(f"model_rating_cols: bad rater name or column {rater!r}={column!r}")
         return self
 
     def rating_columns(self) -> dict[str, str]:

@@ -5,8 +5,10 @@ Every table is a SQLModel class; the same definitions run on SQLite (embedded) a
 
 Uniqueness constraints carry the two invariants of the system:
 - a human rating is stored once per item x annotator x dimension;
-- a rating request exists once per run x item x model x template x persona x sample, and has at
-  most one ``Rating`` (``Rating.request_id`` is unique), so a retried chunk can never store twice.
+- a rating request exists once per run x stage x item x model x template x persona x sample (a judge's
+  request once per answer x judge x template x persona x sample), and has at most one ``Rating``
+  (``Rating.request_id`` is unique) or ``Answer`` (``Answer.request_id`` is unique), so a retried chunk can
+  never store twice, no subject is asked twice and no answer judged twice.
 """
 
 from __future__ import annotations
@@ -201,13 +203,22 @@ class RequestStatus(str, Enum):
     cancelled = "cancelled"  # run cancelled or out of budget before it was sent
 
 
+class RequestStage(str, Enum):
+    rate = "rate"            # a model rates an item (today's campaigns: models x templates)
+    generate = "generate"    # a subject model answers the item's prompt; the result is an Answer
+    judge = "judge"          # a judge model rates a subject's Answer; the result is a Rating
+
+
 class RatingRequest(SQLModel, table=True):
     __tablename__ = "rating_request"
     __table_args__ = (
-        UniqueConstraint(
-            "run_id", "item_id", "model_spec_id", "template_id", "persona_key", "sample_index",
-            name="uq_request_run_item_model_template_persona_sample",
-        ),
+        # A request about an item (a rating, or a subject's generation) exists once per run x stage x item x
+        # model x template x persona x sample; a judge's request once per answer x judge x template x sample.
+        Index("uq_request_item", "run_id", "stage", "item_id", "model_spec_id", "template_id", "persona_key",
+              "sample_index", unique=True, postgresql_where=text("answer_id IS NULL"),
+              sqlite_where=text("answer_id IS NULL")),
+        Index("uq_request_answer", "answer_id", "model_spec_id", "template_id", "persona_key", "sample_index",
+              unique=True, postgresql_where=text("answer_id IS NOT NULL"), sqlite_where=text("answer_id IS NOT NULL")),
         Index("ix_request_run_status", "run_id", "status"),
         # Claims read the lowest pending ids of a run and model: only the pending part is indexed.
         Index("ix_request_pending_claim", "run_id", "model_spec_id", "id", postgresql_where=text("status = 'pending'"),
@@ -221,6 +232,11 @@ class RatingRequest(SQLModel, table=True):
     persona_key: str = Field(default="", max_length=500, description="'' without persona, else a canonical attr=value list.")
     persona: dict = json_column()
     sample_index: int = 0
+    stage: str = Field(default=RequestStage.rate.value, max_length=20, sa_column_kwargs={"server_default": "rate"},
+                       description="rate (an item) | generate (a subject answers the item) | judge (rates an answer)")
+    # No foreign key: answer.request_id already points here (one direction keeps the tables acyclic).
+    answer_id: Optional[int] = Field(default=None, index=True,
+                                     description="The Answer a judge request rates (judge stage only).")
     cache_key: str = Field(max_length=64, index=True)
     status: str = Field(default=RequestStatus.pending.value, max_length=20)
     attempts: int = 0
@@ -228,6 +244,21 @@ class RatingRequest(SQLModel, table=True):
     chunk_id: Optional[str] = Field(default=None, max_length=64, index=True)
     leased_until: Optional[datetime] = None
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ImportedRating(SQLModel, table=True):
+    """An existing judge model's label for an item, imported with the dataset (``--model-rating-col``): the
+    analysis treats the rater like a model accord ran (template ``imported``, one sample) on every run over
+    the dataset's items and dimension."""
+
+    __tablename__ = "imported_rating"
+    __table_args__ = (UniqueConstraint("item_id", "rater", "dimension", name="uq_imported_rating_item_rater_dim"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="item.id", index=True)
+    rater: str = Field(max_length=200)
+    dimension: str = Field(max_length=200)
+    value: Optional[float] = None
+    raw_label: str = Field(default="", max_length=500)
 
 
 class ParseStatus(str, Enum):
@@ -274,6 +305,56 @@ class Rating(SQLModel, table=True):
     provider_batch_id: Optional[int] = Field(default=None, index=True,
                                              description="The provider batch that answered it (batch dispatch).")
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Answer(SQLModel, table=True):
+    """A subject model's answer to an item under a generation template: the result of one ``generate``
+    request (``request_id`` is unique, so an answer is never stored twice; nor is a subject asked twice, since
+    the request exists once per run x item x subject x template x sample). ``label``/``value`` are the parsed
+    choice when the generation template has labels (multiple choice), else NULL; ``status`` is the parse status
+    (``ok`` for any non-empty free-text answer that was not cut off)."""
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "item_id", "model_spec_id", "template_id", "sample_index",
+                         name="uq_answer_run_item_subject_template_sample"),
+    )
+    id: Optional[int] = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="rating_request.id", unique=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    item_id: int = Field(foreign_key="item.id", index=True)
+    model_spec_id: int = Field(foreign_key="model_spec.id", index=True, description="The subject model.")
+    template_id: int = Field(foreign_key="prompt_template.id", index=True, description="The generation template.")
+    sample_index: int = 0
+    text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    label: Optional[str] = Field(default=None, max_length=200)
+    value: Optional[float] = None
+    status: str = Field(max_length=20)
+    finish_reason: Optional[str] = Field(default=None, max_length=50)
+    model_snapshot: Optional[str] = Field(default=None, max_length=300)
+    decoding: dict = json_column()
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float = 0.0
+    cost_usd: float = 0.0
+    cache_key: str = Field(max_length=64, index=True)
+    cache_hit: bool = False
+    source_answer_id: Optional[int] = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class JudgeAssignment(SQLModel, table=True):
+    """Which judge rates which answers of a run, under which template, how many times: the judge stage of a
+    campaign resolved to rows. A judge request is created for each stored answer of a template in
+    ``answers_of`` (generation template ids) and each sample, in the transaction that stores the answer."""
+
+    __tablename__ = "judge_assignment"
+    __table_args__ = (UniqueConstraint("run_id", "model_spec_id", "template_id", name="uq_judge_run_model_template"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    model_spec_id: int = Field(foreign_key="model_spec.id")
+    template_id: int = Field(foreign_key="prompt_template.id")
+    samples: int = 1
+    answers_of: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
 
 class BatchStatus(str, Enum):

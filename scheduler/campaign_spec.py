@@ -41,7 +41,7 @@ import yaml
 
 from accord.models.limits import get_limits
 from accord.models.yaml_loader import DocumentLimitError, json_loads, safe_load, yaml_error_text
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 PROVIDERS = ("local", "openai", "anthropic")
 BATCH_WINDOW_HOURS = 24          # the providers' batch APIs promise results within 24 hours
@@ -142,6 +142,45 @@ class Personas(BaseModel):
     explicit: list[dict[str, str]] = Field(default_factory=list, alias="list", description="Explicit personas, attribute -> value.")
 
 
+def _template_refs(v: Any) -> Any:
+    if isinstance(v, list):
+        return [{"name": t} if isinstance(t, str) else t for t in v]
+    return v
+
+
+class Stage(BaseModel):
+    """Models that answer (``subjects``) or judge answers (``judges``), under their templates, with their own
+    samples and decoding (over the campaign's ``decoding``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    models: list[ModelEntry] = Field(min_length=1)
+    templates: list[TemplateRef] = Field(min_length=1)
+    samples: int = Field(default=1, ge=1, le=1000)
+    decoding: Decoding | None = None
+
+    @field_validator("templates", mode="before")
+    @classmethod
+    def _template_strings(cls, v: Any) -> Any:
+        return _template_refs(v)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Stage":
+        dupes = repeated([m.name for m in self.models])
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def base_decoding(self, campaign: Decoding) -> dict[str, Any]:
+        """The campaign's decoding with this stage's overrides (a model's own decoding goes over both)."""
+        return campaign.merged(self.decoding)
+
+
+class JudgeStage(Stage):
+    answers_of: list[str] | None = Field(default=None, description="Display names of the subjects' templates "
+                                         "whose answers are judged (default: every open_ended one).")
+
+
+
 class AltTestOptions(BaseModel):
     """The Alternative Annotator Test (Calderon, Reichart & Dror 2025)."""
     model_config = ConfigDict(extra="forbid")
@@ -215,9 +254,16 @@ class CampaignSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(min_length=1, max_length=200)
     dataset: str = Field(min_length=1, description="Name of an imported dataset.")
+    dataset_import: str | None = Field(default=None, description="An import YAML (accord.models.import_spec) that "
+                                       "creates the dataset when it is not in the database yet; relative to the "
+                                       "campaign file.")
     dimension: str | None = Field(default=None, description="Human rating dimension to compare with (default: the dataset's only one).")
-    models: list[ModelEntry] = Field(min_length=1)
-    templates: list[TemplateRef] = Field(min_length=1)
+    # subjects and judges come first: the checks of models and templates below read them.
+    subjects: Stage | None = Field(default=None, description="Models under test: they answer the items' prompts.")
+    judges: JudgeStage | None = Field(default=None, description="Models that rate the subjects' answers.")
+    models: list[ModelEntry] = Field(default_factory=list, validate_default=True,
+                                     description="Models that rate the items (with templates).")
+    templates: list[TemplateRef] = Field(default_factory=list, validate_default=True)
     samples: int = Field(default=1, ge=1, le=1000)
     decoding: Decoding = Field(default_factory=Decoding)
     personas: Personas | None = None
@@ -246,6 +292,31 @@ class CampaignSpec(BaseModel):
             if len(v) > limit:
                 raise ValueError(f"at most {limit} templates per campaign (ACCORD_LIMIT_MAX_TEMPLATES)")
             return [{"name": t} if isinstance(t, str) else t for t in v]
+        return v
+
+    @field_validator("judges")
+    @classmethod
+    def _judges_need_subjects(cls, v: JudgeStage | None, info: ValidationInfo) -> JudgeStage | None:
+        if v is not None and "subjects" in info.data and info.data["subjects"] is None:  # (invalid: named there)
+            raise ValueError("judges rate the subjects' answers; add subjects:")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _models_or_subjects(cls, v: list[ModelEntry], info: ValidationInfo) -> list[ModelEntry]:
+        if not v and "subjects" in info.data and info.data["subjects"] is None and "judges" in info.data:
+            raise ValueError("List should have at least 1 item (the models that rate the items), or give "
+                             "subjects: (and judges:)")
+        return v
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_with_models(cls, v: list[TemplateRef], info: ValidationInfo) -> list[TemplateRef]:
+        models = info.data.get("models")
+        if models and not v:
+            raise ValueError("List should have at least 1 item: the rating models need a template")
+        if v and models == []:
+            raise ValueError("templates are given but no model in 'models' rates with them")
         return v
 
     @field_validator("models", mode="before")
@@ -293,6 +364,17 @@ class CampaignSpec(BaseModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> "CampaignSpec":
+        if (self.subjects or self.judges) and self.dispatch != "realtime":
+            raise ValueError("dispatch: subjects and judges run in realtime only (batch APIs: not yet)")
+        stages = [("models", self.models), *((k, getattr(self, k).models) for k in ("subjects", "judges")
+                                              if getattr(self, k) is not None)]
+        seen: dict[str, tuple[str, ModelEntry]] = {}
+        for where, models in stages:
+            for m in models:
+                if m.name in seen and seen[m.name][1] != m:
+                    raise ValueError(f"{where}: model {m.name!r} is also in {seen[m.name][0]} with other settings; "
+                                     "give it another name")
+                seen.setdefault(m.name, (where, m))
         if self.dispatch == "batch" and self.deadline_hours is not None and self.deadline_hours < BATCH_WINDOW_HOURS:
             raise ValueError(f"dispatch: batch results may take up to {BATCH_WINDOW_HOURS} h, but deadline_hours is "
                              f"{self.deadline_hours:g}; use dispatch: realtime or auto, or a later deadline")
@@ -309,8 +391,20 @@ class CampaignSpec(BaseModel):
             return entry.batch_api
         return entry.provider in ("openai", "anthropic") and not entry.base_url
 
+    def all_models(self) -> list[ModelEntry]:
+        """Every model of the campaign once (a model in several stages is one entry)."""
+        out: dict[str, ModelEntry] = {}
+        for m in [*self.models, *(self.subjects.models if self.subjects else []),
+                  *(self.judges.models if self.judges else [])]:
+            out.setdefault(m.name, m)
+        return list(out.values())
+
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        doc = self.model_dump(mode="json")
+        for key in ("subjects", "judges", "dataset_import"):   # absent fields keep today's campaigns' hashes
+            if doc.get(key) is None:
+                doc.pop(key, None)
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
     def spec_hash(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
@@ -343,11 +437,11 @@ def _format_error(source: str, err: ValidationError) -> str:
     parts = []
     errors = err.errors()
     for e in errors[:5]:
-        loc = ".".join(str(p) for p in e["loc"]) or "(document)"
+        loc = ".".join(str(p) for p in e["loc"])
         if len(loc) > 200:
             loc = loc[:199] + "…"
         msg = e["msg"].removeprefix("Value error, ")[:500]
-        parts.append(f"{loc}: {msg}")
+        parts.append(f"{loc}: {msg}" if loc else msg)   # document-level checks name their field themselves
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return f"{source}: invalid campaign: " + "; ".join(parts) + more
 
@@ -378,8 +472,11 @@ def load_campaign(path: str | Path) -> CampaignSpec:
     except DocumentLimitError as e:
         raise CampaignSpecError(f"{path}: {e}") from None
     spec = parse_campaign(document, str(path))
-    # Template paths are relative to the campaign file.
-    for t in spec.templates:
+    # Template and dataset-import paths are relative to the campaign file.
+    stage_templates = [t for stage in (spec.subjects, spec.judges) if stage is not None for t in stage.templates]
+    for t in [*spec.templates, *stage_templates]:
         if t.path and not Path(t.path).is_absolute():
             t.path = str((path.parent / t.path).resolve())
+    if spec.dataset_import and not Path(spec.dataset_import).is_absolute():
+        spec.dataset_import = str((path.parent / spec.dataset_import).resolve())
     return spec

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from accord.models.schema import ModelSpec, RatingRequest, Run, RunStatus, utcnow
+from accord.models.schema import JudgeAssignment, ModelSpec, RatingRequest, Run, RunStatus, utcnow
 from accord.scheduler import run_control
 from accord.scheduler.batch_dispatch import dispatch_plan, poll_seconds_default, run_batches_once
 from accord.scheduler.chunk_leases import (
@@ -222,8 +222,12 @@ class Dispatcher:
         if run_id not in self._run_specs:
             batch = set(self.batch_specs_of(run_id))
             with Session(self.engine) as session:
-                ids = [i for i in session.execute(select(RatingRequest.model_spec_id).distinct()
-                                                  .where(RatingRequest.run_id == run_id)).scalars() if i not in batch]
+                # Judges have no request until the first answer is stored: their assignments name them.
+                found = set(session.execute(select(RatingRequest.model_spec_id).distinct()
+                                            .where(RatingRequest.run_id == run_id)).scalars())
+                found |= set(session.execute(select(JudgeAssignment.model_spec_id)
+                                             .where(JudgeAssignment.run_id == run_id)).scalars())
+                ids = [i for i in found if i not in batch]
                 rows = list(session.execute(select(ModelSpec).where(ModelSpec.id.in_(ids))).scalars())  # type: ignore[union-attr]
             self._run_specs[run_id] = [SpecInfo(r.id, r.provider, limit_group(r), r.rpm, r.tpm)  # type: ignore[arg-type]
                                        for r in sorted(rows, key=lambda r: r.id or 0)]

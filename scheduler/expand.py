@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from jinja2 import TemplateError
 from sqlalchemy import bindparam, func, insert, select, text
 from sqlmodel.sql.sqltypes import UTCDateTime
 from sqlalchemy.engine import Engine
@@ -24,11 +25,15 @@ from sqlmodel import Session
 from accord.models.db import session_scope
 from accord.models.prices import ModelPrice, lookup_price
 from accord.models.schema import (
-    Annotator, Campaign, Dataset, HumanRating, Item, ModelSpec, PromptTemplate, RatingRequest, Run, RunStatus, utcnow,
+    Annotator, Campaign, Dataset, HumanRating, Item, JudgeAssignment, ModelSpec, PromptTemplate, RatingRequest, Run,
+    RunStatus, utcnow,
 )
 from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, ModelEntry, check_request_count, repeated
+from accord.scheduler.stages import StageError, Stages, generation_requests, resolve_stages
 from accord.worker.decoding import request_decoding
-from accord.worker.prompt_templates import ResolvedTemplate, cache_key, load_template, render_messages
+from accord.worker.prompt_templates import (
+    ResolvedTemplate, cache_key, item_variables, load_template, render_messages,
+)
 
 INSERT_BATCH = 5000
 
@@ -258,6 +263,7 @@ class Expansion:
     personas: list[dict[str, str]]
     templates: list[ResolvedTemplate]
     project_id: int | None = None
+    stages: Stages = dataclasses.field(default_factory=Stages)
 
     @property
     def cache_scope(self) -> str:
@@ -276,7 +282,8 @@ class Expansion:
                 model_decoding = entry.decoding.model_dump(exclude_none=True) if entry.decoding else {}
                 persona_list: list[dict[str, str] | None] = list(self.personas) if tmpl.persona else [None]
                 for persona in persona_list:
-                    messages = render_messages(tmpl, item.content, persona)
+                    messages = render_messages(tmpl, item.content, persona,
+                                               item=item_variables(item.external_id, item.content, item.meta))
                     for s in range(spec.samples):
                         dec = request_decoding(campaign_decoding, model_decoding, tmpl.max_tokens, s)
                         key = cache_key(entry.provider, entry.model or "", entry.base_url, messages, dec,
@@ -291,10 +298,14 @@ def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int | Non
     if dupes:  # template files of the same name; bundled ones are refused by the spec's validation already
         raise CampaignError(f"templates: template names must be unique; repeated: {', '.join(dupes)} (rename one "
                             "in its file, or give them different params.option_order)")
+    try:
+        stages = resolve_stages(spec)
+    except StageError as e:
+        raise CampaignError(str(e)) from None
     ds = find_dataset(session, spec.dataset, project_id)
-    dimension = resolve_dimension(session, ds, spec.dimension)
+    dimension = resolve_dimension(session, ds, spec.dimension) if spec.models else spec.dimension
     check_group_attributes(session, ds, spec)
-    if spec.analysis.check_scale:
+    if spec.models and spec.analysis.check_scale:
         check_scales(session, ds, dimension, templates)
     personas = personas_for(session, ds, spec)
     # The request count from counts alone, before any item is loaded or any request expanded.
@@ -311,12 +322,64 @@ def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int | Non
     for t in templates:
         if t.persona and not personas:
             raise CampaignError(f"templates: {t.name!r} is persona-conditioned; add 'personas' to the campaign")
-    return Expansion(ds, dimension, items, personas, templates, project_id)
+    return Expansion(ds, dimension, items, personas, templates, project_id, stages)
+
+
+def _insert_generation_requests(session: Session, spec: CampaignSpec, expansion: Expansion, run_id: int,
+                                model_ids: dict[str, int], template_ids: dict[str, int], now: Any) -> int:
+    rows: list[dict[str, Any]] = []
+    total = 0
+    try:
+        for g in generation_requests(spec, expansion.stages, expansion.items, expansion.cache_scope):
+            rows.append({
+                "run_id": run_id, "stage": "generate", "item_id": g.item.id, "model_spec_id": model_ids[g.model.name],
+                "template_id": template_ids[g.template.content_hash], "persona_key": "", "persona": {},
+                "sample_index": g.sample_index, "status": "pending", "attempts": 0, "updated_at": now,
+                "cache_key": g.cache_key,
+            })
+            if len(rows) >= INSERT_BATCH:
+                session.execute(insert(RatingRequest), rows)
+                total += len(rows)
+                rows = []
+    except StageError as e:
+        raise CampaignError(str(e)) from None
+    if rows:
+        session.execute(insert(RatingRequest), rows)
+        total += len(rows)
+    return total
+
+
+def _insert_judge_assignments(session: Session, spec: CampaignSpec, expansion: Expansion, run_id: int,
+                              model_ids: dict[str, int], template_ids: dict[str, int]) -> None:
+    if spec.judges is None:
+        return
+    answers_of = sorted(template_ids[t.content_hash] for t in expansion.stages.judged)
+    for tmpl in expansion.stages.judge_templates:    # a template that cannot render fails now, not mid-run
+        for item in expansion.items:
+            try:
+                render_messages(tmpl, item.content, item=item_variables(item.external_id, item.content, item.meta),
+                                answer="")
+            except TemplateError as e:
+                raise CampaignError(f"judges.templates: {tmpl.name!r} cannot be rendered for item "
+                                    f"{item.external_id!r}: {e}") from None
+    for entry in spec.judges.models:
+        for tmpl in expansion.stages.judge_templates:
+            session.add(JudgeAssignment(run_id=run_id, model_spec_id=model_ids[entry.name],
+                                        template_id=template_ids[tmpl.content_hash], samples=spec.judges.samples,
+                                        answers_of=answers_of))
+    session.flush()
 
 
 def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = None, mode: str = "embedded",
                budget_override: float | None = None) -> RunPlan:
-    """Register the campaign, create its run, insert every rating request, answer cached ones. One transaction."""
+    """Register the campaign, create its run, insert every rating request, answer cached ones. One transaction
+    (after importing the campaign's ``dataset_import`` when its dataset is not there yet)."""
+    from accord.scheduler.dataset_source import DatasetSourceError, ensure_dataset
+
+    try:
+        ensure_dataset(engine, spec, project_id)
+    except DatasetSourceError as e:
+        raise CampaignError(str(e)) from None
     with session_scope(engine) as session:
         expansion = resolve_campaign(session, spec, project_id)
         spec_doc = spec.model_dump(mode="json")
@@ -329,8 +392,10 @@ def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = N
                   priority=spec.priority, budget_usd=budget_override if budget_override is not None else spec.budget_usd)
         session.add(run)
         session.flush()
-        model_ids = {m.name: upsert_model_spec(session, m, project_id).id for m in spec.models}
+        model_ids = {m.name: upsert_model_spec(session, m, project_id).id for m in spec.all_models()}
         template_ids = {t.name: upsert_template(session, t).id for t in expansion.templates}
+        stage_template_ids = {t.content_hash: upsert_template(session, t).id
+                              for t in [*expansion.stages.subject_templates, *expansion.stages.judge_templates]}
 
         rows: list[dict[str, Any]] = []
         total = 0
@@ -350,6 +415,9 @@ def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = N
         if rows:
             session.execute(insert(RatingRequest), rows)
             total += len(rows)
+        # Subjects' requests now; judges' requests as each answer is stored (their count adds to run.total then).
+        total += _insert_generation_requests(session, spec, expansion, run.id, model_ids, stage_template_ids, now)  # type: ignore[arg-type]
+        _insert_judge_assignments(session, spec, expansion, run.id, model_ids, stage_template_ids)  # type: ignore[arg-type]
         run.total = total
         session.add(run)
         session.flush()
@@ -371,7 +439,7 @@ SELECT rr.id, rr.run_id, rr.cache_key, src.raw_text, src.label, src.value, src.w
        src.repaired, 0.0, 0.0, :true, src.id, :now
 FROM rating_request rr
 JOIN rating src ON src.id = (SELECT min(r2.id) FROM rating r2 WHERE r2.cache_key = rr.cache_key AND r2.cache_hit = :false)
-WHERE rr.run_id = :run_id AND rr.status IN ('pending', 'queued')
+WHERE rr.run_id = :run_id AND rr.status IN ('pending', 'queued') AND rr.stage <> 'generate'
   AND NOT EXISTS (SELECT 1 FROM rating r3 WHERE r3.request_id = rr.id)
 """).bindparams(bindparam("now", type_=UTCDateTime()))
 _CACHE_MARK_DONE = text("""

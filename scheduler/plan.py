@@ -12,6 +12,7 @@ from sqlmodel import Session
 from accord.models.schema import Rating
 from accord.scheduler.campaign_spec import CampaignSpec
 from accord.scheduler.expand import effective_price, resolve_campaign
+from accord.scheduler.plan_stages import stage_plans
 from accord.worker.execute import estimate_tokens
 
 _KEY_BATCH = 900          # bound on bind parameters per IN (...) query (SQLite's limit is 999 on old builds)
@@ -30,6 +31,7 @@ class ModelPlan:
     price_source: str = ""
     rpm: int | None = None
     tpm: int | None = None
+    stage: str = "rate"       # rate (models rating items) | subjects | judges
 
     @property
     def to_call(self) -> int:
@@ -82,8 +84,16 @@ def _cached_keys(session: Session, keys: list[str]) -> set[str]:
 
 def plan_campaign(engine: Engine, spec: CampaignSpec, project_id: int | None = None,
                   budget_override: float | None = None) -> CampaignPlan:
-    """Estimate without writing anything. Output tokens are counted at their cap (an upper bound), input
+    """Estimate without writing anything (but importing the campaign's ``dataset_import`` when its dataset is
+    missing). Output tokens are counted at their cap (an upper bound), input
     tokens from the rendered prompts; requests whose answer is already cached cost nothing."""
+    from accord.scheduler.dataset_source import DatasetSourceError, ensure_dataset
+    from accord.scheduler.expand import CampaignError
+
+    try:   # a campaign that names its dataset's import file plans before its first run
+        ensure_dataset(engine, spec, project_id)
+    except DatasetSourceError as e:
+        raise CampaignError(str(e)) from None
     with Session(engine) as session:
         expansion = resolve_campaign(session, spec, project_id)
         plans = {m.name: ModelPlan(model=m.name, provider=m.provider, rpm=m.rpm, tpm=m.tpm,
@@ -118,6 +128,7 @@ def plan_campaign(engine: Engine, spec: CampaignSpec, project_id: int | None = N
             p.cost_usd = (p.input_tokens * price.input + p.output_tokens * price.output) / 1e6
             if spec.uses_batch_api(entries[name]):
                 p.cost_usd *= 1 - price.batch_discount
+        stage_rows = stage_plans(session, spec, expansion, DEFAULT_OUTPUT_CAP, ModelPlan)
     budget = budget_override if budget_override is not None else spec.budget_usd
     return CampaignPlan(name=spec.name, items=len(expansion.items), personas=len(expansion.personas),
-                        models=list(plans.values()), budget_usd=budget)
+                        models=[*plans.values(), *stage_rows], budget_usd=budget)

@@ -11,9 +11,12 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from accord.analysis.fine_metrics import fine_records
+from accord.analysis.judge_ranking_metrics import judge_ranking_records
 from accord.analysis.results import MetricRecord
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.models.schema import Campaign, Metric, Run, utcnow
+from accord.scheduler.answer_frames import as_raters, load_answers, load_judgments
 from accord.scheduler.run_frames import load_run_frames
 
 
@@ -72,12 +75,19 @@ def compute_run_metrics(engine: Engine, run_id: int, options: SuiteOptions | Non
     if options is None:
         options = suite_options((campaign.spec or {}).get("analysis") if campaign is not None else None)
     frames = load_run_frames(engine, run_id)
+    answers = load_answers(engine, run_id)
     # The analysis takes answers: requests without a rating (failed at the provider, cancelled, never run)
     # have no parse status; they are counted in the run summary and the report's outcome chart instead.
     rated = frames.llm[frames.llm["status"] == "done"].reset_index(drop=True)
-    records = compute_all(frames.human, frames.annotators, rated, frames.items, options)
-    if campaign is not None:
-        records += dataset_baseline(engine, campaign, frames.dimension, set(frames.llm["item_id"]))
+    records: list[MetricRecord] = []
+    if not (rated.empty and not answers.empty):   # a subjects/judges-only run has no item ratings to analyse
+        records.extend(compute_all(frames.human, frames.annotators, rated, frames.items, options))
+        if campaign is not None:
+            records += dataset_baseline(engine, campaign, frames.dimension, set(frames.llm["item_id"]))
+    if not answers.empty:
+        judgments = as_raters(load_judgments(engine, run_id))
+        records.extend(fine_records(answers, judgments))
+        records.extend(judge_ranking_records(answers, judgments))
     return records
 
 

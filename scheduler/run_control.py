@@ -173,6 +173,8 @@ def finalize_if_done(engine: Engine, run_id: int) -> str | None:
     run = get_run(engine, run_id)
     if run.status == RunStatus.budget_exhausted.value:
         cancel_pending(engine, run_id, "budget exhausted")
+    elif run.status == RunStatus.cancelled.value:   # requests created after the cancel (judges of a late answer)
+        cancel_pending(engine, run_id, "run cancelled")
     if active_count(engine, run_id) > 0:
         return None
     target = {RunStatus.running.value: RunStatus.completed.value,

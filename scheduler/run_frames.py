@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from accord.models.schema import (
-    Annotator, Campaign, HumanRating, Item, ModelSpec, PromptTemplate, Rating, RatingRequest, Run,
+    Annotator, Campaign, HumanRating, ImportedRating, Item, ModelSpec, PromptTemplate, Rating, RatingRequest, Run,
 )
 
 LLM_COLUMNS = ["request_id", "item_id", "model", "template", "template_family", "option_order", "response_format",
@@ -42,8 +42,10 @@ class RunFrames:
     items: pd.DataFrame        # item_id, <metadata columns>
 
 
-def load_llm_frame(engine: Engine, run_id: int, *, with_value_probs: bool = False) -> pd.DataFrame:
-    """One row per rating request of the run with its rating's fields (NaN/None where it has none).
+def load_llm_frame(engine: Engine, run_id: int, *, with_value_probs: bool = False,
+                   stages: tuple[str, ...] = ("rate",)) -> pd.DataFrame:
+    """One row per rating request of the run with its rating's fields (NaN/None where it has none): by default
+    the ratings of items (stage ``rate``); subjects' answers and their judgments load with ``answer_frames``.
 
     ``label_probs`` is JSON text keyed by label (exports stay plain CSV/Parquet); ``with_value_probs`` adds
     ``value_probs``, the same probabilities keyed by the labels' numeric values, for the analysis."""
@@ -57,7 +59,7 @@ def load_llm_frame(engine: Engine, run_id: int, *, with_value_probs: bool = Fals
          .join(ModelSpec, ModelSpec.id == RatingRequest.model_spec_id)
          .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
          .outerjoin(Rating, Rating.request_id == RatingRequest.id)
-         .where(RatingRequest.run_id == run_id)
+         .where(RatingRequest.run_id == run_id, RatingRequest.stage.in_(stages))  # type: ignore[attr-defined]
          .order_by(RatingRequest.id))
     with engine.connect() as conn:
         rows = conn.execute(q).all()
@@ -77,6 +79,39 @@ def load_llm_frame(engine: Engine, run_id: int, *, with_value_probs: bool = Fals
     return df
 
 
+IMPORTED_TEMPLATE = "imported"
+
+
+def with_imported_raters(engine: Engine, llm: pd.DataFrame, dataset_id: int, dimension: str | None,
+                         run_items: set[str]) -> pd.DataFrame:
+    """The run's LLM frame with the dataset's imported model ratings (``--model-rating-col``) of the run's items
+    appended as raters of their own: model = the rater's name, template ``imported``, one sample, done and
+    parsed (``unparseable`` where the label maps to no value). Nothing is added to a run that rates no items."""
+    if llm.empty:
+        return llm
+    q = (select(Item.external_id, ImportedRating.rater, ImportedRating.value, ImportedRating.raw_label)
+         .join(Item, Item.id == ImportedRating.item_id).where(Item.dataset_id == dataset_id))
+    if dimension is not None:
+        q = q.where(ImportedRating.dimension == dimension)
+    with engine.connect() as conn:
+        rows = [r for r in conn.execute(q).all() if r[0] in run_items]
+    if not rows:
+        return llm
+    extra = pd.DataFrame([{
+        "request_id": None, "item_id": item, "model": rater, "template": IMPORTED_TEMPLATE,
+        "template_family": IMPORTED_TEMPLATE, "option_order": "", "response_format": IMPORTED_TEMPLATE,
+        "persona_key": "", "sample_index": 0, "status": "done", "label": raw, "value": value,
+        "weighted_value": float("nan"), "parse_status": "ok" if value is not None else "unparseable",
+        "raw_text": raw, "cache_hit": False, "input_tokens": 0, "output_tokens": 0, "latency_ms": 0.0,
+        "cost_usd": 0.0, "model_snapshot": None, "attempts": 0, "last_error": None, "label_probs": None,
+        **({"value_probs": None} if "value_probs" in llm.columns else {}),
+    } for item, rater, value, raw in rows])
+    out = pd.concat([llm, extra], ignore_index=True)
+    for col in ("value", "weighted_value", "latency_ms", "cost_usd"):
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
+    return out
+
+
 def load_run_frames(engine: Engine, run_id: int) -> RunFrames:
     with Session(engine) as session:
         run = session.get(Run, run_id)
@@ -88,6 +123,7 @@ def load_run_frames(engine: Engine, run_id: int) -> RunFrames:
         dimension = (campaign.spec or {}).get("dimension")
     llm = load_llm_frame(engine, run_id, with_value_probs=True)
     run_items = set(llm["item_id"])
+    llm = with_imported_raters(engine, llm, dataset_id, dimension, run_items)
     with engine.connect() as conn:
         item_rows = conn.execute(select(Item.external_id, Item.meta).where(Item.dataset_id == dataset_id)).all()
         hq = (select(Item.external_id, Annotator.external_id, HumanRating.value, HumanRating.raw_label)

@@ -11,6 +11,10 @@ in a worker. Guarantees:
   for exactly one label; the rating keeps the original ``raw_text`` and the ``repair_text``, the parse status
   of the final answer, and the tokens and cost of every call. Never a default label.
 
+A subject's ``generate`` request goes through the same path (cache, limiter, budget, retries) and stores an
+``Answer`` instead of a Rating (``accord.worker.answers.store_answers``, which creates the answer's judge
+requests in the same transaction); a ``judge`` request renders the item and the answer it rates.
+
 The provider batch path (``accord.worker.batch``) stores its results through the same functions
 (``answer_fields``, ``store_rating``), with the batch discount applied to the batch call's cost.
 """
@@ -27,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from accord.models.schema import (
+    Answer,
     Campaign,
     Item,
     ModelSpec,
@@ -38,13 +43,15 @@ from accord.models.schema import (
     RunStatus,
     utcnow,
 )
+from accord.worker.answers import ANSWER_CACHED_FIELDS, generation_fields, prefetch_answers, store_answers
 from accord.worker.budget import EXHAUSTED, RESERVED, BudgetLedger
 from accord.worker.decoding import request_decoding
 from accord.worker.parsing import UNPARSEABLE, expected_value, parse_answer
-from accord.worker.prompt_templates import ResolvedTemplate, render_messages
+from accord.worker.prompt_templates import ResolvedTemplate, item_variables, render_messages
 from accord.worker.provider_pool import ProviderPool
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
 from accord.worker.rate_limiter import is_rate_limited
+from accord.worker.stage_decoding import stage_base_decoding
 from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -122,6 +129,13 @@ class Job:
     repair_attempts: int = DEFAULT_REPAIR_ATTEMPTS
     deadline: float | None = None   # epoch seconds after which a rate-limited request stops waiting
     run_key: str = ""               # the run's id and start time: its budget ledger entry
+    item: dict[str, Any] = field(default_factory=dict)   # the template's ``item`` variables
+    answer_text: str | None = None  # judge requests: the subject's answer they rate
+
+    @property
+    def generates(self) -> bool:
+        """A subject's generation: its result is an Answer, not a Rating."""
+        return self.request.stage == "generate"
 
 
 # Fields copied from an original rating into a cache hit.
@@ -143,8 +157,10 @@ def load_jobs(session: Session, request_ids: list[int]) -> tuple[list[Job], int]
     """The active requests among ``request_ids`` with their item, model, template and decoding, and the
     number skipped (already done, failed, cancelled or gone)."""
     rows = session.execute(
-        select(RatingRequest, Item.content, ModelSpec, PromptTemplate, Campaign.spec, Run.started_at)
+        select(RatingRequest, Item.content, ModelSpec, PromptTemplate, Campaign.spec, Run.started_at,
+               Item.external_id, Item.meta, Answer.text)
         .join(Item, Item.id == RatingRequest.item_id)
+        .outerjoin(Answer, Answer.id == RatingRequest.answer_id)
         .join(ModelSpec, ModelSpec.id == RatingRequest.model_spec_id)
         .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
         .join(Run, Run.id == RatingRequest.run_id)
@@ -154,7 +170,7 @@ def load_jobs(session: Session, request_ids: list[int]) -> tuple[list[Job], int]
     ).all()
     jobs, skipped = [], 0
     templates: dict[int, ResolvedTemplate] = {}
-    for req, content, spec, trow, campaign_spec, started_at in rows:
+    for req, content, spec, trow, campaign_spec, started_at, external_id, meta, answer_text in rows:
         if req.status not in ACTIVE_REQUEST_STATUSES:
             skipped += 1
             continue
@@ -162,13 +178,14 @@ def load_jobs(session: Session, request_ids: list[int]) -> tuple[list[Job], int]
             templates[trow.id] = ResolvedTemplate.from_row(trow.name, trow.version, trow.response_format,
                                                            trow.system, trow.user, trow.output_spec)
         tmpl = templates[trow.id]
-        params = request_decoding(campaign_spec.get("decoding") or {}, (spec.params or {}).get("decoding"),
+        params = request_decoding(stage_base_decoding(campaign_spec, req.stage), (spec.params or {}).get("decoding"),
                                   tmpl.max_tokens, req.sample_index)
         repairs = campaign_spec.get("repair_attempts")
         jobs.append(Job(req, content, spec, tmpl, trow.content_hash, campaign_spec.get("cache", True), params,
                         DEFAULT_REPAIR_ATTEMPTS if repairs is None else int(repairs),
                         run_deadline(started_at, campaign_spec.get("deadline_hours")),
-                        f"{req.run_id}:{started_at.isoformat() if started_at else ''}"))
+                        f"{req.run_id}:{started_at.isoformat() if started_at else ''}",
+                        item_variables(external_id, content, meta), answer_text))
     skipped += len(request_ids) - len(rows)
     return jobs, skipped
 
@@ -234,7 +251,9 @@ class _ChunkState:
 def _prefetch_cache(ctx: ExecutionContext, session: Session, jobs: list[Job]) -> dict[str, dict[str, Any]]:
     """Cached answers for the chunk's cache keys: the hot tier (Redis, one round trip) first, then one query
     to the rating table for the keys it did not have (their answers go into the hot tier for the next chunk)."""
-    keys = sorted({j.request.cache_key for j in jobs if j.cache_mode is True})
+    keys = sorted({j.request.cache_key for j in jobs if j.cache_mode is True and not j.generates})
+    answers = prefetch_answers(session, sorted({j.request.cache_key for j in jobs
+                                                if j.cache_mode is True and j.generates}))
     found = ctx.hot_cache.get_many(keys) if ctx.hot_cache is not None and keys else {}
     misses = [key for key in keys if key not in found]
     if misses:
@@ -248,7 +267,7 @@ def _prefetch_cache(ctx: ExecutionContext, session: Session, jobs: list[Job]) ->
                                                            "source_rating_id": src.id}
         if ctx.hot_cache is not None and fresh:
             ctx.hot_cache.put_many(fresh)
-    return found
+    return {**found, **{f"answer:{k}": v for k, v in answers.items()}}
 
 
 @dataclass
@@ -313,6 +332,17 @@ def store_ratings(engine: Engine, ratings: list[tuple[Job, dict[str, Any], bool,
     return stored
 
 
+def _store_batch(engine: Engine, batch: list["_Pending"]) -> dict[int, int]:
+    """Ratings through ``store_ratings``, subjects' answers through ``store_answers`` (with their judge
+    requests): {request id: rating or answer id} of what was stored now."""
+    ratings = [(p.job, p.fields, p.cache_hit, p.attempts) for p in batch if not p.job.generates]
+    answers = [(p.job, p.fields, p.cache_hit, p.attempts) for p in batch if p.job.generates]
+    stored = store_ratings(engine, ratings) if ratings else {}
+    if answers:
+        stored.update(store_answers(engine, answers))
+    return stored
+
+
 class RatingSink:
     """A chunk's ratings on their way to the database: buffered, stored ``flush_every`` at a time or after
     ``flush_after_s``, by one transaction run off the event loop (``store_ratings``)."""
@@ -346,8 +376,7 @@ class RatingSink:
 
     async def _flush(self, batch: list[_Pending]) -> None:
         try:
-            stored = await asyncio.to_thread(
-                store_ratings, self.ctx.engine, [(p.job, p.fields, p.cache_hit, p.attempts) for p in batch])
+            stored = await asyncio.to_thread(_store_batch, self.ctx.engine, batch)
         except Exception as err:  # noqa: BLE001 - every waiter learns of it; nothing was stored
             for p in batch:
                 if not p.stored.done():
@@ -356,7 +385,7 @@ class RatingSink:
         fresh = {}
         for p in batch:
             rating_id = stored.get(p.job.request.id)   # type: ignore[arg-type]
-            if rating_id is not None and not p.cache_hit:
+            if rating_id is not None and not p.cache_hit and not p.job.generates:
                 fresh[p.job.request.cache_key] = {**{f: p.fields.get(f) for f in _CACHED_FIELDS},
                                                   "source_rating_id": rating_id}
             if not p.stored.done():
@@ -516,7 +545,19 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, c
     if status == RunStatus.paused.value:
         outcome.skipped += 1   # left active; the scheduler hands it out again on resume
         return
-    if job.cache_mode is True:
+    if job.cache_mode is True and job.generates:
+        hit = chunk.cached.get(f"answer:{req.cache_key}")
+        if hit is not None:
+            fields = {k: hit.get(k) for k in ANSWER_CACHED_FIELDS}
+            if await sink.store(job, {**fields, "source_answer_id": hit.get("source_answer_id"), "cost_usd": 0.0,
+                                      "latency_ms": 0.0}, cache_hit=True, attempts=req.attempts):
+                outcome.done += 1
+                outcome.cached += 1
+                _notify(ctx, req.run_id, "cached")
+            else:
+                outcome.skipped += 1
+            return
+    elif job.cache_mode is True:
         hit = chunk.cached.get(req.cache_key)
         if hit is not None:
             fields = {k: hit.get(k, _CACHED_DEFAULTS.get(k)) for k in _CACHED_FIELDS}
@@ -528,7 +569,8 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, c
             else:
                 outcome.skipped += 1
             return
-    messages = render_messages(job.template, job.content, req.persona or None)
+    messages = render_messages(job.template, job.content, req.persona or None, item=job.item,
+                               answer=job.answer_text)
     reservation = (budget, spent) if budget is not None else None
     attempts = [req.attempts]
     try:
@@ -553,7 +595,10 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, c
             outcome.failed += 1
             outcome.errors.append(msg)
         return
-    fields = await answer_fields(ctx, job, messages, response, budget=reservation)
+    if job.generates:
+        fields = generation_fields(job, response, response_cost(job.spec, response))
+    else:
+        fields = await answer_fields(ctx, job, messages, response, budget=reservation)
     if await sink.store(job, fields, cache_hit=False, attempts=attempts[0]):
         outcome.done += 1
         outcome.cost_usd += fields["cost_usd"]

@@ -396,16 +396,50 @@ def persona_phrase(persona: dict[str, str]) -> str:
     return f"{article} {words} annotator".strip()
 
 
+ANSWER_BEGIN = "<<<BEGIN ANSWER>>>"
+ANSWER_END = "<<<END ANSWER>>>"
+
+
+def content_text(content: dict[str, Any]) -> str:
+    """The item's content as plain text (no delimiters): what a subject model is asked."""
+    if content.get("kind") == "conversation":
+        return "\n".join(f"{t.get('speaker', '?')}: {t.get('text', '')}" for t in content.get("turns", []))
+    return str(content.get("text", ""))
+
+
+def item_variables(external_id: str, content: dict[str, Any], meta: dict[str, Any] | None) -> dict[str, Any]:
+    """What a template sees as ``item``: ``item.id``, ``item.text`` (the content as plain text), every
+    metadata column by name (``item.category``, ``item.safe_option``, ...) and ``item.meta`` (all of them)."""
+    meta = dict(meta or {})
+    return {**meta, "meta": meta, "id": external_id, "text": content_text(content)}
+
+
+def render_answer(text: str) -> str:
+    """A subject's answer as a delimited block; copies of any delimiter inside it are neutralised."""
+    body = _neutralise(text).replace(ANSWER_BEGIN, "<<BEGIN ANSWER>>").replace(ANSWER_END, "<<END ANSWER>>")
+    return f"{ANSWER_BEGIN}\n{body}\n{ANSWER_END}"
+
+
 def render_messages(template: ResolvedTemplate, content: dict[str, Any],
-                    persona: dict[str, str] | None = None) -> list[dict[str, str]]:
-    context = {
+                    persona: dict[str, str] | None = None, *, item: dict[str, Any] | None = None,
+                    answer: str | None = None) -> list[dict[str, str]]:
+    """The chat messages of ``template`` for an item. Variables: ``content`` (the item, delimited),
+    ``item`` (see ``item_variables``), ``answer`` (a subject's answer, delimited; ``answer_text`` as is),
+    ``persona``/``persona_phrase``, ``options`` (letter, option; option texts may use the same variables),
+    ``labels`` and the template's parameters."""
+    context: dict[str, Any] = {
         "content": render_content(content),
+        "item": item if item is not None else item_variables("", content, {}),
         "persona": persona or {},
         "persona_phrase": persona_phrase(persona) if persona else "",
-        "options": [(o["letter"], o) for o in template.options],
         "labels": list(template.labels),
         **template.params,
     }
+    if answer is not None:
+        context["answer"] = render_answer(answer)
+        context["answer_text"] = answer
+    context["options"] = [(o["letter"], {**o, "text": _compiled(o["text"]).render(context) if "{" in o["text"] else o["text"]})
+                          for o in template.options]
     messages = []
     system = _render(template.system, context, "system").strip() if template.system else ""
     if system:

@@ -96,17 +96,31 @@ def _spec_errors(document: Any) -> list[dict[str, str]]:
 def _policy_errors(spec: CampaignSpec, settings: ApiSettings) -> list[dict[str, str]]:
     errors = []
     allowed_urls = {u.rstrip("/") for u in settings.allowed_base_urls}
-    for i, m in enumerate(spec.models):
+    if spec.dataset_import is not None:
+        errors.append({"field": "dataset_import", "message": "server file paths are not accepted over the API; "
+                                                             "upload the dataset and name it in 'dataset'"})
+    models = [(f"models.{i}", m) for i, m in enumerate(spec.models)]
+    bundled = set(bundled_template_names())
+    for stage_name in ("subjects", "judges"):
+        stage = getattr(spec, stage_name)
+        if stage is None:
+            continue
+        models += [(f"{stage_name}.models.{i}", m) for i, m in enumerate(stage.models)]
+        for j, t in enumerate(stage.templates):
+            if t.path is not None or t.name not in bundled:
+                errors.append({"field": f"{stage_name}.templates.{j}",
+                               "message": "over the API, subjects and judges use bundled templates only (for now)"})
+    for where, m in models:
         if m.path is not None:
-            errors.append({"field": f"models.{i}.path",
+            errors.append({"field": f"{where}.path",
                            "message": "server file paths are not accepted over the API; omit 'path' to use the "
                                       "server's local model"})
         if m.base_url is not None and m.base_url.rstrip("/") not in allowed_urls:
-            errors.append({"field": f"models.{i}.base_url",
+            errors.append({"field": f"{where}.base_url",
                            "message": "this endpoint is not allowed on this server (ask the operator to add it to "
                                       "ACCORD_API_ALLOWED_BASE_URLS)"})
         if m.api_key_env is not None and m.api_key_env not in settings.allowed_key_envs:
-            errors.append({"field": f"models.{i}.api_key_env",
+            errors.append({"field": f"{where}.api_key_env",
                            "message": f"must be one of the server's credential variables: "
                                       f"{', '.join(settings.allowed_key_envs) or 'none'}"})
         elif m.api_key_env is not None and m.provider != "local":

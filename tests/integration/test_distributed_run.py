@@ -284,3 +284,79 @@ def test_cli_run_distributed_follows_the_run_to_the_end(env, tmp_path: Path) -> 
     assert "submitted: 16 rating requests" in result.stdout
     assert "completed" in result.stdout
     assert "no `accord scheduler` is running" not in result.stdout
+
+
+def test_fine_subjects_and_judges_distributed(env) -> None:  # type: ignore[no-untyped-def]
+    """Subjects answer and a judge rates the open answers through the Celery workers: every subject asked once,
+    every open answer judged once, judge requests created as the answers are stored."""
+    from accord.models.schema import Answer, Rating, RatingRequest
+
+    engine, server, stack = env["engine"], env["server"], env["stack"]
+    server.reset_stats()
+    example = Path(__file__).resolve().parents[2] / "examples" / "fake_alignment"
+    gpt = {"name": "gpt", "provider": "openai", "model": "gpt-4o-mini", "base_url": server.base_url,
+           "price": {"input": 0.15, "output": 0.6}}
+    spec = parse_campaign({
+        "name": "fine-distributed", "dataset": "fake_alignment", "dataset_import": str(example / "import.yaml"),
+        "items": {"limit": 6}, "decoding": {"temperature": 0.7, "seed": 4242},
+        "subjects": {"models": [gpt], "templates": ["fine_open_question",
+                                                    {"name": "fine_multiple_choice", "params": {"option_order": "AB"}},
+                                                    {"name": "fine_multiple_choice", "params": {"option_order": "BA"}}]},
+        "judges": {"models": [{**gpt, "name": "judge"}], "templates": ["fine_judge_safety"]}})
+    plan = create_run(engine, spec, mode="distributed")
+    p = wait_for_run(engine, plan.run_id, 120, stack=stack, postprocessed=True)
+    assert (p.status, p.done, p.failed, p.total) == ("completed", 6 * 4, 0, 6 * 4)
+    assert server.stats()["ok"] == 6 * 4 - p.cached
+    with Session(engine) as s:
+        n_answers = s.execute(select(func.count()).select_from(Answer).where(Answer.run_id == plan.run_id)).scalar_one()
+        judged = s.execute(select(func.count(func.distinct(RatingRequest.answer_id))).join(Rating).where(
+            RatingRequest.run_id == plan.run_id, RatingRequest.stage == "judge")).scalar_one()
+        names = set(s.execute(select(Metric.name).where(Metric.run_id == plan.run_id)).scalars())
+    assert (n_answers, judged) == (6 * 3, 6)
+    assert {"fine_cs", "fine_css"} <= names
+
+
+def test_kill_minus_nine_during_judging_asks_nothing_stored_again(env) -> None:  # type: ignore[no-untyped-def]
+    """A worker killed while the judges run: the run completes with every answer stored once and judged once;
+    the only calls made again are those the killed worker had in flight (at most a chunk per process)."""
+    from accord.models.schema import Answer, Rating, RatingRequest
+
+    engine, server, stack = env["engine"], env["server"], env["stack"]
+    server.reset_stats()
+    example = Path(__file__).resolve().parents[2] / "examples" / "fake_alignment"
+    gpt = {"name": "gpt", "provider": "openai", "model": "gpt-4o-mini", "base_url": server.base_url,
+           "price": {"input": 0.15, "output": 0.6}}
+    spec = parse_campaign({
+        "name": "fine-kill", "dataset": "fake_alignment", "dataset_import": str(example / "import.yaml"),
+        "cache": False, "decoding": {"temperature": 0.7, "seed": 777},
+        "subjects": {"models": [gpt], "samples": 2, "templates": ["fine_open_question"]},
+        "judges": {"models": [{**gpt, "name": "judge", "rpm": 600}], "templates": ["fine_judge_safety"],
+                   "samples": 2}})
+    plan = create_run(engine, spec, mode="distributed")
+    n_gen, n_judge = 36 * 2, 36 * 2 * 2
+
+    def judged() -> int:
+        with Session(engine) as s:
+            return int(s.execute(select(func.count()).select_from(Rating).where(Rating.run_id == plan.run_id)).scalar_one())
+
+    wait_until(lambda: judged() >= 4, 90, "first judgments")
+    stack.kill_worker("w1")
+    assert judged() < n_judge                                                    # killed while judging
+    try:
+        p = wait_for_run(engine, plan.run_id, 180, stack=stack)
+        assert (p.status, p.done, p.failed, p.total) == ("completed", n_gen + n_judge, 0, n_gen + n_judge)
+        with Session(engine) as s:
+            answers = s.execute(select(func.count(), func.count(func.distinct(Answer.request_id)))
+                                .where(Answer.run_id == plan.run_id)).one()
+            judgments = s.execute(select(func.count(), func.count(func.distinct(Rating.request_id)))
+                                  .where(Rating.run_id == plan.run_id)).one()
+            per_answer = s.execute(select(RatingRequest.answer_id, func.count()).where(
+                RatingRequest.run_id == plan.run_id, RatingRequest.stage == "judge")
+                .group_by(RatingRequest.answer_id)).all()
+        assert tuple(answers) == (n_gen, n_gen) and tuple(judgments) == (n_judge, n_judge)
+        assert len(per_answer) == n_gen and {n for _, n in per_answer} == {2}   # each answer: its 2 judge samples
+        extra = server.stats()["ok"] - (n_gen + n_judge)
+        assert 0 <= extra <= 2 * 8          # at most the killed worker's in-flight chunks (2 processes x 8)
+    finally:
+        stack.start_worker("w1")
+        stack.wait_ready()

@@ -80,3 +80,32 @@ def test_two_local_datasets_cannot_share_a_name(sqlite_engine) -> None:  # type:
         s.add(Dataset(name="same"))
         with pytest.raises(sqlalchemy.exc.IntegrityError):
             s.commit()
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"name": "c", "dataset": "d", "models": [], "templates": []}, "invalid campaign: models: List should have at least 1 item"),
+    ({"name": "c", "dataset": "d", "models": [{"name": "m", "provider": "local"}]}, "templates: List should have at least 1 item"),
+    ({"name": "c", "dataset": "d", "judges": {"models": [{"name": "j", "provider": "local"}], "templates": ["t"]}},
+     "invalid campaign: judges: judges rate the subjects' answers; add subjects:"),
+    ({"name": "c", "dataset": "d", "subjects": {"models": [{"name": "m", "provider": "cohere"}], "templates": ["t"]}},
+     "invalid campaign: subjects.models.0.provider: Input should be"),
+    ({"name": "c", "dataset": "d", "subjects": {"models": [{"name": "m", "provider": "local"}], "templates": ["t"]},
+      "dispatch": "batch"}, "dispatch: subjects and judges run in realtime only"),
+    ({"name": "c", "dataset": "d", "models": [{"name": "m", "provider": "local"}], "templates": ["t"],
+      "subjects": {"models": [{"name": "m", "provider": "openai", "model": "x"}], "templates": ["t"]}},
+     "subjects: model 'm' is also in models with other settings"),
+])
+def test_stage_errors_are_one_line_naming_the_field(doc: dict, message: str) -> None:
+    from accord.scheduler.campaign_spec import CampaignSpecError
+
+    with pytest.raises(CampaignSpecError) as err:
+        parse_campaign(doc)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_stage_campaign_keeps_hashes_of_plain_campaigns() -> None:
+    plain = parse_campaign(BASE)
+    assert "subjects" not in plain.canonical_json() and "dataset_import" not in plain.canonical_json()
+    staged = parse_campaign({"name": "c", "dataset": "d", "subjects": {"models": [{"name": "m", "provider": "local"}],
+                                                                       "templates": ["fine_open_question"]}})
+    assert staged.models == [] and staged.subjects is not None and staged.subjects.samples == 1

@@ -115,7 +115,8 @@ class BatchContext:
         key = job.request.id
         found = self._messages.get(key)  # type: ignore[arg-type]
         if found is None:
-            found = render_messages(job.template, job.content, job.request.persona or None)
+            found = render_messages(job.template, job.content, job.request.persona or None, item=job.item,
+                                    answer=job.answer_text)
             if len(self._messages) >= MESSAGE_CACHE_SIZE:
                 self._messages.clear()
             self._messages[key] = found  # type: ignore[index]

@@ -1,0 +1,66 @@
+"""Load a run's subjects' answers and the judges' ratings of them into the frames ``accord.analysis.fine``
+takes (and ``accord results`` exports)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import aliased
+
+from accord.models.schema import Answer, Item, ModelSpec, PromptTemplate, Rating, RatingRequest
+
+ANSWER_COLUMNS = ["answer_id", "item", "category", "subject", "template", "template_family", "response_format",
+                  "option_order", "sample_index", "label", "value", "status", "text", "cache_hit", "input_tokens",
+                  "output_tokens", "cost_usd"]
+JUDGMENT_COLUMNS = ["answer_id", "judge", "template", "sample_index", "label", "value", "parse_status", "raw_text",
+                    "cost_usd"]
+
+
+def load_answers(engine: Engine, run_id: int, category_field: str = "category") -> pd.DataFrame:
+    q = (select(Answer.id, Item.external_id, Item.meta, ModelSpec.name, PromptTemplate.name,
+                PromptTemplate.output_spec, PromptTemplate.response_format, Answer.sample_index, Answer.label,
+                Answer.value, Answer.status, Answer.text, Answer.cache_hit, Answer.input_tokens, Answer.output_tokens,
+                Answer.cost_usd)
+         .join(Item, Item.id == Answer.item_id).join(ModelSpec, ModelSpec.id == Answer.model_spec_id)
+         .join(PromptTemplate, PromptTemplate.id == Answer.template_id)
+         .where(Answer.run_id == run_id).order_by(Answer.id))
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    records = []
+    for (aid, item, meta, subject, tname, spec, fmt, sample, label, value, status, text_, hit, it, ot,
+         cost) in rows:
+        spec = spec or {}
+        records.append((aid, item, str((meta or {}).get(category_field, "")), subject, tname,
+                        spec.get("family", tname), fmt, spec.get("option_order", "") or "", sample, label, value,
+                        status, text_, hit, it, ot, cost))
+    df = pd.DataFrame.from_records(records, columns=ANSWER_COLUMNS)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
+    return df
+
+
+def load_judgments(engine: Engine, run_id: int) -> pd.DataFrame:
+    judge = aliased(ModelSpec)
+    q = (select(RatingRequest.answer_id, judge.name, PromptTemplate.name, RatingRequest.sample_index, Rating.label,
+                Rating.value, Rating.parse_status, Rating.raw_text, Rating.cost_usd)
+         .join(Rating, Rating.request_id == RatingRequest.id)
+         .join(judge, judge.id == RatingRequest.model_spec_id)
+         .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
+         .where(RatingRequest.run_id == run_id, RatingRequest.stage == "judge").order_by(RatingRequest.id))
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    df = pd.DataFrame.from_records([tuple(r) for r in rows], columns=JUDGMENT_COLUMNS)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
+    return df
+
+
+def as_raters(judgments: pd.DataFrame) -> pd.DataFrame:
+    """The judgments with ``judge`` naming the rater: the judge model's alias, or ``alias · template`` when a
+    judge model rates under several templates (each template is then a rater of its own, never mixed)."""
+    out = judgments.copy()
+    if out.empty:
+        return out
+    several = out.groupby("judge")["template"].nunique()
+    multi = set(several[several > 1].index)
+    out["judge"] = [f"{j} · {t}" if j in multi else j for j, t in zip(out["judge"], out["template"])]
+    return out
