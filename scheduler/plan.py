@@ -12,7 +12,7 @@ from sqlmodel import Session
 from accord.models.schema import Rating
 from accord.scheduler.campaign_spec import CampaignSpec
 from accord.scheduler.expand import effective_price, resolve_campaign
-from accord.scheduler.plan_stages import stage_plans
+from accord.scheduler.plan_stages import stage_plans, tally
 from accord.worker.execute import estimate_tokens
 
 _KEY_BATCH = 900          # bound on bind parameters per IN (...) query (SQLite's limit is 999 on old builds)
@@ -106,15 +106,7 @@ def plan_campaign(engine: Engine, spec: CampaignSpec, project_id: int | None = N
         batch: list[tuple[str, str, int, int]] = []
 
         def flush() -> None:
-            cached = _cached_keys(session, [key for _, key, _, _ in batch]) if use_cache else set()
-            for name, key, tokens_in, tokens_out in batch:
-                p = plans[name]
-                p.requests += 1
-                if key in cached:
-                    p.cached += 1
-                    continue
-                p.input_tokens += tokens_in
-                p.output_tokens += tokens_out
+            tally(plans, batch, _cached_keys(session, [key for _, key, _, _ in batch]) if use_cache else set())
             batch.clear()
 
         for r in expansion.requests(spec):

@@ -50,14 +50,7 @@ def stage_plans(session: Session, spec: CampaignSpec, expansion: "Expansion", de
              int(g.decoding.get("max_tokens") or default_output_cap))
             for g in generation_requests(spec, stages, expansion.items, expansion.cache_scope)]
     cached = _cached_answers(session, [k for _, k, _, _ in rows]) if spec.cache is True else set()
-    for name, key, tokens_in, tokens_out in rows:
-        p = plans[name]
-        p.requests += 1
-        if key in cached:
-            p.cached += 1
-            continue
-        p.input_tokens += tokens_in
-        p.output_tokens += tokens_out
+    tally(plans, rows, cached)
     for m in spec.subjects.models:
         price = effective_price(m)
         plans[m.name].cost_usd = (plans[m.name].input_tokens * price.input + plans[m.name].output_tokens * price.output) / 1e6
@@ -89,3 +82,16 @@ def stage_plans(session: Session, spec: CampaignSpec, expansion: "Expansion", de
         p.cost_usd = (p.input_tokens * price.input + p.output_tokens * price.output) / 1e6
         out.append(p)
     return out
+
+
+def tally(plans: dict[str, ModelPlan], rows: list[tuple[str, str, int, int]], cached: set[str]) -> None:
+    """Count (model name, cache key, input tokens, output tokens) rows into the models' plans: a request whose
+    key is cached costs nothing."""
+    for name, key, tokens_in, tokens_out in rows:
+        p = plans[name]
+        p.requests += 1
+        if key in cached:
+            p.cached += 1
+            continue
+        p.input_tokens += tokens_in
+        p.output_tokens += tokens_out

@@ -545,24 +545,16 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, c
     if status == RunStatus.paused.value:
         outcome.skipped += 1   # left active; the scheduler hands it out again on resume
         return
-    if job.cache_mode is True and job.generates:
-        hit = chunk.cached.get(f"answer:{req.cache_key}")
+    if job.cache_mode is True:
+        # an earlier identical call's answer: a subject's answer, or a rating (older entries lack newer fields)
+        key, names, source, defaults = ((f"answer:{req.cache_key}", ANSWER_CACHED_FIELDS, "source_answer_id", {})
+                                        if job.generates else
+                                        (req.cache_key, _CACHED_FIELDS, "source_rating_id", _CACHED_DEFAULTS))
+        hit = chunk.cached.get(key)
         if hit is not None:
-            fields = {k: hit.get(k) for k in ANSWER_CACHED_FIELDS}
-            if await sink.store(job, {**fields, "source_answer_id": hit.get("source_answer_id"), "cost_usd": 0.0,
-                                      "latency_ms": 0.0}, cache_hit=True, attempts=req.attempts):
-                outcome.done += 1
-                outcome.cached += 1
-                _notify(ctx, req.run_id, "cached")
-            else:
-                outcome.skipped += 1
-            return
-    elif job.cache_mode is True:
-        hit = chunk.cached.get(req.cache_key)
-        if hit is not None:
-            fields = {k: hit.get(k, _CACHED_DEFAULTS.get(k)) for k in _CACHED_FIELDS}
-            if await sink.store(job, {**fields, "source_rating_id": hit.get("source_rating_id"), "cost_usd": 0.0,
-                                      "latency_ms": 0.0}, cache_hit=True, attempts=req.attempts):
+            fields = {k: hit.get(k, defaults.get(k)) for k in names}
+            if await sink.store(job, {**fields, source: hit.get(source), "cost_usd": 0.0, "latency_ms": 0.0},
+                                cache_hit=True, attempts=req.attempts):
                 outcome.done += 1
                 outcome.cached += 1
                 _notify(ctx, req.run_id, "cached")
