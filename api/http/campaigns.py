@@ -128,9 +128,9 @@ def _policy_errors(spec: CampaignSpec, settings: ApiSettings) -> list[dict[str, 
             endpoint = m.base_url.rstrip("/") if m.base_url else m.provider
             bound = {e.rstrip("/") for e in settings.key_endpoints.get(m.api_key_env, [])}
             if endpoint not in bound:
-                where = "this endpoint" if m.base_url else f"the {m.provider} API"
-                errors.append({"field": f"models.{i}.api_key_env",
-                               "message": f"{m.api_key_env} may not be sent to {where} on this server (ask the "
+                target = "this endpoint" if m.base_url else f"the {m.provider} API"
+                errors.append({"field": f"{where}.api_key_env",
+                               "message": f"{m.api_key_env} may not be sent to {target} on this server (ask the "
                                           "operator to bind it in ACCORD_API_KEY_ENDPOINTS)"})
     for j, t in enumerate(spec.templates):
         if t.path is not None:
