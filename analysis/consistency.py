@@ -35,17 +35,24 @@ class FormatConsistency:
     n_with_reference: int
 
 
-def format_consistency(
-    verdict_a: np.ndarray, verdict_b: np.ndarray, reference: np.ndarray | None = None
-) -> FormatConsistency:
-    """CS and CSS of two binary verdict vectors (per item; NaN = no answer)."""
+def _paired(verdict_a: np.ndarray, verdict_b: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two per-item verdict vectors as floats and the mask of items answered in both (``where`` names the
+    pairing in the error when there is none)."""
     a = np.asarray(verdict_a, dtype=float)
     b = np.asarray(verdict_b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"verdict vectors differ in shape: {a.shape} vs {b.shape}")
     both = np.isfinite(a) & np.isfinite(b)
     if not both.any():
-        raise ValueError("no item is answered in both formats")
+        raise ValueError(f"no item is answered {where}")
+    return a, b, both
+
+
+def format_consistency(
+    verdict_a: np.ndarray, verdict_b: np.ndarray, reference: np.ndarray | None = None
+) -> FormatConsistency:
+    """CS and CSS of two binary verdict vectors (per item; NaN = no answer)."""
+    a, b, both = _paired(verdict_a, verdict_b, "in both formats")
     cs = float(np.mean(a[both] == b[both]))
     css: float | None = None
     n_ref = 0
@@ -123,13 +130,7 @@ class PositionBias:
 def position_bias(verdict_a: np.ndarray, verdict_b: np.ndarray) -> PositionBias:
     """Flip rate of two binary verdict vectors (order a, order b; NaN = no answer) with its direction
     and McNemar's exact test (statsmodels.stats.contingency_tables.mcnemar)."""
-    a = np.asarray(verdict_a, dtype=float)
-    b = np.asarray(verdict_b, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"verdict vectors differ in shape: {a.shape} vs {b.shape}")
-    both = np.isfinite(a) & np.isfinite(b)
-    if not both.any():
-        raise ValueError("no item is answered under both option orders")
+    a, b, both = _paired(verdict_a, verdict_b, "under both option orders")
     a, b = a[both], b[both]
     to_pos = int(np.sum((a == 0) & (b == 1)))
     to_neg = int(np.sum((a == 1) & (b == 0)))
