@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.longrepr = f"a service make test promises is down: {reason}"
+
+
+@pytest.fixture
+def set_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Set ``ACCORD_LIMIT_*`` values for one test (``set_limits(max_models=2)``); the limits are read afresh."""
+    from accord.models import limits as limits_module
+
+    def apply(**values: Any) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(f"ACCORD_LIMIT_{name.upper()}", str(value))
+        limits_module.get_limits.cache_clear()
+
+    yield apply
+    monkeypatch.undo()
+    limits_module.get_limits.cache_clear()

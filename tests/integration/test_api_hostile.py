@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from accord.models import limits as limits_module
 from sqlalchemy import text
 
 from tests.integration.api_helpers import (
@@ -35,18 +34,6 @@ templates: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]
 personas: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]
 items: [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]
 """
-
-
-@pytest.fixture
-def set_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    def apply(**values: Any) -> None:
-        for name, value in values.items():
-            monkeypatch.setenv(f"ACCORD_LIMIT_{name.upper()}", str(value))
-        limits_module.get_limits.cache_clear()
-
-    yield apply
-    monkeypatch.undo()
-    limits_module.get_limits.cache_clear()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

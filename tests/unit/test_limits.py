@@ -6,14 +6,12 @@ from __future__ import annotations
 import gzip
 import json
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from accord.models import limits as limits_module
 from accord.models.import_formats import DatasetImportError, read_table
 from accord.models.import_spec import compile_column_regex, match_columns, spec_from_mapping
 from accord.models.yaml_loader import DocumentLimitError, json_loads, safe_load
@@ -26,18 +24,6 @@ e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
 f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
 g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
 """
-
-
-@pytest.fixture
-def set_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    def apply(**values: Any) -> None:
-        for name, value in values.items():
-            monkeypatch.setenv(f"ACCORD_LIMIT_{name.upper()}", str(value))
-        limits_module.get_limits.cache_clear()
-
-    yield apply
-    monkeypatch.undo()
-    limits_module.get_limits.cache_clear()
 
 
 # -- 1: regular expressions ----------------------------------------------------------------------------
