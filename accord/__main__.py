@@ -1,3 +1,3 @@
-from accord.api.cli import app
+from accord.cli.main import app
 
 app()

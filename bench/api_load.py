@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:
 import httpx
 import yaml
 
-DEMO = REPO / "api" / "datasets" / "dices_demo"
+DEMO = REPO / "cli" / "datasets" / "dices_demo"
 KEY_ENV = "ACCORD_BENCH_PROVIDER_KEY"
 
 
@@ -136,7 +136,7 @@ def wait_ready(url: str, timeout: float = 60) -> None:
 
 def run_benchmark(duration: float = 20.0, workers: int = 16, streams: int = 4, max_requests: int = 200_000,
                   latency_ms: float = 300.0, samples: int = 4) -> dict[str, Any]:
-    from accord.api.client import AccordClient
+    from accord.cli.client import AccordClient
     from accord.api.http.auth import create_key, create_project
     from accord.api.http.server import free_port
     from accord.models.migrate import init_db

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.perf_counter() - started
     evaluated = loaded.evaluated - evaluated0
 
-    from accord.scheduler.run_frames import load_llm_frame
+    from accord.models.run_frames import load_llm_frame
 
     frame = load_llm_frame(engine, plan.run_id)
     prompt_len = int(frame["input_tokens"].median())

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.analysis.synthetic import make_synthetic
-from accord.api.report import assemble_report, render_html, summarize_run
-from accord.api.report_metrics import metrics_frame
-from accord.scheduler.run_frames import LLM_COLUMNS, RunFrames
+from accord.report.build import assemble_report, render_html, summarize_run
+from accord.report.metrics import metrics_frame
+from accord.models.run_frames import LLM_COLUMNS, RunFrames
 
 
 def dices_sized_frames(seed: int = 0, n_items: int = 350, n_annotators: int = 123) -> RunFrames:

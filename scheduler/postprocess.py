@@ -16,8 +16,8 @@ from accord.analysis.judge_ranking_metrics import judge_ranking_records
 from accord.analysis.results import MetricRecord
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.models.schema import Campaign, Metric, Run, utcnow
-from accord.scheduler.answer_frames import as_raters, load_answers, load_judgments
-from accord.scheduler.run_frames import load_run_frames
+from accord.models.answer_frames import as_raters, load_answers, load_judgments
+from accord.models.run_frames import load_run_frames
 
 
 def _clean(x: Any) -> Any:
@@ -52,7 +52,7 @@ def dataset_baseline(engine: Engine, campaign: Campaign, dimension: str | None,
     when the run rated only some of its items: the run's own baseline is then of those items only."""
     from accord.analysis.describe import human_baseline
     from accord.analysis.frames import build_human_matrix
-    from accord.scheduler.run_frames import load_dataset_frames
+    from accord.models.run_frames import load_dataset_frames
 
     whole = load_dataset_frames(engine, campaign.dataset_id, dimension).human
     n_items = int(whole["item_id"].nunique())

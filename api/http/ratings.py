@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from accord.api.csv_safe import neutralise
+from accord.report.csv_safe import neutralise
 from accord.models.schema import Item, ModelSpec, PromptTemplate, Rating, RatingRequest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine

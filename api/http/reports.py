@@ -8,7 +8,7 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
-from accord.api.report import (
+from accord.report.build import (
     ALIGNMENT,
     BASELINE_MEDIAN,
     GROUP_R,

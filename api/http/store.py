@@ -9,7 +9,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from accord.api.failure_kinds import failure_kind
+from accord.analysis.failure_kinds import failure_kind
 from accord.api.http.problems import not_found
 from accord.models.schema import (
     TERMINAL_RUN_STATUSES,

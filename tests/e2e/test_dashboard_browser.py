@@ -18,7 +18,7 @@ import yaml
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-DEMO = Path(__file__).resolve().parents[2] / "api" / "datasets" / "dices_demo"
+DEMO = Path(__file__).resolve().parents[2] / "cli" / "datasets" / "dices_demo"
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     if not Path(CHROMIUM).exists():
         pytest.skip("Chromium is not installed (run tests/e2e/install_browser.sh)")
     pytest.importorskip("playwright")
-    from accord.api.client import AccordClient
+    from accord.cli.client import AccordClient
     from accord.api.http.app import create_app
     from accord.api.http.auth import create_key, create_project
     from accord.api.http.config import ApiSettings

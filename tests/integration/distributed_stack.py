@@ -84,7 +84,7 @@ class DistributedStack:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (open while the process runs)
         self._logs.append(log)
-        return subprocess.Popen([sys.executable, "-m", "accord.api.cli", *args], cwd=REPO, env=self.env,
+        return subprocess.Popen([sys.executable, "-m", "accord.cli.main", *args], cwd=REPO, env=self.env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:

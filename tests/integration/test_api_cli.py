@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from accord.api.cli import app
+from accord.cli.main import app
 from typer.testing import CliRunner
 
 from tests.integration.api_helpers import ITEMS_CSV, MAPPING, RATINGS_CSV, campaign_doc, make_env
@@ -64,7 +64,7 @@ def test_openapi_command_writes_the_document(tmp_path: Path) -> None:
 
 
 def test_remote_mode_upload_submit_status_results_report(sqlite_engine: Any, tmp_path: Path) -> None:
-    from accord.api.client import AccordClient, ApiError
+    from accord.cli.client import AccordClient, ApiError
     from accord.api.http.server import serve_in_thread
 
     env_iter = make_env(sqlite_engine)

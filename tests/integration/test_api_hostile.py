@@ -471,7 +471,7 @@ def test_openapi_defines_documents_and_405_lists_every_method(api: ApiEnv) -> No
 
 
 def test_project_delete_command(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from accord.api.cli import app
+    from accord.cli.main import app
     from accord.api.http.auth import lookup_key
     from accord.models.db import get_engine
     from accord.models.settings import get_settings

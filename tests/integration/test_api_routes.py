@@ -489,7 +489,7 @@ def test_report_and_progress_stream(world: World) -> None:
 def test_progress_stream_follows_a_live_run(api: ApiEnv) -> None:
     """Over a real server: the client's SSE follow sees the run while it is held in flight, then every step
     to completion and the report."""
-    from accord.api.client import AccordClient
+    from accord.cli.client import AccordClient
     from accord.api.http.server import serve_in_thread
 
     assert api.upload(api.a, "d1").status_code == 201

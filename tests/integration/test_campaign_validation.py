@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from accord.api.cli import app
+from accord.cli.main import app
 from accord.models.dataset_import import import_dataset
 from accord.models.import_spec import ImportSpec
 from accord.models.migrate import init_db

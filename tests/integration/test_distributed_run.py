@@ -277,7 +277,7 @@ def test_cli_run_distributed_follows_the_run_to_the_end(env, tmp_path: Path) -> 
     doc = campaign(server, "cli", samples=1, rpm=3000, items=16).model_dump(mode="json", exclude_none=True)
     path = tmp_path / "campaign.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "accord.api.cli", "run", "--distributed", str(path)],
+    result = subprocess.run([sys.executable, "-m", "accord.cli.main", "run", "--distributed", str(path)],
                             check=False, env=stack.env, cwd=stack.env["PYTHONPATH"].split(os.pathsep)[0], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

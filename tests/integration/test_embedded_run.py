@@ -19,7 +19,7 @@ from accord.scheduler import run_control
 from accord.scheduler.campaign_spec import parse_campaign
 from accord.scheduler.embedded import run_embedded, run_embedded_async
 from accord.scheduler.expand import create_run
-from accord.scheduler.run_frames import load_llm_frame
+from accord.models.run_frames import load_llm_frame
 from tests.fakes.openai_server import OpenAIFakeServer
 from tests.fakes.synthetic_dataset import make_sparse_dataset
 
@@ -204,8 +204,8 @@ def test_budget_holds_with_many_calls_in_flight(db, server) -> None:  # type: ig
 def test_a_run_with_too_many_failures_says_so_and_exits_non_zero(db, server) -> None:  # type: ignore[no-untyped-def]
     import typer
 
-    from accord.api.cli import check_failed_share
-    from accord.api.report import build_report_data
+    from accord.cli.main import check_failed_share
+    from accord.report.build import build_report_data
     from accord.scheduler import run_service
 
     server.configure(fail_next=3, fail_status=400)          # 3 of 20 requests fail for good: 15%

@@ -238,7 +238,7 @@ def test_two_subjects_two_judges_store_rankings_and_concordance(db, server) -> N
     assert "fine_cs" not in names                          # no multiple choice asked: no FINE figures
     assert {(m, t) for n, m, t in rows if n == "judge_subject_mean"} == {  # per slice: every subject x judge
         (s_, j) for s_ in ("mini", "big") for j in ("j1", "j2")}
-    from accord.api.report import build_report_data, render_html
+    from accord.report.build import build_report_data, render_html
 
     data = build_report_data(db, plan.run_id)
     sections = {s["id"]: s for s in data.to_json()["sections"]}
@@ -272,7 +272,7 @@ def test_judge_templates_are_raters_of_their_own() -> None:
     import pandas as pd
 
     from accord.analysis.judge_ranking_metrics import ranking_text
-    from accord.scheduler.answer_frames import as_raters
+    from accord.models.answer_frames import as_raters
 
     df = pd.DataFrame({"judge": ["j", "j", "k"], "template": ["likert", "binary", "binary"]})
     assert as_raters(df)["judge"].tolist() == ["j · likert", "j · binary", "k"]

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from accord.api.report import build_report_data, metrics_table, render_html
-from accord.api.report_format import count, num, share
-from accord.api.report_metrics import MetricIndex
+from accord.report.build import build_report_data, metrics_table, render_html
+from accord.report.format import count, num, share
+from accord.report.metrics import MetricIndex
 from accord.models.dataset_import import import_dataset
 from accord.models.import_spec import ImportSpec
 from accord.models.schema import Metric, RatingRequest

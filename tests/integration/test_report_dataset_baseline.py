@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from accord.analysis.describe import human_baseline
 from accord.analysis.frames import build_human_matrix
-from accord.api.report import build_report_data
+from accord.report.build import build_report_data
 from accord.models.dataset_import import import_dataset
 from accord.models.import_spec import ImportSpec
 from accord.scheduler.campaign_spec import parse_campaign
 from accord.scheduler.embedded import run_embedded
 from accord.scheduler.expand import create_run
 from accord.scheduler.postprocess import compute_run_metrics, postprocess_run
-from accord.scheduler.run_frames import load_dataset_frames
+from accord.models.run_frames import load_dataset_frames
 
 from tests.fakes.openai_server import OpenAIFakeServer
 from tests.fakes.synthetic_dataset import make_sparse_dataset
@@ -56,8 +56,8 @@ def test_report_sections_for_group_means_alt_test_and_prevalence(sqlite_engine, 
     import numpy as np
     import pandas as pd
     from accord.analysis.suite import SuiteOptions, compute_all
-    from accord.api.report import assemble_report, render_html, summarize_run
-    from accord.api.report_metrics import metrics_frame
+    from accord.report.build import assemble_report, render_html, summarize_run
+    from accord.report.metrics import metrics_frame
 
     from tests.unit.test_report import run_fields, run_frames_from
 

@@ -23,7 +23,7 @@ NOT_IN_SCHEMAS = {
 
 
 def cli_commands() -> set[str]:
-    from accord.api.cli import app
+    from accord.cli.main import app
 
     names = set()
     for command in app.registered_commands:
@@ -50,7 +50,7 @@ def load_docs(path: Path) -> list[dict[str, Any]]:
 
 
 def check_accord_args(args: list[str], where: str) -> None:
-    from accord.api.cli_distributed import resolve_queues
+    from accord.cli.distributed import resolve_queues
 
     assert args and args[0] in cli_commands(), f"{where}: {args[:1]} is not an accord command"
     if args[0] == "worker" and "--queues" in args:

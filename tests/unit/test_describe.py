@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from accord.analysis.describe import DescribeOptions, describe_ratings
 from accord.analysis.group_means import bin_names, bin_numeric_attributes
-from accord.api.cli import app
-from accord.api.cli_describe import parse_bins
+from accord.cli.main import app
+from accord.cli.describe import parse_bins
 from accord.models.settings import get_settings
 from typer.testing import CliRunner
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from accord.api.datasets import DICES_DEMO_DIR, DICES_DEMO_SPEC
-from accord.api.datasets.make_dices_demo import default_source, make_demo
+from accord.cli.datasets import DICES_DEMO_DIR, DICES_DEMO_SPEC
+from accord.cli.datasets.make_dices_demo import default_source, make_demo
 from accord.models.dataset_import import DatasetImportError, ImportSpec, import_dataset, summarize_dataset
 from accord.models.import_spec import load_import_spec
 from accord.models.migrate import init_db

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from accord.api.cli import app, import_error_in_cli_terms
+from accord.cli.main import app, import_error_in_cli_terms
 from accord.models.dataset_import import DatasetImportError, ImportSpec, import_dataset, summarize_dataset
 from accord.models.migrate import init_db
 from accord.models.settings import get_settings

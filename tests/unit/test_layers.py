@@ -1,6 +1,7 @@
-"""The package layers: ``models`` <- ``worker`` <- ``scheduler`` <- ``api``. A lower layer never imports a
-higher one, not even lazily inside a function (the import graph is read from the source, so a late import
-counts as much as a top-level one). ``analysis`` is pure computation: it imports none of them."""
+"""The package layers: ``models`` <- ``worker`` <- ``scheduler`` <- ``api`` / ``cli``, and ``report`` (over
+``analysis`` and ``models``) beside them. A lower layer never imports a higher one, not even lazily inside a
+function (the import graph is read from the source, so a late import counts as much as a top-level one).
+``analysis`` is pure computation: it imports none of them."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 LAYERS = ["models", "worker", "scheduler", "api"]          # each may import only those before it
 FORBIDDEN = {
-    "models": {"worker", "scheduler", "api", "analysis"},
-    "worker": {"scheduler", "api"},
-    "scheduler": {"api"},
-    "analysis": {"models", "worker", "scheduler", "api"},
+    "models": {"worker", "scheduler", "api", "cli", "report", "analysis"},
+    "worker": {"scheduler", "api", "cli", "report"},
+    "scheduler": {"api", "cli", "report"},
+    "report": {"worker", "scheduler", "api", "cli"},
+    "api": {"cli"},
+    "analysis": {"models", "worker", "scheduler", "api", "cli", "report"},
 }
 
 

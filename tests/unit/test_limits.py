@@ -247,7 +247,7 @@ def test_campaign_errors_are_bounded() -> None:
 # -- 9: CSV exports ------------------------------------------------------------------------------------
 def test_csv_cells_that_spreadsheets_run_are_neutralised() -> None:
     import pandas as pd
-    from accord.api.csv_safe import neutralise, neutralise_frame
+    from accord.report.csv_safe import neutralise, neutralise_frame
 
     for attack in ('=HYPERLINK("http://x","click")', "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1"):
         assert neutralise(attack) == "'" + attack

@@ -141,7 +141,7 @@ def test_suite_records_pairs_with_holm_and_winner():
 
 
 def test_report_names_only_established_winners():
-    from accord.api.report import assemble_report, render_html, summarize_run
+    from accord.report.build import assemble_report, render_html, summarize_run
 
     from tests.unit.test_report import records_frame, run_fields, run_frames_from
 

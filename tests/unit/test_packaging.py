@@ -28,5 +28,6 @@ def test_every_package_folder_is_listed() -> None:
 def test_package_data_of_templates_and_datasets_is_declared() -> None:
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "templates/*.yaml" in data["accord.worker"]
-    assert any("datasets" in p for p in data["accord.api"])
+    assert any("datasets" in p for p in data["accord.cli"])
+    assert "templates/*.html" in data["accord.report"]
     assert "prices.yaml" in data["accord.models"]

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.analysis.synthetic import make_synthetic
-from accord.api.report import assemble_report, failure_kind, metric_rows, render_html, summarize_run
-from accord.api.report_format import count, num, pvalue, share
-from accord.api.report_metrics import MetricIndex, MetricRow, metrics_frame
-from accord.api.report_sections import correlation_sentence
-from accord.scheduler.run_frames import LLM_COLUMNS, RunFrames
+from accord.report.build import assemble_report, failure_kind, metric_rows, render_html, summarize_run
+from accord.report.format import count, num, pvalue, share
+from accord.report.metrics import MetricIndex, MetricRow, metrics_frame
+from accord.report.sections import correlation_sentence
+from accord.models.run_frames import LLM_COLUMNS, RunFrames
 
 NASTY_MODEL = "<script>alert('m')</script> $x$"
 NASTY_CATEGORY = "<b>bold</b>"
@@ -290,7 +290,7 @@ def test_json_round_trips_with_summary_metrics_and_readings(report, synthetic) -
 
 
 def test_a_broken_section_does_not_take_the_report_down(small_frames: RunFrames, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import accord.api.report as report_module
+    import accord.report.build as report_module
 
     def broken(ctx):  # type: ignore[no-untyped-def]
         raise RuntimeError("boom")

@@ -11,8 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from accord.api.report_canvas import compact_png
-from accord.api.report_views import HTML_MAX_ROWS, Cell, TableView
+from accord.report.canvas import compact_png
+from accord.report.views import HTML_MAX_ROWS, Cell, TableView
 from PIL import Image
 
 

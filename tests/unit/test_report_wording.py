@@ -6,10 +6,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pandas as pd
-from accord.api.cli import PlainProgress
-from accord.api.report import assemble_report, metrics_table, summarize_run
-from accord.api.report_format import meaning
-from accord.api.report_metrics import metrics_frame
+from accord.cli.main import PlainProgress
+from accord.report.build import assemble_report, metrics_table, summarize_run
+from accord.report.format import meaning
+from accord.report.metrics import metrics_frame
 from accord.scheduler.campaign_spec import parse_campaign
 from rich.console import Console
 

@@ -114,7 +114,7 @@ def _null_dataset_7_130(seed: int = 0):
 
 def test_null_report_with_groups_7_and_130_names_no_lowest_group():
     from accord.analysis.suite import SuiteOptions, compute_all
-    from accord.api.report import assemble_report, render_html, summarize_run
+    from accord.report.build import assemble_report, render_html, summarize_run
 
     from tests.unit.test_report import records_frame, run_fields, run_frames_from
 

@@ -384,7 +384,7 @@ def test_finding5_report_names_the_direction_of_a_low_gai():
 
 
 def test_finding3_report_lists_the_untested_group_with_size_and_reason():
-    from accord.api.report import assemble_report, summarize_run
+    from accord.report.build import assemble_report, summarize_run
 
     from tests.unit.test_report import records_frame, run_fields, run_frames_from
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from accord.api.report_format import is_number
+from accord.report.format import is_number
 
 REASON_CHARS = 160
 METRIC_COLUMNS = ["name", "slice", "model", "template", "value", "ci_low", "ci_high", "pvalue", "n", "details"]

@@ -3,9 +3,9 @@ their intervals, a plain-language reading per subject and judge, and the disagre
 
 from __future__ import annotations
 
-from accord.api.report_context import ReportContext
-from accord.api.report_format import count
-from accord.api.report_views import SectionView, TableView, ci_cell, count_cell, text, value_cell
+from accord.report.context import ReportContext
+from accord.report.format import count
+from accord.report.views import SectionView, TableView, ci_cell, count_cell, text, value_cell
 
 MAX_CASES_SHOWN = 20
 

@@ -3,11 +3,11 @@ stand in for an annotator, and for whom?), and the judge's prevalence raw and co
 
 from __future__ import annotations
 
-from accord.api.report_context import ReportContext
-from accord.api.report_format import count, num, share
-from accord.api.report_groups import short_group
-from accord.api.report_metrics import rater_label
-from accord.api.report_views import (
+from accord.report.context import ReportContext
+from accord.report.format import count, num, share
+from accord.report.groups import short_group
+from accord.report.metrics import rater_label
+from accord.report.views import (
     SectionView,
     TableView,
     ci_cell,

@@ -9,11 +9,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from statistics import median
 
-from accord.api import report_plots as plots
-from accord.api.report_context import ReportContext
-from accord.api.report_format import bracket, count, interval, is_number, num, p_phrase, pvalue, share
-from accord.api.report_metrics import MetricIndex, MetricRow, rater_label
-from accord.api.report_views import (
+from accord.report import plots
+from accord.report.context import ReportContext
+from accord.report.format import bracket, count, interval, is_number, num, p_phrase, pvalue, share
+from accord.report.metrics import MetricIndex, MetricRow, rater_label
+from accord.report.views import (
     Cell,
     PartView,
     PlotView,

@@ -1,5 +1,5 @@
 """Commands of the distributed mode: ``accord worker``, ``accord scheduler`` and ``accord run --distributed``
-(``run_distributed``). ``accord.api.cli`` calls ``register(app)``."""
+(``run_distributed``). ``accord.cli.main`` calls ``register(app)``."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def scheduler_cmd(
 ) -> None:
     """Run the periodic side: the dispatcher loop (feeds chunks to the queues) and Celery beat."""
     import redis
-    from accord.api.cli import _engine
+    from accord.cli.main import _engine
     from accord.scheduler.beat import start_embedded_beat
     from accord.scheduler.dispatcher import Dispatcher, DispatchReport
     from accord.worker.celery_app import app as celery_app
@@ -123,7 +123,7 @@ def scheduler_cmd(
 
 def follow_distributed(engine: Any, run_id: int, total: int, poll: float = 0.5) -> Any:
     """Show the run's progress bar until it reaches a terminal status (Ctrl-C detaches; the run goes on)."""
-    from accord.api.cli import _progress_bar, console
+    from accord.cli.main import _progress_bar, console
     from accord.models.schema import TERMINAL_RUN_STATUSES
     from accord.scheduler.run_control import read_progress
 
@@ -149,7 +149,7 @@ def follow_distributed(engine: Any, run_id: int, total: int, poll: float = 0.5) 
 def run_distributed(campaign_path: Path | str, budget: float | None) -> Any:
     """``accord run --distributed``: create the run (mode distributed), let the scheduler feed it to the
     workers, and follow it with the progress bar."""
-    from accord.api.cli import _print_run_summary, _start_run, console
+    from accord.cli.main import _print_run_summary, _start_run, console
     from accord.scheduler.run_control import get_run
 
     engine, spec, plan = _start_run(Path(campaign_path), budget, "distributed")

@@ -131,8 +131,8 @@ def register(app: typer.Typer) -> None:
         """Describe a dataset: counts, the human baseline (annotator r, Krippendorff's alpha) and per-group
         mean ratings with item-matched differences between groups."""
         from accord.analysis.describe import DescribeOptions, describe_ratings
-        from accord.api.cli import _engine, console, fail
-        from accord.scheduler.run_frames import DatasetFramesError, load_dataset_frames
+        from accord.cli.main import _engine, console, fail
+        from accord.models.run_frames import DatasetFramesError, load_dataset_frames
 
         if fmt not in ("text", "json"):
             fail(f"--format: expected text or json, got {fmt!r}")

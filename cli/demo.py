@@ -31,8 +31,8 @@ def demo_campaign(items: int, samples: int) -> dict:
 
 
 def run_demo(console: Console, items: int = 12, samples: int = 1) -> Path:
-    from accord.api.cli import _print_run_summary, follow_embedded
-    from accord.api.report import build_report_data, metrics_table, render_html
+    from accord.cli.main import _print_run_summary, follow_embedded
+    from accord.report.build import build_report_data, metrics_table, render_html
     from accord.models.dataset_import import import_dataset
     from accord.models.import_spec import load_import_spec
     from accord.models.migrate import init_db

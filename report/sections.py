@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 from accord.analysis import baseline
 from accord.analysis.frames import build_human_matrix, build_llm_scores
-from accord.api import report_plots as plots
-from accord.api.report_context import ReportContext
-from accord.api.report_format import count, interval, is_number, meaning, num, percent, share
-from accord.api.report_metrics import MetricIndex, MetricRow, rater_label
-from accord.api.report_views import (
+from accord.report import plots
+from accord.report.context import ReportContext
+from accord.report.format import count, interval, is_number, meaning, num, percent, share
+from accord.report.metrics import MetricIndex, MetricRow, rater_label
+from accord.report.views import (
     Cell,
     PlotView,
     SectionView,

@@ -4,8 +4,8 @@ with a plain-language reading."""
 
 from __future__ import annotations
 
-from accord.api.report_context import ReportContext
-from accord.api.report_views import SectionView, TableView, ci_cell, count_cell, p_cell, text, value_cell
+from accord.report.context import ReportContext
+from accord.report.views import SectionView, TableView, ci_cell, count_cell, p_cell, text, value_cell
 
 
 def judges_section(ctx: ReportContext) -> SectionView | None:

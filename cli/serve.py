@@ -1,4 +1,4 @@
-"""CLI commands of the HTTP API (registered by ``accord.api.cli``):
+"""CLI commands of the HTTP API (registered by ``accord.cli.main``):
 
 - ``accord serve [--host --port --execution]`` runs the API and dashboard (uvicorn);
 - ``accord project create NAME`` / ``accord project list`` / ``accord project delete NAME``;
@@ -178,7 +178,7 @@ def remote(url: str = typer.Option("http://127.0.0.1:8000", "--url", envvar="ACC
 
 
 def _client() -> Any:
-    from accord.api.client import AccordClient
+    from accord.cli.client import AccordClient
 
     if not _state.get("key"):
         _fail("give the API key with --key or ACCORD_API_KEY")
@@ -186,7 +186,7 @@ def _client() -> Any:
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from accord.api.client import ApiError
+    from accord.cli.client import ApiError
 
     try:
         return fn(*args, **kwargs)

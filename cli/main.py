@@ -255,7 +255,7 @@ def run_cmd(
     from accord.scheduler import run_service
 
     if distributed:
-        from accord.api.cli_distributed import run_distributed
+        from accord.cli.distributed import run_distributed
 
         run_distributed(campaign, budget)
         return
@@ -343,10 +343,10 @@ def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="cs
                                                                      "or judgments (the judges' ratings of answers)")) -> None:
     """Export every rating request of a run with its rating (one row per request), or its subjects' answers, or
     its judges' ratings of them."""
-    from accord.api.csv_safe import neutralise_frame
-    from accord.scheduler.answer_frames import load_answers, load_judgments
+    from accord.report.csv_safe import neutralise_frame
+    from accord.models.answer_frames import load_answers, load_judgments
     from accord.scheduler.run_control import RunStateError, get_run
-    from accord.scheduler.run_frames import load_llm_frame
+    from accord.models.run_frames import load_llm_frame
 
     if fmt not in ("csv", "parquet"):
         fail(f"--format: expected csv or parquet, got {fmt!r}")
@@ -376,7 +376,7 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
                fmt: str = typer.Option("html", "--format", help="html or json"),
                recompute: bool = typer.Option(False, help="Recompute the metrics first.")) -> None:
     """Print the run's metrics and write its HTML report (or JSON with --format json)."""
-    from accord.api.report import build_report_data, metrics_table, render_html
+    from accord.report.build import build_report_data, metrics_table, render_html
     from accord.scheduler import run_service
     from accord.scheduler.run_control import RunStateError, get_run
 
@@ -429,7 +429,7 @@ def templates_cmd() -> None:
 def demo_cmd(items: int = typer.Option(12, help="Items to rate (of the 40 bundled)."),
              samples: int = typer.Option(1, help="Samples per item x template.")) -> None:
     """End to end on the bundled DICES subset with the local SmolLM2 model; prints the report path."""
-    from accord.api.demo import run_demo
+    from accord.cli.demo import run_demo
 
     run_demo(console, items=items, samples=samples)
 
@@ -439,7 +439,7 @@ def _register_extensions() -> None:
     `plan` (pre-flight estimate). Each module exposes ``register(app)``."""
     import importlib
 
-    for module in ("accord.api.cli_distributed", "accord.api.cli_serve", "accord.api.cli_plan", "accord.api.cli_describe"):
+    for module in ("accord.cli.distributed", "accord.cli.serve", "accord.cli.plan", "accord.cli.describe"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
     def plan_cmd(campaign: Path = typer.Argument(..., help="Campaign YAML (or JSON)."),
                  budget: Optional[float] = typer.Option(None, help="Budget to check against (overrides the campaign's).")) -> None:
         """Before anything is sent: requests, cache hits available, tokens, dollars and duration per model."""
-        from accord.api.cli import _engine, console, fail
+        from accord.cli.main import _engine, console, fail
         from accord.scheduler.campaign_spec import CampaignSpecError, load_campaign
         from accord.scheduler.expand import CampaignError
         from accord.scheduler.plan import plan_campaign

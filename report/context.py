@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from accord.api.report_metrics import MetricIndex
-from accord.scheduler.run_frames import RunFrames
+from accord.report.metrics import MetricIndex
+from accord.models.run_frames import RunFrames
 
 
 @dataclass

@@ -4,12 +4,12 @@ alignment per item category."""
 
 from __future__ import annotations
 
-from accord.api import report_plots as plots
-from accord.api.report_context import ReportContext
-from accord.api.report_format import count, interval, is_number, meaning, num, p_phrase, pvalue, share
-from accord.api.report_metrics import MetricIndex, MetricRow, rater_label
-from accord.api.report_sections import SMALL_N
-from accord.api.report_views import (
+from accord.report import plots
+from accord.report.context import ReportContext
+from accord.report.format import count, interval, is_number, meaning, num, p_phrase, pvalue, share
+from accord.report.metrics import MetricIndex, MetricRow, rater_label
+from accord.report.sections import SMALL_N
+from accord.report.views import (
     Cell,
     PlotView,
     SectionView,

@@ -3,7 +3,7 @@
 A deterministic subset: ``N_ITEMS`` items drawn with a fixed seed, stratified by ``expert_label`` (so about
 half are ``Yes``), with every rating of all 123 raters on them; rows keep the source files' order.
 
-    python -m accord.api.datasets.make_dices_demo [--source DIR] [--out DIR]
+    python -m accord.cli.datasets.make_dices_demo [--source DIR] [--out DIR]
 """
 
 from __future__ import annotations

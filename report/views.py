@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from accord.api.report_format import DASH, bracket, count, is_number, num, pvalue
-from accord.api.report_metrics import MetricRow
+from accord.report.format import DASH, bracket, count, is_number, num, pvalue
+from accord.report.metrics import MetricRow
 
 SIGNIFICANCE = 0.05
 HTML_MAX_ROWS = 200  # longer tables are cut on the page (a 1,500-item report stays under 1 MB)

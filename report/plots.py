@@ -16,8 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from accord.api.report_canvas import Canvas, compact_png
-from accord.api.report_format import is_number, num, plain
+from accord.report.canvas import Canvas, compact_png
+from accord.report.format import is_number, num, plain
 from matplotlib.lines import Line2D
 
 DPI = 100

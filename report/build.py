@@ -18,31 +18,31 @@ from typing import Any
 
 import pandas as pd
 from accord.analysis.results import json_safe
-from accord.api.failure_kinds import failure_kind
-from accord.api.report_checks import (
+from accord.analysis.failure_kinds import failure_kind
+from accord.report.checks import (
     categories_section,
     consistency_section,
     failures_section,
     subjects_section,
 )
-from accord.api.report_context import ReportContext
-from accord.api.report_extra import alt_test_section, group_means_section, prevalence_section
-from accord.api.report_format import bracket, count, num, pvalue
-from accord.api.report_groups import association_section, groups_section, persona_section
-from accord.api.report_metrics import MetricIndex, metrics_frame, rows_from_frame
-from accord.api.report_fine import fine_section
-from accord.api.report_judges import judges_section
-from accord.api.report_sections import (
+from accord.report.context import ReportContext
+from accord.report.extra import alt_test_section, group_means_section, prevalence_section
+from accord.report.format import bracket, count, num, pvalue
+from accord.report.groups import association_section, groups_section, persona_section
+from accord.report.metrics import MetricIndex, metrics_frame, rows_from_frame
+from accord.report.fine import fine_section
+from accord.report.judges import judges_section
+from accord.report.sections import (
     agreement_section,
     alignment_section,
     all_metrics_section,
     baseline_section,
     summary_section,
 )
-from accord.api.report_views import SectionView
+from accord.report.views import SectionView
 from accord.models.schema import Campaign, Dataset, Metric, Rating, Run
-from accord.scheduler.answer_frames import load_answers, load_judgments
-from accord.scheduler.run_frames import RunFrames, load_run_frames
+from accord.models.answer_frames import load_answers, load_judgments
+from accord.models.run_frames import RunFrames, load_run_frames
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from rich.table import Table
 from sqlalchemy import func, select
@@ -201,7 +201,7 @@ def build_report_data(engine: Engine, run_id: int) -> ReportData:
 
 def assemble_report(run: dict[str, Any], metrics: pd.DataFrame, frames: RunFrames) -> ReportData:
     """Build every section (tables, plots, readings) from a run summary (see `summarize_run`), the metrics
-    frame (see `accord.api.report_metrics.metrics_frame`) and the run's frames."""
+    frame (see `accord.report.metrics.metrics_frame`) and the run's frames."""
     ctx = ReportContext(MetricIndex.from_frame(metrics), run, frames)
     sections: list[SectionView] = []
     for builder in SECTION_BUILDERS:
