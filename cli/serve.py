@@ -63,7 +63,8 @@ key_app = typer.Typer(help="API keys of projects: created once, stored as hashes
 @project_app.command("create")
 def project_create(name: str = typer.Argument(..., help="Project name (unique).")) -> None:
     """Create a project."""
-    from accord.api.http.auth import AuthAdminError, create_project
+    from accord.api.http.auth import AuthAdminError
+    from accord.models.projects import create_project
 
     try:
         project = create_project(_engine(), name)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
+from accord.models.projects import cache_scope
 from accord.models.schema import Campaign, JudgeAssignment, ModelSpec, PromptTemplate, Run
 from accord.worker.decoding import request_decoding
 from accord.worker.prompt_templates import ResolvedTemplate, cache_key, render_messages
@@ -60,7 +61,7 @@ def load_judge_plans(session: Session, run_ids: set[int]) -> dict[int, list[Judg
             base_url=spec.base_url, path=(spec.params or {}).get("path"),
             model_decoding=(spec.params or {}).get("decoding") or {},
             base_decoding=stage_base_decoding(campaign_doc, "judge"),
-            scope="" if project_id is None else f"project:{project_id}"))
+            scope=cache_scope(project_id)))
     return out
 
 
