@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -300,7 +301,7 @@ def run_cmd(
             fail("--remote: --distributed, --no-report, --force and --project do not apply to a server's run "
                  "(its key chooses the project)")
         _remote(remote.run, remote_url, key, campaign, budget, console, err_console, _print_run_summary,
-                _check_share)
+                functools.partial(_check_share, where=f" --remote {remote_url}"))
         return
     if distributed:
         from accord.cli.distributed import run_distributed
@@ -331,13 +332,13 @@ def check_failed_share(engine, run_id: int, threshold: float) -> None:  # type: 
     _check_share(run_id, run.failed, run.total, threshold)
 
 
-def _check_share(run_id: int, failed: int, total: int, threshold: float) -> None:
+def _check_share(run_id: int, failed: int, total: int, threshold: float, where: str = "") -> None:
     from accord.scheduler import run_service
 
     share = run_service.failed_share(SimpleNamespace(failed=failed, total=total))  # type: ignore[arg-type]
     if share > threshold:
         console.print(f"[bold red]run {run_id}: {failed} of {total} requests failed ({share:.1%}), more than "
-                      f"the campaign's max_failed_share of {threshold:.1%}[/]; see [bold]accord status {run_id}[/]")
+                      f"the campaign's max_failed_share of {threshold:.1%}[/]; see [bold]accord status {run_id}{where}[/]")
         raise typer.Exit(code=1)
 
 

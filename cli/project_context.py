@@ -50,4 +50,4 @@ def check_run_in_project(engine: Engine, run_id: int, owner: int, name: str) -> 
     with Session(engine) as session:
         found = session.execute(select(Run.project_id).where(Run.id == run_id)).first()  # type: ignore[arg-type]
     if found is None or found[0] != owner:
-        raise ProjectChoiceError(f"no run {run_id} in project {name[:200]!r} (--project chooses the project)")
+        raise ProjectChoiceError(f"run {run_id}: no such run in project {name[:200]!r} (--project chooses the project)")

@@ -2,11 +2,13 @@
 
 - ``accord serve [--host --port --execution]`` runs the API and dashboard (uvicorn);
 - ``accord project create NAME`` / ``accord project list`` / ``accord project delete NAME``;
-- ``accord key create PROJECT [--name]`` prints a new API key ONCE; ``accord key revoke ID|PREFIX``;
+- ``accord key create [PROJECT | --project NAME] [--name]`` prints a new API key ONCE (default: the CLI's
+  project, ``local``, so the key sees on the server what the CLI made); ``accord key revoke ID|PREFIX``;
   ``accord key list PROJECT``;
 - ``accord openapi [-o FILE]`` writes the API's OpenAPI document (``api/openapi.json`` in the repository);
 - ``accord remote ...`` does the CLI's work against a server (``--url``/``ACCORD_API_URL``,
-  ``--key``/``ACCORD_API_KEY``): upload, submit (and follow), status, results, report.
+  ``--key``/``ACCORD_API_KEY``): upload, submit (and follow), status, results, report. ``accord run / status /
+  results / report --remote URL`` do the same with the local commands' outputs (``accord.cli.remote``).
 """
 
 from __future__ import annotations
@@ -112,13 +114,24 @@ def project_delete(project: str = typer.Argument(..., help="Project name or id."
 
 
 @key_app.command("create")
-def key_create(project: str = typer.Argument(..., help="Project name or id."),
-               name: str = typer.Option("", "--name", help="A label for the key (who or what uses it).")) -> None:
-    """Create an API key and print it. It is shown this once: the server keeps only its hash."""
+def key_create(project: str | None = typer.Argument(None, help="Project name or id (default: --project, i.e. the "
+                                                                "CLI's project, 'local' unless told otherwise)."),
+               name: str = typer.Option("", "--name", help="A label for the key (who or what uses it)."),
+               project_opt: str | None = typer.Option(None, "--project", help="The project, as the argument.")) -> None:
+    """Create an API key and print it. It is shown this once: the server keeps only its hash. A key of the
+    CLI's project (`accord key create --project local`) sees on the server what the CLI made."""
     from accord.api.http.auth import AuthAdminError, create_key
+    from accord.cli.project_context import ProjectChoiceError, project_id
 
+    if project and project_opt and project != project_opt:
+        _fail(f"--project: {project_opt!r} and the argument {project!r} name two projects; give one")
+    engine = _engine()
     try:
-        new = create_key(_engine(), project, name)
+        chosen = project or project_opt
+        new = create_key(engine, chosen if chosen and chosen.isdigit() else project_id(engine, chosen), name)
+    except ProjectChoiceError as e:  # names --project; the argument is the same choice
+        _fail(str(e) if project_opt or not project else str(e).removeprefix("--project: "))
+        return
     except AuthAdminError as e:
         _fail(str(e))
         return
