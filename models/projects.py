@@ -21,10 +21,17 @@ class ProjectError(ValueError):
     """A project operation that cannot be done (unknown project, duplicate or invalid name)."""
 
 
-def cache_scope(project_id: int) -> str:
+def cache_scope(project_id: int, stored: str | None = None) -> str:
     """The response cache's scope of a project: a cached answer is reused only inside the project that paid
-    for it, so no project can learn from cache hits what another one rated."""
-    return f"project:{project_id}"
+    for it, so no project can learn from cache hits what another one rated. ``stored``: the project's
+    ``cache_scope`` column (NULL for every project but the one migration 0007 made of the CLI's project-less
+    rows, whose answers were cached without a scope and stay reusable)."""
+    return stored if stored is not None else f"project:{project_id}"
+
+
+def project_cache_scope(session: Session, project_id: int) -> str:
+    stored = session.execute(select(Project.cache_scope).where(Project.id == project_id)).scalar()  # type: ignore[arg-type]
+    return cache_scope(project_id, stored)
 
 
 def create_project(engine: Engine, name: str) -> Project:

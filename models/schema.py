@@ -39,6 +39,9 @@ class Project(SQLModel, table=True):
 
     id: Optional[int] = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, max_length=200)
+    cache_scope: Optional[str] = Field(default=None, max_length=64, description=(
+        "The response cache's scope of the project's requests; NULL: 'project:<id>'. Only the project that "
+        "adopted the CLI's project-less rows (migration 0007) has '', the scope their answers were cached in."))
     created_at: datetime = Field(default_factory=utcnow)
 
 

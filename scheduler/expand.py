@@ -24,7 +24,7 @@ from sqlmodel import Session
 
 from accord.models.db import session_scope
 from accord.models.prices import ModelPrice, lookup_price
-from accord.models.projects import cache_scope, owner_id
+from accord.models.projects import owner_id, project_cache_scope
 from accord.models.schema import (
     Annotator, Campaign, Dataset, HumanRating, Item, JudgeAssignment, ModelSpec, PromptTemplate, RatingRequest, Run,
     RunStatus, utcnow,
@@ -262,12 +262,8 @@ class Expansion:
     personas: list[dict[str, str]]
     templates: list[ResolvedTemplate]
     project_id: int
+    cache_scope: str   # the project's (accord.models.projects.cache_scope): shared within it, never across
     stages: Stages = dataclasses.field(default_factory=Stages)
-
-    @property
-    def cache_scope(self) -> str:
-        """Cached answers are shared within a project, never across."""
-        return cache_scope(self.project_id)
 
     def count(self, spec: CampaignSpec) -> int:
         per_item = sum(len(self.personas) if t.persona else 1 for t in self.templates)
@@ -321,7 +317,8 @@ def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int) -> E
     for t in templates:
         if t.persona and not personas:
             raise CampaignError(f"templates: {t.name!r} is persona-conditioned; add 'personas' to the campaign")
-    return Expansion(ds, dimension, items, personas, templates, project_id, stages)
+    return Expansion(ds, dimension, items, personas, templates, project_id,
+                     project_cache_scope(session, project_id), stages)
 
 
 def _insert_generation_requests(session: Session, spec: CampaignSpec, expansion: Expansion, run_id: int,
