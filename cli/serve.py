@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -235,61 +236,50 @@ def remote_upload(mapping: Path = typer.Argument(..., help="YAML/JSON of import 
 def remote_submit(campaign: Path = typer.Argument(..., help="Campaign YAML or JSON."),
                   follow: bool = typer.Option(True, help="Follow the run until it finishes."),
                   budget: float | None = typer.Option(None, help="Budget cap in dollars.")) -> None:
-    """Create a campaign on the server and start a run of it."""
+    """Create a campaign on the server and start a run of it (followed, this is `accord run --remote`)."""
+    from accord.cli import remote
+    from accord.cli.main import _check_share, _print_run_summary, _remote
+
+    if follow:
+        _remote(remote.run, _state["url"], _state.get("key"), campaign, budget, console, err_console,
+                _print_run_summary, functools.partial(_check_share, where=f" --remote {_state['url']}"))
+        return
     document = safe_load(campaign.read_text(encoding="utf-8"))
     with _client() as client:
         created = _call(client.create_campaign, document)
         run = _call(client.start_run, created["id"], budget_usd=budget)
-        console.print(f"run [bold]{run['id']}[/] of campaign {created['name']} (id {created['id']}): "
-                      f"{run['total']} requests, {run['cached']} from cache")
-        if follow:
-            statuses = _call(lambda: list(_follow(client, run["id"]))) or [run]
-            _print_status(_call(client.run, run["id"]) or statuses[-1])
-
-
-def _follow(client: Any, run_id: int) -> Any:
-    for status in client.follow(run_id):
-        finished = status["done"] + status["failed"] + status["cancelled"]
-        err_console.print(f"  {status['status']}: {finished}/{status['total']} (cached {status['cached']}, "
-                          f"failed {status['failed']}) ${status['cost_usd']:.4f}", highlight=False)
-        yield status
-
-
-def _print_status(s: dict[str, Any]) -> None:
-    console.print(f"run {s['id']}: [bold]{s['status']}[/] — {s['done']} rated ({s['cached']} from cache), "
-                  f"{s['failed']} failed, {s['cancelled']} cancelled of {s['total']}; cost ${s['cost_usd']:.4f}")
+    console.print(f"run [bold]{run['id']}[/] of campaign {created['name']} (id {created['id']}): "
+                  f"{run['total']} requests, {run['cached']} from cache")
 
 
 @remote_app.command("status")
 def remote_status(run_id: int | None = typer.Argument(None, help="A run id (default: list runs).")) -> None:
-    """A run's status, or the project's runs."""
-    with _client() as client:
-        if run_id is not None:
-            s = _call(client.run, run_id)
-            _print_status(s)
-            for f in s.get("failures_by_kind", []):
-                console.print(f"  [red]{f['kind']}[/]: {f['count']} (e.g. {f['example']})", highlight=False)
-            return
-        for s in _call(client.runs) or []:
-            _print_status(s)
+    """A run's status, or the project's runs (as `accord status --remote`)."""
+    from accord.cli import remote
+    from accord.cli.main import _print_run_summary, _remote
+
+    _remote(remote.status, _state["url"], _state.get("key"), run_id, console, _print_run_summary)
 
 
 @remote_app.command("results")
 def remote_results(run_id: int, output: Path = typer.Option(..., "--output", "-o"),
                    fmt: str = typer.Option("csv", "--format", help="csv or parquet")) -> None:
-    """Download a run's ratings."""
-    with _client() as client:
-        _call(client.export_ratings, run_id, output, format=fmt)
-    console.print(f"wrote {output}")
+    """Download a run's ratings (as `accord results --remote`)."""
+    from accord.cli import remote
+    from accord.cli.main import _remote, fail
+
+    if fmt not in ("csv", "parquet"):
+        fail(f"--format: expected csv or parquet, got {fmt!r}")
+    _remote(remote.results, _state["url"], _state.get("key"), run_id, fmt, output, "ratings", console)
 
 
 @remote_app.command("report")
 def remote_report(run_id: int, output: Path = typer.Option(..., "--output", "-o")) -> None:
-    """Download a finished run's HTML report."""
-    with _client() as client:
-        html = _call(client.report_html, run_id)
-    output.write_text(html, encoding="utf-8")
-    console.print(f"wrote {output}")
+    """Download a finished run's HTML report (as `accord report --remote`)."""
+    from accord.cli import remote
+    from accord.cli.main import _remote
+
+    _remote(remote.report, _state["url"], _state.get("key"), run_id, "html", output, output, console)
 
 
 def register(app: typer.Typer) -> None:
