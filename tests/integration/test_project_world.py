@@ -77,10 +77,10 @@ templates: [binary_unsafe]
     # the server shows it to a key of the CLI's project, made without `accord project create`
     r = cli(url, "key", "create", "--project", "local", "--name", "dashboard")
     assert r.exit_code == 0, r.output
-    local_key = [line for line in r.stdout.splitlines() if line.startswith("acc_")][0]
+    local_key = next(line for line in r.stdout.splitlines() if line.startswith("acc_"))
     assert cli(url, "project", "create", "elsewhere").exit_code == 0
     r = cli(url, "key", "create", "elsewhere")
-    other_key = [line for line in r.stdout.splitlines() if line.startswith("acc_")][0]
+    other_key = next(line for line in r.stdout.splitlines() if line.startswith("acc_"))
 
     settings = ApiSettings(json_logs=False, rate_limit_per_minute=1e7, rate_limit_burst=100_000,
                            templates_dir=str(tmp_path / "templates"))

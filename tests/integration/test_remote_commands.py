@@ -48,6 +48,8 @@ def one_line_error(result: Any, code: int = 2) -> str:
 
 
 def test_run_status_results_report_against_a_server(live: tuple[ApiEnv, str], tmp_path: Path) -> None:
+    from accord.api.http.server import free_port
+
     env, url = live
     assert env.upload(env.a, "remote-data").status_code == 201
     (tmp_path / "campaign.yaml").write_text(yaml.safe_dump(campaign_doc("remote-campaign", "remote-data")))
@@ -85,8 +87,8 @@ def test_run_status_results_report_against_a_server(live: tuple[ApiEnv, str], tm
     assert "HTTP 404" in one_line_error(runner.invoke(app, ["status", str(run_id), "--remote", url, "--key", env.b.key]))
     assert "HTTP 401" in one_line_error(runner.invoke(app, ["results", str(run_id), "--remote", url, "--key", "acc_x"]))
     assert "--key" in one_line_error(runner.invoke(app, ["report", str(run_id), "--remote", url]))
-    assert "cannot reach" in one_line_error(runner.invoke(app, ["status", "--remote", "http://127.0.0.1:9",
-                                                                "--key", env.a.key]))
+    closed = f"http://127.0.0.1:{free_port('127.0.0.1')}"                 # nothing listens there
+    assert "cannot reach" in one_line_error(runner.invoke(app, ["status", "--remote", closed, "--key", env.a.key]))
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(campaign_doc("bad", "no-such-dataset")))
     message = one_line_error(runner.invoke(app, ["run", str(tmp_path / "bad.yaml"), *remote]))
     assert "HTTP 422" in message and "no-such-dataset" in message

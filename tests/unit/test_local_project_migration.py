@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from accord.models.migrate import alembic_config, upgrade
+from accord.models.projects import cache_scope, project_cache_scope
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlmodel import Session, SQLModel
-
-from accord.models.migrate import alembic_config, upgrade
-from accord.models.projects import cache_scope, project_cache_scope
 
 OWNED = ("dataset", "model_spec", "campaign", "run")
 
