@@ -154,6 +154,10 @@ def results(url: str, key: str | None, run_id: int, fmt: str, output: Path | Non
 
 def report(url: str, key: str | None, run_id: int, fmt: str, output: Path | None, default_html: Path,
            console: Console) -> None:
+    """The metrics table and the HTML report, as the local command (or the report's JSON)."""
+    from accord.report.build import run_metrics_table
+    from accord.report.metrics import metrics_frame
+
     with remote_client(url, key) as client:
         if fmt == "json":
             text = call(url, client.report_json, run_id)
@@ -163,7 +167,9 @@ def report(url: str, key: str | None, run_id: int, fmt: str, output: Path | None
             else:
                 sys.stdout.write(text + "\n")
             return
-        html = call(url, client.report_html, run_id)
+        html = call(url, client.report_html, run_id)      # the run is finished: its metrics are stored
+        metrics = call(url, client.metrics, run_id)
+    console.print(run_metrics_table(run_id, metrics_frame(metrics), console.width))
     target = output or default_html
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(html, encoding="utf-8")

@@ -78,6 +78,7 @@ def test_run_status_results_report_against_a_server(live: tuple[ApiEnv, str], tm
 
     r = runner.invoke(app, ["report", str(run_id), "-o", str(tmp_path / "report.html"), *remote])
     assert r.exit_code == 0 and "remote-campaign" in (tmp_path / "report.html").read_text(), r.output
+    assert f"run {run_id} — alignment with the mean human rating" in " ".join(r.output.split()), r.output
     r = runner.invoke(app, ["report", str(run_id), "--format", "json", "-o", str(tmp_path / "report.json"), *remote])
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "report.json").read_text())
