@@ -140,6 +140,10 @@ class AccordClient:
     def runs(self, status: str | None = None) -> list[dict[str, Any]]:
         return list(self._pages("/api/v1/runs", status=status))
 
+    def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The project's newest runs (one page)."""
+        return list(self._get("/api/v1/runs", limit=limit)["items"])
+
     def pause(self, run_id: int) -> Any:
         return self._post(f"/api/v1/runs/{run_id}/pause")
 

@@ -70,6 +70,7 @@ def run(url: str, key: str | None, campaign: Path, budget: float | None, console
         print_summary: Callable[[Any], None], check_share: Callable[[int, int, int, float], None]) -> None:
     """Create the campaign on the server, start a run, follow it to its report, print the summary."""
     import yaml
+    from accord.cli.main import PlainProgress
     from accord.models.yaml_loader import safe_load, yaml_error_text
     from accord.scheduler.campaign_spec import CampaignSpec
 
@@ -90,11 +91,16 @@ def run(url: str, key: str | None, campaign: Path, budget: float | None, console
         console.print(f"run [bold]{run_id}[/] of campaign [bold]{created['name']}[/] on {url}: {started['total']} "
                       f"requests, {started['cached']} answered from cache", highlight=False)
 
-        def follow() -> None:
+        plain = PlainProgress(lambda line: err.print(line, highlight=False, soft_wrap=True))
+
+        def follow() -> None:   # the local run's plain lines (every 10 s, and the last), on stderr
+            last = None
             for s in client.follow(run_id, until_report=True):
-                finished = s["done"] + s["failed"] + s["cancelled"]
-                err.print(f"run {run_id}: {finished}/{s['total']} ({s['status']}), ${s['cost_usd']:.4f}, cached "
-                          f"{s['cached']}, failed {s['failed']}", highlight=False, soft_wrap=True)
+                last = SimpleNamespace(run_id=run_id, finished=s["done"] + s["failed"] + s["cancelled"], **{
+                    k: s[k] for k in ("total", "cached", "failed", "cost_usd")})
+                plain(last)
+            if last is not None:
+                plain(last, final=True)
 
         call(url, follow)
         final = call(url, client.run, run_id)
@@ -120,7 +126,7 @@ def status(url: str, key: str | None, run_id: int | None, console: Console,
                 console.print(f"  [red]failed:[/] {f['count']} x {f['kind']} (e.g. {f['example']})",
                               highlight=False, soft_wrap=True)
             return
-        runs = call(url, lambda: list(client.runs()))[:20]
+        runs = call(url, client.recent_runs, 20)
         datasets = call(url, client.datasets)
     t = Table(title="runs")
     for col in ("run", "campaign", "status", "done", "cached", "failed", "total", "cost $"):
