@@ -1,4 +1,5 @@
-"""A small Python client of accord's HTTP API (used by the CLI's remote commands, usable from pipelines).
+"""A small Python client of accord's HTTP API (used by the CLI's ``--remote`` and ``remote`` commands,
+usable from pipelines).
 
     client = AccordClient("http://127.0.0.1:8000", api_key)
     ds = client.upload_dataset({"name": "dices", ...}, ratings_file="ratings.csv", items_file="items.csv")
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -139,6 +140,10 @@ class AccordClient:
     def runs(self, status: str | None = None) -> list[dict[str, Any]]:
         return list(self._pages("/api/v1/runs", status=status))
 
+    def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The project's newest runs (one page)."""
+        return list(self._get("/api/v1/runs", limit=limit)["items"])
+
     def pause(self, run_id: int) -> Any:
         return self._post(f"/api/v1/runs/{run_id}/pause")
 
@@ -174,15 +179,19 @@ class AccordClient:
         return self._pages(f"/api/v1/runs/{run_id}/ratings", model=model, template=template, status=status,
                            limit=1000)
 
-    def export_ratings(self, run_id: int, output: str | Path, *, format: str = "csv", **filters: Any) -> Path:
+    def export_ratings(self, run_id: int, output: str | Path | BinaryIO, *, format: str = "csv",
+                       **filters: Any) -> str | Path | BinaryIO:
+        """Stream the run's ratings (CSV or Parquet) into a file path or an open binary file."""
         params = {"format": format, **{k: v for k, v in filters.items() if v is not None}}
-        output = Path(output)
         with self.http.stream("GET", f"/api/v1/runs/{run_id}/ratings/export", params=params, timeout=None) as r:
             if r.status_code >= 400:
                 r.read()
                 self._check(r)
-            with open(output, "wb") as fh:
-                fh.writelines(r.iter_bytes())
+            if isinstance(output, (str, Path)):
+                with open(output, "wb") as fh:
+                    fh.writelines(r.iter_bytes())
+            else:
+                output.writelines(r.iter_bytes())
         return output
 
     def metrics(self, run_id: int, **filters: Any) -> Any:
@@ -190,3 +199,7 @@ class AccordClient:
 
     def report_html(self, run_id: int) -> str:
         return self._check(self.http.get(f"/api/v1/runs/{run_id}/report", timeout=600)).text
+
+    def report_json(self, run_id: int) -> str:
+        """The report's data as the server wrote it (JSON text: what ``accord report --format json`` writes)."""
+        return self._check(self.http.get(f"/api/v1/runs/{run_id}/report.json", timeout=600)).text

@@ -30,23 +30,25 @@ def demo_campaign(items: int, samples: int) -> dict:
     }
 
 
-def run_demo(console: Console, items: int = 12, samples: int = 1) -> Path:
+def run_demo(console: Console, items: int = 12, samples: int = 1, project_id: int | None = None) -> Path:
     from accord.cli.main import _print_run_summary, follow_embedded
     from accord.report.build import build_report_data, metrics_table, render_html
     from accord.models.dataset_import import import_dataset
     from accord.models.import_spec import load_import_spec
     from accord.models.migrate import init_db
+    from accord.models.projects import owner_id
     from accord.scheduler.campaign_spec import parse_campaign
     from accord.scheduler.expand import create_run
     from accord.scheduler import run_service
 
     settings = get_settings()
     engine = init_db(settings.resolved_database_url())
+    project_id = owner_id(engine, project_id)
     with Session(engine) as session:
         exists = session.execute(select(Dataset.id).where(Dataset.name == DEMO_DATASET,
-                                                          Dataset.project_id.is_(None))).first()  # type: ignore[union-attr]
+                                                          Dataset.project_id == project_id)).first()  # type: ignore[arg-type]
     if not exists:
-        spec = load_import_spec(DEMO_DIR / "import.yaml", name=DEMO_DATASET)
+        spec = load_import_spec(DEMO_DIR / "import.yaml", name=DEMO_DATASET, project_id=project_id)
         report = import_dataset(engine, spec)
         console.print(f"imported the bundled DICES subset as [bold]{DEMO_DATASET}[/]: {report.n_items} items, "
                       f"{report.n_annotators} annotators, {report.n_ratings} ratings (CC BY 4.0, see "
@@ -56,7 +58,7 @@ def run_demo(console: Console, items: int = 12, samples: int = 1) -> Path:
     campaign_file.parent.mkdir(parents=True, exist_ok=True)
     campaign_file.write_text(yaml.safe_dump(doc, sort_keys=False))
     console.print(f"campaign: {campaign_file}")
-    plan = create_run(engine, parse_campaign(doc, str(campaign_file)))
+    plan = create_run(engine, parse_campaign(doc, str(campaign_file)), project_id=project_id)
     console.print(f"run [bold]{plan.run_id}[/]: {plan.total} rating requests by the local SmolLM2-135M-Instruct model "
                   f"({plan.cached} answered from cache)")
     progress = follow_embedded(engine, plan.run_id, plan.total)

@@ -9,6 +9,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
+from accord.cli.project_context import project_option
+
 
 def parse_bins(values: list[str] | None) -> dict[str, list[float] | int]:
     """``age=18,25,35`` (edges) or ``income=4`` (quantile bins) -> {attribute: edges | k}."""
@@ -100,16 +102,17 @@ def render_text(console: Any, name: str, dimension: str | None, data: dict[str, 
             console.print(f"  left out (fewer than the minimum group size): {small}", highlight=False)
 
 
-def _import_info(engine: Any, dataset: str) -> dict[str, Any]:
-    """What the import recorded about the dataset (scales, what it dropped); empty for older datasets."""
+def _import_info(engine: Any, dataset: str, project_id: int) -> dict[str, Any]:
+    """What the import recorded about the project's dataset (scales, what it dropped); empty for older ones."""
     from sqlalchemy import select
 
     from accord.models.schema import Dataset
 
     column = Dataset.id if dataset.isdigit() else Dataset.name
     with engine.connect() as conn:
-        info = conn.execute(select(Dataset.import_info).where(column == (int(dataset) if dataset.isdigit()
-                                                                          else dataset))).scalar()
+        info = conn.execute(select(Dataset.import_info).where(
+            column == (int(dataset) if dataset.isdigit() else dataset),
+            Dataset.project_id == project_id)).scalar()  # type: ignore[arg-type]
     return dict(info or {})
 
 
@@ -127,20 +130,23 @@ def register(app: typer.Typer) -> None:
         min_group_size: int = typer.Option(2, "--min-group-size", min=1, help="Smaller groups are left out."),
         permutations: int = typer.Option(1000, "--permutations", min=1, help="Permutations per group difference."),
         bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples per interval."),
+        project: Optional[str] = project_option(),
     ) -> None:
         """Describe a dataset: counts, the human baseline (annotator r, Krippendorff's alpha) and per-group
         mean ratings with item-matched differences between groups."""
         from accord.analysis.describe import DescribeOptions, describe_ratings
-        from accord.cli.main import _engine, console, fail
+        from accord.cli.main import _engine, _project_id, console, fail
         from accord.models.run_frames import DatasetFramesError, load_dataset_frames
 
         if fmt not in ("text", "json"):
             fail(f"--format: expected text or json, got {fmt!r}")
+        engine = _engine()
+        owner = _project_id(engine, project)
         try:
             options = DescribeOptions(group_attributes=attribute or None, bins=parse_bins(bins),
                                       min_group_size=min_group_size, n_permutations=permutations,
                                       n_resamples=bootstrap)
-            frames = load_dataset_frames(_engine(), dataset, dimension)
+            frames = load_dataset_frames(engine, dataset, dimension, project_id=owner)
             if frames.human.empty:
                 fail(f"dataset {dataset!r} has no ratings of dimension {frames.dimension!r}")
             data = describe_ratings(frames.human, frames.annotators, options)
@@ -153,7 +159,7 @@ def register(app: typer.Typer) -> None:
                 message = message.replace("group attribute", "--attribute").replace("bins:", "--bins:")
             fail(message)
             return
-        info = _import_info(_engine(), dataset)
+        info = _import_info(engine, dataset, owner)
         data = {"dataset": dataset, "dimension": frames.dimension,
                 "scale": (info.get("scales") or {}).get(frames.dimension),
                 "dropped_at_import": info.get("dropped") or {}, **data}

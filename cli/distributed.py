@@ -146,13 +146,13 @@ def follow_distributed(engine: Any, run_id: int, total: int, poll: float = 0.5) 
         return p
 
 
-def run_distributed(campaign_path: Path | str, budget: float | None) -> Any:
+def run_distributed(campaign_path: Path | str, budget: float | None, project: str | None = None) -> Any:
     """``accord run --distributed``: create the run (mode distributed), let the scheduler feed it to the
-    workers, and follow it with the progress bar."""
+    workers, and follow it with the progress bar. ``project``: the ``--project`` given (None: the CLI's)."""
     from accord.cli.main import _print_run_summary, _start_run, console
     from accord.scheduler.run_control import get_run
 
-    engine, spec, plan = _start_run(Path(campaign_path), budget, "distributed")
+    engine, spec, plan = _start_run(Path(campaign_path), budget, "distributed", project=project)
     console.print(f"run [bold]{plan.run_id}[/] of campaign [bold]{spec.name}[/] submitted: {plan.total} rating "
                   f"requests, {plan.cached} answered from cache")
     alive = scheduler_alive()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Optional
 
 import typer
@@ -13,6 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from accord.cli import remote
+from accord.cli.project_context import (
+    PROJECT_HELP, ProjectChoiceError, check_run_in_project, choose_global, project_id, project_name, project_option,
+)
+from accord.cli.remote import RemoteError, key_option, remote_option
 from accord.models.settings import get_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -28,16 +35,43 @@ def fail(message: str, code: int = 2) -> None:
 
 @app.callback()
 def main(database_url: Optional[str] = typer.Option(None, "--database-url", envvar="ACCORD_DATABASE_URL",
-                                                     help="SQLAlchemy URL (default: SQLite under ~/.accord).")) -> None:
+                                                     help="SQLAlchemy URL (default: SQLite under ~/.accord)."),
+         project: Optional[str] = typer.Option(None, "--project", envvar="ACCORD_PROJECT", help=PROJECT_HELP)) -> None:
     if database_url:
         os.environ["ACCORD_DATABASE_URL"] = database_url
         get_settings.cache_clear()
+    choose_global(project)
 
 
 def _engine():  # type: ignore[no-untyped-def]
     from accord.models.migrate import init_db
 
     return init_db(get_settings().resolved_database_url())
+
+
+def _project_id(engine, project: Optional[str] = None) -> int:  # type: ignore[no-untyped-def]
+    """The id of the project the command works in (``--project``); a one-line error if there is none."""
+    try:
+        return project_id(engine, project)
+    except ProjectChoiceError as e:
+        fail(str(e))
+        raise
+
+
+def _own_run(engine, run_id: int, project: Optional[str] = None) -> None:  # type: ignore[no-untyped-def]
+    """Refuse a run of another project like a run that does not exist."""
+    try:
+        check_run_in_project(engine, run_id, _project_id(engine, project), project_name(project))
+    except ProjectChoiceError as e:
+        fail(str(e))
+
+
+def _remote(fn, *args: Any) -> None:  # type: ignore[no-untyped-def]
+    """A ``--remote`` command; its failures as one line (exit 2, or the code it carries)."""
+    try:
+        fn(*args)
+    except RemoteError as e:
+        fail(str(e), e.code)
 
 
 # ---------------------------------------------------------------------------------------------- import
@@ -113,6 +147,7 @@ def import_cmd(
                                           "e.g. 'low=compliant,high=refusing' (the report's wording follows)."),
     meta_role: Optional[list[str]] = typer.Option(None, "--meta-role", help="ROLE=COLUMN: item metadata that drives "
                                                   "an analysis (repeat). Roles: " + _roles_help() + "."),
+    project: Optional[str] = project_option(),
 ) -> None:
     """Import a dataset of items, annotators and their ratings, in one transaction.
 
@@ -151,9 +186,11 @@ def import_cmd(
         overrides["model_rating_cols"] = raters
     if replace:
         overrides["replace"] = True
+    engine = _engine()
+    overrides["project_id"] = _project_id(engine, project)
     try:
         import_spec = load_import_spec(spec, **overrides) if spec else spec_from_mapping(overrides)
-        report = import_dataset(_engine(), import_spec)
+        report = import_dataset(engine, import_spec)
     except DatasetImportError as e:
         fail(import_error_in_cli_terms(str(e)))
         return
@@ -222,7 +259,8 @@ def follow_embedded(engine, run_id: int, total: int) -> Any:  # type: ignore[no-
         return run_embedded(engine, run_id, on_progress=on_progress)
 
 
-def _start_run(campaign: Path, budget: Optional[float], mode: str, force: bool = False):  # type: ignore[no-untyped-def]
+def _start_run(campaign: Path, budget: Optional[float], mode: str, force: bool = False,  # type: ignore[no-untyped-def]
+               project: Optional[str] = None):
     from accord.scheduler.campaign_spec import CampaignSpecError, load_campaign
     from accord.scheduler.expand import CampaignError, create_run
     from accord.scheduler.plan import plan_campaign
@@ -231,12 +269,13 @@ def _start_run(campaign: Path, budget: Optional[float], mode: str, force: bool =
     try:
         spec = load_campaign(campaign)
         engine = _engine()
+        owner = _project_id(engine, project)
         if (budget if budget is not None else spec.budget_usd) is not None and not force:
-            estimate = plan_campaign(engine, spec, budget_override=budget)
+            estimate = plan_campaign(engine, spec, owner, budget_override=budget)
             if estimate.exceeds_budget:
                 fail(f"{campaign}: estimated cost ${estimate.cost_usd:.4f} exceeds the budget of "
                      f"${estimate.budget_usd:.4f}; see `accord plan {campaign}`, raise budget_usd, or pass --force")
-        plan = create_run(engine, spec, mode=mode, budget_override=budget)
+        plan = create_run(engine, spec, project_id=owner, mode=mode, budget_override=budget)
     except (CampaignSpecError, CampaignError, TemplateSpecError) as e:
         fail(str(e))
         raise
@@ -250,16 +289,26 @@ def run_cmd(
     distributed: bool = typer.Option(False, "--distributed", help="Submit to Celery workers instead of running here."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip post-processing and the report."),
     force: bool = typer.Option(False, "--force", help="Start even if the estimated cost exceeds the budget."),
+    project: Optional[str] = project_option(),
+    remote_url: Optional[str] = remote_option(),
+    key: Optional[str] = key_option(),
 ) -> None:
     """Launch a campaign: expand its rating requests, execute them, compute the metrics."""
     from accord.scheduler import run_service
 
+    if remote_url:  # the server's project is its key's; the server checks the budget and computes the metrics
+        if distributed or no_report or force or project:
+            fail("--remote: --distributed, --no-report, --force and --project do not apply to a server's run "
+                 "(its key chooses the project)")
+        _remote(remote.run, remote_url, key, campaign, budget, console, err_console, _print_run_summary,
+                functools.partial(_check_share, where=f" --remote {remote_url}"))
+        return
     if distributed:
         from accord.cli.distributed import run_distributed
 
-        run_distributed(campaign, budget)
+        run_distributed(campaign, budget, project)
         return
-    engine, spec, plan = _start_run(campaign, budget, "embedded", force)
+    engine, spec, plan = _start_run(campaign, budget, "embedded", force, project)
     what = "rating requests" if spec.subjects is None else "requests"
     judged = " (judges' requests are added as the subjects' answers arrive)" if spec.judges else ""
     console.print(f"run [bold]{plan.run_id}[/] of campaign [bold]{spec.name}[/]: {plan.total} {what}{judged}, "
@@ -280,11 +329,22 @@ def check_failed_share(engine, run_id: int, threshold: float) -> None:  # type: 
     from accord.scheduler.run_control import get_run
 
     run = get_run(engine, run_id)
-    share = run_service.failed_share(run)
+    _check_share(run_id, run.failed, run.total, threshold)
+
+
+def _check_share(run_id: int, failed: int, total: int, threshold: float, where: str = "") -> None:
+    from accord.scheduler import run_service
+
+    share = run_service.failed_share(SimpleNamespace(failed=failed, total=total))  # type: ignore[arg-type]
     if share > threshold:
-        console.print(f"[bold red]run {run_id}: {run.failed} of {run.total} requests failed ({share:.1%}), more than "
-                      f"the campaign's max_failed_share of {threshold:.1%}[/]; see [bold]accord status {run_id}[/]")
+        console.print(f"[bold red]run {run_id}: {failed} of {total} requests failed ({share:.1%}), more than "
+                      f"the campaign's max_failed_share of {threshold:.1%}[/]; see [bold]accord status {run_id}{where}[/]")
         raise typer.Exit(code=1)
+
+
+def _no_project_with_remote(project: Optional[str]) -> None:
+    if project:
+        fail("--project: with --remote, the API key chooses the project (drop --project or --remote)")
 
 
 def _print_run_summary(p) -> None:  # type: ignore[no-untyped-def]
@@ -295,16 +355,24 @@ def _print_run_summary(p) -> None:  # type: ignore[no-untyped-def]
 
 # ---------------------------------------------------------------------------------------------- status
 @app.command("status")
-def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (default: list recent runs).")) -> None:
-    """Show a run's progress, or the recent runs and datasets."""
+def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (default: list recent runs)."),
+               project: Optional[str] = project_option(), remote_url: Optional[str] = remote_option(),
+               key: Optional[str] = key_option()) -> None:
+    """Show a run's progress, or the project's recent runs and datasets."""
     from sqlalchemy import select
     from sqlmodel import Session
 
     from accord.models.schema import Campaign, Dataset, RatingRequest, Run
     from accord.scheduler.run_control import RunStateError, read_progress
 
+    if remote_url:
+        _no_project_with_remote(project)
+        _remote(remote.status, remote_url, key, run_id, console, _print_run_summary)
+        return
     engine = _engine()
+    owner = _project_id(engine, project)
     if run_id is not None:
+        _own_run(engine, run_id, project)
         try:
             p = read_progress(engine, run_id)
         except RunStateError as e:
@@ -318,8 +386,10 @@ def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (defa
             console.print(f"  [red]failed:[/] {e}")
         return
     with Session(engine) as session:
-        runs = session.execute(select(Run, Campaign.name).join(Campaign).order_by(Run.id.desc()).limit(20)).all()  # type: ignore[union-attr]
-        datasets = session.execute(select(Dataset).order_by(Dataset.id)).scalars().all()
+        runs = session.execute(select(Run, Campaign.name).join(Campaign).where(Run.project_id == owner)  # type: ignore[arg-type]
+                               .order_by(Run.id.desc()).limit(20)).all()  # type: ignore[union-attr]
+        datasets = session.execute(select(Dataset).where(Dataset.project_id == owner)  # type: ignore[arg-type]
+                                   .order_by(Dataset.id)).scalars().all()
     t = Table(title="runs")
     for col in ("run", "campaign", "status", "done", "cached", "failed", "total", "cost $"):
         t.add_column(col)
@@ -340,7 +410,9 @@ def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (defa
 def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout for csv)."),
                 table: str = typer.Option("ratings", "--table", help="ratings (of items), answers (the subjects'), "
-                                                                     "or judgments (the judges' ratings of answers)")) -> None:
+                                                                     "or judgments (the judges' ratings of answers)"),
+                project: Optional[str] = project_option(), remote_url: Optional[str] = remote_option(),
+                key: Optional[str] = key_option()) -> None:
     """Export every rating request of a run with its rating (one row per request), or its subjects' answers, or
     its judges' ratings of them."""
     from accord.report.csv_safe import neutralise_frame
@@ -353,7 +425,12 @@ def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="cs
     loaders = {"ratings": load_llm_frame, "answers": load_answers, "judgments": load_judgments}
     if table not in loaders:
         fail(f"--table: expected ratings, answers or judgments, got {table!r}")
+    if remote_url:
+        _no_project_with_remote(project)
+        _remote(remote.results, remote_url, key, run_id, fmt, output, table, console)
+        return
     engine = _engine()
+    _own_run(engine, run_id, project)
     try:
         get_run(engine, run_id)
     except RunStateError as e:
@@ -374,13 +451,25 @@ def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="cs
 @app.command("report")
 def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file to write."),
                fmt: str = typer.Option("html", "--format", help="html or json"),
-               recompute: bool = typer.Option(False, help="Recompute the metrics first.")) -> None:
+               recompute: bool = typer.Option(False, help="Recompute the metrics first."),
+               project: Optional[str] = project_option(), remote_url: Optional[str] = remote_option(),
+               key: Optional[str] = key_option()) -> None:
     """Print the run's metrics and write its HTML report (or JSON with --format json)."""
     from accord.report.build import build_report_data, metrics_table, render_html
     from accord.scheduler import run_service
     from accord.scheduler.run_control import RunStateError, get_run
 
+    if fmt not in ("html", "json"):
+        fail(f"--format: expected html or json, got {fmt!r}")
+    default_html = get_settings().home / "reports" / f"run-{run_id}.html"
+    if remote_url:
+        _no_project_with_remote(project)
+        if recompute:
+            fail("--recompute: the server recomputes a run's metrics itself; drop --recompute with --remote")
+        _remote(remote.report, remote_url, key, run_id, fmt, output, default_html, console)
+        return
     engine = _engine()
+    _own_run(engine, run_id, project)
     try:
         run = get_run(engine, run_id)
     except RunStateError as e:
@@ -402,7 +491,7 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
             sys.stdout.write(text + "\n")
         return
     console.print(metrics_table(data, console.width))
-    output = output or (get_settings().home / "reports" / f"run-{run_id}.html")
+    output = output or default_html
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_html(data), encoding="utf-8")
     console.print(f"report: [bold]{output.resolve()}[/]")
@@ -427,11 +516,12 @@ def templates_cmd() -> None:
 # ---------------------------------------------------------------------------------------------- demo
 @app.command("demo")
 def demo_cmd(items: int = typer.Option(12, help="Items to rate (of the 40 bundled)."),
-             samples: int = typer.Option(1, help="Samples per item x template.")) -> None:
+             samples: int = typer.Option(1, help="Samples per item x template."),
+             project: Optional[str] = project_option()) -> None:
     """End to end on the bundled DICES subset with the local SmolLM2 model; prints the report path."""
     from accord.cli.demo import run_demo
 
-    run_demo(console, items=items, samples=samples)
+    run_demo(console, items=items, samples=samples, project_id=_project_id(_engine(), project))
 
 
 def _register_extensions() -> None:

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from accord.cli.project_context import project_option
 from accord.scheduler.plan import CampaignPlan
 
 
@@ -30,16 +31,19 @@ def plan_table(plan: CampaignPlan) -> Table:
 def register(app: typer.Typer) -> None:
     @app.command("plan")
     def plan_cmd(campaign: Path = typer.Argument(..., help="Campaign YAML (or JSON)."),
-                 budget: Optional[float] = typer.Option(None, help="Budget to check against (overrides the campaign's).")) -> None:
+                 budget: Optional[float] = typer.Option(None, help="Budget to check against (overrides the campaign's)."),
+                 project: Optional[str] = project_option()) -> None:
         """Before anything is sent: requests, cache hits available, tokens, dollars and duration per model."""
-        from accord.cli.main import _engine, console, fail
+        from accord.cli.main import _engine, _project_id, console, fail
         from accord.scheduler.campaign_spec import CampaignSpecError, load_campaign
         from accord.scheduler.expand import CampaignError
         from accord.scheduler.plan import plan_campaign
         from accord.worker.prompt_templates import TemplateSpecError
 
         try:
-            plan = plan_campaign(_engine(), load_campaign(campaign), budget_override=budget)
+            spec = load_campaign(campaign)
+            engine = _engine()
+            plan = plan_campaign(engine, spec, _project_id(engine, project), budget_override=budget)
         except (CampaignSpecError, CampaignError, TemplateSpecError) as e:
             fail(str(e))
             return

@@ -2,15 +2,18 @@
 
 - ``accord serve [--host --port --execution]`` runs the API and dashboard (uvicorn);
 - ``accord project create NAME`` / ``accord project list`` / ``accord project delete NAME``;
-- ``accord key create PROJECT [--name]`` prints a new API key ONCE; ``accord key revoke ID|PREFIX``;
+- ``accord key create [PROJECT | --project NAME] [--name]`` prints a new API key ONCE (default: the CLI's
+  project, ``local``, so the key sees on the server what the CLI made); ``accord key revoke ID|PREFIX``;
   ``accord key list PROJECT``;
 - ``accord openapi [-o FILE]`` writes the API's OpenAPI document (``api/openapi.json`` in the repository);
 - ``accord remote ...`` does the CLI's work against a server (``--url``/``ACCORD_API_URL``,
-  ``--key``/``ACCORD_API_KEY``): upload, submit (and follow), status, results, report.
+  ``--key``/``ACCORD_API_KEY``): upload, submit (and follow), status, results, report. ``accord run / status /
+  results / report --remote URL`` do the same with the local commands' outputs (``accord.cli.remote``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -63,7 +66,8 @@ key_app = typer.Typer(help="API keys of projects: created once, stored as hashes
 @project_app.command("create")
 def project_create(name: str = typer.Argument(..., help="Project name (unique).")) -> None:
     """Create a project."""
-    from accord.api.http.auth import AuthAdminError, create_project
+    from accord.api.http.auth import AuthAdminError
+    from accord.models.projects import create_project
 
     try:
         project = create_project(_engine(), name)
@@ -111,13 +115,24 @@ def project_delete(project: str = typer.Argument(..., help="Project name or id."
 
 
 @key_app.command("create")
-def key_create(project: str = typer.Argument(..., help="Project name or id."),
-               name: str = typer.Option("", "--name", help="A label for the key (who or what uses it).")) -> None:
-    """Create an API key and print it. It is shown this once: the server keeps only its hash."""
+def key_create(project: str | None = typer.Argument(None, help="Project name or id (default: --project, i.e. the "
+                                                                "CLI's project, 'local' unless told otherwise)."),
+               name: str = typer.Option("", "--name", help="A label for the key (who or what uses it)."),
+               project_opt: str | None = typer.Option(None, "--project", help="The project, as the argument.")) -> None:
+    """Create an API key and print it. It is shown this once: the server keeps only its hash. A key of the
+    CLI's project (`accord key create --project local`) sees on the server what the CLI made."""
     from accord.api.http.auth import AuthAdminError, create_key
+    from accord.cli.project_context import ProjectChoiceError, project_id
 
+    if project and project_opt and project != project_opt:
+        _fail(f"--project: {project_opt!r} and the argument {project!r} name two projects; give one")
+    engine = _engine()
     try:
-        new = create_key(_engine(), project, name)
+        chosen = project or project_opt
+        new = create_key(engine, chosen if chosen and chosen.isdigit() else project_id(engine, chosen), name)
+    except ProjectChoiceError as e:  # names --project; the argument is the same choice
+        _fail(str(e) if project_opt or not project else str(e).removeprefix("--project: "))
+        return
     except AuthAdminError as e:
         _fail(str(e))
         return
@@ -221,61 +236,50 @@ def remote_upload(mapping: Path = typer.Argument(..., help="YAML/JSON of import 
 def remote_submit(campaign: Path = typer.Argument(..., help="Campaign YAML or JSON."),
                   follow: bool = typer.Option(True, help="Follow the run until it finishes."),
                   budget: float | None = typer.Option(None, help="Budget cap in dollars.")) -> None:
-    """Create a campaign on the server and start a run of it."""
+    """Create a campaign on the server and start a run of it (followed, this is `accord run --remote`)."""
+    from accord.cli import remote
+    from accord.cli.main import _check_share, _print_run_summary, _remote
+
+    if follow:
+        _remote(remote.run, _state["url"], _state.get("key"), campaign, budget, console, err_console,
+                _print_run_summary, functools.partial(_check_share, where=f" --remote {_state['url']}"))
+        return
     document = safe_load(campaign.read_text(encoding="utf-8"))
     with _client() as client:
         created = _call(client.create_campaign, document)
         run = _call(client.start_run, created["id"], budget_usd=budget)
-        console.print(f"run [bold]{run['id']}[/] of campaign {created['name']} (id {created['id']}): "
-                      f"{run['total']} requests, {run['cached']} from cache")
-        if follow:
-            statuses = _call(lambda: list(_follow(client, run["id"]))) or [run]
-            _print_status(_call(client.run, run["id"]) or statuses[-1])
-
-
-def _follow(client: Any, run_id: int) -> Any:
-    for status in client.follow(run_id):
-        finished = status["done"] + status["failed"] + status["cancelled"]
-        err_console.print(f"  {status['status']}: {finished}/{status['total']} (cached {status['cached']}, "
-                          f"failed {status['failed']}) ${status['cost_usd']:.4f}", highlight=False)
-        yield status
-
-
-def _print_status(s: dict[str, Any]) -> None:
-    console.print(f"run {s['id']}: [bold]{s['status']}[/] — {s['done']} rated ({s['cached']} from cache), "
-                  f"{s['failed']} failed, {s['cancelled']} cancelled of {s['total']}; cost ${s['cost_usd']:.4f}")
+    console.print(f"run [bold]{run['id']}[/] of campaign {created['name']} (id {created['id']}): "
+                  f"{run['total']} requests, {run['cached']} from cache")
 
 
 @remote_app.command("status")
 def remote_status(run_id: int | None = typer.Argument(None, help="A run id (default: list runs).")) -> None:
-    """A run's status, or the project's runs."""
-    with _client() as client:
-        if run_id is not None:
-            s = _call(client.run, run_id)
-            _print_status(s)
-            for f in s.get("failures_by_kind", []):
-                console.print(f"  [red]{f['kind']}[/]: {f['count']} (e.g. {f['example']})", highlight=False)
-            return
-        for s in _call(client.runs) or []:
-            _print_status(s)
+    """A run's status, or the project's runs (as `accord status --remote`)."""
+    from accord.cli import remote
+    from accord.cli.main import _print_run_summary, _remote
+
+    _remote(remote.status, _state["url"], _state.get("key"), run_id, console, _print_run_summary)
 
 
 @remote_app.command("results")
 def remote_results(run_id: int, output: Path = typer.Option(..., "--output", "-o"),
                    fmt: str = typer.Option("csv", "--format", help="csv or parquet")) -> None:
-    """Download a run's ratings."""
-    with _client() as client:
-        _call(client.export_ratings, run_id, output, format=fmt)
-    console.print(f"wrote {output}")
+    """Download a run's ratings (as `accord results --remote`)."""
+    from accord.cli import remote
+    from accord.cli.main import _remote, fail
+
+    if fmt not in ("csv", "parquet"):
+        fail(f"--format: expected csv or parquet, got {fmt!r}")
+    _remote(remote.results, _state["url"], _state.get("key"), run_id, fmt, output, "ratings", console)
 
 
 @remote_app.command("report")
 def remote_report(run_id: int, output: Path = typer.Option(..., "--output", "-o")) -> None:
-    """Download a finished run's HTML report."""
-    with _client() as client:
-        html = _call(client.report_html, run_id)
-    output.write_text(html, encoding="utf-8")
-    console.print(f"wrote {output}")
+    """Download a finished run's HTML report (as `accord report --remote`)."""
+    from accord.cli import remote
+    from accord.cli.main import _remote
+
+    _remote(remote.report, _state["url"], _state.get("key"), run_id, "html", output, output, console)
 
 
 def register(app: typer.Typer) -> None:

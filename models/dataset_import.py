@@ -897,10 +897,19 @@ def import_dataset(engine: Engine, spec: ImportSpec) -> ImportReport:
 
     Raises ``DatasetImportError`` (one line naming file/row/column) and leaves the database untouched on
     any problem."""
+    from accord.models.projects import LOCAL_PROJECT, ProjectError, find_project, owner_id
+
     started = time.perf_counter()
+    if spec.project_id is None:  # the local project's; until it exists, no dataset name of it is taken
+        try:
+            spec = spec.model_copy(update={"project_id": find_project(engine, LOCAL_PROJECT).id})
+        except ProjectError:
+            pass
     with engine.connect() as conn:  # fail fast on a taken name, before reading large files
         _check_preconditions(conn, spec)
     parsed = read_import(spec)
+    if spec.project_id is None:  # the files are good: the local project comes into being for them
+        spec = spec.model_copy(update={"project_id": owner_id(engine, None)})
     dataset_id, replaced = write_dataset(engine, spec, parsed)
     return ImportReport(
         dataset_id=dataset_id,

@@ -154,21 +154,23 @@ class DatasetFramesError(LookupError):
 def load_dataset_frames(engine: Engine, dataset: str | int, dimension: str | None = None,
                         project_id: int | None = None, items: set[str] | None = None) -> RunFrames:
     """A whole dataset's ratings of one dimension (``human`` with raw labels) and its annotators' attributes, as
-    the frames of a run without LLM answers (``llm`` empty). ``dataset``: a name or an id; ``items`` keeps
-    only those item ids."""
+    the frames of a run without LLM answers (``llm`` empty). ``dataset``: a name (in the project; None: the
+    ``local`` project) or an id (of any project unless ``project_id`` is given); ``items`` keeps only those
+    item ids."""
+    from accord.models.projects import owner_id
     from accord.models.schema import Dataset
 
+    by_id = isinstance(dataset, int) or str(dataset).isdigit()
+    owner = owner_id(engine, project_id) if project_id is not None or not by_id else None
     with Session(engine) as session:
-        q = select(Dataset)
-        if isinstance(dataset, int) or str(dataset).isdigit():
-            q = q.where(Dataset.id == int(dataset))
-        else:
-            q = q.where(Dataset.name == str(dataset))
-            q = q.where(Dataset.project_id == project_id) if project_id is not None else q.where(
-                Dataset.project_id.is_(None))  # type: ignore[union-attr]
+        q = select(Dataset).where(Dataset.id == int(dataset)) if by_id else select(Dataset).where(
+            Dataset.name == str(dataset))
+        names_q = select(Dataset.name).order_by(Dataset.id)  # type: ignore[arg-type]
+        if owner is not None:
+            q, names_q = q.where(Dataset.project_id == owner), names_q.where(Dataset.project_id == owner)  # type: ignore[arg-type]
         ds = session.exec(q).scalars().first()  # type: ignore[call-overload]
         if ds is None:
-            names = session.exec(select(Dataset.name).order_by(Dataset.id)).scalars().all()  # type: ignore[call-overload]
+            names = session.exec(names_q).scalars().all()  # type: ignore[call-overload]
             raise DatasetFramesError(f"no dataset {dataset!r}; imported: {', '.join(names) or 'none'}")
         dims = list(ds.dimensions or [])
         if dimension is None:

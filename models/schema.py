@@ -33,10 +33,15 @@ def json_column(name: str | None = None, nullable: bool = False) -> Any:
 
 
 class Project(SQLModel, table=True):
-    """A tenant of the HTTP API. Rows with ``project_id`` NULL belong to the local (CLI) user."""
+    """Who owns datasets, campaigns, runs and model specs: a tenant of the HTTP API, and the project the CLI
+    works in (``local`` unless ``--project`` names another; see ``accord.models.projects``). Every such row has
+    one (migration 0007 gave the CLI's older rows to ``local``)."""
 
     id: Optional[int] = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, max_length=200)
+    cache_scope: Optional[str] = Field(default=None, max_length=64, description=(
+        "The response cache's scope of the project's requests; NULL: 'project:<id>'. Only the project that "
+        "adopted the CLI's project-less rows (migration 0007) has '', the scope their answers were cached in."))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -52,12 +57,7 @@ class ApiKey(SQLModel, table=True):
 
 
 class Dataset(SQLModel, table=True):
-    __table_args__ = (
-        UniqueConstraint("project_id", "name", name="uq_dataset_project_name"),
-        # NULLs are distinct in the constraint above: local (project-less) datasets need their own.
-        Index("uq_dataset_name_no_project", "name", unique=True, postgresql_where=text("project_id IS NULL"),
-              sqlite_where=text("project_id IS NULL")),
-    )
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_dataset_project_name"),)
     id: Optional[int] = Field(default=None, primary_key=True)
     project_id: Optional[int] = Field(default=None, foreign_key="project.id", index=True)
     name: str = Field(max_length=200)

@@ -247,22 +247,28 @@ WIDE_TERMINAL = 120  # narrower terminals get the short metric names
 
 
 def metrics_table(data: ReportData, width: int | None = None) -> Table:
+    """The terminal view of a report (see ``run_metrics_table``)."""
+    return run_metrics_table(data.run["id"], data.metrics, width)
+
+
+def run_metrics_table(run_id: int, metrics: pd.DataFrame, width: int | None = None) -> Table:
     """The terminal view: alignment with the mean human rating per model · template, and the human baseline.
     On a terminal narrower than ``WIDE_TERMINAL`` columns the metric names are abbreviated (legend in the
-    caption); long model or template names wrap instead of being cut, so the table fits 80 columns."""
+    caption); long model or template names wrap instead of being cut, so the table fits 80 columns.
+    ``metrics``: a ``metrics_frame`` (the run's stored metrics, or the API's)."""
     short = width is not None and width < WIDE_TERMINAL
     name = (lambda n: SHORT_NAMES.get(n, n)) if short else (lambda n: n)
     caption = ("pearson r, spearman ρ, kendall τ: vs the mean human rating; percentile: share of annotators the "
                "LLM beats; median r: annotators' leave-one-out r") if short else None
-    t = Table(title=f"run {data.run['id']} — alignment with the mean human rating", caption=caption,
+    t = Table(title=f"run {run_id} — alignment with the mean human rating", caption=caption,
               caption_justify="left")
     for col in ("model", "template", "metric", "value", "95% CI", "n"):
         t.add_column(col, overflow="fold")
-    for r in metric_rows(data.metrics, ALIGNMENT + [PERCENTILE], human_only=False):
+    for r in metric_rows(metrics, ALIGNMENT + [PERCENTILE], human_only=False):
         t.add_row(r["model"], r["template"], name(r["name"]), r["value"], r["ci"], r["n"])
-    for r in metric_rows(data.metrics, [BASELINE_MEDIAN], human_only=True):
+    for r in metric_rows(metrics, [BASELINE_MEDIAN], human_only=True):
         t.add_row("humans", "", name(r["name"]), r["value"], r["ci"], r["n"])
-    for r in metric_rows(data.metrics, FINE):   # subjects' format consistency: model = subject, template = judge
+    for r in metric_rows(metrics, FINE):   # subjects' format consistency: model = subject, template = judge
         t.add_row(r["model"], f"judge {r['template']}", name(r["name"]), r["value"], r["ci"], r["n"])
     return t
 

@@ -7,6 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from accord.models.projects import owner_id
 from accord.models.schema import Dataset
 from accord.scheduler.campaign_spec import CampaignSpec
 
@@ -16,12 +17,13 @@ class DatasetSourceError(ValueError):
 
 
 def ensure_dataset(engine: Engine, spec: CampaignSpec, project_id: int | None = None) -> bool:
-    """Import ``spec.dataset_import`` if the dataset ``spec.dataset`` is missing; True when it imported."""
+    """Import ``spec.dataset_import`` if the dataset ``spec.dataset`` is missing from the project (None: the
+    ``local`` project); True when it imported."""
     if not spec.dataset_import:
         return False
+    project_id = owner_id(engine, project_id)
     with Session(engine) as session:
-        q = select(Dataset.id).where(Dataset.name == spec.dataset)
-        q = q.where(Dataset.project_id == project_id) if project_id is not None else q.where(Dataset.project_id.is_(None))  # type: ignore[union-attr]
+        q = select(Dataset.id).where(Dataset.name == spec.dataset, Dataset.project_id == project_id)  # type: ignore[arg-type]
         if session.execute(q).first() is not None:
             return False
     from accord.models.dataset_import import import_dataset
@@ -29,7 +31,7 @@ def ensure_dataset(engine: Engine, spec: CampaignSpec, project_id: int | None = 
     from accord.models.import_spec import load_import_spec
 
     try:
-        import_spec = load_import_spec(spec.dataset_import, **({"project_id": project_id} if project_id is not None else {}))
+        import_spec = load_import_spec(spec.dataset_import, project_id=project_id)
     except DatasetImportError as e:
         raise DatasetSourceError(f"dataset_import: {e}") from None
     if import_spec.name != spec.dataset:

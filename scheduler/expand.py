@@ -24,6 +24,7 @@ from sqlmodel import Session
 
 from accord.models.db import session_scope
 from accord.models.prices import ModelPrice, lookup_price
+from accord.models.projects import owner_id, project_cache_scope
 from accord.models.schema import (
     Annotator, Campaign, Dataset, HumanRating, Item, JudgeAssignment, ModelSpec, PromptTemplate, RatingRequest, Run,
     RunStatus, utcnow,
@@ -50,7 +51,7 @@ class RunPlan:
     cached: int
 
 
-def model_spec_hash(entry: ModelEntry, project_id: int | None) -> str:
+def model_spec_hash(entry: ModelEntry, project_id: int) -> str:
     doc = entry.model_dump(mode="json", exclude={"name"})
     doc["alias"] = entry.name
     doc["project_id"] = project_id
@@ -68,7 +69,7 @@ def effective_price(entry: ModelEntry) -> ModelPrice:
     return lookup_price(entry.provider, entry.model or "")
 
 
-def upsert_model_spec(session: Session, entry: ModelEntry, project_id: int | None) -> ModelSpec:
+def upsert_model_spec(session: Session, entry: ModelEntry, project_id: int) -> ModelSpec:
     h = model_spec_hash(entry, project_id)
     row = session.exec(select(ModelSpec).where(ModelSpec.spec_hash == h)).scalar_one_or_none()  # type: ignore[call-overload]
     if row is not None:
@@ -102,13 +103,11 @@ def upsert_template(session: Session, t: ResolvedTemplate) -> PromptTemplate:
     return row
 
 
-def find_dataset(session: Session, name: str, project_id: int | None) -> Dataset:
-    q = select(Dataset).where(Dataset.name == name)
-    q = q.where(Dataset.project_id == project_id) if project_id is not None else q.where(Dataset.project_id.is_(None))
+def find_dataset(session: Session, name: str, project_id: int) -> Dataset:
+    q = select(Dataset).where(Dataset.name == name, Dataset.project_id == project_id)  # type: ignore[arg-type]
     ds = session.exec(q).scalar_one_or_none()  # type: ignore[call-overload]
     if ds is None:
-        mine = select(Dataset.name)
-        mine = mine.where(Dataset.project_id == project_id) if project_id is not None else mine.where(Dataset.project_id.is_(None))
+        mine = select(Dataset.name).where(Dataset.project_id == project_id)  # type: ignore[arg-type]
         names = session.exec(mine).scalars().all()  # type: ignore[call-overload]
         raise CampaignError(f"dataset: no dataset named {name!r}; imported: {', '.join(names) or 'none'} "
                             "(import one with `accord import`)")
@@ -262,13 +261,9 @@ class Expansion:
     items: list[Item]
     personas: list[dict[str, str]]
     templates: list[ResolvedTemplate]
-    project_id: int | None = None
+    project_id: int
+    cache_scope: str   # the project's (accord.models.projects.cache_scope): shared within it, never across
     stages: Stages = dataclasses.field(default_factory=Stages)
-
-    @property
-    def cache_scope(self) -> str:
-        """Cached answers are shared within a project (or among local, project-less runs), never across."""
-        return "" if self.project_id is None else f"project:{self.project_id}"
 
     def count(self, spec: CampaignSpec) -> int:
         per_item = sum(len(self.personas) if t.persona else 1 for t in self.templates)
@@ -291,7 +286,7 @@ class Expansion:
                         yield ExpandedRequest(item, entry, tmpl, persona, s, messages, dec, key)
 
 
-def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int | None) -> Expansion:
+def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int) -> Expansion:
     """Check the campaign against the database (dataset, dimension, items, personas, templates)."""
     templates = [load_template(t.name, t.path, t.version, t.params) for t in spec.templates]
     dupes = repeated([t.name for t in templates])
@@ -322,7 +317,8 @@ def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int | Non
     for t in templates:
         if t.persona and not personas:
             raise CampaignError(f"templates: {t.name!r} is persona-conditioned; add 'personas' to the campaign")
-    return Expansion(ds, dimension, items, personas, templates, project_id, stages)
+    return Expansion(ds, dimension, items, personas, templates, project_id,
+                     project_cache_scope(session, project_id), stages)
 
 
 def _insert_generation_requests(session: Session, spec: CampaignSpec, expansion: Expansion, run_id: int,
@@ -373,9 +369,11 @@ def _insert_judge_assignments(session: Session, spec: CampaignSpec, expansion: E
 def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = None, mode: str = "embedded",
                budget_override: float | None = None) -> RunPlan:
     """Register the campaign, create its run, insert every rating request, answer cached ones. One transaction
-    (after importing the campaign's ``dataset_import`` when its dataset is not there yet)."""
+    (after importing the campaign's ``dataset_import`` when its dataset is not there yet). ``project_id``
+    None: the ``local`` project."""
     from accord.scheduler.dataset_source import DatasetSourceError, ensure_dataset
 
+    project_id = owner_id(engine, project_id)
     try:
         ensure_dataset(engine, spec, project_id)
     except DatasetSourceError as e:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from accord.models.projects import owner_id
 from accord.models.schema import Rating
 from accord.scheduler.campaign_spec import CampaignSpec
 from accord.scheduler.expand import effective_price, resolve_campaign
@@ -90,6 +91,7 @@ def plan_campaign(engine: Engine, spec: CampaignSpec, project_id: int | None = N
     from accord.scheduler.dataset_source import DatasetSourceError, ensure_dataset
     from accord.scheduler.expand import CampaignError
 
+    project_id = owner_id(engine, project_id)
     try:   # a campaign that names its dataset's import file plans before its first run
         ensure_dataset(engine, spec, project_id)
     except DatasetSourceError as e:

@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
-from accord.models.schema import Campaign, JudgeAssignment, ModelSpec, PromptTemplate, Run
+from accord.models.projects import cache_scope
+from accord.models.schema import Campaign, JudgeAssignment, ModelSpec, Project, PromptTemplate, Run
 from accord.worker.decoding import request_decoding
 from accord.worker.prompt_templates import ResolvedTemplate, cache_key, render_messages
 from accord.worker.stage_decoding import stage_base_decoding
@@ -44,14 +45,15 @@ def load_judge_plans(session: Session, run_ids: set[int]) -> dict[int, list[Judg
     if not run_ids:
         return out
     rows = session.execute(
-        select(JudgeAssignment, ModelSpec, PromptTemplate, Campaign.spec, Run.project_id)
+        select(JudgeAssignment, ModelSpec, PromptTemplate, Campaign.spec, Run.project_id, Project.cache_scope)
         .join(ModelSpec, ModelSpec.id == JudgeAssignment.model_spec_id)
         .join(PromptTemplate, PromptTemplate.id == JudgeAssignment.template_id)
         .join(Run, Run.id == JudgeAssignment.run_id)
         .join(Campaign, Campaign.id == Run.campaign_id)
+        .outerjoin(Project, Project.id == Run.project_id)
         .where(JudgeAssignment.run_id.in_(run_ids))  # type: ignore[attr-defined]
         .order_by(JudgeAssignment.id)).all()
-    for ja, spec, trow, campaign_doc, project_id in rows:
+    for ja, spec, trow, campaign_doc, project_id, stored_scope in rows:
         tmpl = ResolvedTemplate.from_row(trow.name, trow.version, trow.response_format, trow.system, trow.user,
                                          trow.output_spec)
         out[ja.run_id].append(JudgePlan(
@@ -60,7 +62,7 @@ def load_judge_plans(session: Session, run_ids: set[int]) -> dict[int, list[Judg
             base_url=spec.base_url, path=(spec.params or {}).get("path"),
             model_decoding=(spec.params or {}).get("decoding") or {},
             base_decoding=stage_base_decoding(campaign_doc, "judge"),
-            scope="" if project_id is None else f"project:{project_id}"))
+            scope=cache_scope(project_id, stored_scope)))
     return out
 
 

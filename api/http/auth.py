@@ -18,11 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from accord.api.http.problems import ProblemError
+from accord.models.projects import (
+    DELETED_PREFIX,
+    ProjectError,
+    create_project,  # noqa: F401 - re-exported: callers create projects and keys here
+    find_project,
+)
 from accord.models.schema import ApiKey, Project, utcnow
 from fastapi import Request
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 KEY_PREFIX = "acc_"
@@ -30,8 +35,8 @@ DISPLAY_PREFIX_LENGTH = 12
 COOKIE_NAME = "accord_session"
 
 
-class AuthAdminError(ValueError):
-    """A project or key operation that cannot be done (unknown project, duplicate name, unknown key)."""
+# Project errors and key errors are one kind: an admin operation that cannot be done.
+AuthAdminError = ProjectError
 
 
 @dataclass(frozen=True)
@@ -70,36 +75,6 @@ def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-DELETED_PREFIX = "deleted:"
-
-
-def create_project(engine: Engine, name: str) -> Project:
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise AuthAdminError("a project name must have 1 to 200 characters")
-    if name.startswith(DELETED_PREFIX):
-        raise AuthAdminError(f"a project name may not start with {DELETED_PREFIX!r}")
-    with Session(engine, expire_on_commit=False) as session:
-        project = Project(name=name)
-        session.add(project)
-        try:
-            session.commit()
-        except IntegrityError:
-            raise AuthAdminError(f"a project named {name!r} already exists") from None
-        return project
-
-
-def find_project(engine: Engine, name_or_id: str) -> Project:
-    with Session(engine, expire_on_commit=False) as session:
-        q = select(Project).where(Project.name == name_or_id)
-        project = session.execute(q).scalar_one_or_none()
-        if project is None and name_or_id.isdigit():
-            project = session.get(Project, int(name_or_id))
-        if project is None or project.name.startswith(DELETED_PREFIX):
-            raise AuthAdminError(f"no project named {name_or_id[:200]!r}")
-        return project
-
-
 def delete_project(engine: Engine, project: str | int, templates_root: Path | None = None) -> dict[str, int]:
     """Delete a project with everything it owns: its keys, runs with their requests and (cached) answers,
     campaigns, datasets, model specs and custom templates. The project row stays as a nameless tombstone,
@@ -108,10 +83,13 @@ def delete_project(engine: Engine, project: str | int, templates_root: Path | No
     table."""
     from accord.models.schema import (
         Annotator,
+        Answer,
         Campaign,
         Dataset,
         HumanRating,
+        ImportedRating,
         Item,
+        JudgeAssignment,
         Metric,
         ModelSpec,
         ProviderBatch,
@@ -137,10 +115,13 @@ def delete_project(engine: Engine, project: str | int, templates_root: Path | No
             ("rating", delete(Rating).where(Rating.run_id.in_(runs))),  # type: ignore[attr-defined]
             ("metric", delete(Metric).where(Metric.run_id.in_(runs))),  # type: ignore[attr-defined]
             ("provider_batch", delete(ProviderBatch).where(ProviderBatch.run_id.in_(runs))),  # type: ignore[attr-defined]
+            ("answer", delete(Answer).where(Answer.run_id.in_(runs))),  # type: ignore[attr-defined]
+            ("judge_assignment", delete(JudgeAssignment).where(JudgeAssignment.run_id.in_(runs))),  # type: ignore[attr-defined]
             ("rating_request", delete(RatingRequest).where(RatingRequest.run_id.in_(runs))),  # type: ignore[attr-defined]
             ("run", delete(Run).where(Run.project_id == pid)),  # type: ignore[arg-type]
             ("campaign", delete(Campaign).where(Campaign.project_id == pid)),  # type: ignore[arg-type]
             ("human_rating", delete(HumanRating).where(HumanRating.item_id.in_(items))),  # type: ignore[attr-defined]
+            ("imported_rating", delete(ImportedRating).where(ImportedRating.item_id.in_(items))),  # type: ignore[attr-defined]
             ("item", delete(Item).where(Item.dataset_id.in_(datasets))),  # type: ignore[attr-defined]
             ("annotator", delete(Annotator).where(Annotator.dataset_id.in_(datasets))),  # type: ignore[attr-defined]
             ("dataset", delete(Dataset).where(Dataset.project_id == pid)),  # type: ignore[arg-type]

@@ -1,8 +1,9 @@
 """/api/v1/runs: list, status, start / pause / resume / cancel, the progress event stream, and the run's
-results: ratings (cursor pages, CSV / Parquet export), metrics, the HTML report."""
+results: ratings (cursor pages, CSV / Parquet export), metrics, the report (HTML, or its data as JSON)."""
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from typing import Annotated, Any, Literal
 
@@ -15,9 +16,10 @@ from accord.api.http.ratings import export_csv, export_parquet, ratings_page
 from accord.api.http.schemas import MetricOut, Page, RatingOut, RunDetail, RunOut
 from accord.api.http.store import TERMINAL, check_run, list_runs, run_detail
 from accord.models.schema import Metric, RequestStatus, RunStatus
+from accord.report.build import ReportData
 from accord.scheduler import run_control
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy import select
 from sqlmodel import Session
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
@@ -176,14 +178,29 @@ async def report(request: Request, run_id: RunId, principal: Annotated[Principal
     return await report_response(request, principal, run_id)
 
 
-async def report_response(request: Request, principal: Principal, run_id: int) -> HTMLResponse:
+async def finished_report(request: Request, principal: Principal, run_id: int) -> tuple[ReportData, str]:
+    """The report data and HTML of a finished run of the caller's project (409 while it runs)."""
     state = state_of(request)
     run = await run_in_threadpool(check_run, state.engine, principal.project_id, run_id)
     if run.status not in TERMINAL:
         raise ProblemError(409, f"run {run_id} is {run.status}; its report is made when it finishes",
                            slug="conflict", run_status=run.status)
-    _data, html = await run_in_threadpool(state.reports.get, state.engine, run)
+    return await run_in_threadpool(state.reports.get, state.engine, run)
+
+
+async def report_response(request: Request, principal: Principal, run_id: int) -> HTMLResponse:
+    _data, html = await finished_report(request, principal, run_id)
     return HTMLResponse(html, headers={"Content-Security-Policy": REPORT_CSP})
+
+
+@router.get("/{run_id}/report.json", responses={
+    **problem_responses(404, 409), 200: {"description": "The report's data: run summary, every metric, readings",
+                                         "content": {"application/json": {}}}},
+    response_class=Response, summary="A finished run's report as JSON")
+async def report_json(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(api_principal)]) -> Any:
+    """What ``accord report RUN --format json`` writes."""
+    data, _html = await finished_report(request, principal, run_id)
+    return Response(json.dumps(data.to_json(), indent=2, default=str), media_type="application/json")
 
 
 REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"

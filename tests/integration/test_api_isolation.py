@@ -60,6 +60,7 @@ API_ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/runs/{run_id}/ratings/export"): Call("GET", "/api/v1/runs/{run_id}/ratings/export"),
     ("GET", "/api/v1/runs/{run_id}/metrics"): Call("GET", "/api/v1/runs/{run_id}/metrics"),
     ("GET", "/api/v1/runs/{run_id}/report"): Call("GET", "/api/v1/runs/{run_id}/report"),
+    ("GET", "/api/v1/runs/{run_id}/report.json"): Call("GET", "/api/v1/runs/{run_id}/report.json"),
 }
 
 DASHBOARD_ROUTES: dict[tuple[str, str], Call] = {
