@@ -58,11 +58,11 @@ def _gaps(human: pd.DataFrame, annotators: pd.DataFrame | None, attribute: str |
         for item_id, per_group in means.groupby(level=0):
             if len(per_group) < 2:
                 continue
-            per_group = per_group.droplevel(0)
-            gap = float(per_group.max() - per_group.min())
+            ranked = per_group.droplevel(0).sort_values(kind="stable")
+            gap = float(ranked.iloc[-1] - ranked.iloc[0])
             current = best.get(str(item_id))
             if current is None or gap > current.gap:
-                best[str(item_id)] = GroupGap(attr, gap, str(per_group.idxmax()), str(per_group.idxmin()))
+                best[str(item_id)] = GroupGap(attr, gap, str(ranked.index[-1]), str(ranked.index[0]))
     return best
 
 
@@ -114,7 +114,7 @@ def item_histograms(human: pd.DataFrame, annotators: pd.DataFrame | None, item_i
     rows = human[(human["item_id"].astype(str) == item_id) & human["value"].notna()]
     values = sorted(set(domain or []) | set(rows["value"].astype(float).tolist()))
     out: dict[str, object] = {"values": [f"{v:g}" for v in values], "overall": value_counts(rows["value"], values),
-                              "n": int(len(rows)), "mean": float(rows["value"].mean()) if len(rows) else None,
+                              "n": len(rows), "mean": float(rows["value"].mean()) if len(rows) else None,
                               "groups": {}}
     frame = binned_annotators(annotators)
     if frame is None or rows.empty:
@@ -124,7 +124,7 @@ def item_histograms(human: pd.DataFrame, annotators: pd.DataFrame | None, item_i
     for attr in attributes_of(frame):
         entries = []
         for name, part in merged[merged[attr].notna()].groupby(merged[attr].astype(str)):
-            entries.append({"group": str(name), "n": int(len(part)), "mean": float(part["value"].mean()),
+            entries.append({"group": str(name), "n": len(part), "mean": float(part["value"].mean()),
                             "counts": value_counts(part["value"], values)})
         if entries:
             groups[attr] = entries

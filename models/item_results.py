@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from accord.models.schema import Answer, Item, ModelSpec, PromptTemplate, Rating, RatingRequest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
-
-from accord.models.schema import Answer, Item, ModelSpec, PromptTemplate, Rating, RatingRequest
 
 RATING_FIELDS = ["request_id", "model", "template", "persona_key", "sample_index", "status", "last_error", "label",
                  "value", "weighted_value", "label_probs", "rationale", "parse_status", "raw_text", "cache_hit",

@@ -29,6 +29,7 @@ SORT_KEYS = ["abs_disagreement", "disagreement", "group_gap", "human_mean", "llm
              "item_id"]
 MAX_PER_PAGE = 200
 MAX_COMPARED_RUNS = 12
+MAX_HISTOGRAM_VALUES = 15
 
 
 @dataclass
@@ -159,7 +160,7 @@ def run_items(engine: Engine, project_id: int, run_id: int, query: ItemQuery) ->
         key = numeric if numeric.notna().sum() == key.notna().sum() else key.astype(str).where(key.notna())
     order = key.sort_values(ascending=ascending, na_position="last", kind="stable").index
     table = table.loc[order]
-    total = int(len(table))
+    total = len(table)
     start = (query.page - 1) * query.per_page
     page = table.iloc[start:start + query.per_page]
     rows = []
@@ -195,7 +196,10 @@ def run_item(engine: Engine, project_id: int, run_id: int, item_id: str) -> dict
         raise not_found("item", repr(item_id[:200]))
     assert item.id is not None
     domain = sorted({float(v) for v in labels.values() if isinstance(v, (int, float))}) if isinstance(
-        labels, dict) else None
+        labels, dict) else []
+    if not domain:   # no label map: the values the people used on this dimension, when they are few
+        observed = sorted(set(frames.human["value"].dropna().astype(float)))
+        domain = observed if len(observed) <= MAX_HISTOGRAM_VALUES else []
     ratings = item_ratings(engine, run_id, item.id)
     answers = item_answers(engine, run_id, item.id)
     if not ratings and not answers and item_id not in set(frames.llm["item_id"]):
@@ -203,6 +207,8 @@ def run_item(engine: Engine, project_id: int, run_id: int, item_id: str) -> dict
     table = item_disagreements(frames.human, frames.llm[frames.llm["item_id"] == item_id]
                                if not frames.llm.empty else frames.llm, frames.annotators)
     summary = _records(table[table["item_id"] == item_id])
+    for row in summary:
+        row["metadata"] = dict(item.meta or {})
     return {"run_id": run_id, "dimension": frames.dimension, **item_out(item),
             "summary": summary[0] if summary else None,
             "human": item_histograms(frames.human, frames.annotators, item_id, domain or None),

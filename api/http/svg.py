@@ -30,8 +30,8 @@ def bar_chart(counts: dict[str, int], title: str, *, width: int = 360, height: i
     left, right, upper, lower = 8, 8, 18, 30
     slot = (width - left - right) / len(keys)
     bar = max(min(slot * 0.7, 48), 2)
-    parts = [f'<svg class="chart {escape(css)}" role="img" viewBox="0 0 {width} {height}" width="{width}" '
-             f'height="{height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
+    parts = [(f'<svg class="chart {escape(css)}" role="img" viewBox="0 0 {width} {height}" width="{width}" '
+              f'height="{height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>'),
              f'<line class="axis" x1="{left}" y1="{height - lower}" x2="{width - right}" y2="{height - lower}"/>']
     for i, key in enumerate(keys):
         value = counts[key]
@@ -74,8 +74,8 @@ def interval_chart(rows: Sequence[Interval], title: str, *, lo: float | None = N
     def x(v: float) -> float:
         return label_w + span * (v - lo) / (hi - lo)
 
-    parts = [f'<svg class="chart intervals" role="img" viewBox="0 0 {width} {height}" width="{width}" '
-             f'height="{height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>']
+    parts = [(f'<svg class="chart intervals" role="img" viewBox="0 0 {width} {height}" width="{width}" '
+              f'height="{height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>')]
     base = height - lower
     parts.append(f'<line class="axis" x1="{label_w}" y1="{base}" x2="{width - right}" y2="{base}"/>')
     for tick in (lo, (lo + hi) / 2, hi):

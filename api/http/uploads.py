@@ -112,7 +112,7 @@ class _StreamingForm:
         if self.part.name in FILE_FIELDS:
             raw_filename = options.get(b"filename")
             filename = raw_filename.decode("utf-8", "replace") if raw_filename is not None else ""
-            if raw_filename is not None and filename == "":
+            if filename == "":   # a file input left empty (no name, no content)
                 self.part.skip = True
                 return
             ext = extension_of(filename)
