@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import pandas as pd
 from accord.analysis.describe import DescribeOptions
 from accord.analysis.item_disagreement import attributes_of, item_disagreements, item_histograms
 from accord.api.http.problems import invalid, not_found
-from accord.api.http.store import dataset_of, item_out, run_of
+from accord.api.http.store import TERMINAL, dataset_of, item_out, run_of
 from accord.models.item_results import find_item, item_answers, item_ratings
-from accord.models.run_frames import DatasetFramesError, RunFrames, load_run_frames
+from accord.models.run_frames import (
+    DatasetFramesError,
+    RunFrames,
+    load_llm_frame,
+    load_run_frames,
+    with_imported_raters,
+)
 from accord.models.schema import Campaign, Dataset, Run
 from accord.report.dataset_description import describe_dataset
 from accord.report.run_matrix import metric_matrix, run_diff
@@ -30,6 +37,7 @@ SORT_KEYS = ["abs_disagreement", "disagreement", "group_gap", "human_mean", "llm
 MAX_PER_PAGE = 200
 MAX_COMPARED_RUNS = 12
 MAX_HISTOGRAM_VALUES = 15
+LIVE_RELOAD_S = 1.0
 
 
 @dataclass
@@ -89,25 +97,70 @@ def parse_item_query(params: Any) -> ItemQuery:
 
 
 class FramesCache:
+    """A run's frames. The people's side (ratings, annotators, items of the run) is loaded once per run: a run's
+    items are fixed when it is created. The LLM side is reloaded when the run's progress moved (for a run in
+    progress, at most every ``LIVE_RELOAD_S``: its pages may be that far behind)."""
+
     def __init__(self, size: int = 8) -> None:
         self.size = size
         self._data: OrderedDict[tuple[Any, ...], RunFrames] = OrderedDict()
+        self._static: OrderedDict[tuple[Any, ...], tuple[RunFrames, int, str | None]] = OrderedDict()
+        self._live: OrderedDict[tuple[Any, ...], tuple[RunFrames, float]] = OrderedDict()
+        self._tables: OrderedDict[tuple[Any, ...], tuple[RunFrames, pd.DataFrame]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, engine: Engine, run: Run) -> RunFrames:
-        key = (id(engine), str(engine.url), run.id, run.status, run.done, run.failed, run.cancelled, run.postprocessed_at)
+    @staticmethod
+    def _put(cache: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...], value: Any, size: int) -> None:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > size:
+            cache.popitem(last=False)
+
+    def get(self, engine: Engine, run: Run, now: float | None = None) -> RunFrames:
+        """``now`` (monotonic seconds): a run in progress is reloaded at most every ``LIVE_RELOAD_S``."""
+        assert run.id is not None
+        now = time.monotonic() if now is None else now
+        static_key = (id(engine), str(engine.url), run.id, run.total)
+        key = (*static_key, run.status, run.done, run.failed, run.cancelled, run.postprocessed_at)
         with self._lock:
             hit = self._data.get(key)
             if hit is not None:
                 self._data.move_to_end(key)
                 return hit
-        assert run.id is not None
-        frames = load_run_frames(engine, run.id)
+            live = self._live.get(static_key)
+            if live is not None and run.status not in TERMINAL and now - live[1] < LIVE_RELOAD_S:
+                return live[0]
+            static = self._static.get(static_key)
+        if static is None:
+            frames = load_run_frames(engine, run.id)
+            with Session(engine) as session:
+                campaign = session.get(Campaign, run.campaign_id)
+                assert campaign is not None
+                static = (frames, campaign.dataset_id, frames.dimension)
+        else:
+            base, dataset_id, dimension = static
+            llm = load_llm_frame(engine, run.id, with_value_probs=True)
+            llm = with_imported_raters(engine, llm, dataset_id, dimension, set(llm["item_id"]))
+            frames = replace(base, llm=llm)
         with self._lock:
-            self._data[key] = frames
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+            self._put(self._static, static_key, static, self.size)
+            self._put(self._data, key, frames, self.size)
+            self._put(self._live, static_key, (frames, now), self.size)
         return frames
+
+    def table(self, frames: RunFrames, attribute: str | None, model: str | None,
+              template: str | None) -> pd.DataFrame:
+        """The items' disagreement table of these frames (kept with them: frames never change once loaded)."""
+        key = (id(frames), attribute, model, template)
+        with self._lock:
+            hit = self._tables.get(key)
+            if hit is not None and hit[0] is frames:
+                return hit[1]
+        table = item_disagreements(frames.human, frames.llm, frames.annotators, attribute=attribute, model=model,
+                                   template=template)
+        with self._lock:
+            self._put(self._tables, key, (frames, table), self.size * 4)
+        return table
 
 
 FRAMES = FramesCache()
@@ -138,8 +191,7 @@ def run_items(engine: Engine, project_id: int, run_id: int, query: ItemQuery) ->
     if query.attribute is not None and query.attribute not in attributes:
         raise invalid(f"attribute: {query.attribute[:60]!r} is not an annotator attribute of this dataset "
                       f"(it has: {', '.join(attributes) or 'none'})", field="attribute")
-    table = item_disagreements(frames.human, frames.llm, frames.annotators, attribute=query.attribute,
-                               model=query.model, template=query.template)
+    table = FRAMES.table(frames, query.attribute, query.model, query.template).copy()
     meta_columns = [c for c in frames.items.columns if c != "item_id"]
     meta = frames.items.set_index("item_id") if meta_columns else None
     for column in meta_columns:
@@ -204,8 +256,8 @@ def run_item(engine: Engine, project_id: int, run_id: int, item_id: str) -> dict
     answers = item_answers(engine, run_id, item.id)
     if not ratings and not answers and item_id not in set(frames.llm["item_id"]):
         raise not_found("item", f"{item_id[:200]!r} in run {run_id}")
-    table = item_disagreements(frames.human, frames.llm[frames.llm["item_id"] == item_id]
-                               if not frames.llm.empty else frames.llm, frames.annotators)
+    own_llm = frames.llm[frames.llm["item_id"] == item_id] if not frames.llm.empty else frames.llm
+    table = item_disagreements(frames.human[frames.human["item_id"] == item_id], own_llm, frames.annotators)
     summary = _records(table[table["item_id"] == item_id])
     for row in summary:
         row["metadata"] = dict(item.meta or {})
