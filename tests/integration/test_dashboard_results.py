@@ -57,7 +57,7 @@ def test_upload_form_imports_like_the_api_and_shows_one_line_errors(api: ApiEnv)
     bad = api.client.post("/dashboard/datasets", data={**FORM, "rating_cols": "no_such_column", "csrf": csrf},
                           files=form_files(), follow_redirects=False)
     assert bad.status_code == 422
-    error = re.search(r'<div class="error" id="upload-error" role="alert">(.*?)</div>', bad.text, re.S)
+    error = re.search(r'<div class="error" id="upload-error" role="alert">(.*?)</div>', bad.text, re.DOTALL)
     assert error is not None and "no_such_column" in error.group(1) and "\n" not in error.group(1).strip()
     assert 'value="from-browser"' in bad.text                      # the form keeps what was typed
     forged = api.client.post("/dashboard/datasets", data={**FORM, "csrf": "forged"}, files=form_files(),
@@ -175,7 +175,7 @@ def test_item_page_shows_people_and_every_answer_escaped(api: ApiEnv) -> None:
     assert f'<b id="item-human-mean">{fmt(item["human"]["mean"])}</b>' in page.text
     assert page.text.count('<svg class="chart') == 3                 # overall + Woman + Man
     back = api.client.get(f"/dashboard/runs/{rid}/items/i3?back=https://evil.example/").text
-    assert 'href="/dashboard/runs/%d/items" accesskey="b"' % rid in back
+    assert f'href="/dashboard/runs/{rid}/items" accesskey="b"' in back
     assert api.client.get(f"/dashboard/runs/{rid}/items/nope").status_code == 404
     assert api.client.get(f"/api/v1/runs/{rid}/items/nope", headers=api.a.headers).status_code == 404
 
@@ -222,7 +222,7 @@ def test_run_page_and_status_give_progress_per_model(api: ApiEnv) -> None:
     page = api.client.get(f"/dashboard/runs/{run['id']}").text
     row = page.split('<tr class="model-row" data-model="scripted">')[1].split("</tr>")[0]
     assert f'<td class="num pm-done">{m["done"]}</td>' in row and "<progress" in row
-    assert 'href="/dashboard/runs/%d/items"' % run["id"] in page
+    assert f'href="/dashboard/runs/{run["id"]}/items"' in page
 
 
 def test_another_projects_runs_items_and_datasets_are_not_found(api: ApiEnv) -> None:
@@ -244,3 +244,29 @@ def test_another_projects_runs_items_and_datasets_are_not_found(api: ApiEnv) -> 
         page = api.client.get(path)
         assert page.status_code == 404, path
         assert "explored" not in page.text, path
+
+
+def test_item_page_and_comparison_of_a_run_with_subjects_and_judges(api: ApiEnv) -> None:
+    assert api.upload(api.a, "staged").status_code == 201
+    doc = {"name": "staged", "dataset": "staged",
+           "subjects": {"models": [{"name": "subject-a", "provider": "local"},
+                                   {"name": "subject-b", "provider": "local"}],
+                        "templates": ["fine_open_question"]},
+           "judges": {"models": [{"name": "judge", "provider": "local"}], "templates": ["fine_judge_safety"]}}
+    c = api.campaign(api.a, doc)
+    assert c.status_code == 201, c.text
+    run = api.wait(api.start(api.a, c.json()["id"]).json()["id"])
+    assert run["status"] == "completed", run
+    login(api, api.a.key)
+    item = api.client.get(f"/api/v1/runs/{run['id']}/items/i2", headers=api.a.headers).json()
+    assert {a["subject"] for a in item["answers"]} == {"subject-a", "subject-b"}
+    assert all(len(a["judgments"]) == 1 and a["judgments"][0]["judge"] == "judge" for a in item["answers"])
+    page = api.client.get(f"/dashboard/runs/{run['id']}/items/i2")
+    assert page.status_code == 200
+    answers = page.text.split('id="item-answers"')[1].split("</table>")[0]
+    assert answers.count("<tr><td>subject-") == 2 and "judge · fine_judge_safety" in answers
+    matrix = api.client.get(f"/api/v1/runs/{run['id']}/comparison", headers=api.a.headers).json()
+    assert matrix["metrics"] == ["judge_subject_mean"] and matrix["has_subjects"]
+    assert {(r["model"], r["subject"]) for r in matrix["rows"]} == {("judge", "subject-a"), ("judge", "subject-b")}
+    compare = api.client.get(f"/dashboard/runs/{run['id']}/compare").text
+    assert "<th>subject</th>" in compare and 'data-subject="subject-b"' in compare
