@@ -19,6 +19,7 @@ from accord.api.http.auth import COOKIE_NAME, Principal, csrf_token, lookup_key
 from accord.api.http.campaigns import parse_document, store_campaign, validate_campaign
 from accord.api.http.common import read_document_body
 from accord.api.http.deps import AppState, dashboard_principal, state_of
+from accord.api.http.live import live_detail
 from accord.api.http.problems import ProblemError
 from accord.api.http.ratings import ratings_page
 from accord.api.http.reports import report_sections
@@ -30,7 +31,7 @@ from accord.api.http.routes_runs import (
     progress_response,
     report_response,
 )
-from accord.api.http.store import TERMINAL, list_runs, run_detail
+from accord.api.http.store import TERMINAL, list_runs
 from accord.models.schema import Campaign, Dataset, Run
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -63,7 +64,7 @@ def make_environment() -> Environment:
     return env
 
 
-def _fmt(value: float | int | None, digits: int = 3) -> str:
+def _fmt(value: float | None, digits: int = 3) -> str:
     """A number as the dashboard shows it (the API gives it unrounded): 3 decimals, '–' when missing."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
@@ -223,10 +224,9 @@ async def start_run(request: Request, campaign_id: CampaignId,
 
 
 def _run_page(state: AppState, principal: Principal, run_id: int) -> dict[str, Any]:
-    detail = run_detail(state.engine, principal.project_id, run_id)
+    detail = live_detail(state, principal.project_id, run_id)
     sample, _ = ratings_page(state.engine, run_id, after=None, limit=20)
-    context: dict[str, Any] = {"run": detail, "ratings": sample, "plots": {}, "sections": None, "report_error": None,
-                               "rate_limited": state.metrics.rate_limited_by_provider()}
+    context: dict[str, Any] = {"run": detail, "ratings": sample, "plots": {}, "sections": None, "report_error": None}
     with Session(state.engine) as session:
         ds = session.get(Dataset, detail["dataset_id"])
         context["dataset"] = ds

@@ -219,6 +219,7 @@ class RunOut(BaseModel):
 class ModelProgress(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
     model: str
+    model_spec_id: int
     provider: str
     rpm_limit: int | None
     tpm_limit: int | None
@@ -233,6 +234,13 @@ class ModelProgress(BaseModel):
     calls_last_minute: int = Field(description="Provider calls answered in the last 60 s (cache hits excluded).")
     eta_s: float | None = Field(description="Remaining requests at the pace of the last minute.")
     failures_by_kind: list[FailureKind]
+    limiter_rpm: float | None = Field(default=None, description="The pace the rate limiter admits this model's "
+                                      "calls at now (slowed after a 429, recovering); null without an rpm limit.")
+    limiter_factor: float | None = Field(default=None, description="1: full pace; below 1: slowed by a 429.")
+    blocked_for_s: float | None = Field(default=None, description="How long a 429's retry-after still holds "
+                                        "the model's calls.")
+    provider_429s: int | None = Field(default=None, description="429 (or 529) answers this server's calls to the "
+                                      "model's provider received since it started (embedded execution).")
 
 
 class RunDetail(RunOut):

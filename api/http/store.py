@@ -157,7 +157,8 @@ def model_progress(session: Session, run: Run, failed: list[tuple[int, str | Non
     for spec_id in sorted(spec_ids, key=lambda i: (specs[i].name if i in specs else "", i)):
         spec = specs.get(spec_id)
         rpm = spec.rpm if spec else None
-        out[spec_id] = {"model": spec.name if spec else str(spec_id), "provider": spec.provider if spec else "",
+        out[spec_id] = {"model": spec.name if spec else str(spec_id), "model_spec_id": spec_id,
+                        "provider": spec.provider if spec else "",
                         "rpm_limit": rpm, "tpm_limit": spec.tpm if spec else None,
                         "paced_rpm": round(rpm * DEFAULT_HEADROOM, 2) if rpm else None,
                         "total": 0, "done": 0, "failed": 0, "cancelled": 0, "remaining": 0, "cached": 0,

@@ -270,3 +270,20 @@ def test_item_page_and_comparison_of_a_run_with_subjects_and_judges(api: ApiEnv)
     assert {(r["model"], r["subject"]) for r in matrix["rows"]} == {("judge", "subject-a"), ("judge", "subject-b")}
     compare = api.client.get(f"/dashboard/runs/{run['id']}/compare").text
     assert "<th>subject</th>" in compare and 'data-subject="subject-b"' in compare
+
+
+def test_per_model_live_figures_name_429s_failures_and_the_limiters_pace(api: ApiEnv) -> None:
+    items = ITEMS_CSV.replace("Tell me a joke about cats", "FAIL500 please").replace(
+        "Explain how vaccines work", "RATE429 now")
+    assert api.upload(api.a, "limited", items=items).status_code == 201
+    doc = campaign_doc("limited", "limited")
+    doc["models"] = [{"name": "scripted", "provider": "local", "rpm": 6000}]
+    run = api.wait(api.start(api.a, api.campaign(api.a, doc).json()["id"]).json()["id"])
+    m = run["per_model"][0]
+    assert (m["done"], m["failed"], m["rpm_limit"], m["paced_rpm"]) == (4, 2, 6000, pytest.approx(5910))
+    assert {f["kind"]: f["count"] for f in m["failures_by_kind"]} == {"HTTP 500": 1, "HTTP 429": 1}
+    assert m["provider_429s"] == 1
+    assert m["limiter_rpm"] is not None and 0 < m["limiter_rpm"] <= 5910 and 0 < m["limiter_factor"] <= 1
+    login(api, api.a.key)
+    row = api.client.get(f"/dashboard/runs/{run['id']}").text.split('data-model="scripted">')[1].split("</tr>")[0]
+    assert '<td class="num pm-429">1</td>' in row and "HTTP 429 (1)" in row and 'max="6000"' in row

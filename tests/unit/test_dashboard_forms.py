@@ -43,3 +43,20 @@ def test_charts_escape_text_and_carry_no_script_or_style() -> None:
         assert "<script>" not in svg and "style=" not in svg and "&lt;script&gt;" in svg
     assert bars.count("<rect") == 2 and dots.count("<circle") == 1
     assert str(bar_chart({}, "none")) == "" and str(interval_chart([], "none")) == ""
+
+
+def test_the_limiters_pace_slows_after_a_429_and_recovers_on_the_driven_clock() -> None:
+    from accord.models.schema import ModelSpec
+    from accord.worker.rate_limiter import LocalRateLimiter
+
+    now = [1_000_000.0]
+    limiter = LocalRateLimiter(clock=lambda: now[0], decrease=0.5, recover_s=10.0)
+    spec = ModelSpec(name="m", provider="openai", model="gpt", rpm=600, spec_hash="x")
+    assert limiter.pace(spec) == {"rpm": pytest.approx(600 * 0.985), "factor": 1.0, "blocked_for_s": 0.0}
+    limiter.penalize(spec, 2.0)
+    slowed = limiter.pace(spec)
+    assert slowed["factor"] == 0.5 and slowed["rpm"] == pytest.approx(300 * 0.985) and slowed["blocked_for_s"] == 2.0
+    now[0] += 5_000.0                       # half the recovery time later
+    assert limiter.pace(spec)["factor"] == pytest.approx(1.0) and limiter.pace(spec)["blocked_for_s"] == 0.0
+    unlimited = ModelSpec(name="u", provider="local", model="x", spec_hash="y")
+    assert limiter.pace(unlimited)["rpm"] is None
