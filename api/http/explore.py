@@ -50,6 +50,7 @@ class ItemQuery:
     attribute: str | None = None       # group gap over this attribute (None: the largest over every attribute)
     meta: dict[str, str] = field(default_factory=dict)   # metadata column -> required value
     min_disagreement: float | None = None
+    min_gap: float | None = None       # only items whose group gap is at least this
     page: int = 1
     per_page: int = 50
 
@@ -57,7 +58,8 @@ class ItemQuery:
         """The query as URL parameters (for links that change one thing and keep the rest)."""
         values: dict[str, Any] = {"sort": self.sort, "order": self.order, "model": self.model,
                                   "template": self.template, "attribute": self.attribute,
-                                  "min_disagreement": self.min_disagreement, "page": self.page,
+                                  "min_disagreement": self.min_disagreement, "min_gap": self.min_gap,
+                                  "page": self.page,
                                   "per_page": self.per_page}
         values.update({f"meta.{k}": v for k, v in self.meta.items()})
         values.update(changes)
@@ -92,6 +94,7 @@ def parse_item_query(params: Any) -> ItemQuery:
             raise invalid(f"{name}: longer than 500 characters", field=name)
     return ItemQuery(sort=sort, order=order, meta=meta,  # type: ignore[arg-type]
                      min_disagreement=number("min_disagreement", float, 0, 1e9, None),
+                     min_gap=number("min_gap", float, 0, 1e9, None),
                      page=number("page", int, 1, 10**9, 1), per_page=number("per_page", int, 1, MAX_PER_PAGE, 50),
                      **text)
 
@@ -203,6 +206,8 @@ def run_items(engine: Engine, project_id: int, run_id: int, query: ItemQuery) ->
         table = table[table[f"meta.{column}"].astype(str) == value]
     if query.min_disagreement is not None:
         table = table[table["abs_disagreement"] >= query.min_disagreement]
+    if query.min_gap is not None:
+        table = table[table["group_gap"] >= query.min_gap]
     if query.sort.startswith("meta.") and query.sort not in table.columns:
         raise invalid(f"sort: no item metadata column {query.sort[5:65]!r}", field="sort")
     ascending = query.order == "asc"
@@ -224,7 +229,7 @@ def run_items(engine: Engine, project_id: int, run_id: int, query: ItemQuery) ->
         "run_id": run_id, "total": total, "page": query.page, "per_page": query.per_page,
         "pages": max(1, math.ceil(total / query.per_page)), "sort": query.sort, "order": query.order,
         "filters": {"model": query.model, "template": query.template, "attribute": query.attribute,
-                    "meta": query.meta, "min_disagreement": query.min_disagreement},
+                    "meta": query.meta, "min_disagreement": query.min_disagreement, "min_gap": query.min_gap},
         "attributes": attributes, "meta_columns": meta_columns,
         "meta_values": {c: sorted({str(v) for v in frames.items[c].dropna()})[:50] for c in meta_columns},
         "models": sorted(set(llm["model"])) if not llm.empty else [],

@@ -49,10 +49,11 @@ async def items(request: Request, run_id: Id, principal: Annotated[Principal, De
                 attribute: Annotated[str | None, Query(max_length=500, description="Group gap over this annotator "
                                                        "attribute (default: the largest over all).")] = None,
                 min_disagreement: Annotated[float | None, Query(ge=0)] = None,
+                min_gap: Annotated[float | None, Query(ge=0, description="Minimum group gap.")] = None,
                 page: Annotated[int, Query(ge=1, le=10**9)] = 1,
                 per_page: Annotated[int, Query(ge=1, le=200)] = 50) -> Any:
-    """Filter by model, template, any item metadata column (``meta.<column>=value``) and a minimum absolute
-    disagreement; sort by disagreement, group gap, means, counts or a metadata column."""
+    """Filter by model, template, any item metadata column (``meta.<column>=value``), a minimum absolute
+    disagreement and a minimum group gap; sort by disagreement, group gap, means, counts or a metadata column."""
     query = parse_item_query(request.query_params)
     return await run_in_threadpool(run_items, state_of(request).engine, principal.project_id, run_id, query)
 

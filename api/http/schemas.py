@@ -319,6 +319,7 @@ class ItemFilters(BaseModel):
     attribute: str | None
     meta: dict[str, str]
     min_disagreement: float | None
+    min_gap: float | None
 
 
 class ItemTable(BaseModel):

@@ -134,6 +134,9 @@ def test_item_explorer_filters_sorts_pages_and_matches_the_api(api: ApiEnv) -> N
     default = api.client.get(f"/api/v1/runs/{rid}/items", headers=api.a.headers).json()
     gaps = [r["abs_disagreement"] for r in default["items"] if r["abs_disagreement"] is not None]
     assert gaps == sorted(gaps, reverse=True)
+    gapped = api.client.get(f"/api/v1/runs/{rid}/items?min_gap=0.5&sort=item_id", headers=api.a.headers).json()
+    assert {r["item_id"] for r in gapped["items"]} == {r["item_id"] for r in doc["items"]
+                                                       if r["group_gap"] is not None and r["group_gap"] >= 0.5}
     crime = api.client.get(f"/dashboard/runs/{rid}/items?meta.topic=crime")
     assert re.findall(r'data-item="([^"]+)"', crime.text) == ["i2"]
     paged = api.client.get(f"/dashboard/runs/{rid}/items?sort=item_id&order=asc&per_page=4&page=2")
