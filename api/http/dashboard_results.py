@@ -85,7 +85,7 @@ def _item_page(state: AppState, principal: Principal, run_id: int, item_id: str,
             "api_url": f"/api/v1/runs/{run_id}/items/{item_id}"}
 
 
-@router.get("/dashboard/runs/{run_id}/items/{item_id}", response_class=HTMLResponse)
+@router.get("/dashboard/runs/{run_id}/items/{item_id:path}", response_class=HTMLResponse)
 async def item_page(request: Request, run_id: RunId, item_id: Annotated[str, Path(max_length=200)],
                     principal: Annotated[Principal, Depends(dashboard_principal)],
                     back: Annotated[str | None, Query(max_length=2000)] = None) -> HTMLResponse:

@@ -58,7 +58,7 @@ async def items(request: Request, run_id: Id, principal: Annotated[Principal, De
     return await run_in_threadpool(run_items, state_of(request).engine, principal.project_id, run_id, query)
 
 
-@router.get("/runs/{run_id}/items/{item_id}", response_model=ItemDetail, responses=problem_responses(404),
+@router.get("/runs/{run_id}/items/{item_id:path}", response_model=ItemDetail, responses=problem_responses(404),
             summary="One item of a run in full")
 async def item(request: Request, run_id: Id, item_id: Annotated[str, Path(max_length=200)],
                principal: Annotated[Principal, Depends(api_principal)]) -> Any:

@@ -62,7 +62,7 @@ API_ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/runs/{run_id}/report"): Call("GET", "/api/v1/runs/{run_id}/report"),
     ("GET", "/api/v1/datasets/{dataset_id}/description"): Call("GET", "/api/v1/datasets/{dataset_id}/description"),
     ("GET", "/api/v1/runs/{run_id}/items"): Call("GET", "/api/v1/runs/{run_id}/items"),
-    ("GET", "/api/v1/runs/{run_id}/items/{item_id}"): Call("GET", "/api/v1/runs/{run_id}/items/i1"),
+    ("GET", "/api/v1/runs/{run_id}/items/{item_id:path}"): Call("GET", "/api/v1/runs/{run_id}/items/i1"),
     ("GET", "/api/v1/runs/{run_id}/comparison"): Call("GET", "/api/v1/runs/{run_id}/comparison"),
     ("GET", "/api/v1/runs/{run_id}/diff/{other_id}"): Call("GET", "/api/v1/runs/{run_id}/diff/{run_id}"),
 }
@@ -79,7 +79,7 @@ DASHBOARD_ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/dashboard/datasets/new"): Call("GET", "/dashboard/datasets/new", kind="page"),
     ("POST", "/dashboard/datasets"): Call("POST", "/dashboard/datasets", kind="upload-form", ok=(303,)),
     ("GET", "/dashboard/runs/{run_id}/items"): Call("GET", "/dashboard/runs/{run_id}/items"),
-    ("GET", "/dashboard/runs/{run_id}/items/{item_id}"): Call("GET", "/dashboard/runs/{run_id}/items/i1"),
+    ("GET", "/dashboard/runs/{run_id}/items/{item_id:path}"): Call("GET", "/dashboard/runs/{run_id}/items/i1"),
     ("GET", "/dashboard/runs/{run_id}/compare"): Call("GET", "/dashboard/runs/{run_id}/compare"),
     ("POST", "/dashboard/campaigns"): Call("POST", "/dashboard/campaigns", kind="create", form={}, ok=(303,)),
     ("POST", "/dashboard/campaigns/{campaign_id}/runs"): Call("POST", "/dashboard/campaigns/{campaign_id}/runs",

@@ -290,3 +290,19 @@ def test_per_model_live_figures_name_429s_failures_and_the_limiters_pace(api: Ap
     login(api, api.a.key)
     row = api.client.get(f"/dashboard/runs/{run['id']}").text.split('data-model="scripted">')[1].split("</tr>")[0]
     assert '<td class="num pm-429">1</td>' in row and "HTTP 429 (1)" in row and 'max="6000"' in row
+
+
+def test_item_ids_with_slashes_spaces_and_accents_link_to_their_page(api: ApiEnv) -> None:
+    odd = "grp/1 é?#"
+    quoted = '"grp/1 é?#"'
+    assert api.upload(api.a, "odd", items=ITEMS_CSV.replace("i1,", f"{quoted},"),
+                      ratings=RATINGS_CSV.replace("i1,", f"{quoted},")).status_code == 201
+    run = api.finished_run(api.a, "odd", "odd")
+    login(api, api.a.key)
+    page = api.client.get(f"/dashboard/runs/{run['id']}/items?sort=item_id&order=asc").text
+    link = html.unescape(re.search(r'<a href="(/dashboard/runs/\d+/items/grp[^"?]*)\?', page).group(1))  # type: ignore[union-attr]
+    assert link.endswith("/items/grp%2F1%20%C3%A9%3F%23")
+    shown = api.client.get(link)
+    assert shown.status_code == 200 and 'id="item-id">grp/1 é?#<' in shown.text
+    assert api.client.get(f"/api/v1/runs/{run['id']}/items/grp%2F1%20%C3%A9%3F%23",
+                          headers=api.a.headers).json()["external_id"] == odd
