@@ -11,7 +11,7 @@ from accord.api.http.dashboard import DatasetId, check_csrf, check_origin, rende
 from accord.api.http.deps import AppState, dashboard_principal, state_of
 from accord.api.http.explore import DESCRIPTIONS
 from accord.api.http.problems import ProblemError
-from accord.api.http.routes_datasets import _import
+from accord.api.http.routes_datasets import import_upload
 from accord.api.http.store import dataset_of, item_out, ratings_per_item, runs_of_dataset
 from accord.api.http.svg import Interval, bar_chart, interval_chart
 from accord.api.http.upload_form import CSRF_FIELD, FIELDS, TEXT_FIELDS, mapping_from_form
@@ -50,7 +50,7 @@ async def upload(request: Request, principal: Annotated[Principal, Depends(dashb
                                        max_field_bytes=state.settings.max_document_bytes, text_fields=TEXT_FIELDS,
                                        mapping_of=mapping_of)
         try:
-            created = await run_in_threadpool(_import, state, principal, upload_)
+            created = await run_in_threadpool(import_upload, state, principal, upload_)
         finally:
             upload_.cleanup()
     except ProblemError as err:

@@ -352,10 +352,12 @@ class DescriptionCache:
             except (DatasetFramesError, ValueError) as err:
                 message = str(err.args[0]).replace("--dimension", "dimension")
                 raise invalid(message, field="dimension") from None
+            finally:
+                with self._lock:
+                    self._building.pop(key, None)
             data["dataset"] = dataset_id
             with self._lock:
                 self._data[key] = data
-                self._building.pop(key, None)
                 while len(self._data) > self.size:
                     self._data.popitem(last=False)
             return data
