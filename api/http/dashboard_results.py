@@ -22,7 +22,7 @@ from accord.api.http.explore import (
     run_items,
 )
 from accord.api.http.problems import invalid
-from accord.api.http.store import list_runs, run_detail
+from accord.api.http.store import list_runs, run_header
 from accord.api.http.svg import bar_chart
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse
@@ -39,7 +39,7 @@ def _url(path: str, params: dict[str, str]) -> str:
 
 
 def _items_page(state: AppState, principal: Principal, run_id: int, query: ItemQuery) -> dict[str, Any]:
-    run = run_detail(state.engine, principal.project_id, run_id)
+    run = run_header(state.engine, principal.project_id, run_id)
     table = run_items(state.engine, principal.project_id, run_id, query)
     base = f"/dashboard/runs/{run_id}/items"
 
@@ -73,7 +73,7 @@ def _safe_back(back: str | None, run_id: int) -> str:
 
 
 def _item_page(state: AppState, principal: Principal, run_id: int, item_id: str, back: str | None) -> dict[str, Any]:
-    run = run_detail(state.engine, principal.project_id, run_id)
+    run = run_header(state.engine, principal.project_id, run_id)
     item = run_item(state.engine, principal.project_id, run_id, item_id)
     human = item["human"]
     charts = {"overall": bar_chart(human["overall"], "all annotators") if human["n"] else None, "groups": {}}
@@ -95,7 +95,7 @@ async def item_page(request: Request, run_id: RunId, item_id: Annotated[str, Pat
 
 def _compare_page(state: AppState, principal: Principal, run_id: int, runs: str | None,
                   other: int | None) -> dict[str, Any]:
-    run = run_detail(state.engine, principal.project_id, run_id)
+    run = run_header(state.engine, principal.project_id, run_id)
     ids = parse_run_ids(runs) or campaign_run_ids(state.engine, principal.project_id, run_id)
     matrix = comparison(state.engine, principal.project_id, ids)
     siblings, _ = list_runs(state.engine, principal.project_id, campaign_id=run["campaign_id"], limit=50)

@@ -184,6 +184,17 @@ def model_progress(session: Session, run: Run, failed: list[tuple[int, str | Non
     return list(out.values())
 
 
+def run_header(engine: Engine, project_id: int, run_id: int) -> dict[str, Any]:
+    """What a page about a run names in its title: id, campaign, status (one query)."""
+    with Session(engine) as session:
+        row = session.execute(select(Run.id, Run.status, Run.campaign_id, Campaign.name)
+                              .join(Campaign, Campaign.id == Run.campaign_id)
+                              .where(Run.id == run_id, Run.project_id == project_id)).first()
+    if row is None:
+        raise not_found("run", run_id)
+    return {"id": row[0], "status": row[1], "campaign_id": row[2], "campaign": row[3]}
+
+
 def run_detail(engine: Engine, project_id: int, run_id: int) -> dict[str, Any]:
     now = datetime.now(UTC)
     with Session(engine, expire_on_commit=False) as session:
