@@ -306,3 +306,17 @@ def test_item_ids_with_slashes_spaces_and_accents_link_to_their_page(api: ApiEnv
     assert shown.status_code == 200 and 'id="item-id">grp/1 é?#<' in shown.text
     assert api.client.get(f"/api/v1/runs/{run['id']}/items/grp%2F1%20%C3%A9%3F%23",
                           headers=api.a.headers).json()["external_id"] == odd
+
+
+def test_pages_load_only_the_apps_own_files_under_a_csp_without_inline_code(api: ApiEnv) -> None:
+    login(api, api.a.key)
+    page = api.client.get("/dashboard/datasets/new")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "style-src 'self';" in csp and "unsafe-inline" not in csp
+    assert "<style" not in page.text and " style=" not in page.text
+    assert re.findall(r'<link rel="stylesheet" href="([^"]+)">', page.text) == ["/dashboard/static/dashboard.css"]
+    css = api.client.get("/dashboard/static/dashboard.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert api.client.get("/dashboard/static/keys.js").headers["content-type"].startswith("text/javascript")
+    assert api.client.get("/dashboard/static/base.html").status_code == 404
+    assert api.client.get("/dashboard/static/..%2Fbase.html").status_code == 404
