@@ -60,6 +60,8 @@ def test_log_in_start_a_local_run_watch_it_and_read_the_report(server: dict[str,
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(120_000)          # a loaded 2-core machine: navigation and clicks may be slow
+        expect.set_options(timeout=30_000)
         page.goto(f"{url}/dashboard")
         expect(page).to_have_url(f"{url}/login")
         page.fill("#api-key", "acc_not-my-key")
