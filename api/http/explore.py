@@ -18,6 +18,7 @@ from accord.analysis.describe import DescribeOptions
 from accord.analysis.item_disagreement import attributes_of, item_disagreements, item_histograms
 from accord.api.http.problems import invalid, not_found
 from accord.api.http.store import TERMINAL, dataset_of, item_out, run_of
+from accord.models.import_spec import META_ROLES
 from accord.models.item_results import find_item, item_answers, item_ratings
 from accord.models.run_frames import (
     DatasetFramesError,
@@ -38,6 +39,7 @@ MAX_PER_PAGE = 200
 MAX_COMPARED_RUNS = 12
 MAX_HISTOGRAM_VALUES = 15
 LIVE_RELOAD_S = 1.0
+ROLE_COLUMNS = ["category", *(r for r in META_ROLES if r != "category")]
 
 
 @dataclass
@@ -195,7 +197,9 @@ def run_items(engine: Engine, project_id: int, run_id: int, query: ItemQuery) ->
         raise invalid(f"attribute: {query.attribute[:60]!r} is not an annotator attribute of this dataset "
                       f"(it has: {', '.join(attributes) or 'none'})", field="attribute")
     table = FRAMES.table(frames, query.attribute, query.model, query.template).copy()
-    meta_columns = [c for c in frames.items.columns if c != "item_id"]
+    # the metadata roles that drive analyses first (category, expert label, subject model), then the rest
+    columns = [c for c in frames.items.columns if c != "item_id"]
+    meta_columns = [c for c in ROLE_COLUMNS if c in columns] + [c for c in columns if c not in ROLE_COLUMNS]
     meta = frames.items.set_index("item_id") if meta_columns else None
     for column in meta_columns:
         table[f"meta.{column}"] = table["item_id"].map(meta[column]) if meta is not None else None

@@ -320,3 +320,15 @@ def test_pages_load_only_the_apps_own_files_under_a_csp_without_inline_code(api:
     assert api.client.get("/dashboard/static/keys.js").headers["content-type"].startswith("text/javascript")
     assert api.client.get("/dashboard/static/base.html").status_code == 404
     assert api.client.get("/dashboard/static/..%2Fbase.html").status_code == 404
+
+
+def test_a_category_role_is_the_first_filter_of_the_item_explorer(api: ApiEnv) -> None:
+    mapping = {"layout": "long", "item_col": "item_id", "annotator_col": "annotator_id", "rating_cols": ["unsafe"],
+               "text_col": "text", "attribute_cols": ["gender"], "meta_roles": {"category": "topic"}}
+    assert api.upload(api.a, "categorised", mapping=mapping).status_code == 201
+    run = api.finished_run(api.a, "categorised", "categorised")
+    doc = api.client.get(f"/api/v1/runs/{run['id']}/items?meta.category=food", headers=api.a.headers).json()
+    assert doc["meta_columns"][0] == "category" and [r["item_id"] for r in doc["items"]] == ["i1"]
+    login(api, api.a.key)
+    page = api.client.get(f"/dashboard/runs/{run['id']}/items?meta.category=food").text
+    assert re.findall(r'data-item="([^"]+)"', page) == ["i1"] and 'name="meta.category"' in page
