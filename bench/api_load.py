@@ -8,10 +8,12 @@ What it does, all on 127.0.0.1:
 2. uploads the bundled DICES demo subset over HTTP and starts a run against the fake provider
    (40 items x 2 templates x 4 samples = 320 requests, 4 at a time: ~30 s of work);
 3. while the run is in flight, ``--workers`` asyncio clients (httpx) loop over run status, the runs list
-   and rating pages, and ``--streams`` clients hold the run's server-sent event stream, for ``--duration``
-   seconds (bounded: it also stops after ``--max-requests``);
+   and rating pages, and ``--streams`` clients hold the run's server-sent event stream, for the first half
+   of ``--duration`` seconds (the baseline mix); for the second half the readers also read the result pages:
+   the item explorer and an item (JSON and dashboard HTML), the comparison, the dashboard's run page
+   (bounded: it also stops after ``--max-requests``);
 4. prints requests/s, p50/p95/p99 latency per endpoint and overall, errors, and how far the run got while
-   being read (it must keep progressing).
+   being read (it must keep progressing), with both mixes side by side.
 
 The per-key rate limit is raised for the benchmark (it measures the server, not the limiter)."""
 
@@ -50,7 +52,8 @@ def serve(db_url: str, port: int, base_url: str) -> None:
 
     settings = ApiSettings(json_logs=False, rate_limit_per_minute=1e9, rate_limit_burst=1_000_000,
                            allowed_base_urls=[base_url], allowed_key_envs=[KEY_ENV],
-                           key_endpoints={KEY_ENV: [base_url]}, sse_interval_s=0.5)
+                           key_endpoints={KEY_ENV: [base_url]}, sse_interval_s=0.5,
+                           cookie_secure=False)   # plain http on loopback: the dashboard's session cookie
     app = create_app(init_db(db_url), settings=settings)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
@@ -76,17 +79,35 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def reader(client: httpx.AsyncClient, run_id: int, stats: Stats, stop_at: float, budget: list[int]) -> None:
-    endpoints = [("run status", f"/api/v1/runs/{run_id}"), ("runs list", "/api/v1/runs?limit=20"),
-                 ("ratings page", f"/api/v1/runs/{run_id}/ratings?limit=50&status=done")]
+ITEM = "240"   # an item of the demo subset
+
+
+def endpoints(run_id: int, mix: str) -> list[tuple[str, str]]:
+    """What the readers read besides the run's status (read every other request)."""
+    base = [("runs list", "/api/v1/runs?limit=20"),
+            ("ratings page", f"/api/v1/runs/{run_id}/ratings?limit=50&status=done")]
+    if mix == "baseline":
+        return base
+    return base + [("items page", f"/api/v1/runs/{run_id}/items?per_page=50"),
+                   ("item", f"/api/v1/runs/{run_id}/items/{ITEM}"),
+                   ("comparison", f"/api/v1/runs/{run_id}/comparison"),
+                   ("dashboard items", f"/dashboard/runs/{run_id}/items?sort=group_gap"),
+                   ("dashboard item", f"/dashboard/runs/{run_id}/items/{ITEM}"),
+                   ("dashboard run", f"/dashboard/runs/{run_id}")]
+
+
+async def reader(client: httpx.AsyncClient, run_id: int, stats: Stats, stop_at: float, budget: list[int],
+                 mix: str, cookie: str) -> None:
+    others = endpoints(run_id, mix)
+    session = {"Cookie": f"accord_session={cookie}"}
     i = 0
     while time.monotonic() < stop_at and budget[0] > 0:
         budget[0] -= 1
-        name, path = endpoints[0] if i % 2 == 0 else endpoints[1 + (i // 2) % 2]
+        name, path = ("run status", f"/api/v1/runs/{run_id}") if i % 2 == 0 else others[(i // 2) % len(others)]
         i += 1
         started = time.perf_counter()
         try:
-            response = await client.get(path)
+            response = await client.get(path, headers=session if path.startswith("/dashboard") else None)
             status = response.status_code
         except httpx.HTTPError:
             status = 599
@@ -108,7 +129,7 @@ async def streamer(client: httpx.AsyncClient, run_id: int, stats: Stats, stop_at
 
 
 async def load(url: str, key: str, run_id: int, duration: float, workers: int, streams: int,
-               max_requests: int) -> tuple[Stats, float]:
+               max_requests: int, mix: str = "baseline", cookie: str = "") -> tuple[Stats, float]:
     stats = Stats()
     limits = httpx.Limits(max_connections=workers + streams + 4)
     headers = {"Authorization": f"Bearer {key}"}
@@ -116,10 +137,21 @@ async def load(url: str, key: str, run_id: int, duration: float, workers: int, s
         started = time.monotonic()
         stop_at = started + duration
         budget = [max_requests]
-        tasks = [reader(client, run_id, stats, stop_at, budget) for _ in range(workers)]
+        tasks = [reader(client, run_id, stats, stop_at, budget, mix, cookie) for _ in range(workers)]
         tasks += [streamer(client, run_id, stats, stop_at) for _ in range(streams)]
         await asyncio.gather(*tasks)
         return stats, time.monotonic() - started
+
+
+def summary(stats: Stats, elapsed: float) -> dict[str, Any]:
+    """Requests, rate and latency percentiles of one load phase (event streams left out)."""
+    latencies = [x for name, values in stats.latencies.items() if "stream" not in name for x in values]
+    return {"duration_s": round(elapsed, 2), "requests": len(latencies),
+            "requests_per_s": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
+            "p95_ms": round(percentile(latencies, 0.95) * 1000, 2),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2), "errors": stats.errors,
+            "progress_events": stats.events}
 
 
 def wait_ready(url: str, timeout: float = 60) -> None:
@@ -136,9 +168,9 @@ def wait_ready(url: str, timeout: float = 60) -> None:
 
 def run_benchmark(duration: float = 20.0, workers: int = 16, streams: int = 4, max_requests: int = 200_000,
                   latency_ms: float = 300.0, samples: int = 4) -> dict[str, Any]:
-    from accord.cli.client import AccordClient
     from accord.api.http.auth import create_key, create_project
     from accord.api.http.server import free_port
+    from accord.cli.client import AccordClient
     from accord.models.migrate import init_db
 
     from tests.fakes.openai_server import openai_subprocess
@@ -170,9 +202,14 @@ def run_benchmark(duration: float = 20.0, workers: int = 16, streams: int = 4, m
                                 "base_url": provider.base_url, "api_key_env": KEY_ENV, "max_concurrency": 4}],
                     "templates": ["binary_unsafe", "likert_unsafe"]})
                 run = client.start_run(campaign["id"])
+                login = httpx.post(f"{url}/login", data={"api_key": key}, follow_redirects=False, timeout=30)
+                cookie = login.cookies["accord_session"]
                 time.sleep(1.0)
                 before = client.run(run["id"])
-                stats, elapsed = asyncio.run(load(url, key, run["id"], duration, workers, streams, max_requests))
+                phases = {}
+                for mix in ("baseline", "with_pages"):
+                    phases[mix] = asyncio.run(load(url, key, run["id"], duration / 2, workers, streams,
+                                                   max_requests // 2, mix, cookie))
                 after = client.run(run["id"])
         finally:
             server.terminate()
@@ -180,14 +217,17 @@ def run_benchmark(duration: float = 20.0, workers: int = 16, streams: int = 4, m
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
-    all_latencies = [x for name, values in stats.latencies.items() if "stream" not in name for x in values]
+    stats = Stats()
+    for phase, _elapsed in phases.values():
+        for name, values in phase.latencies.items():
+            stats.latencies.setdefault(name, []).extend(values)
+        for name, n in phase.errors.items():
+            stats.errors[name] = stats.errors.get(name, 0) + n
+        stats.events += phase.events
+    elapsed = sum(e for _s, e in phases.values())
     result: dict[str, Any] = {
-        "duration_s": round(elapsed, 2), "workers": workers, "streams": streams,
-        "requests": len(all_latencies), "requests_per_s": round(len(all_latencies) / elapsed, 1),
-        "p50_ms": round(percentile(all_latencies, 0.50) * 1000, 2),
-        "p95_ms": round(percentile(all_latencies, 0.95) * 1000, 2),
-        "p99_ms": round(percentile(all_latencies, 0.99) * 1000, 2),
-        "errors": stats.errors, "progress_events": stats.events,
+        "workers": workers, "streams": streams, **summary(stats, elapsed),
+        "phases": {mix: summary(st, e) for mix, (st, e) in phases.items()},
         "run": {"id": run["id"], "total": run["total"], "finished_before": _finished(before),
                 "finished_after": _finished(after), "status_after": after["status"]},
         "endpoints": {name: {"n": len(v), "p50_ms": round(statistics.median(v) * 1000, 2),
@@ -219,8 +259,10 @@ def main() -> None:
     r = result
     print(f"API load on loopback: {r['workers']} readers + {r['streams']} SSE streams for {r['duration_s']} s "
           f"while run {r['run']['id']} ({r['run']['total']} requests) was in flight")
-    print(f"  {r['requests']} requests, {r['requests_per_s']} requests/s; latency p50 {r['p50_ms']} ms, "
-          f"p95 {r['p95_ms']} ms, p99 {r['p99_ms']} ms; errors: {r['errors'] or 'none'}")
+    for mix, p in r["phases"].items():
+        label = "baseline mix (status, runs, ratings)" if mix == "baseline" else "with the result pages in the mix"
+        print(f"  {label:40s} {p['requests']:6d} requests, {p['requests_per_s']:6.1f} requests/s; latency p50 "
+              f"{p['p50_ms']} ms, p95 {p['p95_ms']} ms, p99 {p['p99_ms']} ms; errors: {p['errors'] or 'none'}")
     for name, e in r["endpoints"].items():
         print(f"  {name:22s} n={e['n']:6d}  p50 {e['p50_ms']:8.2f} ms  p95 {e['p95_ms']:8.2f} ms")
     print(f"  the run went from {r['run']['finished_before']} to {r['run']['finished_after']} finished requests "

@@ -102,20 +102,6 @@ def render_text(console: Any, name: str, dimension: str | None, data: dict[str, 
             console.print(f"  left out (fewer than the minimum group size): {small}", highlight=False)
 
 
-def _import_info(engine: Any, dataset: str, project_id: int) -> dict[str, Any]:
-    """What the import recorded about the project's dataset (scales, what it dropped); empty for older ones."""
-    from sqlalchemy import select
-
-    from accord.models.schema import Dataset
-
-    column = Dataset.id if dataset.isdigit() else Dataset.name
-    with engine.connect() as conn:
-        info = conn.execute(select(Dataset.import_info).where(
-            column == (int(dataset) if dataset.isdigit() else dataset),
-            Dataset.project_id == project_id)).scalar()  # type: ignore[arg-type]
-    return dict(info or {})
-
-
 def register(app: typer.Typer) -> None:
     @app.command("describe")
     def describe_cmd(
@@ -134,9 +120,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Describe a dataset: counts, the human baseline (annotator r, Krippendorff's alpha) and per-group
         mean ratings with item-matched differences between groups."""
-        from accord.analysis.describe import DescribeOptions, describe_ratings
+        from accord.analysis.describe import DescribeOptions
         from accord.cli.main import _engine, _project_id, console, fail
-        from accord.models.run_frames import DatasetFramesError, load_dataset_frames
+        from accord.models.run_frames import DatasetFramesError
+        from accord.report.dataset_description import describe_dataset
 
         if fmt not in ("text", "json"):
             fail(f"--format: expected text or json, got {fmt!r}")
@@ -146,10 +133,7 @@ def register(app: typer.Typer) -> None:
             options = DescribeOptions(group_attributes=attribute or None, bins=parse_bins(bins),
                                       min_group_size=min_group_size, n_permutations=permutations,
                                       n_resamples=bootstrap)
-            frames = load_dataset_frames(engine, dataset, dimension, project_id=owner)
-            if frames.human.empty:
-                fail(f"dataset {dataset!r} has no ratings of dimension {frames.dimension!r}")
-            data = describe_ratings(frames.human, frames.annotators, options)
+            data = describe_dataset(engine, dataset, dimension, options, project_id=owner)
         except DatasetFramesError as e:
             fail(str(e.args[0]))
             return
@@ -159,11 +143,7 @@ def register(app: typer.Typer) -> None:
                 message = message.replace("group attribute", "--attribute").replace("bins:", "--bins:")
             fail(message)
             return
-        info = _import_info(engine, dataset, owner)
-        data = {"dataset": dataset, "dimension": frames.dimension,
-                "scale": (info.get("scales") or {}).get(frames.dimension),
-                "dropped_at_import": info.get("dropped") or {}, **data}
         if fmt == "json":
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
             return
-        render_text(console, dataset, frames.dimension, data)
+        render_text(console, dataset, data["dimension"], data)

@@ -138,8 +138,8 @@ def load_run_frames(engine: Engine, run_id: int) -> RunFrames:
                          columns=None)
     if items.empty:
         items = pd.DataFrame({"item_id": pd.Series(dtype=str)})
-    human = pd.DataFrame(human_rows, columns=["item_id", "annotator_id", "value", "raw_label"])
-    human = human[human["item_id"].isin(run_items)].reset_index(drop=True)
+    human = pd.DataFrame.from_records([tuple(r) for r in human_rows if r[0] in run_items],
+                                      columns=["item_id", "annotator_id", "value", "raw_label"])
     human["value"] = pd.to_numeric(human["value"], errors="coerce").astype(float)
     annotators = pd.DataFrame([{"annotator_id": ext, **(attrs or {})} for ext, attrs in ann_rows])
     if annotators.empty:

@@ -507,6 +507,20 @@ class RateLimiter:
         """The group's raw state (for tests and diagnostics)."""
         return self.store.state(self.key(spec))
 
+    def pace(self, spec: ModelSpec) -> dict[str, float | None]:
+        """The pace this model's calls are admitted at now (for progress displays): ``rpm``, the limit's pace
+        (``headroom`` x the rpm limit) slowed by the ``factor`` a 429 left (recovering linearly over
+        ``recover_s``), None without an rpm limit; ``blocked_for_s``, how long a 429's retry-after still holds
+        the group."""
+        h = {k: float(v) for k, v in self.store.state(self.key(spec)).items()}
+        now = self.clock()
+        factor = h.get("factor", 1.0)
+        if factor < 1:
+            factor = min(1.0, factor + (now - h.get("factor_ts", now)) / (self.recover_s * 1000.0))
+        interval = self.request_interval_ms(spec)
+        return {"rpm": round(60000.0 / interval * factor, 2) if interval else None, "factor": round(factor, 4),
+                "blocked_for_s": round(max(0.0, h.get("block_until", 0.0) - now) / 1000.0, 3)}
+
 
 def is_rate_limited(error: ProviderError) -> bool:
     """A 429 or an overload (529, 503 with retry-after): the request waits and is sent again; it never

@@ -13,8 +13,11 @@ from typing import Any
 
 from accord.api.http import (
     dashboard,
+    dashboard_datasets,
+    dashboard_results,
     routes_campaigns,
     routes_datasets,
+    routes_explore,
     routes_health,
     routes_runs,
     routes_templates,
@@ -85,7 +88,8 @@ def create_app(engine: Engine | None = None, *, settings: ApiSettings | None = N
     app.state.accord = state
     install_problem_handlers(app)
     _install_dashboard_handlers(app)
-    for module in (routes_health, routes_datasets, routes_templates, routes_campaigns, routes_runs, dashboard):
+    for module in (routes_health, routes_datasets, routes_templates, routes_campaigns, routes_runs, routes_explore,
+                   dashboard, dashboard_datasets, dashboard_results):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     _add_document_schemas(app)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from accord.api.http.observability import ApiMetrics, run_id_var
 from accord.scheduler import run_service
 from accord.models.schema import ModelSpec, Rating, RatingRequest, Run
+from accord.worker.rate_limiter import LocalRateLimiter, RateLimiter
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -135,6 +136,8 @@ class EmbeddedBackend:
         self._futures: dict[int, concurrent.futures.Future[None]] = {}
         self._cached_seen: dict[int, dict[str, int]] = {}
         self._lock = threading.Lock()
+        # one limiter for every run of this server: two runs on one model share its limits
+        self.limiter: RateLimiter | None = LocalRateLimiter()
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
@@ -249,7 +252,7 @@ class EmbeddedBackend:
         try:
             progress = await run_embedded_async(self.engine, run_id, chunk_size=self.chunk_size,
                                                 concurrency=self.concurrency, providers=self._providers(),
-                                                backoff_initial=self.backoff_initial)
+                                                backoff_initial=self.backoff_initial, limiter=self.limiter)
         except asyncio.CancelledError:
             log.info("run execution stopped (server shutting down)")
             raise
@@ -280,6 +283,20 @@ class DistributedBackend:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._limiter: RateLimiter | None = None
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The workers' shared limiter (Redis), read for the limiter's current pace on progress pages."""
+        if self._limiter is None:
+            import redis
+            from accord.models.settings import get_settings
+            from accord.worker.celery_app import get_distributed_settings
+            from accord.worker.rate_limiter import RedisRateLimiter
+
+            client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+            self._limiter = RedisRateLimiter(client, headroom=get_distributed_settings().rate_headroom)
+        return self._limiter
 
     def start(self, run_id: int) -> None:
         log.info("run handed to the distributed scheduler", extra={"run_id": run_id})

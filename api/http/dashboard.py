@@ -10,14 +10,16 @@ Rated texts are adversarial: they are only ever rendered as escaped text."""
 from __future__ import annotations
 
 import hmac
+import math
 from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from accord.api.http.auth import COOKIE_NAME, Principal, csrf_token, lookup_key
 from accord.api.http.campaigns import parse_document, store_campaign, validate_campaign
 from accord.api.http.common import read_document_body
 from accord.api.http.deps import AppState, dashboard_principal, state_of
+from accord.api.http.live import live_detail
 from accord.api.http.problems import ProblemError
 from accord.api.http.ratings import ratings_page
 from accord.api.http.reports import report_sections
@@ -29,9 +31,8 @@ from accord.api.http.routes_runs import (
     progress_response,
     report_response,
 )
-from accord.api.http.store import TERMINAL, dataset_of, item_out, list_runs, run_detail, runs_of_dataset
-from accord.models.dataset_import import summarize_dataset
-from accord.models.schema import Campaign, Dataset, Item, Run
+from accord.api.http.store import TERMINAL, list_runs
+from accord.models.schema import Campaign, Dataset, Run
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader
@@ -42,7 +43,7 @@ from starlette.concurrency import run_in_threadpool
 TEMPLATES_DIR = FsPath(__file__).resolve().parents[1] / "templates" / "dashboard"
 LOGIN_FORM_BYTES = 1024          # api_key=acc_... and nothing else
 SMALL_FORM_BYTES = 4096          # a CSRF token and an action
-DASHBOARD_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+DASHBOARD_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                  "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
 router = APIRouter(include_in_schema=False)
@@ -56,7 +57,20 @@ def make_environment() -> Environment:
     env.filters["money"] = lambda x: f"${(x or 0):.4f}"
     env.filters["seconds"] = _seconds
     env.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%S") if d else "–"
+    env.filters["fmt"] = _fmt
+    env.filters["signed"] = lambda x: "–" if x is None else f"{x:+.3f}"
+    env.filters["interval"] = lambda low, high: "" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
+    env.filters["pathpart"] = lambda s: quote(str(s), safe="")
     return env
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    """A number as the dashboard shows it (the API gives it unrounded): 3 decimals, '–' when missing."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
 
 
 def _seconds(value: float | None) -> str:
@@ -210,7 +224,7 @@ async def start_run(request: Request, campaign_id: CampaignId,
 
 
 def _run_page(state: AppState, principal: Principal, run_id: int) -> dict[str, Any]:
-    detail = run_detail(state.engine, principal.project_id, run_id)
+    detail = live_detail(state, principal.project_id, run_id)
     sample, _ = ratings_page(state.engine, run_id, after=None, limit=20)
     context: dict[str, Any] = {"run": detail, "ratings": sample, "plots": {}, "sections": None, "report_error": None}
     with Session(state.engine) as session:
@@ -263,26 +277,16 @@ async def run_action(request: Request, run_id: RunId, action: str,
     return _see_other(f"/dashboard/runs/{run_id}")
 
 
-def _dataset_page(state: AppState, principal: Principal, dataset_id: int) -> dict[str, Any]:
-    with Session(state.engine) as session:
-        ds = dataset_of(session, principal.project_id, dataset_id)
-        items = session.execute(select(Item).where(Item.dataset_id == dataset_id).order_by(Item.id).limit(25)
-                                ).scalars().all()
-        n_runs = runs_of_dataset(session, dataset_id)
-        sample = [item_out(i) for i in items]
-    return {"dataset": ds, "summary": summarize_dataset(state.engine, dataset_id), "items": sample, "n_runs": n_runs}
+STATIC_TYPES = {"run.js": "text/javascript", "keys.js": "text/javascript", "dashboard.css": "text/css"}
 
 
-@router.get("/dashboard/datasets/{dataset_id}", response_class=HTMLResponse)
-async def dataset_page(request: Request, dataset_id: DatasetId,
-                       principal: Annotated[Principal, Depends(dashboard_principal)]) -> HTMLResponse:
-    context = await run_in_threadpool(_dataset_page, state_of(request), principal, dataset_id)
-    return render(request, "dataset.html", **context)
-
-
-@router.get("/dashboard/static/run.js")
-def run_script() -> Response:
-    return Response((TEMPLATES_DIR / "run.js").read_text(encoding="utf-8"), media_type="text/javascript",
+@router.get("/dashboard/static/{name}")
+def static_file(name: str) -> Response:
+    """The dashboard's own script and style files (the only ones its pages load)."""
+    media = STATIC_TYPES.get(name)
+    if media is None:
+        raise ProblemError(404, "no such file", slug="not-found")
+    return Response((TEMPLATES_DIR / name).read_text(encoding="utf-8"), media_type=media,
                     headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
 

@@ -151,6 +151,15 @@ class ApiMetrics:
         if cost_usd:
             self.provider_cost.labels(provider).inc(cost_usd)
 
+    def rate_limited_by_provider(self) -> dict[str, int]:
+        """429 (or 529) answers this process's provider calls received, per provider, since it started."""
+        out: dict[str, int] = {}
+        for family in self.provider_429.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    out[sample.labels["provider"]] = int(sample.value)
+        return out
+
     def observe_cached(self, provider: str, n: int) -> None:
         if n > 0:
             self.provider_requests.labels(provider, "cached").inc(n)

@@ -42,7 +42,9 @@ UPLOAD_BODY = {
 }
 
 
-def _import(state: Any, principal: Principal, upload: Upload) -> dict[str, Any]:
+def import_upload(state: Any, principal: Principal, upload: Upload) -> dict[str, Any]:
+    """Import an upload into the principal's project (the API's upload and the dashboard's form): validated
+    completely, written in one transaction; problems name the form field, file, row and column."""
     mapping = dict(upload.mapping)
     for field, path in upload.files.items():
         mapping[field] = str(path)
@@ -92,7 +94,7 @@ async def upload_dataset(request: Request, principal: Annotated[Principal, Depen
     upload = await receive_upload(request.headers, request.stream(), max_bytes=state.settings.max_upload_bytes,
                                   max_field_bytes=state.settings.max_document_bytes)
     try:
-        return await run_in_threadpool(_import, state, principal, upload)
+        return await run_in_threadpool(import_upload, state, principal, upload)
     finally:
         upload.cleanup()
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from accord.api.http.auth import Principal
 from accord.api.http.common import AUTHED, After, Limit, problem_responses
 from accord.api.http.deps import AppState, api_principal, state_of
+from accord.api.http.live import live_detail
 from accord.api.http.problems import ProblemError, conflict
 from accord.api.http.progress_stream import progress_events
 from accord.api.http.ratings import export_csv, export_parquet, ratings_page
@@ -58,8 +59,9 @@ def runs(request: Request, principal: Annotated[Principal, Depends(api_principal
 
 @router.get("/{run_id}", response_model=RunDetail, responses=problem_responses(404), summary="A run's status")
 def show_run(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(api_principal)]) -> Any:
-    """Counts, rate, ETA, cost, failures by kind and answer outcomes."""
-    return run_detail(state_of(request).engine, principal.project_id, run_id)
+    """Counts, rate, ETA, cost, failures by kind and answer outcomes; per model, progress, pace against its
+    limit, the limiter's current pace, 429s, ETA, cost and failures."""
+    return live_detail(state_of(request), principal.project_id, run_id)
 
 
 def control(state: AppState, principal: Principal, run_id: int, action: str) -> dict[str, Any]:
@@ -110,7 +112,7 @@ def events(request: Request, run_id: RunId, principal: Annotated[Principal, Depe
 def progress_response(request: Request, principal: Principal, run_id: int) -> StreamingResponse:
     state = state_of(request)
     check_run(state.engine, principal.project_id, run_id)
-    stream = progress_events(request, lambda: run_detail(state.engine, principal.project_id, run_id),
+    stream = progress_events(request, lambda: live_detail(state, principal.project_id, run_id),
                              interval_s=state.settings.sse_interval_s, max_s=state.settings.sse_max_s)
     return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -216,11 +216,39 @@ class RunOut(BaseModel):
     report_ready: bool
 
 
+class ModelProgress(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    model: str
+    model_spec_id: int
+    provider: str
+    rpm_limit: int | None
+    tpm_limit: int | None
+    paced_rpm: float | None = Field(description="The pace the rate limiter keeps: 98.5% of the rpm limit.")
+    total: int
+    done: int
+    failed: int
+    cancelled: int
+    remaining: int
+    cached: int
+    cost_usd: float
+    calls_last_minute: int = Field(description="Provider calls answered in the last 60 s (cache hits excluded).")
+    eta_s: float | None = Field(description="Remaining requests at the pace of the last minute.")
+    failures_by_kind: list[FailureKind]
+    limiter_rpm: float | None = Field(default=None, description="The pace the rate limiter admits this model's "
+                                      "calls at now (slowed after a 429, recovering); null without an rpm limit.")
+    limiter_factor: float | None = Field(default=None, description="1: full pace; below 1: slowed by a 429.")
+    blocked_for_s: float | None = Field(default=None, description="How long a 429's retry-after still holds "
+                                        "the model's calls.")
+    provider_429s: int | None = Field(default=None, description="429 (or 529) answers this server's calls to the "
+                                      "model's provider received since it started (embedded execution).")
+
+
 class RunDetail(RunOut):
     failures_by_kind: list[FailureKind]
     outcomes: dict[str, int] = Field(description="Stored ratings per parse status (ok, refused, unparseable, ...).")
     models: list[str]
     templates: list[str]
+    per_model: list[ModelProgress] = Field(default_factory=list, description="Progress, pace and cost per model.")
 
 
 class RatingOut(BaseModel):
@@ -259,3 +287,120 @@ class MetricOut(BaseModel):
     pvalue: float | None
     n: int | None
     details: dict[str, Any]
+
+
+# -- exploring results ----------------------------------------------------------------------------------
+class MetricCell(BaseModel):
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int | None
+
+
+class ItemRow(BaseModel):
+    item_id: str
+    n_human: int
+    human_mean: float | None
+    n_llm: int
+    llm_mean: float | None
+    disagreement: float | None = Field(description="Mean LLM rating minus mean human rating.")
+    abs_disagreement: float | None
+    group_gap: float | None = Field(description="Highest minus lowest annotator-group mean on the item.")
+    gap_attribute: str | None
+    gap_high: str | None
+    gap_low: str | None
+    metadata: dict[str, Any]
+
+
+class ItemFilters(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    model: str | None
+    template: str | None
+    attribute: str | None
+    meta: dict[str, str]
+    min_disagreement: float | None
+    min_gap: float | None
+
+
+class ItemTable(BaseModel):
+    run_id: int
+    total: int
+    page: int
+    per_page: int
+    pages: int
+    sort: str
+    order: Literal["asc", "desc"]
+    filters: ItemFilters
+    attributes: list[str]
+    meta_columns: list[str]
+    meta_values: dict[str, list[str]]
+    models: list[str]
+    templates: list[str]
+    items: list[ItemRow]
+
+
+class ItemDetail(BaseModel):
+    run_id: int
+    dimension: str | None
+    id: int
+    external_id: str
+    content: dict[str, Any]
+    metadata: dict[str, Any]
+    summary: ItemRow | None
+    human: dict[str, Any] = Field(description="Counts per value overall and per annotator group.")
+    ratings: list[dict[str, Any]] = Field(description="Every rating request of the item with its rating.")
+    answers: list[dict[str, Any]] = Field(description="Subjects' answers with the judges' ratings of each.")
+
+
+class MatrixRow(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    run_id: int
+    model: str
+    template: str
+    subject: str
+    cells: dict[str, MetricCell]
+
+
+class RunSummary(BaseModel):
+    id: int
+    campaign: str
+    status: str
+    report_ready: bool
+
+
+class Comparison(BaseModel):
+    run_ids: list[int]
+    runs: list[RunSummary]
+    metrics: list[str]
+    has_subjects: bool
+    rows: list[MatrixRow]
+
+
+class MetricDelta(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    name: str
+    model: str
+    template: str
+    subject: str
+    a: MetricCell | None
+    b: MetricCell | None
+    delta: float | None
+
+
+class MovedItem(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    item_id: str
+    model: str
+    template: str
+    a: float
+    b: float
+    delta: float
+    n_a: int
+    n_b: int
+
+
+class RunDiff(BaseModel):
+    run_a: int
+    run_b: int
+    metrics: list[MetricDelta]
+    items: list[MovedItem]

@@ -6,7 +6,7 @@ exactly like a row that does not exist (404), so ids of other projects cannot be
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from accord.analysis.failure_kinds import failure_kind
@@ -15,12 +15,15 @@ from accord.models.schema import (
     TERMINAL_RUN_STATUSES,
     Campaign,
     Dataset,
+    HumanRating,
     Item,
+    ModelSpec,
     Rating,
     RatingRequest,
     Run,
 )
-from sqlalchemy import func, select
+from accord.worker.rate_limiter import DEFAULT_HEADROOM
+from sqlalchemy import case, func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -63,6 +66,16 @@ def check_run(engine: Engine, project_id: int, run_id: int) -> Run:
 def runs_of_dataset(session: Session, dataset_id: int) -> int:
     return int(session.execute(select(func.count()).select_from(Run).join(Campaign, Campaign.id == Run.campaign_id)
                                .where(Campaign.dataset_id == dataset_id)).scalar_one())
+
+
+def ratings_per_item(engine: Engine, dataset_id: int, dimension: str | None) -> dict[int, int]:
+    """How many items have each number of ratings (of ``dimension``; items without any count as 0)."""
+    q = (select(Item.id, func.count(HumanRating.id))
+         .outerjoin(HumanRating, (HumanRating.item_id == Item.id) & (HumanRating.dimension == dimension))
+         .where(Item.dataset_id == dataset_id).group_by(Item.id))
+    with engine.connect() as conn:
+        counts = Counter(int(n) for _i, n in conn.execute(q).all())
+    return dict(sorted(counts.items()))
 
 
 def dataset_out(ds: Dataset) -> dict[str, Any]:
@@ -110,30 +123,99 @@ def run_out(run: Run, campaign: Campaign, now: datetime | None = None) -> dict[s
 
 
 
+RECENT_S = 60.0   # the window of a model's current pace
+
+
+def _failure_kinds(rows: list[tuple[str | None, int]]) -> list[dict[str, Any]]:
+    kinds: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for message, n in rows:
+        kind = failure_kind(message)
+        kinds[kind] += int(n)
+        examples.setdefault(kind, (message or "")[:300])
+    return [{"kind": k, "count": n, "example": examples[k]} for k, n in kinds.most_common()]
+
+
+def model_progress(session: Session, run: Run, failed: list[tuple[int, str | None, int]],
+                   now: datetime) -> list[dict[str, Any]]:
+    """Per model of the run: requests by status, cache hits, cost, calls in the last minute against the model's
+    rpm limit and the pace the limiter keeps (98.5% of it), ETA at the current pace, failures by kind."""
+    counts = session.execute(
+        select(RatingRequest.model_spec_id, RatingRequest.status, func.count())
+        .where(RatingRequest.run_id == run.id).group_by(RatingRequest.model_spec_id, RatingRequest.status)).all()
+    since = now - timedelta(seconds=RECENT_S)
+    rated = session.execute(
+        select(RatingRequest.model_spec_id, func.coalesce(func.sum(Rating.cost_usd), 0.0),
+               func.coalesce(func.sum(case((Rating.cache_hit, 1), else_=0)), 0),
+               func.coalesce(func.sum(case(((Rating.created_at >= since) & ~Rating.cache_hit, 1), else_=0)), 0))
+        .join(Rating, Rating.request_id == RatingRequest.id)
+        .where(Rating.run_id == run.id).group_by(RatingRequest.model_spec_id)).all()
+    spec_ids = {int(r[0]) for r in counts}
+    specs = {s.id: s for s in session.execute(select(ModelSpec).where(ModelSpec.id.in_(spec_ids))  # type: ignore[union-attr]
+                                              ).scalars().all()} if spec_ids else {}
+    out: dict[int, dict[str, Any]] = {}
+    for spec_id in sorted(spec_ids, key=lambda i: (specs[i].name if i in specs else "", i)):
+        spec = specs.get(spec_id)
+        rpm = spec.rpm if spec else None
+        out[spec_id] = {"model": spec.name if spec else str(spec_id), "model_spec_id": spec_id,
+                        "provider": spec.provider if spec else "",
+                        "rpm_limit": rpm, "tpm_limit": spec.tpm if spec else None,
+                        "paced_rpm": round(rpm * DEFAULT_HEADROOM, 2) if rpm else None,
+                        "total": 0, "done": 0, "failed": 0, "cancelled": 0, "remaining": 0, "cached": 0,
+                        "cost_usd": 0.0, "calls_last_minute": 0, "eta_s": None, "failures_by_kind": []}
+    for spec_id, st, n in counts:
+        row = out[int(spec_id)]
+        row["total"] += int(n)
+        if st in ("done", "failed", "cancelled"):
+            row[st] += int(n)
+        else:
+            row["remaining"] += int(n)
+    for spec_id, cost, cached, recent in rated:
+        row = out.get(int(spec_id))
+        if row is not None:
+            row.update(cost_usd=round(float(cost), 6), cached=int(cached), calls_last_minute=int(recent))
+    by_model: dict[int, list[tuple[str | None, int]]] = {}
+    for spec_id, message, n in failed:
+        by_model.setdefault(int(spec_id), []).append((message, int(n)))
+    for spec_id, row in out.items():
+        row["failures_by_kind"] = _failure_kinds(by_model.get(spec_id, []))
+        if run.status not in TERMINAL and row["remaining"] and row["calls_last_minute"]:
+            row["eta_s"] = round(row["remaining"] / (row["calls_last_minute"] / RECENT_S), 1)
+    return list(out.values())
+
+
+def run_header(engine: Engine, project_id: int, run_id: int) -> dict[str, Any]:
+    """What a page about a run names in its title: id, campaign, status (one query)."""
+    with Session(engine) as session:
+        row = session.execute(select(Run.id, Run.status, Run.campaign_id, Campaign.name)
+                              .join(Campaign, Campaign.id == Run.campaign_id)
+                              .where(Run.id == run_id, Run.project_id == project_id)).first()
+    if row is None:
+        raise not_found("run", run_id)
+    return {"id": row[0], "status": row[1], "campaign_id": row[2], "campaign": row[3]}
+
+
 def run_detail(engine: Engine, project_id: int, run_id: int) -> dict[str, Any]:
+    now = datetime.now(UTC)
     with Session(engine, expire_on_commit=False) as session:
         run = run_of(session, project_id, run_id)
         campaign = session.get(Campaign, run.campaign_id)
         assert campaign is not None
-        failed = session.execute(
-            select(RatingRequest.last_error, func.count())
+        failed = [(int(m), e, int(n)) for m, e, n in session.execute(
+            select(RatingRequest.model_spec_id, RatingRequest.last_error, func.count())
             .where(RatingRequest.run_id == run_id, RatingRequest.status == "failed")
-            .group_by(RatingRequest.last_error).limit(1000)).all()
+            .group_by(RatingRequest.model_spec_id, RatingRequest.last_error).limit(1000)).all()]
         outcomes = dict(session.execute(
             select(Rating.parse_status, func.count()).where(Rating.run_id == run_id)
             .group_by(Rating.parse_status)).all())
-    kinds: Counter[str] = Counter()
-    examples: dict[str, str] = {}
-    for message, n in failed:
-        kind = failure_kind(message)
-        kinds[kind] += int(n)
-        examples.setdefault(kind, (message or "")[:300])
+        per_model = model_progress(session, run, failed, now)
     spec = campaign.spec or {}
-    out = run_out(run, campaign)
-    out["failures_by_kind"] = [{"kind": k, "count": n, "example": examples[k]} for k, n in kinds.most_common()]
+    out = run_out(run, campaign, now)
+    out["failures_by_kind"] = _failure_kinds([(e, n) for _m, e, n in failed])
     out["outcomes"] = {str(k): int(v) for k, v in outcomes.items()}
     out["models"] = [m.get("name", "") for m in spec.get("models", [])]
     out["templates"] = [t.get("name") or t.get("path", "") for t in spec.get("templates", [])]
+    out["per_model"] = per_model
     return out
 
 

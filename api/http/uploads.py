@@ -12,7 +12,7 @@ import json
 import shutil
 import tempfile
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -50,6 +50,7 @@ class Upload:
     files: dict[str, Path] = field(default_factory=dict)         # form field -> saved file
     filenames: dict[str, str] = field(default_factory=dict)      # form field -> the client's file name
     sizes: dict[str, int] = field(default_factory=dict)
+    fields: dict[str, str] = field(default_factory=dict)        # the form's text fields as sent
 
     def cleanup(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -63,11 +64,14 @@ class _Part:
     data: bytearray = field(default_factory=bytearray)
     handle: IO[bytes] | None = None
     size: int = 0
+    skip: bool = False     # a browser's file input left empty: no file name, no content
 
 
 class _StreamingForm:
-    def __init__(self, folder: Path, max_bytes: int, max_field_bytes: int) -> None:
+    def __init__(self, folder: Path, max_bytes: int, max_field_bytes: int,
+                 text_fields: Collection[str] = (MAPPING_FIELD,)) -> None:
         self.folder = folder
+        self.text_fields = text_fields
         self.max_bytes = max_bytes
         self.max_field_bytes = max_field_bytes
         self.total = 0
@@ -108,6 +112,9 @@ class _StreamingForm:
         if self.part.name in FILE_FIELDS:
             raw_filename = options.get(b"filename")
             filename = raw_filename.decode("utf-8", "replace") if raw_filename is not None else ""
+            if filename == "":   # a file input left empty (no name, no content)
+                self.part.skip = True
+                return
             ext = extension_of(filename)
             if ext is None:
                 raise invalid(f"{self.part.name}: file name {filename[:100]!r} has no supported extension "
@@ -118,12 +125,16 @@ class _StreamingForm:
             self.part.filename = filename
             self.files[self.part.name] = path
             self.filenames[self.part.name] = Path(filename.replace("\\", "/")).name[:200]
-        elif self.part.name != MAPPING_FIELD:
-            raise invalid(f"{self.part.name}: unknown form field; expected {MAPPING_FIELD} and the files "
-                          f"{', '.join(FILE_FIELDS)}", field=self.part.name)
+        elif self.part.name not in self.text_fields:
+            raise invalid(f"{self.part.name[:60]}: unknown form field; expected {', '.join(self.text_fields)} and "
+                          f"the files {', '.join(FILE_FIELDS)}", field=self.part.name[:60])
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
+        if self.part.skip:
+            if chunk:
+                raise invalid(f"{self.part.name}: a file without a name", field=self.part.name)
+            return
         if self.part.handle is not None:
             self.total += len(chunk)
             self.part.size += len(chunk)
@@ -137,6 +148,8 @@ class _StreamingForm:
             self.part.data.extend(chunk)
 
     def on_part_end(self) -> None:
+        if self.part.skip:
+            return
         if self.part.handle is not None:
             self.pending.append((self.part.handle, b""))  # marks the end: close after the writes
             self.sizes[self.part.name] = self.part.size
@@ -176,9 +189,16 @@ def _check_gzip(path: Path, limit: int, field_name: str) -> None:
         raise invalid(f"{field_name}: not a valid gzip file", field=field_name) from None
 
 
-async def receive_upload(headers: Any, stream: AsyncIterator[bytes], *, max_bytes: int,
-                         max_field_bytes: int) -> Upload:
-    """Stream a multipart dataset upload to a temporary folder. The caller must ``cleanup()`` it."""
+def mapping_field(fields: dict[str, str]) -> dict[str, Any]:
+    """The API's upload: the import fields are one JSON object in the form field ``mapping``."""
+    return parse_mapping(fields.get(MAPPING_FIELD))
+
+
+async def receive_upload(headers: Any, stream: AsyncIterator[bytes], *, max_bytes: int, max_field_bytes: int,
+                         text_fields: Collection[str] = (MAPPING_FIELD,),
+                         mapping_of: Callable[[dict[str, str]], dict[str, Any]] = mapping_field) -> Upload:
+    """Stream a multipart dataset upload to a temporary folder. The caller must ``cleanup()`` it.
+    ``text_fields`` are the form's other fields; ``mapping_of`` turns them into the import fields."""
     content_type = headers.get("content-type", "")
     ctype, params = parse_options_header(content_type)
     if ctype != b"multipart/form-data" or b"boundary" not in params:
@@ -188,7 +208,7 @@ async def receive_upload(headers: Any, stream: AsyncIterator[bytes], *, max_byte
     if declared is not None and declared.isdigit() and int(declared) > max_bytes + max_field_bytes + MULTIPART_OVERHEAD:
         raise too_large(f"the upload ({declared} bytes) exceeds the limit of {max_bytes} bytes", "body")
     folder = Path(tempfile.mkdtemp(prefix="accord-upload-"))
-    form = _StreamingForm(folder, max_bytes, max_field_bytes)
+    form = _StreamingForm(folder, max_bytes, max_field_bytes, text_fields)
     callbacks: Any = {
         "on_part_begin": form.on_part_begin, "on_part_data": form.on_part_data, "on_part_end": form.on_part_end,
         "on_header_field": form.on_header_field, "on_header_value": form.on_header_value,
@@ -219,9 +239,10 @@ async def receive_upload(headers: Any, stream: AsyncIterator[bytes], *, max_byte
         shutil.rmtree(folder, ignore_errors=True)
         raise
     form.close_all()
-    upload = Upload(folder=folder, mapping={}, files=form.files, filenames=form.filenames, sizes=form.sizes)
+    upload = Upload(folder=folder, mapping={}, files=form.files, filenames=form.filenames, sizes=form.sizes,
+                    fields=dict(form.fields))
     try:
-        upload.mapping = parse_mapping(form.fields.get(MAPPING_FIELD))
+        upload.mapping = mapping_of(form.fields)
         if not upload.files:
             raise invalid("give at least one file: ratings_file, items_file or both", field="ratings_file")
     except BaseException:

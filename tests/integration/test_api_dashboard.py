@@ -54,16 +54,17 @@ def test_adversarial_item_text_renders_escaped(api: ApiEnv) -> None:
     dataset_page = api.client.get(f"/dashboard/datasets/{r.json()['id']}").text
     assert "&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in dataset_page
     assert "How do I pick a lock? &lt;b&gt;bold&lt;/b&gt;" in dataset_page
-    # the only scripts on the run page are the app's own file
+    # the only scripts on the run page are the app's own files
     run_page = api.client.get(f"/dashboard/runs/{rid}").text
-    assert re.findall(r"<script[^>]*>", run_page) == ['<script src="/dashboard/static/run.js">']
+    assert re.findall(r"<script[^>]*>", run_page) == ['<script src="/dashboard/static/keys.js" defer>',
+                                                       '<script src="/dashboard/static/run.js">']
 
 
 def test_dataset_page_shows_annotators_per_attribute(api: ApiEnv) -> None:
     ds = api.upload(api.a, "d1").json()
     login(api, api.a.key)
     page = api.client.get(f"/dashboard/datasets/{ds['id']}").text
-    table = page.split('data-attribute="gender"')[1].split("</table>")[0]
+    table = page.split('class="attribute" data-attribute="gender"')[1].split("</table>")[0]
     rows = re.findall(r"<tr><td>(\w+)</td><td class=\"num\">(\d+)</td></tr>", table)
     assert sorted(rows) == [("Man", "2"), ("Woman", "2")]
     assert '<b id="n-items">6</b>' in page and '<b id="n-annotators">4</b>' in page

@@ -61,6 +61,11 @@ API_ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/api/v1/runs/{run_id}/metrics"): Call("GET", "/api/v1/runs/{run_id}/metrics"),
     ("GET", "/api/v1/runs/{run_id}/report"): Call("GET", "/api/v1/runs/{run_id}/report"),
     ("GET", "/api/v1/runs/{run_id}/report.json"): Call("GET", "/api/v1/runs/{run_id}/report.json"),
+    ("GET", "/api/v1/datasets/{dataset_id}/description"): Call("GET", "/api/v1/datasets/{dataset_id}/description"),
+    ("GET", "/api/v1/runs/{run_id}/items"): Call("GET", "/api/v1/runs/{run_id}/items"),
+    ("GET", "/api/v1/runs/{run_id}/items/{item_id:path}"): Call("GET", "/api/v1/runs/{run_id}/items/i1"),
+    ("GET", "/api/v1/runs/{run_id}/comparison"): Call("GET", "/api/v1/runs/{run_id}/comparison"),
+    ("GET", "/api/v1/runs/{run_id}/diff/{other_id}"): Call("GET", "/api/v1/runs/{run_id}/diff/{run_id}"),
 }
 
 DASHBOARD_ROUTES: dict[tuple[str, str], Call] = {
@@ -72,13 +77,18 @@ DASHBOARD_ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/dashboard/runs/{run_id}/{action}"): Call("POST", "/dashboard/runs/{run_id}/cancel", form={},
                                                         ok=(409,)),
     ("GET", "/dashboard/datasets/{dataset_id}"): Call("GET", "/dashboard/datasets/{dataset_id}"),
+    ("GET", "/dashboard/datasets/new"): Call("GET", "/dashboard/datasets/new", kind="page"),
+    ("POST", "/dashboard/datasets"): Call("POST", "/dashboard/datasets", kind="upload-form", ok=(303,)),
+    ("GET", "/dashboard/runs/{run_id}/items"): Call("GET", "/dashboard/runs/{run_id}/items"),
+    ("GET", "/dashboard/runs/{run_id}/items/{item_id:path}"): Call("GET", "/dashboard/runs/{run_id}/items/i1"),
+    ("GET", "/dashboard/runs/{run_id}/compare"): Call("GET", "/dashboard/runs/{run_id}/compare"),
     ("POST", "/dashboard/campaigns"): Call("POST", "/dashboard/campaigns", kind="create", form={}, ok=(303,)),
     ("POST", "/dashboard/campaigns/{campaign_id}/runs"): Call("POST", "/dashboard/campaigns/{campaign_id}/runs",
                                                               form={}, ok=(303,)),
 }
-# Routes that hold no project data: health, metrics (operator token), login, the dashboard's script.
+# Routes that hold no project data: health, metrics (operator token), login, the dashboard's scripts and style.
 PUBLIC_ROUTES = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/login"),
-                 ("POST", "/login"), ("POST", "/logout"), ("GET", "/dashboard/static/run.js"),
+                 ("POST", "/login"), ("POST", "/logout"), ("GET", "/dashboard/static/{name}"),
                  ("GET", "/api/v1/openapi.json"), ("GET", "/api/v1/docs")}
 
 
@@ -142,6 +152,17 @@ def _request(world: World, call: Call, target: dict[str, Any], headers: dict[str
     elif call.kind == "template":
         response = client.request(call.method, path, json={**CUSTOM_TEMPLATE, "name": f"tpl_new_{uuid.uuid4().hex[:8]}"},
                                   headers=headers)
+    elif call.kind == "upload-form":   # the dashboard's upload: a multipart form with the session's token
+        from accord.api.http.auth import COOKIE_NAME, csrf_token
+
+        from tests.integration.api_helpers import ITEMS_CSV, RATINGS_CSV
+
+        files = {"items_file": ("items.csv", ITEMS_CSV.encode(), "text/csv"),
+                 "ratings_file": ("ratings.csv", RATINGS_CSV.encode(), "text/csv")}
+        form = {"csrf": csrf_token(cookies[COOKIE_NAME]) if cookies else "", "name": f"new-{uuid.uuid4().hex[:8]}",
+                "rating_cols": "unsafe", "text_col": "text", "attribute_cols": "gender", "item_meta_cols": "topic"}
+        response = client.request(call.method, path, headers=headers, files=files, data=form,
+                                  follow_redirects=False)
     elif call.kind == "upload":
         from tests.integration.api_helpers import ITEMS_CSV, MAPPING, RATINGS_CSV
 
@@ -249,6 +270,8 @@ def test_dashboard_of_a_cannot_show_b(world: World, route: tuple[str, str]) -> N
         assert response.status_code == 404, (route, response.status_code, response.text[:300])
     elif call.kind == "create":
         assert response.status_code == 422
+    elif call.kind == "upload-form":   # into A's own project
+        assert response.status_code == 303, response.text[:300]
     else:
         assert response.status_code == 200
     for secret in _secrets_of(b_ids, call):

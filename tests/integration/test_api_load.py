@@ -1,5 +1,6 @@
 """A bounded load test on loopback (bench/api_load.py, shortened): the API keeps answering status, list,
-rating-page and event-stream reads while a run is in flight, without errors, and the run keeps moving."""
+rating-page and event-stream reads, then those and the result pages (items, an item, the comparison, the
+dashboard's pages), while a run is in flight, without errors, and the run keeps moving."""
 
 from __future__ import annotations
 
@@ -28,4 +29,8 @@ def test_status_and_progress_reads_while_a_run_is_in_flight(capsys: pytest.Captu
     assert result["requests"] >= 100 and result["p95_ms"] < 2000
     assert result["run"]["finished_after"] > result["run"]["finished_before"]
     assert result["progress_events"] >= 2
-    assert set(result["endpoints"]) == {"run status", "runs list", "ratings page", "event stream (open)"}
+    assert set(result["endpoints"]) == {"run status", "runs list", "ratings page", "event stream (open)",
+                                        "items page", "item", "comparison", "dashboard items", "dashboard item",
+                                        "dashboard run"}
+    for phase in result["phases"].values():
+        assert phase["errors"] == {} and phase["requests"] >= 40

@@ -72,3 +72,29 @@ def test_pause_and_resume_on_postgres(pg_api: ApiEnv) -> None:
     assert api.client.post(f"/api/v1/runs/{rid}/resume", headers=h).status_code == 202
     final = api.wait(rid)
     assert (final["status"], final["done"]) == ("completed", 18)
+
+
+def test_result_pages_on_postgres(pg_api: ApiEnv) -> None:
+    """The item explorer, an item, the comparison, the dataset description and per-model progress read the
+    same on PostgreSQL (the grouped and windowed queries behind them)."""
+    api, h = pg_api, pg_api.a.headers
+    ds = api.upload(api.a, "pg-results").json()
+    c = api.campaign(api.a, campaign_doc("pg-results", "pg-results", templates=["binary_unsafe", "likert_unsafe"],
+                                         samples=2)).json()
+    runs = [api.wait(api.start(api.a, c["id"]).json()["id"]) for _ in range(2)]
+    assert all(r["status"] == "completed" for r in runs)
+    m = runs[0]["per_model"][0]
+    assert (m["model"], m["total"], m["done"], m["remaining"]) == ("scripted", 24, 24, 0)
+    items = api.client.get(f"/api/v1/runs/{runs[0]['id']}/items?sort=item_id&order=asc", headers=h).json()
+    assert [r["item_id"] for r in items["items"]] == ["i1", "i2", "i3", "i4", "i5", "i6"]
+    assert all(r["n_llm"] == 4 for r in items["items"])
+    item = api.client.get(f"/api/v1/runs/{runs[0]['id']}/items/i2", headers=h).json()
+    assert len(item["ratings"]) == 4 and item["human"]["n"] == 4
+    matrix = api.client.get(f"/api/v1/runs/{runs[1]['id']}/comparison", headers=h).json()
+    assert matrix["run_ids"] == [r["id"] for r in runs] and matrix["rows"]
+    diff = api.client.get(f"/api/v1/runs/{runs[0]['id']}/diff/{runs[1]['id']}", headers=h).json()
+    assert all(d["delta"] in (None, 0.0) for d in diff["metrics"])     # the second run is answered from cache
+    described = api.client.get(f"/api/v1/datasets/{ds['id']}/description", headers=h).json()
+    assert described["n_ratings"] == 15 and set(described["groups"]) == {"gender"}
+    for path in (f"/api/v1/runs/{runs[0]['id']}/items", f"/api/v1/datasets/{ds['id']}/description"):
+        assert api.client.get(path, headers=api.b.headers).status_code == 404
