@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from accord.models.schema import (
     Answer,
+    AnswerComparison,
     Campaign,
     Item,
     ModelSpec,
@@ -47,7 +48,8 @@ from accord.worker.answers import ANSWER_CACHED_FIELDS, generation_fields, prefe
 from accord.worker.budget import EXHAUSTED, RESERVED, BudgetLedger
 from accord.worker.decoding import request_decoding
 from accord.worker.parsing import UNPARSEABLE, expected_value, parse_answer
-from accord.worker.prompt_templates import ResolvedTemplate, item_variables, render_messages
+from accord.worker.prompt_templates import ResolvedTemplate, comparison_labels, item_variables, render_messages
+from accord.worker.ranking_parse import parse_ranking
 from accord.worker.provider_pool import ProviderPool
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
 from accord.worker.rate_limiter import is_rate_limited
@@ -131,6 +133,12 @@ class Job:
     run_key: str = ""               # the run's id and start time: its budget ledger entry
     item: dict[str, Any] = field(default_factory=dict)   # the template's ``item`` variables
     answer_text: str | None = None  # judge requests: the subject's answer they rate
+    answers: list[str] | None = None  # pairwise/listwise judge requests: the answers compared, in the order shown
+
+    def render(self) -> list[dict[str, str]]:
+        """The chat messages of this request (item, persona, and the answer or answers judged)."""
+        return render_messages(self.template, self.content, self.request.persona or None, item=self.item,
+                               answer=self.answer_text, answers=self.answers)
 
     @property
     def generates(self) -> bool:
@@ -187,7 +195,22 @@ def load_jobs(session: Session, request_ids: list[int]) -> tuple[list[Job], int]
                         f"{req.run_id}:{started_at.isoformat() if started_at else ''}",
                         item_variables(external_id, content, meta), answer_text))
     skipped += len(request_ids) - len(rows)
+    _attach_compared_answers(session, jobs)
     return jobs, skipped
+
+
+def _attach_compared_answers(session: Session, jobs: list[Job]) -> None:
+    """Pairwise and listwise judge requests: the texts of the answers they compare, in the order shown."""
+    ids = {j.request.comparison_id for j in jobs if j.request.comparison_id is not None}
+    if not ids:
+        return
+    orders = dict(session.execute(select(AnswerComparison.id, AnswerComparison.answer_ids)
+                                  .where(AnswerComparison.id.in_(ids))).all())  # type: ignore[attr-defined]
+    answer_ids = {int(a) for order in orders.values() for a in order}
+    texts = dict(session.execute(select(Answer.id, Answer.text).where(Answer.id.in_(answer_ids))).all())  # type: ignore[attr-defined]
+    for job in jobs:
+        if job.request.comparison_id is not None:
+            job.answers = [texts[int(a)] or "" for a in orders[job.request.comparison_id]]
 
 
 def run_deadline(started_at: datetime | None, deadline_hours: float | None) -> float:
@@ -561,8 +584,7 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, c
             else:
                 outcome.skipped += 1
             return
-    messages = render_messages(job.template, job.content, req.persona or None, item=job.item,
-                               answer=job.answer_text)
+    messages = job.render()
     reservation = (budget, spent) if budget is not None else None
     attempts = [req.attempts]
     try:
@@ -616,6 +638,8 @@ async def answer_fields(ctx: ExecutionContext, job: Job, messages: list[dict[str
     each reserved against ``budget`` like any call); ``discount`` (the batch discount) applies to the first
     call only."""
     tmpl = job.template
+    if tmpl.response_format == "listwise":
+        return ranking_fields(job, response, discount)
     parsed = parse_answer(response.text, tmpl.labels, finish_reason=response.finish_reason, pattern=tmpl.pattern)
     probs, weighted = _scores(response, tmpl.labels)
     final, final_response = parsed, response
@@ -654,6 +678,25 @@ async def answer_fields(ctx: ExecutionContext, job: Job, messages: list[dict[str
         "latency_ms": sum(r.latency_ms for r, _ in calls),
         "cost_usd": sum(response_cost(job.spec, r, d) for r, d in calls),
         "repair_text": repair_text, "repaired": repaired,
+    }
+
+
+def ranking_fields(job: Job, response: ProviderResponse, discount: float = 0.0) -> dict[str, Any]:
+    """The Rating fields of a listwise judge's answer: the order of the answers' letters (``label``, e.g.
+    ``B>A>C``, first = ranked highest) when it is a permutation of all of them, else ``unparseable`` (or
+    ``empty``/``truncated``) with no label. Never repaired, never completed."""
+    parsed = parse_ranking(response.text, comparison_labels(len(job.answers or [])))
+    status = parsed.status
+    if status != "ok" and response.finish_reason == "length" and parsed.status != "empty":
+        status = "truncated"
+    return {
+        "raw_text": response.text, "label": ">".join(parsed.order) if parsed.order else None, "value": None,
+        "weighted_value": None, "label_probs": None, "rationale": None, "parse_status": status,
+        "finish_reason": response.finish_reason, "model_snapshot": response.model_snapshot,
+        "template_hash": job.template_hash, "decoding": job.params, "input_tokens": response.input_tokens,
+        "output_tokens": response.output_tokens, "cached_input_tokens": response.cached_input_tokens,
+        "cache_write_tokens": response.cache_write_tokens, "latency_ms": response.latency_ms,
+        "cost_usd": response_cost(job.spec, response, discount), "repair_text": None, "repaired": False,
     }
 
 

@@ -38,7 +38,6 @@ from accord.worker.execute import (
     ACTIVE_REQUEST_STATUSES, ExecutionContext, Job, _cost, answer_fields, estimate_tokens, finish_request, load_jobs,
     provider_request, store_rating,
 )
-from accord.worker.prompt_templates import render_messages
 from accord.worker.provider_pool import ProviderPool
 from accord.worker.providers.base import ProviderError, ProviderRequest
 
@@ -115,8 +114,7 @@ class BatchContext:
         key = job.request.id
         found = self._messages.get(key)  # type: ignore[arg-type]
         if found is None:
-            found = render_messages(job.template, job.content, job.request.persona or None, item=job.item,
-                                    answer=job.answer_text)
+            found = job.render()
             if len(self._messages) >= MESSAGE_CACHE_SIZE:
                 self._messages.clear()
             self._messages[key] = found  # type: ignore[index]

@@ -1,0 +1,111 @@
+"""Pairwise and listwise judge requests: answers of one item compared in one call.
+
+The answers compared belong to one *group*: the same run, item, generation template and sample index, one per
+subject model. A pairwise judge is asked about every ordered pair of two subjects' answers (both orders, so its
+position bias can be measured), as soon as both answers exist; a listwise judge orders the k subjects' answers
+once every subject's answer is there and usable (a group with a missing or unusable answer is not listed). The
+order of a list is fixed per group by a hash of its answers (``list_order``), so which subject is shown first
+varies across items rather than following the campaign's order.
+
+``comparison_rows`` runs inside ``store_answers``' transaction after the run rows are locked, so two workers
+storing the two halves of a pair cannot both miss each other; each comparison (``answer_comparison``, unique per
+run and order) is inserted with its judge requests, so no pair or list is created or asked twice, also after a
+crash."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+from itertools import permutations
+from typing import Any
+
+from accord.models.schema import Answer, AnswerComparison
+from accord.worker.decoding import request_decoding
+from accord.worker.judge_requests import JUDGED_STATUSES, JudgePlan
+from accord.worker.prompt_templates import cache_key, render_messages
+from sqlalchemy import select
+from sqlmodel import Session
+
+KINDS = {"pairwise": "pair", "listwise": "list"}
+
+
+@dataclass(frozen=True)
+class GroupAnswer:
+    answer_id: int
+    subject_id: int
+    text: str
+
+
+def list_order(answers: list[GroupAnswer]) -> tuple[GroupAnswer, ...]:
+    """The order a listwise judge sees a group's answers in: by a hash of the answer ids (deterministic, and
+    not the campaign's order of subjects)."""
+    return tuple(sorted(answers, key=lambda a: hashlib.sha256(
+        f"{sorted(x.answer_id for x in answers)}:{a.answer_id}".encode()).hexdigest()))
+
+
+def group_orders(kind: str, answers: list[GroupAnswer], n_subjects: int) -> list[tuple[GroupAnswer, ...]]:
+    """The comparisons a group's answers make: every ordered pair (``pair``), or the one list once all
+    ``n_subjects`` answers are there (``list``)."""
+    if kind == "pair":
+        return list(permutations(sorted(answers, key=lambda a: a.answer_id), 2))
+    if len(answers) == n_subjects and n_subjects >= 2:
+        return [list_order(answers)]
+    return []
+
+
+def answers_key(kind: str, order: tuple[GroupAnswer, ...]) -> str:
+    return f"{kind}:" + ",".join(str(a.answer_id) for a in order)
+
+
+def comparison_plans(plans: list[JudgePlan]) -> list[JudgePlan]:
+    return [p for p in plans if p.template.response_format in KINDS]
+
+
+def comparison_rows(session: Session, run_id: int, plans: list[JudgePlan], n_subjects: int,
+                    items: dict[int, tuple[dict[str, Any], dict[str, Any]]], now: Any) -> list[dict[str, Any]]:
+    """Insert the comparisons the run's stored answers of ``items`` (item id -> content, template variables)
+    now complete, and return the judge request rows for them (to insert in the same transaction). The caller
+    holds the run's row lock."""
+    plans = comparison_plans(plans)
+    if not plans or not items:
+        return []
+    judged = set().union(*(p.answers_of for p in plans))
+    rows = session.execute(
+        select(Answer.id, Answer.item_id, Answer.model_spec_id, Answer.template_id, Answer.sample_index, Answer.text)
+        .where(Answer.run_id == run_id, Answer.item_id.in_(list(items)),  # type: ignore[attr-defined]
+               Answer.status.in_(JUDGED_STATUSES), Answer.template_id.in_(list(judged)))  # type: ignore[attr-defined]
+        .order_by(Answer.id)).all()
+    groups: dict[tuple[int, int, int], list[GroupAnswer]] = defaultdict(list)
+    for aid, item_id, subject_id, template_id, sample, text_ in rows:
+        groups[(item_id, template_id, sample)].append(GroupAnswer(aid, subject_id, text_ or ""))
+    existing = set(session.execute(select(AnswerComparison.answers_key).where(
+        AnswerComparison.run_id == run_id, AnswerComparison.item_id.in_(list(items)))).scalars())  # type: ignore[attr-defined]
+    out: list[dict[str, Any]] = []
+    for (item_id, template_id, _), answers in sorted(groups.items()):
+        content, variables = items[item_id]
+        for kind in sorted({KINDS[p.template.response_format] for p in plans if template_id in p.answers_of}):
+            for order in group_orders(kind, answers, n_subjects):
+                key = answers_key(kind, order)
+                if key in existing:
+                    continue
+                existing.add(key)
+                comparison = AnswerComparison(run_id=run_id, item_id=item_id, kind=kind,
+                                              answer_ids=[a.answer_id for a in order], answers_key=key)
+                session.add(comparison)
+                session.flush()
+                texts = [a.text for a in order]
+                for plan in plans:
+                    if KINDS[plan.template.response_format] != kind or template_id not in plan.answers_of:
+                        continue
+                    messages = render_messages(plan.template, content, item=variables, answers=texts)
+                    for s in range(plan.samples):
+                        dec = request_decoding(plan.base_decoding, plan.model_decoding, plan.template.max_tokens, s)
+                        ck = cache_key(plan.provider, plan.model, plan.base_url, messages, dec,
+                                       list(plan.template.labels), s, plan.path, scope=plan.scope)
+                        out.append({"run_id": run_id, "stage": "judge", "answer_id": None,
+                                    "comparison_id": comparison.id, "item_id": item_id,
+                                    "model_spec_id": plan.model_spec_id, "template_id": plan.template_id,
+                                    "persona_key": "", "persona": {}, "sample_index": s, "status": "pending",
+                                    "attempts": 0, "updated_at": now, "cache_key": ck})
+    return out
