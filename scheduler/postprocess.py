@@ -16,6 +16,7 @@ from accord.analysis.judge_ranking_metrics import judge_ranking_records
 from accord.analysis.results import MetricRecord
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.models.schema import Campaign, Metric, Run, utcnow
+from accord.models.answer_judgments import load_human_judgments
 from accord.models.answer_frames import comparisons_as_raters, load_answers, load_comparisons, load_judgments
 from accord.models.run_frames import load_run_frames
 
@@ -87,7 +88,7 @@ def compute_run_metrics(engine: Engine, run_id: int, options: SuiteOptions | Non
     if not answers.empty:
         judgments, comparisons = comparisons_as_raters(load_judgments(engine, run_id), load_comparisons(engine, run_id))
         records.extend(fine_records(answers, judgments))
-        records.extend(judge_ranking_records(answers, judgments, comparisons))
+        records.extend(judge_ranking_records(answers, judgments, comparisons, load_human_judgments(engine, run_id)))
     return records
 
 
