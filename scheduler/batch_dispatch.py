@@ -71,7 +71,7 @@ def campaign_of(engine: Engine, run_id: int) -> CampaignSpec:
 def dispatch_plan(engine: Engine, run_id: int) -> tuple[list[int], list[int]]:
     """(model spec ids whose requests go through a batch API, model spec ids run in realtime) for the run."""
     spec = campaign_of(engine, run_id)
-    entries = {m.name: m for m in spec.models}
+    entries = {m.name: m for m in spec.all_models()}   # rating models, subjects and judges
     with Session(engine) as session:
         rows = session.execute(select(ModelSpec.id, ModelSpec.name).where(ModelSpec.id.in_(  # type: ignore[union-attr]
             select(RatingRequest.model_spec_id).where(RatingRequest.run_id == run_id).distinct()))).all()

@@ -364,8 +364,6 @@ class CampaignSpec(BaseModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> "CampaignSpec":
-        if (self.subjects or self.judges) and self.dispatch != "realtime":
-            raise ValueError("dispatch: subjects and judges run in realtime only (batch APIs: not yet)")
         stages = [("models", self.models), *((k, getattr(self, k).models) for k in ("subjects", "judges")
                                               if getattr(self, k) is not None)]
         seen: dict[str, tuple[str, ModelEntry]] = {}

@@ -423,8 +423,10 @@ class RatingSink:
 
 
 def store_rating(ctx: ExecutionContext, job: Job, fields: dict[str, Any], *, cache_hit: bool, attempts: int) -> bool:
-    """Store one rating and mark its request done, atomically (the batch path's results). False if it was
-    stored already."""
+    """Store one rating — or a subject's answer, with its judge requests — and mark its request done,
+    atomically (the batch path's results). False if it was stored already."""
+    if job.generates:
+        return bool(store_answers(ctx.engine, [(job, fields, cache_hit, attempts)]))
     stored = store_ratings(ctx.engine, [(job, fields, cache_hit, attempts)])
     if not stored:
         return False

@@ -36,8 +36,9 @@ from accord.worker.budget import MemoryBudgetLedger
 from accord.worker.rate_limiter import LocalRateLimiter
 from accord.worker.execute import (
     ACTIVE_REQUEST_STATUSES, ExecutionContext, Job, _cost, answer_fields, estimate_tokens, finish_request, load_jobs,
-    provider_request, store_rating,
+    provider_request, response_cost, store_rating,
 )
+from accord.worker.answers import generation_fields
 from accord.worker.provider_pool import ProviderPool
 from accord.worker.providers.base import ProviderError, ProviderRequest
 
@@ -421,8 +422,12 @@ async def collect_batch(bctx: BatchContext, batch: ProviderBatch, state: BatchSt
     for custom_id, (job, messages, _) in calls.items():
         result = results.get(custom_id)
         if result is not None and result.kind == SUCCEEDED and result.response is not None:
-            fields = await answer_fields(bctx.execution, job, messages, result.response,  # type: ignore[arg-type]
-                                         discount=job.spec.batch_discount)
+            if job.generates:   # a subject's answer (stored with its judge requests)
+                fields = generation_fields(job, result.response,
+                                           response_cost(job.spec, result.response, job.spec.batch_discount))
+            else:
+                fields = await answer_fields(bctx.execution, job, messages, result.response,  # type: ignore[arg-type]
+                                             discount=job.spec.batch_discount)
             fields["provider_batch_id"] = batch.id
             if store_rating(bctx.execution, job, fields, cache_hit=False, attempts=job.request.attempts):  # type: ignore[arg-type]
                 report.stored += 1
