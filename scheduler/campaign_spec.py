@@ -427,15 +427,16 @@ def check_request_count(spec: CampaignSpec, n_items: int, n_personas: int, perso
     rating = request_count(spec, n_items, n_personas, persona_templates)
     total = rating + stage_requests
     if total > limits.max_requests_per_run:
-        parts = []
-        if spec.models:
-            parts.append(f"{rating} rating requests ({n_items} items x {len(spec.models)} models x "
-                         f"{len(persona_templates)} templates{f' x {n_personas} personas' if n_personas else ''} x "
-                         f"{spec.samples} samples)")
+        detail = (f"{n_items} items x {len(spec.models)} models x {len(persona_templates)} templates"
+                  f"{f' x {n_personas} personas' if n_personas else ''} x {spec.samples} samples")
         if stage_requests:
-            parts.append(f"{stage_requests} subjects' and judges' requests")
+            detail = (f"{rating} rating requests ({detail}) + " if spec.models else "") + \
+                f"{stage_requests} subjects' and judges' requests if every answer comes"
+            what = "requests"
+        else:
+            what = "rating requests"
         raise CampaignSpecError(
-            f"the campaign expands to {total} requests ({' + '.join(parts)}), more than the limit of "
+            f"the campaign expands to {total} {what} ({detail}), more than the limit of "
             f"{limits.max_requests_per_run} per run (ACCORD_LIMIT_MAX_REQUESTS_PER_RUN); rate fewer items "
             "(items.limit), fewer samples, subjects or judges")
     return total
