@@ -395,19 +395,26 @@ def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (defa
 def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout for csv)."),
                 table: str = typer.Option("ratings", "--table", help="ratings (of items), answers (the subjects'), "
-                                                                     "or judgments (the judges' ratings of answers)")) -> None:
+                                                                     "judgments (the judges' ratings of answers), or "
+                                                                     "comparisons (pairwise/listwise verdicts)")) -> None:
     """Export every rating request of a run with its rating (one row per request), or its subjects' answers, or
     its judges' ratings of them."""
     from accord.report.csv_safe import neutralise_frame
-    from accord.models.answer_frames import load_answers, load_judgments
+    from accord.models.answer_frames import load_answers, load_comparisons, load_judgments
     from accord.scheduler.run_control import RunStateError, get_run
     from accord.models.run_frames import load_llm_frame
 
     if fmt not in ("csv", "parquet"):
         fail(f"--format: expected csv or parquet, got {fmt!r}")
-    loaders = {"ratings": load_llm_frame, "answers": load_answers, "judgments": load_judgments}
+    def comparisons(engine: Any, run_id: int) -> Any:   # answer ids shown, in order, as "12,15"
+        df = load_comparisons(engine, run_id)
+        df["answer_ids"] = [",".join(map(str, ids)) for ids in df["answer_ids"]]
+        return df
+
+    loaders = {"ratings": load_llm_frame, "answers": load_answers, "judgments": load_judgments,
+               "comparisons": comparisons}
     if table not in loaders:
-        fail(f"--table: expected ratings, answers or judgments, got {table!r}")
+        fail(f"--table: expected ratings, answers, judgments or comparisons, got {table!r}")
     engine = _engine()
     try:
         get_run(engine, run_id)

@@ -11,10 +11,13 @@ import asyncio
 from itertools import permutations
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 from sqlmodel import Session
 
+from accord.cli.main import app
 from accord.models.schema import AnswerComparison, Metric, Rating, RatingRequest
 from accord.scheduler import run_control, run_service
 from accord.scheduler.campaign_spec import parse_campaign
@@ -69,7 +72,7 @@ def expected_total(spec) -> int:  # type: ignore[no-untyped-def]
     return resolve_stages(spec).request_count(spec, N_ITEMS)
 
 
-def test_pairwise_and_listwise_judges_end_to_end(db, server) -> None:  # type: ignore[no-untyped-def]
+def test_pairwise_and_listwise_judges_end_to_end(db, server, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
     spec = campaign(server)
     plan = create_run(db, spec)
     assert plan.total == N_ITEMS * len(SUBJECTS)
@@ -114,6 +117,15 @@ def test_pairwise_and_listwise_judges_end_to_end(db, server) -> None:  # type: i
     assert parsed["judge · judge_harm_listwise"].value == parsed_lists / N_ITEMS
     w = next(m for m in metrics if m.name == "judges_kendall_w")
     assert w.value is None or w.details["judges"] == len(raters)
+
+    monkeypatch.setenv("ACCORD_DATABASE_URL", db.url.render_as_string(hide_password=False))
+    out = tmp_path / "comparisons.csv"
+    result = CliRunner().invoke(app, ["results", str(rid), "--table", "comparisons", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    exported = pd.read_csv(out)
+    assert len(exported) == N_ITEMS * 7 and set(exported["kind"]) == {"pair", "list"}
+    assert all(len(str(ids).split(",")) == (2 if k == "pair" else 3)
+               for ids, k in zip(exported["answer_ids"], exported["kind"]))
 
 
 def test_concurrent_answers_and_redelivery_create_each_comparison_once(db, server) -> None:  # type: ignore[no-untyped-def]
