@@ -14,11 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from sqlalchemy import func, select
-from typer.testing import CliRunner
 from sqlmodel import Session
+from typer.testing import CliRunner
 
 from accord.cli.main import app
 from accord.models.schema import AnswerComparison, Metric, Rating, RatingRequest
+from accord.report.build import build_report_data
 from accord.scheduler import run_control, run_service
 from accord.scheduler.campaign_spec import parse_campaign
 from accord.scheduler.embedded import run_embedded
@@ -117,6 +118,10 @@ def test_pairwise_and_listwise_judges_end_to_end(db, server, monkeypatch, tmp_pa
     assert parsed["judge · judge_harm_listwise"].value == parsed_lists / N_ITEMS
     w = next(m for m in metrics if m.name == "judges_kendall_w")
     assert w.value is None or w.details["judges"] == len(raters)
+
+    summary = " ".join(next(s for s in build_report_data(db, rid).to_json()["sections"]
+                            if s["id"] == "summary")["readings"])
+    assert f"and {N_ITEMS * 7} pairwise or listwise verdicts" in summary
 
     monkeypatch.setenv("ACCORD_DATABASE_URL", db.url.render_as_string(hide_password=False))
     out = tmp_path / "comparisons.csv"
