@@ -9,21 +9,28 @@ one transaction. Annotators not yet in the dataset are added (with no attributes
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from accord.models.import_formats import DatasetImportError, Table, one_line, read_table, show
+from accord.models.import_spec import LabelMap, normalize_label, parse_label_map_string
+from accord.models.schema import (
+    Annotator,
+    Answer,
+    Campaign,
+    Dataset,
+    HumanAnswerJudgment,
+    Item,
+    ModelSpec,
+    Run,
+)
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-
-from accord.models.import_formats import DatasetImportError, Table, one_line, read_table, show
-from accord.models.import_spec import LabelMap, normalize_label, parse_label_map_string
-from accord.models.schema import (
-    Annotator, Answer, Campaign, Dataset, HumanAnswerJudgment, Item, ModelSpec, Run,
-)
 
 KINDS = ("rating", "rank")
 
@@ -86,7 +93,7 @@ def spec_from_options(data: dict[str, Any], base_dir: Path | None = None) -> Ans
 
 
 def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -116,7 +123,7 @@ def _rank(table: Table, i: int, column: str, raw: Any) -> int | None:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not (value == value and value.is_integer() and value >= 1):
+    if math.isnan(value) or not value.is_integer() or value < 1:
         raise DatasetImportError(f"{table.where(i, column)}: rank {show(text)} is not a whole number from 1 up")
     return int(value)
 

@@ -9,10 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
-from sqlmodel import Session
-from typer.testing import CliRunner
-
 from accord.cli.main import app
 from accord.models.answer_judgments import import_answer_judgments, spec_from_options
 from accord.models.import_formats import DatasetImportError
@@ -22,6 +18,10 @@ from accord.scheduler import run_service
 from accord.scheduler.campaign_spec import parse_campaign
 from accord.scheduler.embedded import run_embedded
 from accord.scheduler.expand import create_run
+from sqlalchemy import func, select
+from sqlmodel import Session
+from typer.testing import CliRunner
+
 from tests.fakes.openai_server import OpenAIFakeServer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "harm_ranking"

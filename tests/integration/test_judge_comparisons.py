@@ -13,10 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import func, select
-from sqlmodel import Session
-from typer.testing import CliRunner
-
 from accord.cli.main import app
 from accord.models.schema import AnswerComparison, Metric, Rating, RatingRequest
 from accord.report.build import build_report_data
@@ -27,6 +23,10 @@ from accord.scheduler.expand import create_run
 from accord.scheduler.stages import resolve_stages
 from accord.worker.execute import ExecutionContext, execute_chunk
 from accord.worker.provider_pool import ProviderPool
+from sqlalchemy import func, select
+from sqlmodel import Session
+from typer.testing import CliRunner
+
 from tests.fakes.openai_server import OpenAIFakeServer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "harm_ranking"

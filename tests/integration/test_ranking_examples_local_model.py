@@ -10,14 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
-from sqlmodel import Session
-
 from accord.models.schema import AnswerComparison, Metric, Rating, RatingRequest
 from accord.scheduler import run_service
 from accord.scheduler.campaign_spec import ItemSelection, load_campaign
 from accord.scheduler.embedded import run_embedded
 from accord.scheduler.expand import create_run
+from sqlalchemy import select
+from sqlmodel import Session
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

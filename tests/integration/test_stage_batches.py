@@ -10,14 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
-from sqlmodel import Session
-
 from accord.models.schema import Answer, AnswerComparison, ProviderBatch, Rating
 from accord.scheduler.batch_dispatch import dispatch_plan, run_batches
 from accord.scheduler.campaign_spec import parse_campaign
 from accord.scheduler.expand import create_run
 from accord.scheduler.stages import resolve_stages
+from sqlalchemy import func, select
+from sqlmodel import Session
+
 from tests.fakes.anthropic_server import AnthropicFakeServer
 from tests.fakes.openai_server import OpenAIFakeServer
 

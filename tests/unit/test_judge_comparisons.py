@@ -8,15 +8,18 @@ import krippendorff
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
-from statsmodels.stats.proportion import proportion_confint
-
 from accord.analysis.comparisons import (
-    PEOPLE_RANKS, PEOPLE_RATINGS, comparison_scores, human_scores, judge_human_alpha, pair_position_bias,
+    PEOPLE_RANKS,
+    PEOPLE_RATINGS,
+    comparison_scores,
+    human_scores,
+    judge_human_alpha,
+    pair_position_bias,
     score_matrices,
 )
 from accord.analysis.judge_ranking_metrics import judge_ranking_records
-from accord.analysis.judge_rankings import judges_concordance
+from scipy import stats
+from statsmodels.stats.proportion import proportion_confint
 
 SUBJECTS = ["s1", "s2", "s3"]
 ITEMS = ["i1", "i2", "i3", "i4"]
