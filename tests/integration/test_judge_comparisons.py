@@ -3,7 +3,8 @@ PostgreSQL: three subjects answer the harm-ranking prompts; one judge model rate
 pair of two subjects' answers (both orders) and the list of the three answers. Every pair and list is created
 once — also when the subjects' answers are stored concurrently by three chunks and a chunk is re-delivered — the
 run's total is what the campaign's request count predicted, a listwise verdict that is not a permutation is
-unparseable, and the analysis ranks the subjects by each format with position bias and Kendall's W."""
+unparseable, and the analysis ranks the subjects by each format with position bias and Kendall's W; the judge also
+behind the Anthropic wire protocol."""
 
 from __future__ import annotations
 
@@ -162,3 +163,28 @@ def test_concurrent_answers_and_redelivery_create_each_comparison_once(db, serve
     assert (progress.status, progress.failed) == ("completed", 0)
     assert progress.total == progress.done == expected_total(spec)
     assert server.stats()["ok"] == expected_total(spec)
+
+
+def test_anthropic_pairwise_and_listwise_judge(db, server) -> None:  # type: ignore[no-untyped-def]
+    """The same study with the judge behind the Anthropic wire protocol (official SDK): a pair's verdict through
+    the forced tool call, a list as free text parsed strictly."""
+    from tests.fakes.anthropic_server import AnthropicFakeServer
+
+    with AnthropicFakeServer(labels=LIST_ANSWERS) as claude:
+        judge = {"name": "claude", "provider": "anthropic", "model": "claude-3-5-haiku-20241022",
+                 "base_url": claude.base_url}
+        spec = campaign(server, judges={"models": [judge], "templates": ["judge_harm_pairwise",
+                                                                         "judge_harm_listwise"]})
+        plan = create_run(db, spec)
+        progress = run_embedded(db, plan.run_id, backoff_initial=0.01)
+        assert (progress.status, progress.failed) == ("completed", 0)
+        assert progress.total == progress.done == expected_total(spec) == N_ITEMS * (3 + 6 + 1)
+        assert claude.stats()["ok"] == N_ITEMS * 7
+    with Session(db) as s:
+        rows = s.execute(select(AnswerComparison.kind, Rating.label, Rating.parse_status)
+                         .join(RatingRequest, RatingRequest.comparison_id == AnswerComparison.id)
+                         .join(Rating, Rating.request_id == RatingRequest.id)
+                         .where(AnswerComparison.run_id == plan.run_id)).all()
+    assert all(label in ("A", "B") for kind, label, _ in rows if kind == "pair")
+    assert all(status == "unparseable" or sorted(label.split(">")) == ["A", "B", "C"]
+               for kind, label, status in rows if kind == "list")
