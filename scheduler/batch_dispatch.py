@@ -38,6 +38,7 @@ from accord.worker.batch.batch_runner import (
     BatchContext,
     TickReport,
     abandon_batch,
+    answers_from_cache,
     assemble_batches,
     collect_batch,
     live_batches,
@@ -128,6 +129,7 @@ async def run_batches_once_async(bctx: BatchContext, run_id: int, *, realtime: b
                 report.merge(await submit_batch(bctx, batch, resend=False))
     elif status == RunStatus.running.value:
         if campaign_of(engine, run_id).cache is True:
+            report.stored += answers_from_cache(engine, run_id)   # subjects first: their judges may be cached too
             with Session(engine) as session:
                 answer_from_cache(session, run_id)
                 session.commit()

@@ -37,23 +37,26 @@ def anthropic_fake() -> Iterator[AnthropicFakeServer]:
         yield server
 
 
-def test_subjects_and_judges_through_batch_apis(engine, openai_fake, anthropic_fake) -> None:  # type: ignore[no-untyped-def]
-    openai_fake.reset(batch_errored_next=1, batch_expired_next=1)
-    anthropic_fake.reset()
-
+def stage_campaign(openai_fake, anthropic_fake, cache: bool = False):  # type: ignore[no-untyped-def]
     def subject(name: str, seed: int) -> dict:  # type: ignore[type-arg]
         return {"name": name, "provider": "openai", "model": "gpt-4o-mini", "base_url": openai_fake.base_url,
                 "batch_api": True, "decoding": {"seed": seed},
                 "price": {"input": 0.15, "output": 0.6, "batch_discount": 0.5}}
 
-    spec = parse_campaign({
+    return parse_campaign({
         "name": "batch-stages", "dataset": "harm_ranking", "dataset_import": str(EXAMPLE / "import.yaml"),
-        "items": {"limit": N_ITEMS, "seed": 1}, "dispatch": "batch", "cache": False,
+        "items": {"limit": N_ITEMS, "seed": 1}, "dispatch": "batch", "cache": cache,
         "subjects": {"models": [subject("s1", 1), subject("s2", 2)], "templates": ["answer_prompt"]},
         "judges": {"models": [{"name": "claude", "provider": "anthropic", "model": "claude-3-5-haiku-20241022",
                                "base_url": anthropic_fake.base_url, "batch_api": True,
                                "price": {"input": 0.8, "output": 4.0, "batch_discount": 0.5}}],
                    "templates": ["judge_harm_likert", "judge_harm_pairwise"]}})
+
+
+def test_subjects_and_judges_through_batch_apis(engine, openai_fake, anthropic_fake) -> None:  # type: ignore[no-untyped-def]
+    openai_fake.reset(batch_errored_next=1, batch_expired_next=1)
+    anthropic_fake.reset()
+    spec = stage_campaign(openai_fake, anthropic_fake)
     plan = create_run(engine, spec)
     assert dispatch_plan(engine, plan.run_id)[1] == []        # the subjects go to a batch API, not realtime
     progress = run_batches(engine, plan.run_id, poll_seconds=0.0)
@@ -77,3 +80,22 @@ def test_subjects_and_judges_through_batch_apis(engine, openai_fake, anthropic_f
         assert r.cost_usd == pytest.approx((r.input_tokens * 0.8 + r.output_tokens * 4.0) / 1e6 * 0.5)
     sent = {p: sum(b.request_count for b in made if b.provider == p) for p in ("openai", "anthropic")}
     assert sent == {"openai": N_ITEMS * 2 + 2, "anthropic": N_ITEMS * 4}    # the errored and expired ones again
+
+
+def test_a_batch_rerun_is_answered_from_the_cache(engine, openai_fake, anthropic_fake) -> None:  # type: ignore[no-untyped-def]
+    """The same campaign again (cache on): the subjects' answers and the judges' ratings are copies, no batch is
+    sent."""
+    openai_fake.reset()
+    anthropic_fake.reset()
+    spec = stage_campaign(openai_fake, anthropic_fake, cache=True)
+    first = run_batches(engine, create_run(engine, spec).run_id, poll_seconds=0.0)
+    assert (first.status, first.failed) == ("completed", 0)
+    sent = openai_fake.stats()["batch_requests"], anthropic_fake.stats()["batch_requests"]
+    again = create_run(engine, spec)
+    p = run_batches(engine, again.run_id, poll_seconds=0.0)
+    expected = resolve_stages(spec).request_count(spec, N_ITEMS)
+    assert (p.status, p.done, p.cached, p.cost_usd) == ("completed", expected, expected, 0.0)
+    assert (openai_fake.stats()["batch_requests"], anthropic_fake.stats()["batch_requests"]) == sent
+    with Session(engine) as s:
+        assert s.execute(select(func.count()).select_from(ProviderBatch)
+                         .where(ProviderBatch.run_id == again.run_id)).scalar_one() == 0

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from accord.models.schema import (
-    LIVE_BATCH_STATUSES, BatchStatus, ModelSpec, ProviderBatch, ProviderBatchRequest, RatingRequest, RequestStatus,
+    LIVE_BATCH_STATUSES, Answer, BatchStatus, ModelSpec, ProviderBatch, ProviderBatchRequest, RatingRequest, RequestStatus,
     Run, RunStatus, utcnow,
 )
 from accord.worker.batch import batch_client_for
@@ -38,7 +38,7 @@ from accord.worker.execute import (
     ACTIVE_REQUEST_STATUSES, ExecutionContext, Job, _cost, answer_fields, estimate_tokens, finish_request, load_jobs,
     provider_request, response_cost, store_rating,
 )
-from accord.worker.answers import generation_fields
+from accord.worker.answers import generation_fields, prefetch_answers, store_answers
 from accord.worker.provider_pool import ProviderPool
 from accord.worker.providers.base import ProviderError, ProviderRequest
 
@@ -123,6 +123,25 @@ class BatchContext:
 
 
 # ------------------------------------------------------------------------------------------------ reading
+def answers_from_cache(engine: Engine, run_id: int) -> int:
+    """Pending subjects' requests whose call was answered before (an original answer under the same cache key):
+    store a copy of that answer (zero cost, ``cache_hit``) with its judge requests, as the realtime path does, so
+    a batch campaign asks no subject twice either. Returns how many were stored."""
+    with Session(engine) as session:
+        originals = select(Answer.cache_key).where(Answer.cache_hit.is_(False))  # type: ignore[attr-defined]
+        ids = list(session.execute(select(RatingRequest.id).where(
+            RatingRequest.run_id == run_id, RatingRequest.stage == "generate",
+            RatingRequest.status == RequestStatus.pending.value,
+            RatingRequest.cache_key.in_(originals))).scalars())  # type: ignore[attr-defined]
+        if not ids:
+            return 0
+        jobs, _ = load_jobs(session, ids)
+        found = prefetch_answers(session, sorted({j.request.cache_key for j in jobs}))
+    hits = [(job, {**found[job.request.cache_key], "cost_usd": 0.0, "latency_ms": 0.0}, True, job.request.attempts)
+            for job in jobs if job.request.cache_key in found]
+    return len(store_answers(engine, hits))
+
+
 def live_batches(engine: Engine, run_id: int, statuses: Iterable[str] = LIVE_BATCH_STATUSES) -> list[ProviderBatch]:
     with Session(engine, expire_on_commit=False) as session:
         return list(session.execute(select(ProviderBatch).where(
