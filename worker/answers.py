@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from accord.models.schema import Answer, RatingRequest, RequestStatus, Run, RunStatus, utcnow
-from accord.worker.comparisons import comparison_plans, comparison_rows
+from accord.worker.comparisons import comparison_plans, comparison_rows, lock_runs
 from accord.worker.judge_requests import judge_rows, load_judge_plans
 from accord.worker.parsing import parse_answer
 from accord.worker.providers.base import ProviderResponse
@@ -109,11 +109,7 @@ def store_answers(engine: Engine, answers: list[tuple["Job", dict[str, Any], boo
                 (RunStatus.cancelled.value, RunStatus.budget_exhausted.value)))).scalars())
             plans = {r: ([] if r in stopped else p) for r, p in plans.items()}
             comparing = sorted(r for r, p in plans.items() if comparison_plans(p))
-            if comparing:   # serialise comparison creation per run: a concurrent store waits here, then sees ours
-                # FOR NO KEY UPDATE: the answers' foreign keys hold KEY SHARE locks on the run row, which a plain
-                # FOR UPDATE would wait for (two stores deadlock); NO KEY UPDATE still excludes another store.
-                session.execute(select(Run.id).where(Run.id.in_(comparing)).order_by(Run.id)  # type: ignore[union-attr]
-                                .with_for_update(key_share=True)).all()
+            lock_runs(session, comparing)
             judge_requests: list[dict[str, Any]] = []
             runs: dict[int, list[float]] = {}
             for rid, answer_id in stored.items():

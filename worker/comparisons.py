@@ -2,8 +2,9 @@
 
 The answers compared belong to one *group*: the same run, item, generation template and sample index, one per
 subject model. A pairwise judge is asked about every ordered pair of two subjects' answers (both orders, so its
-position bias can be measured), as soon as both answers exist; a listwise judge orders the k subjects' answers
-once every subject's answer is there and usable (a group with a missing or unusable answer is not listed). The
+position bias can be measured), as soon as both answers exist; a listwise judge orders the group's usable answers
+once every subject of the run has settled it — answered (usably or not) or failed for good — and at least two
+answers are usable (a failed subject's generation triggers the check too: ``complete_after_failure``). The
 order of a list is fixed per group by a hash of its answers (``list_order``), so which subject is shown first
 varies across items rather than following the campaign's order.
 
@@ -20,10 +21,10 @@ from dataclasses import dataclass
 from itertools import permutations
 from typing import Any
 
-from accord.models.schema import Answer, AnswerComparison
+from accord.models.schema import Answer, AnswerComparison, Item, RatingRequest, RequestStatus, Run
 from accord.worker.decoding import request_decoding
-from accord.worker.judge_requests import JUDGED_STATUSES, JudgePlan
-from accord.worker.prompt_templates import cache_key, render_messages
+from accord.worker.judge_requests import JUDGED_STATUSES, JudgePlan, load_judge_plans
+from accord.worker.prompt_templates import cache_key, item_variables, render_messages
 from sqlalchemy import select
 from sqlmodel import Session
 
@@ -44,12 +45,13 @@ def list_order(answers: list[GroupAnswer]) -> tuple[GroupAnswer, ...]:
         f"{sorted(x.answer_id for x in answers)}:{a.answer_id}".encode()).hexdigest()))
 
 
-def group_orders(kind: str, answers: list[GroupAnswer], n_subjects: int) -> list[tuple[GroupAnswer, ...]]:
-    """The comparisons a group's answers make: every ordered pair (``pair``), or the one list once all
-    ``n_subjects`` answers are there (``list``)."""
+def group_orders(kind: str, answers: list[GroupAnswer], settled: int, n_subjects: int
+                 ) -> list[tuple[GroupAnswer, ...]]:
+    """The comparisons a group's usable ``answers`` make: every ordered pair (``pair``), or the one list once
+    ``settled`` (subjects with an answer of any status or a failed generation) reaches ``n_subjects`` (``list``)."""
     if kind == "pair":
         return list(permutations(sorted(answers, key=lambda a: a.answer_id), 2))
-    if len(answers) == n_subjects and n_subjects >= 2:
+    if settled >= n_subjects and len(answers) >= 2:
         return [list_order(answers)]
     return []
 
@@ -72,20 +74,32 @@ def comparison_rows(session: Session, run_id: int, plans: list[JudgePlan], n_sub
         return []
     judged = set().union(*(p.answers_of for p in plans))
     rows = session.execute(
-        select(Answer.id, Answer.item_id, Answer.model_spec_id, Answer.template_id, Answer.sample_index, Answer.text)
+        select(Answer.id, Answer.item_id, Answer.model_spec_id, Answer.template_id, Answer.sample_index, Answer.text,
+               Answer.status)
         .where(Answer.run_id == run_id, Answer.item_id.in_(list(items)),  # type: ignore[attr-defined]
-               Answer.status.in_(JUDGED_STATUSES), Answer.template_id.in_(list(judged)))  # type: ignore[attr-defined]
+               Answer.template_id.in_(list(judged)))  # type: ignore[attr-defined]
         .order_by(Answer.id)).all()
     groups: dict[tuple[int, int, int], list[GroupAnswer]] = defaultdict(list)
-    for aid, item_id, subject_id, template_id, sample, text_ in rows:
-        groups[(item_id, template_id, sample)].append(GroupAnswer(aid, subject_id, text_ or ""))
+    settled: dict[tuple[int, int, int], set[int]] = defaultdict(set)
+    for aid, item_id, subject_id, template_id, sample, text_, status in rows:
+        settled[(item_id, template_id, sample)].add(subject_id)
+        if status in JUDGED_STATUSES:
+            groups[(item_id, template_id, sample)].append(GroupAnswer(aid, subject_id, text_ or ""))
+    if any(KINDS[p.template.response_format] == "list" for p in plans):
+        for item_id, subject_id, template_id, sample in session.execute(
+                select(RatingRequest.item_id, RatingRequest.model_spec_id, RatingRequest.template_id,
+                       RatingRequest.sample_index)
+                .where(RatingRequest.run_id == run_id, RatingRequest.stage == "generate",
+                       RatingRequest.status == RequestStatus.failed.value,
+                       RatingRequest.item_id.in_(list(items)))).all():  # type: ignore[attr-defined]
+            settled[(item_id, template_id, sample)].add(subject_id)
     existing = set(session.execute(select(AnswerComparison.answers_key).where(
         AnswerComparison.run_id == run_id, AnswerComparison.item_id.in_(list(items)))).scalars())  # type: ignore[attr-defined]
     out: list[dict[str, Any]] = []
-    for (item_id, template_id, _), answers in sorted(groups.items()):
+    for (item_id, template_id, _sample), answers in sorted(groups.items()):
         content, variables = items[item_id]
         for kind in sorted({KINDS[p.template.response_format] for p in plans if template_id in p.answers_of}):
-            for order in group_orders(kind, answers, n_subjects):
+            for order in group_orders(kind, answers, len(settled[(item_id, template_id, _sample)]), n_subjects):
                 key = answers_key(kind, order)
                 if key in existing:
                     continue
@@ -109,3 +123,30 @@ def comparison_rows(session: Session, run_id: int, plans: list[JudgePlan], n_sub
                                     "persona_key": "", "persona": {}, "sample_index": s, "status": "pending",
                                     "attempts": 0, "updated_at": now, "cache_key": ck})
     return out
+
+
+def lock_runs(session: Session, run_ids: list[int]) -> None:
+    """Serialise comparison creation per run: a concurrent store waits here, then sees the other's answers.
+    FOR NO KEY UPDATE: the answers' foreign keys hold KEY SHARE locks on the run row, which a plain FOR UPDATE
+    would wait for (two stores would deadlock); NO KEY UPDATE still excludes another store."""
+    if run_ids:
+        session.execute(select(Run.id).where(Run.id.in_(sorted(run_ids))).order_by(Run.id)  # type: ignore[union-attr]
+                        .with_for_update(key_share=True)).all()
+
+
+def complete_after_failure(session: Session, run_id: int, item_id: int, now: Any) -> int:
+    """A subject's generation failed for good: the lists its group was waiting for may now be complete. Creates
+    them with their judge requests (in the caller's transaction) and returns how many requests were added."""
+    plans = comparison_plans(load_judge_plans(session, {run_id})[run_id])
+    if not any(KINDS[p.template.response_format] == "list" for p in plans):
+        return 0
+    stopped = session.execute(select(Run.status).where(Run.id == run_id)).scalar_one()
+    if stopped in ("cancelled", "budget_exhausted"):
+        return 0
+    lock_runs(session, [run_id])
+    item = session.execute(select(Item).where(Item.id == item_id)).scalar_one()
+    items = {item_id: (item.content, item_variables(item.external_id, item.content, item.meta))}
+    rows = comparison_rows(session, run_id, plans, plans[0].n_subjects, items, now)
+    if rows:
+        session.connection().execute(RatingRequest.__table__.insert(), rows)  # type: ignore[attr-defined]
+    return len(rows)

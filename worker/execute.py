@@ -44,6 +44,7 @@ from accord.models.schema import (
     RunStatus,
     utcnow,
 )
+from accord.worker.comparisons import complete_after_failure
 from accord.worker.answers import ANSWER_CACHED_FIELDS, generation_fields, prefetch_answers, store_answers
 from accord.worker.budget import EXHAUSTED, RESERVED, BudgetLedger
 from accord.worker.decoding import request_decoding
@@ -447,6 +448,12 @@ def finish_request(engine: Engine, req: RatingRequest, status: str, error: str |
         changed = bool(result.rowcount)
         if changed:
             session.execute(text(f"UPDATE run SET {counter} = {counter} + 1 WHERE id = :id"), {"id": req.run_id})
+            if req.stage == "generate" and status == RequestStatus.failed.value:
+                # lists that waited for this subject's answer are complete without it
+                added = complete_after_failure(session, req.run_id, req.item_id, utcnow())
+                if added:
+                    session.execute(text("UPDATE run SET total = total + :n WHERE id = :id"),
+                                    {"n": added, "id": req.run_id})
         session.commit()
     return changed
 

@@ -188,3 +188,24 @@ def test_anthropic_pairwise_and_listwise_judge(db, server) -> None:  # type: ign
     assert all(label in ("A", "B") for kind, label, _ in rows if kind == "pair")
     assert all(status == "unparseable" or sorted(label.split(">")) == ["A", "B", "C"]
                for kind, label, status in rows if kind == "list")
+
+
+def test_a_failed_subject_leaves_the_lists_of_the_others(db, server) -> None:  # type: ignore[no-untyped-def]
+    """A subject whose every call fails (its endpoint refuses connections): once its generation has failed for
+    good, each item's list is made of the two answers there are, and the pairs are those of the two."""
+    spec = campaign(server, max_failed_share=1.0)
+    doc = spec.model_dump(mode="json")
+    doc["subjects"]["models"][2]["base_url"] = "http://127.0.0.1:9/v1"   # nothing listens on the discard port
+    from accord.scheduler.campaign_spec import CampaignSpec
+
+    spec = CampaignSpec.model_validate(doc)
+    plan = create_run(db, spec)
+    progress = run_embedded(db, plan.run_id, backoff_initial=0.01)
+    assert progress.failed == N_ITEMS
+    # 2 answers per item, each rated; 2 ordered pairs; 1 list of two
+    assert progress.total == progress.done + progress.failed == N_ITEMS * 3 + N_ITEMS * (2 + 2 + 1)
+    with Session(db) as s:
+        comparisons = s.execute(select(AnswerComparison).where(AnswerComparison.run_id == plan.run_id)).scalars().all()
+    lists = [c for c in comparisons if c.kind == "list"]
+    assert len(lists) == N_ITEMS and all(len(c.answer_ids) == 2 for c in lists)
+    assert sum(c.kind == "pair" for c in comparisons) == N_ITEMS * 2
