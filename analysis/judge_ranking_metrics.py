@@ -114,10 +114,12 @@ def judge_ranking_records(answers: pd.DataFrame, judgments: pd.DataFrame, compar
             columns={"judge": "rater", "value": "score"})
         for a in judge_human_alpha(scores[["rater", "item", "subject", "score"]], human, categories):
             slice_ = "all" if not a.category else f"category={a.category}"
-            where = "all answers" if not a.category else f"answers to {a.category} items"
+            where = (f"all {a.n_answers} answers" if not a.category else
+                     f"the {a.n_answers} answers to {a.category} items")
             reading = (f"Krippendorff's alpha (interval) between {a.rater}'s scores and people's mean rating on "
-                       f"{a.n_answers} {where}: {a.alpha:.2f} (1 = perfect agreement, 0 = chance)."
-                       if a.alpha is not None else f"undefined on {where}: {a.reason}")
+                       f"{where}: {a.alpha:.2f} (1 = perfect agreement, 0 = chance)."
+                       if a.alpha is not None else
+                       f"Krippendorff's alpha between {a.rater} and people is undefined on {where}: {a.reason}.")
             out.append(MetricRecord("judge_human_alpha", a.alpha, slice_, "", a.rater, n=a.n_answers,
                                     details={"reading": reading, **({"reason": a.reason} if a.reason else {})}))
     for pair in judge_pair_taus(matrices, N_RESAMPLES, derive_rng(SEED, "taus")):

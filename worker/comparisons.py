@@ -5,8 +5,8 @@ subject model. A pairwise judge is asked about every ordered pair of two subject
 position bias can be measured), as soon as both answers exist; a listwise judge orders the group's usable answers
 once every subject of the run has settled it — answered (usably or not) or failed for good — and at least two
 answers are usable (a failed subject's generation triggers the check too: ``complete_after_failure``). The
-order of a list is fixed per group by a hash of its answers (``list_order``), so which subject is shown first
-varies across items rather than following the campaign's order.
+order of a list is fixed per group by a hash of the group and the subjects (``list_order``), so which subject is
+shown first varies across items rather than following the campaign's order, and is the same in every run.
 
 ``comparison_rows`` runs inside ``store_answers``' transaction after the run rows are locked, so two workers
 storing the two halves of a pair cannot both miss each other; each comparison (``answer_comparison``, unique per
@@ -38,21 +38,21 @@ class GroupAnswer:
     text: str
 
 
-def list_order(answers: list[GroupAnswer]) -> tuple[GroupAnswer, ...]:
-    """The order a listwise judge sees a group's answers in: by a hash of the answer ids (deterministic, and
-    not the campaign's order of subjects)."""
-    return tuple(sorted(answers, key=lambda a: hashlib.sha256(
-        f"{sorted(x.answer_id for x in answers)}:{a.answer_id}".encode()).hexdigest()))
+def list_order(answers: list[GroupAnswer], group: str) -> tuple[GroupAnswer, ...]:
+    """The order a listwise judge sees a group's answers in: by a hash of the group (item, generation template,
+    sample) and each answer's subject — not the campaign's order of subjects, varying across items, and the same
+    in every run, so a rerun's identical lists are answered from the cache."""
+    return tuple(sorted(answers, key=lambda a: hashlib.sha256(f"{group}:{a.subject_id}".encode()).hexdigest()))
 
 
-def group_orders(kind: str, answers: list[GroupAnswer], settled: int, n_subjects: int
+def group_orders(kind: str, answers: list[GroupAnswer], settled: int, n_subjects: int, group: str = ""
                  ) -> list[tuple[GroupAnswer, ...]]:
     """The comparisons a group's usable ``answers`` make: every ordered pair (``pair``), or the one list once
     ``settled`` (subjects with an answer of any status or a failed generation) reaches ``n_subjects`` (``list``)."""
     if kind == "pair":
         return list(permutations(sorted(answers, key=lambda a: a.answer_id), 2))
     if settled >= n_subjects and len(answers) >= 2:
-        return [list_order(answers)]
+        return [list_order(answers, group)]
     return []
 
 
@@ -99,7 +99,8 @@ def comparison_rows(session: Session, run_id: int, plans: list[JudgePlan], n_sub
     for (item_id, template_id, _sample), answers in sorted(groups.items()):
         content, variables = items[item_id]
         for kind in sorted({KINDS[p.template.response_format] for p in plans if template_id in p.answers_of}):
-            for order in group_orders(kind, answers, len(settled[(item_id, template_id, _sample)]), n_subjects):
+            for order in group_orders(kind, answers, len(settled[(item_id, template_id, _sample)]), n_subjects,
+                                      f"{item_id}:{template_id}:{_sample}"):
                 key = answers_key(kind, order)
                 if key in existing:
                     continue

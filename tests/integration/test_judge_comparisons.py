@@ -124,6 +124,12 @@ def test_pairwise_and_listwise_judges_end_to_end(db, server, monkeypatch, tmp_pa
                             if s["id"] == "summary")["readings"])
     assert f"and {N_ITEMS * 7} pairwise or listwise verdicts" in summary
 
+    server.reset_stats()                                  # the same campaign again: every call from the cache
+    again = run_embedded(db, create_run(db, spec).run_id, backoff_initial=0.01)
+    assert (again.status, again.done, again.cached, again.cost_usd) == ("completed", expected_total(spec),
+                                                                       expected_total(spec), 0.0)
+    assert server.stats()["ok"] == 0
+
     monkeypatch.setenv("ACCORD_DATABASE_URL", db.url.render_as_string(hide_password=False))
     out = tmp_path / "comparisons.csv"
     result = CliRunner().invoke(app, ["results", str(rid), "--table", "comparisons", "-o", str(out)])
