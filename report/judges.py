@@ -35,8 +35,8 @@ def judges_section(ctx: ReportContext) -> SectionView | None:
                                 ["judge", "subject", "score", "value", "95% CI", "questions"], rows))
     by_category = [r for r in idx.all("judge_subject_mean") if r.slice != "all"]
     if by_category:
-        sec.tables.append(TableView("judges-categories", "Mean judged score per category (vertical) and subject",
-                                    ["judge", "category", "subject", "mean", "95% CI", "questions"],
+        sec.tables.append(TableView("judges-categories", "Subjects' scores per category (vertical) and judge",
+                                    ["judge", "category", "subject", "score", "95% CI", "questions"],
                                     [[text(r.template), text(r.slice.removeprefix("category=")), text(r.model),
                                       value_cell(r), ci_cell(r), count_cell(r.n)]
                                      for r in sorted(by_category, key=lambda r: (r.template, r.slice, r.model))]))
