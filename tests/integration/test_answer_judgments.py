@@ -150,3 +150,24 @@ def test_judgments_keyed_to_answers_through_the_cli(engine, server, tmp_path: Pa
     assert sorted(rows) == sorted((a, n) for a, n in answers)
     bad = runner.invoke(app, [*args[:-1], "answer=answer_id,annotator=who,score=score"])
     assert bad.exit_code == 2 and "--answer-judgment-cols: expected ROLE=COLUMN" in bad.output
+
+
+def test_deleting_a_project_removes_its_stage_rows(engine, server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A project's subjects/judges run and people's judgments go with the project (no row left behind, no
+    foreign key in the way on PostgreSQL)."""
+    from accord.api.http.auth import create_project, delete_project
+    from accord.models.schema import AnswerComparison, JudgeAssignment, RatingRequest
+
+    server.reset()
+    pid = create_project(engine, "p").id
+    plan = create_run(engine, campaign(server), project_id=pid)
+    run_embedded(engine, plan.run_id, backoff_initial=0.01)
+    items = run_items(engine, plan.run_id)
+    import_answer_judgments(engine, spec_from_options(options(write_people(tmp_path / "p.csv", items),
+                                                              project_id=pid)))
+    counts = delete_project(engine, pid)
+    assert counts["answer"] == N_ITEMS * 2 and counts["answer_comparison"] == N_ITEMS * 2
+    assert counts["judge_assignment"] == 2 and counts["human_answer_judgment"] == N_ITEMS * 6
+    with Session(engine) as s:
+        for model in (Answer, AnswerComparison, JudgeAssignment, HumanAnswerJudgment, RatingRequest):
+            assert s.execute(select(func.count()).select_from(model)).scalar_one() == 0
