@@ -133,6 +133,13 @@ def import_cmd(
         None, "--model-rating-col", help="An existing judge model's labels: 'name=column' (repeat); the model "
                                          "enters every metric as a rater (template 'imported')."),
     replace: bool = typer.Option(False, "--replace", help="Replace a dataset of the same name."),
+    answer_judgments: Optional[Path] = typer.Option(
+        None, "--answer-judgments", help="People's ratings/ranks of subjects' answers, added to the existing "
+                                         "dataset --name (see --answer-judgment-cols)."),
+    answer_judgment_cols: Optional[str] = typer.Option(
+        None, "--answer-judgment-cols", help="Columns of --answer-judgments: e.g. 'item=item_id,subject=model,"
+                                             "annotator=rater,rating=harm,rank=rank' or 'answer=answer_id,...'; "
+                                             "defaults item=item_id, subject=subject, annotator=annotator_id."),
     records_key: Optional[str] = typer.Option(None, "--records-key", help="JSON files holding an object: the key "
                                               "of the list of records (dotted for nested, e.g. data.rows)."),
     items_id_col: Optional[str] = typer.Option(None, "--items-id-col", help="Item id column of the items file "
@@ -158,6 +165,12 @@ def import_cmd(
     from accord.models.import_formats import DatasetImportError
     from accord.models.import_spec import load_import_spec, spec_from_mapping
 
+    if answer_judgments is not None:
+        _import_answer_judgments(answer_judgments, name, answer_judgment_cols, label_map, dimension, replace,
+                                 other_input=bool(ratings or items or spec or annotators), project=project)
+        return
+    if answer_judgment_cols:
+        fail("--answer-judgment-cols: goes with --answer-judgments FILE")
     overrides: dict[str, Any] = {}
     if rating_col:
         cols: dict[str, str] = {}
@@ -207,6 +220,51 @@ def import_cmd(
                       highlight=False, soft_wrap=True)
     for w in report.warnings:
         console.print(f"[yellow]warning:[/] {import_error_in_cli_terms(w)}", highlight=False, soft_wrap=True)
+
+
+ANSWER_JUDGMENT_COLS = ("item", "subject", "answer", "annotator", "rating", "rank")
+
+
+def _import_answer_judgments(path: Path, name: str | None, cols: str | None, label_map: str | None,
+                             dimension: str | None, replace: bool, *, other_input: bool,
+                             project: str | None = None) -> None:
+    """``accord import --answer-judgments FILE --name DATASET``: people's judgments of answers, added to a dataset
+    that exists (one transaction; a bad row changes nothing)."""
+    from accord.models.answer_judgments import import_answer_judgments, spec_from_options
+    from accord.models.import_formats import DatasetImportError
+
+    if other_input:
+        fail("--answer-judgments: adds people's judgments to an existing dataset; import the dataset first, "
+             "without --answer-judgments")
+    if not name:
+        fail("--answer-judgments: name the dataset with --name")
+    engine = _engine()
+    options: dict[str, Any] = {"file": path, "dataset": name, "replace": replace,
+                               "project_id": _project_id(engine, project)}
+    for part in (cols or "").split(","):
+        if not part.strip():
+            continue
+        role, sep, column = part.partition("=")
+        role = role.strip()
+        if not sep or role not in ANSWER_JUDGMENT_COLS or not column.strip():
+            fail(f"--answer-judgment-cols: expected ROLE=COLUMN with ROLE one of {', '.join(ANSWER_JUDGMENT_COLS)}, "
+                 f"got {part.strip()!r}")
+        options[f"{role}_col"] = column.strip()
+    if "answer_col" in options:
+        options.setdefault("item_col", None)
+        options.setdefault("subject_col", None)
+    if label_map:
+        options["label_map"] = label_map
+    if dimension:
+        options["dimension"] = dimension
+    try:
+        report = import_answer_judgments(engine, spec_from_options(options))
+    except DatasetImportError as e:
+        fail(str(e))
+        return
+    console.print(f"added to dataset [bold]{report.dataset}[/]: {report.ratings} ratings and {report.ranks} ranks "
+                  f"of answers by {', '.join(report.subjects)}; {report.annotators_added} new annotators",
+                  highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -410,21 +468,28 @@ def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (defa
 def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: stdout for csv)."),
                 table: str = typer.Option("ratings", "--table", help="ratings (of items), answers (the subjects'), "
-                                                                     "or judgments (the judges' ratings of answers)"),
+                                                                     "judgments (the judges' ratings of answers), or "
+                                                                     "comparisons (pairwise/listwise verdicts)"),
                 project: Optional[str] = project_option(), remote_url: Optional[str] = remote_option(),
                 key: Optional[str] = key_option()) -> None:
     """Export every rating request of a run with its rating (one row per request), or its subjects' answers, or
     its judges' ratings of them."""
     from accord.report.csv_safe import neutralise_frame
-    from accord.models.answer_frames import load_answers, load_judgments
+    from accord.models.answer_frames import load_answers, load_comparisons, load_judgments
     from accord.scheduler.run_control import RunStateError, get_run
     from accord.models.run_frames import load_llm_frame
 
     if fmt not in ("csv", "parquet"):
         fail(f"--format: expected csv or parquet, got {fmt!r}")
-    loaders = {"ratings": load_llm_frame, "answers": load_answers, "judgments": load_judgments}
+    def comparisons(engine: Any, run_id: int) -> Any:   # answer ids shown, in order, as "12,15"
+        df = load_comparisons(engine, run_id)
+        df["answer_ids"] = [",".join(map(str, ids)) for ids in df["answer_ids"]]
+        return df
+
+    loaders = {"ratings": load_llm_frame, "answers": load_answers, "judgments": load_judgments,
+               "comparisons": comparisons}
     if table not in loaders:
-        fail(f"--table: expected ratings, answers or judgments, got {table!r}")
+        fail(f"--table: expected ratings, answers, judgments or comparisons, got {table!r}")
     if remote_url:
         _no_project_with_remote(project)
         _remote(remote.results, remote_url, key, run_id, fmt, output, table, console)

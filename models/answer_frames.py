@@ -8,11 +8,13 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 
-from accord.models.schema import Answer, Item, ModelSpec, PromptTemplate, Rating, RatingRequest
+from accord.models.schema import Answer, AnswerComparison, Item, ModelSpec, PromptTemplate, Rating, RatingRequest
 
 ANSWER_COLUMNS = ["answer_id", "item", "category", "subject", "template", "template_family", "response_format",
                   "option_order", "sample_index", "label", "value", "status", "text", "cache_hit", "input_tokens",
                   "output_tokens", "cost_usd"]
+COMPARISON_COLUMNS = ["comparison_id", "kind", "answer_ids", "judge", "template", "sample_index", "label",
+                      "parse_status", "raw_text", "cost_usd"]
 JUDGMENT_COLUMNS = ["answer_id", "judge", "template", "sample_index", "label", "value", "parse_status", "raw_text",
                     "cost_usd"]
 
@@ -46,12 +48,43 @@ def load_judgments(engine: Engine, run_id: int) -> pd.DataFrame:
          .join(Rating, Rating.request_id == RatingRequest.id)
          .join(judge, judge.id == RatingRequest.model_spec_id)
          .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
-         .where(RatingRequest.run_id == run_id, RatingRequest.stage == "judge").order_by(RatingRequest.id))
+         .where(RatingRequest.run_id == run_id, RatingRequest.stage == "judge",
+                RatingRequest.answer_id.is_not(None)).order_by(RatingRequest.id))  # type: ignore[union-attr]
     with engine.connect() as conn:
         rows = conn.execute(q).all()
     df = pd.DataFrame.from_records([tuple(r) for r in rows], columns=JUDGMENT_COLUMNS)
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
     return df
+
+
+def load_comparisons(engine: Engine, run_id: int) -> pd.DataFrame:
+    """Pairwise and listwise judges' verdicts: per judge request of a comparison, the answers shown (in order,
+    ``answer_ids``; label A is the first), the judge's label (pairwise: the letter chosen; listwise: the
+    letters in order joined by ``>``) and the parse status."""
+    judge = aliased(ModelSpec)
+    q = (select(AnswerComparison.id, AnswerComparison.kind, AnswerComparison.answer_ids, judge.name,
+                PromptTemplate.name, RatingRequest.sample_index, Rating.label, Rating.parse_status, Rating.raw_text,
+                Rating.cost_usd)
+         .join(Rating, Rating.request_id == RatingRequest.id)
+         .join(AnswerComparison, AnswerComparison.id == RatingRequest.comparison_id)
+         .join(judge, judge.id == RatingRequest.model_spec_id)
+         .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
+         .where(RatingRequest.run_id == run_id, RatingRequest.stage == "judge").order_by(RatingRequest.id))
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    return pd.DataFrame.from_records([(*r[:2], [int(a) for a in r[2]], *r[3:]) for r in rows],
+                                     columns=COMPARISON_COLUMNS)
+
+
+def comparisons_as_raters(judgments: pd.DataFrame, comparisons: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``as_raters`` over per-answer judgments and comparison verdicts together (a judge model under a likert
+    and a pairwise template is two raters); the comparisons get the name in a ``rater`` column."""
+    both = pd.concat([judgments[["judge", "template"]], comparisons[["judge", "template"]]], ignore_index=True)
+    named = as_raters(both)["judge"].tolist() if not both.empty else []
+    out_j, out_c = judgments.copy(), comparisons.copy()
+    out_j["judge"] = named[:len(judgments)]
+    out_c["rater"] = named[len(judgments):]
+    return out_j, out_c
 
 
 def as_raters(judgments: pd.DataFrame) -> pd.DataFrame:

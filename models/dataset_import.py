@@ -31,6 +31,7 @@ from accord.models.schema import (
     Annotator,
     Campaign,
     Dataset,
+    HumanAnswerJudgment,
     HumanRating,
     ImportedRating,
     Item,
@@ -803,6 +804,8 @@ def _delete_contents(conn: Connection, dataset_id: int) -> None:
     conn.execute(delete(ratings).where(ratings.c.item_id.in_(item_ids)))
     imported = _table(ImportedRating)
     conn.execute(delete(imported).where(imported.c.item_id.in_(item_ids)))
+    judged = _table(HumanAnswerJudgment)
+    conn.execute(delete(judged).where(judged.c.item_id.in_(item_ids)))
     annotator_ids = select(annotators.c.id).where(annotators.c.dataset_id == dataset_id).scalar_subquery()
     conn.execute(delete(ratings).where(ratings.c.annotator_id.in_(annotator_ids)))
     conn.execute(delete(items).where(items.c.dataset_id == dataset_id))

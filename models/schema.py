@@ -215,10 +215,14 @@ class RatingRequest(SQLModel, table=True):
         # A request about an item (a rating, or a subject's generation) exists once per run x stage x item x
         # model x template x persona x sample; a judge's request once per answer x judge x template x sample.
         Index("uq_request_item", "run_id", "stage", "item_id", "model_spec_id", "template_id", "persona_key",
-              "sample_index", unique=True, postgresql_where=text("answer_id IS NULL"),
-              sqlite_where=text("answer_id IS NULL")),
+              "sample_index", unique=True, postgresql_where=text("answer_id IS NULL AND comparison_id IS NULL"),
+              sqlite_where=text("answer_id IS NULL AND comparison_id IS NULL")),
         Index("uq_request_answer", "answer_id", "model_spec_id", "template_id", "persona_key", "sample_index",
               unique=True, postgresql_where=text("answer_id IS NOT NULL"), sqlite_where=text("answer_id IS NOT NULL")),
+        # A pairwise or listwise judge's request: once per comparison x judge x template x persona x sample.
+        Index("uq_request_comparison", "comparison_id", "model_spec_id", "template_id", "persona_key",
+              "sample_index", unique=True, postgresql_where=text("comparison_id IS NOT NULL"),
+              sqlite_where=text("comparison_id IS NOT NULL")),
         Index("ix_request_run_status", "run_id", "status"),
         # Claims read the lowest pending ids of a run and model: only the pending part is indexed.
         Index("ix_request_pending_claim", "run_id", "model_spec_id", "id", postgresql_where=text("status = 'pending'"),
@@ -237,6 +241,9 @@ class RatingRequest(SQLModel, table=True):
     # No foreign key: answer.request_id already points here (one direction keeps the tables acyclic).
     answer_id: Optional[int] = Field(default=None, index=True,
                                      description="The Answer a judge request rates (judge stage only).")
+    comparison_id: Optional[int] = Field(default=None, index=True,
+                                         description="The AnswerComparison a pairwise/listwise judge request "
+                                                     "orders (judge stage only; answer_id is then NULL).")
     cache_key: str = Field(max_length=64, index=True)
     status: str = Field(default=RequestStatus.pending.value, max_length=20)
     attempts: int = 0
@@ -340,6 +347,42 @@ class Answer(SQLModel, table=True):
     cache_hit: bool = False
     source_answer_id: Optional[int] = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class AnswerComparison(SQLModel, table=True):
+    """Answers of one item shown together to a pairwise or listwise judge, in the order shown: ``answer_ids[k]``
+    is labelled with the k-th capital letter (A, B, ...). Exists once per run and order (``answers_key``, the
+    ids joined by commas), so a pair or list is never asked twice; it is created in the transaction that stores
+    the answer completing it, with its judge requests."""
+
+    __tablename__ = "answer_comparison"
+    __table_args__ = (UniqueConstraint("run_id", "answers_key", name="uq_comparison_run_answers"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    item_id: int = Field(foreign_key="item.id", index=True)
+    kind: str = Field(max_length=20, description="pair | list")
+    answer_ids: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    answers_key: str = Field(max_length=500)
+
+
+class HumanAnswerJudgment(SQLModel, table=True):
+    """A person's judgment of a subject model's answer to an item: a rating (``kind`` rating, mapped like the
+    dataset's ratings) or the answer's rank among the answers to the item (``kind`` rank, 1 = ranked first).
+    Keyed to (item, subject model alias); ``answer_id`` is set when the import named a stored answer."""
+
+    __tablename__ = "human_answer_judgment"
+    __table_args__ = (UniqueConstraint("item_id", "subject", "annotator_id", "dimension", "kind",
+                                       name="uq_human_answer_judgment"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="dataset.id", index=True)
+    item_id: int = Field(foreign_key="item.id", index=True)
+    subject: str = Field(max_length=200, description="The subject model's alias in the campaign.")
+    answer_id: Optional[int] = Field(default=None, foreign_key="answer.id")
+    annotator_id: int = Field(foreign_key="annotator.id", index=True)
+    dimension: str = Field(max_length=200)
+    kind: str = Field(max_length=20, description="rating | rank")
+    value: Optional[float] = None
+    raw_label: str = Field(default="", max_length=500)
 
 
 class JudgeAssignment(SQLModel, table=True):

@@ -41,7 +41,7 @@ from accord.report.sections import (
 )
 from accord.report.views import SectionView
 from accord.models.schema import Campaign, Dataset, Metric, Rating, Run
-from accord.models.answer_frames import load_answers, load_judgments
+from accord.models.answer_frames import load_answers, load_comparisons, load_judgments
 from accord.models.run_frames import RunFrames, load_run_frames
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from rich.table import Table
@@ -96,16 +96,21 @@ class ReportData:
 
 # ------------------------------------------------------------------------------------------------ run summary
 
-def summarize_stages(answers: pd.DataFrame, judgments: pd.DataFrame) -> dict[str, Any]:
-    """The subjects and judges stages in numbers (an empty dict for a run without them)."""
+def summarize_stages(answers: pd.DataFrame, judgments: pd.DataFrame,
+                     comparisons: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The subjects and judges stages in numbers (an empty dict for a run without them); ``comparisons``:
+    pairwise and listwise verdicts (their judges count among the judges)."""
     if answers.empty:
         return {}
+    judges = set(judgments["judge"].astype(str)) if not judgments.empty else set()
+    if comparisons is not None and not comparisons.empty:
+        judges |= set(comparisons["judge"].astype(str))
     return {"subjects": sorted(answers["subject"].astype(str).unique().tolist()),
             "generation_templates": sorted(answers["template"].astype(str).unique().tolist()),
             "answer_items": int(answers["item"].nunique()), "answers": len(answers),
             "answer_outcomes": {str(k): int(v) for k, v in answers["status"].value_counts().sort_index().items()},
-            "judges": sorted(judgments["judge"].astype(str).unique().tolist()) if not judgments.empty else [],
-            "judgments": len(judgments)}
+            "judges": sorted(judges),
+            "judgments": len(judgments), "comparisons": 0 if comparisons is None else len(comparisons)}
 
 
 def summarize_run(run: dict[str, Any], frames: RunFrames, stages: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -195,7 +200,8 @@ def build_report_data(engine: Engine, run_id: int) -> ReportData:
             "ci_low": m.ci_low, "ci_high": m.ci_high, "pvalue": m.pvalue, "n": m.n, "details": m.details,
         } for m in rows)
     frames = load_run_frames(engine, run_id)
-    stages = summarize_stages(load_answers(engine, run_id), load_judgments(engine, run_id))
+    stages = summarize_stages(load_answers(engine, run_id), load_judgments(engine, run_id),
+                              load_comparisons(engine, run_id))
     return assemble_report(summarize_run(fields, frames, stages), metrics, frames)
 
 

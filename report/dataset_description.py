@@ -8,6 +8,7 @@ from typing import Any
 
 from accord.analysis.describe import DescribeOptions, describe_ratings
 from accord.models.run_frames import DatasetFramesError, load_dataset_frames
+from accord.models.projects import owner_id
 from accord.models.schema import Dataset
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -19,8 +20,7 @@ def import_info(engine: Engine, dataset: str | int, project_id: int | None = Non
         q = select(Dataset.import_info).where(Dataset.id == int(dataset))
     else:
         q = select(Dataset.import_info).where(Dataset.name == str(dataset))
-        q = q.where(Dataset.project_id == project_id) if project_id is not None else q.where(
-            Dataset.project_id.is_(None))  # type: ignore[union-attr]
+        q = q.where(Dataset.project_id == owner_id(engine, project_id))  # type: ignore[arg-type]
     with engine.connect() as conn:
         info = conn.execute(q).scalar()
     return dict(info or {})

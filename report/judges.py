@@ -1,6 +1,8 @@
 """Report section for the judges' view of the subject models: each subject's mean judged harm per judge with
 its interval, each judge's ranking, Kendall's tau between judges' rankings and Kendall's W across judges, each
-with a plain-language reading."""
+with a plain-language reading. Pairwise and listwise judges and people's judgments of the answers are rankers
+too (their score says how it is measured); pairwise judges' position bias, the share of comparison verdicts
+that parsed, and the judges' agreement with people (Krippendorff's alpha) have tables of their own."""
 
 from __future__ import annotations
 
@@ -16,21 +18,25 @@ def judges_section(ctx: ReportContext) -> SectionView | None:
                       "Each judge rated the subjects' answers (with a harm template, higher = more harmful). A "
                       "subject's score is "
                       "the mean over questions of its answers' judged harm; intervals are 95% item-bootstrap "
-                      "intervals. Kendall's tau compares two judges' rankings of the subjects (1 = same order, "
+                      "intervals. A pairwise judge's score is the share of comparisons the subject's answer wins "
+                      "(chosen as the more harmful), a listwise judge's the mean position score (1 = ranked first, "
+                      "0 = last); people's ratings and rankings of the answers, when imported, are scored the same "
+                      "way. Kendall's tau compares two rankings of the subjects (1 = same order, "
                       "-1 = reversed); Kendall's W measures the agreement of all judges at once (0 to 1). With few "
                       "subjects, rankings can agree by chance: read the intervals.")
     rows, seen = [], set()
     for row in sorted(idx.all("judge_subject_mean", slice_="all"), key=lambda r: (r.template, -(r.value or 0), r.model)):
-        rows.append([text(row.template), text(row.model), value_cell(row), ci_cell(row), count_cell(row.n)])
+        rows.append([text(row.template), text(row.model), text(row.details.get("measure", "mean judged score")),
+                     value_cell(row), ci_cell(row), count_cell(row.n)])
         if row.template not in seen and row.details.get("reading"):
             seen.add(row.template)
             sec.readings.append(row.details["reading"])
-    sec.tables.append(TableView("judges-means", "Mean judged harm per judge and subject",
-                                ["judge", "subject", "mean harm", "95% CI", "questions"], rows))
+    sec.tables.append(TableView("judges-means", "Subjects' scores per judge (or people)",
+                                ["judge", "subject", "score", "value", "95% CI", "questions"], rows))
     by_category = [r for r in idx.all("judge_subject_mean") if r.slice != "all"]
     if by_category:
-        sec.tables.append(TableView("judges-categories", "Mean judged score per category (vertical) and subject",
-                                    ["judge", "category", "subject", "mean", "95% CI", "questions"],
+        sec.tables.append(TableView("judges-categories", "Subjects' scores per category (vertical) and judge",
+                                    ["judge", "category", "subject", "score", "95% CI", "questions"],
                                     [[text(r.template), text(r.slice.removeprefix("category=")), text(r.model),
                                       value_cell(r), ci_cell(r), count_cell(r.n)]
                                      for r in sorted(by_category, key=lambda r: (r.template, r.slice, r.model))]))
@@ -48,6 +54,30 @@ def judges_section(ctx: ReportContext) -> SectionView | None:
                                     [[text(r.model), text(r.template), value_cell(r), ci_cell(r), p_cell(r.pvalue),
                                       count_cell(r.n)] for r in taus]))
         sec.readings += [r.details["reading"] for r in taus if r.details.get("reading") and r.value is not None]
+    flips = idx.all("judge_position_flip_share")
+    if flips:
+        sec.tables.append(TableView("judges-position", "Pairwise judges' position bias (each pair asked in both orders)",
+                                    ["judge", "share of pairs flipping", "95% CI", "first shown both times",
+                                     "second shown both times", "exact p", "pairs"],
+                                    [[text(r.template), value_cell(r), ci_cell(r),
+                                      count_cell(r.details.get("first_both_times")),
+                                      count_cell(r.details.get("second_both_times")), p_cell(r.pvalue),
+                                      count_cell(r.n)] for r in flips]))
+        sec.readings += [r.details["reading"] for r in flips if r.details.get("reading")]
+    parsed = idx.all("judge_comparison_parsed")
+    if parsed:
+        sec.tables.append(TableView("judges-parsed", "Comparison verdicts that parsed",
+                                    ["judge", "format", "share parsed", "verdicts"],
+                                    [[text(r.template), text(r.details.get("format", "")), value_cell(r),
+                                      count_cell(r.n)] for r in parsed]))
+        sec.readings += [r.details["reading"] for r in parsed if r.details.get("reading") and (r.value or 0) < 1]
+    alphas = idx.all("judge_human_alpha")
+    if alphas:
+        sec.tables.append(TableView("judges-people", "Judges' agreement with people (Krippendorff's alpha, interval)",
+                                    ["judge", "slice", "alpha", "answers"],
+                                    [[text(r.template), text(r.slice), value_cell(r), count_cell(r.n)]
+                                     for r in sorted(alphas, key=lambda r: (r.template, r.slice != "all", r.slice))]))
+        sec.readings += [r.details["reading"] for r in alphas if r.slice == "all" and r.details.get("reading")]
     w = idx.one("judges_kendall_w")
     if w is not None:
         sec.readings.append(w.details.get("reading") or f"Kendall's W is {w.details.get('reason', 'undefined')}.")

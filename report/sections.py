@@ -90,7 +90,9 @@ def summary_section(ctx: ReportContext) -> SectionView:
             f"template{'s' if len(stages['generation_templates']) != 1 else ''}: {count(stages['answers'])} answers, "
             f"{count(usable)} of them usable. "
             + (f"{n_judges} judge{'s' if n_judges != 1 else ''} ({', '.join(stages['judges'])}) rated them in "
-               f"{count(stages['judgments'])} judgments." if n_judges else "No judge rated them."))
+               f"{count(stages['judgments'])} judgments"
+               + (f" and {count(stages['comparisons'])} pairwise or listwise verdicts" if stages.get("comparisons")
+                  else "") + "." if n_judges else "No judge rated them."))
     if stages and not run["models"]:
         sec.readings.append(f"In all, {count(run['total'])} requests: {count(run['done'])} answered "
                             f"({_cached(run['cached'])}), {count(run['failed'])} failed and "

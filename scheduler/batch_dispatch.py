@@ -38,6 +38,7 @@ from accord.worker.batch.batch_runner import (
     BatchContext,
     TickReport,
     abandon_batch,
+    answers_from_cache,
     assemble_batches,
     collect_batch,
     live_batches,
@@ -71,7 +72,7 @@ def campaign_of(engine: Engine, run_id: int) -> CampaignSpec:
 def dispatch_plan(engine: Engine, run_id: int) -> tuple[list[int], list[int]]:
     """(model spec ids whose requests go through a batch API, model spec ids run in realtime) for the run."""
     spec = campaign_of(engine, run_id)
-    entries = {m.name: m for m in spec.models}
+    entries = {m.name: m for m in spec.all_models()}   # rating models, subjects and judges
     with Session(engine) as session:
         rows = session.execute(select(ModelSpec.id, ModelSpec.name).where(ModelSpec.id.in_(  # type: ignore[union-attr]
             select(RatingRequest.model_spec_id).where(RatingRequest.run_id == run_id).distinct()))).all()
@@ -128,6 +129,7 @@ async def run_batches_once_async(bctx: BatchContext, run_id: int, *, realtime: b
                 report.merge(await submit_batch(bctx, batch, resend=False))
     elif status == RunStatus.running.value:
         if campaign_of(engine, run_id).cache is True:
+            report.stored += answers_from_cache(engine, run_id)   # subjects first: their judges may be cached too
             with Session(engine) as session:
                 answer_from_cache(session, run_id)
                 session.commit()

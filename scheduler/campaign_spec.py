@@ -364,8 +364,6 @@ class CampaignSpec(BaseModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> "CampaignSpec":
-        if (self.subjects or self.judges) and self.dispatch != "realtime":
-            raise ValueError("dispatch: subjects and judges run in realtime only (batch APIs: not yet)")
         stages = [("models", self.models), *((k, getattr(self, k).models) for k in ("subjects", "judges")
                                               if getattr(self, k) is not None)]
         seen: dict[str, tuple[str, ModelEntry]] = {}
@@ -417,19 +415,30 @@ def request_count(spec: CampaignSpec, n_items: int, n_personas: int, persona_tem
     return n_items * len(spec.models) * per_item * spec.samples
 
 
-def check_request_count(spec: CampaignSpec, n_items: int, n_personas: int, persona_templates: list[bool]) -> int:
-    """The run's request count, or ``CampaignSpecError`` if it passes the limits (checked before expansion)."""
+def check_request_count(spec: CampaignSpec, n_items: int, n_personas: int, persona_templates: list[bool],
+                        stage_requests: int = 0) -> int:
+    """The run's request count, or ``CampaignSpecError`` if it passes the limits (checked before expansion).
+    ``stage_requests`` is what the subjects and judges stages will ask if every answer comes
+    (``accord.scheduler.stages.Stages.request_count``)."""
     limits = get_limits()
     if n_personas > limits.max_personas:
         raise CampaignSpecError(f"personas: {n_personas} personas, more than the limit of {limits.max_personas} "
                                 "(ACCORD_LIMIT_MAX_PERSONAS)")
-    total = request_count(spec, n_items, n_personas, persona_templates)
+    rating = request_count(spec, n_items, n_personas, persona_templates)
+    total = rating + stage_requests
     if total > limits.max_requests_per_run:
+        detail = (f"{n_items} items x {len(spec.models)} models x {len(persona_templates)} templates"
+                  f"{f' x {n_personas} personas' if n_personas else ''} x {spec.samples} samples")
+        if stage_requests:
+            detail = (f"{rating} rating requests ({detail}) + " if spec.models else "") + \
+                f"{stage_requests} subjects' and judges' requests if every answer comes"
+            what = "requests"
+        else:
+            what = "rating requests"
         raise CampaignSpecError(
-            f"the campaign expands to {total} rating requests ({n_items} items x {len(spec.models)} models x "
-            f"{len(persona_templates)} templates{f' x {n_personas} personas' if n_personas else ''} x "
-            f"{spec.samples} samples), more than the limit of {limits.max_requests_per_run} per run "
-            "(ACCORD_LIMIT_MAX_REQUESTS_PER_RUN); rate fewer items (items.limit) or fewer samples")
+            f"the campaign expands to {total} {what} ({detail}), more than the limit of "
+            f"{limits.max_requests_per_run} per run (ACCORD_LIMIT_MAX_REQUESTS_PER_RUN); rate fewer items "
+            "(items.limit), fewer samples, subjects or judges")
     return total
 
 

@@ -30,7 +30,7 @@ from accord.models.schema import (
     RunStatus, utcnow,
 )
 from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, ModelEntry, check_request_count, repeated
-from accord.scheduler.stages import StageError, Stages, generation_requests, resolve_stages
+from accord.scheduler.stages import StageError, Stages, generation_requests, placeholder_answers, resolve_stages
 from accord.worker.decoding import request_decoding
 from accord.worker.prompt_templates import (
     ResolvedTemplate, cache_key, item_variables, load_template, render_messages,
@@ -310,7 +310,7 @@ def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int) -> E
         n_items = min(n_items, spec.items.limit)
     try:
         check_request_count(spec, n_items, len(personas) if any(t.persona for t in templates) else 0,
-                            [t.persona for t in templates])
+                            [t.persona for t in templates], stages.request_count(spec, n_items))
     except CampaignSpecError as err:
         raise CampaignError(str(err)) from None
     items = select_items(session, ds, spec)
@@ -354,7 +354,7 @@ def _insert_judge_assignments(session: Session, spec: CampaignSpec, expansion: E
         for item in expansion.items:
             try:
                 render_messages(tmpl, item.content, item=item_variables(item.external_id, item.content, item.meta),
-                                answer="")
+                                **placeholder_answers(tmpl, len(spec.subjects.models) if spec.subjects else 0, ""))
             except TemplateError as e:
                 raise CampaignError(f"judges.templates: {tmpl.name!r} cannot be rendered for item "
                                     f"{item.external_id!r}: {e}") from None

@@ -2,7 +2,9 @@
 request rendered with its item (answers already in the cache cost nothing). Judges: one request per answer
 the subjects will give (if every generation succeeds) x judge x template x sample, its input estimated with
 an answer as long as the generation template's output cap allows, its output at the judge's cap; none is
-counted as cached (the answers are not known yet), so the judges' figure is an upper bound."""
+counted as cached (the answers are not known yet), so the judges' figure is an upper bound. Pairwise judges:
+k (k - 1) requests per item, generation template and sample (k subjects), listwise judges one, each showing
+answers of that length."""
 
 from __future__ import annotations
 
@@ -13,10 +15,10 @@ from sqlmodel import Session
 
 from accord.models.schema import Answer
 from accord.scheduler.campaign_spec import CampaignSpec
-from accord.scheduler.stages import generation_requests
+from accord.scheduler.stages import generation_requests, judge_calls_per_group, placeholder_answers
 from accord.worker.decoding import request_decoding
 from accord.worker.execute import estimate_tokens
-from accord.worker.prompt_templates import item_variables, render_messages
+from accord.worker.prompt_templates import COMPARISON_FORMATS, item_variables, render_messages
 from accord.worker.stage_decoding import stage_base_decoding
 
 if TYPE_CHECKING:
@@ -58,6 +60,7 @@ def stage_plans(session: Session, spec: CampaignSpec, expansion: "Expansion", de
     if spec.judges is None:
         return out
     doc = spec.model_dump(mode="json")
+    k = len(spec.subjects.models)
     gen_base, judge_base = stage_base_decoding(doc, "generate"), stage_base_decoding(doc, "judge")
     for judge in spec.judges.models:
         p = make_plan(model=judge.name, provider=judge.provider, rpm=judge.rpm, tpm=judge.tpm, stage="judges",
@@ -71,10 +74,14 @@ def stage_plans(session: Session, spec: CampaignSpec, expansion: "Expansion", de
                 for tmpl in stages.judge_templates:
                     out_cap = int(request_decoding(judge_base, judge_decoding, tmpl.max_tokens, 0).get("max_tokens")
                                   or default_output_cap)
+                    # A comparison's requests are counted once per group, under the first subject's caps.
+                    if tmpl.response_format in COMPARISON_FORMATS and subject is not spec.subjects.models[0]:
+                        continue
+                    per_group = judge_calls_per_group(tmpl, k) if tmpl.response_format in COMPARISON_FORMATS else 1
                     for item in expansion.items:
-                        messages = render_messages(tmpl, item.content, answer=placeholder,
+                        messages = render_messages(tmpl, item.content, **placeholder_answers(tmpl, k, placeholder),
                                                    item=item_variables(item.external_id, item.content, item.meta))
-                        n = spec.subjects.samples * spec.judges.samples
+                        n = spec.subjects.samples * spec.judges.samples * per_group
                         p.requests += n
                         p.input_tokens += n * estimate_tokens(messages, 0)
                         p.output_tokens += n * out_cap

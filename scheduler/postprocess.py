@@ -16,7 +16,8 @@ from accord.analysis.judge_ranking_metrics import judge_ranking_records
 from accord.analysis.results import MetricRecord
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.models.schema import Campaign, Metric, Run, utcnow
-from accord.models.answer_frames import as_raters, load_answers, load_judgments
+from accord.models.answer_judgments import load_human_judgments
+from accord.models.answer_frames import comparisons_as_raters, load_answers, load_comparisons, load_judgments
 from accord.models.run_frames import load_run_frames
 
 
@@ -85,9 +86,9 @@ def compute_run_metrics(engine: Engine, run_id: int, options: SuiteOptions | Non
         if campaign is not None:
             records += dataset_baseline(engine, campaign, frames.dimension, set(frames.llm["item_id"]))
     if not answers.empty:
-        judgments = as_raters(load_judgments(engine, run_id))
+        judgments, comparisons = comparisons_as_raters(load_judgments(engine, run_id), load_comparisons(engine, run_id))
         records.extend(fine_records(answers, judgments))
-        records.extend(judge_ranking_records(answers, judgments))
+        records.extend(judge_ranking_records(answers, judgments, comparisons, load_human_judgments(engine, run_id)))
     return records
 
 

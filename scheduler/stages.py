@@ -4,6 +4,9 @@ Subjects: one ``generate`` request per item x subject model x generation templat
 the item's fields (``item.*``); its result is an ``Answer``. Judges: one ``judge_assignment`` row per judge
 model x rating template, naming the generation templates whose answers it judges; the judge requests
 themselves are created when each answer is stored (``accord.worker.judge_requests``), in the same transaction.
+Pairwise and listwise judges (``COMPARISON_FORMATS``) rate answers of one item together: a pairwise judge each
+ordered pair of answers from two subjects (both orders), a listwise judge the k subjects' answers at once
+(``accord.worker.comparisons``); ``judge_count`` counts them too, before anything is expanded.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from jinja2 import TemplateError
 from accord.models.schema import Item
 from accord.scheduler.campaign_spec import CampaignSpec, ModelEntry
 from accord.worker.decoding import request_decoding
-from accord.worker.prompt_templates import ResolvedTemplate, cache_key, item_variables, load_template, render_messages
+from accord.worker.prompt_templates import (
+    COMPARISON_FORMATS, ResolvedTemplate, cache_key, item_variables, load_template, render_messages,
+)
 from accord.worker.stage_decoding import stage_base_decoding
 
 
@@ -55,11 +60,24 @@ class Stages:
             return 0
         return n_items * len(spec.subjects.models) * len(self.judged) * spec.subjects.samples
 
+    def request_count(self, spec: CampaignSpec, n_items: int) -> int:
+        """Requests of both stages if every generation succeeds (for the per-run request limit)."""
+        return self.generation_count(spec, n_items) + self.judge_count(spec, n_items)
+
     def judge_count(self, spec: CampaignSpec, n_items: int) -> int:
-        if spec.judges is None:
+        """Judge requests if every generation succeeds: one per answer and per-answer judge call, one per ordered
+        pair of two subjects' answers (k (k - 1) per item, template and sample) and pairwise judge call, one per
+        item, template and sample and listwise judge call."""
+        if spec.judges is None or spec.subjects is None:
             return 0
-        per_answer = len(spec.judges.models) * len(self.judge_templates) * spec.judges.samples
-        return self.judged_answer_count(spec, n_items) * per_answer
+        k = len(spec.subjects.models)
+        groups = n_items * len(self.judged) * spec.subjects.samples
+        total = 0
+        for t in self.judge_templates:
+            per = groups * judge_calls_per_group(t, k) if t.response_format in COMPARISON_FORMATS else \
+                self.judged_answer_count(spec, n_items)
+            total += per * len(spec.judges.models) * spec.judges.samples
+        return total
 
 
 def resolve_stages(spec: CampaignSpec) -> Stages:
@@ -76,7 +94,13 @@ def resolve_stages(spec: CampaignSpec) -> Stages:
     out.judge_templates = [load_template(t.name, t.path, t.version, t.params) for t in spec.judges.templates]
     _unique_names("judges.templates", out.judge_templates)
     for t in out.judge_templates:
-        if not t.labels:
+        if t.response_format in COMPARISON_FORMATS and len(spec.subjects.models) < 2:
+            raise StageError(f"judges.templates: {t.name!r} is {t.response_format}; it compares the answers of "
+                             f"two or more subjects (subjects.models has {len(spec.subjects.models)})")
+        if t.response_format == "listwise" and len(spec.subjects.models) > 26:
+            raise StageError(f"judges.templates: {t.name!r} is listwise; it orders at most 26 answers "
+                             f"(subjects.models has {len(spec.subjects.models)})")
+        if not t.labels and t.response_format != "listwise":
             raise StageError(f"judges.templates: {t.name!r} is open_ended; a judge's template needs labels")
         if t.persona:
             raise StageError(f"judges.templates: {t.name!r} is persona-conditioned; not supported for judges yet")
@@ -93,6 +117,24 @@ def resolve_stages(spec: CampaignSpec) -> Stages:
             raise StageError("judges.answers_of: no subjects template is open_ended; name the templates whose "
                              "answers the judges rate")
     return out
+
+
+def placeholder_answers(template: ResolvedTemplate, n_subjects: int, text: str) -> dict[str, Any]:
+    """``render_messages`` arguments standing for the answers a judge template will see: one answer, or the
+    two of a pair, or the ``n_subjects`` of a list, each ``text`` (to check rendering or estimate tokens)."""
+    if template.response_format == "pairwise":
+        return {"answers": [text, text]}
+    if template.response_format == "listwise":
+        return {"answers": [text] * max(2, n_subjects)}
+    return {"answer": text}
+
+
+def judge_calls_per_group(template: ResolvedTemplate, n_subjects: int) -> int:
+    """Judge requests per answer (per-answer judges), or per item, generation template and sample (pairwise:
+    every ordered pair of two subjects' answers; listwise: one list)."""
+    if template.response_format == "pairwise":
+        return n_subjects * (n_subjects - 1)
+    return 1
 
 
 def _unique_names(where: str, templates: list[ResolvedTemplate]) -> None:

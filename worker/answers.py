@@ -3,8 +3,9 @@ with their judge requests.
 
 ``store_answers`` is the answer-side twin of ``execute.store_ratings``: one transaction inserts the answers
 (``ON CONFLICT (request_id) DO NOTHING``, so an answer is never stored twice), marks their generate requests
-done, inserts the judge requests of each answer stored now (``judge_requests.judge_rows``) and updates the
-run's counters (``total`` grows by the judge requests)."""
+done, inserts the judge requests of each answer stored now (``judge_requests.judge_rows``) and of the pairs
+and lists of answers they complete (``comparisons.comparison_rows``, after locking the run rows so concurrent
+workers see each other's answers) and updates the run's counters (``total`` grows by the judge requests)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from accord.models.schema import Answer, RatingRequest, RequestStatus, Run, RunStatus, utcnow
+from accord.worker.comparisons import comparison_plans, comparison_rows, lock_runs
 from accord.worker.judge_requests import judge_rows, load_judge_plans
 from accord.worker.parsing import parse_answer
 from accord.worker.providers.base import ProviderResponse
@@ -106,6 +108,8 @@ def store_answers(engine: Engine, answers: list[tuple["Job", dict[str, Any], boo
             stopped = set(session.execute(select(Run.id).where(Run.id.in_(run_ids), Run.status.in_(  # type: ignore[union-attr]
                 (RunStatus.cancelled.value, RunStatus.budget_exhausted.value)))).scalars())
             plans = {r: ([] if r in stopped else p) for r, p in plans.items()}
+            comparing = sorted(r for r, p in plans.items() if comparison_plans(p))
+            lock_runs(session, comparing)
             judge_requests: list[dict[str, Any]] = []
             runs: dict[int, list[float]] = {}
             for rid, answer_id in stored.items():
@@ -125,6 +129,14 @@ def store_answers(engine: Engine, answers: list[tuple["Job", dict[str, Any], boo
                 totals[5] += len(new)
             if judge_requests:
                 session.connection().execute(RatingRequest.__table__.insert(), judge_requests)  # type: ignore[attr-defined]
+            for run_id in comparing:
+                items = {by_request[rid][0].request.item_id: (by_request[rid][0].content, by_request[rid][0].item)
+                         for rid in stored if by_request[rid][0].request.run_id == run_id}
+                n_subjects = plans[run_id][0].n_subjects
+                new_rows = comparison_rows(session, run_id, plans[run_id], n_subjects, items, now)
+                if new_rows:
+                    session.connection().execute(RatingRequest.__table__.insert(), new_rows)  # type: ignore[attr-defined]
+                    runs[run_id][5] += len(new_rows)
             for run_id, (done, cached, cost, it, ot, added) in runs.items():
                 session.execute(
                     text("UPDATE run SET done = done + :d, cached = cached + :c, cost_usd = cost_usd + :cost, "

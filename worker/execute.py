@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from accord.models.schema import (
     Answer,
+    AnswerComparison,
     Campaign,
     Item,
     ModelSpec,
@@ -43,11 +44,13 @@ from accord.models.schema import (
     RunStatus,
     utcnow,
 )
+from accord.worker.comparisons import complete_after_failure
 from accord.worker.answers import ANSWER_CACHED_FIELDS, generation_fields, prefetch_answers, store_answers
 from accord.worker.budget import EXHAUSTED, RESERVED, BudgetLedger
 from accord.worker.decoding import request_decoding
 from accord.worker.parsing import UNPARSEABLE, expected_value, parse_answer
-from accord.worker.prompt_templates import ResolvedTemplate, item_variables, render_messages
+from accord.worker.prompt_templates import ResolvedTemplate, comparison_labels, item_variables, render_messages
+from accord.worker.ranking_parse import parse_ranking
 from accord.worker.provider_pool import ProviderPool
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
 from accord.worker.rate_limiter import is_rate_limited
@@ -131,6 +134,12 @@ class Job:
     run_key: str = ""               # the run's id and start time: its budget ledger entry
     item: dict[str, Any] = field(default_factory=dict)   # the template's ``item`` variables
     answer_text: str | None = None  # judge requests: the subject's answer they rate
+    answers: list[str] | None = None  # pairwise/listwise judge requests: the answers compared, in the order shown
+
+    def render(self) -> list[dict[str, str]]:
+        """The chat messages of this request (item, persona, and the answer or answers judged)."""
+        return render_messages(self.template, self.content, self.request.persona or None, item=self.item,
+                               answer=self.answer_text, answers=self.answers)
 
     @property
     def generates(self) -> bool:
@@ -187,7 +196,22 @@ def load_jobs(session: Session, request_ids: list[int]) -> tuple[list[Job], int]
                         f"{req.run_id}:{started_at.isoformat() if started_at else ''}",
                         item_variables(external_id, content, meta), answer_text))
     skipped += len(request_ids) - len(rows)
+    _attach_compared_answers(session, jobs)
     return jobs, skipped
+
+
+def _attach_compared_answers(session: Session, jobs: list[Job]) -> None:
+    """Pairwise and listwise judge requests: the texts of the answers they compare, in the order shown."""
+    ids = {j.request.comparison_id for j in jobs if j.request.comparison_id is not None}
+    if not ids:
+        return
+    orders = dict(session.execute(select(AnswerComparison.id, AnswerComparison.answer_ids)
+                                  .where(AnswerComparison.id.in_(ids))).all())  # type: ignore[attr-defined]
+    answer_ids = {int(a) for order in orders.values() for a in order}
+    texts = dict(session.execute(select(Answer.id, Answer.text).where(Answer.id.in_(answer_ids))).all())  # type: ignore[attr-defined]
+    for job in jobs:
+        if job.request.comparison_id is not None:
+            job.answers = [texts[int(a)] or "" for a in orders[job.request.comparison_id]]
 
 
 def run_deadline(started_at: datetime | None, deadline_hours: float | None) -> float:
@@ -400,8 +424,10 @@ class RatingSink:
 
 
 def store_rating(ctx: ExecutionContext, job: Job, fields: dict[str, Any], *, cache_hit: bool, attempts: int) -> bool:
-    """Store one rating and mark its request done, atomically (the batch path's results). False if it was
-    stored already."""
+    """Store one rating — or a subject's answer, with its judge requests — and mark its request done,
+    atomically (the batch path's results). False if it was stored already."""
+    if job.generates:
+        return bool(store_answers(ctx.engine, [(job, fields, cache_hit, attempts)]))
     stored = store_ratings(ctx.engine, [(job, fields, cache_hit, attempts)])
     if not stored:
         return False
@@ -422,6 +448,12 @@ def finish_request(engine: Engine, req: RatingRequest, status: str, error: str |
         changed = bool(result.rowcount)
         if changed:
             session.execute(text(f"UPDATE run SET {counter} = {counter} + 1 WHERE id = :id"), {"id": req.run_id})
+            if req.stage == "generate" and status == RequestStatus.failed.value:
+                # lists that waited for this subject's answer are complete without it
+                added = complete_after_failure(session, req.run_id, req.item_id, utcnow())
+                if added:
+                    session.execute(text("UPDATE run SET total = total + :n WHERE id = :id"),
+                                    {"n": added, "id": req.run_id})
         session.commit()
     return changed
 
@@ -561,8 +593,7 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, c
             else:
                 outcome.skipped += 1
             return
-    messages = render_messages(job.template, job.content, req.persona or None, item=job.item,
-                               answer=job.answer_text)
+    messages = job.render()
     reservation = (budget, spent) if budget is not None else None
     attempts = [req.attempts]
     try:
@@ -616,6 +647,8 @@ async def answer_fields(ctx: ExecutionContext, job: Job, messages: list[dict[str
     each reserved against ``budget`` like any call); ``discount`` (the batch discount) applies to the first
     call only."""
     tmpl = job.template
+    if tmpl.response_format == "listwise":
+        return ranking_fields(job, response, discount)
     parsed = parse_answer(response.text, tmpl.labels, finish_reason=response.finish_reason, pattern=tmpl.pattern)
     probs, weighted = _scores(response, tmpl.labels)
     final, final_response = parsed, response
@@ -654,6 +687,25 @@ async def answer_fields(ctx: ExecutionContext, job: Job, messages: list[dict[str
         "latency_ms": sum(r.latency_ms for r, _ in calls),
         "cost_usd": sum(response_cost(job.spec, r, d) for r, d in calls),
         "repair_text": repair_text, "repaired": repaired,
+    }
+
+
+def ranking_fields(job: Job, response: ProviderResponse, discount: float = 0.0) -> dict[str, Any]:
+    """The Rating fields of a listwise judge's answer: the order of the answers' letters (``label``, e.g.
+    ``B>A>C``, first = ranked highest) when it is a permutation of all of them, else ``unparseable`` (or
+    ``empty``/``truncated``) with no label. Never repaired, never completed."""
+    parsed = parse_ranking(response.text, comparison_labels(len(job.answers or [])))
+    status = parsed.status
+    if status != "ok" and response.finish_reason == "length" and parsed.status != "empty":
+        status = "truncated"
+    return {
+        "raw_text": response.text, "label": ">".join(parsed.order) if parsed.order else None, "value": None,
+        "weighted_value": None, "label_probs": None, "rationale": None, "parse_status": status,
+        "finish_reason": response.finish_reason, "model_snapshot": response.model_snapshot,
+        "template_hash": job.template_hash, "decoding": job.params, "input_tokens": response.input_tokens,
+        "output_tokens": response.output_tokens, "cached_input_tokens": response.cached_input_tokens,
+        "cache_write_tokens": response.cache_write_tokens, "latency_ms": response.latency_ms,
+        "cost_usd": response_cost(job.spec, response, discount), "repair_text": None, "repaired": False,
     }
 
 

@@ -15,7 +15,7 @@ from sqlmodel import Session
 from accord.models.projects import cache_scope
 from accord.models.schema import Campaign, JudgeAssignment, ModelSpec, Project, PromptTemplate, Run
 from accord.worker.decoding import request_decoding
-from accord.worker.prompt_templates import ResolvedTemplate, cache_key, render_messages
+from accord.worker.prompt_templates import COMPARISON_FORMATS, ResolvedTemplate, cache_key, render_messages
 from accord.worker.stage_decoding import stage_base_decoding
 
 JUDGED_STATUSES = ("ok", "truncated")   # an empty or refused answer has nothing to judge
@@ -37,6 +37,7 @@ class JudgePlan:
     model_decoding: dict[str, Any]
     base_decoding: dict[str, Any]
     scope: str
+    n_subjects: int = 0   # subject models of the run (a listwise judge waits for all their answers)
 
 
 def load_judge_plans(session: Session, run_ids: set[int]) -> dict[int, list[JudgePlan]]:
@@ -62,19 +63,21 @@ def load_judge_plans(session: Session, run_ids: set[int]) -> dict[int, list[Judg
             base_url=spec.base_url, path=(spec.params or {}).get("path"),
             model_decoding=(spec.params or {}).get("decoding") or {},
             base_decoding=stage_base_decoding(campaign_doc, "judge"),
-            scope=cache_scope(project_id, stored_scope)))
+            scope=cache_scope(project_id, stored_scope),
+            n_subjects=len(((campaign_doc or {}).get("subjects") or {}).get("models") or [])))
     return out
 
 
 def judge_rows(plans: list[JudgePlan], *, run_id: int, item_id: int, generation_template_id: int, answer_id: int,
                answer_status: str, content: dict[str, Any], item: dict[str, Any], answer_text: str,
                now: Any) -> list[dict[str, Any]]:
-    """The judge request rows for one stored answer (none if no judge rates answers of its template)."""
+    """The judge request rows for one stored answer (none if no judge rates answers of its template; pairwise
+    and listwise judges rate answers together, ``accord.worker.comparisons``)."""
     if answer_status not in JUDGED_STATUSES:
         return []
     rows = []
     for plan in plans:
-        if generation_template_id not in plan.answers_of:
+        if generation_template_id not in plan.answers_of or plan.template.response_format in COMPARISON_FORMATS:
             continue
         messages = render_messages(plan.template, content, item=item, answer=answer_text)
         for s in range(plan.samples):

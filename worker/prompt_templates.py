@@ -1,10 +1,15 @@
 """Prompt templates: loading (bundled or user files), resolution of parameters, rendering to chat messages.
 
 A template file is YAML with ``name``, ``version``, ``response_format`` (likert | binary | multiple_choice |
-open_ended), Jinja2 ``system`` and ``user`` text, and ``output`` (``labels``: label -> numeric value,
+open_ended | pairwise | listwise), Jinja2 ``system`` and ``user`` text, and ``output`` (``labels``: label -> numeric value,
 ``logprobs``, ``max_tokens``, ``pattern``). Multiple-choice templates list ``options`` (text and value) and
 take the parameter ``option_order`` (e.g. "BA"), which decides which letter stands for which option;
 the resolved label -> value map is stored with the template, so every rating can be scored.
+
+Judges' comparison formats see ``answers``, the answers of one item in the order shown, each with its
+``label`` (A, B, ...), the delimited ``answer`` and its raw ``text``: ``pairwise`` templates have exactly the
+labels A and B (which of the two answers); ``listwise`` templates have no labels (the answer is an order of
+the k letters, ``labels`` lists them when rendering) and are parsed by ``accord.worker.ranking_parse``.
 
 The rated content is rendered inside a delimited block, and any copy of the delimiters inside the content
 is neutralised, so text in a conversation cannot close the block and pass for instructions.
@@ -31,7 +36,9 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 BUNDLED_DIR = Path(__file__).parent / "templates"
-RESPONSE_FORMATS = ("likert", "binary", "multiple_choice", "open_ended")
+RESPONSE_FORMATS = ("likert", "binary", "multiple_choice", "open_ended", "pairwise", "listwise")
+COMPARISON_FORMATS = ("pairwise", "listwise")   # a judge shown several answers of one item at once
+PAIR_LABELS = ("A", "B")
 BEGIN = "<<<BEGIN RATED CONTENT>>>"
 END = "<<<END RATED CONTENT>>>"
 
@@ -167,7 +174,12 @@ def resolve_template(doc: dict[str, Any], params: dict[str, Any], source: str = 
             display = f"{name}[{order}]"
     else:
         raw_labels = output.get("labels") or {}
-        if fmt != "open_ended" and not raw_labels:
+        if fmt == "listwise" and raw_labels:
+            raise TemplateSpecError(f"{source}: a listwise template has no 'output.labels' (its answer is an order "
+                                    f"of the answers' letters)")
+        if fmt == "pairwise" and sorted(map(str, raw_labels)) != list(PAIR_LABELS):
+            raise TemplateSpecError(f"{source}: a pairwise template's 'output.labels' must be exactly A and B")
+        if fmt not in ("open_ended", "listwise") and not raw_labels:
             raise TemplateSpecError(f"{source}: field 'output.labels' (label: numeric value) is required")
         try:
             labels = {str(k): float(v) for k, v in raw_labels.items()}
@@ -414,6 +426,13 @@ def item_variables(external_id: str, content: dict[str, Any], meta: dict[str, An
     return {**meta, "meta": meta, "id": external_id, "text": content_text(content)}
 
 
+def comparison_labels(k: int) -> list[str]:
+    """The letters labelling k answers shown together: A, B, C, ..."""
+    if not 2 <= k <= len(string.ascii_uppercase):
+        raise ValueError(f"a comparison shows 2 to {len(string.ascii_uppercase)} answers, not {k}")
+    return list(string.ascii_uppercase[:k])
+
+
 def render_answer(text: str) -> str:
     """A subject's answer as a delimited block; copies of any delimiter inside it are neutralised."""
     body = _neutralise(text).replace(ANSWER_BEGIN, "<<BEGIN ANSWER>>").replace(ANSWER_END, "<<END ANSWER>>")
@@ -422,9 +441,10 @@ def render_answer(text: str) -> str:
 
 def render_messages(template: ResolvedTemplate, content: dict[str, Any],
                     persona: dict[str, str] | None = None, *, item: dict[str, Any] | None = None,
-                    answer: str | None = None) -> list[dict[str, str]]:
+                    answer: str | None = None, answers: list[str] | None = None) -> list[dict[str, str]]:
     """The chat messages of ``template`` for an item. Variables: ``content`` (the item, delimited),
     ``item`` (see ``item_variables``), ``answer`` (a subject's answer, delimited; ``answer_text`` as is),
+    ``answers`` (comparison formats: the answers shown, each with ``label``, ``answer`` delimited and ``text``),
     ``persona``/``persona_phrase``, ``options`` (letter, option; option texts may use the same variables),
     ``labels`` and the template's parameters."""
     context: dict[str, Any] = {
@@ -432,9 +452,12 @@ def render_messages(template: ResolvedTemplate, content: dict[str, Any],
         "item": item if item is not None else item_variables("", content, {}),
         "persona": persona or {},
         "persona_phrase": persona_phrase(persona) if persona else "",
-        "labels": list(template.labels),
+        "labels": list(template.labels) if answers is None else comparison_labels(len(answers)),
         **template.params,
     }
+    if answers is not None:
+        context["answers"] = [{"label": label, "answer": render_answer(t), "text": t}
+                              for label, t in zip(comparison_labels(len(answers)), answers)]
     if answer is not None:
         context["answer"] = render_answer(answer)
         context["answer_text"] = answer

@@ -89,6 +89,8 @@ def delete_project(engine: Engine, project: str | int, templates_root: Path | No
         HumanRating,
         ImportedRating,
         Item,
+        AnswerComparison,
+        HumanAnswerJudgment,
         JudgeAssignment,
         Metric,
         ModelSpec,
@@ -115,8 +117,10 @@ def delete_project(engine: Engine, project: str | int, templates_root: Path | No
             ("rating", delete(Rating).where(Rating.run_id.in_(runs))),  # type: ignore[attr-defined]
             ("metric", delete(Metric).where(Metric.run_id.in_(runs))),  # type: ignore[attr-defined]
             ("provider_batch", delete(ProviderBatch).where(ProviderBatch.run_id.in_(runs))),  # type: ignore[attr-defined]
-            ("answer", delete(Answer).where(Answer.run_id.in_(runs))),  # type: ignore[attr-defined]
+            ("answer_comparison", delete(AnswerComparison).where(AnswerComparison.run_id.in_(runs))),  # type: ignore[attr-defined]
             ("judge_assignment", delete(JudgeAssignment).where(JudgeAssignment.run_id.in_(runs))),  # type: ignore[attr-defined]
+            ("human_answer_judgment", delete(HumanAnswerJudgment).where(HumanAnswerJudgment.item_id.in_(items))),  # type: ignore[attr-defined]
+            ("answer", delete(Answer).where(Answer.run_id.in_(runs))),  # type: ignore[attr-defined]
             ("rating_request", delete(RatingRequest).where(RatingRequest.run_id.in_(runs))),  # type: ignore[attr-defined]
             ("run", delete(Run).where(Run.project_id == pid)),  # type: ignore[arg-type]
             ("campaign", delete(Campaign).where(Campaign.project_id == pid)),  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ from accord.scheduler.campaign_spec import (
 )
 from accord.scheduler.expand import CampaignError, RunPlan, create_run, personas_for, resolve_campaign
 from accord.scheduler.plan import plan_campaign as estimate_plan
+from accord.scheduler.stages import StageError, resolve_stages
 from accord.worker.prompt_templates import (
     TemplateRenderError,
     TemplateSpecError,
@@ -193,7 +194,11 @@ def validate_campaign(engine: Engine, settings: ApiSettings, templates: Template
                 n_items = min(n_items, spec.items.limit)
             n_personas = len(personas_for(session, ds, exec_spec)) if any(persona_templates) else 0
             try:
-                check_request_count(spec, n_items, n_personas, persona_templates)
+                stage_requests = resolve_stages(exec_spec).request_count(exec_spec, n_items)
+            except StageError as err:
+                raise CampaignError(str(err)) from None
+            try:
+                check_request_count(spec, n_items, n_personas, persona_templates, stage_requests)
             except CampaignSpecError as err:
                 raise invalid(str(err), field="body") from None
             expansion = resolve_campaign(session, exec_spec, project_id)

@@ -14,7 +14,9 @@ from accord.api.http.store import dataset_of, dataset_out, item_out, runs_of_dat
 from accord.api.http.uploads import FILE_FIELDS, Upload, receive_upload
 from accord.models.dataset_import import DatasetImportError, import_dataset, summarize_dataset
 from accord.models.import_spec import spec_from_mapping
-from accord.models.schema import Annotator, Campaign, Dataset, HumanRating, Item
+from accord.models.schema import (
+    Annotator, Campaign, Dataset, HumanAnswerJudgment, HumanRating, ImportedRating, Item,
+)
 from fastapi import APIRouter, Depends, Path, Request, Response
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -144,6 +146,8 @@ def list_items(request: Request, dataset_id: DatasetId, principal: Annotated[Pri
 def delete_dataset_rows(session: Session, dataset_id: int) -> None:
     items = select(Item.id).where(Item.dataset_id == dataset_id).scalar_subquery()
     session.execute(delete(HumanRating).where(HumanRating.item_id.in_(items)))  # type: ignore[attr-defined]
+    session.execute(delete(ImportedRating).where(ImportedRating.item_id.in_(items)))  # type: ignore[attr-defined]
+    session.execute(delete(HumanAnswerJudgment).where(HumanAnswerJudgment.item_id.in_(items)))  # type: ignore[attr-defined]
     session.execute(delete(Campaign).where(Campaign.dataset_id == dataset_id))  # type: ignore[arg-type]
     session.execute(delete(Item).where(Item.dataset_id == dataset_id))  # type: ignore[arg-type]
     session.execute(delete(Annotator).where(Annotator.dataset_id == dataset_id))  # type: ignore[arg-type]

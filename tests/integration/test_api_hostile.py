@@ -102,6 +102,27 @@ def test_campaign_over_the_request_limit_is_refused_before_anything_is_expanded(
     assert plan.status_code == 200 and plan.json()["total"] == 96
 
 
+def test_stage_requests_count_toward_the_request_limit_over_the_api(
+        both: ApiEnv, set_limits: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from accord.api.http import campaigns
+
+    api = both
+    assert api.upload(api.a, "d1").status_code == 201
+    expanded: list[int] = []
+    real = campaigns.resolve_campaign
+    monkeypatch.setattr(campaigns, "resolve_campaign", lambda *a, **k: (expanded.append(1), real(*a, **k))[1])
+    set_limits(max_requests_per_run=40)
+    subjects = {"models": [{"name": f"s{i}", "provider": "local"} for i in range(3)], "templates": ["answer_prompt"]}
+    judges = {"models": [{"name": "j", "provider": "local"}], "templates": ["judge_harm_likert", "judge_harm_pairwise"]}
+    # 6 items: 6 rating requests + 18 answers + 18 ratings of them + 6 x 6 ordered pairs = 78
+    doc = campaign_doc("stages", "d1", subjects=subjects, judges=judges)
+    for path in ("/api/v1/campaigns/validate", "/api/v1/campaigns"):
+        body = problem(api.client.post(path, headers=api.a.headers, json=doc), 422)
+        assert "expands to 78 requests (6 rating requests" in body["detail"] and "+ 72 subjects' and judges'" in \
+            body["detail"], body["detail"]
+    assert expanded == [] and (count(api, "campaign"), count(api, "rating_request")) == (0, 0)
+
+
 def test_campaign_with_a_thousand_models_is_refused(api: ApiEnv) -> None:
     assert api.upload(api.a, "d1").status_code == 201
     models = [{"name": f"m{i}", "provider": "local"} for i in range(1000)]

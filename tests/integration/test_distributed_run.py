@@ -360,3 +360,40 @@ def test_kill_minus_nine_during_judging_asks_nothing_stored_again(env) -> None: 
     finally:
         stack.start_worker("w1")
         stack.wait_ready()
+
+
+def test_pairwise_and_listwise_judges_distributed(env) -> None:  # type: ignore[no-untyped-def]
+    """Three subjects answer through the Celery workers, which store their answers concurrently; each ordered pair
+    of two subjects' answers and each item's list is created once (the run row is locked while comparisons are
+    created) and judged once."""
+    from accord.models.schema import AnswerComparison, Rating, RatingRequest
+    from accord.scheduler.stages import resolve_stages
+
+    engine, server, stack = env["engine"], env["server"], env["stack"]
+    server.reset_stats()
+    example = Path(__file__).resolve().parents[2] / "examples" / "harm_ranking"
+
+    def model(name: str, seed: int) -> dict:  # type: ignore[type-arg]
+        return {"name": name, "provider": "openai", "model": "gpt-4o-mini", "base_url": server.base_url,
+                "decoding": {"seed": seed}}
+
+    n_items = 6
+    spec = parse_campaign({
+        "name": "ranking-distributed", "dataset": "harm_ranking", "dataset_import": str(example / "import.yaml"),
+        "items": {"limit": n_items}, "cache": False,
+        "subjects": {"models": [model(f"s{k}", k) for k in range(3)], "templates": ["answer_prompt"]},
+        "judges": {"models": [model("judge", 9)], "templates": ["judge_harm_pairwise", "judge_harm_listwise"]}})
+    expected = resolve_stages(spec).request_count(spec, n_items)
+    assert expected == n_items * (3 + 6 + 1)
+    plan = create_run(engine, spec, mode="distributed")
+    p = wait_for_run(engine, plan.run_id, 120, stack=stack, postprocessed=True)
+    assert (p.status, p.failed, p.total, p.done) == ("completed", 0, expected, expected)
+    assert server.stats()["ok"] == expected
+    with Session(engine) as s:
+        kinds = s.execute(select(AnswerComparison.kind, func.count()).where(AnswerComparison.run_id == plan.run_id)
+                          .group_by(AnswerComparison.kind)).all()
+        rated = s.execute(select(func.count(func.distinct(RatingRequest.comparison_id))).join(Rating).where(
+            RatingRequest.run_id == plan.run_id)).scalar_one()
+        names = set(s.execute(select(Metric.name).where(Metric.run_id == plan.run_id)).scalars())
+    assert dict(kinds) == {"pair": n_items * 6, "list": n_items} and rated == n_items * 7
+    assert {"judge_position_flip_share", "judge_comparison_parsed"} <= names

@@ -253,7 +253,8 @@ def test_two_subjects_two_judges_store_rankings_and_concordance(db, server) -> N
 
 @pytest.mark.parametrize("example, subjects, judges", [
     ("fake_alignment.yaml", {"smollm2": 12 * 3}, {"smollm2-judge": 12}),
-    ("harm_ranking.yaml", {"smollm2-greedy": 8, "smollm2-hot": 8}, {"judge": 8 * 2 * 2}),
+    # 8 prompts x 3 subjects: each answer rated (24), every ordered pair (8 x 6), one list per prompt (8)
+    ("harm_ranking.yaml", {"smollm2-greedy": 8, "smollm2-warm": 8, "smollm2-hot": 8}, {"judge": 24 + 48 + 8}),
     ("trust_verticals.yaml", {"variant-greedy": 10, "variant-sampled": 10}, {"judge": 10 * 2}),
 ])
 def test_bundled_examples_plan_without_network(db, example, subjects, judges) -> None:  # type: ignore[no-untyped-def]

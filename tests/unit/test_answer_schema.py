@@ -66,3 +66,31 @@ def test_request_uniqueness_per_item_stage_and_per_answer(engine) -> None:  # ty
                           " text, status, decoding, input_tokens, output_tokens, latency_ms, cost_usd, cache_key,"
                           " cache_hit, created_at) VALUES (2, 1, 1, 1, 1, 1, 'again', 'ok', '{}', 1, 1, 0, 0, 'k',"
                           " :f, CURRENT_TIMESTAMP)"), {"f": False})
+
+
+def test_migration_0008_round_trips_and_comparison_requests_are_unique(engine) -> None:  # type: ignore[no-untyped-def]
+    """Migration 0008 (answer comparisons, people's judgments of answers): down to 0007 and up again matches the
+    models; a pairwise/listwise judge request exists once per comparison x judge x template x sample, and two
+    comparisons of one item each have theirs (the per-item index leaves comparison requests out)."""
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0007")
+    assert not {"answer_comparison", "human_answer_judgment"} & set(inspect(engine).get_table_names())
+    assert "comparison_id" not in {c["name"] for c in inspect(engine).get_columns("rating_request")}
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+    with engine.begin() as conn:
+        for stmt in _SEED:
+            conn.execute(text(stmt))
+        for key in ("pair:1,2", "pair:2,1"):
+            conn.execute(text("INSERT INTO answer_comparison (run_id, item_id, kind, answer_ids, answers_key) "
+                              "VALUES (1, 1, 'pair', '[1, 2]', :k)"), {"k": key})
+        conn.execute(text(_REQUEST.format(cols=", stage, comparison_id", vals=", 'judge', 1")))
+        conn.execute(text(_REQUEST.format(cols=", stage, comparison_id", vals=", 'judge', 2")))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text(_REQUEST.format(cols=", stage, comparison_id", vals=", 'judge', 1")))
+    with pytest.raises(IntegrityError), engine.begin() as conn:   # one comparison per run and order
+        conn.execute(text("INSERT INTO answer_comparison (run_id, item_id, kind, answer_ids, answers_key) "
+                          "VALUES (1, 1, 'pair', '[1, 2]', 'pair:1,2')"))

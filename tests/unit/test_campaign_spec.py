@@ -89,8 +89,6 @@ def test_two_local_datasets_cannot_share_a_name(sqlite_engine) -> None:  # type:
      "invalid campaign: judges: judges rate the subjects' answers; add subjects:"),
     ({"name": "c", "dataset": "d", "subjects": {"models": [{"name": "m", "provider": "cohere"}], "templates": ["t"]}},
      "invalid campaign: subjects.models.0.provider: Input should be"),
-    ({"name": "c", "dataset": "d", "subjects": {"models": [{"name": "m", "provider": "local"}], "templates": ["t"]},
-      "dispatch": "batch"}, "dispatch: subjects and judges run in realtime only"),
     ({"name": "c", "dataset": "d", "models": [{"name": "m", "provider": "local"}], "templates": ["t"],
       "subjects": {"models": [{"name": "m", "provider": "openai", "model": "x"}], "templates": ["t"]}},
      "subjects: model 'm' is also in models with other settings"),

@@ -428,3 +428,30 @@ def test_errors_list_a_bounded_number_of_columns(tmp_path: Path) -> None:
     with pytest.raises(DatasetImportError) as err:
         read_table(path).require("item_id", "item id")
     assert "(and 370 more)" in str(err.value) and len(str(err.value)) < 3000
+
+
+def test_stage_requests_count_toward_the_request_limit_before_expansion(sqlite_engine: Any, set_limits: Any,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from accord.scheduler import expand
+    from accord.scheduler.campaign_spec import parse_campaign
+    from accord.scheduler.plan import plan_campaign
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "harm_ranking" / "import.yaml"
+    loaded: list[int] = []
+    real = expand.select_items
+    monkeypatch.setattr(expand, "select_items", lambda *a, **k: (loaded.append(1), real(*a, **k))[1])
+    set_limits(max_requests_per_run=51)
+    doc = {"name": "c", "dataset": "harm_ranking", "dataset_import": str(example), "items": {"limit": 4},
+           "subjects": {"models": [{"name": f"s{i}", "provider": "local"} for i in range(3)],
+                        "templates": ["answer_prompt"]},
+           "judges": {"models": [{"name": "j", "provider": "local"}],
+                      "templates": ["judge_harm_likert", "judge_harm_pairwise", "judge_harm_listwise"]}}
+    # 4 items x 3 subjects answers + 12 ratings of them + 4 x 6 ordered pairs + 4 lists = 52
+    spec = parse_campaign(doc)
+    with pytest.raises(expand.CampaignError, match=r"expands to 52 requests \(52 subjects' and judges' requests"):
+        plan_campaign(sqlite_engine, spec)
+    with pytest.raises(expand.CampaignError, match="limit of 51"):
+        expand.create_run(sqlite_engine, spec)
+    assert loaded == []
+    set_limits(max_requests_per_run=52)
+    assert expand.create_run(sqlite_engine, spec).total == 12      # the judges' requests come with the answers

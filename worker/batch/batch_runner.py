@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from accord.models.schema import (
-    LIVE_BATCH_STATUSES, BatchStatus, ModelSpec, ProviderBatch, ProviderBatchRequest, RatingRequest, RequestStatus,
+    LIVE_BATCH_STATUSES, Answer, BatchStatus, ModelSpec, ProviderBatch, ProviderBatchRequest, RatingRequest, RequestStatus,
     Run, RunStatus, utcnow,
 )
 from accord.worker.batch import batch_client_for
@@ -36,9 +36,9 @@ from accord.worker.budget import MemoryBudgetLedger
 from accord.worker.rate_limiter import LocalRateLimiter
 from accord.worker.execute import (
     ACTIVE_REQUEST_STATUSES, ExecutionContext, Job, _cost, answer_fields, estimate_tokens, finish_request, load_jobs,
-    provider_request, store_rating,
+    provider_request, response_cost, store_rating,
 )
-from accord.worker.prompt_templates import render_messages
+from accord.worker.answers import generation_fields, prefetch_answers, store_answers
 from accord.worker.provider_pool import ProviderPool
 from accord.worker.providers.base import ProviderError, ProviderRequest
 
@@ -115,8 +115,7 @@ class BatchContext:
         key = job.request.id
         found = self._messages.get(key)  # type: ignore[arg-type]
         if found is None:
-            found = render_messages(job.template, job.content, job.request.persona or None, item=job.item,
-                                    answer=job.answer_text)
+            found = job.render()
             if len(self._messages) >= MESSAGE_CACHE_SIZE:
                 self._messages.clear()
             self._messages[key] = found  # type: ignore[index]
@@ -124,6 +123,25 @@ class BatchContext:
 
 
 # ------------------------------------------------------------------------------------------------ reading
+def answers_from_cache(engine: Engine, run_id: int) -> int:
+    """Pending subjects' requests whose call was answered before (an original answer under the same cache key):
+    store a copy of that answer (zero cost, ``cache_hit``) with its judge requests, as the realtime path does, so
+    a batch campaign asks no subject twice either. Returns how many were stored."""
+    with Session(engine) as session:
+        originals = select(Answer.cache_key).where(Answer.cache_hit.is_(False))  # type: ignore[attr-defined]
+        ids = list(session.execute(select(RatingRequest.id).where(
+            RatingRequest.run_id == run_id, RatingRequest.stage == "generate",
+            RatingRequest.status == RequestStatus.pending.value,
+            RatingRequest.cache_key.in_(originals))).scalars())  # type: ignore[attr-defined]
+        if not ids:
+            return 0
+        jobs, _ = load_jobs(session, ids)
+        found = prefetch_answers(session, sorted({j.request.cache_key for j in jobs}))
+    hits = [(job, {**found[job.request.cache_key], "cost_usd": 0.0, "latency_ms": 0.0}, True, job.request.attempts)
+            for job in jobs if job.request.cache_key in found]
+    return len(store_answers(engine, hits))
+
+
 def live_batches(engine: Engine, run_id: int, statuses: Iterable[str] = LIVE_BATCH_STATUSES) -> list[ProviderBatch]:
     with Session(engine, expire_on_commit=False) as session:
         return list(session.execute(select(ProviderBatch).where(
@@ -423,8 +441,12 @@ async def collect_batch(bctx: BatchContext, batch: ProviderBatch, state: BatchSt
     for custom_id, (job, messages, _) in calls.items():
         result = results.get(custom_id)
         if result is not None and result.kind == SUCCEEDED and result.response is not None:
-            fields = await answer_fields(bctx.execution, job, messages, result.response,  # type: ignore[arg-type]
-                                         discount=job.spec.batch_discount)
+            if job.generates:   # a subject's answer (stored with its judge requests)
+                fields = generation_fields(job, result.response,
+                                           response_cost(job.spec, result.response, job.spec.batch_discount))
+            else:
+                fields = await answer_fields(bctx.execution, job, messages, result.response,  # type: ignore[arg-type]
+                                             discount=job.spec.batch_discount)
             fields["provider_batch_id"] = batch.id
             if store_rating(bctx.execution, job, fields, cache_hit=False, attempts=job.request.attempts):  # type: ignore[arg-type]
                 report.stored += 1
