@@ -8,6 +8,13 @@ from typing import Any, Optional
 
 import typer
 from rich.table import Table
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from accord.analysis.describe import DescribeOptions, describe_ratings
+from accord.cli.app import console, fail, open_engine
+from accord.models.run_frames import DatasetFramesError, load_dataset_frames
+from accord.models.schema import Dataset
 
 
 def parse_bins(values: list[str] | None) -> dict[str, list[float] | int]:
@@ -100,12 +107,8 @@ def render_text(console: Any, name: str, dimension: str | None, data: dict[str, 
             console.print(f"  left out (fewer than the minimum group size): {small}", highlight=False)
 
 
-def _import_info(engine: Any, dataset: str) -> dict[str, Any]:
+def _import_info(engine: Engine, dataset: str) -> dict[str, Any]:
     """What the import recorded about the dataset (scales, what it dropped); empty for older datasets."""
-    from sqlalchemy import select
-
-    from accord.models.schema import Dataset
-
     column = Dataset.id if dataset.isdigit() else Dataset.name
     with engine.connect() as conn:
         info = conn.execute(select(Dataset.import_info).where(column == (int(dataset) if dataset.isdigit()
@@ -130,17 +133,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Describe a dataset: counts, the human baseline (annotator r, Krippendorff's alpha) and per-group
         mean ratings with item-matched differences between groups."""
-        from accord.analysis.describe import DescribeOptions, describe_ratings
-        from accord.cli.main import _engine, console, fail
-        from accord.models.run_frames import DatasetFramesError, load_dataset_frames
-
         if fmt not in ("text", "json"):
             fail(f"--format: expected text or json, got {fmt!r}")
         try:
             options = DescribeOptions(group_attributes=attribute or None, bins=parse_bins(bins),
                                       min_group_size=min_group_size, n_permutations=permutations,
                                       n_resamples=bootstrap)
-            frames = load_dataset_frames(_engine(), dataset, dimension)
+            frames = load_dataset_frames(open_engine(), dataset, dimension)
             if frames.human.empty:
                 fail(f"dataset {dataset!r} has no ratings of dimension {frames.dimension!r}")
             data = describe_ratings(frames.human, frames.annotators, options)
@@ -153,7 +152,7 @@ def register(app: typer.Typer) -> None:
                 message = message.replace("group attribute", "--attribute").replace("bins:", "--bins:")
             fail(message)
             return
-        info = _import_info(_engine(), dataset)
+        info = _import_info(open_engine(), dataset)
         data = {"dataset": dataset, "dimension": frames.dimension,
                 "scale": (info.get("scales") or {}).get(frames.dimension),
                 "dropped_at_import": info.get("dropped") or {}, **data}

@@ -1,43 +1,41 @@
-"""The ``accord`` command line (Typer + Rich)."""
+"""The ``accord`` command line (Typer + Rich): the commands of this module and, registered from their own
+modules, ``plan``, ``describe``, ``worker``/``scheduler`` (distributed mode) and ``serve``, ``project``,
+``key``, ``openapi``, ``remote`` (HTTP API)."""
 
 from __future__ import annotations
 
-import os
+import json
+import re
 import sys
-import time
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from sqlalchemy import select
+from sqlmodel import Session
 
+from accord.cli import describe as describe_commands
+from accord.cli import distributed as distributed_commands
+from accord.cli import plan as plan_commands
+from accord.cli import serve as serve_commands
+from accord.cli.app import app, console, fail, open_engine
+from accord.cli.demo import run_demo
+from accord.cli.distributed import run_distributed
+from accord.cli.launch import check_failed_share, start_run
+from accord.cli.progress import follow_embedded, print_run_summary
+from accord.models.answer_frames import load_answers, load_judgments
+from accord.models.dataset_import import import_dataset
+from accord.models.import_formats import DatasetImportError
+from accord.models.import_spec import META_ROLES, load_import_spec, spec_from_mapping
+from accord.models.run_frames import load_llm_frame
+from accord.models.schema import Campaign, Dataset, RatingRequest, Run
 from accord.models.settings import get_settings
-
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="accord: do LLM raters agree with people, and with which people?")
-console = Console()
-err_console = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-@app.callback()
-def main(database_url: Optional[str] = typer.Option(None, "--database-url", envvar="ACCORD_DATABASE_URL",
-                                                     help="SQLAlchemy URL (default: SQLite under ~/.accord).")) -> None:
-    if database_url:
-        os.environ["ACCORD_DATABASE_URL"] = database_url
-        get_settings.cache_clear()
-
-
-def _engine():  # type: ignore[no-untyped-def]
-    from accord.models.migrate import init_db
-
-    return init_db(get_settings().resolved_database_url())
+from accord.report.build import build_report_data, metrics_table, render_html
+from accord.report.csv_safe import neutralise_frame
+from accord.scheduler import run_service
+from accord.scheduler.run_control import RunStateError, get_run, read_progress
+from accord.worker.prompt_templates import bundled_template_names, load_template
 
 
 # ---------------------------------------------------------------------------------------------- import
@@ -57,8 +55,6 @@ _SPEC_ONLY_WORDS = {"layout", "dimension", "replace", "name", "meaning"}  # ordi
 
 def import_error_in_cli_terms(message: str) -> str:
     """An import error with the spec's field names replaced by the options of `accord import`."""
-    import re
-
     spec_error = message.startswith("import spec: ")
     text = message.removeprefix("import spec: ")
     text = text.replace("replace: true", "--replace").replace("layout wide", "--layout wide")
@@ -70,8 +66,6 @@ def import_error_in_cli_terms(message: str) -> str:
 
 
 def _roles_help() -> str:
-    from accord.models.import_spec import META_ROLES
-
     return "; ".join(f"{role}: {meaning}" for role, meaning in META_ROLES.items())
 
 
@@ -119,10 +113,6 @@ def import_cmd(
     Item metadata roles (--meta-role ROLE=COLUMN; a --meta-col keeps its own name and drives nothing):
     subject_model (ranking of subject models), category (metrics per category), expert_label (accuracy vs expert).
     """
-    from accord.models.dataset_import import import_dataset
-    from accord.models.import_formats import DatasetImportError
-    from accord.models.import_spec import load_import_spec, spec_from_mapping
-
     overrides: dict[str, Any] = {}
     if rating_col:
         cols: dict[str, str] = {}
@@ -153,7 +143,7 @@ def import_cmd(
         overrides["replace"] = True
     try:
         import_spec = load_import_spec(spec, **overrides) if spec else spec_from_mapping(overrides)
-        report = import_dataset(_engine(), import_spec)
+        report = import_dataset(open_engine(), import_spec)
     except DatasetImportError as e:
         fail(import_error_in_cli_terms(str(e)))
         return
@@ -173,76 +163,6 @@ def import_cmd(
 
 
 # ---------------------------------------------------------------------------------------------- run
-def _progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[bold]run {task.fields[run_id]}[/]"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-        TextColumn("{task.fields[rate]}/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        TextColumn("${task.fields[cost]:.4f}"), TextColumn("cached {task.fields[cached]}"),
-        TextColumn("[red]failed {task.fields[failed]}[/]"), console=console, transient=False,
-    )
-
-
-class PlainProgress:
-    """Progress as plain lines for logs and pipes (no terminal): one every ``every`` seconds, and the last."""
-
-    def __init__(self, print_line: Any, every: float = 10.0, clock: Any = time.monotonic) -> None:
-        self.print_line, self.every, self.clock = print_line, every, clock
-        self.started = clock()
-        self.last: float | None = None
-
-    def __call__(self, p: Any, final: bool = False) -> None:  # a run_control.Progress
-        now = self.clock()
-        if not final and self.last is not None and now - self.last < self.every:
-            return
-        self.last = now
-        elapsed = max(now - self.started, 1e-6)
-        share = p.finished / p.total if p.total else 1.0
-        self.print_line(f"run {p.run_id}: {p.finished}/{p.total} ({share:.0%}) after {elapsed:.0f} s, "
-                        f"{(p.finished - p.cached) / elapsed:.1f}/s, ${p.cost_usd:.4f}, cached {p.cached}, "
-                        f"failed {p.failed}")
-
-
-def follow_embedded(engine, run_id: int, total: int) -> Any:  # type: ignore[no-untyped-def]
-    from accord.scheduler.embedded import run_embedded
-
-    started = time.monotonic()
-    if not console.is_terminal:  # a log file or a pipe: plain lines now and then, not one final bar
-        plain = PlainProgress(lambda line: console.print(line, highlight=False, soft_wrap=True))
-        progress = run_embedded(engine, run_id, on_progress=plain)
-        plain(progress, final=True)
-        return progress
-    with _progress_bar() as bar:
-        task = bar.add_task("rating", total=total, run_id=run_id, rate="0.0", cost=0.0, cached=0, failed=0)
-
-        def on_progress(p) -> None:  # type: ignore[no-untyped-def]
-            elapsed = max(time.monotonic() - started, 1e-6)
-            bar.update(task, completed=p.finished, total=p.total, rate=f"{(p.finished - p.cached) / elapsed:.1f}",
-                       cost=p.cost_usd, cached=p.cached, failed=p.failed)
-
-        return run_embedded(engine, run_id, on_progress=on_progress)
-
-
-def _start_run(campaign: Path, budget: Optional[float], mode: str, force: bool = False):  # type: ignore[no-untyped-def]
-    from accord.scheduler.campaign_spec import CampaignSpecError, load_campaign
-    from accord.scheduler.expand import CampaignError, create_run
-    from accord.scheduler.plan import plan_campaign
-    from accord.worker.prompt_templates import TemplateSpecError
-
-    try:
-        spec = load_campaign(campaign)
-        engine = _engine()
-        if (budget if budget is not None else spec.budget_usd) is not None and not force:
-            estimate = plan_campaign(engine, spec, budget_override=budget)
-            if estimate.exceeds_budget:
-                fail(f"{campaign}: estimated cost ${estimate.cost_usd:.4f} exceeds the budget of "
-                     f"${estimate.budget_usd:.4f}; see `accord plan {campaign}`, raise budget_usd, or pass --force")
-        plan = create_run(engine, spec, mode=mode, budget_override=budget)
-    except (CampaignSpecError, CampaignError, TemplateSpecError) as e:
-        fail(str(e))
-        raise
-    return engine, spec, plan
-
-
 @app.command("run")
 def run_cmd(
     campaign: Path = typer.Argument(..., help="Campaign YAML (or JSON)."),
@@ -252,20 +172,16 @@ def run_cmd(
     force: bool = typer.Option(False, "--force", help="Start even if the estimated cost exceeds the budget."),
 ) -> None:
     """Launch a campaign: expand its rating requests, execute them, compute the metrics."""
-    from accord.scheduler import run_service
-
     if distributed:
-        from accord.cli.distributed import run_distributed
-
         run_distributed(campaign, budget)
         return
-    engine, spec, plan = _start_run(campaign, budget, "embedded", force)
+    engine, spec, plan = start_run(campaign, budget, "embedded", force)
     what = "rating requests" if spec.subjects is None else "requests"
     judged = " (judges' requests are added as the subjects' answers arrive)" if spec.judges else ""
     console.print(f"run [bold]{plan.run_id}[/] of campaign [bold]{spec.name}[/]: {plan.total} {what}{judged}, "
                   f"{plan.cached} answered from cache")
     progress = follow_embedded(engine, plan.run_id, plan.total)
-    _print_run_summary(progress)
+    print_run_summary(progress)
     analysis = run_service.finish(engine, plan.run_id, analyse=not no_report)
     if analysis.ran:
         console.print(f"{analysis.metrics} metrics stored. See them with [bold]accord report {plan.run_id}[/]")
@@ -274,43 +190,18 @@ def run_cmd(
     check_failed_share(engine, plan.run_id, spec.max_failed_share)
 
 
-def check_failed_share(engine, run_id: int, threshold: float) -> None:  # type: ignore[no-untyped-def]
-    """Exit non-zero, saying so, when more of the run's requests failed than the campaign allows."""
-    from accord.scheduler import run_service
-    from accord.scheduler.run_control import get_run
-
-    run = get_run(engine, run_id)
-    share = run_service.failed_share(run)
-    if share > threshold:
-        console.print(f"[bold red]run {run_id}: {run.failed} of {run.total} requests failed ({share:.1%}), more than "
-                      f"the campaign's max_failed_share of {threshold:.1%}[/]; see [bold]accord status {run_id}[/]")
-        raise typer.Exit(code=1)
-
-
-def _print_run_summary(p) -> None:  # type: ignore[no-untyped-def]
-    console.print(f"run {p.run_id}: [bold]{p.status}[/] — {p.done} rated ({p.cached} from cache), {p.failed} failed, "
-                  f"{p.cancelled} cancelled of {p.total}; {p.input_tokens} input / {p.output_tokens} output tokens; "
-                  f"cost ${p.cost_usd:.4f}")
-
-
 # ---------------------------------------------------------------------------------------------- status
 @app.command("status")
 def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (default: list recent runs).")) -> None:
     """Show a run's progress, or the recent runs and datasets."""
-    from sqlalchemy import select
-    from sqlmodel import Session
-
-    from accord.models.schema import Campaign, Dataset, RatingRequest, Run
-    from accord.scheduler.run_control import RunStateError, read_progress
-
-    engine = _engine()
+    engine = open_engine()
     if run_id is not None:
         try:
             p = read_progress(engine, run_id)
         except RunStateError as e:
             fail(str(e))
             return
-        _print_run_summary(p)
+        print_run_summary(p)
         with Session(engine) as session:
             errors = session.execute(select(RatingRequest.last_error).where(
                 RatingRequest.run_id == run_id, RatingRequest.status == "failed").limit(5)).scalars().all()
@@ -343,17 +234,12 @@ def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="cs
                                                                      "or judgments (the judges' ratings of answers)")) -> None:
     """Export every rating request of a run with its rating (one row per request), or its subjects' answers, or
     its judges' ratings of them."""
-    from accord.report.csv_safe import neutralise_frame
-    from accord.models.answer_frames import load_answers, load_judgments
-    from accord.scheduler.run_control import RunStateError, get_run
-    from accord.models.run_frames import load_llm_frame
-
     if fmt not in ("csv", "parquet"):
         fail(f"--format: expected csv or parquet, got {fmt!r}")
     loaders = {"ratings": load_llm_frame, "answers": load_answers, "judgments": load_judgments}
     if table not in loaders:
         fail(f"--table: expected ratings, answers or judgments, got {table!r}")
-    engine = _engine()
+    engine = open_engine()
     try:
         get_run(engine, run_id)
     except RunStateError as e:
@@ -376,11 +262,7 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
                fmt: str = typer.Option("html", "--format", help="html or json"),
                recompute: bool = typer.Option(False, help="Recompute the metrics first.")) -> None:
     """Print the run's metrics and write its HTML report (or JSON with --format json)."""
-    from accord.report.build import build_report_data, metrics_table, render_html
-    from accord.scheduler import run_service
-    from accord.scheduler.run_control import RunStateError, get_run
-
-    engine = _engine()
+    engine = open_engine()
     try:
         run = get_run(engine, run_id)
     except RunStateError as e:
@@ -392,8 +274,6 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
             console.print(f"[red]{analysis.error}[/]")
     data = build_report_data(engine, run_id)
     if fmt == "json":
-        import json
-
         text = json.dumps(data.to_json(), indent=2, default=str)
         if output:
             output.write_text(text)
@@ -412,8 +292,6 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
 @app.command("templates")
 def templates_cmd() -> None:
     """List the bundled prompt templates."""
-    from accord.worker.prompt_templates import bundled_template_names, load_template
-
     t = Table(title="bundled templates")
     for col in ("name", "version", "format", "labels", "persona"):
         t.add_column(col)
@@ -429,27 +307,12 @@ def templates_cmd() -> None:
 def demo_cmd(items: int = typer.Option(12, help="Items to rate (of the 40 bundled)."),
              samples: int = typer.Option(1, help="Samples per item x template.")) -> None:
     """End to end on the bundled DICES subset with the local SmolLM2 model; prints the report path."""
-    from accord.cli.demo import run_demo
-
     run_demo(console, items=items, samples=samples)
 
 
-def _register_extensions() -> None:
-    """Commands that live in their own modules: `worker`, `scheduler` (distributed mode), `serve` (HTTP API),
-    `plan` (pre-flight estimate). Each module exposes ``register(app)``."""
-    import importlib
-
-    for module in ("accord.cli.distributed", "accord.cli.serve", "accord.cli.plan", "accord.cli.describe"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        mod.register(app)
-
-
-_register_extensions()
+# commands that live in their own modules
+for commands in (distributed_commands, serve_commands, plan_commands, describe_commands):
+    commands.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

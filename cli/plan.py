@@ -8,7 +8,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from accord.scheduler.plan import CampaignPlan
+from accord.cli.app import console, fail, open_engine
+from accord.scheduler.campaign_spec import CampaignSpecError, load_campaign
+from accord.scheduler.expand import CampaignError
+from accord.scheduler.plan import CampaignPlan, plan_campaign
+from accord.worker.prompt_templates import TemplateSpecError
 
 
 def plan_table(plan: CampaignPlan) -> Table:
@@ -32,14 +36,8 @@ def register(app: typer.Typer) -> None:
     def plan_cmd(campaign: Path = typer.Argument(..., help="Campaign YAML (or JSON)."),
                  budget: Optional[float] = typer.Option(None, help="Budget to check against (overrides the campaign's).")) -> None:
         """Before anything is sent: requests, cache hits available, tokens, dollars and duration per model."""
-        from accord.cli.main import _engine, console, fail
-        from accord.scheduler.campaign_spec import CampaignSpecError, load_campaign
-        from accord.scheduler.expand import CampaignError
-        from accord.scheduler.plan import plan_campaign
-        from accord.worker.prompt_templates import TemplateSpecError
-
         try:
-            plan = plan_campaign(_engine(), load_campaign(campaign), budget_override=budget)
+            plan = plan_campaign(open_engine(), load_campaign(campaign), budget_override=budget)
         except (CampaignSpecError, CampaignError, TemplateSpecError) as e:
             fail(str(e))
             return

@@ -16,23 +16,28 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from sqlalchemy import select
+from sqlmodel import Session
+
+from accord.api.http.app import create_app, openapi_document
+from accord.api.http.auth import (
+    DELETED_PREFIX,
+    AuthAdminError,
+    create_key,
+    create_project,
+    delete_project,
+    find_project,
+    list_keys,
+    revoke_key,
+)
+from accord.api.http.config import ApiSettings
+from accord.cli.app import console, err_console
+from accord.cli.app import fail as _fail
+from accord.cli.app import open_engine as _engine
+from accord.cli.client import AccordClient, ApiError
+from accord.models.schema import Project
+from accord.models.settings import get_settings
 from accord.models.yaml_loader import safe_load
-from rich.console import Console
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _engine() -> Any:
-    from accord.models.migrate import init_db
-    from accord.models.settings import get_settings
-
-    return init_db(get_settings().resolved_database_url())
 
 
 # ---------------------------------------------------------------------------------------------- serve
@@ -42,9 +47,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
                                                              "(Celery workers); default ACCORD_API_EXECUTION or embedded."),
           log_level: str = typer.Option("info", help="uvicorn log level.")) -> None:
     """Serve the HTTP API (/api/v1, docs at /api/v1/docs) and the dashboard (/dashboard)."""
-    import uvicorn
-    from accord.api.http.app import create_app
-    from accord.api.http.config import ApiSettings
+    import uvicorn  # only the server needs it
 
     settings = ApiSettings()
     if execution:
@@ -63,8 +66,6 @@ key_app = typer.Typer(help="API keys of projects: created once, stored as hashes
 @project_app.command("create")
 def project_create(name: str = typer.Argument(..., help="Project name (unique).")) -> None:
     """Create a project."""
-    from accord.api.http.auth import AuthAdminError, create_project
-
     try:
         project = create_project(_engine(), name)
     except AuthAdminError as e:
@@ -77,11 +78,6 @@ def project_create(name: str = typer.Argument(..., help="Project name (unique)."
 @project_app.command("list")
 def project_list() -> None:
     """List projects."""
-    from accord.api.http.auth import DELETED_PREFIX
-    from accord.models.schema import Project
-    from sqlalchemy import select
-    from sqlmodel import Session
-
     with Session(_engine()) as session:
         for p in session.execute(select(Project).order_by(Project.id)).scalars():
             if not p.name.startswith(DELETED_PREFIX):
@@ -92,10 +88,6 @@ def project_list() -> None:
 def project_delete(project: str = typer.Argument(..., help="Project name or id."),
                    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
     """Delete a project with its keys, datasets, campaigns, runs and cached answers. Its id is never reused."""
-    from accord.api.http.auth import AuthAdminError, delete_project, find_project
-    from accord.api.http.config import ApiSettings
-    from accord.models.settings import get_settings
-
     engine = _engine()
     try:
         found = find_project(engine, project)
@@ -114,8 +106,6 @@ def project_delete(project: str = typer.Argument(..., help="Project name or id."
 def key_create(project: str = typer.Argument(..., help="Project name or id."),
                name: str = typer.Option("", "--name", help="A label for the key (who or what uses it).")) -> None:
     """Create an API key and print it. It is shown this once: the server keeps only its hash."""
-    from accord.api.http.auth import AuthAdminError, create_key
-
     try:
         new = create_key(_engine(), project, name)
     except AuthAdminError as e:
@@ -129,8 +119,6 @@ def key_create(project: str = typer.Argument(..., help="Project name or id."),
 @key_app.command("revoke")
 def key_revoke(key: str = typer.Argument(..., help="The key's id or its displayed prefix.")) -> None:
     """Revoke an API key; it stops working at once."""
-    from accord.api.http.auth import AuthAdminError, revoke_key
-
     try:
         row = revoke_key(_engine(), key)
     except AuthAdminError as e:
@@ -142,8 +130,6 @@ def key_revoke(key: str = typer.Argument(..., help="The key's id or its displaye
 @key_app.command("list")
 def key_list(project: str = typer.Argument(..., help="Project name or id.")) -> None:
     """List a project's keys (prefixes only)."""
-    from accord.api.http.auth import AuthAdminError, list_keys
-
     try:
         rows = list_keys(_engine(), project)
     except AuthAdminError as e:
@@ -156,8 +142,6 @@ def key_list(project: str = typer.Argument(..., help="Project name or id.")) -> 
 
 def openapi(output: Path | None = typer.Option(None, "--output", "-o", help="File to write (default: stdout).")) -> None:
     """Write the HTTP API's OpenAPI document."""
-    from accord.api.http.app import openapi_document
-
     text = json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
     if output is None:
         print(text, end="")
@@ -178,16 +162,12 @@ def remote(url: str = typer.Option("http://127.0.0.1:8000", "--url", envvar="ACC
 
 
 def _client() -> Any:
-    from accord.cli.client import AccordClient
-
     if not _state.get("key"):
         _fail("give the API key with --key or ACCORD_API_KEY")
     return AccordClient(_state["url"], _state["key"])
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from accord.cli.client import ApiError
-
     try:
         return fn(*args, **kwargs)
     except ApiError as e:

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from accord.models.schema import (
+    Dataset,
     Annotator, Campaign, HumanRating, ImportedRating, Item, ModelSpec, PromptTemplate, Rating, RatingRequest, Run,
 )
 
@@ -156,8 +157,6 @@ def load_dataset_frames(engine: Engine, dataset: str | int, dimension: str | Non
     """A whole dataset's ratings of one dimension (``human`` with raw labels) and its annotators' attributes, as
     the frames of a run without LLM answers (``llm`` empty). ``dataset``: a name or an id; ``items`` keeps
     only those item ids."""
-    from accord.models.schema import Dataset
-
     with Session(engine) as session:
         q = select(Dataset)
         if isinstance(dataset, int) or str(dataset).isdigit():

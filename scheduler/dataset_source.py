@@ -7,6 +7,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from accord.models.dataset_import import import_dataset
+from accord.models.import_formats import DatasetImportError
+from accord.models.import_spec import load_import_spec
 from accord.models.schema import Dataset
 from accord.scheduler.campaign_spec import CampaignSpec
 
@@ -24,9 +27,6 @@ def ensure_dataset(engine: Engine, spec: CampaignSpec, project_id: int | None = 
         q = q.where(Dataset.project_id == project_id) if project_id is not None else q.where(Dataset.project_id.is_(None))  # type: ignore[union-attr]
         if session.execute(q).first() is not None:
             return False
-    from accord.models.dataset_import import import_dataset
-    from accord.models.import_formats import DatasetImportError
-    from accord.models.import_spec import load_import_spec
 
     try:
         import_spec = load_import_spec(spec.dataset_import, **({"project_id": project_id} if project_id is not None else {}))

@@ -16,18 +16,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 from jinja2 import TemplateError
 from sqlalchemy import bindparam, func, insert, select, text
 from sqlmodel.sql.sqltypes import UTCDateTime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from accord.analysis.group_means import numeric_values
 from accord.models.db import session_scope
 from accord.models.prices import ModelPrice, lookup_price
 from accord.models.schema import (
     Annotator, Campaign, Dataset, HumanRating, Item, JudgeAssignment, ModelSpec, PromptTemplate, RatingRequest, Run,
     RunStatus, utcnow,
 )
+from accord.scheduler.dataset_source import DatasetSourceError, ensure_dataset
 from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, ModelEntry, check_request_count, repeated
 from accord.scheduler.stages import StageError, Stages, generation_requests, resolve_stages
 from accord.worker.decoding import request_decoding
@@ -162,10 +165,6 @@ def check_group_attributes(session: Session, ds: Dataset, spec: CampaignSpec) ->
         raise CampaignError(f"analysis: no annotator of {ds.name!r} has attribute(s) {', '.join(unknown)} "
                             f"(known: {', '.join(sorted(known)) or 'none'})")
     if spec.analysis.bins:
-        import pandas as pd
-
-        from accord.analysis.group_means import numeric_values
-
         rows = session.exec(select(Annotator.attributes).where(Annotator.dataset_id == ds.id)).scalars().all()  # type: ignore[call-overload]
         for attribute in spec.analysis.bins:
             values = pd.Series([(r or {}).get(attribute) for r in rows], dtype=object)
@@ -374,8 +373,6 @@ def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = N
                budget_override: float | None = None) -> RunPlan:
     """Register the campaign, create its run, insert every rating request, answer cached ones. One transaction
     (after importing the campaign's ``dataset_import`` when its dataset is not there yet)."""
-    from accord.scheduler.dataset_source import DatasetSourceError, ensure_dataset
-
     try:
         ensure_dataset(engine, spec, project_id)
     except DatasetSourceError as e:

@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from accord.models.schema import Answer
 from accord.scheduler.campaign_spec import CampaignSpec
+from accord.scheduler.expand import Expansion, effective_price
 from accord.scheduler.stages import generation_requests
 from accord.worker.decoding import request_decoding
 from accord.worker.execute import estimate_tokens
@@ -20,7 +21,6 @@ from accord.worker.prompt_templates import item_variables, render_messages
 from accord.worker.stage_decoding import stage_base_decoding
 
 if TYPE_CHECKING:
-    from accord.scheduler.expand import Expansion
     from accord.scheduler.plan import ModelPlan
 
 CHARS_PER_TOKEN = 3.5          # the same ratio as estimate_tokens
@@ -38,8 +38,6 @@ def _cached_answers(session: Session, keys: list[str]) -> set[str]:
 
 def stage_plans(session: Session, spec: CampaignSpec, expansion: "Expansion", default_output_cap: int,
                 make_plan: "type[ModelPlan]") -> list["ModelPlan"]:
-    from accord.scheduler.expand import effective_price
-
     out: list[ModelPlan] = []
     if spec.subjects is None:
         return out

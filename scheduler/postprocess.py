@@ -11,13 +11,15 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from accord.analysis.describe import human_baseline
 from accord.analysis.fine_metrics import fine_records
+from accord.analysis.frames import build_human_matrix
 from accord.analysis.judge_ranking_metrics import judge_ranking_records
 from accord.analysis.results import MetricRecord
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.models.schema import Campaign, Metric, Run, utcnow
 from accord.models.answer_frames import as_raters, load_answers, load_judgments
-from accord.models.run_frames import load_run_frames
+from accord.models.run_frames import load_dataset_frames, load_run_frames
 
 
 def _clean(x: Any) -> Any:
@@ -50,10 +52,6 @@ def dataset_baseline(engine: Engine, campaign: Campaign, dimension: str | None,
                      run_items: set[str]) -> list[MetricRecord]:
     """The human baseline of the whole dataset (dataset_annotator_loo_r_median, dataset_krippendorff_alpha_*),
     when the run rated only some of its items: the run's own baseline is then of those items only."""
-    from accord.analysis.describe import human_baseline
-    from accord.analysis.frames import build_human_matrix
-    from accord.models.run_frames import load_dataset_frames
-
     whole = load_dataset_frames(engine, campaign.dataset_id, dimension).human
     n_items = int(whole["item_id"].nunique())
     if whole.empty or n_items <= len(run_items):

@@ -24,6 +24,8 @@ from typing import Any, Protocol
 from accord.api.http.observability import ApiMetrics, run_id_var
 from accord.scheduler import run_service
 from accord.models.schema import ModelSpec, Rating, RatingRequest, Run
+from accord.scheduler.embedded import run_embedded_async
+from accord.worker.provider_pool import ProviderPool
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -111,8 +113,6 @@ class InstrumentedPool:
 
 
 def default_pool_factory() -> Any:
-    from accord.worker.provider_pool import ProviderPool
-
     return ProviderPool()
 
 
@@ -241,8 +241,6 @@ class EmbeddedBackend:
             seen[provider] = n
 
     async def _execute(self, run_id: int) -> None:
-        from accord.scheduler.embedded import run_embedded_async
-
         run_id_var.set(run_id)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._count_cached, run_id)

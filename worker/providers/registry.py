@@ -21,15 +21,15 @@ def make_provider(provider_kind: str, model: str, base_url: str | None = None, a
     common: dict[str, Any] = {"base_url": base_url, "api_key_env": api_key_env, "params": params,
                               "timeout": timeout, "path": path}
     if kind == "openai":
-        from accord.worker.providers.openai_provider import OpenAIProvider
+        from accord.worker.providers.openai_provider import OpenAIProvider  # its SDK: optional, heavy
 
         return OpenAIProvider(model, **common, **options)
     if kind == "anthropic":
-        from accord.worker.providers.anthropic_provider import AnthropicProvider
+        from accord.worker.providers.anthropic_provider import AnthropicProvider  # its SDK: optional, heavy
 
         return AnthropicProvider(model, **common, **options)
     if kind == "local":
-        from accord.worker.providers.local_llama import LocalLlamaProvider
+        from accord.worker.providers.local_llama import LocalLlamaProvider  # its SDK: optional, heavy
 
         return LocalLlamaProvider(model, **common, **options)
     raise ProviderError(f"unknown provider kind {provider_kind!r}; expected one of {', '.join(PROVIDER_KINDS)}",
