@@ -16,10 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from accord.analysis.catalogue import metric_name
+
 
 @dataclass
 class MetricRecord:
-    """One computed metric for one (slice, model, template)."""
+    """One computed metric for one (slice, model, template); ``name`` is one of the catalogue's
+    (``accord.analysis.catalogue.MetricName``), checked on creation."""
 
     name: str
     value: float | None
@@ -33,6 +36,7 @@ class MetricRecord:
     details: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.name = str(metric_name(self.name).value)
         self.value = clean_float(self.value)
         self.ci_low = clean_float(self.ci_low)
         self.ci_high = clean_float(self.ci_high)

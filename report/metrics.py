@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from accord.analysis.catalogue import MetricName
 from accord.report.format import is_number
 
 REASON_CHARS = 160
@@ -126,7 +127,7 @@ class MetricIndex:
     def raters(self) -> list[tuple[str, str]]:
         """The LLM raters (model, template, no persona) in the order the suite reported them."""
         seen: dict[tuple[str, str], None] = {}
-        for row in self._by_name.get("pearson_r_vs_mean", []):
+        for row in self._by_name.get(MetricName.PEARSON_R_VS_MEAN, []):
             if row.slice == "all" and row.model:
                 seen.setdefault(row.rater, None)
         return list(seen)
