@@ -231,6 +231,11 @@ class MetricName(StrEnum):
                               Scale.CORRELATION, H, Section.JUDGES)
     JUDGES_KENDALL_W = "judges_kendall_w", "Kendall's W across judges", Scale.SHARE, H, Section.JUDGES
 
+def find_metric(name: str) -> MetricName | None:
+    """The catalogue entry of ``name``, or None (a stored name of an older version, say)."""
+    return next((member for member in MetricName if member.value == name), None)
+
+
 def metric_name(name: str) -> MetricName:
     """The catalogue entry of ``name``; an unknown name is a ValueError naming the catalogue."""
     try:

@@ -417,13 +417,11 @@ class ProviderBatchRequest(SQLModel, table=True):
     error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
-class Metric(SQLModel, table=True):
+class MetricBase(SQLModel):
     """One number of a run's post-processing, with its slice (e.g. 'all', 'gender=Woman'), its rater
-    (model alias and template name, or '' for human-only metrics) and its uncertainty."""
+    (model alias and template name, or '' for human-only metrics) and its uncertainty: the fields the table
+    and the HTTP API's ``MetricOut`` share. ``name`` is one of ``accord.analysis.catalogue.MetricName``."""
 
-    __table_args__ = (Index("ix_metric_run_name", "run_id", "name"),)
-    id: Optional[int] = Field(default=None, primary_key=True)
-    run_id: int = Field(foreign_key="run.id")
     name: str = Field(max_length=200)
     slice: str = Field(default="all", max_length=500)
     model: str = Field(default="", max_length=200)
@@ -434,4 +432,12 @@ class Metric(SQLModel, table=True):
     pvalue: Optional[float] = None
     n: Optional[int] = None
     details: dict = json_column()
+
+
+class Metric(MetricBase, table=True):
+    """A stored metric of a run."""
+
+    __table_args__ = (Index("ix_metric_run_name", "run_id", "name"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id")
     created_at: datetime = Field(default_factory=utcnow)
