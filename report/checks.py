@@ -5,10 +5,11 @@ alignment per item category."""
 from __future__ import annotations
 
 from accord.analysis.catalogue import MetricName, metric_name
+from accord.analysis.results import MetricRecord
 from accord.report import plots
 from accord.report.context import ReportContext
 from accord.report.format import count, interval, is_number, meaning, num, p_phrase, pvalue, share
-from accord.report.metrics import MetricIndex, MetricRow, rater_label
+from accord.report.metrics import MetricIndex, rater_label
 from accord.report.sections import SMALL_N
 from accord.report.views import (
     Cell,
@@ -90,7 +91,7 @@ def consistency_section(ctx: ReportContext) -> SectionView | None:
     return sec
 
 
-def _self_reading(rater: tuple[str, str], retest: MetricRow | None, flip: MetricRow | None) -> str:
+def _self_reading(rater: tuple[str, str], retest: MetricRecord | None, flip: MetricRecord | None) -> str:
     label = rater_label(rater)
     if flip is None or flip.value is None:
         reason = flip.short_reason if flip is not None else (retest.short_reason if retest is not None else "no samples")
@@ -104,7 +105,7 @@ def _self_reading(rater: tuple[str, str], retest: MetricRow | None, flip: Metric
     return out + "."
 
 
-def _format_reading(cs: MetricRow, css: MetricRow | None, verdict: tuple[str, str] = ("safe", "unsafe")) -> str:
+def _format_reading(cs: MetricRecord, css: MetricRecord | None, verdict: tuple[str, str] = ("safe", "unsafe")) -> str:
     t1, _, t2 = cs.template.partition("|")
     if cs.value is None:
         return f"{cs.model}, {t1} against {t2}: format consistency is undefined ({cs.short_reason})."
@@ -118,7 +119,7 @@ def _format_reading(cs: MetricRow, css: MetricRow | None, verdict: tuple[str, st
     return out + "."
 
 
-def _position_reading(row: MetricRow, flips: dict[tuple[str, str], float]) -> str:
+def _position_reading(row: MetricRecord, flips: dict[tuple[str, str], float]) -> str:
     t1, _, t2 = row.template.partition("|")
     orders = row.details.get("option_orders") or []
     order = f" ({' → '.join(map(str, orders))})" if orders else ""
@@ -208,7 +209,7 @@ def failures_section(ctx: ReportContext) -> SectionView | None:
     return sec
 
 
-def _flag_reading(kind: str, row: MetricRow, levels: dict) -> str:
+def _flag_reading(kind: str, row: MetricRecord, levels: dict) -> str:
     rated = [(v.get("rate"), lv) for lv, v in levels.items() if is_number(v.get("rate"))]
     spread = ""
     if len(rated) >= 2:
@@ -263,7 +264,7 @@ def _ranking(names: list[str], means: list[float | None]) -> str:
     return " < ".join(f"{n} ({num(m)})" for m, n in pairs)
 
 
-def _subject_reading(row: MetricRow, ends: tuple[str, str] | None = None) -> str:
+def _subject_reading(row: MetricRecord, ends: tuple[str, str] | None = None) -> str:
     d = row.details
     names = [str(s) for s in d.get("subjects") or []]
     judge = _ranking(names, d.get("judge_mean") or [])
@@ -303,7 +304,7 @@ def categories_section(ctx: ReportContext) -> SectionView | None:
     rows, panels, sizes = [], [], []
     for rater in raters:
         forest_rows = []
-        defined: list[MetricRow] = []
+        defined: list[MetricRecord] = []
         for cat in cats:
             r = idx.one(MetricName.PEARSON_R_VS_MEAN, cat, *rater)
             pct = idx.one(MetricName.LLM_PERCENTILE_AMONG_ANNOTATORS, cat, *rater)

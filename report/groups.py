@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from statistics import median
 
 from accord.analysis.catalogue import MetricName
+from accord.analysis.results import MetricRecord
 from accord.report import plots
 from accord.report.context import ReportContext
 from accord.report.format import bracket, count, interval, is_number, num, p_phrase, pvalue, share
-from accord.report.metrics import MetricIndex, MetricRow, rater_label
+from accord.report.metrics import MetricIndex, rater_label
 from accord.report.views import (
     Cell,
     PartView,
@@ -71,7 +72,7 @@ def _groups_of(idx: MetricIndex, attribute: str) -> list[tuple[str, int | None]]
     return list(seen.items())
 
 
-def _mdd_rows(idx: MetricIndex, group_names: set[str], rater: tuple[str, str]) -> list[MetricRow]:
+def _mdd_rows(idx: MetricIndex, group_names: set[str], rater: tuple[str, str]) -> list[MetricRecord]:
     out = []
     for row in idx.all(MDD, model=rater[0], template=rater[1]):
         first = row.slice.split(" vs ", 1)[0]
@@ -80,7 +81,7 @@ def _mdd_rows(idx: MetricIndex, group_names: set[str], rater: tuple[str, str]) -
     return out
 
 
-def _pair_mdd(rows: list[MetricRow], g1: str | None, g2: str | None) -> MetricRow | None:
+def _pair_mdd(rows: list[MetricRecord], g1: str | None, g2: str | None) -> MetricRecord | None:
     for row in rows:
         if row.slice in (f"{g1} vs {g2}", f"{g2} vs {g1}"):
             return row
@@ -232,7 +233,7 @@ def _attribute_part(ctx: ReportContext, attr: str, tables: GroupTables) -> tuple
     return found, part
 
 
-def _effect_forest_row(row: MetricRow | None, gname: str, size: int | None) -> plots.ForestRow:
+def _effect_forest_row(row: MetricRecord | None, gname: str, size: int | None) -> plots.ForestRow:
     label = f"{short_group(gname)} ({size})" if size is not None else short_group(gname)
     if row is None:
         return plots.ForestRow(label, None)
@@ -240,7 +241,7 @@ def _effect_forest_row(row: MetricRow | None, gname: str, size: int | None) -> p
     return plots.ForestRow(label, row.detail(EFFECT), ci[0], ci[1], significant(row.p_adjusted))
 
 
-def _pair_rows(attr: str, rater: tuple[str, str], pairs: list[MetricRow], found: AttributeFindings,
+def _pair_rows(attr: str, rater: tuple[str, str], pairs: list[MetricRecord], found: AttributeFindings,
                tables: GroupTables) -> None:
     for row in pairs:
         found.n_pairs += 1
@@ -260,7 +261,7 @@ def _pair_rows(attr: str, rater: tuple[str, str], pairs: list[MetricRow], found:
 
 
 def _group_rows(idx: MetricIndex, attr: str, rater: tuple[str, str], found: AttributeFindings,
-                group_r: dict[str, MetricRow], tables: GroupTables) -> list[plots.ForestRow]:
+                group_r: dict[str, MetricRecord], tables: GroupTables) -> list[plots.ForestRow]:
     rows = []
     for gname, size in found.groups:
         row = group_r.get(gname)
@@ -293,8 +294,8 @@ def _group_rows(idx: MetricIndex, attr: str, rater: tuple[str, str], found: Attr
     return rows
 
 
-def _gap_row(attr: str, rater: tuple[str, str], gap: MetricRow, group_rows: Iterable[MetricRow],
-             gap_pair: MetricRow | None, pairs: list[MetricRow], n_groups: int, found: AttributeFindings,
+def _gap_row(attr: str, rater: tuple[str, str], gap: MetricRecord, group_rows: Iterable[MetricRecord],
+             gap_pair: MetricRecord | None, pairs: list[MetricRecord], n_groups: int, found: AttributeFindings,
              tables: GroupTables) -> None:
     verdict = _verdict(gap, group_rows, gap_pair, pairs)
     cls = "warn" if verdict.startswith("too small") else ("sig" if "differ" in verdict else "")
@@ -318,7 +319,7 @@ def short_pair(pair: str) -> str:
     return " vs ".join(short_group(p) for p in pair.split(" vs "))
 
 
-def _group_with_r(gap: MetricRow, which: str) -> str:
+def _group_with_r(gap: MetricRecord, which: str) -> str:
     """The named highest/lowest group with its r_G and, where known, its r_G relative to random groups of its
     size (the basis of the naming)."""
     name = gap.details.get(which)
@@ -332,7 +333,7 @@ def _group_with_r(gap: MetricRow, which: str) -> str:
     return f"{short_group(str(name))} ({num(r)})"
 
 
-def _detectable(gap_pair: MetricRow | None, pairs: list[MetricRow]) -> float | None:
+def _detectable(gap_pair: MetricRecord | None, pairs: list[MetricRecord]) -> float | None:
     """The detectable difference for the gap: that of the (highest, lowest) pair, else the median over pairs."""
     if gap_pair is not None and gap_pair.value is not None:
         return gap_pair.value
@@ -340,8 +341,8 @@ def _detectable(gap_pair: MetricRow | None, pairs: list[MetricRow]) -> float | N
     return median(values) if values else None
 
 
-def _verdict(gap: MetricRow, group_rows: Iterable[MetricRow], gap_pair: MetricRow | None,
-             pairs: list[MetricRow]) -> str:
+def _verdict(gap: MetricRecord, group_rows: Iterable[MetricRecord], gap_pair: MetricRecord | None,
+             pairs: list[MetricRecord]) -> str:
     if gap.value is None:
         return "not tested"
     if significant(gap.p_adjusted):
@@ -533,7 +534,7 @@ def persona_section(ctx: ReportContext) -> SectionView | None:
     return sec
 
 
-def _persona_reading(label: str, pair: str, row: MetricRow, acc: MetricRow | None) -> str:
+def _persona_reading(label: str, pair: str, row: MetricRecord, acc: MetricRecord | None) -> str:
     if row.value is None:
         head = f"{label}, {pair}: the gap correlation is undefined ({row.short_reason})."
     else:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 from accord.analysis.catalogue import MetricName, metric_name
+from accord.analysis.results import MetricRecord
 from accord.analysis import baseline
 from accord.analysis.frames import build_human_matrix, build_llm_scores
 from accord.report import plots
 from accord.report.context import ReportContext
 from accord.report.format import count, interval, is_number, meaning, num, percent, share
-from accord.report.metrics import MetricIndex, MetricRow, rater_label
+from accord.report.metrics import MetricIndex, rater_label
 from accord.report.views import (
     Cell,
     PlotView,
@@ -40,7 +41,7 @@ CORRELATIONS = [(MetricName.PEARSON_R_VS_MEAN, "Pearson r"), (MetricName.SPEARMA
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def correlation_sentence(subject: str, row: MetricRow | None, what: str = "the mean human rating") -> str:
+def correlation_sentence(subject: str, row: MetricRecord | None, what: str = "the mean human rating") -> str:
     """'X agrees with the mean human rating at r = 0.34 (95% CI −0.38 to 0.75, 12 items): ...'"""
     if row is None:
         return f"{subject}: no correlation with {what} was computed."
@@ -64,7 +65,7 @@ def correlation_sentence(subject: str, row: MetricRow | None, what: str = "the m
     return head + tail
 
 
-def percentile_sentence(row: MetricRow | None) -> str:
+def percentile_sentence(row: MetricRecord | None) -> str:
     if row is None or row.value is None:
         return ""
     return f"It agrees with the crowd better than {percent(row.value)} of the crowd's own members."

@@ -15,7 +15,7 @@ from accord.analysis.describe import human_baseline
 from accord.analysis.fine_metrics import fine_records
 from accord.analysis.frames import build_human_matrix
 from accord.analysis.judge_ranking_metrics import judge_ranking_records
-from accord.analysis.results import MetricRecord
+from accord.analysis.results import MetricRecord, catalogued
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.models.schema import Campaign, Metric, Run, utcnow
 from accord.models.answer_frames import as_raters, load_answers, load_judgments
@@ -91,7 +91,7 @@ def compute_run_metrics(engine: Engine, run_id: int, options: SuiteOptions | Non
 
 def postprocess_run(engine: Engine, run_id: int, options: SuiteOptions | None = None) -> int:
     """Compute and store the run's metrics (replacing earlier ones). Returns how many were stored."""
-    records = compute_run_metrics(engine, run_id, options)
+    records = catalogued(compute_run_metrics(engine, run_id, options))   # only names the catalogue lists
     rows = [{
         "run_id": run_id, "name": r.name, "slice": r.slice, "model": r.model, "template": r.template,
         "value": _clean(r.value), "ci_low": _clean(r.ci_low), "ci_high": _clean(r.ci_high),
