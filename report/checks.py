@@ -105,7 +105,8 @@ def _self_reading(rater: tuple[str, str], retest: MetricRecord | None, flip: Met
     return out + "."
 
 
-def _format_reading(cs: MetricRecord, css: MetricRecord | None, verdict: tuple[str, str] = ("safe", "unsafe")) -> str:
+def _format_reading(cs: MetricRecord, css: MetricRecord | None,
+                    verdict: tuple[str, str] = ("safe", "unsafe")) -> str:
     t1, _, t2 = cs.template.partition("|")
     if cs.value is None:
         return f"{cs.model}, {t1} against {t2}: format consistency is undefined ({cs.short_reason})."

@@ -295,8 +295,8 @@ def _group_rows(idx: MetricIndex, attr: str, rater: tuple[str, str], found: Attr
 
 
 def _gap_row(attr: str, rater: tuple[str, str], gap: MetricRecord, group_rows: Iterable[MetricRecord],
-             gap_pair: MetricRecord | None, pairs: list[MetricRecord], n_groups: int, found: AttributeFindings,
-             tables: GroupTables) -> None:
+             gap_pair: MetricRecord | None, pairs: list[MetricRecord], n_groups: int,
+             found: AttributeFindings, tables: GroupTables) -> None:
     verdict = _verdict(gap, group_rows, gap_pair, pairs)
     cls = "warn" if verdict.startswith("too small") else ("sig" if "differ" in verdict else "")
     tables.gaps.append([

@@ -1,4 +1,5 @@
-"""The run's stored metrics as ``MetricRecord``s with lookups by name and identity, for the report's sections."""
+"""The run's stored metrics as ``MetricRecord``s with lookups by name and identity, for the report's
+sections."""
 
 from __future__ import annotations
 
