@@ -2,7 +2,8 @@
 
 `MetricRecord` is the one row type of a metric: `accord.analysis.suite.compute_all` returns it, the
 post-processing layer stores it, and the report reads the stored rows back as it; the other dataclasses
-are the scipy-style results of the individual functions (attribute access like ``res.statistic``, ``res.pvalue``, ``res.confidence_interval``).
+are the scipy-style results of the individual functions (attribute access like ``res.statistic``,
+``res.pvalue``, ``res.confidence_interval``).
 
 Every value that leaves this package through a `MetricRecord` is a plain Python float/int/str/bool
 (never a numpy scalar) and never NaN: an undefined value is ``None`` with ``details["reason"]``.
