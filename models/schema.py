@@ -105,6 +105,9 @@ class HumanRating(SQLModel, table=True):
 
 
 class ProviderKind(str, Enum):
+    """The one list of provider kinds: campaigns name one per model, each has its provider class
+    (``worker/providers/registry.py``) and its Celery queue (``worker/celery_app.py``)."""
+
     local = "local"
     openai = "openai"
     anthropic = "anthropic"
