@@ -79,7 +79,8 @@ class Price(BaseModel):
 
 
 class ModelEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False, use_enum_values=True)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False,
+                              use_enum_values=True)
     name: str = Field(min_length=1, max_length=200, description="Alias used in results and reports.")
     provider: ProviderKind
     model: str | None = Field(default=None, description="Provider's model id; for local, a label (path gives the file).")

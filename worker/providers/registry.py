@@ -31,5 +31,6 @@ def make_provider(provider_kind: str, model: str, base_url: str | None = None, a
         from accord.worker.providers.local_llama import LocalLlamaProvider  # its SDK: optional, heavy
 
         return LocalLlamaProvider(model, **common, **options)
-    raise ProviderError(f"unknown provider kind {provider_kind!r}; expected one of {', '.join(k.value for k in ProviderKind)}",
+    kinds = ", ".join(k.value for k in ProviderKind)
+    raise ProviderError(f"unknown provider kind {provider_kind!r}; expected one of {kinds}",
                         retryable=False)
