@@ -138,6 +138,13 @@ class ModelSpec(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+def endpoint_identity(spec: ModelSpec) -> str:
+    """What one provider endpoint is: provider, model, base URL, API-key variable and (local) model file. The
+    provider pool keeps a client and a concurrency cap per identity, the rate limiter a limit group (hashed)."""
+    path = (spec.params or {}).get("path") or ""
+    return f"{spec.provider}|{spec.model}|{spec.base_url or ''}|{spec.api_key_env or ''}|{path}"
+
+
 class PromptTemplate(SQLModel, table=True):
     __tablename__ = "prompt_template"
     __table_args__ = (UniqueConstraint("name", "version", "content_hash", name="uq_template_name_version_hash"),)
