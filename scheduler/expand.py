@@ -28,7 +28,7 @@ from accord.models.db import session_scope
 from accord.models.prices import ModelPrice, lookup_price
 from accord.models.schema import (
     Annotator, Campaign, Dataset, HumanRating, Item, JudgeAssignment, ModelSpec, PromptTemplate, RatingRequest, Run,
-    RunStatus, utcnow,
+    RATING_CACHED_FIELDS, RunStatus, utcnow,
 )
 from accord.scheduler.dataset_source import DatasetSourceError, ensure_dataset
 from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, ModelEntry, check_request_count, repeated
@@ -424,16 +424,13 @@ def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = N
 
 # Set-based cache fill: for every pending request of the run whose cache key has an original (non-copied)
 # rating, insert a copy marked as a cache hit and mark the request done. Works on SQLite and PostgreSQL.
-# It copies the same answer fields as the per-request path (accord.worker.execute, _CACHED_FIELDS).
-_CACHE_COPY = text("""
-INSERT INTO rating (request_id, run_id, cache_key, raw_text, label, value, weighted_value, label_probs, rationale,
-                    parse_status, finish_reason, model_snapshot, template_hash, decoding, input_tokens,
-                    output_tokens, cached_input_tokens, cache_write_tokens, repair_text, repaired,
+# It copies the same answer fields as the per-request path (RATING_CACHED_FIELDS; the SQL is built from that
+# constant list, never from input).
+_CACHE_COPY = text(f"""
+INSERT INTO rating (request_id, run_id, cache_key, {", ".join(RATING_CACHED_FIELDS)},
                     latency_ms, cost_usd, cache_hit, source_rating_id, created_at)
-SELECT rr.id, rr.run_id, rr.cache_key, src.raw_text, src.label, src.value, src.weighted_value, src.label_probs,
-       src.rationale, src.parse_status, src.finish_reason, src.model_snapshot, src.template_hash, src.decoding,
-       src.input_tokens, src.output_tokens, src.cached_input_tokens, src.cache_write_tokens, src.repair_text,
-       src.repaired, 0.0, 0.0, :true, src.id, :now
+SELECT rr.id, rr.run_id, rr.cache_key, {", ".join("src." + f for f in RATING_CACHED_FIELDS)},
+       0.0, 0.0, :true, src.id, :now
 FROM rating_request rr
 JOIN rating src ON src.id = (SELECT min(r2.id) FROM rating r2 WHERE r2.cache_key = rr.cache_key AND r2.cache_hit = :false)
 WHERE rr.run_id = :run_id AND rr.status IN ('pending', 'queued') AND rr.stage <> 'generate'
