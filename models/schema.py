@@ -282,9 +282,9 @@ class ParseStatus(str, Enum):
 # The fields of a rating that a cache hit copies from its original (the per-request path in
 # worker/execute.py and the set-based fill in scheduler/expand.py both copy these).
 RATING_CACHED_FIELDS = (
-    "raw_text", "label", "value", "weighted_value", "label_probs", "rationale", "parse_status", "finish_reason",
-    "model_snapshot", "template_hash", "decoding", "input_tokens", "output_tokens", "cached_input_tokens",
-    "cache_write_tokens", "repair_text", "repaired")
+    "raw_text", "label", "value", "weighted_value", "label_probs", "rationale", "parse_status",
+    "finish_reason", "model_snapshot", "template_hash", "decoding", "input_tokens", "output_tokens",
+    "cached_input_tokens", "cache_write_tokens", "repair_text", "repaired")
 
 
 class Rating(SQLModel, table=True):
