@@ -15,6 +15,7 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlmodel import Session
 
+from accord.cli import catalogue as catalogue_commands
 from accord.cli import describe as describe_commands
 from accord.cli import distributed as distributed_commands
 from accord.cli import plan as plan_commands
@@ -311,7 +312,8 @@ def demo_cmd(items: int = typer.Option(12, help="Items to rate (of the 40 bundle
 
 
 # commands that live in their own modules
-for commands in (distributed_commands, serve_commands, plan_commands, describe_commands):
+for commands in (distributed_commands, serve_commands, plan_commands, describe_commands,
+                 catalogue_commands):
     commands.register(app)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,14 +5,17 @@ metadata."""
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from accord.analysis.catalogue import Direction, MetricName, Scale, Section, metric_name
 from accord.analysis.results import MetricRecord, catalogued
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.analysis.synthetic import make_synthetic
+from accord.cli.main import app
 
 REPO = Path(__file__).resolve().parents[2]
 NAMES = {m.value for m in MetricName}
@@ -74,3 +77,13 @@ def test_the_report_api_and_cli_name_metrics_through_the_catalogue() -> None:
     assert not missing, "\n".join(missing)
     assert not literals, "use MetricName members:\n" + "\n".join(literals)
     assert any("MetricName." in p.read_text(encoding="utf-8") for p in _python_files("report"))
+
+
+def test_the_cli_lists_the_catalogue() -> None:
+    result = CliRunner().invoke(app, ["metrics", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    assert [row["name"] for row in listed] == [m.value for m in MetricName]
+    assert listed[0].keys() == {"name", "label", "scale", "direction", "section"}
+    bad = CliRunner().invoke(app, ["metrics", "--section", "nope"])
+    assert bad.exit_code == 2 and "--section: expected one of" in bad.output
