@@ -20,12 +20,7 @@ import pandas as pd
 from accord.analysis.catalogue import MetricName
 from accord.analysis.results import json_safe
 from accord.analysis.failure_kinds import failure_kind
-from accord.report.checks import (
-    categories_section,
-    consistency_section,
-    failures_section,
-    subjects_section,
-)
+from accord.report.checks import categories_section, consistency_section, failures_section, subjects_section
 from accord.report.context import ReportContext
 from accord.report.extra import alt_test_section, group_means_section, prevalence_section
 from accord.report.format import bracket, count, num, pvalue
@@ -34,11 +29,7 @@ from accord.report.metrics import MetricIndex, metrics_frame, rows_from_frame
 from accord.report.fine import fine_section
 from accord.report.judges import judges_section
 from accord.report.sections import (
-    agreement_section,
-    alignment_section,
-    all_metrics_section,
-    baseline_section,
-    summary_section,
+    agreement_section, alignment_section, all_metrics_section, baseline_section, summary_section
 )
 from accord.report.views import SectionView
 from accord.models.schema import Campaign, Dataset, Metric, Rating, Run

@@ -12,17 +12,7 @@ from accord.report.format import count, interval, is_number, meaning, num, p_phr
 from accord.report.metrics import MetricIndex, rater_label
 from accord.report.sections import SMALL_N
 from accord.report.views import (
-    Cell,
-    PlotView,
-    SectionView,
-    TableView,
-    ci_cell,
-    count_cell,
-    note,
-    number_cell,
-    p_cell,
-    text,
-    value_cell,
+    Cell, PlotView, SectionView, TableView, ci_cell, count_cell, note, number_cell, p_cell, text, value_cell
 )
 
 # ------------------------------------------------------------------------------------------------ consistency

@@ -9,16 +9,7 @@ from accord.report.format import count, num, share
 from accord.report.groups import short_group
 from accord.report.metrics import rater_label
 from accord.report.views import (
-    SectionView,
-    TableView,
-    ci_cell,
-    count_cell,
-    mark_cell,
-    number_cell,
-    p_cell,
-    significant,
-    text,
-    value_cell,
+    SectionView, TableView, ci_cell, count_cell, mark_cell, number_cell, p_cell, significant, text, value_cell
 )
 
 

@@ -16,19 +16,8 @@ from accord.report.context import ReportContext
 from accord.report.format import bracket, count, interval, is_number, num, p_phrase, pvalue, share
 from accord.report.metrics import MetricIndex, rater_label
 from accord.report.views import (
-    Cell,
-    PartView,
-    PlotView,
-    SectionView,
-    TableView,
-    ci_cell,
-    count_cell,
-    mark_cell,
-    number_cell,
-    p_cell,
-    significant,
-    text,
-    value_cell,
+    Cell, PartView, PlotView, SectionView, TableView, ci_cell, count_cell, mark_cell, number_cell, p_cell,
+    significant, text, value_cell
 )
 
 GROUP_R = MetricName.GROUP_PEARSON_R

@@ -18,17 +18,7 @@ from accord.report.context import ReportContext
 from accord.report.format import count, interval, is_number, meaning, num, percent, share
 from accord.report.metrics import MetricIndex, rater_label
 from accord.report.views import (
-    Cell,
-    PlotView,
-    SectionView,
-    TableView,
-    ci_cell,
-    count_cell,
-    note,
-    number_cell,
-    p_cell,
-    text,
-    value_cell,
+    Cell, PlotView, SectionView, TableView, ci_cell, count_cell, note, number_cell, p_cell, text, value_cell
 )
 
 SMALL_N = 30          # fewer items than this: intervals are wide, say so
