@@ -605,6 +605,13 @@ def dimension_scales(
     return scales
 
 
+def _entity_source(table: Table, id_col: str | None, ratings_col: str, entity: str, file: str) -> _Source:
+    """The items (or annotators) file as a source: its id column is ``id_col``, else the ratings file's."""
+    hint = "" if id_col else f"; name the {file} file's id column with {file}_id_col"
+    ids, _first = _unique_ids(table, id_col or ratings_col, f"{entity} id", hint)
+    return _Source(table, ids)
+
+
 def read_import(spec: ImportSpec) -> ParsedDataset:
     """Read and validate every file of ``spec`` without touching any database."""
     missing = _Missing(spec.missing_labels)
@@ -634,23 +641,14 @@ def read_import(spec: ImportSpec) -> ParsedDataset:
     annotator_order: list[str] = []
 
     if items_table is not None:
-        item_ids, _first = _unique_ids(
-            items_table,
-            spec.items_id_col or spec.item_col,
-            "item id",
-            "" if spec.items_id_col else "; name the items file's id column with items_id_col",
-        )
-        item_sources.append(_Source(items_table, item_ids))
-        item_order = list(item_ids)
+        source = _entity_source(items_table, spec.items_id_col, spec.item_col, "item", "items")
+        item_sources.append(source)
+        item_order = list(source.ids)
     if annotators_table is not None:
-        annotator_ids, _first = _unique_ids(
-            annotators_table,
-            spec.annotators_id_col or spec.annotator_col,
-            "annotator id",
-            "" if spec.annotators_id_col else "; name the annotators file's id column with annotators_id_col",
-        )
-        annotator_sources.append(_Source(annotators_table, annotator_ids))
-        annotator_order = list(annotator_ids)
+        source = _entity_source(annotators_table, spec.annotators_id_col, spec.annotator_col, "annotator",
+                                "annotators")
+        annotator_sources.append(source)
+        annotator_order = list(source.ids)
 
     if ratings_table is not None:
         readers = {d: _RatingReader(d, label_maps.get(d), missing, spec.unmapped_label) for d in dimensions}
