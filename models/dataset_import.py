@@ -923,6 +923,17 @@ def _spread(counts: list[int]) -> dict[str, float]:
     return {"min": min(counts), "median": float(statistics.median(counts)), "max": max(counts)}
 
 
+def _ratings_per(conn: Any, entity: Any, rating_fk: Any, ratings: Any, dataset_id: int) -> list[int]:
+    """How many ratings each item (or annotator) of the dataset has, zeros included."""
+    counts = conn.execute(
+        select(func.count(ratings.c.id))
+        .select_from(entity.outerjoin(ratings, rating_fk == entity.c.id))
+        .where(entity.c.dataset_id == dataset_id)
+        .group_by(entity.c.id)
+    )
+    return [int(n) for (n,) in counts]
+
+
 def summarize_dataset(engine: Engine, dataset_id: int) -> dict[str, Any]:
     """Counts of a stored dataset: items, annotators, ratings (per dimension), annotators per attribute
     value (and how many lack each attribute), ratings per item and per annotator (min/median/max)."""
@@ -936,24 +947,8 @@ def summarize_dataset(engine: Engine, dataset_id: int) -> dict[str, Any]:
         row = conn.execute(select(datasets).where(datasets.c.id == dataset_id)).mappings().first()
         if row is None:
             raise LookupError(f"no dataset with id {dataset_id}")
-        per_item = [
-            int(n)
-            for (n,) in conn.execute(
-                select(func.count(ratings.c.id))
-                .select_from(items.outerjoin(ratings, ratings.c.item_id == items.c.id))
-                .where(items.c.dataset_id == dataset_id)
-                .group_by(items.c.id)
-            )
-        ]
-        per_annotator = [
-            int(n)
-            for (n,) in conn.execute(
-                select(func.count(ratings.c.id))
-                .select_from(annotators.outerjoin(ratings, ratings.c.annotator_id == annotators.c.id))
-                .where(annotators.c.dataset_id == dataset_id)
-                .group_by(annotators.c.id)
-            )
-        ]
+        per_item = _ratings_per(conn, items, ratings.c.item_id, ratings, dataset_id)
+        per_annotator = _ratings_per(conn, annotators, ratings.c.annotator_id, ratings, dataset_id)
         per_dimension = {
             dimension: int(n)
             for dimension, n in conn.execute(
