@@ -706,18 +706,10 @@ def read_import(spec: ImportSpec) -> ParsedDataset:
     items = _build_items(spec, item_order, item_sources, missing, warnings)
     annotators = _build_annotators(spec, annotator_order, annotator_sources, annotators_table, missing)
     model_ratings = _read_model_ratings(spec, item_order, item_sources, dimensions, label_maps, missing, warnings)
-    return ParsedDataset(
-        model_ratings=model_ratings,
-        items=items,
-        annotators=annotators,
-        ratings=ratings,
-        dimensions=dimensions,
-        label_maps=label_maps,
-        source=_source_text(spec),
-        warnings=warnings,
-        dropped=dropped,
-        scales=dimension_scales(dimensions, label_maps, ratings),
-    )
+    scales = dimension_scales(dimensions, label_maps, ratings)
+    return ParsedDataset(model_ratings=model_ratings, items=items, annotators=annotators, ratings=ratings,
+                         dimensions=dimensions, label_maps=label_maps, source=_source_text(spec),
+                         warnings=warnings, dropped=dropped, scales=scales)
 
 
 def _read_model_ratings(spec: ImportSpec, order: list[str], sources: list[_Source], dimensions: list[str],
