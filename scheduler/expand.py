@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -326,25 +326,25 @@ def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int | Non
 
 def _insert_generation_requests(session: Session, spec: CampaignSpec, expansion: Expansion, run_id: int,
                                 model_ids: dict[str, int], template_ids: dict[str, int], now: Any) -> int:
-    rows: list[dict[str, Any]] = []
-    total = 0
+    rows = ({
+        "run_id": run_id, "stage": "generate", "item_id": g.item.id, "model_spec_id": model_ids[g.model.name],
+        "template_id": template_ids[g.template.content_hash], "persona_key": "", "persona": {},
+        "sample_index": g.sample_index, "status": "pending", "attempts": 0, "updated_at": now,
+        "cache_key": g.cache_key,
+    } for g in generation_requests(spec, expansion.stages, expansion.items, expansion.cache_scope))
     try:
-        for g in generation_requests(spec, expansion.stages, expansion.items, expansion.cache_scope):
-            rows.append({
-                "run_id": run_id, "stage": "generate", "item_id": g.item.id, "model_spec_id": model_ids[g.model.name],
-                "template_id": template_ids[g.template.content_hash], "persona_key": "", "persona": {},
-                "sample_index": g.sample_index, "status": "pending", "attempts": 0, "updated_at": now,
-                "cache_key": g.cache_key,
-            })
-            if len(rows) >= INSERT_BATCH:
-                session.execute(insert(RatingRequest), rows)
-                total += len(rows)
-                rows = []
+        return _insert_requests(session, rows)
     except StageError as e:
         raise CampaignError(str(e)) from None
-    if rows:
-        session.execute(insert(RatingRequest), rows)
-        total += len(rows)
+
+
+def _insert_requests(session: Session, rows: Iterable[dict[str, Any]]) -> int:
+    """Insert rating_request rows, INSERT_BATCH at a time; returns how many."""
+    total = 0
+    pending = iter(rows)
+    while batch := list(itertools.islice(pending, INSERT_BATCH)):
+        session.execute(insert(RatingRequest), batch)
+        total += len(batch)
     return total
 
 
@@ -394,24 +394,14 @@ def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = N
         stage_template_ids = {t.content_hash: upsert_template(session, t).id
                               for t in [*expansion.stages.subject_templates, *expansion.stages.judge_templates]}
 
-        rows: list[dict[str, Any]] = []
-        total = 0
         now = utcnow()
-        for r in expansion.requests(spec):
-            rows.append({
-                "run_id": run.id, "item_id": r.item.id, "model_spec_id": model_ids[r.model.name],
-                "template_id": template_ids[r.template.name],
-                "persona_key": persona_key(r.persona) if r.persona else "", "persona": r.persona or {},
-                "sample_index": r.sample_index, "status": "pending", "attempts": 0, "updated_at": now,
-                "cache_key": r.cache_key,
-            })
-            if len(rows) >= INSERT_BATCH:
-                session.execute(insert(RatingRequest), rows)
-                total += len(rows)
-                rows = []
-        if rows:
-            session.execute(insert(RatingRequest), rows)
-            total += len(rows)
+        total = _insert_requests(session, ({
+            "run_id": run.id, "item_id": r.item.id, "model_spec_id": model_ids[r.model.name],
+            "template_id": template_ids[r.template.name],
+            "persona_key": persona_key(r.persona) if r.persona else "", "persona": r.persona or {},
+            "sample_index": r.sample_index, "status": "pending", "attempts": 0, "updated_at": now,
+            "cache_key": r.cache_key,
+        } for r in expansion.requests(spec)))
         # Subjects' requests now; judges' requests as each answer is stored (their count adds to run.total then).
         total += _insert_generation_requests(session, spec, expansion, run.id, model_ids, stage_template_ids, now)  # type: ignore[arg-type]
         _insert_judge_assignments(session, spec, expansion, run.id, model_ids, stage_template_ids)  # type: ignore[arg-type]
