@@ -32,7 +32,7 @@ from accord.models.schema import (
 )
 from accord.scheduler.dataset_source import DatasetSourceError, ensure_dataset
 from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, ModelEntry, check_request_count, repeated
-from accord.scheduler.stages import StageError, Stages, generation_requests, resolve_stages
+from accord.scheduler.stages import GenerationRequest, StageError, Stages, generation_requests, resolve_stages
 from accord.worker.decoding import request_decoding
 from accord.worker.prompt_templates import (
     ResolvedTemplate, cache_key, item_variables, load_template, render_messages,
@@ -239,17 +239,11 @@ def persona_key(persona: dict[str, str]) -> str:
 
 
 @dataclass
-class ExpandedRequest:
-    """One rating request as the expansion produces it, before it is a row."""
+class ExpandedRequest(GenerationRequest):
+    """One rating request as the expansion produces it, before it is a row: a rendered request with the
+    persona it is rated as (None without one)."""
 
-    item: Item
-    model: ModelEntry
-    template: ResolvedTemplate
-    persona: dict[str, str] | None
-    sample_index: int
-    messages: list[dict[str, str]]
-    decoding: dict[str, Any]
-    cache_key: str
+    persona: dict[str, str] | None = None
 
 
 @dataclass
@@ -287,7 +281,7 @@ class Expansion:
                         dec = request_decoding(campaign_decoding, model_decoding, tmpl.max_tokens, s)
                         key = cache_key(entry.provider, entry.model or "", entry.base_url, messages, dec,
                                         list(tmpl.labels), s, entry.path, scope=self.cache_scope)
-                        yield ExpandedRequest(item, entry, tmpl, persona, s, messages, dec, key)
+                        yield ExpandedRequest(item, entry, tmpl, s, messages, dec, key, persona)
 
 
 def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int | None) -> Expansion:
