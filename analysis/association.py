@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from accord.analysis.disparity import _as_operand, _dense, membership_matrix
+from accord.analysis.disparity import ItemSums, _as_operand, _dense, membership_matrix
 from accord.analysis.frames import UNKNOWN
 from accord.analysis.resampling import label_permutations, permutation_pvalue
 
@@ -89,24 +89,17 @@ def _item_average(per_item: np.ndarray, valid: np.ndarray, weight: np.ndarray | 
         return np.where(valid, per_item * w, 0.0).sum(axis=0) / w.sum(axis=0)
 
 
-class _Moments:
+class _Moments(ItemSums):
     """Per-item sums of each group and of the rest, for the interval metric."""
 
     def __init__(self, values: np.ndarray, mask: np.ndarray, weighting: str = "ratings") -> None:
+        super().__init__(values, mask)
         self.weighting = weighting
-        self.values = _as_operand(values)
-        self.squares = _as_operand(values * values)
-        self.mask = _as_operand(mask.astype(float))
-        self.tot = values.sum(axis=1, keepdims=True)
-        self.tot_sq = (values * values).sum(axis=1, keepdims=True)
-        self.tot_n = mask.sum(axis=1, keepdims=True).astype(float)
 
     def stats(self, member: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        s1 = _dense(self.values @ member)
-        s2 = _dense(self.squares @ member)
-        n = _dense(self.mask @ member)
+        s1, s2, n = self.of_members(member)
         irr = alpha_from_moments(n, s1, s2)
-        nh, s1h, s2h = self.tot_n - n, self.tot - s1, self.tot_sq - s2
+        nh, s1h, s2h = self.total_n - n, self.total - s1, self.total_sq - s2
         valid = (n > 0) & (nh > 0)
         pairs = np.where(valid, n * nh, 1.0)
         cross = nh * s2 + n * s2h - 2.0 * s1 * s1h

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from accord.analysis.frames import modal_values
 from accord.analysis.results import BinaryScores
+from accord.analysis.vectors import paired_floats
 
 TIE_RULE = ("positive when the rating is >= the threshold; an item's verdict from several ratings is positive "
             "when at least half of them are positive (an exact 50/50 tie counts as positive)")
@@ -68,11 +69,7 @@ def majority_labels(ratings: np.ndarray) -> np.ndarray:
 
 def binary_scores(predicted: np.ndarray, reference: np.ndarray) -> BinaryScores:
     """Accuracy, precision, recall and F1 of 0/1 predictions (pairs with a NaN are dropped)."""
-    p = np.asarray(predicted, dtype=float)
-    r = np.asarray(reference, dtype=float)
-    if p.shape != r.shape:
-        raise ValueError(f"predicted and reference differ in shape: {p.shape} vs {r.shape}")
-    ok = np.isfinite(p) & np.isfinite(r)
+    p, r, ok = paired_floats(predicted, reference, "predicted and reference")
     p, r = p[ok], r[ok]
     for name, arr in (("predicted", p), ("reference", r)):
         if not np.isin(arr, (0.0, 1.0)).all():

@@ -24,6 +24,7 @@ from itertools import combinations
 
 import numpy as np
 from accord.analysis.correlation import masked_pearson_columns
+from accord.analysis.vectors import paired_floats
 from statsmodels.stats.contingency_tables import mcnemar
 
 
@@ -35,14 +36,11 @@ class FormatConsistency:
     n_with_reference: int
 
 
-def _paired(verdict_a: np.ndarray, verdict_b: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _paired(verdict_a: np.ndarray, verdict_b: np.ndarray, where: str,
+            what: str = "verdict vectors") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two per-item verdict vectors as floats and the mask of items answered in both (``where`` names the
     pairing in the error when there is none)."""
-    a = np.asarray(verdict_a, dtype=float)
-    b = np.asarray(verdict_b, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"verdict vectors differ in shape: {a.shape} vs {b.shape}")
-    both = np.isfinite(a) & np.isfinite(b)
+    a, b, both = paired_floats(verdict_a, verdict_b, what)
     if not both.any():
         raise ValueError(f"no item is answered {where}")
     return a, b, both
@@ -143,12 +141,6 @@ def position_bias(verdict_a: np.ndarray, verdict_b: np.ndarray) -> PositionBias:
 
 def position_flip_rate(labels_a: np.ndarray, labels_b: np.ndarray) -> PositionBias:
     """Share of items whose (semantic) answer differs between two option orders."""
-    a = np.asarray(labels_a, dtype=float)
-    b = np.asarray(labels_b, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"label vectors differ in shape: {a.shape} vs {b.shape}")
-    both = np.isfinite(a) & np.isfinite(b)
-    if not both.any():
-        raise ValueError("no item is answered under both option orders")
+    a, b, both = _paired(labels_a, labels_b, "under both option orders", "label vectors")
     flipped = int(np.sum(a[both] != b[both]))
     return PositionBias(flipped / int(both.sum()), int(both.sum()), flipped)

@@ -80,7 +80,24 @@ class GroupMeans:
     count: np.ndarray  # I x C members who rated the item
 
 
-class GroupMeanCalculator:
+class ItemSums:
+    """Per-item sums of ratings over annotators, ready to be split by group: the value, square and count
+    operands (dense or sparse) and the totals over every annotator. ``values`` has 0 where ``mask`` is False."""
+
+    def __init__(self, values: np.ndarray, mask: np.ndarray) -> None:
+        self.values = _as_operand(values)
+        self.squares = _as_operand(values * values)
+        self.mask = _as_operand(mask.astype(float))
+        self.total = values.sum(axis=1, keepdims=True)
+        self.total_sq = (values * values).sum(axis=1, keepdims=True)
+        self.total_n = mask.sum(axis=1, keepdims=True).astype(float)
+
+    def of_members(self, member: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sum, sum of squares, count) per item for each column of the annotator x column ``member``."""
+        return _dense(self.values @ member), _dense(self.squares @ member), _dense(self.mask @ member)
+
+
+class GroupMeanCalculator(ItemSums):
     """Group means of the ratings of the annotators with a known group label, for any relabelling."""
 
     def __init__(self, ratings: np.ndarray, labels: np.ndarray) -> None:
@@ -91,23 +108,12 @@ class GroupMeanCalculator:
         self.known = np.flatnonzero(self.labels != UNKNOWN)
         sub = ratings[:, self.known]
         mask = np.isfinite(sub)
-        values = np.where(mask, sub, 0.0)
-        self.values = _as_operand(values)
-        self.squares = _as_operand(values * values)
-        self.mask = _as_operand(mask.astype(float))
-        self.total = values.sum(axis=1, keepdims=True)
-        self.total_sq = (values * values).sum(axis=1, keepdims=True)
-        self.total_n = mask.sum(axis=1, keepdims=True).astype(float)
+        super().__init__(np.where(mask, sub, 0.0), mask)
 
     def sums(self, known_labels: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sum, sum of squares, count) per item for each (permutation, group) column.
         ``known_labels`` is K x J_known."""
-        member = membership_matrix(np.atleast_2d(known_labels), n_groups)
-        return (
-            _dense(self.values @ member),
-            _dense(self.squares @ member),
-            _dense(self.mask @ member),
-        )
+        return self.of_members(membership_matrix(np.atleast_2d(known_labels), n_groups))
 
     def means(self, known_labels: np.ndarray, n_groups: int) -> GroupMeans:
         s, _, n = self.sums(known_labels, n_groups)

@@ -1,8 +1,9 @@
 """Result containers of the analysis package.
 
-`MetricRecord` is the one row type that `accord.analysis.suite.compute_all` returns and that the
-post-processing layer stores; the other dataclasses are the scipy-style results of the individual
-functions (attribute access like ``res.statistic``, ``res.pvalue``, ``res.confidence_interval``).
+`MetricRecord` is the one row type of a metric: `accord.analysis.suite.compute_all` returns it, the
+post-processing layer stores it, and the report reads the stored rows back as it; the other dataclasses
+are the scipy-style results of the individual functions (attribute access like ``res.statistic``,
+``res.pvalue``, ``res.confidence_interval``).
 
 Every value that leaves this package through a `MetricRecord` is a plain Python float/int/str/bool
 (never a numpy scalar) and never NaN: an undefined value is ``None`` with ``details["reason"]``.
@@ -16,10 +17,15 @@ from typing import Any
 
 import numpy as np
 
+from accord.analysis.catalogue import metric_name
+
+REASON_CHARS = 160   # a reason cut to a readable length (some reasons list the offending values)
+
 
 @dataclass
 class MetricRecord:
-    """One computed metric for one (slice, model, template)."""
+    """One computed metric for one (slice, model, template); ``name`` is one of the catalogue's
+    (``accord.analysis.catalogue.MetricName``: ``catalogued`` checks records before they are stored)."""
 
     name: str
     value: float | None
@@ -45,6 +51,56 @@ class MetricRecord:
     def key(self) -> tuple[str, str, str, str]:
         """Identity of the record inside one suite run: (name, slice, model, template)."""
         return (self.name, self.slice, self.model, self.template)
+
+    @property
+    def rater(self) -> tuple[str, str]:
+        return (self.model, self.template)
+
+    @property
+    def reason(self) -> str:
+        """Why the value is undefined or the metric skipped ('' when it is defined)."""
+        if self.value is not None:
+            return ""
+        return str(self.details.get("reason") or self.details.get("skipped") or "undefined")
+
+    @property
+    def short_reason(self) -> str:
+        """The reason, cut to a readable length."""
+        reason = self.reason
+        return reason if len(reason) <= REASON_CHARS else reason[:REASON_CHARS].rstrip() + "…"
+
+    @property
+    def p_adjusted(self) -> float | None:
+        return self.detail("p_adjusted_bh")
+
+    def detail(self, key: str) -> float | None:
+        """A numeric detail, None when absent, not a number or not finite."""
+        value = self.details.get(key)
+        if value is None or isinstance(value, bool):
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return None
+        return number if math.isfinite(number) else None
+
+    @property
+    def ci_includes_zero(self) -> bool | None:
+        if self.ci_low is None or self.ci_high is None:
+            return None
+        return self.ci_low <= 0.0 <= self.ci_high
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "slice": self.slice, "model": self.model, "template": self.template,
+                "value": self.value, "ci_low": self.ci_low, "ci_high": self.ci_high, "pvalue": self.pvalue,
+                "n": self.n, "details": self.details}
+
+
+def catalogued(records: list[MetricRecord]) -> list[MetricRecord]:
+    """``records`` when every name is in the metric catalogue; a ValueError naming the first that is not."""
+    for record in records:
+        metric_name(record.name)
+    return records
 
 
 @dataclass(frozen=True)

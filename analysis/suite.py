@@ -69,7 +69,7 @@ from accord.analysis.frames import (
     normalise_llm,
 )
 from accord.analysis.resampling import benjamini_hochberg, derive_rng, resample_counts
-from accord.analysis.results import AnnotatorBaseline, MetricRecord
+from accord.analysis.results import AnnotatorBaseline, MetricRecord, catalogued
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def compute_all(
     _consistency_metrics(ctx)
     _subject_metrics(ctx)
     _category_metrics(ctx)
-    return ctx.records
+    return catalogued(ctx.records)
 
 
 # --------------------------------------------------------------------------- human-only metrics

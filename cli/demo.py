@@ -9,8 +9,17 @@ from rich.console import Console
 from sqlalchemy import select
 from sqlmodel import Session
 
+from accord.cli.progress import follow_embedded, print_run_summary
+from accord.models.dataset_import import import_dataset
+from accord.models.import_spec import load_import_spec
+from accord.models.migrate import init_db
+from accord.models.projects import owner_id
 from accord.models.schema import Dataset
 from accord.models.settings import get_settings
+from accord.report.build import build_report_data, metrics_table, render_html
+from accord.scheduler import run_service
+from accord.scheduler.campaign_spec import parse_campaign
+from accord.scheduler.expand import create_run
 
 DEMO_DIR = Path(__file__).parent / "datasets" / "dices_demo"
 DEMO_DATASET = "dices-demo"
@@ -31,16 +40,6 @@ def demo_campaign(items: int, samples: int) -> dict:
 
 
 def run_demo(console: Console, items: int = 12, samples: int = 1, project_id: int | None = None) -> Path:
-    from accord.cli.main import _print_run_summary, follow_embedded
-    from accord.report.build import build_report_data, metrics_table, render_html
-    from accord.models.dataset_import import import_dataset
-    from accord.models.import_spec import load_import_spec
-    from accord.models.migrate import init_db
-    from accord.models.projects import owner_id
-    from accord.scheduler.campaign_spec import parse_campaign
-    from accord.scheduler.expand import create_run
-    from accord.scheduler import run_service
-
     settings = get_settings()
     engine = init_db(settings.resolved_database_url())
     project_id = owner_id(engine, project_id)
@@ -62,7 +61,7 @@ def run_demo(console: Console, items: int = 12, samples: int = 1, project_id: in
     console.print(f"run [bold]{plan.run_id}[/]: {plan.total} rating requests by the local SmolLM2-135M-Instruct model "
                   f"({plan.cached} answered from cache)")
     progress = follow_embedded(engine, plan.run_id, plan.total)
-    _print_run_summary(progress)
+    print_run_summary(progress)
     run_service.finish(engine, plan.run_id)
     data = build_report_data(engine, plan.run_id)
     console.print(metrics_table(data))

@@ -9,7 +9,11 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
+from accord.analysis.describe import DescribeOptions
+from accord.cli.app import chosen_project_id, console, fail, open_engine
 from accord.cli.project_context import project_option
+from accord.models.run_frames import DatasetFramesError
+from accord.report.dataset_description import describe_dataset
 
 
 def parse_bins(values: list[str] | None) -> dict[str, list[float] | int]:
@@ -120,15 +124,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Describe a dataset: counts, the human baseline (annotator r, Krippendorff's alpha) and per-group
         mean ratings with item-matched differences between groups."""
-        from accord.analysis.describe import DescribeOptions
-        from accord.cli.main import _engine, _project_id, console, fail
-        from accord.models.run_frames import DatasetFramesError
-        from accord.report.dataset_description import describe_dataset
-
         if fmt not in ("text", "json"):
             fail(f"--format: expected text or json, got {fmt!r}")
-        engine = _engine()
-        owner = _project_id(engine, project)
+        engine = open_engine()
+        owner = chosen_project_id(engine, project)
         try:
             options = DescribeOptions(group_attributes=attribute or None, bins=parse_bins(bins),
                                       min_group_size=min_group_size, n_permutations=permutations,

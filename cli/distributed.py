@@ -1,5 +1,8 @@
 """Commands of the distributed mode: ``accord worker``, ``accord scheduler`` and ``accord run --distributed``
-(``run_distributed``). ``accord.cli.main`` calls ``register(app)``."""
+(``run_distributed``). ``accord.cli.main`` calls ``register(app)``.
+
+Celery and Redis (the distributed mode's dependencies) are imported by the functions that use them, so the
+other commands start without them."""
 
 from __future__ import annotations
 
@@ -8,15 +11,23 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import typer
+from sqlalchemy.engine import Engine
+
+from accord.cli.app import console, open_engine
+from accord.cli.launch import start_run
+from accord.cli.progress import print_run_summary, progress_bar
+from accord.models.schema import TERMINAL_RUN_STATUSES
 from accord.models.settings import get_settings
+from accord.scheduler.dispatcher import Dispatcher, DispatchReport
+from accord.scheduler.run_control import Progress, get_run, read_progress
 
 HEARTBEAT_SECONDS = 10
 
 
 def heartbeat_key() -> str:
+    # Celery: the distributed mode's optional dependency (see the module's docstring)
     from accord.worker.celery_app import get_distributed_settings
 
     return f"accord:scheduler:{get_distributed_settings().queue_prefix}:heartbeat"
@@ -24,7 +35,7 @@ def heartbeat_key() -> str:
 
 def scheduler_alive() -> bool | None:
     """True/False from the scheduler's heartbeat in Redis; None when Redis cannot be asked."""
-    import redis
+    import redis  # the distributed mode's optional dependency
 
     try:
         client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=3, socket_connect_timeout=3)
@@ -35,6 +46,7 @@ def scheduler_alive() -> bool | None:
 
 def resolve_queues(spec: str) -> list[str]:
     """'openai,control' -> full queue names; names already carrying the prefix pass through."""
+    # Celery: the distributed mode's optional dependency
     from accord.worker.celery_app import CONTROL, PROVIDER_QUEUES, get_distributed_settings, queue_name
 
     prefix = get_distributed_settings().queue_prefix + "."
@@ -63,6 +75,7 @@ def worker_cmd(
     hostname: str | None = typer.Option(None, "--hostname", "-n", help="Worker node name (default celery@host)."),
 ) -> None:
     """Start a Celery worker executing chunks of rating requests."""
+    # Celery: the distributed mode's optional dependency
     from accord.worker.celery_app import app as celery_app
     from accord.worker.celery_app import get_distributed_settings
 
@@ -81,10 +94,9 @@ def scheduler_cmd(
     loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
 ) -> None:
     """Run the periodic side: the dispatcher loop (feeds chunks to the queues) and Celery beat."""
+    # Celery and Redis: the distributed mode's optional dependencies
     import redis
-    from accord.cli.main import _engine
     from accord.scheduler.beat import start_embedded_beat
-    from accord.scheduler.dispatcher import Dispatcher, DispatchReport
     from accord.worker.celery_app import app as celery_app
     from accord.worker.celery_app import get_distributed_settings
 
@@ -92,7 +104,7 @@ def scheduler_cmd(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     dist = get_distributed_settings()
-    engine = _engine()
+    engine = open_engine()
     dispatcher = Dispatcher(engine, chunk_size=settings.chunk_size, lease_seconds=settings.lease_seconds,
                             ahead_seconds=dist.dispatch_ahead_seconds, max_chunks_per_run=dist.max_chunks_per_run,
                             max_chunks_per_group=dist.max_chunks_per_group)
@@ -121,17 +133,13 @@ def scheduler_cmd(
             service.stop()
 
 
-def follow_distributed(engine: Any, run_id: int, total: int, poll: float = 0.5) -> Any:
+def follow_distributed(engine: Engine, run_id: int, total: int, poll: float = 0.5) -> Progress:
     """Show the run's progress bar until it reaches a terminal status (Ctrl-C detaches; the run goes on)."""
-    from accord.cli.main import _progress_bar, console
-    from accord.models.schema import TERMINAL_RUN_STATUSES
-    from accord.scheduler.run_control import read_progress
-
     terminal = {s.value for s in TERMINAL_RUN_STATUSES}
     started = time.monotonic()
     p = read_progress(engine, run_id)
     try:
-        with _progress_bar() as bar:
+        with progress_bar() as bar:
             task = bar.add_task("rating", total=total, run_id=run_id, rate="0.0", cost=0.0, cached=0, failed=0)
             while True:
                 p = read_progress(engine, run_id)
@@ -146,13 +154,10 @@ def follow_distributed(engine: Any, run_id: int, total: int, poll: float = 0.5) 
         return p
 
 
-def run_distributed(campaign_path: Path | str, budget: float | None, project: str | None = None) -> Any:
+def run_distributed(campaign_path: Path | str, budget: float | None, project: str | None = None) -> Progress:
     """``accord run --distributed``: create the run (mode distributed), let the scheduler feed it to the
     workers, and follow it with the progress bar. ``project``: the ``--project`` given (None: the CLI's)."""
-    from accord.cli.main import _print_run_summary, _start_run, console
-    from accord.scheduler.run_control import get_run
-
-    engine, spec, plan = _start_run(Path(campaign_path), budget, "distributed", project=project)
+    engine, spec, plan = start_run(Path(campaign_path), budget, "distributed", project=project)
     console.print(f"run [bold]{plan.run_id}[/] of campaign [bold]{spec.name}[/] submitted: {plan.total} rating "
                   f"requests, {plan.cached} answered from cache")
     alive = scheduler_alive()
@@ -162,7 +167,7 @@ def run_distributed(campaign_path: Path | str, budget: float | None, project: st
     elif alive is None:
         console.print("[yellow]warning:[/] cannot reach Redis to check for a running scheduler")
     progress = follow_distributed(engine, plan.run_id, plan.total)
-    _print_run_summary(progress)
+    print_run_summary(progress)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and progress.finished_at is not None:
         run = get_run(engine, plan.run_id)

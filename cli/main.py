@@ -1,77 +1,49 @@
-"""The ``accord`` command line (Typer + Rich)."""
+"""The ``accord`` command line (Typer + Rich): the commands of this module and, registered from their own
+modules, ``plan``, ``describe``, ``worker``/``scheduler`` (distributed mode) and ``serve``, ``project``,
+``key``, ``openapi``, ``remote`` (HTTP API)."""
 
 from __future__ import annotations
 
 import functools
-import os
+import json
+import re
 import sys
-import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from sqlalchemy import select
+from sqlmodel import Session
 
+from accord.cli import catalogue as catalogue_commands
+from accord.cli import describe as describe_commands
+from accord.cli import distributed as distributed_commands
+from accord.cli import plan as plan_commands
 from accord.cli import remote
-from accord.cli.project_context import (
-    PROJECT_HELP, ProjectChoiceError, check_run_in_project, choose_global, project_id, project_name, project_option,
-)
-from accord.cli.remote import RemoteError, key_option, remote_option
+from accord.cli import serve as serve_commands
+from accord.cli.app import app, chosen_project_id, console, err_console, fail, open_engine, own_run
+from accord.cli.demo import run_demo
+from accord.cli.distributed import run_distributed
+from accord.cli.launch import check_failed_share, check_share, start_run
+from accord.cli.progress import follow_embedded, print_run_summary
+from accord.cli.project_context import project_option
+from accord.cli.remote import key_option, remote_option, run_remote
+from accord.models.answer_judgments import import_answer_judgments, spec_from_options
+from accord.models.answer_frames import load_answers, load_comparisons, load_judgments
+from accord.models.dataset_import import import_dataset
+from accord.models.import_formats import DatasetImportError
+from accord.models.import_spec import META_ROLES, load_import_spec, spec_from_mapping
+from accord.models.run_frames import load_llm_frame
+from accord.models.schema import Campaign, Dataset, RatingRequest, Run
 from accord.models.settings import get_settings
-
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="accord: do LLM raters agree with people, and with which people?")
-console = Console()
-err_console = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+from accord.report.build import build_report_data, metrics_table, render_html
+from accord.report.csv_safe import neutralise_frame
+from accord.scheduler import run_service
+from accord.scheduler.run_control import RunStateError, get_run, read_progress
+from accord.worker.prompt_templates import bundled_template_names, load_template
 
 
-@app.callback()
-def main(database_url: Optional[str] = typer.Option(None, "--database-url", envvar="ACCORD_DATABASE_URL",
-                                                     help="SQLAlchemy URL (default: SQLite under ~/.accord)."),
-         project: Optional[str] = typer.Option(None, "--project", envvar="ACCORD_PROJECT", help=PROJECT_HELP)) -> None:
-    if database_url:
-        os.environ["ACCORD_DATABASE_URL"] = database_url
-        get_settings.cache_clear()
-    choose_global(project)
-
-
-def _engine():  # type: ignore[no-untyped-def]
-    from accord.models.migrate import init_db
-
-    return init_db(get_settings().resolved_database_url())
-
-
-def _project_id(engine, project: Optional[str] = None) -> int:  # type: ignore[no-untyped-def]
-    """The id of the project the command works in (``--project``); a one-line error if there is none."""
-    try:
-        return project_id(engine, project)
-    except ProjectChoiceError as e:
-        fail(str(e))
-        raise
-
-
-def _own_run(engine, run_id: int, project: Optional[str] = None) -> None:  # type: ignore[no-untyped-def]
-    """Refuse a run of another project like a run that does not exist."""
-    try:
-        check_run_in_project(engine, run_id, _project_id(engine, project), project_name(project))
-    except ProjectChoiceError as e:
-        fail(str(e))
-
-
-def _remote(fn, *args: Any) -> None:  # type: ignore[no-untyped-def]
-    """A ``--remote`` command; its failures as one line (exit 2, or the code it carries)."""
-    try:
-        fn(*args)
-    except RemoteError as e:
-        fail(str(e), e.code)
 
 
 # ---------------------------------------------------------------------------------------------- import
@@ -91,8 +63,6 @@ _SPEC_ONLY_WORDS = {"layout", "dimension", "replace", "name", "meaning"}  # ordi
 
 def import_error_in_cli_terms(message: str) -> str:
     """An import error with the spec's field names replaced by the options of `accord import`."""
-    import re
-
     spec_error = message.startswith("import spec: ")
     text = message.removeprefix("import spec: ")
     text = text.replace("replace: true", "--replace").replace("layout wide", "--layout wide")
@@ -104,8 +74,6 @@ def import_error_in_cli_terms(message: str) -> str:
 
 
 def _roles_help() -> str:
-    from accord.models.import_spec import META_ROLES
-
     return "; ".join(f"{role}: {meaning}" for role, meaning in META_ROLES.items())
 
 
@@ -161,10 +129,6 @@ def import_cmd(
     Item metadata roles (--meta-role ROLE=COLUMN; a --meta-col keeps its own name and drives nothing):
     subject_model (ranking of subject models), category (metrics per category), expert_label (accuracy vs expert).
     """
-    from accord.models.dataset_import import import_dataset
-    from accord.models.import_formats import DatasetImportError
-    from accord.models.import_spec import load_import_spec, spec_from_mapping
-
     if answer_judgments is not None:
         _import_answer_judgments(answer_judgments, name, answer_judgment_cols, label_map, dimension, replace,
                                  other_input=bool(ratings or items or spec or annotators), project=project)
@@ -199,8 +163,8 @@ def import_cmd(
         overrides["model_rating_cols"] = raters
     if replace:
         overrides["replace"] = True
-    engine = _engine()
-    overrides["project_id"] = _project_id(engine, project)
+    engine = open_engine()
+    overrides["project_id"] = chosen_project_id(engine, project)
     try:
         import_spec = load_import_spec(spec, **overrides) if spec else spec_from_mapping(overrides)
         report = import_dataset(engine, import_spec)
@@ -230,17 +194,15 @@ def _import_answer_judgments(path: Path, name: str | None, cols: str | None, lab
                              project: str | None = None) -> None:
     """``accord import --answer-judgments FILE --name DATASET``: people's judgments of answers, added to a dataset
     that exists (one transaction; a bad row changes nothing)."""
-    from accord.models.answer_judgments import import_answer_judgments, spec_from_options
-    from accord.models.import_formats import DatasetImportError
 
     if other_input:
         fail("--answer-judgments: adds people's judgments to an existing dataset; import the dataset first, "
              "without --answer-judgments")
     if not name:
         fail("--answer-judgments: name the dataset with --name")
-    engine = _engine()
+    engine = open_engine()
     options: dict[str, Any] = {"file": path, "dataset": name, "replace": replace,
-                               "project_id": _project_id(engine, project)}
+                               "project_id": chosen_project_id(engine, project)}
     for part in (cols or "").split(","):
         if not part.strip():
             continue
@@ -268,78 +230,6 @@ def _import_answer_judgments(path: Path, name: str | None, cols: str | None, lab
 
 
 # ---------------------------------------------------------------------------------------------- run
-def _progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[bold]run {task.fields[run_id]}[/]"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-        TextColumn("{task.fields[rate]}/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        TextColumn("${task.fields[cost]:.4f}"), TextColumn("cached {task.fields[cached]}"),
-        TextColumn("[red]failed {task.fields[failed]}[/]"), console=console, transient=False,
-    )
-
-
-class PlainProgress:
-    """Progress as plain lines for logs and pipes (no terminal): one every ``every`` seconds, and the last."""
-
-    def __init__(self, print_line: Any, every: float = 10.0, clock: Any = time.monotonic) -> None:
-        self.print_line, self.every, self.clock = print_line, every, clock
-        self.started = clock()
-        self.last: float | None = None
-
-    def __call__(self, p: Any, final: bool = False) -> None:  # a run_control.Progress
-        now = self.clock()
-        if not final and self.last is not None and now - self.last < self.every:
-            return
-        self.last = now
-        elapsed = max(now - self.started, 1e-6)
-        share = p.finished / p.total if p.total else 1.0
-        self.print_line(f"run {p.run_id}: {p.finished}/{p.total} ({share:.0%}) after {elapsed:.0f} s, "
-                        f"{(p.finished - p.cached) / elapsed:.1f}/s, ${p.cost_usd:.4f}, cached {p.cached}, "
-                        f"failed {p.failed}")
-
-
-def follow_embedded(engine, run_id: int, total: int) -> Any:  # type: ignore[no-untyped-def]
-    from accord.scheduler.embedded import run_embedded
-
-    started = time.monotonic()
-    if not console.is_terminal:  # a log file or a pipe: plain lines now and then, not one final bar
-        plain = PlainProgress(lambda line: console.print(line, highlight=False, soft_wrap=True))
-        progress = run_embedded(engine, run_id, on_progress=plain)
-        plain(progress, final=True)
-        return progress
-    with _progress_bar() as bar:
-        task = bar.add_task("rating", total=total, run_id=run_id, rate="0.0", cost=0.0, cached=0, failed=0)
-
-        def on_progress(p) -> None:  # type: ignore[no-untyped-def]
-            elapsed = max(time.monotonic() - started, 1e-6)
-            bar.update(task, completed=p.finished, total=p.total, rate=f"{(p.finished - p.cached) / elapsed:.1f}",
-                       cost=p.cost_usd, cached=p.cached, failed=p.failed)
-
-        return run_embedded(engine, run_id, on_progress=on_progress)
-
-
-def _start_run(campaign: Path, budget: Optional[float], mode: str, force: bool = False,  # type: ignore[no-untyped-def]
-               project: Optional[str] = None):
-    from accord.scheduler.campaign_spec import CampaignSpecError, load_campaign
-    from accord.scheduler.expand import CampaignError, create_run
-    from accord.scheduler.plan import plan_campaign
-    from accord.worker.prompt_templates import TemplateSpecError
-
-    try:
-        spec = load_campaign(campaign)
-        engine = _engine()
-        owner = _project_id(engine, project)
-        if (budget if budget is not None else spec.budget_usd) is not None and not force:
-            estimate = plan_campaign(engine, spec, owner, budget_override=budget)
-            if estimate.exceeds_budget:
-                fail(f"{campaign}: estimated cost ${estimate.cost_usd:.4f} exceeds the budget of "
-                     f"${estimate.budget_usd:.4f}; see `accord plan {campaign}`, raise budget_usd, or pass --force")
-        plan = create_run(engine, spec, project_id=owner, mode=mode, budget_override=budget)
-    except (CampaignSpecError, CampaignError, TemplateSpecError) as e:
-        fail(str(e))
-        raise
-    return engine, spec, plan
-
-
 @app.command("run")
 def run_cmd(
     campaign: Path = typer.Argument(..., help="Campaign YAML (or JSON)."),
@@ -352,27 +242,23 @@ def run_cmd(
     key: Optional[str] = key_option(),
 ) -> None:
     """Launch a campaign: expand its rating requests, execute them, compute the metrics."""
-    from accord.scheduler import run_service
-
     if remote_url:  # the server's project is its key's; the server checks the budget and computes the metrics
         if distributed or no_report or force or project:
             fail("--remote: --distributed, --no-report, --force and --project do not apply to a server's run "
                  "(its key chooses the project)")
-        _remote(remote.run, remote_url, key, campaign, budget, console, err_console, _print_run_summary,
-                functools.partial(_check_share, where=f" --remote {remote_url}"))
+        run_remote(remote.run, remote_url, key, campaign, budget, console, err_console, print_run_summary,
+                functools.partial(check_share, where=f" --remote {remote_url}"))
         return
     if distributed:
-        from accord.cli.distributed import run_distributed
-
         run_distributed(campaign, budget, project)
         return
-    engine, spec, plan = _start_run(campaign, budget, "embedded", force, project)
+    engine, spec, plan = start_run(campaign, budget, "embedded", force, project)
     what = "rating requests" if spec.subjects is None else "requests"
     judged = " (judges' requests are added as the subjects' answers arrive)" if spec.judges else ""
     console.print(f"run [bold]{plan.run_id}[/] of campaign [bold]{spec.name}[/]: {plan.total} {what}{judged}, "
                   f"{plan.cached} answered from cache")
     progress = follow_embedded(engine, plan.run_id, plan.total)
-    _print_run_summary(progress)
+    print_run_summary(progress)
     analysis = run_service.finish(engine, plan.run_id, analyse=not no_report)
     if analysis.ran:
         console.print(f"{analysis.metrics} metrics stored. See them with [bold]accord report {plan.run_id}[/]")
@@ -381,34 +267,9 @@ def run_cmd(
     check_failed_share(engine, plan.run_id, spec.max_failed_share)
 
 
-def check_failed_share(engine, run_id: int, threshold: float) -> None:  # type: ignore[no-untyped-def]
-    """Exit non-zero, saying so, when more of the run's requests failed than the campaign allows."""
-    from accord.scheduler import run_service
-    from accord.scheduler.run_control import get_run
-
-    run = get_run(engine, run_id)
-    _check_share(run_id, run.failed, run.total, threshold)
-
-
-def _check_share(run_id: int, failed: int, total: int, threshold: float, where: str = "") -> None:
-    from accord.scheduler import run_service
-
-    share = run_service.failed_share(SimpleNamespace(failed=failed, total=total))  # type: ignore[arg-type]
-    if share > threshold:
-        console.print(f"[bold red]run {run_id}: {failed} of {total} requests failed ({share:.1%}), more than "
-                      f"the campaign's max_failed_share of {threshold:.1%}[/]; see [bold]accord status {run_id}{where}[/]")
-        raise typer.Exit(code=1)
-
-
 def _no_project_with_remote(project: Optional[str]) -> None:
     if project:
         fail("--project: with --remote, the API key chooses the project (drop --project or --remote)")
-
-
-def _print_run_summary(p) -> None:  # type: ignore[no-untyped-def]
-    console.print(f"run {p.run_id}: [bold]{p.status}[/] — {p.done} rated ({p.cached} from cache), {p.failed} failed, "
-                  f"{p.cancelled} cancelled of {p.total}; {p.input_tokens} input / {p.output_tokens} output tokens; "
-                  f"cost ${p.cost_usd:.4f}")
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -417,26 +278,20 @@ def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (defa
                project: Optional[str] = project_option(), remote_url: Optional[str] = remote_option(),
                key: Optional[str] = key_option()) -> None:
     """Show a run's progress, or the project's recent runs and datasets."""
-    from sqlalchemy import select
-    from sqlmodel import Session
-
-    from accord.models.schema import Campaign, Dataset, RatingRequest, Run
-    from accord.scheduler.run_control import RunStateError, read_progress
-
     if remote_url:
         _no_project_with_remote(project)
-        _remote(remote.status, remote_url, key, run_id, console, _print_run_summary)
+        run_remote(remote.status, remote_url, key, run_id, console, print_run_summary)
         return
-    engine = _engine()
-    owner = _project_id(engine, project)
+    engine = open_engine()
+    owner = chosen_project_id(engine, project)
     if run_id is not None:
-        _own_run(engine, run_id, project)
+        own_run(engine, run_id, project)
         try:
             p = read_progress(engine, run_id)
         except RunStateError as e:
             fail(str(e))
             return
-        _print_run_summary(p)
+        print_run_summary(p)
         with Session(engine) as session:
             errors = session.execute(select(RatingRequest.last_error).where(
                 RatingRequest.run_id == run_id, RatingRequest.status == "failed").limit(5)).scalars().all()
@@ -474,11 +329,6 @@ def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="cs
                 key: Optional[str] = key_option()) -> None:
     """Export every rating request of a run with its rating (one row per request), or its subjects' answers, or
     its judges' ratings of them."""
-    from accord.report.csv_safe import neutralise_frame
-    from accord.models.answer_frames import load_answers, load_comparisons, load_judgments
-    from accord.scheduler.run_control import RunStateError, get_run
-    from accord.models.run_frames import load_llm_frame
-
     if fmt not in ("csv", "parquet"):
         fail(f"--format: expected csv or parquet, got {fmt!r}")
     def comparisons(engine: Any, run_id: int) -> Any:   # answer ids shown, in order, as "12,15"
@@ -492,10 +342,10 @@ def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="cs
         fail(f"--table: expected ratings, answers, judgments or comparisons, got {table!r}")
     if remote_url:
         _no_project_with_remote(project)
-        _remote(remote.results, remote_url, key, run_id, fmt, output, table, console)
+        run_remote(remote.results, remote_url, key, run_id, fmt, output, table, console)
         return
-    engine = _engine()
-    _own_run(engine, run_id, project)
+    engine = open_engine()
+    own_run(engine, run_id, project)
     try:
         get_run(engine, run_id)
     except RunStateError as e:
@@ -520,10 +370,6 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
                project: Optional[str] = project_option(), remote_url: Optional[str] = remote_option(),
                key: Optional[str] = key_option()) -> None:
     """Print the run's metrics and write its HTML report (or JSON with --format json)."""
-    from accord.report.build import build_report_data, metrics_table, render_html
-    from accord.scheduler import run_service
-    from accord.scheduler.run_control import RunStateError, get_run
-
     if fmt not in ("html", "json"):
         fail(f"--format: expected html or json, got {fmt!r}")
     default_html = get_settings().home / "reports" / f"run-{run_id}.html"
@@ -531,10 +377,10 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
         _no_project_with_remote(project)
         if recompute:
             fail("--recompute: the server recomputes a run's metrics itself; drop --recompute with --remote")
-        _remote(remote.report, remote_url, key, run_id, fmt, output, default_html, console)
+        run_remote(remote.report, remote_url, key, run_id, fmt, output, default_html, console)
         return
-    engine = _engine()
-    _own_run(engine, run_id, project)
+    engine = open_engine()
+    own_run(engine, run_id, project)
     try:
         run = get_run(engine, run_id)
     except RunStateError as e:
@@ -546,8 +392,6 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
             console.print(f"[red]{analysis.error}[/]")
     data = build_report_data(engine, run_id)
     if fmt == "json":
-        import json
-
         text = json.dumps(data.to_json(), indent=2, default=str)
         if output:
             output.write_text(text)
@@ -566,8 +410,6 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
 @app.command("templates")
 def templates_cmd() -> None:
     """List the bundled prompt templates."""
-    from accord.worker.prompt_templates import bundled_template_names, load_template
-
     t = Table(title="bundled templates")
     for col in ("name", "version", "format", "labels", "persona"):
         t.add_column(col)
@@ -584,27 +426,13 @@ def demo_cmd(items: int = typer.Option(12, help="Items to rate (of the 40 bundle
              samples: int = typer.Option(1, help="Samples per item x template."),
              project: Optional[str] = project_option()) -> None:
     """End to end on the bundled DICES subset with the local SmolLM2 model; prints the report path."""
-    from accord.cli.demo import run_demo
-
-    run_demo(console, items=items, samples=samples, project_id=_project_id(_engine(), project))
+    run_demo(console, items=items, samples=samples, project_id=chosen_project_id(open_engine(), project))
 
 
-def _register_extensions() -> None:
-    """Commands that live in their own modules: `worker`, `scheduler` (distributed mode), `serve` (HTTP API),
-    `plan` (pre-flight estimate). Each module exposes ``register(app)``."""
-    import importlib
-
-    for module in ("accord.cli.distributed", "accord.cli.serve", "accord.cli.plan", "accord.cli.describe"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        mod.register(app)
-
-
-_register_extensions()
+# commands that live in their own modules
+for commands in (distributed_commands, serve_commands, plan_commands, describe_commands,
+                 catalogue_commands):
+    commands.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

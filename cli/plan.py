@@ -8,8 +8,12 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from accord.cli.app import chosen_project_id, console, fail, open_engine
 from accord.cli.project_context import project_option
-from accord.scheduler.plan import CampaignPlan
+from accord.scheduler.campaign_spec import CampaignSpecError, load_campaign
+from accord.scheduler.expand import CampaignError
+from accord.scheduler.plan import CampaignPlan, plan_campaign
+from accord.worker.prompt_templates import TemplateSpecError
 
 
 def plan_table(plan: CampaignPlan) -> Table:
@@ -34,16 +38,10 @@ def register(app: typer.Typer) -> None:
                  budget: Optional[float] = typer.Option(None, help="Budget to check against (overrides the campaign's)."),
                  project: Optional[str] = project_option()) -> None:
         """Before anything is sent: requests, cache hits available, tokens, dollars and duration per model."""
-        from accord.cli.main import _engine, _project_id, console, fail
-        from accord.scheduler.campaign_spec import CampaignSpecError, load_campaign
-        from accord.scheduler.expand import CampaignError
-        from accord.scheduler.plan import plan_campaign
-        from accord.worker.prompt_templates import TemplateSpecError
-
         try:
             spec = load_campaign(campaign)
-            engine = _engine()
-            plan = plan_campaign(engine, spec, _project_id(engine, project), budget_override=budget)
+            engine = open_engine()
+            plan = plan_campaign(engine, spec, chosen_project_id(engine, project), budget_override=budget)
         except (CampaignSpecError, CampaignError, TemplateSpecError) as e:
             fail(str(e))
             return

@@ -14,9 +14,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
+import httpx
 import typer
+import yaml
+from accord.cli.app import fail
 from accord.cli.client import AccordClient, ApiError
+from accord.cli.progress import PlainProgress
+from accord.models.yaml_loader import safe_load, yaml_error_text
+from accord.report.build import run_metrics_table
+from accord.report.metrics import metrics_frame
+from accord.scheduler.campaign_spec import CampaignSpec
 from rich.console import Console
+from rich.table import Table
 
 T = TypeVar("T")
 REMOTE_HELP = "Do it on the accord server at this URL (with --key or ACCORD_API_KEY) instead of the local database."
@@ -50,7 +59,6 @@ def remote_client(url: str, key: str | None) -> Iterator[AccordClient]:
 
 def call(url: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``fn(*args)``, its HTTP failure as one line."""
-    import httpx
 
     try:
         return fn(*args, **kwargs)
@@ -69,10 +77,6 @@ def as_progress(status: dict[str, Any]) -> SimpleNamespace:
 def run(url: str, key: str | None, campaign: Path, budget: float | None, console: Console, err: Console,
         print_summary: Callable[[Any], None], check_share: Callable[[int, int, int, float], None]) -> None:
     """Create the campaign on the server, start a run, follow it to its report, print the summary."""
-    import yaml
-    from accord.cli.main import PlainProgress
-    from accord.models.yaml_loader import safe_load, yaml_error_text
-    from accord.scheduler.campaign_spec import CampaignSpec
 
     try:
         document = safe_load(campaign.read_text(encoding="utf-8"))
@@ -116,7 +120,6 @@ def run(url: str, key: str | None, campaign: Path, budget: float | None, console
 
 def status(url: str, key: str | None, run_id: int | None, console: Console,
            print_summary: Callable[[Any], None]) -> None:
-    from rich.table import Table
 
     with remote_client(url, key) as client:
         if run_id is not None:
@@ -161,9 +164,6 @@ def results(url: str, key: str | None, run_id: int, fmt: str, output: Path | Non
 def report(url: str, key: str | None, run_id: int, fmt: str, output: Path | None, default_html: Path,
            console: Console) -> None:
     """The metrics table and the HTML report, as the local command (or the report's JSON)."""
-    from accord.report.build import run_metrics_table
-    from accord.report.metrics import metrics_frame
-
     with remote_client(url, key) as client:
         if fmt == "json":
             text = call(url, client.report_json, run_id)
@@ -180,3 +180,11 @@ def report(url: str, key: str | None, run_id: int, fmt: str, output: Path | None
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(html, encoding="utf-8")
     console.print(f"report: [bold]{target.resolve()}[/]", highlight=False)
+
+
+def run_remote(fn: Callable[..., None], *args: Any) -> None:
+    """A ``--remote`` command; its failures as one line (exit 2, or the code it carries)."""
+    try:
+        fn(*args)
+    except RemoteError as e:
+        fail(str(e), e.code)

@@ -19,23 +19,33 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from sqlalchemy import select
+from sqlmodel import Session
+
+from accord.api.http.app import create_app, openapi_document
+from accord.api.http.auth import (
+    DELETED_PREFIX,
+    AuthAdminError,
+    create_key,
+    create_project,
+    delete_project,
+    find_project,
+    list_keys,
+    revoke_key,
+)
+from accord.api.http.config import ApiSettings
+from accord.cli.app import console, err_console
+from accord.cli.app import fail as _fail
+from accord.cli.app import open_engine as _engine
+from accord.cli import remote as remote_commands
+from accord.cli.client import AccordClient, ApiError
+from accord.cli.launch import check_share
+from accord.cli.progress import print_run_summary
+from accord.cli.project_context import ProjectChoiceError, project_id
+from accord.cli.remote import run_remote
+from accord.models.schema import Project
+from accord.models.settings import get_settings
 from accord.models.yaml_loader import safe_load
-from rich.console import Console
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _engine() -> Any:
-    from accord.models.migrate import init_db
-    from accord.models.settings import get_settings
-
-    return init_db(get_settings().resolved_database_url())
 
 
 # ---------------------------------------------------------------------------------------------- serve
@@ -45,9 +55,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
                                                              "(Celery workers); default ACCORD_API_EXECUTION or embedded."),
           log_level: str = typer.Option("info", help="uvicorn log level.")) -> None:
     """Serve the HTTP API (/api/v1, docs at /api/v1/docs) and the dashboard (/dashboard)."""
-    import uvicorn
-    from accord.api.http.app import create_app
-    from accord.api.http.config import ApiSettings
+    import uvicorn  # only the server needs it
 
     settings = ApiSettings()
     if execution:
@@ -66,9 +74,6 @@ key_app = typer.Typer(help="API keys of projects: created once, stored as hashes
 @project_app.command("create")
 def project_create(name: str = typer.Argument(..., help="Project name (unique).")) -> None:
     """Create a project."""
-    from accord.api.http.auth import AuthAdminError
-    from accord.models.projects import create_project
-
     try:
         project = create_project(_engine(), name)
     except AuthAdminError as e:
@@ -81,11 +86,6 @@ def project_create(name: str = typer.Argument(..., help="Project name (unique)."
 @project_app.command("list")
 def project_list() -> None:
     """List projects."""
-    from accord.api.http.auth import DELETED_PREFIX
-    from accord.models.schema import Project
-    from sqlalchemy import select
-    from sqlmodel import Session
-
     with Session(_engine()) as session:
         for p in session.execute(select(Project).order_by(Project.id)).scalars():
             if not p.name.startswith(DELETED_PREFIX):
@@ -96,10 +96,6 @@ def project_list() -> None:
 def project_delete(project: str = typer.Argument(..., help="Project name or id."),
                    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
     """Delete a project with its keys, datasets, campaigns, runs and cached answers. Its id is never reused."""
-    from accord.api.http.auth import AuthAdminError, delete_project, find_project
-    from accord.api.http.config import ApiSettings
-    from accord.models.settings import get_settings
-
     engine = _engine()
     try:
         found = find_project(engine, project)
@@ -121,9 +117,6 @@ def key_create(project: str | None = typer.Argument(None, help="Project name or 
                project_opt: str | None = typer.Option(None, "--project", help="The project, as the argument.")) -> None:
     """Create an API key and print it. It is shown this once: the server keeps only its hash. A key of the
     CLI's project (`accord key create --project local`) sees on the server what the CLI made."""
-    from accord.api.http.auth import AuthAdminError, create_key
-    from accord.cli.project_context import ProjectChoiceError, project_id
-
     if project and project_opt and project != project_opt:
         _fail(f"--project: {project_opt!r} and the argument {project!r} name two projects; give one")
     engine = _engine()
@@ -144,8 +137,6 @@ def key_create(project: str | None = typer.Argument(None, help="Project name or 
 @key_app.command("revoke")
 def key_revoke(key: str = typer.Argument(..., help="The key's id or its displayed prefix.")) -> None:
     """Revoke an API key; it stops working at once."""
-    from accord.api.http.auth import AuthAdminError, revoke_key
-
     try:
         row = revoke_key(_engine(), key)
     except AuthAdminError as e:
@@ -157,8 +148,6 @@ def key_revoke(key: str = typer.Argument(..., help="The key's id or its displaye
 @key_app.command("list")
 def key_list(project: str = typer.Argument(..., help="Project name or id.")) -> None:
     """List a project's keys (prefixes only)."""
-    from accord.api.http.auth import AuthAdminError, list_keys
-
     try:
         rows = list_keys(_engine(), project)
     except AuthAdminError as e:
@@ -171,8 +160,6 @@ def key_list(project: str = typer.Argument(..., help="Project name or id.")) -> 
 
 def openapi(output: Path | None = typer.Option(None, "--output", "-o", help="File to write (default: stdout).")) -> None:
     """Write the HTTP API's OpenAPI document."""
-    from accord.api.http.app import openapi_document
-
     text = json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
     if output is None:
         print(text, end="")
@@ -193,16 +180,12 @@ def remote(url: str = typer.Option("http://127.0.0.1:8000", "--url", envvar="ACC
 
 
 def _client() -> Any:
-    from accord.cli.client import AccordClient
-
     if not _state.get("key"):
         _fail("give the API key with --key or ACCORD_API_KEY")
     return AccordClient(_state["url"], _state["key"])
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from accord.cli.client import ApiError
-
     try:
         return fn(*args, **kwargs)
     except ApiError as e:
@@ -237,12 +220,9 @@ def remote_submit(campaign: Path = typer.Argument(..., help="Campaign YAML or JS
                   follow: bool = typer.Option(True, help="Follow the run until it finishes."),
                   budget: float | None = typer.Option(None, help="Budget cap in dollars.")) -> None:
     """Create a campaign on the server and start a run of it (followed, this is `accord run --remote`)."""
-    from accord.cli import remote
-    from accord.cli.main import _check_share, _print_run_summary, _remote
-
     if follow:
-        _remote(remote.run, _state["url"], _state.get("key"), campaign, budget, console, err_console,
-                _print_run_summary, functools.partial(_check_share, where=f" --remote {_state['url']}"))
+        run_remote(remote_commands.run, _state["url"], _state.get("key"), campaign, budget, console, err_console,
+                print_run_summary, functools.partial(check_share, where=f" --remote {_state['url']}"))
         return
     document = safe_load(campaign.read_text(encoding="utf-8"))
     with _client() as client:
@@ -255,31 +235,22 @@ def remote_submit(campaign: Path = typer.Argument(..., help="Campaign YAML or JS
 @remote_app.command("status")
 def remote_status(run_id: int | None = typer.Argument(None, help="A run id (default: list runs).")) -> None:
     """A run's status, or the project's runs (as `accord status --remote`)."""
-    from accord.cli import remote
-    from accord.cli.main import _print_run_summary, _remote
-
-    _remote(remote.status, _state["url"], _state.get("key"), run_id, console, _print_run_summary)
+    run_remote(remote_commands.status, _state["url"], _state.get("key"), run_id, console, print_run_summary)
 
 
 @remote_app.command("results")
 def remote_results(run_id: int, output: Path = typer.Option(..., "--output", "-o"),
                    fmt: str = typer.Option("csv", "--format", help="csv or parquet")) -> None:
     """Download a run's ratings (as `accord results --remote`)."""
-    from accord.cli import remote
-    from accord.cli.main import _remote, fail
-
     if fmt not in ("csv", "parquet"):
-        fail(f"--format: expected csv or parquet, got {fmt!r}")
-    _remote(remote.results, _state["url"], _state.get("key"), run_id, fmt, output, "ratings", console)
+        _fail(f"--format: expected csv or parquet, got {fmt!r}")
+    run_remote(remote_commands.results, _state["url"], _state.get("key"), run_id, fmt, output, "ratings", console)
 
 
 @remote_app.command("report")
 def remote_report(run_id: int, output: Path = typer.Option(..., "--output", "-o")) -> None:
     """Download a finished run's HTML report (as `accord report --remote`)."""
-    from accord.cli import remote
-    from accord.cli.main import _remote
-
-    _remote(remote.report, _state["url"], _state.get("key"), run_id, "html", output, output, console)
+    run_remote(remote_commands.report, _state["url"], _state.get("key"), run_id, "html", output, output, console)
 
 
 def register(app: typer.Typer) -> None:

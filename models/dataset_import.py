@@ -26,6 +26,7 @@ from accord.models.import_formats import (
     read_table,
     show,
 )
+from accord.models.projects import LOCAL_PROJECT, ProjectError, find_project, owner_id
 from accord.models.import_spec import ImportSpec, LabelMap, match_columns, normalize_label
 from accord.models.schema import (
     Annotator,
@@ -606,6 +607,13 @@ def dimension_scales(
     return scales
 
 
+def _entity_source(table: Table, id_col: str | None, ratings_col: str, entity: str, file: str) -> _Source:
+    """The items (or annotators) file as a source: its id column is ``id_col``, else the ratings file's."""
+    hint = "" if id_col else f"; name the {file} file's id column with {file}_id_col"
+    ids, _first = _unique_ids(table, id_col or ratings_col, f"{entity} id", hint)
+    return _Source(table, ids)
+
+
 def read_import(spec: ImportSpec) -> ParsedDataset:
     """Read and validate every file of ``spec`` without touching any database."""
     missing = _Missing(spec.missing_labels)
@@ -635,23 +643,14 @@ def read_import(spec: ImportSpec) -> ParsedDataset:
     annotator_order: list[str] = []
 
     if items_table is not None:
-        item_ids, _first = _unique_ids(
-            items_table,
-            spec.items_id_col or spec.item_col,
-            "item id",
-            "" if spec.items_id_col else "; name the items file's id column with items_id_col",
-        )
-        item_sources.append(_Source(items_table, item_ids))
-        item_order = list(item_ids)
+        source = _entity_source(items_table, spec.items_id_col, spec.item_col, "item", "items")
+        item_sources.append(source)
+        item_order = list(source.ids)
     if annotators_table is not None:
-        annotator_ids, _first = _unique_ids(
-            annotators_table,
-            spec.annotators_id_col or spec.annotator_col,
-            "annotator id",
-            "" if spec.annotators_id_col else "; name the annotators file's id column with annotators_id_col",
-        )
-        annotator_sources.append(_Source(annotators_table, annotator_ids))
-        annotator_order = list(annotator_ids)
+        source = _entity_source(annotators_table, spec.annotators_id_col, spec.annotator_col, "annotator",
+                                "annotators")
+        annotator_sources.append(source)
+        annotator_order = list(source.ids)
 
     if ratings_table is not None:
         readers = {d: _RatingReader(d, label_maps.get(d), missing, spec.unmapped_label) for d in dimensions}
@@ -709,18 +708,10 @@ def read_import(spec: ImportSpec) -> ParsedDataset:
     items = _build_items(spec, item_order, item_sources, missing, warnings)
     annotators = _build_annotators(spec, annotator_order, annotator_sources, annotators_table, missing)
     model_ratings = _read_model_ratings(spec, item_order, item_sources, dimensions, label_maps, missing, warnings)
-    return ParsedDataset(
-        model_ratings=model_ratings,
-        items=items,
-        annotators=annotators,
-        ratings=ratings,
-        dimensions=dimensions,
-        label_maps=label_maps,
-        source=_source_text(spec),
-        warnings=warnings,
-        dropped=dropped,
-        scales=dimension_scales(dimensions, label_maps, ratings),
-    )
+    scales = dimension_scales(dimensions, label_maps, ratings)
+    return ParsedDataset(model_ratings=model_ratings, items=items, annotators=annotators, ratings=ratings,
+                         dimensions=dimensions, label_maps=label_maps, source=_source_text(spec),
+                         warnings=warnings, dropped=dropped, scales=scales)
 
 
 def _read_model_ratings(spec: ImportSpec, order: list[str], sources: list[_Source], dimensions: list[str],
@@ -900,8 +891,6 @@ def import_dataset(engine: Engine, spec: ImportSpec) -> ImportReport:
 
     Raises ``DatasetImportError`` (one line naming file/row/column) and leaves the database untouched on
     any problem."""
-    from accord.models.projects import LOCAL_PROJECT, ProjectError, find_project, owner_id
-
     started = time.perf_counter()
     if spec.project_id is None:  # the local project's; until it exists, no dataset name of it is taken
         try:
@@ -937,6 +926,17 @@ def _spread(counts: list[int]) -> dict[str, float]:
     return {"min": min(counts), "median": float(statistics.median(counts)), "max": max(counts)}
 
 
+def _ratings_per(conn: Any, entity: Any, rating_fk: Any, ratings: Any, dataset_id: int) -> list[int]:
+    """How many ratings each item (or annotator) of the dataset has, zeros included."""
+    counts = conn.execute(
+        select(func.count(ratings.c.id))
+        .select_from(entity.outerjoin(ratings, rating_fk == entity.c.id))
+        .where(entity.c.dataset_id == dataset_id)
+        .group_by(entity.c.id)
+    )
+    return [int(n) for (n,) in counts]
+
+
 def summarize_dataset(engine: Engine, dataset_id: int) -> dict[str, Any]:
     """Counts of a stored dataset: items, annotators, ratings (per dimension), annotators per attribute
     value (and how many lack each attribute), ratings per item and per annotator (min/median/max)."""
@@ -950,24 +950,8 @@ def summarize_dataset(engine: Engine, dataset_id: int) -> dict[str, Any]:
         row = conn.execute(select(datasets).where(datasets.c.id == dataset_id)).mappings().first()
         if row is None:
             raise LookupError(f"no dataset with id {dataset_id}")
-        per_item = [
-            int(n)
-            for (n,) in conn.execute(
-                select(func.count(ratings.c.id))
-                .select_from(items.outerjoin(ratings, ratings.c.item_id == items.c.id))
-                .where(items.c.dataset_id == dataset_id)
-                .group_by(items.c.id)
-            )
-        ]
-        per_annotator = [
-            int(n)
-            for (n,) in conn.execute(
-                select(func.count(ratings.c.id))
-                .select_from(annotators.outerjoin(ratings, ratings.c.annotator_id == annotators.c.id))
-                .where(annotators.c.dataset_id == dataset_id)
-                .group_by(annotators.c.id)
-            )
-        ]
+        per_item = _ratings_per(conn, items, ratings.c.item_id, ratings, dataset_id)
+        per_annotator = _ratings_per(conn, annotators, ratings.c.annotator_id, ratings, dataset_id)
         per_dimension = {
             dimension: int(n)
             for dimension, n in conn.execute(

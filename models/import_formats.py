@@ -340,6 +340,7 @@ def _read_json_array(path: Path, text: str, records_key: str | None = None) -> T
 
 
 def _read_parquet(path: Path, raw: bytes) -> Table:
+    # pyarrow: heavy, and only Parquet files need it
     import pyarrow as pa
     import pyarrow.parquet as pq
 

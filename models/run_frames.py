@@ -11,7 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from accord.models.projects import owner_id
 from accord.models.schema import (
+    Dataset,
     Annotator, Campaign, HumanRating, ImportedRating, Item, ModelSpec, PromptTemplate, Rating, RatingRequest, Run,
 )
 
@@ -157,9 +159,6 @@ def load_dataset_frames(engine: Engine, dataset: str | int, dimension: str | Non
     the frames of a run without LLM answers (``llm`` empty). ``dataset``: a name (in the project; None: the
     ``local`` project) or an id (of any project unless ``project_id`` is given); ``items`` keeps only those
     item ids."""
-    from accord.models.projects import owner_id
-    from accord.models.schema import Dataset
-
     by_id = isinstance(dataset, int) or str(dataset).isdigit()
     owner = owner_id(engine, project_id) if project_id is not None or not by_id else None
     with Session(engine) as session:

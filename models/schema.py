@@ -105,6 +105,9 @@ class HumanRating(SQLModel, table=True):
 
 
 class ProviderKind(str, Enum):
+    """The one list of provider kinds: campaigns name one per model, each has its provider class
+    (``worker/providers/registry.py``) and its Celery queue (``worker/celery_app.py``)."""
+
     local = "local"
     openai = "openai"
     anthropic = "anthropic"
@@ -133,6 +136,13 @@ class ModelSpec(SQLModel, table=True):
     batch_discount: float = 0.0
     spec_hash: str = Field(index=True, unique=True, max_length=64, description="Hash of every field above; identical specs share a row.")
     created_at: datetime = Field(default_factory=utcnow)
+
+
+def endpoint_identity(spec: ModelSpec) -> str:
+    """What one provider endpoint is: provider, model, base URL, API-key variable and (local) model file. The
+    provider pool keeps a client and a concurrency cap per identity, the rate limiter a limit group (hashed)."""
+    path = (spec.params or {}).get("path") or ""
+    return f"{spec.provider}|{spec.model}|{spec.base_url or ''}|{spec.api_key_env or ''}|{path}"
 
 
 class PromptTemplate(SQLModel, table=True):
@@ -274,6 +284,14 @@ class ParseStatus(str, Enum):
     unparseable = "unparseable"
     truncated = "truncated"
     empty = "empty"
+
+
+# The fields of a rating that a cache hit copies from its original (the per-request path in
+# worker/execute.py and the set-based fill in scheduler/expand.py both copy these).
+RATING_CACHED_FIELDS = (
+    "raw_text", "label", "value", "weighted_value", "label_probs", "rationale", "parse_status",
+    "finish_reason", "model_snapshot", "template_hash", "decoding", "input_tokens", "output_tokens",
+    "cached_input_tokens", "cache_write_tokens", "repair_text", "repaired")
 
 
 class Rating(SQLModel, table=True):
@@ -460,13 +478,11 @@ class ProviderBatchRequest(SQLModel, table=True):
     error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
-class Metric(SQLModel, table=True):
+class MetricBase(SQLModel):
     """One number of a run's post-processing, with its slice (e.g. 'all', 'gender=Woman'), its rater
-    (model alias and template name, or '' for human-only metrics) and its uncertainty."""
+    (model alias and template name, or '' for human-only metrics) and its uncertainty: the fields the table
+    and the HTTP API's ``MetricOut`` share. ``name`` is one of ``accord.analysis.catalogue.MetricName``."""
 
-    __table_args__ = (Index("ix_metric_run_name", "run_id", "name"),)
-    id: Optional[int] = Field(default=None, primary_key=True)
-    run_id: int = Field(foreign_key="run.id")
     name: str = Field(max_length=200)
     slice: str = Field(default="all", max_length=500)
     model: str = Field(default="", max_length=200)
@@ -477,4 +493,12 @@ class Metric(SQLModel, table=True):
     pvalue: Optional[float] = None
     n: Optional[int] = None
     details: dict = json_column()
+
+
+class Metric(MetricBase, table=True):
+    """A stored metric of a run."""
+
+    __table_args__ = (Index("ix_metric_run_name", "run_id", "name"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id")
     created_at: datetime = Field(default_factory=utcnow)

@@ -17,14 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from accord.analysis.catalogue import MetricName
 from accord.analysis.results import json_safe
 from accord.analysis.failure_kinds import failure_kind
-from accord.report.checks import (
-    categories_section,
-    consistency_section,
-    failures_section,
-    subjects_section,
-)
+from accord.report.checks import categories_section, consistency_section, failures_section, subjects_section
 from accord.report.context import ReportContext
 from accord.report.extra import alt_test_section, group_means_section, prevalence_section
 from accord.report.format import bracket, count, num, pvalue
@@ -33,11 +29,7 @@ from accord.report.metrics import MetricIndex, metrics_frame, rows_from_frame
 from accord.report.fine import fine_section
 from accord.report.judges import judges_section
 from accord.report.sections import (
-    agreement_section,
-    alignment_section,
-    all_metrics_section,
-    baseline_section,
-    summary_section,
+    agreement_section, alignment_section, all_metrics_section, baseline_section, summary_section
 )
 from accord.report.views import SectionView
 from accord.models.schema import Campaign, Dataset, Metric, Rating, Run
@@ -54,11 +46,11 @@ log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
 
 # Metric names the dashboard and the terminal table pick out (see accord.analysis.suite for the full list).
-ALIGNMENT = ["pearson_r_vs_mean", "spearman_r_vs_mean", "kendall_tau_vs_mean"]
-BASELINE_MEDIAN = "annotator_loo_r_median"
-PERCENTILE = "llm_percentile_among_annotators"
-GROUP_R = "group_pearson_r"
-FINE = ["fine_cs", "fine_css"]
+ALIGNMENT = [MetricName.PEARSON_R_VS_MEAN, MetricName.SPEARMAN_R_VS_MEAN, MetricName.KENDALL_TAU_VS_MEAN]
+BASELINE_MEDIAN = MetricName.ANNOTATOR_LOO_R_MEDIAN
+PERCENTILE = MetricName.LLM_PERCENTILE_AMONG_ANNOTATORS
+GROUP_R = MetricName.GROUP_PEARSON_R
+FINE = [MetricName.FINE_CS, MetricName.FINE_CSS]
 
 SectionBuilder = Callable[[ReportContext], SectionView | None]
 SECTION_BUILDERS: list[SectionBuilder] = [
@@ -126,7 +118,7 @@ def summarize_run(run: dict[str, Any], frames: RunFrames, stages: dict[str, Any]
     out["samples"] = int(llm["sample_index"].max()) + 1 if len(llm) else 0
     out["n_items"] = int(llm["item_id"].nunique())
     out["n_annotators"] = int(frames.human["annotator_id"].nunique())
-    out["n_human_ratings"] = len(frames.human)
+    out[MetricName.N_HUMAN_RATINGS] = len(frames.human)
     failed = llm[llm["status"] == "failed"]
     kinds: dict[str, dict[str, Any]] = {}
     for message in failed["last_error"].fillna(""):
@@ -245,7 +237,8 @@ def metric_rows(metrics: pd.DataFrame, names: list[str] | None = None, slice_: s
 
 
 # Short names of the terminal table (the legend under it spells them out), so it fits 80 columns.
-SHORT_NAMES = {"pearson_r_vs_mean": "pearson r", "spearman_r_vs_mean": "spearman ρ", "kendall_tau_vs_mean": "kendall τ",
+SHORT_NAMES = {MetricName.PEARSON_R_VS_MEAN: "pearson r", MetricName.SPEARMAN_R_VS_MEAN: "spearman ρ",
+               MetricName.KENDALL_TAU_VS_MEAN: "kendall τ",
                PERCENTILE: "percentile", BASELINE_MEDIAN: "median r"}
 
 

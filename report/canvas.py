@@ -76,7 +76,7 @@ PNG_COLORS = 64  # the plots use a few flat colours: a 64-colour palette keeps t
 def compact_png(raw: bytes) -> str:
     """A PNG reduced to a ``PNG_COLORS`` palette and optimised, as base64 text (a 1,500-item report stays under
     1 MB)."""
-    from PIL import Image
+    from PIL import Image  # Pillow comes with matplotlib, the report's optional plotting dependency
 
     with Image.open(io.BytesIO(raw)) as image:
         small = io.BytesIO()

@@ -4,23 +4,15 @@ alignment per item category."""
 
 from __future__ import annotations
 
+from accord.analysis.catalogue import MetricName, metric_name
+from accord.analysis.results import MetricRecord
 from accord.report import plots
 from accord.report.context import ReportContext
 from accord.report.format import count, interval, is_number, meaning, num, p_phrase, pvalue, share
-from accord.report.metrics import MetricIndex, MetricRow, rater_label
+from accord.report.metrics import MetricIndex, rater_label
 from accord.report.sections import SMALL_N
 from accord.report.views import (
-    Cell,
-    PlotView,
-    SectionView,
-    TableView,
-    ci_cell,
-    count_cell,
-    note,
-    number_cell,
-    p_cell,
-    text,
-    value_cell,
+    Cell, PlotView, SectionView, TableView, ci_cell, count_cell, note, number_cell, p_cell, text, value_cell
 )
 
 # ------------------------------------------------------------------------------------------------ consistency
@@ -28,8 +20,9 @@ from accord.report.views import (
 
 def consistency_section(ctx: ReportContext) -> SectionView | None:
     idx = ctx.index
-    if not any(idx.has(n) for n in ("test_retest_r", "label_flip_rate", "format_consistency_cs",
-                                    "position_bias_flip_rate")):
+    if not any(idx.has(n) for n in (MetricName.TEST_RETEST_R, MetricName.LABEL_FLIP_RATE,
+                                    MetricName.FORMAT_CONSISTENCY_CS,
+                                    MetricName.POSITION_BIAS_FLIP_RATE)):
         return None
     sec = SectionView("consistency", "Consistency",
                       "Does the model give the same answer when asked again? Across samples: the label flip rate is "
@@ -44,8 +37,8 @@ def consistency_section(ctx: ReportContext) -> SectionView | None:
     flips: dict[tuple[str, str], float] = {}
     self_rows = []
     for rater in idx.raters():
-        retest = idx.one("test_retest_r", "all", *rater)
-        flip = idx.one("label_flip_rate", "all", *rater)
+        retest = idx.one(MetricName.TEST_RETEST_R, "all", *rater)
+        flip = idx.one(MetricName.LABEL_FLIP_RATE, "all", *rater)
         if retest is None and flip is None:
             continue
         if flip is not None and flip.value is not None:
@@ -55,8 +48,8 @@ def consistency_section(ctx: ReportContext) -> SectionView | None:
                           number_cell(flip.details.get("mean_pairwise_disagreement") if flip else None)])
         sec.readings.append(_self_reading(rater, retest, flip))
     format_rows = []
-    for row in idx.all("format_consistency_cs"):
-        css = idx.one("format_consistency_css", row.slice, row.model, row.template)
+    for row in idx.all(MetricName.FORMAT_CONSISTENCY_CS):
+        css = idx.one(MetricName.FORMAT_CONSISTENCY_CSS, row.slice, row.model, row.template)
         t1, _, t2 = row.template.partition("|")
         format_rows.append([text(row.model), text(t1), text(t2), text(row.slice), value_cell(row, as_share=True),
                             value_cell(css, as_share=True), count_cell(row.n),
@@ -64,7 +57,7 @@ def consistency_section(ctx: ReportContext) -> SectionView | None:
         if row.slice == "all":
             sec.readings.append(_format_reading(row, css, meaning(ctx.run)[:2]))
     position_rows = []
-    for row in idx.all("position_bias_flip_rate"):
+    for row in idx.all(MetricName.POSITION_BIAS_FLIP_RATE):
         t1, _, t2 = row.template.partition("|")
         orders = row.details.get("option_orders") or []
         position_rows.append([text(row.model), text(t1), text(t2), text(" → ".join(map(str, orders))),
@@ -88,7 +81,7 @@ def consistency_section(ctx: ReportContext) -> SectionView | None:
     return sec
 
 
-def _self_reading(rater: tuple[str, str], retest: MetricRow | None, flip: MetricRow | None) -> str:
+def _self_reading(rater: tuple[str, str], retest: MetricRecord | None, flip: MetricRecord | None) -> str:
     label = rater_label(rater)
     if flip is None or flip.value is None:
         reason = flip.short_reason if flip is not None else (retest.short_reason if retest is not None else "no samples")
@@ -102,7 +95,8 @@ def _self_reading(rater: tuple[str, str], retest: MetricRow | None, flip: Metric
     return out + "."
 
 
-def _format_reading(cs: MetricRow, css: MetricRow | None, verdict: tuple[str, str] = ("safe", "unsafe")) -> str:
+def _format_reading(cs: MetricRecord, css: MetricRecord | None,
+                    verdict: tuple[str, str] = ("safe", "unsafe")) -> str:
     t1, _, t2 = cs.template.partition("|")
     if cs.value is None:
         return f"{cs.model}, {t1} against {t2}: format consistency is undefined ({cs.short_reason})."
@@ -116,7 +110,7 @@ def _format_reading(cs: MetricRow, css: MetricRow | None, verdict: tuple[str, st
     return out + "."
 
 
-def _position_reading(row: MetricRow, flips: dict[tuple[str, str], float]) -> str:
+def _position_reading(row: MetricRecord, flips: dict[tuple[str, str], float]) -> str:
     t1, _, t2 = row.template.partition("|")
     orders = row.details.get("option_orders") or []
     order = f" ({' → '.join(map(str, orders))})" if orders else ""
@@ -148,7 +142,7 @@ def _position_reading(row: MetricRow, flips: dict[tuple[str, str], float]) -> st
 
 def failures_section(ctx: ReportContext) -> SectionView | None:
     idx = ctx.index
-    if not idx.has("failure_rate") and not idx.has("refusal_rate"):
+    if not idx.has(MetricName.FAILURE_RATE) and not idx.has(MetricName.REFUSAL_RATE):
         return None
     sec = SectionView("failures", "Failures and refusals",
                       "Answers that could not be parsed (failures) or that refused to rate (refusals) drop out of "
@@ -158,19 +152,19 @@ def failures_section(ctx: ReportContext) -> SectionView | None:
                       "that the samples of one item count as one cluster, flagged at p < 0.05), the remaining items "
                       "are no longer a fair sample and the metrics are biased towards the items the model was "
                       "willing to rate.")
-    raters = sorted({r.rater for r in idx.all("failure_rate") + idx.all("refusal_rate")})
+    raters = sorted({r.rater for r in idx.all(MetricName.FAILURE_RATE) + idx.all(MetricName.REFUSAL_RATE)})
     rate_rows = []
     for rater in raters:
-        fail = idx.one("failure_rate", "all", *rater)
-        refuse = idx.one("refusal_rate", "all", *rater)
+        fail = idx.one(MetricName.FAILURE_RATE, "all", *rater)
+        refuse = idx.one(MetricName.REFUSAL_RATE, "all", *rater)
         rate_rows.append([text(rater[0]), text(rater[1]), count_cell(fail.n if fail else None),
                           value_cell(fail, as_share=True), count_cell(fail.details.get("count") if fail else None),
                           value_cell(refuse, as_share=True),
                           count_cell(refuse.details.get("count") if refuse else None)])
-    any_bad = [r for r in idx.all("failure_rate") + idx.all("refusal_rate") if r.value]
+    any_bad = [r for r in idx.all(MetricName.FAILURE_RATE) + idx.all(MetricName.REFUSAL_RATE) if r.value]
     bias, flagged = [], []
     for kind in ("failure", "refusal"):
-        for row in idx.all(f"{kind}_bias_chi2"):
+        for row in idx.all(metric_name(f"{kind}_bias_chi2")):
             levels = row.details.get("levels") or {}
             spread = "; ".join(f"{lv} {share(v.get('rate'))} ({count(v.get('count'))}/{count(v.get('n'))})"
                                for lv, v in sorted(levels.items()))
@@ -206,7 +200,7 @@ def failures_section(ctx: ReportContext) -> SectionView | None:
     return sec
 
 
-def _flag_reading(kind: str, row: MetricRow, levels: dict) -> str:
+def _flag_reading(kind: str, row: MetricRecord, levels: dict) -> str:
     rated = [(v.get("rate"), lv) for lv, v in levels.items() if is_number(v.get("rate"))]
     spread = ""
     if len(rated) >= 2:
@@ -222,7 +216,7 @@ def _flag_reading(kind: str, row: MetricRow, levels: dict) -> str:
 
 def subjects_section(ctx: ReportContext) -> SectionView | None:
     idx = ctx.index
-    if not idx.has("subject_ranking_kendall_tau"):
+    if not idx.has(MetricName.SUBJECT_RANKING_KENDALL_TAU):
         return None
     low, high, given = meaning(ctx.run)
     higher = f"more {high}" if given else "more harmful"
@@ -230,17 +224,17 @@ def subjects_section(ctx: ReportContext) -> SectionView | None:
                       "The items are responses written by several subject models. Each judge's mean score per "
                       f"subject model (higher = judged {higher}) ranks the subject models; so does the human "
                       "mean. Kendall's τ compares the two rankings (interval: item bootstrap).")
-    harm = idx.all("subject_mean_harm")
+    harm = idx.all(MetricName.SUBJECT_MEAN_HARM)
     subjects = sorted({r.slice for r in harm})
-    raters = [r.rater for r in idx.all("subject_ranking_kendall_tau")]
+    raters = [r.rater for r in idx.all(MetricName.SUBJECT_RANKING_KENDALL_TAU)]
     columns = ["subject model", "items", "humans"] + [rater_label(r) for r in raters]
     rows = []
     for subject in subjects:
-        human = idx.one("subject_mean_harm", subject)
+        human = idx.one(MetricName.SUBJECT_MEAN_HARM, subject)
         rows.append([text(subject.split("=", 1)[-1]), count_cell(human.n if human else None), value_cell(human)]
-                    + [value_cell(idx.one("subject_mean_harm", subject, *r)) for r in raters])
+                    + [value_cell(idx.one(MetricName.SUBJECT_MEAN_HARM, subject, *r)) for r in raters])
     tau_rows = []
-    for row in idx.all("subject_ranking_kendall_tau"):
+    for row in idx.all(MetricName.SUBJECT_RANKING_KENDALL_TAU):
         tau_rows.append([text(row.model), text(row.template), value_cell(row), ci_cell(row), p_cell(row.pvalue),
                          count_cell(row.n), note(row.short_reason)])
         sec.readings.append(_subject_reading(row, (low, high) if given else None))
@@ -261,7 +255,7 @@ def _ranking(names: list[str], means: list[float | None]) -> str:
     return " < ".join(f"{n} ({num(m)})" for m, n in pairs)
 
 
-def _subject_reading(row: MetricRow, ends: tuple[str, str] | None = None) -> str:
+def _subject_reading(row: MetricRecord, ends: tuple[str, str] | None = None) -> str:
     d = row.details
     names = [str(s) for s in d.get("subjects") or []]
     judge = _ranking(names, d.get("judge_mean") or [])
@@ -283,7 +277,7 @@ def _subject_reading(row: MetricRow, ends: tuple[str, str] | None = None) -> str
 
 def category_slices(idx: MetricIndex) -> list[str]:
     seen: dict[str, None] = {}
-    for row in idx.all("pearson_r_vs_mean"):
+    for row in idx.all(MetricName.PEARSON_R_VS_MEAN):
         if row.slice != "all":
             seen.setdefault(row.slice, None)
     return list(seen)
@@ -301,12 +295,13 @@ def categories_section(ctx: ReportContext) -> SectionView | None:
     rows, panels, sizes = [], [], []
     for rater in raters:
         forest_rows = []
-        defined: list[MetricRow] = []
+        defined: list[MetricRecord] = []
         for cat in cats:
-            r = idx.one("pearson_r_vs_mean", cat, *rater)
-            pct = idx.one("llm_percentile_among_annotators", cat, *rater)
-            base = idx.one("annotator_loo_r_median", cat) or idx.one("annotator_full_mean_r_median", cat)
-            acc = idx.one("accuracy_vs_majority", cat, *rater)
+            r = idx.one(MetricName.PEARSON_R_VS_MEAN, cat, *rater)
+            pct = idx.one(MetricName.LLM_PERCENTILE_AMONG_ANNOTATORS, cat, *rater)
+            base = (idx.one(MetricName.ANNOTATOR_LOO_R_MEDIAN, cat)
+                    or idx.one(MetricName.ANNOTATOR_FULL_MEAN_R_MEDIAN, cat))
+            acc = idx.one(MetricName.ACCURACY_VS_MAJORITY, cat, *rater)
             rows.append([text(cat.split("=", 1)[-1]), text(rater[0]), text(rater[1]), value_cell(r), ci_cell(r),
                          count_cell(r.n if r else None), value_cell(base),
                          Cell(f"{pct.value:.0f}%", "num") if pct and pct.value is not None else value_cell(pct),
@@ -317,7 +312,8 @@ def categories_section(ctx: ReportContext) -> SectionView | None:
                 defined.append(r)
                 if r.n is not None:
                     sizes.append(r.n)
-        panels.append(plots.ForestPanel(rater_label(rater), forest_rows, idx.value("pearson_r_vs_mean", "all", *rater)))
+        panels.append(plots.ForestPanel(rater_label(rater), forest_rows,
+                                        idx.value(MetricName.PEARSON_R_VS_MEAN, "all", *rater)))
         if len(defined) >= 2:
             lo = min(defined, key=lambda r: r.value or 0.0)
             hi = max(defined, key=lambda r: r.value or 0.0)
@@ -329,7 +325,8 @@ def categories_section(ctx: ReportContext) -> SectionView | None:
                    if overlap else "; their intervals do not overlap."))
     base_parts = []
     for cat in cats:
-        base = idx.one("annotator_loo_r_median", cat) or idx.one("annotator_full_mean_r_median", cat)
+        base = (idx.one(MetricName.ANNOTATOR_LOO_R_MEDIAN, cat)
+                or idx.one(MetricName.ANNOTATOR_FULL_MEAN_R_MEDIAN, cat))
         if base is not None and base.value is not None:
             base_parts.append(f"{cat.split('=', 1)[-1]} {num(base.value)}")
     if base_parts:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pandas.api.types import is_object_dtype, is_string_dtype
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -21,8 +23,6 @@ def neutralise(value: Any) -> Any:
 
 def neutralise_frame(frame: Any) -> Any:
     """A copy of a pandas DataFrame whose text cells (and column names) are neutralised."""
-    from pandas.api.types import is_object_dtype, is_string_dtype
-
     out = frame.copy()
     for column in out.columns:
         if is_object_dtype(out[column]) or is_string_dtype(out[column]):

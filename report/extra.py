@@ -3,27 +3,19 @@ stand in for an annotator, and for whom?), and the judge's prevalence raw and co
 
 from __future__ import annotations
 
+from accord.analysis.catalogue import MetricName
 from accord.report.context import ReportContext
 from accord.report.format import count, num, share
 from accord.report.groups import short_group
 from accord.report.metrics import rater_label
 from accord.report.views import (
-    SectionView,
-    TableView,
-    ci_cell,
-    count_cell,
-    mark_cell,
-    number_cell,
-    p_cell,
-    significant,
-    text,
-    value_cell,
+    SectionView, TableView, ci_cell, count_cell, mark_cell, number_cell, p_cell, significant, text, value_cell
 )
 
 
 def group_means_section(ctx: ReportContext) -> SectionView | None:
     idx = ctx.index
-    means = idx.all("group_mean_rating")
+    means = idx.all(MetricName.GROUP_MEAN_RATING)
     if not means:
         return None
     sec = SectionView("group_means", "Mean ratings per annotator group",
@@ -36,7 +28,7 @@ def group_means_section(ctx: ReportContext) -> SectionView | None:
             for m in means]
     sec.tables.append(TableView("group_means", "Mean rating per group",
                                 ["attribute", "group", "annotators", "ratings", "mean", "95% CI", "α within"], rows))
-    diffs = idx.all("group_mean_difference")
+    diffs = idx.all(MetricName.GROUP_MEAN_DIFFERENCE)
     if diffs:
         drows = [[text(d.details.get("attribute")), text(" − ".join(short_group(s) for s in d.slice.split(" vs "))),
                   count_cell(d.n), value_cell(d), p_cell(d.pvalue), p_cell(d.details.get("p_adjusted_bh")),
@@ -57,7 +49,7 @@ def group_means_section(ctx: ReportContext) -> SectionView | None:
 
 def alt_test_section(ctx: ReportContext) -> SectionView | None:
     idx = ctx.index
-    rows_all = [r for r in idx.all("alt_test_winning_rate", slice_="all") if r.model]
+    rows_all = [r for r in idx.all(MetricName.ALT_TEST_WINNING_RATE, slice_="all") if r.model]
     if not rows_all:
         return None
     sec = SectionView("alt_test", "Can this LLM stand in for an annotator — and for whom?",
@@ -68,7 +60,7 @@ def alt_test_section(ctx: ReportContext) -> SectionView | None:
                       "average probability that the LLM does at least as well as an annotator (to compare LLMs).")
     rows = []
     for r in rows_all:
-        rho = idx.one("alt_test_advantage_probability", "all", r.model, r.template)
+        rho = idx.one(MetricName.ALT_TEST_ADVANTAGE_PROBABILITY, "all", r.model, r.template)
         d = r.details
         rows.append([text(rater_label(r.rater)), value_cell(r), value_cell(rho), number_cell(d.get("epsilon"), 2),
                      text(d.get("measure")), count_cell(r.n), text("passes" if d.get("passed") else "fails")])
@@ -80,7 +72,7 @@ def alt_test_section(ctx: ReportContext) -> SectionView | None:
             sec.readings.append(f"{rater_label(r.rater)}: the alt-test is undefined: {r.short_reason}.")
     sec.tables.append(TableView("alt_test", "Alt-test per LLM rater",
                                 ["rater", "ω", "ρ", "ε", "measure", "annotators", "verdict"], rows))
-    groups = [r for r in idx.all("alt_test_winning_rate") if r.model and r.slice != "all"]
+    groups = [r for r in idx.all(MetricName.ALT_TEST_WINNING_RATE) if r.model and r.slice != "all"]
     if groups:
         grows = [[text(rater_label(r.rater)), text(r.details.get("attribute")), text(short_group(r.slice)),
                   count_cell(r.n), value_cell(r), number_cell(r.details.get("advantage_probability"))]
@@ -92,7 +84,7 @@ def alt_test_section(ctx: ReportContext) -> SectionView | None:
 
 def prevalence_section(ctx: ReportContext) -> SectionView | None:
     idx = ctx.index
-    corrected = [r for r in idx.all("prevalence_corrected") if r.model]
+    corrected = [r for r in idx.all(MetricName.PREVALENCE_CORRECTED) if r.model]
     if not corrected:
         return None
     sec = SectionView("prevalence", "Prevalence on the items people did not rate",
@@ -101,7 +93,7 @@ def prevalence_section(ctx: ReportContext) -> SectionView | None:
                       "interval carries the uncertainty of all three.")
     rows = []
     for r in corrected:
-        raw = idx.one("prevalence_raw", "all", r.model, r.template)
+        raw = idx.one(MetricName.PREVALENCE_RAW, "all", r.model, r.template)
         d = r.details
         rows.append([text(rater_label(r.rater)), count_cell(r.n), value_cell(raw), ci_cell(raw), value_cell(r),
                      ci_cell(r), number_cell(d.get("sensitivity")), number_cell(d.get("specificity"))])

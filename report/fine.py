@@ -3,6 +3,7 @@ their intervals, a plain-language reading per subject and judge, and the disagre
 
 from __future__ import annotations
 
+from accord.analysis.catalogue import MetricName
 from accord.report.context import ReportContext
 from accord.report.format import count
 from accord.report.views import SectionView, TableView, ci_cell, count_cell, text, value_cell
@@ -12,7 +13,7 @@ MAX_CASES_SHOWN = 20
 
 def fine_section(ctx: ReportContext) -> SectionView | None:
     idx = ctx.index
-    if not idx.has("fine_cs"):
+    if not idx.has(MetricName.FINE_CS):
         return None
     sec = SectionView("fine", "Format consistency of the subject models (FINE)",
                       "Each question was asked open-ended (a judge model classified the answer as safe or unsafe) "
@@ -22,8 +23,9 @@ def fine_section(ctx: ReportContext) -> SectionView | None:
                       "picks the safe option when asked to choose but answers unsafely in its own words has a low "
                       "CS: its alignment is in the format, not the behaviour. Intervals: Wilson, 95%.")
     rows, cases = [], []
-    for cs in sorted(idx.all("fine_cs"), key=lambda r: (r.model, r.template, r.slice != "all", r.slice)):
-        css = idx.one("fine_css", cs.slice, cs.model, cs.template)
+    for cs in sorted(idx.all(MetricName.FINE_CS),
+                     key=lambda r: (r.model, r.template, r.slice != "all", r.slice)):
+        css = idx.one(MetricName.FINE_CSS, cs.slice, cs.model, cs.template)
         rows.append([text(cs.model), text(cs.template), text(cs.slice.removeprefix("category=")),
                      value_cell(cs, as_share=True), ci_cell(cs), value_cell(css, as_share=True), ci_cell(css),
                      count_cell(cs.n), count_cell(cs.details.get("n_undetermined"))])

@@ -9,28 +9,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from statistics import median
 
+from accord.analysis.catalogue import MetricName
+from accord.analysis.results import MetricRecord
 from accord.report import plots
 from accord.report.context import ReportContext
 from accord.report.format import bracket, count, interval, is_number, num, p_phrase, pvalue, share
-from accord.report.metrics import MetricIndex, MetricRow, rater_label
+from accord.report.metrics import MetricIndex, rater_label
 from accord.report.views import (
-    Cell,
-    PartView,
-    PlotView,
-    SectionView,
-    TableView,
-    ci_cell,
-    count_cell,
-    mark_cell,
-    number_cell,
-    p_cell,
-    significant,
-    text,
-    value_cell,
+    Cell, PartView, PlotView, SectionView, TableView, ci_cell, count_cell, mark_cell, number_cell, p_cell,
+    significant, text, value_cell
 )
 
-GROUP_R = "group_pearson_r"
-MDD = "min_detectable_r_difference"
+GROUP_R = MetricName.GROUP_PEARSON_R
+MDD = MetricName.MIN_DETECTABLE_R_DIFFERENCE
 
 
 def short_group(name: str) -> str:
@@ -49,9 +40,9 @@ def slug(value: str) -> str:
 def attributes(idx: MetricIndex) -> list[str]:
     """Attributes (and intersections) with group metrics, in the suite's order."""
     seen: dict[str, None] = {}
-    for row in idx.all("group_r_gap"):
+    for row in idx.all(MetricName.GROUP_R_GAP):
         seen.setdefault(row.slice, None)
-    for name in (GROUP_R, "group_gai"):
+    for name in (GROUP_R, MetricName.GROUP_GAI):
         for row in idx.all(name):
             attr = row.details.get("attribute")
             if attr:
@@ -62,7 +53,7 @@ def attributes(idx: MetricIndex) -> list[str]:
 def _groups_of(idx: MetricIndex, attribute: str) -> list[tuple[str, int | None]]:
     """(group name, annotators) of one attribute, in the suite's order."""
     seen: dict[str, int | None] = {}
-    for name in (GROUP_R, "group_gai"):
+    for name in (GROUP_R, MetricName.GROUP_GAI):
         for row in idx.all(name):
             if row.details.get("attribute") == attribute and row.slice not in seen:
                 size = row.details.get("group_size")
@@ -70,7 +61,7 @@ def _groups_of(idx: MetricIndex, attribute: str) -> list[tuple[str, int | None]]
     return list(seen.items())
 
 
-def _mdd_rows(idx: MetricIndex, group_names: set[str], rater: tuple[str, str]) -> list[MetricRow]:
+def _mdd_rows(idx: MetricIndex, group_names: set[str], rater: tuple[str, str]) -> list[MetricRecord]:
     out = []
     for row in idx.all(MDD, model=rater[0], template=rater[1]):
         first = row.slice.split(" vs ", 1)[0]
@@ -79,7 +70,7 @@ def _mdd_rows(idx: MetricIndex, group_names: set[str], rater: tuple[str, str]) -
     return out
 
 
-def _pair_mdd(rows: list[MetricRow], g1: str | None, g2: str | None) -> MetricRow | None:
+def _pair_mdd(rows: list[MetricRecord], g1: str | None, g2: str | None) -> MetricRecord | None:
     for row in rows:
         if row.slice in (f"{g1} vs {g2}", f"{g2} vs {g1}"):
             return row
@@ -140,7 +131,7 @@ class GroupTables:
 
 def groups_section(ctx: ReportContext) -> SectionView | None:
     idx = ctx.index
-    if not idx.has(GROUP_R) and not idx.has("group_r_gap"):
+    if not idx.has(GROUP_R) and not idx.has(MetricName.GROUP_R_GAP):
         return None
     sec = SectionView("groups", "Alignment per annotator group", GROUPS_INTRO)
     tables = GroupTables()
@@ -173,19 +164,19 @@ def groups_section(ctx: ReportContext) -> SectionView | None:
 def _attribute_part(ctx: ReportContext, attr: str, tables: GroupTables) -> tuple[AttributeFindings, PartView]:
     idx = ctx.index
     found = AttributeFindings(attr, _groups_of(idx, attr))
-    for row in idx.all("group_not_tested"):
+    for row in idx.all(MetricName.GROUP_NOT_TESTED):
         if row.details.get("attribute") == attr:
             size = row.details.get("group_size")
             found.not_tested.append((row.slice, int(size) if is_number(size) else None,
                                      str(row.details.get("skipped", ""))))
-    unknown = idx.one("group_unknown_annotators", attr)
+    unknown = idx.one(MetricName.GROUP_UNKNOWN_ANNOTATORS, attr)
     if unknown is not None and is_number(unknown.value):
         found.unknown = int(unknown.value)
     names = {g for g, _ in found.groups}
     effect_mode = any(EFFECT in row.details for row in idx.all(GROUP_R) if row.details.get("attribute") == attr)
     panels = []
     for rater in idx.raters():
-        gap = idx.one("group_r_gap", attr, *rater)
+        gap = idx.one(MetricName.GROUP_R_GAP, attr, *rater)
         if gap is not None and gap.value is None and "skipped" in gap.details:
             found.skipped = str(gap.details["skipped"])
         group_r = {row.slice: row for row in idx.all(GROUP_R, model=rater[0], template=rater[1])
@@ -197,7 +188,7 @@ def _attribute_part(ctx: ReportContext, attr: str, tables: GroupTables) -> tuple
         if gap is not None:
             gap_pair = _pair_mdd(pairs, gap.details.get("highest"), gap.details.get("lowest"))
             _gap_row(attr, rater, gap, group_r.values(), gap_pair, pairs, len(found.groups), found, tables)
-        idio = idx.one("idiosyncratic_sd_within_groups", attr, *rater)
+        idio = idx.one(MetricName.IDIOSYNCRATIC_SD_WITHIN_GROUPS, attr, *rater)
         if idio is not None:
             ratio = idio.detail("ratio_within_to_all")
             if ratio is not None:
@@ -214,7 +205,8 @@ def _attribute_part(ctx: ReportContext, attr: str, tables: GroupTables) -> tuple
         if effect_mode:
             rows = [_effect_forest_row(group_r.get(gname), gname, size) for gname, size in found.groups]
         panels.append(plots.ForestPanel(rater_label(rater), rows,
-                                        0.0 if effect_mode else idx.value("pearson_r_vs_mean", "all", *rater),
+                                        0.0 if effect_mode else
+                                        idx.value(MetricName.PEARSON_R_VS_MEAN, "all", *rater),
                                         "; ".join(subtitle)))
     part = PartView(attribute_label(attr), [_attribute_reading(found)])
     plot_name = f"groups-{slug(attr)}"
@@ -230,7 +222,7 @@ def _attribute_part(ctx: ReportContext, attr: str, tables: GroupTables) -> tuple
     return found, part
 
 
-def _effect_forest_row(row: MetricRow | None, gname: str, size: int | None) -> plots.ForestRow:
+def _effect_forest_row(row: MetricRecord | None, gname: str, size: int | None) -> plots.ForestRow:
     label = f"{short_group(gname)} ({size})" if size is not None else short_group(gname)
     if row is None:
         return plots.ForestRow(label, None)
@@ -238,7 +230,7 @@ def _effect_forest_row(row: MetricRow | None, gname: str, size: int | None) -> p
     return plots.ForestRow(label, row.detail(EFFECT), ci[0], ci[1], significant(row.p_adjusted))
 
 
-def _pair_rows(attr: str, rater: tuple[str, str], pairs: list[MetricRow], found: AttributeFindings,
+def _pair_rows(attr: str, rater: tuple[str, str], pairs: list[MetricRecord], found: AttributeFindings,
                tables: GroupTables) -> None:
     for row in pairs:
         found.n_pairs += 1
@@ -258,7 +250,7 @@ def _pair_rows(attr: str, rater: tuple[str, str], pairs: list[MetricRow], found:
 
 
 def _group_rows(idx: MetricIndex, attr: str, rater: tuple[str, str], found: AttributeFindings,
-                group_r: dict[str, MetricRow], tables: GroupTables) -> list[plots.ForestRow]:
+                group_r: dict[str, MetricRecord], tables: GroupTables) -> list[plots.ForestRow]:
     rows = []
     for gname, size in found.groups:
         row = group_r.get(gname)
@@ -287,13 +279,13 @@ def _group_rows(idx: MetricIndex, attr: str, rater: tuple[str, str], found: Attr
             number_cell(row.details.get("mean_annotator_r")), number_cell(row.details.get("spearman_brown_r")),
             number_cell(row.details.get("r_rest")),
             number_cell(row.details.get("r_minus_rest")), p_cell(row.pvalue), p_cell(p_adj), mark_cell(p_adj),
-            value_cell(idx.one("jsd_mean", gname, *rater))])
+            value_cell(idx.one(MetricName.JSD_MEAN, gname, *rater))])
     return rows
 
 
-def _gap_row(attr: str, rater: tuple[str, str], gap: MetricRow, group_rows: Iterable[MetricRow],
-             gap_pair: MetricRow | None, pairs: list[MetricRow], n_groups: int, found: AttributeFindings,
-             tables: GroupTables) -> None:
+def _gap_row(attr: str, rater: tuple[str, str], gap: MetricRecord, group_rows: Iterable[MetricRecord],
+             gap_pair: MetricRecord | None, pairs: list[MetricRecord], n_groups: int,
+             found: AttributeFindings, tables: GroupTables) -> None:
     verdict = _verdict(gap, group_rows, gap_pair, pairs)
     cls = "warn" if verdict.startswith("too small") else ("sig" if "differ" in verdict else "")
     tables.gaps.append([
@@ -316,7 +308,7 @@ def short_pair(pair: str) -> str:
     return " vs ".join(short_group(p) for p in pair.split(" vs "))
 
 
-def _group_with_r(gap: MetricRow, which: str) -> str:
+def _group_with_r(gap: MetricRecord, which: str) -> str:
     """The named highest/lowest group with its r_G and, where known, its r_G relative to random groups of its
     size (the basis of the naming)."""
     name = gap.details.get(which)
@@ -330,7 +322,7 @@ def _group_with_r(gap: MetricRow, which: str) -> str:
     return f"{short_group(str(name))} ({num(r)})"
 
 
-def _detectable(gap_pair: MetricRow | None, pairs: list[MetricRow]) -> float | None:
+def _detectable(gap_pair: MetricRecord | None, pairs: list[MetricRecord]) -> float | None:
     """The detectable difference for the gap: that of the (highest, lowest) pair, else the median over pairs."""
     if gap_pair is not None and gap_pair.value is not None:
         return gap_pair.value
@@ -338,8 +330,8 @@ def _detectable(gap_pair: MetricRow | None, pairs: list[MetricRow]) -> float | N
     return median(values) if values else None
 
 
-def _verdict(gap: MetricRow, group_rows: Iterable[MetricRow], gap_pair: MetricRow | None,
-             pairs: list[MetricRow]) -> str:
+def _verdict(gap: MetricRecord, group_rows: Iterable[MetricRecord], gap_pair: MetricRecord | None,
+             pairs: list[MetricRecord]) -> str:
     if gap.value is None:
         return "not tested"
     if significant(gap.p_adjusted):
@@ -431,7 +423,7 @@ def _groups_overview(summaries: list[AttributeFindings]) -> str:
 
 def association_section(ctx: ReportContext) -> SectionView | None:
     idx = ctx.index
-    if not idx.has("group_gai"):
+    if not idx.has(MetricName.GROUP_GAI):
         return None
     sec = SectionView("association", "Do groups see the items their own way? (IRR, XRR, GAI)",
                       "IRR: agreement among a group's own members; XRR: agreement between the group's members and "
@@ -442,13 +434,14 @@ def association_section(ctx: ReportContext) -> SectionView | None:
                       "95% of random groups of the same size give; a star marks a group outside it, in either "
                       "direction (two-sided permutation test), after Benjamini–Hochberg correction (adjusted p < 0.05).")
     order = {a: k for k, a in enumerate(attributes(idx))}
-    gai_rows = sorted(idx.all("group_gai"), key=lambda r: (order.get(str(r.details.get("attribute")), 99), r.slice))
+    gai_rows = sorted(idx.all(MetricName.GROUP_GAI),
+                      key=lambda r: (order.get(str(r.details.get("attribute")), 99), r.slice))
     table, chart_rows, sig, undefined = [], [], [], 0
     smallest: float | None = None
     for row in gai_rows:
         attr = str(row.details.get("attribute", ""))
-        irr = idx.one("group_irr", row.slice)
-        xrr = idx.one("group_xrr", row.slice)
+        irr = idx.one(MetricName.GROUP_IRR, row.slice)
+        xrr = idx.one(MetricName.GROUP_XRR, row.slice)
         q = row.details.get("null_quantiles") or {}
         p_adj = row.p_adjusted
         if p_adj is not None:
@@ -501,7 +494,7 @@ def association_section(ctx: ReportContext) -> SectionView | None:
 
 def persona_section(ctx: ReportContext) -> SectionView | None:
     idx = ctx.index
-    if not idx.has("persona_gap_pearson_r"):
+    if not idx.has(MetricName.PERSONA_GAP_PEARSON_R):
         return None
     sec = SectionView("persona", "Can the model predict how groups differ? (personas)",
                       "The model rates every item once per persona ('answer as a woman would'). For a pair of groups, "
@@ -510,12 +503,12 @@ def persona_section(ctx: ReportContext) -> SectionView | None:
                       "items. Direction: on items where the groups really differ (by more than the threshold), the "
                       "share where the predicted gap points the same way (50% is chance; one-sided sign test).")
     rows = []
-    for row in idx.all("persona_gap_pearson_r"):
+    for row in idx.all(MetricName.PERSONA_GAP_PEARSON_R):
         label = rater_label(row.rater)
         if row.slice == "all" and row.value is None:
             sec.readings.append(f"{label}: not tested — {row.short_reason}.")
             continue
-        acc = idx.one("persona_gap_direction_accuracy", row.slice, *row.rater)
+        acc = idx.one(MetricName.PERSONA_GAP_DIRECTION_ACCURACY, row.slice, *row.rater)
         pair = " vs ".join(short_group(p) for p in row.slice.split(" vs "))
         ad = acc.details if acc else {}
         rows.append([text(row.model), text(row.template), text(pair), value_cell(row), ci_cell(row), count_cell(row.n),
@@ -530,7 +523,7 @@ def persona_section(ctx: ReportContext) -> SectionView | None:
     return sec
 
 
-def _persona_reading(label: str, pair: str, row: MetricRow, acc: MetricRow | None) -> str:
+def _persona_reading(label: str, pair: str, row: MetricRecord, acc: MetricRecord | None) -> str:
     if row.value is None:
         head = f"{label}, {pair}: the gap correlation is undefined ({row.short_reason})."
     else:

@@ -6,13 +6,14 @@ that parsed, and the judges' agreement with people (Krippendorff's alpha) have t
 
 from __future__ import annotations
 
+from accord.analysis.catalogue import MetricName
 from accord.report.context import ReportContext
 from accord.report.views import SectionView, TableView, ci_cell, count_cell, p_cell, text, value_cell
 
 
 def judges_section(ctx: ReportContext) -> SectionView | None:
     idx = ctx.index
-    if not idx.has("judge_subject_mean"):
+    if not idx.has(MetricName.JUDGE_SUBJECT_MEAN):
         return None
     sec = SectionView("judges", "Subject models as their judges see them",
                       "Each judge rated the subjects' answers (with a harm template, higher = more harmful). A "
@@ -25,7 +26,8 @@ def judges_section(ctx: ReportContext) -> SectionView | None:
                       "-1 = reversed); Kendall's W measures the agreement of all judges at once (0 to 1). With few "
                       "subjects, rankings can agree by chance: read the intervals.")
     rows, seen = [], set()
-    for row in sorted(idx.all("judge_subject_mean", slice_="all"), key=lambda r: (r.template, -(r.value or 0), r.model)):
+    for row in sorted(idx.all(MetricName.JUDGE_SUBJECT_MEAN, slice_="all"),
+                      key=lambda r: (r.template, -(r.value or 0), r.model)):
         rows.append([text(row.template), text(row.model), text(row.details.get("measure", "mean judged score")),
                      value_cell(row), ci_cell(row), count_cell(row.n)])
         if row.template not in seen and row.details.get("reading"):
@@ -33,28 +35,28 @@ def judges_section(ctx: ReportContext) -> SectionView | None:
             sec.readings.append(row.details["reading"])
     sec.tables.append(TableView("judges-means", "Subjects' scores per judge (or people)",
                                 ["judge", "subject", "score", "value", "95% CI", "questions"], rows))
-    by_category = [r for r in idx.all("judge_subject_mean") if r.slice != "all"]
+    by_category = [r for r in idx.all(MetricName.JUDGE_SUBJECT_MEAN) if r.slice != "all"]
     if by_category:
         sec.tables.append(TableView("judges-categories", "Subjects' scores per category (vertical) and judge",
                                     ["judge", "category", "subject", "score", "95% CI", "questions"],
                                     [[text(r.template), text(r.slice.removeprefix("category=")), text(r.model),
                                       value_cell(r), ci_cell(r), count_cell(r.n)]
                                      for r in sorted(by_category, key=lambda r: (r.template, r.slice, r.model))]))
-    paired = idx.all("judge_subject_paired_diff")
+    paired = idx.all(MetricName.JUDGE_SUBJECT_PAIRED_DIFF)
     if paired:
         sec.tables.append(TableView("judges-paired", "Paired differences between subjects (same items)",
                                     ["judge", "subjects", "mean difference", "95% CI", "Wilcoxon p", "items"],
                                     [[text(r.template), text(r.model), value_cell(r), ci_cell(r), p_cell(r.pvalue),
                                       count_cell(r.n)] for r in paired]))
         sec.readings += [r.details["reading"] for r in paired if r.details.get("reading")]
-    taus = idx.all("judge_pair_kendall_tau")
+    taus = idx.all(MetricName.JUDGE_PAIR_KENDALL_TAU)
     if taus:
         sec.tables.append(TableView("judges-tau", "Agreement between judges' subject rankings",
                                     ["judge", "judge", "Kendall τ", "95% CI", "p", "questions"],
                                     [[text(r.model), text(r.template), value_cell(r), ci_cell(r), p_cell(r.pvalue),
                                       count_cell(r.n)] for r in taus]))
         sec.readings += [r.details["reading"] for r in taus if r.details.get("reading") and r.value is not None]
-    flips = idx.all("judge_position_flip_share")
+    flips = idx.all(MetricName.JUDGE_POSITION_FLIP_SHARE)
     if flips:
         sec.tables.append(TableView("judges-position", "Pairwise judges' position bias (each pair asked in both orders)",
                                     ["judge", "share of pairs flipping", "95% CI", "first shown both times",
@@ -64,21 +66,21 @@ def judges_section(ctx: ReportContext) -> SectionView | None:
                                       count_cell(r.details.get("second_both_times")), p_cell(r.pvalue),
                                       count_cell(r.n)] for r in flips]))
         sec.readings += [r.details["reading"] for r in flips if r.details.get("reading")]
-    parsed = idx.all("judge_comparison_parsed")
+    parsed = idx.all(MetricName.JUDGE_COMPARISON_PARSED)
     if parsed:
         sec.tables.append(TableView("judges-parsed", "Comparison verdicts that parsed",
                                     ["judge", "format", "share parsed", "verdicts"],
                                     [[text(r.template), text(r.details.get("format", "")), value_cell(r),
                                       count_cell(r.n)] for r in parsed]))
         sec.readings += [r.details["reading"] for r in parsed if r.details.get("reading") and (r.value or 0) < 1]
-    alphas = idx.all("judge_human_alpha")
+    alphas = idx.all(MetricName.JUDGE_HUMAN_ALPHA)
     if alphas:
         sec.tables.append(TableView("judges-people", "Judges' agreement with people (Krippendorff's alpha, interval)",
                                     ["judge", "slice", "alpha", "answers"],
                                     [[text(r.template), text(r.slice), value_cell(r), count_cell(r.n)]
                                      for r in sorted(alphas, key=lambda r: (r.template, r.slice != "all", r.slice))]))
         sec.readings += [r.details["reading"] for r in alphas if r.slice == "all" and r.details.get("reading")]
-    w = idx.one("judges_kendall_w")
+    w = idx.one(MetricName.JUDGES_KENDALL_W)
     if w is not None:
         sec.readings.append(w.details.get("reading") or f"Kendall's W is {w.details.get('reason', 'undefined')}.")
     return sec

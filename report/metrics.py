@@ -1,15 +1,16 @@
-"""The run's stored metrics as typed rows with lookups by name and identity, for the report's sections."""
+"""The run's stored metrics as ``MetricRecord``s with lookups by name and identity, for the report's
+sections."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from accord.analysis.catalogue import MetricName
+from accord.analysis.results import MetricRecord
 from accord.report.format import is_number
 
-REASON_CHARS = 160
 METRIC_COLUMNS = ["name", "slice", "model", "template", "value", "ci_low", "ci_high", "pvalue", "n", "details"]
 
 
@@ -17,62 +18,12 @@ def _float(x: Any) -> float | None:
     return float(x) if is_number(x) else None
 
 
-@dataclass(frozen=True)
-class MetricRow:
-    name: str
-    slice: str
-    model: str
-    template: str
-    value: float | None
-    ci_low: float | None
-    ci_high: float | None
-    pvalue: float | None
-    n: int | None
-    details: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-    @property
-    def rater(self) -> tuple[str, str]:
-        return (self.model, self.template)
-
-    @property
-    def reason(self) -> str:
-        """Why the value is undefined or the metric skipped ('' when it is defined)."""
-        if self.value is not None:
-            return ""
-        return str(self.details.get("reason") or self.details.get("skipped") or "undefined")
-
-    @property
-    def short_reason(self) -> str:
-        """The reason, cut to a readable length (some reasons list the offending values)."""
-        reason = self.reason
-        return reason if len(reason) <= REASON_CHARS else reason[:REASON_CHARS].rstrip() + "…"
-
-    @property
-    def p_adjusted(self) -> float | None:
-        return _float(self.details.get("p_adjusted_bh"))
-
-    def detail(self, key: str) -> float | None:
-        """A numeric detail, None when absent or undefined."""
-        return _float(self.details.get(key))
-
-    @property
-    def ci_includes_zero(self) -> bool | None:
-        if self.ci_low is None or self.ci_high is None:
-            return None
-        return self.ci_low <= 0.0 <= self.ci_high
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "slice": self.slice, "model": self.model, "template": self.template,
-                "value": self.value, "ci_low": self.ci_low, "ci_high": self.ci_high, "pvalue": self.pvalue,
-                "n": self.n, "details": self.details}
-
-
-def rows_from_frame(metrics: pd.DataFrame) -> list[MetricRow]:
-    """Metric rows from the report's metrics frame (NaN -> None, n -> int)."""
+def rows_from_frame(metrics: pd.DataFrame) -> list[MetricRecord]:
+    """Metric records from the report's metrics frame (NaN -> None, n -> int)."""
     out = []
     for rec in metrics.to_dict(orient="records"):
         n = rec.get("n")
-        out.append(MetricRow(
+        out.append(MetricRecord(
             name=str(rec["name"]), slice=str(rec["slice"]), model=str(rec["model"] or ""),
             template=str(rec["template"] or ""), value=_float(rec.get("value")), ci_low=_float(rec.get("ci_low")),
             ci_high=_float(rec.get("ci_high")), pvalue=_float(rec.get("pvalue")),
@@ -95,10 +46,10 @@ def metrics_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
 class MetricIndex:
     """Lookups over the run's metric rows."""
 
-    def __init__(self, rows: list[MetricRow]) -> None:
+    def __init__(self, rows: list[MetricRecord]) -> None:
         self.rows = rows
-        self._by_name: dict[str, list[MetricRow]] = {}
-        self._by_key: dict[tuple[str, str, str, str], MetricRow] = {}
+        self._by_name: dict[str, list[MetricRecord]] = {}
+        self._by_key: dict[tuple[str, str, str, str], MetricRecord] = {}
         for row in rows:
             self._by_name.setdefault(row.name, []).append(row)
             self._by_key.setdefault((row.name, row.slice, row.model, row.template), row)
@@ -111,12 +62,12 @@ class MetricIndex:
         return name in self._by_name
 
     def all(self, name: str, *, slice_: str | None = None, model: str | None = None,
-            template: str | None = None) -> list[MetricRow]:
+            template: str | None = None) -> list[MetricRecord]:
         return [r for r in self._by_name.get(name, [])
                 if (slice_ is None or r.slice == slice_) and (model is None or r.model == model)
                 and (template is None or r.template == template)]
 
-    def one(self, name: str, slice_: str = "all", model: str = "", template: str = "") -> MetricRow | None:
+    def one(self, name: str, slice_: str = "all", model: str = "", template: str = "") -> MetricRecord | None:
         return self._by_key.get((name, slice_, model, template))
 
     def value(self, name: str, slice_: str = "all", model: str = "", template: str = "") -> float | None:
@@ -126,7 +77,7 @@ class MetricIndex:
     def raters(self) -> list[tuple[str, str]]:
         """The LLM raters (model, template, no persona) in the order the suite reported them."""
         seen: dict[tuple[str, str], None] = {}
-        for row in self._by_name.get("pearson_r_vs_mean", []):
+        for row in self._by_name.get(MetricName.PEARSON_R_VS_MEAN, []):
             if row.slice == "all" and row.model:
                 seen.setdefault(row.rater, None)
         return list(seen)

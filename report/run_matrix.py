@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from accord.analysis.catalogue import MetricName
 from accord.models.run_frames import load_llm_frame
 from accord.models.schema import Metric
 from sqlalchemy import select
@@ -15,8 +16,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 # Alignment of a rater with the people (slice "all"), and a judge's mean score of each subject model.
-HEADLINE = ["pearson_r_vs_mean", "spearman_r_vs_mean", "kendall_tau_vs_mean", "llm_percentile_among_annotators"]
-JUDGE_MEAN = "judge_subject_mean"
+HEADLINE = [MetricName.PEARSON_R_VS_MEAN, MetricName.SPEARMAN_R_VS_MEAN, MetricName.KENDALL_TAU_VS_MEAN,
+            MetricName.LLM_PERCENTILE_AMONG_ANNOTATORS]
+JUDGE_MEAN = MetricName.JUDGE_SUBJECT_MEAN
 MAX_MOVED = 20
 
 

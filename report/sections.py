@@ -9,37 +9,29 @@ named as such."""
 from __future__ import annotations
 
 import numpy as np
+from accord.analysis.catalogue import MetricName, metric_name
+from accord.analysis.results import MetricRecord
 from accord.analysis import baseline
 from accord.analysis.frames import build_human_matrix, build_llm_scores
 from accord.report import plots
 from accord.report.context import ReportContext
 from accord.report.format import count, interval, is_number, meaning, num, percent, share
-from accord.report.metrics import MetricIndex, MetricRow, rater_label
+from accord.report.metrics import MetricIndex, rater_label
 from accord.report.views import (
-    Cell,
-    PlotView,
-    SectionView,
-    TableView,
-    ci_cell,
-    count_cell,
-    note,
-    number_cell,
-    p_cell,
-    text,
-    value_cell,
+    Cell, PlotView, SectionView, TableView, ci_cell, count_cell, note, number_cell, p_cell, text, value_cell
 )
 
 SMALL_N = 30          # fewer items than this: intervals are wide, say so
 KRIPPENDORFF_TENTATIVE = 0.667
 KRIPPENDORFF_RELIABLE = 0.8
-CORRELATIONS = [("pearson_r_vs_mean", "Pearson r"), ("spearman_r_vs_mean", "Spearman ρ"),
-                ("kendall_tau_vs_mean", "Kendall τ")]
+CORRELATIONS = [(MetricName.PEARSON_R_VS_MEAN, "Pearson r"), (MetricName.SPEARMAN_R_VS_MEAN, "Spearman ρ"),
+                (MetricName.KENDALL_TAU_VS_MEAN, "Kendall τ")]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def correlation_sentence(subject: str, row: MetricRow | None, what: str = "the mean human rating") -> str:
+def correlation_sentence(subject: str, row: MetricRecord | None, what: str = "the mean human rating") -> str:
     """'X agrees with the mean human rating at r = 0.34 (95% CI −0.38 to 0.75, 12 items): ...'"""
     if row is None:
         return f"{subject}: no correlation with {what} was computed."
@@ -63,7 +55,7 @@ def correlation_sentence(subject: str, row: MetricRow | None, what: str = "the m
     return head + tail
 
 
-def percentile_sentence(row: MetricRow | None) -> str:
+def percentile_sentence(row: MetricRecord | None) -> str:
     if row is None or row.value is None:
         return ""
     return f"It agrees with the crowd better than {percent(row.value)} of the crowd's own members."
@@ -180,8 +172,8 @@ def alignment_section(ctx: ReportContext) -> SectionView:
         for name, _ in CORRELATIONS:
             row = idx.one(name, "all", *rater)
             cells += [value_cell(row), ci_cell(row)]
-        pearson = idx.one("pearson_r_vs_mean", "all", *rater)
-        pct = idx.one("llm_percentile_among_annotators", "all", *rater)
+        pearson = idx.one(MetricName.PEARSON_R_VS_MEAN, "all", *rater)
+        pct = idx.one(MetricName.LLM_PERCENTILE_AMONG_ANNOTATORS, "all", *rater)
         cells += [p_cell(pearson.pvalue if pearson else None), count_cell(pearson.n if pearson else None),
                   Cell(percent(pct.value), "num") if pct and pct.value is not None else value_cell(pct)]
         rows.append(cells)
@@ -197,8 +189,8 @@ def alignment_section(ctx: ReportContext) -> SectionView:
     if comparison:
         sec.readings.append(comparison)
     pair_rows = []
-    for name, label in (("paired_difference_pearson_r", "r with the mean rating"),
-                        ("paired_difference_cohen_kappa", "κ with the majority label")):
+    for name, label in ((MetricName.PAIRED_DIFFERENCE_PEARSON_R, "r with the mean rating"),
+                        (MetricName.PAIRED_DIFFERENCE_COHEN_KAPPA, "κ with the majority label")):
         for row in idx.all(name):
             d = row.details
             pair_rows.append([text(label), text(d.get("rater_a", "")), text(d.get("rater_b", "")),
@@ -210,7 +202,7 @@ def alignment_section(ctx: ReportContext) -> SectionView:
             "model-comparison", "Model against model: paired differences on the same items",
             ["statistic", "rater A", "rater B", "A", "B", "A − B", "95% CI (paired bootstrap)", "p",
              "p adj. (Holm)", "items", "winner"], pair_rows))
-    base = idx.one("annotator_loo_r_median") or idx.one("annotator_full_mean_r_median")
+    base = idx.one(MetricName.ANNOTATOR_LOO_R_MEDIAN) or idx.one(MetricName.ANNOTATOR_FULL_MEAN_R_MEDIAN)
     if raters and base is not None and base.value is not None:
         sec.readings.append(f"For comparison, the median annotator agrees with the rest of the crowd at "
                             f"r = {num(base.value)} ({count(base.n)} annotators; see the human baseline below).")
@@ -221,7 +213,7 @@ def alignment_section(ctx: ReportContext) -> SectionView:
 
 def _paired_sentence(idx: MetricIndex) -> str:
     """Winners of the paired comparisons of r (Holm-adjusted, interval excluding zero), or that there are none."""
-    rows = [r for r in idx.all("paired_difference_pearson_r") if r.value is not None]
+    rows = [r for r in idx.all(MetricName.PAIRED_DIFFERENCE_PEARSON_R) if r.value is not None]
     if not rows:
         return ""
     winners = [r for r in rows if r.details.get("winner")]
@@ -240,7 +232,8 @@ def _paired_sentence(idx: MetricIndex) -> str:
 
 
 def _best_rater_sentence(idx: MetricIndex, raters: list[tuple[str, str]]) -> str:
-    defined = [r for r in (idx.one("pearson_r_vs_mean", "all", *rt) for rt in raters) if r and r.value is not None]
+    defined = [r for r in (idx.one(MetricName.PEARSON_R_VS_MEAN, "all", *rt) for rt in raters)
+               if r and r.value is not None]
     if len(defined) < 2:
         return ""
     defined.sort(key=lambda r: r.value or 0.0, reverse=True)
@@ -272,7 +265,7 @@ def _scatter(ctx: ReportContext, raters: list[tuple[str, str]]) -> str | None:
             continue
         s = scores[rater]
         ok = np.isfinite(s) & np.isfinite(human_mean)
-        row = ctx.index.one("pearson_r_vs_mean", "all", *rater)
+        row = ctx.index.one(MetricName.PEARSON_R_VS_MEAN, "all", *rater)
         panels.append(plots.ScatterPanel(rater_label(rater), human_mean[ok], s[ok],
                                          row.value if row else None,
                                          (row.ci_low, row.ci_high) if row else (None, None)))
@@ -289,11 +282,11 @@ def baseline_section(ctx: ReportContext) -> SectionView:
                       "with the mean rating of the other annotators on the same items (leave-one-out). The "
                       "histogram shows these correlations; each numbered line is an LLM rater's correlation with "
                       "the mean of all annotators, so its position says what share of the crowd it beats.")
-    base = idx.one("annotator_loo_r_median") or idx.one("annotator_full_mean_r_median")
+    base = idx.one(MetricName.ANNOTATOR_LOO_R_MEDIAN) or idx.one(MetricName.ANNOTATOR_FULL_MEAN_R_MEDIAN)
     raters = idx.raters()
     marks = []
     for rater in raters:
-        pct = idx.one("llm_percentile_among_annotators", "all", *rater)
+        pct = idx.one(MetricName.LLM_PERCENTILE_AMONG_ANNOTATORS, "all", *rater)
         if pct is not None and pct.value is not None and is_number(pct.details.get("llm_r")):
             marks.append(plots.RaterMark(rater_label(rater), float(pct.details["llm_r"]), pct.value))
     if base is None:
@@ -310,10 +303,11 @@ def baseline_section(ctx: ReportContext) -> SectionView:
             reading += (f"; {count(n_ann - n_def)} had too few items shared with others or gave constant "
                         f"ratings")
         sec.readings.append(reading + ".")
-        whole = idx.one("dataset_annotator_loo_r_median")
+        whole = idx.one(MetricName.DATASET_ANNOTATOR_LOO_R_MEDIAN)
         if whole is not None and whole.value is not None:
             wd = whole.details
-            alpha = idx.one("dataset_krippendorff_alpha_nominal") or idx.one("dataset_krippendorff_alpha_interval")
+            alpha = (idx.one(MetricName.DATASET_KRIPPENDORFF_ALPHA_NOMINAL)
+                     or idx.one(MetricName.DATASET_KRIPPENDORFF_ALPHA_INTERVAL))
             alpha_text = (f", Krippendorff's α {num(alpha.value, 4)} ({alpha.name.rsplit('_', 1)[-1]})"
                           if alpha is not None and alpha.value is not None else "")
             sec.readings.append(
@@ -322,7 +316,7 @@ def baseline_section(ctx: ReportContext) -> SectionView:
                 f"{num(whole.value, 3)} (middle half {num(wd.get('q25'))} to {num(wd.get('q75'))}){alpha_text}. "
                 "On a subset of items the run's own baseline is noisy; the whole dataset's is the steadier "
                 "reference (`accord describe` shows it with per-group figures).")
-        n_ratings, n_annot = ctx.run.get("n_human_ratings"), ctx.run.get("n_annotators")
+        n_ratings, n_annot = ctx.run.get(MetricName.N_HUMAN_RATINGS), ctx.run.get("n_annotators")
         if is_number(n_ratings) and is_number(n_annot) and n_annot and n_ratings / n_annot < 20:
             sec.readings.append(
                 f"Each annotator rated only about {n_ratings / n_annot:.0f} of these items, so each annotator's r "
@@ -370,7 +364,8 @@ def _annotator_r(ctx: ReportContext, leave_one_out: bool, stored_median: float) 
 
 
 def _alpha_sentence(idx: MetricIndex) -> str:
-    alphas = [(level, idx.one(f"krippendorff_alpha_{level}")) for level in ("nominal", "ordinal", "interval")]
+    alphas = [(level, idx.one(metric_name(f"krippendorff_alpha_{level}")))
+              for level in ("nominal", "ordinal", "interval")]
     alphas = [(level, row) for level, row in alphas if row is not None and row.value is not None]
     if not alphas:
         return ""
@@ -388,7 +383,7 @@ def _alpha_sentence(idx: MetricIndex) -> str:
 
 def _baseline_table(idx: MetricIndex) -> TableView:
     rows = []
-    for name in ("annotator_loo_r_median", "annotator_full_mean_r_median"):
+    for name in (MetricName.ANNOTATOR_LOO_R_MEDIAN, MetricName.ANNOTATOR_FULL_MEAN_R_MEDIAN):
         for row in idx.all(name):
             d = row.details
             rows.append([text(row.slice), value_cell(row), number_cell(d.get("q25")), number_cell(d.get("q75")),
@@ -400,12 +395,13 @@ def _baseline_table(idx: MetricIndex) -> TableView:
 
 def _human_agreement_table(idx: MetricIndex) -> TableView:
     rows = []
-    for name, label in (("krippendorff_alpha_nominal", "Krippendorff's α (nominal)"),
-                        ("krippendorff_alpha_ordinal", "Krippendorff's α (ordinal)"),
-                        ("krippendorff_alpha_interval", "Krippendorff's α (interval)"),
-                        ("fleiss_kappa", "Fleiss' κ"), ("n_human_ratings", "human ratings")):
+    for name, label in ((MetricName.KRIPPENDORFF_ALPHA_NOMINAL, "Krippendorff's α (nominal)"),
+                        (MetricName.KRIPPENDORFF_ALPHA_ORDINAL, "Krippendorff's α (ordinal)"),
+                        (MetricName.KRIPPENDORFF_ALPHA_INTERVAL, "Krippendorff's α (interval)"),
+                        (MetricName.FLEISS_KAPPA, "Fleiss' κ"),
+                        (MetricName.N_HUMAN_RATINGS, "human ratings")):
         for row in idx.all(name):
-            digits = 0 if name == "n_human_ratings" else 3
+            digits = 0 if name == MetricName.N_HUMAN_RATINGS else 3
             rows.append([text(label), text(row.slice), value_cell(row, digits), count_cell(row.n),
                          note(row.short_reason)])
     return TableView("human-agreement", "Agreement among the annotators",
@@ -427,15 +423,18 @@ def agreement_section(ctx: ReportContext) -> SectionView:
     rows = []
     for rater in idx.raters():
         one = lambda name, r=rater: idx.one(name, "all", *r)
-        kappa = one("cohen_kappa_vs_majority")
+        kappa = one(MetricName.COHEN_KAPPA_VS_MAJORITY)
         rows.append([text(rater[0]), text(rater[1]),
-                     value_cell(one("krippendorff_delta_alpha_nominal")),
-                     value_cell(one("krippendorff_delta_alpha_ordinal")),
-                     value_cell(one("krippendorff_delta_alpha_interval")),
-                     value_cell(kappa), ci_cell(kappa), value_cell(one("cohen_kappa_linear_vs_majority")),
-                     value_cell(one("accuracy_vs_majority"), as_share=True), value_cell(one("f1_vs_majority")),
-                     value_cell(one("accuracy_vs_expert"), as_share=True), value_cell(one("f1_vs_expert")),
-                     value_cell(one("jsd_mean"))])
+                     value_cell(one(MetricName.KRIPPENDORFF_DELTA_ALPHA_NOMINAL)),
+                     value_cell(one(MetricName.KRIPPENDORFF_DELTA_ALPHA_ORDINAL)),
+                     value_cell(one(MetricName.KRIPPENDORFF_DELTA_ALPHA_INTERVAL)),
+                     value_cell(kappa), ci_cell(kappa),
+                     value_cell(one(MetricName.COHEN_KAPPA_LINEAR_VS_MAJORITY)),
+                     value_cell(one(MetricName.ACCURACY_VS_MAJORITY), as_share=True),
+                     value_cell(one(MetricName.F1_VS_MAJORITY)),
+                     value_cell(one(MetricName.ACCURACY_VS_EXPERT), as_share=True),
+                     value_cell(one(MetricName.F1_VS_EXPERT)),
+                     value_cell(one(MetricName.JSD_MEAN))])
         reading = _agreement_reading(idx, rater, meaning(ctx.run)[:2])
         if reading:
             sec.readings.append(reading)
@@ -451,7 +450,7 @@ def _agreement_reading(idx: MetricIndex, rater: tuple[str, str], verdict: tuple[
     parts = []
     delta = None
     for level in ("ordinal", "interval", "nominal"):
-        delta = idx.one(f"krippendorff_delta_alpha_{level}", "all", *rater)
+        delta = idx.one(metric_name(f"krippendorff_delta_alpha_{level}"), "all", *rater)
         if delta is not None and delta.value is not None:
             break
     if delta is not None and delta.value is not None:
@@ -462,9 +461,9 @@ def _agreement_reading(idx: MetricIndex, rater: tuple[str, str], verdict: tuple[
                      "raises it: the model agrees with the annotators at least as well as they agree with each other")
         parts.append(f"adding it as one more annotator changes α ({level}) from {num(d.get('alpha_humans'))} to "
                      f"{num(d.get('alpha_with_llm'))} ({num(delta.value)}); it {direction}.")
-    acc = idx.one("accuracy_vs_majority", "all", *rater)
+    acc = idx.one(MetricName.ACCURACY_VS_MAJORITY, "all", *rater)
     if acc is not None and acc.value is not None:
-        f1 = idx.value("f1_vs_majority", "all", *rater)
+        f1 = idx.value(MetricName.F1_VS_MAJORITY, "all", *rater)
         pos = acc.details.get("n_positive_reference")
         base = ""
         if is_number(pos) and acc.n:
@@ -473,11 +472,11 @@ def _agreement_reading(idx: MetricIndex, rater: tuple[str, str], verdict: tuple[
         low, high = verdict
         parts.append(f"Its {low}/{high} verdict matches the human majority on {share(acc.value)} of "
                      f"{count(acc.n)} items{base}, F1 {num(f1)}.")
-    expert = idx.one("accuracy_vs_expert", "all", *rater)
+    expert = idx.one(MetricName.ACCURACY_VS_EXPERT, "all", *rater)
     if expert is not None and expert.value is not None:
         parts.append(f"Against the expert label: accuracy {share(expert.value)}, "
-                     f"F1 {num(idx.value('f1_vs_expert', 'all', *rater))}.")
-    jsd = idx.one("jsd_mean", "all", *rater)
+                     f"F1 {num(idx.value(MetricName.F1_VS_EXPERT, 'all', *rater))}.")
+    jsd = idx.one(MetricName.JSD_MEAN, "all", *rater)
     if jsd is not None and jsd.value is not None:
         parts.append(f"Its label distribution per item differs from the crowd's by a mean JSD of {num(jsd.value)}.")
     if not parts:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from accord.report.format import DASH, bracket, count, is_number, num, pvalue
-from accord.report.metrics import MetricRow
+from accord.analysis.results import MetricRecord
 
 SIGNIFICANCE = 0.05
 HTML_MAX_ROWS = 200  # longer tables are cut on the page (a 1,500-item report stays under 1 MB)
@@ -86,7 +86,7 @@ def note(value: str) -> Cell:
     return Cell(value or "", "muted", value if len(value or "") > 80 else "")
 
 
-def value_cell(row: MetricRow | None, digits: int = 3, as_share: bool = False) -> Cell:
+def value_cell(row: MetricRecord | None, digits: int = 3, as_share: bool = False) -> Cell:
     """A metric's value; undefined values show a dash with the reason as tooltip."""
     if row is None:
         return Cell(DASH, "num muted", "not computed for this run")
@@ -105,7 +105,7 @@ def count_cell(x: Any) -> Cell:
     return Cell(count(x), "num" if is_number(x) else "num muted")
 
 
-def ci_cell(row: MetricRow | None, digits: int = 3) -> Cell:
+def ci_cell(row: MetricRecord | None, digits: int = 3) -> Cell:
     if row is None:
         return Cell("", "num")
     return Cell(bracket(row.ci_low, row.ci_high, digits), "num")

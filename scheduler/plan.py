@@ -12,7 +12,8 @@ from sqlmodel import Session
 from accord.models.projects import owner_id
 from accord.models.schema import Rating
 from accord.scheduler.campaign_spec import CampaignSpec
-from accord.scheduler.expand import effective_price, resolve_campaign
+from accord.scheduler.dataset_source import DatasetSourceError, ensure_dataset
+from accord.scheduler.expand import CampaignError, effective_price, resolve_campaign
 from accord.scheduler.plan_stages import stage_plans, tally
 from accord.worker.execute import estimate_tokens
 
@@ -88,9 +89,6 @@ def plan_campaign(engine: Engine, spec: CampaignSpec, project_id: int | None = N
     """Estimate without writing anything (but importing the campaign's ``dataset_import`` when its dataset is
     missing). Output tokens are counted at their cap (an upper bound), input
     tokens from the rendered prompts; requests whose answer is already cached cost nothing."""
-    from accord.scheduler.dataset_source import DatasetSourceError, ensure_dataset
-    from accord.scheduler.expand import CampaignError
-
     project_id = owner_id(engine, project_id)
     try:   # a campaign that names its dataset's import file plans before its first run
         ensure_dataset(engine, spec, project_id)

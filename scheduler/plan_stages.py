@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from accord.models.schema import Answer
 from accord.scheduler.campaign_spec import CampaignSpec
+from accord.scheduler.expand import Expansion, effective_price
 from accord.scheduler.stages import generation_requests, judge_calls_per_group, placeholder_answers
 from accord.worker.decoding import request_decoding
 from accord.worker.execute import estimate_tokens
@@ -22,7 +23,6 @@ from accord.worker.prompt_templates import COMPARISON_FORMATS, item_variables, r
 from accord.worker.stage_decoding import stage_base_decoding
 
 if TYPE_CHECKING:
-    from accord.scheduler.expand import Expansion
     from accord.scheduler.plan import ModelPlan
 
 CHARS_PER_TOKEN = 3.5          # the same ratio as estimate_tokens
@@ -40,8 +40,6 @@ def _cached_answers(session: Session, keys: list[str]) -> set[str]:
 
 def stage_plans(session: Session, spec: CampaignSpec, expansion: "Expansion", default_output_cap: int,
                 make_plan: "type[ModelPlan]") -> list["ModelPlan"]:
-    from accord.scheduler.expand import effective_price
-
     out: list[ModelPlan] = []
     if spec.subjects is None:
         return out

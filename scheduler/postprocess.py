@@ -11,14 +11,16 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from accord.analysis.describe import human_baseline
 from accord.analysis.fine_metrics import fine_records
+from accord.analysis.frames import build_human_matrix
 from accord.analysis.judge_ranking_metrics import judge_ranking_records
-from accord.analysis.results import MetricRecord
+from accord.analysis.results import MetricRecord, catalogued
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.models.schema import Campaign, Metric, Run, utcnow
-from accord.models.answer_judgments import load_human_judgments
 from accord.models.answer_frames import comparisons_as_raters, load_answers, load_comparisons, load_judgments
-from accord.models.run_frames import load_run_frames
+from accord.models.answer_judgments import load_human_judgments
+from accord.models.run_frames import load_dataset_frames, load_run_frames
 
 
 def _clean(x: Any) -> Any:
@@ -51,10 +53,6 @@ def dataset_baseline(engine: Engine, campaign: Campaign, dimension: str | None,
                      run_items: set[str]) -> list[MetricRecord]:
     """The human baseline of the whole dataset (dataset_annotator_loo_r_median, dataset_krippendorff_alpha_*),
     when the run rated only some of its items: the run's own baseline is then of those items only."""
-    from accord.analysis.describe import human_baseline
-    from accord.analysis.frames import build_human_matrix
-    from accord.models.run_frames import load_dataset_frames
-
     whole = load_dataset_frames(engine, campaign.dataset_id, dimension).human
     n_items = int(whole["item_id"].nunique())
     if whole.empty or n_items <= len(run_items):
@@ -94,7 +92,7 @@ def compute_run_metrics(engine: Engine, run_id: int, options: SuiteOptions | Non
 
 def postprocess_run(engine: Engine, run_id: int, options: SuiteOptions | None = None) -> int:
     """Compute and store the run's metrics (replacing earlier ones). Returns how many were stored."""
-    records = compute_run_metrics(engine, run_id, options)
+    records = catalogued(compute_run_metrics(engine, run_id, options))   # only names the catalogue lists
     rows = [{
         "run_id": run_id, "name": r.name, "slice": r.slice, "model": r.model, "template": r.template,
         "value": _clean(r.value), "ci_low": _clean(r.ci_low), "ci_high": _clean(r.ci_high),

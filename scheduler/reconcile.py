@@ -39,6 +39,7 @@ class ReconcileReport:
 
 
 def send_postprocess(run_id: int) -> None:
+    # Celery: the distributed mode's optional dependency, needed only once a task is sent
     from accord.worker.celery_app import CONTROL, POSTPROCESS_TASK, queue_name, send
 
     send(POSTPROCESS_TASK, [run_id], queue_name(CONTROL))

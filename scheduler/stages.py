@@ -32,6 +32,9 @@ class StageError(ValueError):
 
 @dataclass
 class GenerationRequest:
+    """One request as the expansion renders it, before it is a row: a subject's generation as it is, an item
+    rating with its persona (``expand.ExpandedRequest``)."""
+
     item: Item
     model: ModelEntry
     template: ResolvedTemplate

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -65,8 +66,6 @@ def prefetch_answers(session: Session, keys: list[str]) -> dict[str, dict[str, A
 
 
 def _insert(engine: Engine) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
     return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
 

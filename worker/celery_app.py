@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from accord.models.schema import ProviderKind
 from accord.models.settings import get_settings
 from accord.worker.rate_limiter import DEFAULT_HEADROOM
 from celery import Celery
@@ -28,7 +29,7 @@ from kombu import Exchange, Queue
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROVIDER_QUEUES = ("openai", "anthropic", "local")
+PROVIDER_QUEUES = tuple(kind.value for kind in ProviderKind)   # a queue per provider kind
 CONTROL = "control"
 EXECUTE_TASK = "accord.execute_chunk"
 RECONCILE_TASK = "accord.reconcile"

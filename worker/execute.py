@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from accord.models.schema import (
+    RATING_CACHED_FIELDS,
     Answer,
     AnswerComparison,
     Campaign,
@@ -147,10 +148,6 @@ class Job:
         return self.request.stage == "generate"
 
 
-# Fields copied from an original rating into a cache hit.
-_CACHED_FIELDS = ("raw_text", "label", "value", "weighted_value", "label_probs", "rationale", "parse_status",
-                  "finish_reason", "model_snapshot", "template_hash", "decoding", "input_tokens", "output_tokens",
-                  "cached_input_tokens", "cache_write_tokens", "repair_text", "repaired")
 # Values for fields an older cache entry (written before a field existed) does not carry.
 _CACHED_DEFAULTS: dict[str, Any] = {"cached_input_tokens": 0, "cache_write_tokens": 0, "repair_text": None,
                                     "repaired": False}
@@ -287,8 +284,8 @@ def _prefetch_cache(ctx: ExecutionContext, session: Session, jobs: list[Job]) ->
         for src in rows:
             if src.cache_key in found:
                 continue
-            found[src.cache_key] = fresh[src.cache_key] = {**{f: getattr(src, f) for f in _CACHED_FIELDS},
-                                                           "source_rating_id": src.id}
+            found[src.cache_key] = fresh[src.cache_key] = {
+                **{f: getattr(src, f) for f in RATING_CACHED_FIELDS}, "source_rating_id": src.id}
         if ctx.hot_cache is not None and fresh:
             ctx.hot_cache.put_many(fresh)
     return {**found, **{f"answer:{k}": v for k, v in answers.items()}}
@@ -410,7 +407,7 @@ class RatingSink:
         for p in batch:
             rating_id = stored.get(p.job.request.id)   # type: ignore[arg-type]
             if rating_id is not None and not p.cache_hit and not p.job.generates:
-                fresh[p.job.request.cache_key] = {**{f: p.fields.get(f) for f in _CACHED_FIELDS},
+                fresh[p.job.request.cache_key] = {**{f: p.fields.get(f) for f in RATING_CACHED_FIELDS},
                                                   "source_rating_id": rating_id}
             if not p.stored.done():
                 p.stored.set_result(rating_id is not None)
@@ -432,7 +429,7 @@ def store_rating(ctx: ExecutionContext, job: Job, fields: dict[str, Any], *, cac
     if not stored:
         return False
     if not cache_hit and ctx.hot_cache is not None:
-        ctx.hot_cache.put(job.request.cache_key, {**{f: fields.get(f) for f in _CACHED_FIELDS},
+        ctx.hot_cache.put(job.request.cache_key, {**{f: fields.get(f) for f in RATING_CACHED_FIELDS},
                                                   "source_rating_id": stored[job.request.id]})  # type: ignore[index]
     return True
 
@@ -581,7 +578,8 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, c
         # an earlier identical call's answer: a subject's answer, or a rating (older entries lack newer fields)
         key, names, source, defaults = ((f"answer:{req.cache_key}", ANSWER_CACHED_FIELDS, "source_answer_id", {})
                                         if job.generates else
-                                        (req.cache_key, _CACHED_FIELDS, "source_rating_id", _CACHED_DEFAULTS))
+                                        (req.cache_key, RATING_CACHED_FIELDS, "source_rating_id",
+                                         _CACHED_DEFAULTS))
         hit = chunk.cached.get(key)
         if hit is not None:
             fields = {k: hit.get(k, defaults.get(k)) for k in names}

@@ -9,7 +9,7 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from accord.models.schema import ModelSpec
+from accord.models.schema import ModelSpec, endpoint_identity
 from accord.worker.providers.base import Provider
 from accord.worker.providers.registry import make_provider
 
@@ -23,13 +23,8 @@ class ProviderPool:
         self.timeout = timeout
         self.concurrency_override = concurrency_override
 
-    @staticmethod
-    def _key(spec: ModelSpec) -> str:
-        path = (spec.params or {}).get("path") or ""
-        return f"{spec.provider}|{spec.model}|{spec.base_url or ''}|{spec.api_key_env or ''}|{path}"
-
     def get(self, spec: ModelSpec) -> Provider:
-        key = self._key(spec)
+        key = endpoint_identity(spec)
         with self._lock:
             if key not in self._providers:
                 self._providers[key] = make_provider(
@@ -41,7 +36,7 @@ class ProviderPool:
     async def slot(self, spec: ModelSpec) -> AsyncIterator[None]:
         # One semaphore per model per event loop (Celery tasks each run their own loop).
         loop = asyncio.get_running_loop()
-        key = self._key(spec)
+        key = endpoint_identity(spec)
         with self._lock:
             per_loop = self._semaphores.setdefault(loop, {})
             sem = per_loop.get(key)

@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import redis
-from accord.models.schema import ModelSpec
+from accord.models.schema import ModelSpec, endpoint_identity
 from accord.worker.providers.base import ProviderError, ProviderResponse
 
 log = logging.getLogger("accord.worker.rate_limiter")
@@ -195,9 +195,8 @@ def exhausted_for(headers: dict[str, str]) -> float | None:
 
 
 def limit_group(spec: ModelSpec) -> str:
-    """What a provider's limit applies to: provider, model, endpoint and API-key variable (hashed)."""
-    raw = f"{spec.provider}|{spec.model}|{spec.base_url or ''}|{spec.api_key_env or ''}"
-    return hashlib.sha1(raw.encode()).hexdigest()[:16]
+    """What a provider's limit applies to: the endpoint's identity (``endpoint_identity``), hashed."""
+    return hashlib.sha1(endpoint_identity(spec).encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """The hot tier of the response cache: Redis, in front of the durable tier (original ``Rating`` rows, looked
 up by ``accord.worker.execute``). Implements ``accord.worker.execute.HotCache``.
 
-Entries are the cached fields of an original rating (``execute._CACHED_FIELDS`` plus ``source_rating_id``)
-as JSON under ``<prefix>:<cache key>``, with a TTL. The tier is an accelerator only: a Redis error or a
-flushed Redis is a miss (the Rating table answers), never a failure.
+Entries are the cached fields of an original rating (``models.schema.RATING_CACHED_FIELDS`` plus
+``source_rating_id``) as JSON under ``<prefix>:<cache key>``, with a TTL. The tier is an accelerator only: a
+Redis error or a flushed Redis is a miss (the Rating table answers), never a failure.
 """
 
 from __future__ import annotations

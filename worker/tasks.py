@@ -19,6 +19,7 @@ The control queue's tasks (``accord.reconcile``, ``accord.postprocess``) are the
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import threading
@@ -47,8 +48,6 @@ T = TypeVar("T")
 def _preload() -> None:
     """Import the providers' SDKs now (in the parent, before prefork forks its children), so no child pays
     for the imports on its first calls."""
-    import importlib
-
     for module in ("accord.worker.providers.openai_provider", "accord.worker.providers.anthropic_provider",
                    "accord.worker.parsing", "accord.worker.prompt_templates"):
         try:

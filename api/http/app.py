@@ -30,10 +30,14 @@ from accord.api.http.observability import ApiMetrics, RequestContextMiddleware, 
 from accord.api.http.problems import ProblemError, install_problem_handlers
 from accord.api.http.rate_limit import KeyRateLimiter
 from accord.api.http.reports import ReportCache
+from accord.api.http.schemas import TemplateDocument
 from accord.api.http.template_store import TemplateStore
+from accord.models.migrate import init_db
 from accord.models.settings import get_settings
+from accord.scheduler.campaign_spec import CampaignSpec
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -58,8 +62,6 @@ def create_app(engine: Engine | None = None, *, settings: ApiSettings | None = N
                backend: ExecutionBackend | None = None, metrics: ApiMetrics | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     if engine is None:
-        from accord.models.migrate import init_db
-
         engine = init_db(get_settings().resolved_database_url())
     if settings.json_logs:
         configure_json_logging()
@@ -99,9 +101,6 @@ def create_app(engine: Engine | None = None, *, settings: ApiSettings | None = N
 def _add_document_schemas(app: FastAPI) -> None:
     """Define the request bodies that routes read by hand (JSON or YAML): ``CampaignDocument`` and
     ``TemplateDocument``, so clients and fuzzers know their fields."""
-    from accord.api.http.schemas import TemplateDocument
-    from accord.scheduler.campaign_spec import CampaignSpec
-
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -141,8 +140,6 @@ def _install_dashboard_handlers(app: FastAPI) -> None:
 def openapi_document(app: FastAPI | None = None) -> dict[str, Any]:
     """The API's OpenAPI document (what ``api/openapi.json`` holds)."""
     if app is None:
-        from sqlalchemy import create_engine
-
         app = create_app(create_engine("sqlite://"), settings=ApiSettings(json_logs=False),
                          backend=_NoBackend())
     return app.openapi()

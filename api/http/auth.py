@@ -24,7 +24,28 @@ from accord.models.projects import (
     create_project,  # noqa: F401 - re-exported: callers create projects and keys here
     find_project,
 )
-from accord.models.schema import ApiKey, Project, utcnow
+from accord.models.schema import (
+    Annotator,
+    Answer,
+    AnswerComparison,
+    ApiKey,
+    Campaign,
+    Dataset,
+    HumanAnswerJudgment,
+    HumanRating,
+    ImportedRating,
+    Item,
+    JudgeAssignment,
+    Metric,
+    ModelSpec,
+    Project,
+    ProviderBatch,
+    ProviderBatchRequest,
+    Rating,
+    RatingRequest,
+    Run,
+    utcnow,
+)
 from fastapi import Request
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
@@ -81,26 +102,6 @@ def delete_project(engine: Engine, project: str | int, templates_root: Path | No
     so its id is never given to another project (SQLite would otherwise reuse the highest id), and neither
     a key nor a cached answer of the deleted project can ever reach a later one. Returns rows deleted per
     table."""
-    from accord.models.schema import (
-        Annotator,
-        Answer,
-        Campaign,
-        Dataset,
-        HumanRating,
-        ImportedRating,
-        Item,
-        AnswerComparison,
-        HumanAnswerJudgment,
-        JudgeAssignment,
-        Metric,
-        ModelSpec,
-        ProviderBatch,
-        ProviderBatchRequest,
-        Rating,
-        RatingRequest,
-        Run,
-    )
-
     proj = find_project(engine, str(project))
     pid = proj.id
     namespace = Principal(project_id=pid, project_name=proj.name, key_id=0, key_prefix="",  # type: ignore[arg-type]

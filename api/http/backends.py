@@ -24,7 +24,10 @@ from typing import Any, Protocol
 from accord.api.http.observability import ApiMetrics, run_id_var
 from accord.scheduler import run_service
 from accord.models.schema import ModelSpec, Rating, RatingRequest, Run
-from accord.worker.rate_limiter import LocalRateLimiter, RateLimiter
+from accord.models.settings import get_settings
+from accord.worker.rate_limiter import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from accord.scheduler.embedded import run_embedded_async
+from accord.worker.provider_pool import ProviderPool
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -112,8 +115,6 @@ class InstrumentedPool:
 
 
 def default_pool_factory() -> Any:
-    from accord.worker.provider_pool import ProviderPool
-
     return ProviderPool()
 
 
@@ -244,8 +245,6 @@ class EmbeddedBackend:
             seen[provider] = n
 
     async def _execute(self, run_id: int) -> None:
-        from accord.scheduler.embedded import run_embedded_async
-
         run_id_var.set(run_id)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._count_cached, run_id)
@@ -289,10 +288,9 @@ class DistributedBackend:
     def limiter(self) -> RateLimiter:
         """The workers' shared limiter (Redis), read for the limiter's current pace on progress pages."""
         if self._limiter is None:
+            # redis and Celery: the distributed mode's optional dependencies, needed only when it is in use
             import redis
-            from accord.models.settings import get_settings
             from accord.worker.celery_app import get_distributed_settings
-            from accord.worker.rate_limiter import RedisRateLimiter
 
             client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
             self._limiter = RedisRateLimiter(client, headroom=get_distributed_settings().rate_headroom)

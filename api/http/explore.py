@@ -17,7 +17,7 @@ import pandas as pd
 from accord.analysis.describe import DescribeOptions
 from accord.analysis.item_disagreement import attributes_of, item_disagreements, item_histograms
 from accord.api.http.problems import invalid, not_found
-from accord.api.http.store import TERMINAL, dataset_of, item_out, run_of
+from accord.api.http.store import TERMINAL, dataset_of, item_out, list_runs, run_of
 from accord.models.import_spec import META_ROLES
 from accord.models.item_results import find_item, item_answers, item_ratings
 from accord.models.run_frames import (
@@ -279,8 +279,6 @@ def run_item(engine: Engine, project_id: int, run_id: int, item_id: str) -> dict
 
 def campaign_run_ids(engine: Engine, project_id: int, run_id: int) -> list[int]:
     """The runs of the run's campaign (oldest first), in this project."""
-    from accord.api.http.store import list_runs
-
     with Session(engine) as session:
         run = run_of(session, project_id, run_id)
     runs, _ = list_runs(engine, project_id, campaign_id=run.campaign_id, limit=MAX_COMPARED_RUNS)

@@ -19,6 +19,8 @@ from accord.report.build import (
     render_html,
 )
 from accord.models.schema import Run
+from accord.scheduler import run_service
+from sqlmodel import Session
 from sqlalchemy.engine import Engine
 
 
@@ -37,9 +39,6 @@ class ReportCache:
         with build_lock:
             postprocessed_at = run.postprocessed_at
             if postprocessed_at is None:
-                from accord.scheduler import run_service
-                from sqlmodel import Session
-
                 run_service.analyse_once(engine, run.id)
 
                 with Session(engine) as session:

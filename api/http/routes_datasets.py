@@ -10,7 +10,7 @@ from accord.api.http.common import AUTHED, After, Limit, problem_responses
 from accord.api.http.deps import api_principal, state_of
 from accord.api.http.problems import ProblemError, conflict, import_error_location, invalid
 from accord.api.http.schemas import DatasetCreated, DatasetDetail, DatasetOut, ItemOut, Page
-from accord.api.http.store import dataset_of, dataset_out, item_out, runs_of_dataset
+from accord.api.http.store import dataset_of, dataset_out, item_out, project_page, runs_of_dataset
 from accord.api.http.uploads import FILE_FIELDS, Upload, receive_upload
 from accord.models.dataset_import import DatasetImportError, import_dataset, summarize_dataset
 from accord.models.import_spec import spec_from_mapping
@@ -104,13 +104,7 @@ async def upload_dataset(request: Request, principal: Annotated[Principal, Depen
 @router.get("", response_model=Page[DatasetOut], summary="List datasets")
 def list_datasets(request: Request, principal: Annotated[Principal, Depends(api_principal)], limit: Limit = 100,
                   after: After = None) -> Any:
-    q = select(Dataset).where(Dataset.project_id == principal.project_id).order_by(Dataset.id).limit(limit + 1)
-    if after is not None:
-        q = q.where(Dataset.id > after)  # type: ignore[operator]
-    with Session(state_of(request).engine) as session:
-        rows = session.execute(q).scalars().all()
-    items = [dataset_out(d) for d in rows[:limit]]
-    return {"items": items, "next_cursor": items[-1]["id"] if len(rows) > limit else None}
+    return project_page(state_of(request).engine, Dataset, principal.project_id, after, limit, dataset_out)
 
 
 @router.get("/{dataset_id}", response_model=DatasetDetail, responses=problem_responses(404), summary="Show a dataset")

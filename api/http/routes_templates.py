@@ -17,12 +17,11 @@ from accord.api.http.template_store import (
     bundled_document,
     bundled_resolved,
 )
+from accord.api.http.store import project_page
 from accord.models.schema import ModelSpec
 from accord.worker.prompt_templates import ResolvedTemplate, bundled_template_names
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import ValidationError
-from sqlalchemy import select
-from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/api/v1", tags=["templates"], responses=AUTHED)
@@ -102,11 +101,6 @@ async def create_template(request: Request, principal: Annotated[Principal, Depe
             summary="List the model specs used by this project's runs")
 def list_model_specs(request: Request, principal: Annotated[Principal, Depends(api_principal)], limit: Limit = 100,
                      after: After = None) -> Any:
-    q = select(ModelSpec).where(ModelSpec.project_id == principal.project_id).order_by(ModelSpec.id).limit(limit + 1)
-    if after is not None:
-        q = q.where(ModelSpec.id > after)  # type: ignore[operator]
-    with Session(state_of(request).engine) as session:
-        rows = session.execute(q).scalars().all()
-    items = [{k: getattr(m, k) for k in ModelSpecOut.model_fields} for m in rows[:limit]]
-    return {"items": items, "next_cursor": items[-1]["id"] if len(rows) > limit else None}
+    return project_page(state_of(request).engine, ModelSpec, principal.project_id, after, limit,
+                        lambda m: {k: getattr(m, k) for k in ModelSpecOut.model_fields})
 

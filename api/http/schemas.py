@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from accord.analysis.catalogue import MetricName, find_metric
+from accord.models.schema import MetricBase
 
 T = TypeVar("T")
 
@@ -275,18 +278,34 @@ class RatingOut(BaseModel):
     model_snapshot: str | None
 
 
-class MetricOut(BaseModel):
+class MetricOut(MetricBase):
+    """A stored metric (the table's fields) with its catalogue entry's display metadata."""
+
     id: int
-    name: str
-    slice: str
-    model: str
-    template: str
-    value: float | None
-    ci_low: float | None
-    ci_high: float | None
-    pvalue: float | None
-    n: int | None
-    details: dict[str, Any]
+
+    def _entry(self) -> MetricName | None:
+        return find_metric(self.name)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def label(self) -> str | None:
+        """What the metric measures, in words (null for a name the catalogue no longer lists)."""
+        entry = self._entry()
+        return entry.label if entry else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def direction(self) -> str | None:
+        """Whether higher or lower is better, or neither."""
+        entry = self._entry()
+        return entry.direction.value if entry else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def section(self) -> str | None:
+        """The report section the metric belongs to."""
+        entry = self._entry()
+        return entry.section.value if entry else None
 
 
 # -- exploring results ----------------------------------------------------------------------------------

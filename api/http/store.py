@@ -6,6 +6,7 @@ exactly like a row that does not exist (404), so ids of other projects cannot be
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,6 +57,19 @@ def run_of(session: Session, project_id: int, run_id: int) -> Run:
     if r is None:
         raise not_found("run", run_id)
     return r
+
+
+def project_page(engine: Engine, table: Any, project_id: int, after: int | None, limit: int,
+                 item: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """A cursor page of the project's rows of ``table`` by id: ``items`` (each through ``item``) and
+    ``next_cursor`` (the last id when more rows follow, else None)."""
+    q = select(table).where(table.project_id == project_id).order_by(table.id).limit(limit + 1)
+    if after is not None:
+        q = q.where(table.id > after)
+    with Session(engine) as session:
+        rows = session.execute(q).scalars().all()
+    items = [item(row) for row in rows[:limit]]
+    return {"items": items, "next_cursor": items[-1]["id"] if len(rows) > limit else None}
 
 
 def check_run(engine: Engine, project_id: int, run_id: int) -> Run:

@@ -204,7 +204,7 @@ def test_budget_holds_with_many_calls_in_flight(db, server) -> None:  # type: ig
 def test_a_run_with_too_many_failures_says_so_and_exits_non_zero(db, server) -> None:  # type: ignore[no-untyped-def]
     import typer
 
-    from accord.cli.main import check_failed_share
+    from accord.cli.launch import check_failed_share
     from accord.report.build import build_report_data
     from accord.scheduler import run_service
 

@@ -10,7 +10,15 @@ from sqlmodel import Session
 
 from accord.models.dataset_import import import_dataset
 from accord.models.import_spec import ImportSpec
-from accord.models.schema import Campaign, ModelSpec, PromptTemplate, Rating, RatingRequest, Run
+from accord.models.schema import (
+    RATING_CACHED_FIELDS,
+    Campaign,
+    ModelSpec,
+    PromptTemplate,
+    Rating,
+    RatingRequest,
+    Run,
+)
 from accord.scheduler.campaign_spec import parse_campaign
 from accord.scheduler.expand import CampaignError, create_run
 from tests.fakes.synthetic_dataset import make_sparse_dataset
@@ -101,8 +109,7 @@ def test_cache_fill_copies_original_ratings_into_new_runs(dataset) -> None:  # t
         run = s.get(Run, second.run_id)
     assert len(copies) == 10 and all(c.cache_hit and c.cost_usd == 0 and c.value == 0.75 for c in copies)
     # The same answer fields as the per-request cache path copies.
-    from accord.worker.execute import _CACHED_FIELDS
-    assert all(getattr(c, f) == getattr(originals[0], f) for c in copies for f in _CACHED_FIELDS
+    assert all(getattr(c, f) == getattr(originals[0], f) for c in copies for f in RATING_CACHED_FIELDS
                if f not in ("decoding", "template_hash")), "a cached copy differs from its original"
     assert {c.source_rating_id for c in copies} == {o.id for o in originals}
     assert run.done == 10 and run.cached == 10

@@ -69,15 +69,18 @@ def test_import_spec_yaml_keeps_yes_no_labels(tmp_path: Path) -> None:
 
 
 def test_two_local_datasets_cannot_share_a_name(sqlite_engine) -> None:  # type: ignore[no-untyped-def]
+    """The CLI's datasets belong to its project ('local'); two of one project cannot share a name."""
     import sqlalchemy.exc
     from sqlmodel import Session
 
+    from accord.models.projects import working_project
     from accord.models.schema import Dataset
 
+    local = working_project(sqlite_engine).id
     with Session(sqlite_engine) as s:
-        s.add(Dataset(name="same"))
+        s.add(Dataset(name="same", project_id=local))
         s.commit()
-        s.add(Dataset(name="same"))
+        s.add(Dataset(name="same", project_id=local))
         with pytest.raises(sqlalchemy.exc.IntegrityError):
             s.commit()
 

@@ -1,54 +1,140 @@
 """The package layers: ``models`` <- ``worker`` <- ``scheduler`` <- ``api`` / ``cli``, and ``report`` (over
-``analysis`` and ``models``) beside them. A lower layer never imports a higher one, not even lazily inside a
-function (the import graph is read from the source, so a late import counts as much as a top-level one).
-``analysis`` is pure computation: it imports none of them."""
+``analysis`` and ``models``) beside them; ``analysis`` is pure computation and imports none of them.
+
+The contracts are import-linter's (``.importlinter``), run over the whole package by
+``tests/lint_imports.py``.
+A second test keeps imports at the top of modules: an import inside a function hides a cycle or a layer
+crossing from a reader, so it is allowed only for an optional heavy dependency, with a comment saying why."""
 
 from __future__ import annotations
 
 import ast
+import re
+import shutil
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-LAYERS = ["models", "worker", "scheduler", "api"]          # each may import only those before it
-FORBIDDEN = {
-    "models": {"worker", "scheduler", "api", "cli", "report", "analysis"},
-    "worker": {"scheduler", "api", "cli", "report"},
-    "scheduler": {"api", "cli", "report"},
-    "report": {"worker", "scheduler", "api", "cli"},
-    "api": {"cli"},
-    "analysis": {"models", "worker", "scheduler", "api", "cli", "report"},
+from tests.lint_imports import REPO, package_folders, package_module_count, run_lint_imports
+
+# Third-party packages a function may import late: heavy, and needed only by one mode or provider.
+OPTIONAL_HEAVY = {
+    "celery": "the distributed mode", "kombu": "the distributed mode", "redis": "the distributed mode",
+    "openai": "the OpenAI provider", "anthropic": "the Anthropic provider", "llama_cpp": "the local provider",
+    "uvicorn": "the HTTP server", "PIL": "the report's plots", "matplotlib": "the report's plots",
+    "pyarrow": "Parquet files",
 }
 
 
-def imported_layers(path: Path) -> set[tuple[str, int]]:
-    """(accord sub-package, line) of every ``accord.<pkg>`` the module imports."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    found: set[tuple[str, int]] = set()
-    for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        for name in names:
-            parts = name.split(".")
-            if len(parts) >= 2 and parts[0] == "accord":
-                found.add((parts[1], node.lineno))
+def test_import_contracts_hold_over_every_module() -> None:
+    if not Path(sys.executable).with_name("lint-imports").exists() and shutil.which("lint-imports") is None:
+        pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
+    done = run_lint_imports()
+    report = done.stdout + done.stderr
+    assert done.returncode == 0, report
+    analysed = re.search(r"Analyzed (\d+) files", report)
+    assert analysed, report
+    # every module of the package is in the graph (not only accord/__init__.py and __main__.py)
+    assert int(analysed.group(1)) == package_module_count(), report
+    assert re.search(r"Contracts: (\d+) kept, 0 broken", report), report
+
+
+@dataclass(frozen=True)
+class LateImport:
+    path: Path
+    line: int
+    module: str          # the module imported (``from X import y``: X)
+    commented: bool      # a comment on its line or just above its run of imports
+
+
+def _late_imports(path: Path) -> list[LateImport]:
+    source = path.read_text(encoding="utf-8")
+    lines = source.splitlines()
+    tree = ast.parse(source, filename=str(path))
+    found: list[LateImport] = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            above = node.lineno - 2
+            while above >= 0 and re.match(r"\s*(import|from)\s", lines[above]):
+                above -= 1   # the comment may stand above the first import of a run
+            commented = "#" in lines[node.lineno - 1] or (above >= 0 and lines[above].strip().startswith("#"))
+            found += [LateImport(path, node.lineno, m, commented) for m in modules]
     return found
 
 
-@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
-def test_lower_layers_do_not_import_higher_ones(layer: str) -> None:
+def _package_files() -> list[Path]:
+    return sorted(p for folder in package_folders().values() for p in folder.rglob("*.py")
+                  if "__pycache__" not in p.parts)
+
+
+def _module_path(module: str) -> Path | None:
+    """The file of an ``accord.x.y`` module, through pyproject's package-dir mapping."""
+    folders = package_folders()
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        root = folders.get(".".join(parts[:n]))
+        if root is not None:
+            base = root.joinpath(*parts[n:])
+            for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                if candidate.exists():
+                    return candidate
+            return None
+    return None
+
+
+def _imports_optional_heavy(module: str) -> bool:
+    path = _module_path(module)
+    if path is None:
+        return False
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        if any(name.split(".")[0] in OPTIONAL_HEAVY for name in names):
+            return True
+    return False
+
+
+def test_no_import_inside_a_function_but_optional_heavy_dependencies() -> None:
     bad = []
-    for path in sorted((REPO / layer).rglob("*.py")):
-        for pkg, line in sorted(imported_layers(path)):
-            if pkg in FORBIDDEN[layer]:
-                bad.append(f"{path.relative_to(REPO)}:{line} imports accord.{pkg}")
+    for path in _package_files():
+        for late in _late_imports(path):
+            where = f"{path.relative_to(REPO)}:{late.line} imports {late.module} inside a function"
+            top = late.module.split(".")[0]
+            if top == "accord":
+                if not _imports_optional_heavy(late.module):
+                    bad.append(f"{where}: import it at the top (no optional dependency behind it)")
+                    continue
+            elif top not in OPTIONAL_HEAVY:
+                bad.append(f"{where}: import it at the top (not an optional heavy dependency)")
+                continue
+            if not late.commented:
+                bad.append(f"{where} without a comment saying why")
     assert not bad, "\n".join(bad)
 
 
-def test_the_layers_are_listed_in_order() -> None:
-    for i, layer in enumerate(LAYERS):
-        assert FORBIDDEN.get(layer, set()) >= set(LAYERS[i + 1:])
+def test_the_late_import_check_sees_what_it_should(tmp_path: Path) -> None:
+    """The check reads imports inside functions, and a comment above a run of imports covers the run."""
+    source = tmp_path / "m.py"
+    source.write_text("import os\n\n\ndef f():\n    # why\n    import redis\n"
+                      "    from accord.cli.app import app\n    return os\n\n\ndef g():\n    import json\n")
+    found = {(late.module, late.commented) for late in _late_imports(source)}
+    assert found == {("redis", True), ("accord.cli.app", True), ("json", False)}
+    assert _module_path("accord.worker.celery_app") == REPO / "worker" / "celery_app.py"
+    assert _module_path("accord.cli") == REPO / "cli" / "__init__.py"
+    assert _imports_optional_heavy("accord.worker.celery_app")
+    assert not _imports_optional_heavy("accord.cli.app")

@@ -16,7 +16,8 @@ from accord.analysis.suite import SuiteOptions, compute_all
 from accord.analysis.synthetic import make_synthetic
 from accord.report.build import assemble_report, failure_kind, metric_rows, render_html, summarize_run
 from accord.report.format import count, num, pvalue, share
-from accord.report.metrics import MetricIndex, MetricRow, metrics_frame
+from accord.analysis.results import MetricRecord
+from accord.report.metrics import MetricIndex, metrics_frame
 from accord.report.sections import correlation_sentence
 from accord.models.run_frames import LLM_COLUMNS, RunFrames
 
@@ -114,8 +115,8 @@ def test_failure_kinds() -> None:
 
 def row(name: str, value: float | None, slice_: str = "all", model: str = "m", template: str = "t",
         ci: tuple[float | None, float | None] = (None, None), p: float | None = None, n: int | None = None,
-        **details: Any) -> MetricRow:
-    return MetricRow(name, slice_, model, template, value, ci[0], ci[1], p, n, details)
+        **details: Any) -> MetricRecord:
+    return MetricRecord(name, value, slice_, model, template, ci[0], ci[1], p, n, details)
 
 
 def test_correlation_sentence_is_honest_about_intervals_and_sample_size() -> None:
@@ -132,7 +133,7 @@ def test_correlation_sentence_is_honest_about_intervals_and_sample_size() -> Non
     assert "undefined (constant LLM scores)" in undefined
 
 
-def hand_made_report(rows: list[MetricRow], frames: RunFrames) -> tuple[Any, str]:
+def hand_made_report(rows: list[MetricRecord], frames: RunFrames) -> tuple[Any, str]:
     frame = metrics_frame(r.to_json() for r in rows)
     data = assemble_report(summarize_run(run_fields(frames), frames), frame, frames)
     return data, render_html(data)

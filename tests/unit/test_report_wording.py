@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pandas as pd
-from accord.cli.main import PlainProgress
+from accord.cli.progress import PlainProgress
 from accord.report.build import assemble_report, metrics_table, summarize_run
 from accord.report.format import meaning
 from accord.report.metrics import metrics_frame

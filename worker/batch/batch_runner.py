@@ -302,15 +302,20 @@ def _held_jobs(bctx: BatchContext, batch: ProviderBatch) -> list[Job]:
     return [j for j in jobs if j.request.chunk_id == tag or j.request.status == RequestStatus.pending.value]
 
 
+def _batch_client(bctx: BatchContext, batch: ProviderBatch) -> BatchClient | None:
+    """The batch client of the batch's model, or None when the model is gone or has no batch API."""
+    with Session(bctx.engine, expire_on_commit=False) as session:
+        spec = session.get(ModelSpec, batch.model_spec_id)
+    return bctx.client(spec) if spec is not None else None
+
+
 async def submit_batch(bctx: BatchContext, batch: ProviderBatch, *, resend: bool = True) -> TickReport:
     """Send a ``preparing`` batch to its provider; for a ``submitting`` one, adopt the provider's batch if
     the earlier attempt created it, else send it again (``resend=False``: abandon it instead, for a run that
     was stopped)."""
     report = TickReport()
     engine = bctx.engine
-    with Session(engine, expire_on_commit=False) as session:
-        spec = session.get(ModelSpec, batch.model_spec_id)
-    client = bctx.client(spec) if spec is not None else None
+    client = _batch_client(bctx, batch)
     if client is None:
         abandon_batch(bctx, batch, f"model {batch.model_spec_id} has no batch API", report, retry=False)
         return report
@@ -416,9 +421,7 @@ async def collect_batch(bctx: BatchContext, batch: ProviderBatch, state: BatchSt
     """Store an ended batch's results and settle every request it held; safe to repeat."""
     report = TickReport()
     engine = bctx.engine
-    with Session(engine, expire_on_commit=False) as session:
-        spec = session.get(ModelSpec, batch.model_spec_id)
-    client = bctx.client(spec) if spec is not None else None
+    client = _batch_client(bctx, batch)
     if client is None:
         return report
     state = state or _stored_state(batch)

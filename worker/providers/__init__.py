@@ -2,6 +2,6 @@
 GGUF models. Build one with ``make_provider``; the interface is in ``base``."""
 
 from accord.worker.providers.base import Provider, ProviderError, ProviderRequest, ProviderResponse
-from accord.worker.providers.registry import PROVIDER_KINDS, make_provider
+from accord.worker.providers.registry import make_provider
 
-__all__ = ["PROVIDER_KINDS", "Provider", "ProviderError", "ProviderRequest", "ProviderResponse", "make_provider"]
+__all__ = ["Provider", "ProviderError", "ProviderRequest", "ProviderResponse", "make_provider"]

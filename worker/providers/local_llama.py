@@ -87,6 +87,7 @@ def load_model(path: Path, n_ctx: int = DEFAULT_N_CTX, seed: int = 0, n_threads:
     """The process-wide loaded model for ``path`` with a context of at least ``n_ctx`` tokens.
 
     ``seed`` and ``n_threads`` (default: llama.cpp's, half the cores) apply when this call loads it."""
+    # llama-cpp-python: heavy, and only the local provider needs it
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -163,7 +164,7 @@ def rationale_grammar(labels: Sequence[str], max_chars: int = RATIONALE_MAX_CHAR
 
 @lru_cache(maxsize=64)
 def _grammar(labels: tuple[str, ...], rationale: bool = False) -> Any:
-    from llama_cpp import LlamaGrammar
+    from llama_cpp import LlamaGrammar  # llama-cpp-python: heavy, only the local provider needs it
 
     text = rationale_grammar(labels) if rationale else label_grammar(labels)
     return LlamaGrammar.from_string(text, verbose=False)
@@ -175,7 +176,7 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _last_logits(llama: Any) -> np.ndarray:
-    import llama_cpp
+    import llama_cpp  # llama-cpp-python: heavy, only the local provider needs it
 
     pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
     return np.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),)).copy()

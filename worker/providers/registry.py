@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from accord.models.schema import ProviderKind
 from accord.worker.providers.base import Provider, ProviderError
-
-PROVIDER_KINDS = ("openai", "anthropic", "local")
 
 
 def make_provider(provider_kind: str, model: str, base_url: str | None = None, api_key_env: str | None = None,
                   path: str | None = None, timeout: float = 60.0, *, params: dict[str, Any] | None = None,
                   **options: Any) -> Provider:
-    """A provider of ``provider_kind`` ("openai", "anthropic", "local") for ``model``.
+    """A provider of ``provider_kind`` (a ``ProviderKind``) for ``model``.
 
     ``params`` are default decoding parameters (a request's own params override them); ``options`` are
     provider-specific constructor flags (e.g. ``structured_outputs=False`` for an OpenAI-compatible server
@@ -21,16 +20,17 @@ def make_provider(provider_kind: str, model: str, base_url: str | None = None, a
     common: dict[str, Any] = {"base_url": base_url, "api_key_env": api_key_env, "params": params,
                               "timeout": timeout, "path": path}
     if kind == "openai":
-        from accord.worker.providers.openai_provider import OpenAIProvider
+        from accord.worker.providers.openai_provider import OpenAIProvider  # its SDK: optional, heavy
 
         return OpenAIProvider(model, **common, **options)
     if kind == "anthropic":
-        from accord.worker.providers.anthropic_provider import AnthropicProvider
+        from accord.worker.providers.anthropic_provider import AnthropicProvider  # its SDK: optional, heavy
 
         return AnthropicProvider(model, **common, **options)
     if kind == "local":
-        from accord.worker.providers.local_llama import LocalLlamaProvider
+        from accord.worker.providers.local_llama import LocalLlamaProvider  # its SDK: optional, heavy
 
         return LocalLlamaProvider(model, **common, **options)
-    raise ProviderError(f"unknown provider kind {provider_kind!r}; expected one of {', '.join(PROVIDER_KINDS)}",
+    kinds = ", ".join(k.value for k in ProviderKind)
+    raise ProviderError(f"unknown provider kind {provider_kind!r}; expected one of {kinds}",
                         retryable=False)
