@@ -10,9 +10,11 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from accord.extras import MissingExtra
 from accord.models.settings import get_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -451,5 +453,15 @@ def _register_extensions() -> None:
 
 _register_extensions()
 
+
+def entry() -> None:
+    """The ``accord`` command: the app, with a missing optional dependency said in one line."""
+    try:
+        app()
+    except MissingExtra as e:
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    entry()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from accord.extras import needs_extra
 from accord.models.yaml_loader import safe_load
 from rich.console import Console
 
@@ -42,9 +43,10 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
                                                              "(Celery workers); default ACCORD_API_EXECUTION or embedded."),
           log_level: str = typer.Option("info", help="uvicorn log level.")) -> None:
     """Serve the HTTP API (/api/v1, docs at /api/v1/docs) and the dashboard (/dashboard)."""
-    import uvicorn
-    from accord.api.http.app import create_app
-    from accord.api.http.config import ApiSettings
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        import uvicorn
+        from accord.api.http.app import create_app
+        from accord.api.http.config import ApiSettings
 
     settings = ApiSettings()
     if execution:
@@ -63,7 +65,8 @@ key_app = typer.Typer(help="API keys of projects: created once, stored as hashes
 @project_app.command("create")
 def project_create(name: str = typer.Argument(..., help="Project name (unique).")) -> None:
     """Create a project."""
-    from accord.api.http.auth import AuthAdminError, create_project
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        from accord.api.http.auth import AuthAdminError, create_project
 
     try:
         project = create_project(_engine(), name)
@@ -77,7 +80,8 @@ def project_create(name: str = typer.Argument(..., help="Project name (unique)."
 @project_app.command("list")
 def project_list() -> None:
     """List projects."""
-    from accord.api.http.auth import DELETED_PREFIX
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        from accord.api.http.auth import DELETED_PREFIX
     from accord.models.schema import Project
     from sqlalchemy import select
     from sqlmodel import Session
@@ -92,8 +96,9 @@ def project_list() -> None:
 def project_delete(project: str = typer.Argument(..., help="Project name or id."),
                    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
     """Delete a project with its keys, datasets, campaigns, runs and cached answers. Its id is never reused."""
-    from accord.api.http.auth import AuthAdminError, delete_project, find_project
-    from accord.api.http.config import ApiSettings
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        from accord.api.http.auth import AuthAdminError, delete_project, find_project
+        from accord.api.http.config import ApiSettings
     from accord.models.settings import get_settings
 
     engine = _engine()
@@ -114,7 +119,8 @@ def project_delete(project: str = typer.Argument(..., help="Project name or id."
 def key_create(project: str = typer.Argument(..., help="Project name or id."),
                name: str = typer.Option("", "--name", help="A label for the key (who or what uses it).")) -> None:
     """Create an API key and print it. It is shown this once: the server keeps only its hash."""
-    from accord.api.http.auth import AuthAdminError, create_key
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        from accord.api.http.auth import AuthAdminError, create_key
 
     try:
         new = create_key(_engine(), project, name)
@@ -129,7 +135,8 @@ def key_create(project: str = typer.Argument(..., help="Project name or id."),
 @key_app.command("revoke")
 def key_revoke(key: str = typer.Argument(..., help="The key's id or its displayed prefix.")) -> None:
     """Revoke an API key; it stops working at once."""
-    from accord.api.http.auth import AuthAdminError, revoke_key
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        from accord.api.http.auth import AuthAdminError, revoke_key
 
     try:
         row = revoke_key(_engine(), key)
@@ -142,7 +149,8 @@ def key_revoke(key: str = typer.Argument(..., help="The key's id or its displaye
 @key_app.command("list")
 def key_list(project: str = typer.Argument(..., help="Project name or id.")) -> None:
     """List a project's keys (prefixes only)."""
-    from accord.api.http.auth import AuthAdminError, list_keys
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        from accord.api.http.auth import AuthAdminError, list_keys
 
     try:
         rows = list_keys(_engine(), project)
@@ -156,7 +164,8 @@ def key_list(project: str = typer.Argument(..., help="Project name or id.")) -> 
 
 def openapi(output: Path | None = typer.Option(None, "--output", "-o", help="File to write (default: stdout).")) -> None:
     """Write the HTTP API's OpenAPI document."""
-    from accord.api.http.app import openapi_document
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        from accord.api.http.app import openapi_document
 
     text = json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
     if output is None:

@@ -11,12 +11,16 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")
 import numpy as np
-from matplotlib.collections import LineCollection
-from matplotlib.figure import Figure
+
+from accord.extras import needs_extra
+
+with needs_extra("report"):                     # optional: matplotlib draws the report's figures
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
 
 DPI = 100
 FRAME = "#9a9a9a"

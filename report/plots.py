@@ -10,15 +10,18 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from accord.extras import needs_extra
 from accord.report.canvas import Canvas, compact_png
 from accord.report.format import is_number, num, plain
-from matplotlib.lines import Line2D
+
+with needs_extra("report"):                     # optional: matplotlib draws the report's figures
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
 DPI = 100
 BLUE = "#3b6ea8"

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from accord.extras import needs_extra
 from accord.models.settings import get_settings
 from accord.worker.rate_limiter import DEFAULT_HEADROOM
-from celery import Celery
-from kombu import Exchange, Queue
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+with needs_extra("distributed"):                # optional: Celery (and kombu, its messaging library)
+    from celery import Celery
+    from kombu import Exchange, Queue
 
 PROVIDER_QUEUES = ("openai", "anthropic", "local")
 CONTROL = "control"

@@ -41,11 +41,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import redis
+from accord.extras import needs_extra
 from accord.models.schema import ModelSpec
 from accord.worker.providers.base import ProviderError, ProviderResponse
+
+if TYPE_CHECKING:                               # the client is passed in (distributed mode: redis-py)
+    import redis
 
 log = logging.getLogger("accord.worker.rate_limiter")
 
@@ -231,9 +234,11 @@ class LimiterStore(Protocol):
 class RedisStore:
     """The schedule in Redis: one hash and one send log per group, changed only by the Lua scripts."""
 
-    errors: tuple[type[Exception], ...] = (redis.RedisError,)
-
     def __init__(self, client: redis.Redis) -> None:
+        with needs_extra("distributed"):        # optional: redis-py, for the errors the store may raise
+            import redis
+
+        self.errors: tuple[type[Exception], ...] = (redis.RedisError,)
         self.client = client
         self._acquire = client.register_script(_ACQUIRE)
         self._penalize = client.register_script(_PENALIZE)

@@ -15,7 +15,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import anthropic
+from accord.extras import needs_extra
+
+with needs_extra("anthropic"):                  # optional: the Anthropic SDK
+    import anthropic
 
 from accord.worker.batch.base import (
     CANCELED, ERRORED, EXPIRED, SUCCEEDED, BatchItem, BatchLimits, BatchResult, BatchState, SubmittedBatch, guarded,

@@ -15,7 +15,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import openai
+from accord.extras import needs_extra
+
+with needs_extra("openai"):                     # optional: the OpenAI SDK
+    import openai
 
 from accord.worker.batch.base import (
     CANCELED, ERRORED, EXPIRED, SUCCEEDED, BatchItem, BatchLimits, BatchResult, BatchState, SubmittedBatch, guarded,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from accord.extras import MissingExtra
 from accord.worker.providers.base import Provider, ProviderError
 
 PROVIDER_KINDS = ("openai", "anthropic", "local")
@@ -20,17 +21,20 @@ def make_provider(provider_kind: str, model: str, base_url: str | None = None, a
     kind = provider_kind.strip().lower()
     common: dict[str, Any] = {"base_url": base_url, "api_key_env": api_key_env, "params": params,
                               "timeout": timeout, "path": path}
-    if kind == "openai":
-        from accord.worker.providers.openai_provider import OpenAIProvider
+    try:
+        if kind == "openai":
+            from accord.worker.providers.openai_provider import OpenAIProvider
 
-        return OpenAIProvider(model, **common, **options)
-    if kind == "anthropic":
-        from accord.worker.providers.anthropic_provider import AnthropicProvider
+            return OpenAIProvider(model, **common, **options)
+        if kind == "anthropic":
+            from accord.worker.providers.anthropic_provider import AnthropicProvider
 
-        return AnthropicProvider(model, **common, **options)
-    if kind == "local":
-        from accord.worker.providers.local_llama import LocalLlamaProvider
+            return AnthropicProvider(model, **common, **options)
+        if kind == "local":
+            from accord.worker.providers.local_llama import LocalLlamaProvider
 
-        return LocalLlamaProvider(model, **common, **options)
+            return LocalLlamaProvider(model, **common, **options)
+    except MissingExtra as exc:                 # the provider's SDK or llama.cpp is not installed
+        raise ProviderError(f"{kind}: {exc}", retryable=False) from exc
     raise ProviderError(f"unknown provider kind {provider_kind!r}; expected one of {', '.join(PROVIDER_KINDS)}",
                         retryable=False)
