@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import exists, func, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accord.models.schema import (
     LIVE_BATCH_STATUSES, BatchStatus, ModelSpec, ProviderBatch, ProviderBatchRequest, RatingRequest, RequestStatus,
@@ -127,14 +127,14 @@ class BatchContext:
 def live_batches(engine: Engine, run_id: int, statuses: Iterable[str] = LIVE_BATCH_STATUSES) -> list[ProviderBatch]:
     with Session(engine, expire_on_commit=False) as session:
         return list(session.execute(select(ProviderBatch).where(
-            ProviderBatch.run_id == run_id, ProviderBatch.status.in_(list(statuses)))  # type: ignore[attr-defined]
-            .order_by(ProviderBatch.id)).scalars())
+            col(ProviderBatch.run_id) == run_id, col(ProviderBatch.status).in_(list(statuses)))
+            .order_by(col(ProviderBatch.id))).scalars())
 
 
 def batch_request_ids(engine: Engine, batch_id: int) -> list[int]:
     with Session(engine) as session:
-        return list(session.execute(select(ProviderBatchRequest.request_id).where(
-            ProviderBatchRequest.batch_id == batch_id).order_by(ProviderBatchRequest.request_id)).scalars())
+        return list(session.execute(select(col(ProviderBatchRequest.request_id)).where(
+            col(ProviderBatchRequest.batch_id) == batch_id).order_by(col(ProviderBatchRequest.request_id))).scalars())
 
 
 def _jobs(engine: Engine, request_ids: list[int]) -> list[Job]:
@@ -156,23 +156,23 @@ def _budget_room(session: Session, run: Run) -> float | None:
     if run.budget_usd is None:
         return None
     reserved = session.execute(select(func.coalesce(func.sum(ProviderBatch.estimated_cost_usd), 0.0)).where(
-        ProviderBatch.run_id == run.id, ProviderBatch.status.in_(LIVE_BATCH_STATUSES))).scalar_one()  # type: ignore[attr-defined]
+        col(ProviderBatch.run_id) == run.id, col(ProviderBatch.status).in_(LIVE_BATCH_STATUSES))).scalar_one()
     return float(run.budget_usd) - float(run.cost_usd or 0.0) - float(reserved or 0.0)
 
 
 # --------------------------------------------------------------------------------------------- assembling
 def _held():  # type: ignore[no-untyped-def]
     """The request is in a live batch (correlated on ``rating_request.id``)."""
-    return exists().where(ProviderBatchRequest.request_id == RatingRequest.id,
-                          ProviderBatchRequest.batch_id == ProviderBatch.id,
-                          ProviderBatch.status.in_(LIVE_BATCH_STATUSES))  # type: ignore[attr-defined]
+    return exists().where(col(ProviderBatchRequest.request_id) == col(RatingRequest.id),
+                          col(ProviderBatchRequest.batch_id) == col(ProviderBatch.id),
+                          col(ProviderBatch.status).in_(LIVE_BATCH_STATUSES))
 
 
 def _claimable(run_id: int, model_spec_id: int, limit: int):  # type: ignore[no-untyped-def]
-    return (select(RatingRequest.id).where(RatingRequest.run_id == run_id,
-                                           RatingRequest.model_spec_id == model_spec_id,
-                                           RatingRequest.status == RequestStatus.pending.value, ~_held())
-            .order_by(RatingRequest.id).limit(limit))
+    return (select(col(RatingRequest.id)).where(col(RatingRequest.run_id) == run_id,
+                                           col(RatingRequest.model_spec_id) == model_spec_id,
+                                           col(RatingRequest.status) == RequestStatus.pending.value, ~_held())
+            .order_by(col(RatingRequest.id)).limit(limit))
 
 
 def assemble_batches(bctx: BatchContext, run_id: int, model_spec_id: int) -> TickReport:
@@ -240,11 +240,11 @@ def _claim(engine: Engine, run_id: int, spec: ModelSpec, ids: list[int], size: i
         for start in range(0, len(ids), _ID_BATCH):
             part = ids[start:start + _ID_BATCH]
             session.execute(update(RatingRequest).where(
-                RatingRequest.id.in_(part), RatingRequest.status == RequestStatus.pending.value,  # type: ignore[union-attr]
+                col(RatingRequest.id).in_(part), col(RatingRequest.status) == RequestStatus.pending.value,
                 ~_held()).values(status=RequestStatus.queued.value, chunk_id=tag, leased_until=None,
                         attempts=RatingRequest.attempts + 1, updated_at=now))
-        claimed = list(session.execute(select(RatingRequest.id).where(
-            RatingRequest.chunk_id == tag, RatingRequest.status == RequestStatus.queued.value)).scalars())
+        claimed = list(session.execute(select(col(RatingRequest.id)).where(
+            col(RatingRequest.chunk_id) == tag, col(RatingRequest.status) == RequestStatus.queued.value)).scalars())
         if not claimed:
             session.rollback()
             return 0
@@ -272,8 +272,8 @@ def _update_batch(engine: Engine, batch_id: int, **values: object) -> None:
 
 def _known_external_ids(engine: Engine) -> set[str]:
     with Session(engine) as session:
-        return set(session.execute(select(ProviderBatch.external_id).where(
-            ProviderBatch.external_id.is_not(None))).scalars())  # type: ignore[union-attr]
+        return set(session.execute(select(col(ProviderBatch.external_id)).where(
+            col(ProviderBatch.external_id).is_not(None))).scalars())
 
 
 def _held_jobs(bctx: BatchContext, batch: ProviderBatch) -> list[Job]:
@@ -353,7 +353,7 @@ def abandon_batch(bctx: BatchContext, batch: ProviderBatch, error: str, report: 
 # ------------------------------------------------------------------------------------ polling, collecting
 def _run_status(engine: Engine, run_id: int) -> str:
     with Session(engine) as session:
-        return str(session.execute(select(Run.status).where(Run.id == run_id)).scalar_one())
+        return str(session.execute(select(col(Run.status)).where(col(Run.id) == run_id)).scalar_one())
 
 
 async def poll_batch(bctx: BatchContext, batch: ProviderBatch) -> tuple[BatchState | None, TickReport]:
@@ -461,7 +461,7 @@ def _settle(bctx: BatchContext, job: Job, kind: str, error: str, *, retryable: b
         return
     with Session(bctx.engine) as session:
         n = session.execute(update(RatingRequest).where(
-            RatingRequest.id == req.id, RatingRequest.status.in_(ACTIVE_REQUEST_STATUSES))  # type: ignore[arg-type,attr-defined]
+            RatingRequest.id == req.id, col(RatingRequest.status).in_(ACTIVE_REQUEST_STATUSES))  # type: ignore[arg-type,attr-defined]
             .values(status=RequestStatus.pending.value, chunk_id=None, leased_until=None,
                     last_error=error[:2000], updated_at=utcnow())).rowcount
         session.commit()
