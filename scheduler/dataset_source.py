@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accord.models.schema import Dataset
 from accord.scheduler.campaign_spec import CampaignSpec
@@ -20,8 +20,8 @@ def ensure_dataset(engine: Engine, spec: CampaignSpec, project_id: int | None = 
     if not spec.dataset_import:
         return False
     with Session(engine) as session:
-        q = select(Dataset.id).where(Dataset.name == spec.dataset)
-        q = q.where(Dataset.project_id == project_id) if project_id is not None else q.where(Dataset.project_id.is_(None))  # type: ignore[union-attr]
+        q = select(col(Dataset.id)).where(col(Dataset.name) == spec.dataset)
+        q = q.where(col(Dataset.project_id) == project_id) if project_id is not None else q.where(col(Dataset.project_id).is_(None))
         if session.execute(q).first() is not None:
             return False
     from accord.models.dataset_import import import_dataset

@@ -49,7 +49,7 @@ from accord.scheduler.reconcile import DISTRIBUTED, finalize, unfinished_distrib
 from accord.worker.rate_limiter import limit_group
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 log = logging.getLogger("accord.scheduler.dispatcher")
 
@@ -223,13 +223,13 @@ class Dispatcher:
             batch = set(self.batch_specs_of(run_id))
             with Session(self.engine) as session:
                 # Judges have no request until the first answer is stored: their assignments name them.
-                found = set(session.execute(select(RatingRequest.model_spec_id).distinct()
-                                            .where(RatingRequest.run_id == run_id)).scalars())
-                found |= set(session.execute(select(JudgeAssignment.model_spec_id)
-                                             .where(JudgeAssignment.run_id == run_id)).scalars())
+                found = set(session.execute(select(col(RatingRequest.model_spec_id)).distinct()
+                                            .where(col(RatingRequest.run_id) == run_id)).scalars())
+                found |= set(session.execute(select(col(JudgeAssignment.model_spec_id))
+                                             .where(col(JudgeAssignment.run_id) == run_id)).scalars())
                 ids = [i for i in found if i not in batch]
-                rows = list(session.execute(select(ModelSpec).where(ModelSpec.id.in_(ids))).scalars())  # type: ignore[union-attr]
-            self._run_specs[run_id] = [SpecInfo(r.id, r.provider, limit_group(r), r.rpm, r.tpm)  # type: ignore[arg-type]
+                rows = list(session.execute(select(ModelSpec).where(col(ModelSpec.id).in_(ids))).scalars())
+            self._run_specs[run_id] = [SpecInfo(r.id, r.provider, limit_group(r), r.rpm, r.tpm)
                                        for r in sorted(rows, key=lambda r: r.id or 0)]
         return self._run_specs[run_id]
 
@@ -237,7 +237,7 @@ class Dispatcher:
         if run.budget_usd is None or run.cost_usd < run.budget_usd:
             return False
         with Session(self.engine) as session:
-            n = session.execute(update(Run).where(Run.id == run.id, Run.status == RunStatus.running.value)  # type: ignore[arg-type]
+            n = session.execute(update(Run).where(col(Run.id) == run.id, col(Run.status) == RunStatus.running.value)
                                 .values(status=RunStatus.budget_exhausted.value)).rowcount
             session.commit()
         return bool(n)
@@ -340,7 +340,7 @@ class Dispatcher:
         drained = {r.id: (r.id not in busy and not has_pending(self.engine, r.id)) for r in running}  # type: ignore[arg-type]
         # Finalize: running runs with nothing left to claim or in flight, and runs no longer fed.
         for run in runs:
-            check = (run.status == RunStatus.running.value and drained.get(run.id, False)) or run.status in (  # type: ignore[arg-type]
+            check = (run.status == RunStatus.running.value and drained.get(run.id, False)) or run.status in (
                 RunStatus.cancelled.value, RunStatus.budget_exhausted.value)
             if check:
                 status = finalize(self.engine, run.id, self.on_finished)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from jinja2 import TemplateError
 from sqlalchemy import bindparam, func, insert, select, text
 from sqlmodel.sql.sqltypes import UTCDateTime
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accord.models.db import session_scope
 from accord.models.prices import ModelPrice, lookup_price
@@ -70,7 +70,7 @@ def effective_price(entry: ModelEntry) -> ModelPrice:
 
 def upsert_model_spec(session: Session, entry: ModelEntry, project_id: int | None) -> ModelSpec:
     h = model_spec_hash(entry, project_id)
-    row = session.exec(select(ModelSpec).where(ModelSpec.spec_hash == h)).scalar_one_or_none()  # type: ignore[call-overload]
+    row = session.exec(select(ModelSpec).where(col(ModelSpec.spec_hash) == h)).scalar_one_or_none()  # type: ignore[call-overload]
     if row is not None:
         return row
     price = effective_price(entry)
@@ -91,7 +91,7 @@ def upsert_model_spec(session: Session, entry: ModelEntry, project_id: int | Non
 def upsert_template(session: Session, t: ResolvedTemplate) -> PromptTemplate:
     h = t.content_hash
     row = session.exec(select(PromptTemplate).where(  # type: ignore[call-overload]
-        PromptTemplate.name == t.name, PromptTemplate.version == t.version, PromptTemplate.content_hash == h)
+        col(PromptTemplate.name) == t.name, col(PromptTemplate.version) == t.version, col(PromptTemplate.content_hash) == h)
     ).scalar_one_or_none()
     if row is not None:
         return row
@@ -103,12 +103,12 @@ def upsert_template(session: Session, t: ResolvedTemplate) -> PromptTemplate:
 
 
 def find_dataset(session: Session, name: str, project_id: int | None) -> Dataset:
-    q = select(Dataset).where(Dataset.name == name)
-    q = q.where(Dataset.project_id == project_id) if project_id is not None else q.where(Dataset.project_id.is_(None))
+    q = select(Dataset).where(col(Dataset.name) == name)
+    q = q.where(col(Dataset.project_id) == project_id) if project_id is not None else q.where(col(Dataset.project_id).is_(None))
     ds = session.exec(q).scalar_one_or_none()  # type: ignore[call-overload]
     if ds is None:
-        mine = select(Dataset.name)
-        mine = mine.where(Dataset.project_id == project_id) if project_id is not None else mine.where(Dataset.project_id.is_(None))
+        mine = select(col(Dataset.name))
+        mine = mine.where(col(Dataset.project_id) == project_id) if project_id is not None else mine.where(col(Dataset.project_id).is_(None))
         names = session.exec(mine).scalars().all()  # type: ignore[call-overload]
         raise CampaignError(f"dataset: no dataset named {name!r}; imported: {', '.join(names) or 'none'} "
                             "(import one with `accord import`)")
@@ -127,7 +127,7 @@ def resolve_dimension(session: Session, ds: Dataset, dimension: str | None) -> s
 
 
 def select_items(session: Session, ds: Dataset, spec: CampaignSpec) -> list[Item]:
-    items = list(session.exec(select(Item).where(Item.dataset_id == ds.id).order_by(Item.id)).scalars())  # type: ignore[call-overload]
+    items = list(session.exec(select(Item).where(col(Item.dataset_id) == ds.id).order_by(col(Item.id))).scalars())  # type: ignore[call-overload]
     sel = spec.items
     if sel.ids:
         by_ext = {i.external_id: i for i in items}
@@ -146,7 +146,7 @@ def select_items(session: Session, ds: Dataset, spec: CampaignSpec) -> list[Item
 
 
 def _known_attributes(session: Session, ds: Dataset) -> set[str]:
-    rows = session.exec(select(Annotator.attributes).where(Annotator.dataset_id == ds.id)).scalars().all()  # type: ignore[call-overload]
+    rows = session.exec(select(col(Annotator.attributes)).where(col(Annotator.dataset_id) == ds.id)).scalars().all()  # type: ignore[call-overload]
     return set().union(*(r.keys() for r in rows if r)) if rows else set()
 
 
@@ -166,7 +166,7 @@ def check_group_attributes(session: Session, ds: Dataset, spec: CampaignSpec) ->
 
         from accord.analysis.group_means import numeric_values
 
-        rows = session.exec(select(Annotator.attributes).where(Annotator.dataset_id == ds.id)).scalars().all()  # type: ignore[call-overload]
+        rows = session.exec(select(col(Annotator.attributes)).where(col(Annotator.dataset_id) == ds.id)).scalars().all()  # type: ignore[call-overload]
         for attribute in spec.analysis.bins:
             values = pd.Series([(r or {}).get(attribute) for r in rows], dtype=object)
             if numeric_values(values) is None:
@@ -181,9 +181,9 @@ def dimension_scale(session: Session, ds: Dataset, dimension: str | None) -> dic
     recorded = ((ds.import_info or {}).get("scales") or {}).get(dimension)
     if recorded:
         return dict(recorded)
-    low, high = session.exec(select(func.min(HumanRating.value), func.max(HumanRating.value))  # type: ignore[call-overload]
-                             .join(Item, Item.id == HumanRating.item_id)
-                             .where(Item.dataset_id == ds.id, HumanRating.dimension == dimension)).one()
+    low, high = session.exec(select(func.min(col(HumanRating.value)), func.max(col(HumanRating.value)))  # type: ignore[call-overload]
+                             .join(Item, col(Item.id) == col(HumanRating.item_id))
+                             .where(col(Item.dataset_id) == ds.id, col(HumanRating.dimension) == dimension)).one()
     if low is None:
         return None
     return {"min": float(low), "max": float(high), "source": "observed"}
@@ -218,7 +218,7 @@ def personas_for(session: Session, ds: Dataset, spec: CampaignSpec) -> list[dict
     out: list[dict[str, str]] = [dict(p) for p in spec.personas.explicit]
     attrs = spec.personas.from_attributes
     if attrs:
-        rows = session.exec(select(Annotator.attributes).where(Annotator.dataset_id == ds.id)).scalars().all()  # type: ignore[call-overload]
+        rows = session.exec(select(col(Annotator.attributes)).where(col(Annotator.dataset_id) == ds.id)).scalars().all()  # type: ignore[call-overload]
         known = set().union(*(r.keys() for r in rows)) if rows else set()
         unknown = [a for a in attrs if a not in known]
         if unknown:
@@ -461,4 +461,4 @@ def answer_from_cache(session: Session, run_id: int) -> int:
 
 
 def human_rating_count(session: Session, dataset_id: int) -> int:
-    return session.exec(select(func.count()).select_from(HumanRating).join(Item).where(Item.dataset_id == dataset_id)).one()  # type: ignore[call-overload]
+    return session.exec(select(func.count()).select_from(HumanRating).join(Item).where(col(Item.dataset_id) == dataset_id)).one()  # type: ignore[call-overload]

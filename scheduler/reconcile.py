@@ -23,7 +23,7 @@ from accord.scheduler import run_control, run_service
 from accord.scheduler.chunk_leases import DISTRIBUTED, release_expired
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 log = logging.getLogger("accord.scheduler.reconcile")
 
@@ -60,8 +60,8 @@ def finalize(engine: Engine, run_id: int, on_finished: Callable[[int], None] | N
 def unfinished_distributed_runs(engine: Engine) -> list[Run]:
     with Session(engine, expire_on_commit=False) as session:
         return list(session.execute(select(Run).where(
-            Run.mode == DISTRIBUTED, Run.finished_at.is_(None), Run.status.in_(UNFINISHED))  # type: ignore[union-attr,attr-defined]
-            .order_by(Run.id)).scalars())
+            col(Run.mode) == DISTRIBUTED, col(Run.finished_at).is_(None), col(Run.status).in_(UNFINISHED))
+            .order_by(col(Run.id))).scalars())
 
 
 def reconcile_once(engine: Engine, *, grace_seconds: float = 60.0,
@@ -82,9 +82,9 @@ def reconcile_once(engine: Engine, *, grace_seconds: float = 60.0,
                      p.total, p.cached, p.failed, p.cost_usd)
     cutoff = utcnow() - timedelta(seconds=grace_seconds)
     with Session(engine) as session:
-        lost = list(session.execute(select(Run.id).where(
-            Run.mode == DISTRIBUTED, Run.finished_at.is_not(None), Run.finished_at < cutoff,  # type: ignore[union-attr,operator]
-            Run.postprocessed_at.is_(None), Run.error.is_(None))).scalars())  # type: ignore[union-attr]
+        lost = list(session.execute(select(col(Run.id)).where(
+            col(Run.mode) == DISTRIBUTED, col(Run.finished_at).is_not(None), col(Run.finished_at) < cutoff,
+            col(Run.postprocessed_at).is_(None), col(Run.error).is_(None))).scalars())
     for run_id in lost:
         if run_id in report.finalized:
             continue
