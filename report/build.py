@@ -47,7 +47,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,8 @@ def _run_fields(session: Session, run: Run) -> dict[str, Any]:
     tokens = session.execute(
         select(func.coalesce(func.sum(Rating.cached_input_tokens), 0),
                func.coalesce(func.sum(Rating.cache_write_tokens), 0),
-               func.count().filter(Rating.repaired.is_(True)))  # type: ignore[union-attr]
-        .where(Rating.run_id == run.id)).one()
+               func.count().filter(col(Rating.repaired).is_(True)))
+        .where(col(Rating.run_id) == run.id)).one()
     duration = ((run.finished_at - run.started_at).total_seconds()
                 if run.started_at and run.finished_at else None)
     return {
@@ -189,7 +189,7 @@ def build_report_data(engine: Engine, run_id: int) -> ReportData:
         if run is None:
             raise ValueError(f"run {run_id}: no such run")
         fields = _run_fields(session, run)
-        rows = session.execute(select(Metric).where(Metric.run_id == run_id).order_by(Metric.id)).scalars().all()
+        rows = session.execute(select(Metric).where(col(Metric.run_id) == run_id).order_by(col(Metric.id))).scalars().all()
         metrics = metrics_frame({
             "name": m.name, "slice": m.slice, "model": m.model, "template": m.template, "value": m.value,
             "ci_low": m.ci_low, "ci_high": m.ci_high, "pvalue": m.pvalue, "n": m.n, "details": m.details,
