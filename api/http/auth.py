@@ -23,7 +23,7 @@ from fastapi import Request
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 KEY_PREFIX = "acc_"
 DISPLAY_PREFIX_LENGTH = 12
@@ -91,7 +91,7 @@ def create_project(engine: Engine, name: str) -> Project:
 
 def find_project(engine: Engine, name_or_id: str) -> Project:
     with Session(engine, expire_on_commit=False) as session:
-        q = select(Project).where(Project.name == name_or_id)
+        q = select(Project).where(col(Project.name) == name_or_id)
         project = session.execute(q).scalar_one_or_none()
         if project is None and name_or_id.isdigit():
             project = session.get(Project, int(name_or_id))
@@ -127,22 +127,22 @@ def delete_project(engine: Engine, project: str | int, templates_root: Path | No
                           project_created_at=proj.created_at.replace(tzinfo=None) if proj.created_at else None).namespace
     counts: dict[str, int] = {}
     with engine.begin() as conn:
-        runs = select(Run.id).where(Run.project_id == pid).scalar_subquery()  # type: ignore[arg-type]
-        batches = select(ProviderBatch.id).where(ProviderBatch.run_id.in_(runs)).scalar_subquery()  # type: ignore[attr-defined]
-        datasets = select(Dataset.id).where(Dataset.project_id == pid).scalar_subquery()  # type: ignore[arg-type]
-        items = select(Item.id).where(Item.dataset_id.in_(datasets)).scalar_subquery()  # type: ignore[attr-defined]
+        runs = select(col(Run.id)).where(Run.project_id == pid).scalar_subquery()  # type: ignore[arg-type]
+        batches = select(col(ProviderBatch.id)).where(col(ProviderBatch.run_id).in_(runs)).scalar_subquery()
+        datasets = select(col(Dataset.id)).where(Dataset.project_id == pid).scalar_subquery()  # type: ignore[arg-type]
+        items = select(col(Item.id)).where(col(Item.dataset_id).in_(datasets)).scalar_subquery()
         steps = [
             ("api_key", delete(ApiKey).where(ApiKey.project_id == pid)),  # type: ignore[arg-type]
-            ("provider_batch_request", delete(ProviderBatchRequest).where(ProviderBatchRequest.batch_id.in_(batches))),  # type: ignore[attr-defined]
-            ("rating", delete(Rating).where(Rating.run_id.in_(runs))),  # type: ignore[attr-defined]
-            ("metric", delete(Metric).where(Metric.run_id.in_(runs))),  # type: ignore[attr-defined]
-            ("provider_batch", delete(ProviderBatch).where(ProviderBatch.run_id.in_(runs))),  # type: ignore[attr-defined]
-            ("rating_request", delete(RatingRequest).where(RatingRequest.run_id.in_(runs))),  # type: ignore[attr-defined]
+            ("provider_batch_request", delete(ProviderBatchRequest).where(col(ProviderBatchRequest.batch_id).in_(batches))),
+            ("rating", delete(Rating).where(col(Rating.run_id).in_(runs))),
+            ("metric", delete(Metric).where(col(Metric.run_id).in_(runs))),
+            ("provider_batch", delete(ProviderBatch).where(col(ProviderBatch.run_id).in_(runs))),
+            ("rating_request", delete(RatingRequest).where(col(RatingRequest.run_id).in_(runs))),
             ("run", delete(Run).where(Run.project_id == pid)),  # type: ignore[arg-type]
             ("campaign", delete(Campaign).where(Campaign.project_id == pid)),  # type: ignore[arg-type]
-            ("human_rating", delete(HumanRating).where(HumanRating.item_id.in_(items))),  # type: ignore[attr-defined]
-            ("item", delete(Item).where(Item.dataset_id.in_(datasets))),  # type: ignore[attr-defined]
-            ("annotator", delete(Annotator).where(Annotator.dataset_id.in_(datasets))),  # type: ignore[attr-defined]
+            ("human_rating", delete(HumanRating).where(col(HumanRating.item_id).in_(items))),
+            ("item", delete(Item).where(col(Item.dataset_id).in_(datasets))),
+            ("annotator", delete(Annotator).where(col(Annotator.dataset_id).in_(datasets))),
             ("dataset", delete(Dataset).where(Dataset.project_id == pid)),  # type: ignore[arg-type]
             ("model_spec", delete(ModelSpec).where(ModelSpec.project_id == pid)),  # type: ignore[arg-type]
         ]
@@ -173,7 +173,7 @@ def revoke_key(engine: Engine, key_id_or_prefix: str) -> ApiKey:
         if key_id_or_prefix.isdigit():
             rows = [r for r in [session.get(ApiKey, int(key_id_or_prefix))] if r is not None]
         else:
-            rows = list(session.execute(select(ApiKey).where(ApiKey.prefix == key_id_or_prefix)).scalars())
+            rows = list(session.execute(select(ApiKey).where(col(ApiKey.prefix) == key_id_or_prefix)).scalars())
         if not rows:
             raise AuthAdminError(f"no API key {key_id_or_prefix!r}")
         if len(rows) > 1:
@@ -189,15 +189,15 @@ def revoke_key(engine: Engine, key_id_or_prefix: str) -> ApiKey:
 def list_keys(engine: Engine, project: str | int) -> list[ApiKey]:
     proj = find_project(engine, str(project))
     with Session(engine, expire_on_commit=False) as session:
-        return list(session.execute(select(ApiKey).where(ApiKey.project_id == proj.id).order_by(ApiKey.id)).scalars())
+        return list(session.execute(select(ApiKey).where(col(ApiKey.project_id) == proj.id).order_by(col(ApiKey.id))).scalars())
 
 
 def _principal(engine: Engine, condition: Any) -> tuple[Principal, str] | None:
     with Session(engine) as session:
         row = session.execute(
-            select(ApiKey.id, ApiKey.prefix, ApiKey.key_hash, ApiKey.revoked_at, Project.id, Project.name,
-                   Project.created_at)
-            .join(Project, Project.id == ApiKey.project_id)
+            select(col(ApiKey.id), col(ApiKey.prefix), col(ApiKey.key_hash), col(ApiKey.revoked_at), col(Project.id), col(Project.name),
+                   col(Project.created_at))
+            .join(Project, col(Project.id) == col(ApiKey.project_id))
             .where(condition)
         ).first()
     if row is None or row[3] is not None:

@@ -41,7 +41,7 @@ from accord.worker.prompt_templates import (
 from pydantic import ValidationError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 
 @dataclass
@@ -181,14 +181,14 @@ def validate_campaign(engine: Engine, settings: ApiSettings, templates: Template
     with Session(engine) as session:
         ds = dataset_by_name(session, project_id, spec.dataset)
         if ds is None:
-            names = session.execute(select(Dataset.name).where(Dataset.project_id == project_id)
-                                    .order_by(Dataset.name)).scalars().all()
+            names = session.execute(select(col(Dataset.name)).where(col(Dataset.project_id) == project_id)
+                                    .order_by(col(Dataset.name))).scalars().all()
             raise invalid(f"dataset: no dataset named {spec.dataset!r} in this project; uploaded: "
                           f"{', '.join(names) or 'none'}", field="dataset")
         try:
             # The request count, from counts alone, before anything is expanded or loaded.
             n_items = len(spec.items.ids) if spec.items.ids else session.execute(
-                select(func.count()).select_from(Item).where(Item.dataset_id == ds.id)).scalar_one()
+                select(func.count()).select_from(Item).where(col(Item.dataset_id) == ds.id)).scalar_one()
             if spec.items.limit is not None:
                 n_items = min(n_items, spec.items.limit)
             n_personas = len(personas_for(session, ds, exec_spec)) if any(persona_templates) else 0

@@ -36,7 +36,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 
 TEMPLATES_DIR = FsPath(__file__).resolve().parents[1] / "templates" / "dashboard"
@@ -157,10 +157,10 @@ async def logout(request: Request) -> Response:
 def _overview(state: AppState, principal: Principal) -> dict[str, Any]:
     runs, _ = list_runs(state.engine, principal.project_id, limit=50)
     with Session(state.engine) as session:
-        campaigns = session.execute(select(Campaign).where(Campaign.project_id == principal.project_id)
-                                    .order_by(Campaign.id.desc()).limit(50)).scalars().all()  # type: ignore[union-attr]
-        datasets = session.execute(select(Dataset).where(Dataset.project_id == principal.project_id)
-                                   .order_by(Dataset.id)).scalars().all()
+        campaigns = session.execute(select(Campaign).where(col(Campaign.project_id) == principal.project_id)
+                                    .order_by(col(Campaign.id).desc()).limit(50)).scalars().all()
+        datasets = session.execute(select(Dataset).where(col(Dataset.project_id) == principal.project_id)
+                                   .order_by(col(Dataset.id))).scalars().all()
         names = {d.id: d.name for d in datasets}
         campaign_rows = [{"id": c.id, "name": c.name, "dataset": names.get(c.dataset_id, ""),
                           "models": [m.get("name") for m in (c.spec or {}).get("models", [])],
@@ -266,7 +266,7 @@ async def run_action(request: Request, run_id: RunId, action: str,
 def _dataset_page(state: AppState, principal: Principal, dataset_id: int) -> dict[str, Any]:
     with Session(state.engine) as session:
         ds = dataset_of(session, principal.project_id, dataset_id)
-        items = session.execute(select(Item).where(Item.dataset_id == dataset_id).order_by(Item.id).limit(25)
+        items = session.execute(select(Item).where(col(Item.dataset_id) == dataset_id).order_by(col(Item.id)).limit(25)
                                 ).scalars().all()
         n_runs = runs_of_dataset(session, dataset_id)
         sample = [item_out(i) for i in items]

@@ -18,7 +18,7 @@ from accord.models.schema import Annotator, Campaign, Dataset, HumanRating, Item
 from fastapi import APIRouter, Depends, Path, Request, Response
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], responses=AUTHED)
@@ -100,9 +100,9 @@ async def upload_dataset(request: Request, principal: Annotated[Principal, Depen
 @router.get("", response_model=Page[DatasetOut], summary="List datasets")
 def list_datasets(request: Request, principal: Annotated[Principal, Depends(api_principal)], limit: Limit = 100,
                   after: After = None) -> Any:
-    q = select(Dataset).where(Dataset.project_id == principal.project_id).order_by(Dataset.id).limit(limit + 1)
+    q = select(Dataset).where(col(Dataset.project_id) == principal.project_id).order_by(col(Dataset.id)).limit(limit + 1)
     if after is not None:
-        q = q.where(Dataset.id > after)  # type: ignore[operator]
+        q = q.where(col(Dataset.id) > after)
     with Session(state_of(request).engine) as session:
         rows = session.execute(q).scalars().all()
     items = [dataset_out(d) for d in rows[:limit]]
@@ -131,17 +131,17 @@ def list_items(request: Request, dataset_id: DatasetId, principal: Annotated[Pri
                limit: Limit = 100, after: After = None) -> Any:
     with Session(state_of(request).engine) as session:
         dataset_of(session, principal.project_id, dataset_id)
-        q = select(Item).where(Item.dataset_id == dataset_id).order_by(Item.id).limit(limit + 1)
+        q = select(Item).where(col(Item.dataset_id) == dataset_id).order_by(col(Item.id)).limit(limit + 1)
         if after is not None:
-            q = q.where(Item.id > after)  # type: ignore[operator]
+            q = q.where(col(Item.id) > after)
         rows = session.execute(q).scalars().all()
     items = [item_out(i) for i in rows[:limit]]
     return {"items": items, "next_cursor": items[-1]["id"] if len(rows) > limit else None}
 
 
 def delete_dataset_rows(session: Session, dataset_id: int) -> None:
-    items = select(Item.id).where(Item.dataset_id == dataset_id).scalar_subquery()
-    session.execute(delete(HumanRating).where(HumanRating.item_id.in_(items)))  # type: ignore[attr-defined]
+    items = select(col(Item.id)).where(col(Item.dataset_id) == dataset_id).scalar_subquery()
+    session.execute(delete(HumanRating).where(col(HumanRating.item_id).in_(items)))
     session.execute(delete(Campaign).where(Campaign.dataset_id == dataset_id))  # type: ignore[arg-type]
     session.execute(delete(Item).where(Item.dataset_id == dataset_id))  # type: ignore[arg-type]
     session.execute(delete(Annotator).where(Annotator.dataset_id == dataset_id))  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from accord.worker.prompt_templates import ResolvedTemplate, bundled_template_na
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/api/v1", tags=["templates"], responses=AUTHED)
@@ -102,9 +102,9 @@ async def create_template(request: Request, principal: Annotated[Principal, Depe
             summary="List the model specs used by this project's runs")
 def list_model_specs(request: Request, principal: Annotated[Principal, Depends(api_principal)], limit: Limit = 100,
                      after: After = None) -> Any:
-    q = select(ModelSpec).where(ModelSpec.project_id == principal.project_id).order_by(ModelSpec.id).limit(limit + 1)
+    q = select(ModelSpec).where(col(ModelSpec.project_id) == principal.project_id).order_by(col(ModelSpec.id)).limit(limit + 1)
     if after is not None:
-        q = q.where(ModelSpec.id > after)  # type: ignore[operator]
+        q = q.where(col(ModelSpec.id) > after)
     with Session(state_of(request).engine) as session:
         rows = session.execute(q).scalars().all()
     items = [{k: getattr(m, k) for k in ModelSpecOut.model_fields} for m in rows[:limit]]
