@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accord.models.schema import Dataset
 from accord.models.settings import get_settings
@@ -43,8 +43,8 @@ def run_demo(console: Console, items: int = 12, samples: int = 1) -> Path:
     settings = get_settings()
     engine = init_db(settings.resolved_database_url())
     with Session(engine) as session:
-        exists = session.execute(select(Dataset.id).where(Dataset.name == DEMO_DATASET,
-                                                          Dataset.project_id.is_(None))).first()  # type: ignore[union-attr]
+        exists = session.execute(select(col(Dataset.id)).where(col(Dataset.name) == DEMO_DATASET,
+                                                          col(Dataset.project_id).is_(None))).first()
     if not exists:
         spec = load_import_spec(DEMO_DIR / "import.yaml", name=DEMO_DATASET)
         report = import_dataset(engine, spec)

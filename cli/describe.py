@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import typer
 from rich.table import Table
+from sqlmodel import col
 
 
 def parse_bins(values: list[str] | None) -> dict[str, list[float] | int]:
@@ -108,7 +109,7 @@ def _import_info(engine: Any, dataset: str) -> dict[str, Any]:
 
     column = Dataset.id if dataset.isdigit() else Dataset.name
     with engine.connect() as conn:
-        info = conn.execute(select(Dataset.import_info).where(column == (int(dataset) if dataset.isdigit()
+        info = conn.execute(select(col(Dataset.import_info)).where(column == (int(dataset) if dataset.isdigit()
                                                                           else dataset))).scalar()
     return dict(info or {})
 

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from accord.extras import MissingExtra
 from accord.models.settings import get_settings
+from sqlmodel import col
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="accord: do LLM raters agree with people, and with which people?")
@@ -314,24 +315,24 @@ def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (defa
             return
         _print_run_summary(p)
         with Session(engine) as session:
-            errors = session.execute(select(RatingRequest.last_error).where(
-                RatingRequest.run_id == run_id, RatingRequest.status == "failed").limit(5)).scalars().all()
+            errors = session.execute(select(col(RatingRequest.last_error)).where(
+                col(RatingRequest.run_id) == run_id, col(RatingRequest.status) == "failed").limit(5)).scalars().all()
         for e in errors:
             console.print(f"  [red]failed:[/] {e}")
         return
     with Session(engine) as session:
-        runs = session.execute(select(Run, Campaign.name).join(Campaign).order_by(Run.id.desc()).limit(20)).all()  # type: ignore[union-attr]
-        datasets = session.execute(select(Dataset).order_by(Dataset.id)).scalars().all()
+        runs = session.execute(select(Run, col(Campaign.name)).join(Campaign).order_by(col(Run.id).desc()).limit(20)).all()
+        datasets = session.execute(select(Dataset).order_by(col(Dataset.id))).scalars().all()
     t = Table(title="runs")
-    for col in ("run", "campaign", "status", "done", "cached", "failed", "total", "cost $"):
-        t.add_column(col)
+    for heading in ("run", "campaign", "status", "done", "cached", "failed", "total", "cost $"):
+        t.add_column(heading)
     for run, cname in runs:
         t.add_row(str(run.id), cname, run.status, str(run.done), str(run.cached), str(run.failed), str(run.total),
                   f"{run.cost_usd:.4f}")
     console.print(t)
     d = Table(title="datasets")
-    for col in ("id", "name", "dimensions", "source"):
-        d.add_column(col)
+    for heading in ("id", "name", "dimensions", "source"):
+        d.add_column(heading)
     for ds in datasets:
         d.add_row(str(ds.id), ds.name, ", ".join(ds.dimensions or []), ds.source[:60])
     console.print(d)

@@ -19,6 +19,7 @@ import typer
 from accord.extras import needs_extra
 from accord.models.yaml_loader import safe_load
 from rich.console import Console
+from sqlmodel import col
 
 console = Console()
 err_console = Console(stderr=True)
@@ -87,7 +88,7 @@ def project_list() -> None:
     from sqlmodel import Session
 
     with Session(_engine()) as session:
-        for p in session.execute(select(Project).order_by(Project.id)).scalars():
+        for p in session.execute(select(Project).order_by(col(Project.id))).scalars():
             if not p.name.startswith(DELETED_PREFIX):
                 console.print(f"{p.id}\t{p.name}")
 
