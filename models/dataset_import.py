@@ -452,7 +452,8 @@ def _build_items(
     main_col = spec.text_col or spec.conversation_col
     assert main_col is not None
     main_source, main_values = column_values(main_col, "item content", blank_only=True)
-    response_source, response_values = (None, {})
+    response_source: _Source | None = None
+    response_values: dict[str, tuple[Any, int]] = {}
     if spec.response_col:
         response_source, response_values = column_values(spec.response_col, "final response", blank_only=True)
     meta_values = [(c, column_values(c, "item metadata", blank_only=False)[1]) for c in spec.item_meta_cols]
@@ -843,7 +844,9 @@ def write_dataset(engine: Engine, spec: ImportSpec, parsed: ParsedDataset) -> tu
             result = conn.execute(
                 insert(datasets).values(name=spec.name, project_id=spec.project_id, **fields)
             )
-            dataset_id = int(result.inserted_primary_key[0])
+            inserted = result.inserted_primary_key
+            assert inserted is not None                 # an INSERT of one row
+            dataset_id = int(inserted[0])
         items_table, annotators_table = _table(Item), _table(Annotator)
         _insert_many(
             conn,

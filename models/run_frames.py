@@ -73,7 +73,7 @@ def load_llm_frame(engine: Engine, run_id: int, *, with_value_probs: bool = Fals
         by_value.append(value_probs(probs, labels))
     df = pd.DataFrame.from_records(records, columns=LLM_COLUMNS)
     if with_value_probs:
-        df["value_probs"] = by_value
+        df["value_probs"] = pd.Series(by_value, index=df.index, dtype=object)
     for column in ("value", "weighted_value", "latency_ms", "cost_usd"):
         df[column] = pd.to_numeric(df[column], errors="coerce").astype(float)
     return df
