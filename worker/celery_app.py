@@ -20,6 +20,7 @@ depend on binding tables kept in the broker (on Redis those are keys that a ``FL
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from accord.extras import needs_extra
 from accord.models.settings import get_settings
@@ -121,6 +122,7 @@ def make_celery_app() -> Celery:
 app = make_celery_app()
 
 
-def send(task_name: str, args: list | tuple, queue: str) -> None:
+def send(task_name: str, args: list[Any] | tuple[Any, ...], queue: str) -> None:
     """Publish a task to ``queue`` through the default exchange (routing key = queue name)."""
-    app.send_task(task_name, args=list(args), queue=make_queue(queue), exchange="", routing_key=queue)
+    app.send_task(task_name, args=list(args), queue=make_queue(queue),  # type: ignore[arg-type]  # Celery takes a Queue too
+                  exchange="", routing_key=queue)

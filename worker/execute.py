@@ -301,7 +301,7 @@ def store_ratings(engine: Engine, ratings: list[tuple[Job, dict[str, Any], bool,
              "cache_key": job.request.cache_key, "cache_hit": cache_hit, "created_at": now}
             for job, fields, cache_hit, _ in ratings]
     by_request = {job.request.id: (job, fields, cache_hit, attempts) for job, fields, cache_hit, attempts in ratings}
-    table = Rating.__table__   # Core statements: no ORM bookkeeping on the hot path
+    table = Rating.__table__  # type: ignore[attr-defined]  # set by SQLModel on table classes; Core statements: no ORM bookkeeping on the hot path
     with Session(engine) as session:
         # one compiled statement for any number of rows: SQLAlchemy sends the parameter sets as multi-row
         # VALUES batches ("insertmanyvalues") and gathers what RETURNING gives back
@@ -309,7 +309,7 @@ def store_ratings(engine: Engine, ratings: list[tuple[Job, dict[str, Any], bool,
                 .returning(table.c.request_id, table.c.id))
         stored = {int(rid): int(rating_id) for rid, rating_id in session.connection().execute(stmt, rows).all()}
         if stored:
-            requests = RatingRequest.__table__   # executemany: one statement, a parameter set per request
+            requests = RatingRequest.__table__  # type: ignore[attr-defined]  # set by SQLModel; executemany: one statement, a parameter set per request
             session.connection().execute(
                 update(requests).where(requests.c.id == bindparam("rid"))
                 .values(status=RequestStatus.done.value, attempts=bindparam("att"), last_error=None, updated_at=now),
@@ -417,9 +417,9 @@ def finish_request(engine: Engine, req: RatingRequest, status: str, error: str |
     with Session(engine) as session:
         result = session.execute(
             update(RatingRequest)
-            .where(RatingRequest.id == req.id, col(RatingRequest.status).in_(ACTIVE_REQUEST_STATUSES))  # type: ignore[arg-type]
+            .where(col(RatingRequest.id) == req.id, col(RatingRequest.status).in_(ACTIVE_REQUEST_STATUSES))
             .values(status=status, last_error=(error or "")[:2000], attempts=attempts, updated_at=utcnow()))
-        changed = bool(result.rowcount)
+        changed = bool(result.rowcount)  # type: ignore[attr-defined]  # DML: a CursorResult
         if changed:
             session.execute(text(f"UPDATE run SET {counter} = {counter} + 1 WHERE id = :id"), {"id": req.run_id})
         session.commit()
@@ -428,7 +428,7 @@ def finish_request(engine: Engine, req: RatingRequest, status: str, error: str |
 
 def mark_budget_exhausted(engine: Engine, run_id: int) -> None:
     with Session(engine) as session:
-        session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.running.value)  # type: ignore[arg-type]
+        session.execute(update(Run).where(col(Run.id) == run_id, col(Run.status) == RunStatus.running.value)
                         .values(status=RunStatus.budget_exhausted.value))
         session.commit()
 

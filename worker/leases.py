@@ -57,7 +57,7 @@ def renew_leases(engine: Engine, chunk_ids: Iterable[str], lease_seconds: float,
     with Session(engine) as session:
         n = session.execute(update(RatingRequest).where(
             col(RatingRequest.chunk_id).in_(ids), col(RatingRequest.status) == RequestStatus.queued.value)
-            .values(leased_until=now + timedelta(seconds=lease_seconds))).rowcount or 0
+            .values(leased_until=now + timedelta(seconds=lease_seconds))).rowcount or 0  # type: ignore[attr-defined]  # DML: a CursorResult
         session.commit()
     return n
 
@@ -73,7 +73,7 @@ def release_chunk(engine: Engine, chunk_id: str) -> int:
         n = session.execute(update(RatingRequest).where(
             col(RatingRequest.chunk_id) == chunk_id, col(RatingRequest.status) == RequestStatus.queued.value)
             .values(status=RequestStatus.pending.value, chunk_id=None, leased_until=None, updated_at=utcnow())
-        ).rowcount or 0
+        ).rowcount or 0  # type: ignore[attr-defined]  # DML: a CursorResult
         session.commit()
     return n
 

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import Exists, exists, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -161,7 +161,7 @@ def _budget_room(session: Session, run: Run) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------- assembling
-def _held():  # type: ignore[no-untyped-def]
+def _held() -> Exists:
     """The request is in a live batch (correlated on ``rating_request.id``)."""
     return exists().where(col(ProviderBatchRequest.request_id) == col(RatingRequest.id),
                           col(ProviderBatchRequest.batch_id) == col(ProviderBatch.id),
@@ -257,7 +257,7 @@ def _claim(engine: Engine, run_id: int, spec: ModelSpec, ids: list[int], size: i
 
 def _exhaust_budget(engine: Engine, run_id: int) -> None:
     with Session(engine) as session:
-        session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.running.value)  # type: ignore[arg-type]
+        session.execute(update(Run).where(col(Run.id) == run_id, col(Run.status) == RunStatus.running.value)
                         .values(status=RunStatus.budget_exhausted.value))
         session.commit()
 
@@ -265,7 +265,7 @@ def _exhaust_budget(engine: Engine, run_id: int) -> None:
 # ---------------------------------------------------------------------------------------------- submitting
 def _update_batch(engine: Engine, batch_id: int, **values: object) -> None:
     with Session(engine) as session:
-        session.execute(update(ProviderBatch).where(ProviderBatch.id == batch_id)  # type: ignore[arg-type]
+        session.execute(update(ProviderBatch).where(col(ProviderBatch.id) == batch_id)
                         .values(updated_at=utcnow(), **values))
         session.commit()
 
@@ -461,7 +461,7 @@ def _settle(bctx: BatchContext, job: Job, kind: str, error: str, *, retryable: b
         return
     with Session(bctx.engine) as session:
         n = session.execute(update(RatingRequest).where(
-            RatingRequest.id == req.id, col(RatingRequest.status).in_(ACTIVE_REQUEST_STATUSES))  # type: ignore[arg-type,attr-defined]
+            col(RatingRequest.id) == req.id, col(RatingRequest.status).in_(ACTIVE_REQUEST_STATUSES))  # type: ignore[attr-defined]
             .values(status=RequestStatus.pending.value, chunk_id=None, leased_until=None,
                     last_error=error[:2000], updated_at=utcnow())).rowcount
         session.commit()
@@ -472,8 +472,8 @@ def _mark_collected(engine: Engine, batch_id: int, outcomes: dict[int, tuple[str
     with Session(engine) as session:
         for request_id, (kind, error) in outcomes.items():
             session.execute(update(ProviderBatchRequest).where(
-                ProviderBatchRequest.batch_id == batch_id, ProviderBatchRequest.request_id == request_id)  # type: ignore[arg-type]
+                col(ProviderBatchRequest.batch_id) == batch_id, col(ProviderBatchRequest.request_id) == request_id)
                 .values(outcome=kind, error=(error or None) and error[:2000]))
-        session.execute(update(ProviderBatch).where(ProviderBatch.id == batch_id)  # type: ignore[arg-type]
+        session.execute(update(ProviderBatch).where(col(ProviderBatch.id) == batch_id)
                         .values(status=BatchStatus.collected.value, collected_at=utcnow(), updated_at=utcnow()))
         session.commit()

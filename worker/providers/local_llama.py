@@ -166,7 +166,7 @@ def rationale_grammar(labels: Sequence[str], max_chars: int = RATIONALE_MAX_CHAR
 @lru_cache(maxsize=64)
 def _grammar(labels: tuple[str, ...], rationale: bool = False) -> Any:
     with needs_extra("local"):                  # optional: llama-cpp-python's grammar sampler
-        from llama_cpp import LlamaGrammar
+        from llama_cpp.llama_grammar import LlamaGrammar
 
     text = rationale_grammar(labels) if rationale else label_grammar(labels)
     return LlamaGrammar.from_string(text, verbose=False)
@@ -182,7 +182,7 @@ def _last_logits(llama: Any) -> np.ndarray:
         import llama_cpp
 
     pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
-    return np.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),)).copy()
+    return np.asarray(np.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),)).copy())
 
 
 def shared_prefix_length(head: list[int], tokens: list[int]) -> int:
