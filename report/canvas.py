@@ -50,7 +50,8 @@ class Canvas:
 
     def _flush(self) -> None:
         for (color, linewidth, linestyle), parts in self._lines.items():
-            self.ax.add_collection(LineCollection(np.concatenate(parts), colors=color, linewidths=linewidth,
+            self.ax.add_collection(LineCollection(np.concatenate(parts),  # type: ignore[arg-type]  # (n, 2, 2): n segments
+                                                  colors=color, linewidths=linewidth,
                                                   linestyles=linestyle))
         for (color, size, alpha, edgecolor), parts in self._points.items():
             xy = np.concatenate(parts)

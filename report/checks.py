@@ -4,6 +4,8 @@ alignment per item category."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from accord.report import plots
 from accord.report.context import ReportContext
 from accord.report.format import count, interval, is_number, meaning, num, p_phrase, pvalue, share
@@ -206,7 +208,7 @@ def failures_section(ctx: ReportContext) -> SectionView | None:
     return sec
 
 
-def _flag_reading(kind: str, row: MetricRow, levels: dict) -> str:
+def _flag_reading(kind: str, row: MetricRow, levels: dict[str, dict[str, Any]]) -> str:
     rated = [(v.get("rate"), lv) for lv, v in levels.items() if is_number(v.get("rate"))]
     spread = ""
     if len(rated) >= 2:
