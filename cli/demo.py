@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -16,7 +17,7 @@ DEMO_DIR = Path(__file__).parent / "datasets" / "dices_demo"
 DEMO_DATASET = "dices-demo"
 
 
-def demo_campaign(items: int, samples: int) -> dict:
+def demo_campaign(items: int, samples: int) -> dict[str, Any]:
     return {
         "name": "demo-dices-smollm2",
         "dataset": DEMO_DATASET,

@@ -107,7 +107,7 @@ def _import_info(engine: Any, dataset: str) -> dict[str, Any]:
 
     from accord.models.schema import Dataset
 
-    column = Dataset.id if dataset.isdigit() else Dataset.name
+    column = col(Dataset.id) if dataset.isdigit() else col(Dataset.name)
     with engine.connect() as conn:
         info = conn.execute(select(col(Dataset.import_info)).where(column == (int(dataset) if dataset.isdigit()
                                                                           else dataset))).scalar()

@@ -6,7 +6,8 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
@@ -17,6 +18,10 @@ from rich.table import Table
 from accord.extras import MissingExtra
 from accord.models.settings import get_settings
 from sqlmodel import col
+
+if TYPE_CHECKING:                               # annotations only
+    import pandas as pd
+    from sqlalchemy.engine import Engine
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="accord: do LLM raters agree with people, and with which people?")
@@ -37,7 +42,7 @@ def main(database_url: Optional[str] = typer.Option(None, "--database-url", envv
         get_settings.cache_clear()
 
 
-def _engine():  # type: ignore[no-untyped-def]
+def _engine() -> Engine:
     from accord.models.migrate import init_db
 
     return init_db(get_settings().resolved_database_url())
@@ -68,7 +73,7 @@ def import_error_in_cli_terms(message: str) -> str:
     for field, flag in IMPORT_FLAGS.items():
         if field in _SPEC_ONLY_WORDS and not spec_error:
             continue
-        text = re.sub(rf"(?<![\w'-]){field}(?![\w'])(:?)", lambda m, flag=flag: flag + m.group(1), text)
+        text = re.sub(rf"(?<![\w'-]){field}(?![\w'])(:?)", lambda m: flag + m.group(1), text)  # run at once: no late binding
     return text
 
 
@@ -317,8 +322,8 @@ def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (defa
         with Session(engine) as session:
             errors = session.execute(select(col(RatingRequest.last_error)).where(
                 col(RatingRequest.run_id) == run_id, col(RatingRequest.status) == "failed").limit(5)).scalars().all()
-        for e in errors:
-            console.print(f"  [red]failed:[/] {e}")
+        for error in errors:
+            console.print(f"  [red]failed:[/] {error}")
         return
     with Session(engine) as session:
         runs = session.execute(select(Run, col(Campaign.name)).join(Campaign).order_by(col(Run.id).desc()).limit(20)).all()
@@ -353,7 +358,8 @@ def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="cs
 
     if fmt not in ("csv", "parquet"):
         fail(f"--format: expected csv or parquet, got {fmt!r}")
-    loaders = {"ratings": load_llm_frame, "answers": load_answers, "judgments": load_judgments}
+    loaders: dict[str, Callable[[Engine, int], pd.DataFrame]] = {
+        "ratings": load_llm_frame, "answers": load_answers, "judgments": load_judgments}
     if table not in loaders:
         fail(f"--table: expected ratings, answers or judgments, got {table!r}")
     engine = _engine()

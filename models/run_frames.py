@@ -166,9 +166,9 @@ def load_dataset_frames(engine: Engine, dataset: str | int, dimension: str | Non
             q = q.where(col(Dataset.name) == str(dataset))
             q = q.where(col(Dataset.project_id) == project_id) if project_id is not None else q.where(
                 col(Dataset.project_id).is_(None))
-        ds = session.exec(q).scalars().first()  # type: ignore[call-overload]
+        ds = session.execute(q).scalars().first()
         if ds is None:
-            names = session.exec(select(col(Dataset.name)).order_by(col(Dataset.id))).scalars().all()  # type: ignore[call-overload]
+            names = session.execute(select(col(Dataset.name)).order_by(col(Dataset.id))).scalars().all()
             raise DatasetFramesError(f"no dataset {dataset!r}; imported: {', '.join(names) or 'none'}")
         dims = list(ds.dimensions or [])
         if dimension is None:

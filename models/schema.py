@@ -354,7 +354,7 @@ class JudgeAssignment(SQLModel, table=True):
     model_spec_id: int = Field(foreign_key="model_spec.id")
     template_id: int = Field(foreign_key="prompt_template.id")
     samples: int = 1
-    answers_of: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    answers_of: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
 
 class BatchStatus(str, Enum):

@@ -75,7 +75,8 @@ def dispatch_plan(engine: Engine, run_id: int) -> tuple[list[int], list[int]]:
     with Session(engine) as session:
         rows = session.execute(select(col(ModelSpec.id), col(ModelSpec.name)).where(col(ModelSpec.id).in_(
             select(col(RatingRequest.model_spec_id)).where(col(RatingRequest.run_id) == run_id).distinct()))).all()
-    batch, realtime = [], []
+    batch: list[int] = []
+    realtime: list[int] = []
     for spec_id, name in sorted(rows):
         entry = entries.get(name)
         (batch if entry is not None and spec.uses_batch_api(entry) else realtime).append(spec_id)

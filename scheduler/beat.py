@@ -46,5 +46,5 @@ def start_embedded_beat(app: Celery) -> Any:
     """Celery beat in a daemon thread of this process; returns the service (``.stop()``)."""
     install_beat_schedule(app)
     service = EmbeddedService(app, thread=True, schedule_filename=str(schedule_file()))
-    service.start()
+    service.start()  # type: ignore[union-attr]  # thread=True: the threaded service, which has start()
     return service

@@ -53,7 +53,7 @@ def claim_chunk(engine: Engine, run_id: int, model_spec_id: int, limit: int, lea
                 .where(col(RatingRequest.id).in_(ids), col(RatingRequest.status) == RequestStatus.pending.value)
                 .values(status=RequestStatus.queued.value, chunk_id=chunk_id,
                         leased_until=now + timedelta(seconds=lease_seconds), updated_at=now))
-            if (result.rowcount or 0) != len(ids):
+            if (result.rowcount or 0) != len(ids):  # type: ignore[attr-defined]  # DML: a CursorResult
                 ids = list(session.execute(select(col(RatingRequest.id)).where(
                     col(RatingRequest.chunk_id) == chunk_id, col(RatingRequest.status) == RequestStatus.queued.value)).scalars())
         session.commit()

@@ -45,7 +45,8 @@ from accord.scheduler.chunk_leases import (
     has_pending,
     release_expired,
 )
-from accord.scheduler.reconcile import DISTRIBUTED, finalize, unfinished_distributed_runs
+from accord.scheduler.chunk_leases import DISTRIBUTED
+from accord.scheduler.reconcile import finalize, unfinished_distributed_runs
 from accord.worker.rate_limiter import limit_group
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
@@ -237,7 +238,7 @@ class Dispatcher:
         if run.budget_usd is None or run.cost_usd < run.budget_usd:
             return False
         with Session(self.engine) as session:
-            n = session.execute(update(Run).where(col(Run.id) == run.id, col(Run.status) == RunStatus.running.value)
+            n = session.execute(update(Run).where(col(Run.id) == run.id, col(Run.status) == RunStatus.running.value)  # type: ignore[attr-defined]  # DML: a CursorResult
                                 .values(status=RunStatus.budget_exhausted.value)).rowcount
             session.commit()
         return bool(n)

@@ -105,7 +105,7 @@ def release_expired_leases(engine: Engine, run_id: int | None = None, *, now: da
              .values(status=RequestStatus.pending.value, chunk_id=None, leased_until=None, updated_at=now))
         if run_id is not None:
             q = q.where(col(RatingRequest.run_id) == run_id)
-        n = session.execute(q).rowcount or 0
+        n = session.execute(q).rowcount or 0  # type: ignore[attr-defined]  # DML: a CursorResult
         session.commit()
     return n
 
@@ -113,7 +113,7 @@ def release_expired_leases(engine: Engine, run_id: int | None = None, *, now: da
 def release_all_queued(engine: Engine, run_id: int) -> int:
     """Embedded mode restarting a run: nothing else can hold its requests, so every lease is stale."""
     with Session(engine) as session:
-        n = session.execute(update(RatingRequest).where(col(RatingRequest.run_id) == run_id,
+        n = session.execute(update(RatingRequest).where(col(RatingRequest.run_id) == run_id,  # type: ignore[attr-defined]  # DML: a CursorResult
                                                         col(RatingRequest.status) == RequestStatus.queued.value)
                             .values(status=RequestStatus.pending.value, chunk_id=None, leased_until=None)).rowcount or 0
         session.commit()
@@ -156,7 +156,7 @@ def cancel_run(engine: Engine, run_id: int) -> int:
 
 def cancel_pending(engine: Engine, run_id: int, reason: str) -> int:
     with Session(engine) as session:
-        n = session.execute(update(RatingRequest).where(col(RatingRequest.run_id) == run_id,
+        n = session.execute(update(RatingRequest).where(col(RatingRequest.run_id) == run_id,  # type: ignore[attr-defined]  # DML: a CursorResult
                                                         col(RatingRequest.status) == RequestStatus.pending.value)
                             .values(status=RequestStatus.cancelled.value, last_error=reason, updated_at=utcnow())).rowcount or 0
         if n:
@@ -181,12 +181,12 @@ def finalize_if_done(engine: Engine, run_id: int) -> str | None:
               RunStatus.pending.value: RunStatus.completed.value}.get(run.status)
     with Session(engine) as session:
         if target is not None:
-            n = session.execute(update(Run).where(col(Run.id) == run_id, col(Run.status) == run.status, col(Run.finished_at).is_(None))
+            n = session.execute(update(Run).where(col(Run.id) == run_id, col(Run.status) == run.status, col(Run.finished_at).is_(None))  # type: ignore[attr-defined]  # DML: a CursorResult
                                 .values(status=target, finished_at=utcnow())).rowcount
             session.commit()
             return target if n else None
         if run.status in (RunStatus.budget_exhausted.value, RunStatus.cancelled.value):
-            n = session.execute(update(Run).where(col(Run.id) == run_id, col(Run.finished_at).is_(None))
+            n = session.execute(update(Run).where(col(Run.id) == run_id, col(Run.finished_at).is_(None))  # type: ignore[attr-defined]  # DML: a CursorResult
                                 .values(finished_at=utcnow())).rowcount
             session.commit()
             return run.status if n else None

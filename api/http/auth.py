@@ -92,7 +92,7 @@ def create_project(engine: Engine, name: str) -> Project:
 def find_project(engine: Engine, name_or_id: str) -> Project:
     with Session(engine, expire_on_commit=False) as session:
         q = select(Project).where(col(Project.name) == name_or_id)
-        project = session.execute(q).scalar_one_or_none()
+        project: Project | None = session.execute(q).scalar_one_or_none()
         if project is None and name_or_id.isdigit():
             project = session.get(Project, int(name_or_id))
         if project is None or project.name.startswith(DELETED_PREFIX):
@@ -127,28 +127,28 @@ def delete_project(engine: Engine, project: str | int, templates_root: Path | No
                           project_created_at=proj.created_at.replace(tzinfo=None) if proj.created_at else None).namespace
     counts: dict[str, int] = {}
     with engine.begin() as conn:
-        runs = select(col(Run.id)).where(Run.project_id == pid).scalar_subquery()  # type: ignore[arg-type]
+        runs = select(col(Run.id)).where(col(Run.project_id) == pid).scalar_subquery()
         batches = select(col(ProviderBatch.id)).where(col(ProviderBatch.run_id).in_(runs)).scalar_subquery()
-        datasets = select(col(Dataset.id)).where(Dataset.project_id == pid).scalar_subquery()  # type: ignore[arg-type]
+        datasets = select(col(Dataset.id)).where(col(Dataset.project_id) == pid).scalar_subquery()
         items = select(col(Item.id)).where(col(Item.dataset_id).in_(datasets)).scalar_subquery()
         steps = [
-            ("api_key", delete(ApiKey).where(ApiKey.project_id == pid)),  # type: ignore[arg-type]
+            ("api_key", delete(ApiKey).where(col(ApiKey.project_id) == pid)),
             ("provider_batch_request", delete(ProviderBatchRequest).where(col(ProviderBatchRequest.batch_id).in_(batches))),
             ("rating", delete(Rating).where(col(Rating.run_id).in_(runs))),
             ("metric", delete(Metric).where(col(Metric.run_id).in_(runs))),
             ("provider_batch", delete(ProviderBatch).where(col(ProviderBatch.run_id).in_(runs))),
             ("rating_request", delete(RatingRequest).where(col(RatingRequest.run_id).in_(runs))),
-            ("run", delete(Run).where(Run.project_id == pid)),  # type: ignore[arg-type]
-            ("campaign", delete(Campaign).where(Campaign.project_id == pid)),  # type: ignore[arg-type]
+            ("run", delete(Run).where(col(Run.project_id) == pid)),
+            ("campaign", delete(Campaign).where(col(Campaign.project_id) == pid)),
             ("human_rating", delete(HumanRating).where(col(HumanRating.item_id).in_(items))),
             ("item", delete(Item).where(col(Item.dataset_id).in_(datasets))),
             ("annotator", delete(Annotator).where(col(Annotator.dataset_id).in_(datasets))),
-            ("dataset", delete(Dataset).where(Dataset.project_id == pid)),  # type: ignore[arg-type]
-            ("model_spec", delete(ModelSpec).where(ModelSpec.project_id == pid)),  # type: ignore[arg-type]
+            ("dataset", delete(Dataset).where(col(Dataset.project_id) == pid)),
+            ("model_spec", delete(ModelSpec).where(col(ModelSpec.project_id) == pid)),
         ]
         for table, statement in steps:
             counts[table] = conn.execute(statement).rowcount or 0
-        conn.execute(update(Project).where(Project.id == pid)  # type: ignore[arg-type]
+        conn.execute(update(Project).where(col(Project.id) == pid)
                      .values(name=f"{DELETED_PREFIX}{pid}:{secrets.token_hex(8)}"))
     if templates_root is not None:
         shutil.rmtree(Path(templates_root) / namespace, ignore_errors=True)
@@ -180,7 +180,7 @@ def revoke_key(engine: Engine, key_id_or_prefix: str) -> ApiKey:
             raise AuthAdminError(f"{len(rows)} keys start with {key_id_or_prefix!r}; revoke by id")
         row = rows[0]
         if row.revoked_at is None:
-            session.execute(update(ApiKey).where(ApiKey.id == row.id).values(revoked_at=utcnow()))  # type: ignore[arg-type]
+            session.execute(update(ApiKey).where(col(ApiKey.id) == row.id).values(revoked_at=utcnow()))
             session.commit()
             session.refresh(row)
         return row

@@ -256,6 +256,6 @@ def create_campaign_run(engine: Engine, project_id: int, campaign: Campaign, v: 
             plan = create_run(conn, v.exec_spec, project_id=project_id, mode=mode,  # type: ignore[arg-type]
                               budget_override=budget_usd)
             if plan.campaign_id != campaign.id:
-                conn.execute(update(Run).where(Run.id == plan.run_id).values(campaign_id=campaign.id))  # type: ignore[arg-type]
-                conn.execute(delete(Campaign).where(Campaign.id == plan.campaign_id))  # type: ignore[arg-type]
+                conn.execute(update(Run).where(col(Run.id) == plan.run_id).values(campaign_id=campaign.id))
+                conn.execute(delete(Campaign).where(col(Campaign.id) == plan.campaign_id))
     return RunPlan(run_id=plan.run_id, campaign_id=campaign.id, total=plan.total, cached=plan.cached)  # type: ignore[arg-type]

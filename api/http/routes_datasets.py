@@ -59,14 +59,14 @@ def _import(state: Any, principal: Principal, upload: Upload) -> dict[str, Any]:
         if message.startswith("import spec: "):
             rest = message.removeprefix("import spec: ")
             head = rest.split(":", 1)[0].strip() if ":" in rest else ""
-            field = f"mapping.{head}" if head and " " not in head else "mapping"
-            raise invalid(message, errors=[{"field": field, "message": rest}]) from None
-        field = None
+            where = f"mapping.{head}" if head and " " not in head else "mapping"
+            raise invalid(message, errors=[{"field": where, "message": rest}]) from None
+        file_field: str | None = None
         if place.get("file"):
             stem = place["file"].split(".", 1)[0]
             place["file"] = stem if stem in FILE_FIELDS else place["file"]
-            field = place["file"]
-        errors = [{"field": field or "mapping", "message": message}]
+            file_field = place["file"]
+        errors = [{"field": file_field or "mapping", "message": message}]
         raise invalid(message, errors=errors, **place) from None
     source = "; ".join(f"{f.removesuffix('_file')}={upload.filenames.get(f, '')}" for f in FILE_FIELDS
                        if f in upload.files)

@@ -160,8 +160,8 @@ def metrics(request: Request, run_id: RunId, principal: Annotated[Principal, Dep
     engine = state_of(request).engine
     check_run(engine, principal.project_id, run_id)
     q = select(Metric).where(col(Metric.run_id) == run_id).order_by(col(Metric.id))
-    for column, value in ((Metric.name, name), (Metric.model, model), (Metric.template, template),
-                          (Metric.slice, slice)):
+    for column, value in ((col(Metric.name), name), (col(Metric.model), model), (col(Metric.template), template),
+                          (col(Metric.slice), slice)):
         if value is not None:
             q = q.where(column == value)
     with Session(engine) as session:

@@ -28,7 +28,7 @@ TERMINAL = {s.value for s in TERMINAL_RUN_STATUSES}
 
 
 def dataset_of(session: Session, project_id: int, dataset_id: int) -> Dataset:
-    ds = session.execute(select(Dataset).where(col(Dataset.id) == dataset_id, col(Dataset.project_id) == project_id)
+    ds: Dataset | None = session.execute(select(Dataset).where(col(Dataset.id) == dataset_id, col(Dataset.project_id) == project_id)
                          ).scalar_one_or_none()
     if ds is None:
         raise not_found("dataset", dataset_id)
@@ -41,7 +41,7 @@ def dataset_by_name(session: Session, project_id: int, name: str) -> Dataset | N
 
 
 def campaign_of(session: Session, project_id: int, campaign_id: int) -> Campaign:
-    c = session.execute(select(Campaign).where(col(Campaign.id) == campaign_id, col(Campaign.project_id) == project_id)
+    c: Campaign | None = session.execute(select(Campaign).where(col(Campaign.id) == campaign_id, col(Campaign.project_id) == project_id)
                         ).scalar_one_or_none()
     if c is None:
         raise not_found("campaign", campaign_id)
@@ -49,7 +49,7 @@ def campaign_of(session: Session, project_id: int, campaign_id: int) -> Campaign
 
 
 def run_of(session: Session, project_id: int, run_id: int) -> Run:
-    r = session.execute(select(Run).where(col(Run.id) == run_id, col(Run.project_id) == project_id)).scalar_one_or_none()
+    r: Run | None = session.execute(select(Run).where(col(Run.id) == run_id, col(Run.project_id) == project_id)).scalar_one_or_none()
     if r is None:
         raise not_found("run", run_id)
     return r

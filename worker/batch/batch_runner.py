@@ -421,19 +421,19 @@ async def collect_batch(bctx: BatchContext, batch: ProviderBatch, state: BatchSt
     run_status = _run_status(engine, batch.run_id)
     outcomes: dict[int, tuple[str, str | None]] = {}
     for custom_id, (job, messages, _) in calls.items():
-        result = results.get(custom_id)
-        if result is not None and result.kind == SUCCEEDED and result.response is not None:
-            fields = await answer_fields(bctx.execution, job, messages, result.response,  # type: ignore[arg-type]
+        got = results.get(custom_id)
+        if got is not None and got.kind == SUCCEEDED and got.response is not None:
+            fields = await answer_fields(bctx.execution, job, messages, got.response,  # type: ignore[arg-type]
                                          discount=job.spec.batch_discount)
             fields["provider_batch_id"] = batch.id
             if store_rating(bctx.execution, job, fields, cache_hit=False, attempts=job.request.attempts):  # type: ignore[arg-type]
                 report.stored += 1
             outcomes[job.request.id] = (SUCCEEDED, None)  # type: ignore[index]
             continue
-        kind = result.kind if result is not None else MISSING
-        error = (result.error if result is not None else None) or state.error or \
+        kind = got.kind if got is not None else MISSING
+        error = (got.error if got is not None else None) or state.error or \
             f"batch {batch.external_id} ended ({state.provider_status}) without a result for this request"
-        retryable = result.retryable if result is not None else True
+        retryable = got.retryable if got is not None else True
         _settle(bctx, job, kind, error, retryable=retryable, run_status=run_status, report=report)
         outcomes[job.request.id] = (kind, error)  # type: ignore[index]
     _mark_collected(engine, batch.id, outcomes)  # type: ignore[arg-type]

@@ -174,7 +174,7 @@ def _grammar(labels: tuple[str, ...], rationale: bool = False) -> Any:
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - float(np.max(logits))
-    return shifted - np.log(np.exp(shifted).sum())
+    return np.asarray(shifted - np.log(np.exp(shifted).sum()), dtype=np.float64)
 
 
 def _last_logits(llama: Any) -> np.ndarray:
@@ -182,7 +182,7 @@ def _last_logits(llama: Any) -> np.ndarray:
         import llama_cpp
 
     pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
-    return np.asarray(np.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),)).copy())
+    return np.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),)).copy()
 
 
 def shared_prefix_length(head: list[int], tokens: list[int]) -> int:
