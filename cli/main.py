@@ -23,6 +23,10 @@ if TYPE_CHECKING:                               # annotations only
     import pandas as pd
     from sqlalchemy.engine import Engine
 
+    from accord.scheduler.campaign_spec import CampaignSpec
+    from accord.scheduler.expand import RunPlan
+    from accord.scheduler.run_control import Progress as RunProgress
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="accord: do LLM raters agree with people, and with which people?")
 console = Console()
@@ -210,7 +214,7 @@ class PlainProgress:
                         f"failed {p.failed}")
 
 
-def follow_embedded(engine, run_id: int, total: int) -> Any:  # type: ignore[no-untyped-def]
+def follow_embedded(engine: Engine, run_id: int, total: int) -> RunProgress:
     from accord.scheduler.embedded import run_embedded
 
     started = time.monotonic()
@@ -222,7 +226,7 @@ def follow_embedded(engine, run_id: int, total: int) -> Any:  # type: ignore[no-
     with _progress_bar() as bar:
         task = bar.add_task("rating", total=total, run_id=run_id, rate="0.0", cost=0.0, cached=0, failed=0)
 
-        def on_progress(p) -> None:  # type: ignore[no-untyped-def]
+        def on_progress(p: RunProgress) -> None:
             elapsed = max(time.monotonic() - started, 1e-6)
             bar.update(task, completed=p.finished, total=p.total, rate=f"{(p.finished - p.cached) / elapsed:.1f}",
                        cost=p.cost_usd, cached=p.cached, failed=p.failed)
@@ -230,7 +234,8 @@ def follow_embedded(engine, run_id: int, total: int) -> Any:  # type: ignore[no-
         return run_embedded(engine, run_id, on_progress=on_progress)
 
 
-def _start_run(campaign: Path, budget: Optional[float], mode: str, force: bool = False):  # type: ignore[no-untyped-def]
+def _start_run(campaign: Path, budget: Optional[float], mode: str,
+               force: bool = False) -> tuple[Engine, CampaignSpec, RunPlan]:
     from accord.scheduler.campaign_spec import CampaignSpecError, load_campaign
     from accord.scheduler.expand import CampaignError, create_run
     from accord.scheduler.plan import plan_campaign
@@ -282,7 +287,7 @@ def run_cmd(
     check_failed_share(engine, plan.run_id, spec.max_failed_share)
 
 
-def check_failed_share(engine, run_id: int, threshold: float) -> None:  # type: ignore[no-untyped-def]
+def check_failed_share(engine: Engine, run_id: int, threshold: float) -> None:
     """Exit non-zero, saying so, when more of the run's requests failed than the campaign allows."""
     from accord.scheduler import run_service
     from accord.scheduler.run_control import get_run
@@ -295,7 +300,7 @@ def check_failed_share(engine, run_id: int, threshold: float) -> None:  # type: 
         raise typer.Exit(code=1)
 
 
-def _print_run_summary(p) -> None:  # type: ignore[no-untyped-def]
+def _print_run_summary(p: RunProgress) -> None:
     console.print(f"run {p.run_id}: [bold]{p.status}[/] — {p.done} rated ({p.cached} from cache), {p.failed} failed, "
                   f"{p.cancelled} cancelled of {p.total}; {p.input_tokens} input / {p.output_tokens} output tokens; "
                   f"cost ${p.cost_usd:.4f}")

@@ -42,7 +42,8 @@ def load_answers(engine: Engine, run_id: int, category_field: str = "category") 
 
 def load_judgments(engine: Engine, run_id: int) -> pd.DataFrame:
     judge = aliased(ModelSpec)
-    q = (select(col(RatingRequest.answer_id), judge.name, col(PromptTemplate.name),  # type: ignore[call-overload]  # aliased(): columns typed as values col(RatingRequest.sample_index), col(Rating.label),
+    q = (select(col(RatingRequest.answer_id), judge.name, col(PromptTemplate.name), col(RatingRequest.sample_index),  # type: ignore[call-overload]  # aliased(): columns typed as values
+                col(Rating.label),
                 col(Rating.value), col(Rating.parse_status), col(Rating.raw_text), col(Rating.cost_usd))
          .join(Rating, col(Rating.request_id) == col(RatingRequest.id))
          .join(judge, judge.id == col(RatingRequest.model_spec_id))

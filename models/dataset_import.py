@@ -192,7 +192,7 @@ class _RatingReader:
         if hit is _UNMAPPED:
             self.dropped[_label_text(cell).strip()[:80]] += 1
             return None
-        return hit  # type: ignore[no-any-return]
+        return hit  # type: ignore[no-any-return]  # the cache holds what _resolve returns
 
     def _not_a_label(self, message: str) -> Any:
         if self.unmapped == "missing":
@@ -757,7 +757,7 @@ def _read_model_ratings(spec: ImportSpec, order: list[str], sources: list[_Sourc
 
 
 def _table(model: Any) -> SqlTable:
-    return model.__table__  # type: ignore[no-any-return]
+    return model.__table__  # type: ignore[no-any-return]  # SQLModel sets __table__ on table classes
 
 
 def _find_dataset(conn: Connection, name: str, project_id: int | None) -> int | None:
@@ -887,7 +887,7 @@ def _insert_ratings(
     rows = [(item_ids[i], annotator_ids[a], dim, value, raw) for i, a, dim, value, raw in ratings]
     driver = conn.connection.driver_connection
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg" and rows:
-        with driver.cursor() as cursor:  # type: ignore[union-attr]
+        with driver.cursor() as cursor:  # type: ignore[union-attr]  # psycopg's own connection on this PostgreSQL branch
             with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)

@@ -110,7 +110,7 @@ def release_expired(engine: Engine, now: datetime | None = None) -> int:
         n = session.execute(
             update(RatingRequest)
             .where(col(RatingRequest.status) == RequestStatus.queued.value, col(RatingRequest.leased_until) < now,
-                   col(RatingRequest.run_id).in_(distributed))  # type: ignore[attr-defined]
+                   col(RatingRequest.run_id).in_(distributed))  # type: ignore[attr-defined]  # DML: a CursorResult (rowcount)
             .values(status=RequestStatus.pending.value, chunk_id=None, leased_until=None, updated_at=now)
             .execution_options(synchronize_session=False)).rowcount or 0
         session.commit()

@@ -385,10 +385,10 @@ def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = N
         spec_doc = spec.model_dump(mode="json")
         spec_doc["dimension"] = expansion.dimension
         campaign = Campaign(project_id=project_id, name=spec.name, spec=spec_doc, spec_hash=spec.spec_hash(),
-                            dataset_id=expansion.dataset.id)  # type: ignore[arg-type]
+                            dataset_id=expansion.dataset.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         session.add(campaign)
         session.flush()
-        run = Run(campaign_id=campaign.id, project_id=project_id, status=RunStatus.pending.value, mode=mode,  # type: ignore[arg-type]
+        run = Run(campaign_id=campaign.id, project_id=project_id, status=RunStatus.pending.value, mode=mode,  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                   priority=spec.priority, budget_usd=budget_override if budget_override is not None else spec.budget_usd)
         session.add(run)
         session.flush()
@@ -416,13 +416,13 @@ def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = N
             session.execute(insert(RatingRequest), rows)
             total += len(rows)
         # Subjects' requests now; judges' requests as each answer is stored (their count adds to run.total then).
-        total += _insert_generation_requests(session, spec, expansion, run.id, model_ids, stage_template_ids, now)  # type: ignore[arg-type]
-        _insert_judge_assignments(session, spec, expansion, run.id, model_ids, stage_template_ids)  # type: ignore[arg-type]
+        total += _insert_generation_requests(session, spec, expansion, run.id, model_ids, stage_template_ids, now)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
+        _insert_judge_assignments(session, spec, expansion, run.id, model_ids, stage_template_ids)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         run.total = total
         session.add(run)
         session.flush()
-        cached = answer_from_cache(session, run.id) if spec.cache is True else 0  # type: ignore[arg-type]
-        return RunPlan(run_id=run.id, campaign_id=campaign.id, total=total, cached=cached)  # type: ignore[arg-type]
+        cached = answer_from_cache(session, run.id) if spec.cache is True else 0  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
+        return RunPlan(run_id=run.id, campaign_id=campaign.id, total=total, cached=cached)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
 
 
 # Set-based cache fill: for every pending request of the run whose cache key has an original (non-copied)

@@ -73,11 +73,11 @@ def reconcile_once(engine: Engine, *, grace_seconds: float = 60.0,
     for run in unfinished_distributed_runs(engine):
         if run.status in (RunStatus.pending.value, RunStatus.paused.value):
             continue
-        status = finalize(engine, run.id, on_finished)  # type: ignore[arg-type]
+        status = finalize(engine, run.id, on_finished)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         if status is not None:
-            report.finalized[run.id] = status  # type: ignore[index]
+            report.finalized[run.id] = status  # type: ignore[index]  # a stored row's id is set (flushed or loaded)
         else:
-            p = run_control.read_progress(engine, run.id)  # type: ignore[arg-type]
+            p = run_control.read_progress(engine, run.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
             log.info("run %s %s: %d/%d finished (%d cached, %d failed), $%.4f", run.id, p.status, p.finished,
                      p.total, p.cached, p.failed, p.cost_usd)
     cutoff = utcnow() - timedelta(seconds=grace_seconds)

@@ -129,7 +129,7 @@ def active_count(engine: Engine, run_id: int) -> int:
 
 def _set_status(engine: Engine, run_id: int, allowed_from: set[str], to: str) -> bool:
     with Session(engine) as session:
-        n = session.execute(update(Run).where(col(Run.id) == run_id, col(Run.status).in_(allowed_from))  # type: ignore[attr-defined]
+        n = session.execute(update(Run).where(col(Run.id) == run_id, col(Run.status).in_(allowed_from))  # type: ignore[attr-defined]  # DML: a CursorResult (rowcount)
                             .values(status=to)).rowcount or 0
         session.commit()
     return bool(n)

@@ -89,13 +89,13 @@ def store_answers(engine: Engine, answers: list[tuple["Job", dict[str, Any], boo
                      "latency_ms": float(fields.get("latency_ms") or 0.0),
                      "cost_usd": float(fields.get("cost_usd") or 0.0)})
     by_request = {job.request.id: (job, fields, cache_hit, attempts) for job, fields, cache_hit, attempts in answers}
-    table = Answer.__table__  # type: ignore[attr-defined]
+    table = Answer.__table__  # type: ignore[attr-defined]  # SQLModel sets __table__ on table classes
     with Session(engine) as session:
         stmt = (_insert(engine)(table).values(rows).on_conflict_do_nothing(index_elements=["request_id"])
                 .returning(table.c.request_id, table.c.id))
         stored = {int(rid): int(aid) for rid, aid in session.execute(stmt).all()}
         if stored:
-            requests = RatingRequest.__table__  # type: ignore[attr-defined]
+            requests = RatingRequest.__table__  # type: ignore[attr-defined]  # SQLModel sets __table__ on table classes
             session.connection().execute(
                 update(requests).where(requests.c.id == bindparam("rid"))
                 .values(status=RequestStatus.done.value, attempts=bindparam("att"), last_error=None, updated_at=now),
@@ -124,7 +124,7 @@ def store_answers(engine: Engine, answers: list[tuple["Job", dict[str, Any], boo
                 totals[4] += 0 if cache_hit else int(fields.get("output_tokens") or 0)
                 totals[5] += len(new)
             if judge_requests:
-                session.connection().execute(RatingRequest.__table__.insert(), judge_requests)  # type: ignore[attr-defined]
+                session.connection().execute(RatingRequest.__table__.insert(), judge_requests)  # type: ignore[attr-defined]  # SQLModel sets __table__ on table classes
             for run_id, (done, cached, cost, it, ot, added) in runs.items():
                 session.execute(
                     text("UPDATE run SET done = done + :d, cached = cached + :c, cost_usd = cost_usd + :cost, "

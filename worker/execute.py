@@ -384,7 +384,7 @@ class RatingSink:
             return
         fresh = {}
         for p in batch:
-            rating_id = stored.get(p.job.request.id)   # type: ignore[arg-type]
+            rating_id = stored.get(p.job.request.id)   # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
             if rating_id is not None and not p.cache_hit and not p.job.generates:
                 fresh[p.job.request.cache_key] = {**{f: p.fields.get(f) for f in _CACHED_FIELDS},
                                                   "source_rating_id": rating_id}
@@ -407,7 +407,7 @@ def store_rating(ctx: ExecutionContext, job: Job, fields: dict[str, Any], *, cac
         return False
     if not cache_hit and ctx.hot_cache is not None:
         ctx.hot_cache.put(job.request.cache_key, {**{f: fields.get(f) for f in _CACHED_FIELDS},
-                                                  "source_rating_id": stored[job.request.id]})  # type: ignore[index]
+                                                  "source_rating_id": stored[job.request.id]})  # type: ignore[index]  # a stored row's id is set (flushed or loaded)
     return True
 
 
@@ -501,7 +501,7 @@ async def _call_provider(ctx: ExecutionContext, job: Job, messages: list[dict[st
                 response.latency_ms = response.latency_ms or (time.perf_counter() - started) * 1000
         except ProviderError as err:
             if reserved:
-                ctx.budget.settle(run_key, reserved, 0.0)  # type: ignore[union-attr]
+                ctx.budget.settle(run_key, reserved, 0.0)  # type: ignore[union-attr]  # reserved only through a budget ledger
             if ctx.limiter is not None:
                 ctx.limiter.observe(job.spec, error=err, estimated_tokens=est)
             if not err.retryable:
@@ -524,10 +524,10 @@ async def _call_provider(ctx: ExecutionContext, job: Job, messages: list[dict[st
             continue
         except BaseException:
             if reserved:
-                ctx.budget.settle(run_key, reserved, 0.0)  # type: ignore[union-attr]
+                ctx.budget.settle(run_key, reserved, 0.0)  # type: ignore[union-attr]  # reserved only through a budget ledger
             raise
         if reserved:
-            ctx.budget.settle(run_key, reserved, response_cost(job.spec, response))  # type: ignore[union-attr]
+            ctx.budget.settle(run_key, reserved, response_cost(job.spec, response))  # type: ignore[union-attr]  # reserved only through a budget ledger
         if ctx.limiter is not None:
             ctx.limiter.observe(job.spec, response=response, estimated_tokens=est)
         return response

@@ -230,6 +230,8 @@ class LimiterStore(Protocol):
 
     def state(self, key: str) -> dict[str, float]: ...
 
+    errors: tuple[type[Exception], ...]        # what a failing store raises (the limiter then waits it out)
+
 
 class RedisStore:
     """The schedule in Redis: one hash and one send log per group, changed only by the Lua scripts."""
@@ -446,7 +448,7 @@ class RateLimiter:
                         await self.sleep(wait)
                 hold = self.admit(spec)
                 store_down_since = None
-            except self.store.errors as err:  # type: ignore[attr-defined]
+            except self.store.errors as err:
                 store_down_since = self._store_trouble(err, store_down_since)
                 await self.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -490,7 +492,7 @@ class RateLimiter:
             hold = exhausted_for(response.headers or {})
             if hold:
                 self._hold(spec, hold)
-        except self.store.errors as err:  # type: ignore[attr-defined]
+        except self.store.errors as err:
             self.stats.redis_errors += 1
             log.warning("rate limiter: cannot record feedback for %s (%s)", spec.name, err)
 

@@ -114,7 +114,7 @@ def _add_document_schemas(app: FastAPI) -> None:
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
 
 def _install_dashboard_handlers(app: FastAPI) -> None:

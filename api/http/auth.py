@@ -123,7 +123,7 @@ def delete_project(engine: Engine, project: str | int, templates_root: Path | No
 
     proj = find_project(engine, str(project))
     pid = proj.id
-    namespace = Principal(project_id=pid, project_name=proj.name, key_id=0, key_prefix="",  # type: ignore[arg-type]
+    namespace = Principal(project_id=pid, project_name=proj.name, key_id=0, key_prefix="",  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                           project_created_at=proj.created_at.replace(tzinfo=None) if proj.created_at else None).namespace
     counts: dict[str, int] = {}
     with engine.begin() as conn:
@@ -160,11 +160,11 @@ def create_key(engine: Engine, project: str | int, name: str = "") -> NewKey:
     proj = find_project(engine, str(project))
     key = generate_key()
     with Session(engine, expire_on_commit=False) as session:
-        row = ApiKey(project_id=proj.id, prefix=key[:DISPLAY_PREFIX_LENGTH], key_hash=hash_key(key),  # type: ignore[arg-type]
+        row = ApiKey(project_id=proj.id, prefix=key[:DISPLAY_PREFIX_LENGTH], key_hash=hash_key(key),  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                      name=name[:200])
         session.add(row)
         session.commit()
-        return NewKey(key=key, key_id=row.id, prefix=row.prefix, project_id=proj.id, project_name=proj.name)  # type: ignore[arg-type]
+        return NewKey(key=key, key_id=row.id, prefix=row.prefix, project_id=proj.id, project_name=proj.name)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
 
 
 def revoke_key(engine: Engine, key_id_or_prefix: str) -> ApiKey:

@@ -208,7 +208,7 @@ def validate_campaign(engine: Engine, settings: ApiSettings, templates: Template
             render_messages(tmpl, expansion.items[0].content, sample_persona if tmpl.persona else None)
         except TemplateRenderError as err:
             raise invalid(f"templates.{j}: {err}", field=f"templates.{j}") from None
-    return ValidatedCampaign(spec=spec, exec_spec=exec_spec, dataset_id=ds.id, dataset_name=ds.name,  # type: ignore[arg-type]
+    return ValidatedCampaign(spec=spec, exec_spec=exec_spec, dataset_id=ds.id, dataset_name=ds.name,  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                              dimension=expansion.dimension, n_items=len(expansion.items),
                              n_personas=len(expansion.personas), total=expansion.count(exec_spec))
 
@@ -253,9 +253,9 @@ def create_campaign_run(engine: Engine, project_id: int, campaign: Campaign, v: 
     transaction."""
     with engine.connect() as conn:
         with conn.begin():
-            plan = create_run(conn, v.exec_spec, project_id=project_id, mode=mode,  # type: ignore[arg-type]
+            plan = create_run(conn, v.exec_spec, project_id=project_id, mode=mode,  # type: ignore[arg-type]  # a Connection binds the run's Session as an Engine does
                               budget_override=budget_usd)
             if plan.campaign_id != campaign.id:
                 conn.execute(update(Run).where(col(Run.id) == plan.run_id).values(campaign_id=campaign.id))
                 conn.execute(delete(Campaign).where(col(Campaign.id) == plan.campaign_id))
-    return RunPlan(run_id=plan.run_id, campaign_id=campaign.id, total=plan.total, cached=plan.cached)  # type: ignore[arg-type]
+    return RunPlan(run_id=plan.run_id, campaign_id=campaign.id, total=plan.total, cached=plan.cached)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)

@@ -189,7 +189,7 @@ async def new_campaign(request: Request, principal: Annotated[Principal, Depends
         document = parse_document(campaign.encode("utf-8"), "application/yaml")
         v = validate_campaign(state.engine, state.settings, state.templates, principal, document)
         row = store_campaign(state.engine, principal.project_id, v)
-        return int(start_campaign_run(state, principal, row.id, None, True)["id"])  # type: ignore[arg-type]
+        return int(start_campaign_run(state, principal, row.id, None, True)["id"])  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
 
     try:
         run_id = await run_in_threadpool(create_and_start)

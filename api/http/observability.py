@@ -71,7 +71,7 @@ def configure_json_logging(level: int = logging.INFO) -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    handler._accord_json = True  # type: ignore[attr-defined]
+    handler._accord_json = True  # type: ignore[attr-defined]  # a marker attribute on the handler function
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

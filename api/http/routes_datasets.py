@@ -142,10 +142,10 @@ def list_items(request: Request, dataset_id: DatasetId, principal: Annotated[Pri
 def delete_dataset_rows(session: Session, dataset_id: int) -> None:
     items = select(col(Item.id)).where(col(Item.dataset_id) == dataset_id).scalar_subquery()
     session.execute(delete(HumanRating).where(col(HumanRating.item_id).in_(items)))
-    session.execute(delete(Campaign).where(Campaign.dataset_id == dataset_id))  # type: ignore[arg-type]
-    session.execute(delete(Item).where(Item.dataset_id == dataset_id))  # type: ignore[arg-type]
-    session.execute(delete(Annotator).where(Annotator.dataset_id == dataset_id))  # type: ignore[arg-type]
-    session.execute(delete(Dataset).where(Dataset.id == dataset_id))  # type: ignore[arg-type]
+    session.execute(delete(Campaign).where(col(Campaign.dataset_id) == dataset_id))
+    session.execute(delete(Item).where(col(Item.dataset_id) == dataset_id))
+    session.execute(delete(Annotator).where(col(Annotator.dataset_id) == dataset_id))
+    session.execute(delete(Dataset).where(col(Dataset.id) == dataset_id))  # a stored row's id is set (flushed or loaded)
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=problem_responses(404, 409), summary="Delete a dataset")

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Exists, exists, func, insert, select, update
+from sqlalchemy import Exists, Select, exists, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -106,20 +106,20 @@ class BatchContext:
     def client(self, spec: ModelSpec) -> BatchClient | None:
         if spec.id not in self._clients:
             provider = self.providers.get(spec)
-            self._clients[spec.id] = batch_client_for(provider, self.limits.get(spec.provider))  # type: ignore[index]
-        return self._clients[spec.id]  # type: ignore[index]
+            self._clients[spec.id] = batch_client_for(provider, self.limits.get(spec.provider))  # type: ignore[index]  # a stored row's id is set (flushed or loaded)
+        return self._clients[spec.id]  # type: ignore[index]  # a stored row's id is set (flushed or loaded)
 
     def messages(self, job: Job) -> list[dict[str, str]]:
         """The rendered prompt of a request (rendered once per context: assembling, submitting and
         collecting a batch all need it)."""
         key = job.request.id
-        found = self._messages.get(key)  # type: ignore[arg-type]
+        found = self._messages.get(key)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         if found is None:
             found = render_messages(job.template, job.content, job.request.persona or None, item=job.item,
                                     answer=job.answer_text)
             if len(self._messages) >= MESSAGE_CACHE_SIZE:
                 self._messages.clear()
-            self._messages[key] = found  # type: ignore[index]
+            self._messages[key] = found  # type: ignore[index]  # a stored row's id is set (flushed or loaded)
         return found
 
 
@@ -168,7 +168,7 @@ def _held() -> Exists:
                           col(ProviderBatch.status).in_(LIVE_BATCH_STATUSES))
 
 
-def _claimable(run_id: int, model_spec_id: int, limit: int):  # type: ignore[no-untyped-def]
+def _claimable(run_id: int, model_spec_id: int, limit: int) -> Select[int | None]:
     return (select(col(RatingRequest.id)).where(col(RatingRequest.run_id) == run_id,
                                            col(RatingRequest.model_spec_id) == model_spec_id,
                                            col(RatingRequest.status) == RequestStatus.pending.value, ~_held())
@@ -210,7 +210,7 @@ def assemble_batches(bctx: BatchContext, run_id: int, model_spec_id: int) -> Tic
                 break
             if size + item_size > limits.max_bytes and chosen:
                 break
-            chosen.append(job.request.id)  # type: ignore[arg-type]
+            chosen.append(job.request.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
             size += item_size
             estimate += cost
         if not chosen:
@@ -231,12 +231,12 @@ def _claim(engine: Engine, run_id: int, spec: ModelSpec, ids: list[int], size: i
     """One transaction: the batch row, the requests pending -> queued under its tag, the mapping rows."""
     now = utcnow()
     with Session(engine) as session:
-        batch = ProviderBatch(run_id=run_id, model_spec_id=spec.id, provider=spec.provider,  # type: ignore[arg-type]
+        batch = ProviderBatch(run_id=run_id, model_spec_id=spec.id, provider=spec.provider,  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                               status=BatchStatus.preparing.value, bytes=size, estimated_cost_usd=estimate,
                               created_at=now, updated_at=now)
         session.add(batch)
         session.flush()
-        tag = chunk_tag(batch.id)  # type: ignore[arg-type]
+        tag = chunk_tag(batch.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         for start in range(0, len(ids), _ID_BATCH):
             part = ids[start:start + _ID_BATCH]
             session.execute(update(RatingRequest).where(
@@ -279,8 +279,8 @@ def _known_external_ids(engine: Engine) -> set[str]:
 def _held_jobs(bctx: BatchContext, batch: ProviderBatch) -> list[Job]:
     """The batch's requests that still wait for an answer (queued under its tag, or put back to pending by
     a stray lease release while the batch was live)."""
-    tag = chunk_tag(batch.id)  # type: ignore[arg-type]
-    jobs = _jobs(bctx.engine, batch_request_ids(bctx.engine, batch.id))  # type: ignore[arg-type]
+    tag = chunk_tag(batch.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
+    jobs = _jobs(bctx.engine, batch_request_ids(bctx.engine, batch.id))  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
     return [j for j in jobs if j.request.chunk_id == tag or j.request.status == RequestStatus.pending.value]
 
 
@@ -302,11 +302,11 @@ async def submit_batch(bctx: BatchContext, batch: ProviderBatch, *, resend: bool
             found = await client.find(key, batch.request_count, batch.created_at, _known_external_ids(engine))
         except ProviderError as err:
             report.errors.append(f"batch {batch.id}: looking for an earlier submission failed: {err}")
-            _update_batch(engine, batch.id, error=str(err)[:2000])  # type: ignore[arg-type]
+            _update_batch(engine, batch.id, error=str(err)[:2000])  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
             return report
         if found is not None:
             log.info("batch %s: adopting provider batch %s created by an earlier attempt", batch.id, found)
-            _update_batch(engine, batch.id, external_id=found, status=BatchStatus.submitted.value,  # type: ignore[arg-type]
+            _update_batch(engine, batch.id, external_id=found, status=BatchStatus.submitted.value,  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                           submitted_at=utcnow(), error=None)
             report.submitted += 1
             return report
@@ -315,23 +315,23 @@ async def submit_batch(bctx: BatchContext, batch: ProviderBatch, *, resend: bool
         return report
     jobs = _held_jobs(bctx, batch)
     if not jobs:
-        _mark_collected(engine, batch.id, {})  # type: ignore[arg-type]
+        _mark_collected(engine, batch.id, {})  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         return report
     items = [BatchItem(str(job.request.id), provider_request(job, bctx.messages(job))) for job in jobs]
-    _update_batch(engine, batch.id, status=BatchStatus.submitting.value, request_count=len(items))  # type: ignore[arg-type]
+    _update_batch(engine, batch.id, status=BatchStatus.submitting.value, request_count=len(items))  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
     try:
         submitted = await client.submit(items, key)
     except ProviderError as err:
         if err.retryable:           # it may have reached the provider: the next pass looks before resending
             report.errors.append(f"batch {batch.id}: submission failed, will retry: {err}")
-            _update_batch(engine, batch.id, error=str(err)[:2000])  # type: ignore[arg-type]
+            _update_batch(engine, batch.id, error=str(err)[:2000])  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         else:                       # refused as a whole (auth, unknown model, bad file): trying again won't help
             abandon_batch(bctx, batch, str(err), report, retry=False)
         return report
     except ValueError as err:
         abandon_batch(bctx, batch, str(err), report, retry=True)
         return report
-    _update_batch(engine, batch.id, external_id=submitted.external_id, input_file_id=submitted.input_file_id,  # type: ignore[arg-type]
+    _update_batch(engine, batch.id, external_id=submitted.external_id, input_file_id=submitted.input_file_id,  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                   provider_status=submitted.provider_status, status=BatchStatus.submitted.value,
                   submitted_at=utcnow(), error=None)
     report.submitted += 1
@@ -346,7 +346,7 @@ def abandon_batch(bctx: BatchContext, batch: ProviderBatch, error: str, report: 
     for job in _held_jobs(bctx, batch):
         _settle(bctx, job, kind, error, retryable=retry, run_status=_run_status(bctx.engine, batch.run_id),
                 report=report)
-    _update_batch(bctx.engine, batch.id, status=BatchStatus.abandoned.value, error=error[:2000],  # type: ignore[arg-type]
+    _update_batch(bctx.engine, batch.id, status=BatchStatus.abandoned.value, error=error[:2000],  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                   collected_at=utcnow())
 
 
@@ -377,7 +377,7 @@ async def poll_batch(bctx: BatchContext, batch: ProviderBatch) -> tuple[BatchSta
     if state.ended:
         values.update(status=BatchStatus.ended.value, ended_at=utcnow(), error=state.error)
         report.ended += 1
-    _update_batch(engine, batch.id, **values)  # type: ignore[arg-type]
+    _update_batch(engine, batch.id, **values)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
     if not state.ended and state.provider_status not in CANCELLING_STATUSES \
             and _run_status(engine, batch.run_id) in STOPPED_RUN_STATUSES:
         try:
@@ -423,20 +423,20 @@ async def collect_batch(bctx: BatchContext, batch: ProviderBatch, state: BatchSt
     for custom_id, (job, messages, _) in calls.items():
         got = results.get(custom_id)
         if got is not None and got.kind == SUCCEEDED and got.response is not None:
-            fields = await answer_fields(bctx.execution, job, messages, got.response,  # type: ignore[arg-type]
+            fields = await answer_fields(bctx.execution, job, messages, got.response,  # type: ignore[arg-type]  # __post_init__ sets execution
                                          discount=job.spec.batch_discount)
             fields["provider_batch_id"] = batch.id
-            if store_rating(bctx.execution, job, fields, cache_hit=False, attempts=job.request.attempts):  # type: ignore[arg-type]
+            if store_rating(bctx.execution, job, fields, cache_hit=False, attempts=job.request.attempts):  # type: ignore[arg-type]  # __post_init__ sets execution
                 report.stored += 1
-            outcomes[job.request.id] = (SUCCEEDED, None)  # type: ignore[index]
+            outcomes[job.request.id] = (SUCCEEDED, None)  # type: ignore[index]  # a stored row's id is set (flushed or loaded)
             continue
         kind = got.kind if got is not None else MISSING
         error = (got.error if got is not None else None) or state.error or \
             f"batch {batch.external_id} ended ({state.provider_status}) without a result for this request"
         retryable = got.retryable if got is not None else True
         _settle(bctx, job, kind, error, retryable=retryable, run_status=run_status, report=report)
-        outcomes[job.request.id] = (kind, error)  # type: ignore[index]
-    _mark_collected(engine, batch.id, outcomes)  # type: ignore[arg-type]
+        outcomes[job.request.id] = (kind, error)  # type: ignore[index]  # a stored row's id is set (flushed or loaded)
+    _mark_collected(engine, batch.id, outcomes)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
     report.collected += 1
     return report
 
@@ -461,7 +461,7 @@ def _settle(bctx: BatchContext, job: Job, kind: str, error: str, *, retryable: b
         return
     with Session(bctx.engine) as session:
         n = session.execute(update(RatingRequest).where(
-            col(RatingRequest.id) == req.id, col(RatingRequest.status).in_(ACTIVE_REQUEST_STATUSES))  # type: ignore[attr-defined]
+            col(RatingRequest.id) == req.id, col(RatingRequest.status).in_(ACTIVE_REQUEST_STATUSES))  # type: ignore[attr-defined]  # DML: a CursorResult (rowcount)
             .values(status=RequestStatus.pending.value, chunk_id=None, leased_until=None,
                     last_error=error[:2000], updated_at=utcnow())).rowcount
         session.commit()
