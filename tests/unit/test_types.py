@@ -37,3 +37,11 @@ def test_mypy_strict_has_no_errors_in_any_module() -> None:
     assert not result.errors, (f"{len(result.errors)} mypy errors (strict, [tool.mypy] in pyproject.toml):\n"
                                + "\n".join(result.errors) + "\n" + result.summary)
     assert result.returncode == 0, result.summary
+
+
+def test_the_readme_counts_the_type_ignores() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"Remaining `# type: ignore` comments: (\d+)", readme)
+    assert match, "README.md, Development: the line 'Remaining `# type: ignore` comments: N' is missing"
+    assert int(match.group(1)) == len(type_ignores()), \
+        f"README.md, Development: {match.group(1)} type: ignore comments stated, {len(type_ignores())} in the code"
