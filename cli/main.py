@@ -77,7 +77,7 @@ def import_error_in_cli_terms(message: str) -> str:
     for field, flag in IMPORT_FLAGS.items():
         if field in _SPEC_ONLY_WORDS and not spec_error:
             continue
-        text = re.sub(rf"(?<![\w'-]){field}(?![\w'])(:?)", lambda m: flag + m.group(1), text)  # run at once: no late binding
+        text = re.sub(rf"(?<![\w'-]){field}(?![\w'])(:?)", flag + r"\g<1>", text)
     return text
 
 
@@ -429,8 +429,8 @@ def templates_cmd() -> None:
     from accord.worker.prompt_templates import bundled_template_names, load_template
 
     t = Table(title="bundled templates")
-    for col in ("name", "version", "format", "labels", "persona"):
-        t.add_column(col)
+    for heading in ("name", "version", "format", "labels", "persona"):
+        t.add_column(heading)
     for name in bundled_template_names():
         tmpl = load_template(name)
         t.add_row(tmpl.name, tmpl.version, tmpl.response_format, ", ".join(f"{k}={v:g}" for k, v in tmpl.labels.items()),

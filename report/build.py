@@ -256,8 +256,8 @@ def metrics_table(data: ReportData, width: int | None = None) -> Table:
                "LLM beats; median r: annotators' leave-one-out r") if short else None
     t = Table(title=f"run {data.run['id']} — alignment with the mean human rating", caption=caption,
               caption_justify="left")
-    for col in ("model", "template", "metric", "value", "95% CI", "n"):
-        t.add_column(col, overflow="fold")
+    for heading in ("model", "template", "metric", "value", "95% CI", "n"):
+        t.add_column(heading, overflow="fold")
     for r in metric_rows(data.metrics, ALIGNMENT + [PERCENTILE], human_only=False):
         t.add_row(r["model"], r["template"], name(r["name"]), r["value"], r["ci"], r["n"])
     for r in metric_rows(data.metrics, [BASELINE_MEDIAN], human_only=True):
