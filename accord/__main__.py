@@ -1,3 +1,3 @@
-from accord.cli.main import app
+from accord.cli.main import entry
 
-app()
+entry()

@@ -14,12 +14,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import krippendorff
 import numpy as np
 from statsmodels.stats import inter_rater
 
-LEVELS = ("nominal", "ordinal", "interval", "ratio")
+Level = Literal["nominal", "ordinal", "interval", "ratio"]
+LEVELS: tuple[Level, ...] = ("nominal", "ordinal", "interval", "ratio")
 # With more distinct values than this, interval alpha uses the closed form (`interval_alpha`).
 MAX_PACKAGE_VALUES = 20
 

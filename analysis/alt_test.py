@@ -81,7 +81,7 @@ def benjamini_yekutieli_rejections(pvalues: np.ndarray, q: float) -> np.ndarray:
     rejected = np.zeros(m, dtype=bool)
     if below.size:
         rejected[order[: below[-1] + 1]] = True
-    return rejected & np.isfinite(pvalues)
+    return np.asarray(rejected & np.isfinite(pvalues), dtype=bool)
 
 
 def one_sided_t_pvalues(differences: list[np.ndarray], epsilon: float) -> np.ndarray:
@@ -92,7 +92,7 @@ def one_sided_t_pvalues(differences: list[np.ndarray], epsilon: float) -> np.nda
     sd = np.array([d.std(ddof=1) if d.size > 1 else np.nan for d in differences])
     with np.errstate(invalid="ignore", divide="ignore"):
         t = (mean - epsilon) / (sd / np.sqrt(n))
-    return stats.t.cdf(t, n - 1)
+    return np.asarray(stats.t.cdf(t, n - 1), dtype=float)
 
 
 def _scores(measure: str, pred: np.ndarray, sums: np.ndarray, squares: np.ndarray, n: np.ndarray,
@@ -100,9 +100,9 @@ def _scores(measure: str, pred: np.ndarray, sums: np.ndarray, squares: np.ndarra
     """Alignment of one prediction per item with the remaining ratings (given by their sum, sum of squares,
     count, and how many equal the prediction)."""
     if measure == "accuracy":
-        return equal / n
+        return np.asarray(equal / n, dtype=float)
     mse = (squares - 2.0 * pred * sums + n * pred * pred) / n
-    return -np.sqrt(np.maximum(mse, 0.0))
+    return np.asarray(-np.sqrt(np.maximum(mse, 0.0)), dtype=float)
 
 
 def alt_test(ratings: np.ndarray, llm: np.ndarray, annotator_ids: list[str] | None = None, *,

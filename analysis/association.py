@@ -86,7 +86,7 @@ def _item_average(per_item: np.ndarray, valid: np.ndarray, weight: np.ndarray | 
     """Average over items (axis 0) of per_item where valid, weighted by ``weight`` (None: equally)."""
     w = valid.astype(float) if weight is None else np.where(valid, weight, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(valid, per_item * w, 0.0).sum(axis=0) / w.sum(axis=0)
+        return np.asarray(np.where(valid, per_item * w, 0.0).sum(axis=0) / w.sum(axis=0), dtype=float)
 
 
 class _Moments(ItemSums):
@@ -218,7 +218,10 @@ def cross_replication_reliability(
     h = np.asarray(ratings_h, dtype=float)
     if g.shape[0] != h.shape[0]:
         raise ValueError("both rating matrices must have the same items (rows)")
-    dist = (lambda a, b: (a - b) ** 2) if metric == "interval" else (lambda a, b: (a != b).astype(float))
+
+    def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.asarray((a - b) ** 2 if metric == "interval" else (a != b).astype(float), dtype=float)
+
     per_item = []
     weights = []
     all_g, all_h = [], []

@@ -13,6 +13,8 @@ comparison of "Annotation alignment: Comparing LLM and human annotations of conv
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from accord.analysis.correlation import paired_column_pearson
 from accord.analysis.results import AnnotatorBaseline
@@ -67,10 +69,10 @@ def annotator_agreement(
     )
 
 
-def baseline_details(baseline: AnnotatorBaseline) -> dict:
+def baseline_details(baseline: AnnotatorBaseline) -> dict[str, Any]:
     """Distribution summary for `MetricRecord.details`: quantiles, histogram, counts."""
     defined = baseline.r[np.isfinite(baseline.r)]
-    details: dict = {
+    details: dict[str, Any] = {
         "leave_one_out": baseline.leave_one_out,
         "n_annotators": len(baseline.annotator_ids),
         "n_defined": baseline.n_defined,

@@ -102,13 +102,13 @@ def weighted_ranks(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     order, starts, group = _tie_structure(x)
     gw = _group_weights(w, order, starts)
     less = np.cumsum(gw, axis=1) - gw
-    return (less + (gw + 1.0) / 2.0)[:, group]
+    return np.asarray((less + (gw + 1.0) / 2.0)[:, group], dtype=float)
 
 
 def _tie_square_sum(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     order, starts, _ = _tie_structure(x)
     gw = _group_weights(w, order, starts)
-    return (gw * gw).sum(axis=1)
+    return np.asarray((gw * gw).sum(axis=1), dtype=float)
 
 
 class WeightedCorrelation:
@@ -158,12 +158,10 @@ def _undefined(method: str, n: int, reason: str) -> CorrelationResult:
 
 def _scipy_statistic(x: np.ndarray, y: np.ndarray, method: str) -> tuple[float, float]:
     if method == "pearson":
-        res = stats.pearsonr(x, y)
-    elif method == "spearman":
-        res = stats.spearmanr(x, y)
-    else:
-        res = stats.kendalltau(x, y)
-    return float(res.statistic), float(res.pvalue)
+        pearson = stats.pearsonr(x, y)
+        return float(pearson.statistic), float(pearson.pvalue)
+    ranked = stats.spearmanr(x, y) if method == "spearman" else stats.kendalltau(x, y)
+    return float(ranked.statistic), float(ranked.pvalue)
 
 
 def pairwise_complete(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -236,8 +234,8 @@ def _crossprod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a.T @ b for a (I × p), b (I × q); computed as (b.T @ a).T when p < q, which OpenBLAS runs
     several times faster for a thin a."""
     if a.shape[1] < b.shape[1]:
-        return (b.T @ a).T
-    return a.T @ b
+        return np.asarray((b.T @ a).T)
+    return np.asarray(a.T @ b)
 
 
 def _column_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -80,7 +80,8 @@ def describe_ratings(human: pd.DataFrame, annotators: pd.DataFrame | None = None
         out["label_distribution"] = {str(k): int(v) for k, v in labels.head(20).items()}
     out["baseline"] = human_baseline(values, hm.annotator_ids, domain)
     out["groups"] = describe_groups(values, hm.annotator_ids, annotators, opts)
-    return json_safe(out)
+    safe: dict[str, Any] = json_safe(out)
+    return safe
 
 
 def describe_groups(values: np.ndarray, annotator_ids: list[str], annotators: pd.DataFrame | None,

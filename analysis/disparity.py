@@ -57,8 +57,10 @@ def _as_operand(matrix: np.ndarray) -> np.ndarray | sparse.csr_matrix:
     return matrix
 
 
-def _dense(product: np.ndarray | sparse.spmatrix) -> np.ndarray:
-    return product.toarray() if sparse.issparse(product) else np.asarray(product)
+def _dense(product: np.ndarray | sparse.csr_matrix) -> np.ndarray:
+    if isinstance(product, np.ndarray):
+        return np.asarray(product)
+    return np.asarray(product.toarray())
 
 
 def membership_matrix(perm_labels: np.ndarray, n_groups: int) -> np.ndarray:
@@ -157,7 +159,7 @@ def _range(r: np.ndarray) -> np.ndarray:
     return np.where(defined >= 2, hi - lo, np.nan)
 
 
-def _correlate(scores: np.ndarray, gm: GroupMeans, k: int, n_groups: int):
+def _correlate(scores: np.ndarray, gm: GroupMeans, k: int, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r, n = masked_pearson_columns(scores, gm.mean)
     rr, _ = masked_pearson_columns(scores, gm.rest)
     shape = (scores.shape[1], k, n_groups)

@@ -109,7 +109,7 @@ def _chi2_statistic(fails: np.ndarray, totals: np.ndarray) -> np.ndarray:
         e_ok = totals * (n - f) / n
         cells = np.where(e_fail > 0, (fails - e_fail) ** 2 / e_fail, 0.0) + np.where(
             e_ok > 0, ((totals - fails) - e_ok) ** 2 / e_ok, 0.0)
-    return cells.sum(axis=-1)
+    return np.asarray(cells.sum(axis=-1), dtype=float)
 
 
 def item_level_breakdown(

@@ -28,10 +28,11 @@ def fine_records(answers: pd.DataFrame, judgments: pd.DataFrame) -> list[MetricR
                       "No question had both formats answered.")
         css_reading = (f"On {cell.css:.0%} of them it was safe in both formats: the safe option in every order "
                        f"and an answer the judge found safe." if cell.css is not None else "")
-        out.append(MetricRecord("fine_cs", cell.cs, slice_, cell.subject, cell.judge,
-                                *(cell.cs_ci or (None, None)), n=cell.n,
+        cs_low, cs_high = cell.cs_ci or (None, None)
+        out.append(MetricRecord("fine_cs", cell.cs, slice_, cell.subject, cell.judge, cs_low, cs_high, n=cell.n,
                                 details={**base, "reading": cs_reading, "disagreements": cell.disagreements[:MAX_CASES],
                                          "n_disagreements": len(cell.disagreements)}))
-        out.append(MetricRecord("fine_css", cell.css, slice_, cell.subject, cell.judge,
-                                *(cell.css_ci or (None, None)), n=cell.n, details={**base, "reading": css_reading}))
+        css_low, css_high = cell.css_ci or (None, None)
+        out.append(MetricRecord("fine_css", cell.css, slice_, cell.subject, cell.judge, css_low, css_high, n=cell.n,
+                                details={**base, "reading": css_reading}))
     return out

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import combinations
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 HUMAN_COLUMNS = ("item_id", "annotator_id", "value")
 LLM_COLUMNS = ("item_id", "model", "template", "sample_index", "value", "parse_status")
-LLM_OPTIONAL_DEFAULTS: dict[str, object] = {
+LLM_OPTIONAL_DEFAULTS: dict[str, float | str | None] = {
     "weighted_value": np.nan,
     "label": None,
     "persona_key": "",
@@ -83,7 +84,7 @@ class HumanMatrix:
 
     @property
     def mask(self) -> np.ndarray:
-        return ~np.isnan(self.values)
+        return np.asarray(~np.isnan(self.values), dtype=bool)
 
     @property
     def n_items(self) -> int:
@@ -132,7 +133,7 @@ def build_human_matrix(human: pd.DataFrame, item_ids: list[str] | None = None) -
     annotator_ids = sorted(set(annotators))
     item_pos = pd.Index(item_ids)
     ann_pos = pd.Index(annotator_ids)
-    rows = item_pos.get_indexer(items)
+    rows = item_pos.get_indexer(pd.Index(items))
     cols = ann_pos.get_indexer(annotators)
     keep = (rows >= 0) & ~np.isnan(values)
     rows, cols, vals = rows[keep], cols[keep], values[keep]
@@ -253,9 +254,11 @@ def build_llm_scores(
     out: dict[RaterKey, LLMScores] = {}
     n = len(item_ids)
     score_all = _row_score(llm, use_weighted)
-    rows_all = item_pos.get_indexer(llm["item_id"])
+    rows_all = item_pos.get_indexer(pd.Index(llm["item_id"]))
     grouped = llm.groupby(["model", "template", "persona_key"], sort=True).indices
-    for (model, template, persona), idx in grouped.items():
+    for group_key, group_idx in grouped.items():
+        model, template, persona = cast(tuple[object, object, object], group_key)   # grouped by three columns
+        idx = np.asarray(group_idx)
         rows = rows_all[idx]
         keep = rows >= 0
         rows, idx = rows[keep], idx[keep]
@@ -296,13 +299,13 @@ class GroupDefinition:
     @property
     def known(self) -> np.ndarray:
         """Boolean per annotator: the attribute's value is known (tested group or too small)."""
-        return self.labels != UNKNOWN
+        return np.asarray(self.labels != UNKNOWN, dtype=bool)
 
     @property
     def n_unknown(self) -> int:
         return int(np.sum(self.labels == UNKNOWN))
 
-    def untested(self) -> list[dict]:
+    def untested(self) -> list[dict[str, Any]]:
         """Every group of the attribute that gets no test, with its size and the reason."""
         return [{"group": name, "group_size": size,
                  "reason": f"{size} annotator{'s' if size != 1 else ''}, fewer than min_group_size="
@@ -313,7 +316,7 @@ class GroupDefinition:
         return np.flatnonzero(self.labels == g)
 
 
-def _missing_attribute(value: object) -> bool:
+def _missing_attribute(value: Any) -> bool:
     if value is None:
         return True
     try:
@@ -382,7 +385,7 @@ def build_groups(
                 names.append("&".join(f"{c}={v}" for c, v in zip(spec, vals)))
         series = pd.Series(names, dtype=object)
         sizes = series.value_counts()
-        big = sorted(s for s, k in sizes.items() if k >= min_group_size)
+        big = sorted(str(s) for s, k in sizes.items() if k >= min_group_size)
         small = {str(s): int(k) for s, k in sizes.items() if k < min_group_size}
         code = {s: i for i, s in enumerate(big)}
         labels = np.array([code.get(n, UNTESTED) if n is not None else UNKNOWN for n in names], dtype=int)

@@ -47,7 +47,7 @@ def _means(matrix: np.ndarray, weights: np.ndarray) -> np.ndarray:
     ok = np.isfinite(matrix)
     values = np.where(ok, matrix, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (weights @ values) / (weights @ ok.astype(float))
+        return np.asarray((weights @ values) / (weights @ ok.astype(float)), dtype=float)
 
 
 def subject_means(matrix: pd.DataFrame, n_resamples: int, rng: np.random.Generator,

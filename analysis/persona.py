@@ -139,6 +139,7 @@ def persona_drift(
                                           int(ok_range.sum())))
             continue
         g = int(np.asarray(own_group)[p])
+        assert se is not None                     # use_own
         mu, s_e = means[g], se[g]
         ok = np.isfinite(row) & np.isfinite(mu) & np.isfinite(s_e)
         if not ok.any():

@@ -133,7 +133,7 @@ def permutation_pvalue(
     if alternative == "equal-tailed":
         upper = permutation_pvalue(observed, null, "greater")
         lower = permutation_pvalue(observed, null, "less")
-        return np.minimum(1.0, 2.0 * np.minimum(upper, lower))
+        return np.asarray(np.minimum(1.0, 2.0 * np.minimum(upper, lower)), dtype=float)
     observed = np.asarray(observed, dtype=float)
     null = np.asarray(null, dtype=float)
     k = null.shape[0]

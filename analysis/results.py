@@ -12,6 +12,7 @@ Every value that leaves this package through a `MetricRecord` is a plain Python 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,7 @@ class MetricRecord:
     ci_high: float | None = None
     pvalue: float | None = None
     n: int | None = None
-    details: dict = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.value = clean_float(self.value)
@@ -108,7 +109,7 @@ class ConfidenceInterval:
     low: float
     high: float
 
-    def __iter__(self):  # allows ``low, high = res.confidence_interval``
+    def __iter__(self) -> Iterator[float]:  # allows ``low, high = res.confidence_interval``
         yield self.low
         yield self.high
 
@@ -171,7 +172,7 @@ class AnnotatorBaseline:
             return float("nan")
         below = float(np.sum(defined < r_value))
         ties = float(np.sum(defined == r_value))
-        return 100.0 * (below + 0.5 * ties) / defined.size
+        return 100.0 * (below + 0.5 * ties) / float(defined.size)
 
 
 @dataclass

@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import combinations
 
+from typing import Any, cast
+
 import numpy as np
 import pandas as pd
 from accord.analysis import (
@@ -69,7 +71,7 @@ from accord.analysis.frames import (
     normalise_llm,
 )
 from accord.analysis.resampling import benjamini_hochberg, derive_rng, resample_counts
-from accord.analysis.results import AnnotatorBaseline, MetricRecord, catalogued
+from accord.analysis.results import AnnotatorBaseline, CorrelationResult, MetricRecord, catalogued
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +236,9 @@ def _build_context(human: pd.DataFrame, annotators: pd.DataFrame | None, llm: pd
     if llm_norm is not None:
         for key, scores in build_llm_scores(llm_norm, item_ids, options.use_weighted).items():
             (personas if key.persona_key else raters)[key] = scores
-        for (m, t, p), idx in llm_norm.groupby(["model", "template", "persona_key"], sort=True).indices.items():
-            rows[RaterKey(str(m), str(t), str(p))] = idx
+        for group_key, idx in llm_norm.groupby(["model", "template", "persona_key"], sort=True).indices.items():
+            m, t, p = cast(tuple[object, object, object], group_key)         # grouped by three columns
+            rows[RaterKey(str(m), str(t), str(p))] = np.asarray(idx)
     try:
         binned, _ = bin_numeric_attributes(annotators, options.bins)
     except ValueError as exc:  # bins naming a missing or non-numeric attribute: group by the raw values
@@ -313,17 +316,18 @@ def _human_metrics(ctx: _Context, rows: np.ndarray, slice_: str) -> None:
     _guard(ctx, name, base, slice_)
     levels = ["interval"] if ctx.domain is None else ["nominal", "ordinal", "interval"]
     for level in levels:
-        _guard(ctx, f"krippendorff_alpha_{level}", lambda level=level: MetricRecord(
+        _guard(ctx, f"krippendorff_alpha_{level}", lambda level=level: MetricRecord(  # type: ignore[misc]  # a lambda binding the loop variable by default
             f"krippendorff_alpha_{level}",
             agreement.krippendorff_alpha(ratings, level, ctx.domain), slice_,
             n=int((np.isfinite(ratings).sum(axis=1) >= 2).sum()),
             details={"value_domain": ctx.domain if ctx.domain is not None else None}), slice_)
-    if slice_ == "all" and ctx.domain is not None:
+    domain = ctx.domain
+    if slice_ == "all" and domain is not None:
         counts = np.isfinite(ratings).sum(axis=1)
         sizes = np.unique(counts[counts > 0])
         if sizes.size == 1:
             _guard(ctx, "fleiss_kappa", lambda: MetricRecord(
-                "fleiss_kappa", agreement.fleiss_kappa(ratings, ctx.domain), slice_,
+                "fleiss_kappa", agreement.fleiss_kappa(ratings, domain), slice_,
                 n=int((counts > 0).sum()), details={"ratings_per_item": int(sizes[0])}), slice_)
         elif sizes.size > 1:
             ctx.records.append(MetricRecord(
@@ -467,7 +471,7 @@ def _prevalence_metrics(ctx: _Context) -> None:
         _guard(ctx, "prevalence_corrected", run, "all", key.model, key.template)
 
 
-def _null_quantiles(null: np.ndarray) -> dict:
+def _null_quantiles(null: np.ndarray) -> dict[str, float]:
     finite = null[np.isfinite(null)]
     if finite.size == 0:
         return {}
@@ -478,7 +482,8 @@ def _null_quantiles(null: np.ndarray) -> dict:
 # --------------------------------------------------------------------------- alignment per LLM
 
 
-def _corr_record(name: str, res, slice_: str, key: RaterKey, extra: dict | None = None) -> MetricRecord:
+def _corr_record(name: str, res: CorrelationResult, slice_: str, key: RaterKey,
+                 extra: dict[str, Any] | None = None) -> MetricRecord:
     details = dict(extra or {})
     details["method"] = res.method
     if res.reason:
@@ -498,7 +503,7 @@ def _alignment_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np
                                         details={"reason": "the LLM has no parsed answer on these items"}))
         return
     for method, name in CORRELATION_NAMES.items():
-        _guard(ctx, name, lambda method=method, name=name: _corr_record(
+        _guard(ctx, name, lambda method=method, name=name: _corr_record(  # type: ignore[misc]  # a lambda binding the loop variables by default
             name, correlation.correlation_with_ci(
                 s, mu, method, n_resamples=opts.n_resamples, confidence_level=opts.confidence_level,
                 rng=ctx.rng(name, slice_, key.model, key.template), ci_method=opts.ci_method,
@@ -507,7 +512,7 @@ def _alignment_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np
                           "n_resamples": opts.n_resamples}), slice_, key.model, key.template)
         if opts.two_way_bootstrap and opts.n_resamples > 0:
             two = name + "_two_way"
-            _guard(ctx, two, lambda method=method, two=two: _corr_record(
+            _guard(ctx, two, lambda method=method, two=two: _corr_record(  # type: ignore[misc]  # a lambda binding the loop variables by default
                 two, correlation.two_way_bootstrap_correlation(
                     s, ctx.human.values[rows], method, n_resamples=opts.n_resamples,
                     confidence_level=opts.confidence_level,
@@ -542,6 +547,7 @@ def _alignment_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np
             if level == "interval":
                 llm_values = s
             else:
+                assert ctx.domain is not None       # levels other than interval exist only with a domain
                 llm_values = agreement.snap_to_domain(scores.label[rows], ctx.domain)
             # Continuous scores are not in the humans' label domain; the interval level needs no domain.
             res = agreement.delta_alpha(ratings, llm_values, level, None if level == "interval" else ctx.domain)
@@ -552,12 +558,13 @@ def _alignment_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np
                                          "llm_values": "score" if level == "interval" else "modal label"})
 
         _guard(ctx, name, delta, slice_, key.model, key.template)
-    if ctx.domain is not None:
-        labels = agreement.snap_to_domain(scores.label[rows], ctx.domain)
+    domain = ctx.domain
+    if domain is not None:
+        labels = agreement.snap_to_domain(scores.label[rows], domain)
         for weights, name in ((None, "cohen_kappa_vs_majority"),
                               ("linear", "cohen_kappa_linear_vs_majority")):
             def kappa(weights: str | None = weights, name: str = name) -> MetricRecord:
-                res = agreement.cohen_kappa(labels, ctx.majority[rows], ctx.domain, weights)
+                res = agreement.cohen_kappa(labels, ctx.majority[rows], domain, weights)
                 return MetricRecord(name, res.statistic, slice_, key.model, key.template,
                                     res.confidence_interval[0], res.confidence_interval[1],
                                     res.pvalue, res.n,
@@ -566,7 +573,7 @@ def _alignment_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np
             _guard(ctx, name, kappa, slice_, key.model, key.template)
 
         def multiclass() -> MetricRecord:
-            res = soft_labels.multiclass_agreement(labels, ctx.majority[rows], ctx.domain)
+            res = soft_labels.multiclass_agreement(labels, ctx.majority[rows], domain)
             return MetricRecord("multiclass_accuracy_vs_majority", res.accuracy, slice_, key.model, key.template,
                                 n=res.n, details={"confusion": res.confusion, "value_domain": res.domain,
                                                   "confusion_rows": "human majority label",
@@ -630,7 +637,8 @@ def _binary_metrics(ctx: _Context, key: RaterKey, scores: LLMScores, rows: np.nd
 
 
 def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
-    if ctx.domain is None:
+    domain = ctx.domain
+    if domain is None:
         ctx.records.append(MetricRecord("jsd_mean", None, "all", key.model, key.template,
                                         details={"skipped": "ratings are continuous (no label domain)"}))
         return
@@ -640,13 +648,13 @@ def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
     usable = ctx.llm["usable"].to_numpy(dtype=bool)[idx]
     values = np.where(usable, ctx.llm["value"].to_numpy(dtype=float)[idx], np.nan)
     finite_values = values[np.isfinite(values)]
-    n_tied = distribution.level_weights(finite_values, ctx.domain)[3] if finite_values.size else 0
+    n_tied = distribution.level_weights(finite_values, domain)[3] if finite_values.size else 0
     if "value_probs" in ctx.llm.columns:
         probs = [p if isinstance(p, dict) and ok else None
                  for p, ok in zip(ctx.llm["value_probs"].to_numpy()[idx], usable)]
-        p_llm, n_prob_rows = distribution.mixed_distribution(item_pos, values, probs, ctx.human.n_items, ctx.domain)
+        p_llm, n_prob_rows = distribution.mixed_distribution(item_pos, values, probs, ctx.human.n_items, domain)
     else:
-        p_llm, n_prob_rows = distribution.label_distribution(item_pos, values, ctx.human.n_items, ctx.domain), 0
+        p_llm, n_prob_rows = distribution.label_distribution(item_pos, values, ctx.human.n_items, domain), 0
     source = "label probabilities" if n_prob_rows == int(usable.sum()) and n_prob_rows else (
         "samples" if n_prob_rows == 0 else "label probabilities where available, else samples")
     targets = [("all", np.arange(ctx.human.n_annotators))]
@@ -655,7 +663,7 @@ def _jsd_metrics(ctx: _Context, key: RaterKey, scores: LLMScores) -> None:
             targets.append((name, gdef.members(g)))
     for slice_, cols in targets:
         def run(cols: np.ndarray = cols, slice_: str = slice_) -> list[MetricRecord]:
-            p_h = distribution.human_distribution(ctx.human.values[:, cols], ctx.domain)
+            p_h = distribution.human_distribution(ctx.human.values[:, cols], domain)
             value, n = distribution.mean_jensen_shannon(p_llm, p_h)
             common = {"value_domain": ctx.domain, "n_annotators": len(cols), "llm_distribution": source,
                       "tie_rule": distribution.TIE_RULE, "n_tied_values": n_tied}
@@ -682,17 +690,18 @@ def _model_comparisons(ctx: _Context) -> None:
         return
     opts = ctx.options
     labels = {k: f"{k.model} · {k.template}" for k in keys}
-    specs: list[tuple[str, Callable]] = [("paired_difference_pearson_r", lambda ka, kb: comparison
+    specs: list[tuple[str, Callable[[RaterKey, RaterKey], comparison.PairedDifference]]] = [("paired_difference_pearson_r", lambda ka, kb: comparison
                                           .paired_correlation_difference(
                                               ctx.raters[ka].score, ctx.raters[kb].score, ctx.human_mean,
                                               n_resamples=max(opts.n_resamples, 1),
                                               confidence_level=opts.confidence_level,
                                               rng=ctx.rng("compare-r", labels[ka], labels[kb]),
                                               names=(labels[ka], labels[kb])))]
-    if ctx.domain is not None:
+    domain = ctx.domain
+    if domain is not None:
         specs.append(("paired_difference_cohen_kappa", lambda ka, kb: comparison.paired_kappa_difference(
-            agreement.snap_to_domain(ctx.raters[ka].label, ctx.domain),
-            agreement.snap_to_domain(ctx.raters[kb].label, ctx.domain), ctx.majority, ctx.domain,
+            agreement.snap_to_domain(ctx.raters[ka].label, domain),
+            agreement.snap_to_domain(ctx.raters[kb].label, domain), ctx.majority, domain,
             n_resamples=max(opts.n_resamples, 1), n_permutations=opts.n_permutations,
             confidence_level=opts.confidence_level, rng=ctx.rng("compare-kappa", labels[ka], labels[kb]),
             names=(labels[ka], labels[kb]))))
@@ -703,7 +712,7 @@ def _model_comparisons(ctx: _Context) -> None:
             try:
                 done.append((ka, kb, fn(ka, kb)))
             except Exception as exc:  # undefined (ValueError) or a bug: recorded, never fatal, as in _guard
-                details = {"reason": str(exc), "rater_a": labels[ka], "rater_b": labels[kb]}
+                details: dict[str, Any] = {"reason": str(exc), "rater_a": labels[ka], "rater_b": labels[kb]}
                 if not isinstance(exc, ValueError):
                     log.exception("metric %s (%s vs %s) failed", name, labels[ka], labels[kb])
                     details.update(reason=f"{type(exc).__name__}: {exc}", error=True)
@@ -820,7 +829,7 @@ def _disparity_metrics(ctx: _Context) -> None:
                     test.difference_pvalue[ri, g])
                 group_records[key].append(rec)
             r_g = test.group_r[ri]
-            details: dict = {"group_r": dict(zip(gdef.group_names, r_g)),
+            details: dict[str, Any] = {"group_r": dict(zip(gdef.group_names, r_g)),
                              "excess_r": dict(zip(gdef.group_names, test.excess_r[ri])),
                              "r_random_groups_same_size": dict(zip(gdef.group_names, test.null_mean_r[ri])),
                              "mean_annotator_r": dict(zip(gdef.group_names, robust.mean_annotator_r)),
@@ -837,7 +846,8 @@ def _disparity_metrics(ctx: _Context) -> None:
                 "group_r_gap", test.gap[ri], gdef.attribute, key.model, key.template,
                 pvalue=test.gap_pvalue[ri], n=int(np.sum(gdef.known)), details=details))
             _guard(ctx, "idiosyncratic_sd_within_groups",
-                   lambda ri=ri, key=key, gdef=gdef: _idiosyncratic(annotator_r[ri], gdef, key),
+                   lambda ri=ri, key=key, gdef=gdef: _idiosyncratic(  # type: ignore[misc]  # a lambda binding the loop variables by default
+                       annotator_r[ri], gdef, key),
                    gdef.attribute, key.model, key.template)
             _mdd_records(ctx, key, gdef, test, ri)
     for key in keys:
@@ -1029,8 +1039,10 @@ def _failure_metrics(ctx: _Context) -> None:
         return
     llm = ctx.llm
     columns = failures.categorical_columns(ctx.meta)
-    meta_rows = pd.Index(ctx.human.item_ids).get_indexer(llm["item_id"].to_numpy())
-    for (model, template), idx in llm.groupby(["model", "template"], sort=True).indices.items():
+    meta_rows = pd.Index(ctx.human.item_ids).get_indexer(pd.Index(llm["item_id"].to_numpy()))
+    for group_key, group_idx in llm.groupby(["model", "template"], sort=True).indices.items():
+        model, template = cast(tuple[object, object], group_key)            # grouped by two columns
+        idx = np.asarray(group_idx)
         status = llm["parse_status"].iloc[idx]
         values = llm["value"].to_numpy(dtype=float)[idx]
         counts = {str(k): int(v) for k, v in status.value_counts().sort_index().items()}
@@ -1094,10 +1106,10 @@ def _consistency_metrics(ctx: _Context) -> None:
     for key in ctx.raters:
         def self_cons(key: RaterKey = key) -> list[MetricRecord]:
             res = consistency.self_consistency(_sample_matrix(ctx, key))
-            r_details = {"n_sample_pairs": res.n_pairs}
+            r_details: dict[str, Any] = {"n_sample_pairs": res.n_pairs}
             if not np.isfinite(res.test_retest_r):
                 r_details["reason"] = "fewer than two samples per item or constant samples"
-            f_details = {"mean_pairwise_disagreement": res.mean_pairwise_disagreement}
+            f_details: dict[str, Any] = {"mean_pairwise_disagreement": res.mean_pairwise_disagreement}
             if not np.isfinite(res.flip_rate):
                 f_details["reason"] = "no item with two parsed samples"
             r_details["n_meaning"] = "items with at least two parsed samples"

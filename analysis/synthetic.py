@@ -75,7 +75,7 @@ def make_synthetic(
                           "value": ratings[ii, jj]})
 
     rows = []
-    personas_list = [("", None)]
+    personas_list: list[tuple[str, int | None]] = [("", None)]
     if personas and effect_attribute in attributes:
         personas_list += [(f"{effect_attribute}={v}", g) for g, v in enumerate(attributes[effect_attribute])]
     for mi, model in enumerate(models):

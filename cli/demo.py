@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accord.cli.progress import follow_embedded, print_run_summary
 from accord.models.dataset_import import import_dataset
@@ -25,7 +26,7 @@ DEMO_DIR = Path(__file__).parent / "datasets" / "dices_demo"
 DEMO_DATASET = "dices-demo"
 
 
-def demo_campaign(items: int, samples: int) -> dict:
+def demo_campaign(items: int, samples: int) -> dict[str, Any]:
     return {
         "name": "demo-dices-smollm2",
         "dataset": DEMO_DATASET,
@@ -44,8 +45,8 @@ def run_demo(console: Console, items: int = 12, samples: int = 1, project_id: in
     engine = init_db(settings.resolved_database_url())
     project_id = owner_id(engine, project_id)
     with Session(engine) as session:
-        exists = session.execute(select(Dataset.id).where(Dataset.name == DEMO_DATASET,
-                                                          Dataset.project_id == project_id)).first()  # type: ignore[arg-type]
+        exists = session.execute(select(col(Dataset.id)).where(col(Dataset.name) == DEMO_DATASET,
+                                                               col(Dataset.project_id) == project_id)).first()
     if not exists:
         spec = load_import_spec(DEMO_DIR / "import.yaml", name=DEMO_DATASET, project_id=project_id)
         report = import_dataset(engine, spec)

@@ -7,6 +7,7 @@ import sys
 from typing import Any, Optional
 
 import typer
+from rich.console import JustifyMethod
 from rich.table import Table
 
 from accord.analysis.describe import DescribeOptions
@@ -83,9 +84,11 @@ def render_text(console: Any, name: str, dimension: str | None, data: dict[str, 
             console.print(f"{title}: {entry['skipped']}", highlight=False)
             continue
         t = Table(title=title, title_justify="left", width=min(console.width, 80))
-        for col, just in (("group", "left"), ("annot.", "right"), ("ratings", "right"), ("mean", "right"),
-                          ("95% CI", "right"), ("alpha", "right")):
-            t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+        group_columns: tuple[tuple[str, JustifyMethod], ...] = (
+            ("group", "left"), ("annot.", "right"), ("ratings", "right"), ("mean", "right"), ("95% CI", "right"),
+            ("alpha", "right"))
+        for heading, just in group_columns:
+            t.add_column(heading, justify=just, overflow="fold")
         for g in entry["groups"]:
             t.add_row(g["group"].split("=", 1)[-1], str(g["n_annotators"]), str(g["n_ratings"]), _num(g["mean"]),
                       f"{_num(g['ci_low'])}..{_num(g['ci_high'])}", _num(g["alpha_interval"]))
@@ -93,9 +96,10 @@ def render_text(console: Any, name: str, dimension: str | None, data: dict[str, 
         if entry.get("differences"):
             d = Table(title=f"{attribute}: item-matched differences (permutation test, BH)", title_justify="left",
                       width=min(console.width, 80))
-            for col, just in (("A - B", "left"), ("items", "right"), ("diff", "right"), ("p", "right"),
-                              ("p (BH)", "right")):
-                d.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+            difference_columns: tuple[tuple[str, JustifyMethod], ...] = (
+                ("A - B", "left"), ("items", "right"), ("diff", "right"), ("p", "right"), ("p (BH)", "right"))
+            for heading, just in difference_columns:
+                d.add_column(heading, justify=just, overflow="fold")
             for row in entry["differences"]:
                 pair = f"{row['group_a'].split('=', 1)[-1]} - {row['group_b'].split('=', 1)[-1]}"
                 d.add_row(pair, str(row["n_items"]), _num(row["difference"]), _p(row["pvalue"]),

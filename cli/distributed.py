@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from accord.cli.app import console, open_engine
 from accord.cli.launch import start_run
 from accord.cli.progress import print_run_summary, progress_bar
+from accord.extras import needs_extra
 from accord.models.schema import TERMINAL_RUN_STATUSES
 from accord.models.settings import get_settings
 from accord.scheduler.dispatcher import Dispatcher, DispatchReport
@@ -27,15 +28,16 @@ HEARTBEAT_SECONDS = 10
 
 
 def heartbeat_key() -> str:
-    # Celery: the distributed mode's optional dependency (see the module's docstring)
-    from accord.worker.celery_app import get_distributed_settings
+    with needs_extra("distributed"):            # optional: Celery and redis-py
+        from accord.worker.celery_app import get_distributed_settings
 
     return f"accord:scheduler:{get_distributed_settings().queue_prefix}:heartbeat"
 
 
 def scheduler_alive() -> bool | None:
     """True/False from the scheduler's heartbeat in Redis; None when Redis cannot be asked."""
-    import redis  # the distributed mode's optional dependency
+    with needs_extra("distributed"):            # optional: Celery and redis-py
+        import redis
 
     try:
         client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=3, socket_connect_timeout=3)
@@ -46,8 +48,8 @@ def scheduler_alive() -> bool | None:
 
 def resolve_queues(spec: str) -> list[str]:
     """'openai,control' -> full queue names; names already carrying the prefix pass through."""
-    # Celery: the distributed mode's optional dependency
-    from accord.worker.celery_app import CONTROL, PROVIDER_QUEUES, get_distributed_settings, queue_name
+    with needs_extra("distributed"):            # optional: Celery and redis-py
+        from accord.worker.celery_app import CONTROL, PROVIDER_QUEUES, get_distributed_settings, queue_name
 
     prefix = get_distributed_settings().queue_prefix + "."
     out = []
@@ -75,9 +77,9 @@ def worker_cmd(
     hostname: str | None = typer.Option(None, "--hostname", "-n", help="Worker node name (default celery@host)."),
 ) -> None:
     """Start a Celery worker executing chunks of rating requests."""
-    # Celery: the distributed mode's optional dependency
-    from accord.worker.celery_app import app as celery_app
-    from accord.worker.celery_app import get_distributed_settings
+    with needs_extra("distributed"):            # optional: Celery and redis-py
+        from accord.worker.celery_app import app as celery_app
+        from accord.worker.celery_app import get_distributed_settings
 
     names = resolve_queues(queues)
     n = concurrency or get_distributed_settings().worker_concurrency
@@ -94,11 +96,11 @@ def scheduler_cmd(
     loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
 ) -> None:
     """Run the periodic side: the dispatcher loop (feeds chunks to the queues) and Celery beat."""
-    # Celery and Redis: the distributed mode's optional dependencies
-    import redis
-    from accord.scheduler.beat import start_embedded_beat
-    from accord.worker.celery_app import app as celery_app
-    from accord.worker.celery_app import get_distributed_settings
+    with needs_extra("distributed"):            # optional: Celery and redis-py
+        import redis
+        from accord.scheduler.beat import start_embedded_beat
+        from accord.worker.celery_app import app as celery_app
+        from accord.worker.celery_app import get_distributed_settings
 
     logging.basicConfig(level=getattr(logging, loglevel.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -9,7 +9,8 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.table import Table
@@ -29,6 +30,7 @@ from accord.cli.launch import check_failed_share, check_share, start_run
 from accord.cli.progress import follow_embedded, print_run_summary
 from accord.cli.project_context import project_option
 from accord.cli.remote import key_option, remote_option, run_remote
+from accord.extras import MissingExtra
 from accord.models.answer_judgments import import_answer_judgments, spec_from_options
 from accord.models.answer_frames import load_answers, load_comparisons, load_judgments
 from accord.models.dataset_import import import_dataset
@@ -42,6 +44,12 @@ from accord.report.csv_safe import neutralise_frame
 from accord.scheduler import run_service
 from accord.scheduler.run_control import RunStateError, get_run, read_progress
 from accord.worker.prompt_templates import bundled_template_names, load_template
+from rich.markup import escape
+from sqlmodel import col
+
+if TYPE_CHECKING:                               # annotations only
+    import pandas as pd
+    from sqlalchemy.engine import Engine
 
 
 
@@ -69,7 +77,7 @@ def import_error_in_cli_terms(message: str) -> str:
     for field, flag in IMPORT_FLAGS.items():
         if field in _SPEC_ONLY_WORDS and not spec_error:
             continue
-        text = re.sub(rf"(?<![\w'-]){field}(?![\w'])(:?)", lambda m, flag=flag: flag + m.group(1), text)
+        text = re.sub(rf"(?<![\w'-]){field}(?![\w'])(:?)", flag + r"\g<1>", text)
     return text
 
 
@@ -293,26 +301,26 @@ def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (defa
             return
         print_run_summary(p)
         with Session(engine) as session:
-            errors = session.execute(select(RatingRequest.last_error).where(
-                RatingRequest.run_id == run_id, RatingRequest.status == "failed").limit(5)).scalars().all()
-        for e in errors:
-            console.print(f"  [red]failed:[/] {e}")
+            errors = session.execute(select(col(RatingRequest.last_error)).where(
+                col(RatingRequest.run_id) == run_id, col(RatingRequest.status) == "failed").limit(5)).scalars().all()
+        for error in errors:
+            console.print(f"  [red]failed:[/] {error}")
         return
     with Session(engine) as session:
-        runs = session.execute(select(Run, Campaign.name).join(Campaign).where(Run.project_id == owner)  # type: ignore[arg-type]
-                               .order_by(Run.id.desc()).limit(20)).all()  # type: ignore[union-attr]
-        datasets = session.execute(select(Dataset).where(Dataset.project_id == owner)  # type: ignore[arg-type]
-                                   .order_by(Dataset.id)).scalars().all()
+        runs = session.execute(select(Run, col(Campaign.name)).join(Campaign).where(col(Run.project_id) == owner)
+                               .order_by(col(Run.id).desc()).limit(20)).all()
+        datasets = session.execute(select(Dataset).where(col(Dataset.project_id) == owner)
+                                   .order_by(col(Dataset.id))).scalars().all()
     t = Table(title="runs")
-    for col in ("run", "campaign", "status", "done", "cached", "failed", "total", "cost $"):
-        t.add_column(col)
+    for heading in ("run", "campaign", "status", "done", "cached", "failed", "total", "cost $"):
+        t.add_column(heading)
     for run, cname in runs:
         t.add_row(str(run.id), cname, run.status, str(run.done), str(run.cached), str(run.failed), str(run.total),
                   f"{run.cost_usd:.4f}")
     console.print(t)
     d = Table(title="datasets")
-    for col in ("id", "name", "dimensions", "source"):
-        d.add_column(col)
+    for heading in ("id", "name", "dimensions", "source"):
+        d.add_column(heading)
     for ds in datasets:
         d.add_row(str(ds.id), ds.name, ", ".join(ds.dimensions or []), ds.source[:60])
     console.print(d)
@@ -331,13 +339,13 @@ def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="cs
     its judges' ratings of them."""
     if fmt not in ("csv", "parquet"):
         fail(f"--format: expected csv or parquet, got {fmt!r}")
-    def comparisons(engine: Any, run_id: int) -> Any:   # answer ids shown, in order, as "12,15"
+    def comparisons(engine: Engine, run_id: int) -> pd.DataFrame:   # answer ids shown, in order, as "12,15"
         df = load_comparisons(engine, run_id)
         df["answer_ids"] = [",".join(map(str, ids)) for ids in df["answer_ids"]]
         return df
 
-    loaders = {"ratings": load_llm_frame, "answers": load_answers, "judgments": load_judgments,
-               "comparisons": comparisons}
+    loaders: dict[str, Callable[[Engine, int], pd.DataFrame]] = {
+        "ratings": load_llm_frame, "answers": load_answers, "judgments": load_judgments, "comparisons": comparisons}
     if table not in loaders:
         fail(f"--table: expected ratings, answers, judgments or comparisons, got {table!r}")
     if remote_url:
@@ -411,8 +419,8 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
 def templates_cmd() -> None:
     """List the bundled prompt templates."""
     t = Table(title="bundled templates")
-    for col in ("name", "version", "format", "labels", "persona"):
-        t.add_column(col)
+    for heading in ("name", "version", "format", "labels", "persona"):
+        t.add_column(heading)
     for name in bundled_template_names():
         tmpl = load_template(name)
         t.add_row(tmpl.name, tmpl.version, tmpl.response_format, ", ".join(f"{k}={v:g}" for k, v in tmpl.labels.items()),
@@ -434,5 +442,15 @@ for commands in (distributed_commands, serve_commands, plan_commands, describe_c
                  catalogue_commands):
     commands.register(app)
 
+
+def entry() -> None:
+    """The ``accord`` command: the app, with a missing optional dependency said in one line."""
+    try:
+        app()
+    except MissingExtra as e:
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    entry()

@@ -20,20 +20,8 @@ from typing import Any
 
 import typer
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from accord.api.http.app import create_app, openapi_document
-from accord.api.http.auth import (
-    DELETED_PREFIX,
-    AuthAdminError,
-    create_key,
-    create_project,
-    delete_project,
-    find_project,
-    list_keys,
-    revoke_key,
-)
-from accord.api.http.config import ApiSettings
 from accord.cli.app import console, err_console
 from accord.cli.app import fail as _fail
 from accord.cli.app import open_engine as _engine
@@ -43,6 +31,7 @@ from accord.cli.launch import check_share
 from accord.cli.progress import print_run_summary
 from accord.cli.project_context import ProjectChoiceError, project_id
 from accord.cli.remote import run_remote
+from accord.extras import needs_extra
 from accord.models.schema import Project
 from accord.models.settings import get_settings
 from accord.models.yaml_loader import safe_load
@@ -55,7 +44,10 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
                                                              "(Celery workers); default ACCORD_API_EXECUTION or embedded."),
           log_level: str = typer.Option("info", help="uvicorn log level.")) -> None:
     """Serve the HTTP API (/api/v1, docs at /api/v1/docs) and the dashboard (/dashboard)."""
-    import uvicorn  # only the server needs it
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        import uvicorn
+        from accord.api.http.app import create_app
+        from accord.api.http.config import ApiSettings
 
     settings = ApiSettings()
     if execution:
@@ -74,6 +66,9 @@ key_app = typer.Typer(help="API keys of projects: created once, stored as hashes
 @project_app.command("create")
 def project_create(name: str = typer.Argument(..., help="Project name (unique).")) -> None:
     """Create a project."""
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        from accord.api.http.auth import AuthAdminError, create_project
+
     try:
         project = create_project(_engine(), name)
     except AuthAdminError as e:
@@ -86,8 +81,11 @@ def project_create(name: str = typer.Argument(..., help="Project name (unique)."
 @project_app.command("list")
 def project_list() -> None:
     """List projects."""
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        from accord.api.http.auth import DELETED_PREFIX
+
     with Session(_engine()) as session:
-        for p in session.execute(select(Project).order_by(Project.id)).scalars():
+        for p in session.execute(select(Project).order_by(col(Project.id))).scalars():
             if not p.name.startswith(DELETED_PREFIX):
                 console.print(f"{p.id}\t{p.name}")
 
@@ -96,6 +94,10 @@ def project_list() -> None:
 def project_delete(project: str = typer.Argument(..., help="Project name or id."),
                    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
     """Delete a project with its keys, datasets, campaigns, runs and cached answers. Its id is never reused."""
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        from accord.api.http.auth import AuthAdminError, delete_project, find_project
+        from accord.api.http.config import ApiSettings
+
     engine = _engine()
     try:
         found = find_project(engine, project)
@@ -117,6 +119,9 @@ def key_create(project: str | None = typer.Argument(None, help="Project name or 
                project_opt: str | None = typer.Option(None, "--project", help="The project, as the argument.")) -> None:
     """Create an API key and print it. It is shown this once: the server keeps only its hash. A key of the
     CLI's project (`accord key create --project local`) sees on the server what the CLI made."""
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        from accord.api.http.auth import AuthAdminError, create_key
+
     if project and project_opt and project != project_opt:
         _fail(f"--project: {project_opt!r} and the argument {project!r} name two projects; give one")
     engine = _engine()
@@ -137,6 +142,9 @@ def key_create(project: str | None = typer.Argument(None, help="Project name or 
 @key_app.command("revoke")
 def key_revoke(key: str = typer.Argument(..., help="The key's id or its displayed prefix.")) -> None:
     """Revoke an API key; it stops working at once."""
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        from accord.api.http.auth import AuthAdminError, revoke_key
+
     try:
         row = revoke_key(_engine(), key)
     except AuthAdminError as e:
@@ -148,6 +156,9 @@ def key_revoke(key: str = typer.Argument(..., help="The key's id or its displaye
 @key_app.command("list")
 def key_list(project: str = typer.Argument(..., help="Project name or id.")) -> None:
     """List a project's keys (prefixes only)."""
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        from accord.api.http.auth import AuthAdminError, list_keys
+
     try:
         rows = list_keys(_engine(), project)
     except AuthAdminError as e:
@@ -160,6 +171,9 @@ def key_list(project: str = typer.Argument(..., help="Project name or id.")) -> 
 
 def openapi(output: Path | None = typer.Option(None, "--output", "-o", help="File to write (default: stdout).")) -> None:
     """Write the HTTP API's OpenAPI document."""
+    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
+        from accord.api.http.app import openapi_document
+
     text = json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
     if output is None:
         print(text, end="")

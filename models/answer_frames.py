@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 
 from accord.models.schema import Answer, AnswerComparison, Item, ModelSpec, PromptTemplate, Rating, RatingRequest
+from sqlmodel import col
 
 ANSWER_COLUMNS = ["answer_id", "item", "category", "subject", "template", "template_family", "response_format",
                   "option_order", "sample_index", "label", "value", "status", "text", "cache_hit", "input_tokens",
@@ -20,13 +21,13 @@ JUDGMENT_COLUMNS = ["answer_id", "judge", "template", "sample_index", "label", "
 
 
 def load_answers(engine: Engine, run_id: int, category_field: str = "category") -> pd.DataFrame:
-    q = (select(Answer.id, Item.external_id, Item.meta, ModelSpec.name, PromptTemplate.name,
-                PromptTemplate.output_spec, PromptTemplate.response_format, Answer.sample_index, Answer.label,
-                Answer.value, Answer.status, Answer.text, Answer.cache_hit, Answer.input_tokens, Answer.output_tokens,
-                Answer.cost_usd)
-         .join(Item, Item.id == Answer.item_id).join(ModelSpec, ModelSpec.id == Answer.model_spec_id)
-         .join(PromptTemplate, PromptTemplate.id == Answer.template_id)
-         .where(Answer.run_id == run_id).order_by(Answer.id))
+    q = (select(col(Answer.id), col(Item.external_id), col(Item.meta), col(ModelSpec.name), col(PromptTemplate.name),
+                col(PromptTemplate.output_spec), col(PromptTemplate.response_format), col(Answer.sample_index), col(Answer.label),
+                col(Answer.value), col(Answer.status), col(Answer.text), col(Answer.cache_hit), col(Answer.input_tokens), col(Answer.output_tokens),
+                col(Answer.cost_usd))
+         .join(Item, col(Item.id) == col(Answer.item_id)).join(ModelSpec, col(ModelSpec.id) == col(Answer.model_spec_id))
+         .join(PromptTemplate, col(PromptTemplate.id) == col(Answer.template_id))
+         .where(col(Answer.run_id) == run_id).order_by(col(Answer.id)))
     with engine.connect() as conn:
         rows = conn.execute(q).all()
     records = []
@@ -43,13 +44,14 @@ def load_answers(engine: Engine, run_id: int, category_field: str = "category") 
 
 def load_judgments(engine: Engine, run_id: int) -> pd.DataFrame:
     judge = aliased(ModelSpec)
-    q = (select(RatingRequest.answer_id, judge.name, PromptTemplate.name, RatingRequest.sample_index, Rating.label,
-                Rating.value, Rating.parse_status, Rating.raw_text, Rating.cost_usd)
-         .join(Rating, Rating.request_id == RatingRequest.id)
-         .join(judge, judge.id == RatingRequest.model_spec_id)
-         .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
-         .where(RatingRequest.run_id == run_id, RatingRequest.stage == "judge",
-                RatingRequest.answer_id.is_not(None)).order_by(RatingRequest.id))  # type: ignore[union-attr]
+    q = (select(col(RatingRequest.answer_id), judge.name, col(PromptTemplate.name), col(RatingRequest.sample_index),  # type: ignore[call-overload]  # aliased(): columns typed as values
+                col(Rating.label),
+                col(Rating.value), col(Rating.parse_status), col(Rating.raw_text), col(Rating.cost_usd))
+         .join(Rating, col(Rating.request_id) == col(RatingRequest.id))
+         .join(judge, judge.id == col(RatingRequest.model_spec_id))
+         .join(PromptTemplate, col(PromptTemplate.id) == col(RatingRequest.template_id))
+         .where(col(RatingRequest.run_id) == run_id, col(RatingRequest.stage) == "judge",
+                col(RatingRequest.answer_id).is_not(None)).order_by(col(RatingRequest.id)))
     with engine.connect() as conn:
         rows = conn.execute(q).all()
     df = pd.DataFrame.from_records([tuple(r) for r in rows], columns=JUDGMENT_COLUMNS)

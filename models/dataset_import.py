@@ -194,7 +194,7 @@ class _RatingReader:
         if hit is _UNMAPPED:
             self.dropped[_label_text(cell).strip()[:80]] += 1
             return None
-        return hit  # type: ignore[no-any-return]
+        return hit  # type: ignore[no-any-return]  # the cache holds what _resolve returns
 
     def _not_a_label(self, message: str) -> Any:
         if self.unmapped == "missing":
@@ -454,7 +454,8 @@ def _build_items(
     main_col = spec.text_col or spec.conversation_col
     assert main_col is not None
     main_source, main_values = column_values(main_col, "item content", blank_only=True)
-    response_source, response_values = (None, {})
+    response_source: _Source | None = None
+    response_values: dict[str, tuple[Any, int]] = {}
     if spec.response_col:
         response_source, response_values = column_values(spec.response_col, "final response", blank_only=True)
     meta_values = [(c, column_values(c, "item metadata", blank_only=False)[1]) for c in spec.item_meta_cols]
@@ -748,7 +749,7 @@ def _read_model_ratings(spec: ImportSpec, order: list[str], sources: list[_Sourc
 
 
 def _table(model: Any) -> SqlTable:
-    return model.__table__  # type: ignore[no-any-return]
+    return model.__table__  # type: ignore[no-any-return]  # SQLModel sets __table__ on table classes
 
 
 def _find_dataset(conn: Connection, name: str, project_id: int | None) -> int | None:
@@ -837,7 +838,9 @@ def write_dataset(engine: Engine, spec: ImportSpec, parsed: ParsedDataset) -> tu
             result = conn.execute(
                 insert(datasets).values(name=spec.name, project_id=spec.project_id, **fields)
             )
-            dataset_id = int(result.inserted_primary_key[0])
+            inserted = result.inserted_primary_key
+            assert inserted is not None                 # an INSERT of one row
+            dataset_id = int(inserted[0])
         items_table, annotators_table = _table(Item), _table(Annotator)
         _insert_many(
             conn,
@@ -878,7 +881,7 @@ def _insert_ratings(
     rows = [(item_ids[i], annotator_ids[a], dim, value, raw) for i, a, dim, value, raw in ratings]
     driver = conn.connection.driver_connection
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg" and rows:
-        with driver.cursor() as cursor:  # type: ignore[union-attr]
+        with driver.cursor() as cursor:  # type: ignore[union-attr]  # psycopg's own connection on this PostgreSQL branch
             with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)

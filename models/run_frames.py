@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accord.models.projects import owner_id
 from accord.models.schema import (
@@ -51,18 +51,18 @@ def load_llm_frame(engine: Engine, run_id: int, *, with_value_probs: bool = Fals
 
     ``label_probs`` is JSON text keyed by label (exports stay plain CSV/Parquet); ``with_value_probs`` adds
     ``value_probs``, the same probabilities keyed by the labels' numeric values, for the analysis."""
-    q = (select(RatingRequest.id, Item.external_id, ModelSpec.name, PromptTemplate.name, PromptTemplate.output_spec,
-                PromptTemplate.response_format, RatingRequest.persona_key, RatingRequest.sample_index,
-                RatingRequest.status, Rating.label, Rating.value, Rating.weighted_value, Rating.parse_status,
-                Rating.raw_text, Rating.cache_hit, Rating.input_tokens, Rating.output_tokens, Rating.latency_ms,
-                Rating.cost_usd, Rating.model_snapshot, RatingRequest.attempts, RatingRequest.last_error,
-                Rating.label_probs)
-         .join(Item, Item.id == RatingRequest.item_id)
-         .join(ModelSpec, ModelSpec.id == RatingRequest.model_spec_id)
-         .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
-         .outerjoin(Rating, Rating.request_id == RatingRequest.id)
-         .where(RatingRequest.run_id == run_id, RatingRequest.stage.in_(stages))  # type: ignore[attr-defined]
-         .order_by(RatingRequest.id))
+    q = (select(col(RatingRequest.id), col(Item.external_id), col(ModelSpec.name), col(PromptTemplate.name), col(PromptTemplate.output_spec),
+                col(PromptTemplate.response_format), col(RatingRequest.persona_key), col(RatingRequest.sample_index),
+                col(RatingRequest.status), col(Rating.label), col(Rating.value), col(Rating.weighted_value), col(Rating.parse_status),
+                col(Rating.raw_text), col(Rating.cache_hit), col(Rating.input_tokens), col(Rating.output_tokens), col(Rating.latency_ms),
+                col(Rating.cost_usd), col(Rating.model_snapshot), col(RatingRequest.attempts), col(RatingRequest.last_error),
+                col(Rating.label_probs))
+         .join(Item, col(Item.id) == col(RatingRequest.item_id))
+         .join(ModelSpec, col(ModelSpec.id) == col(RatingRequest.model_spec_id))
+         .join(PromptTemplate, col(PromptTemplate.id) == col(RatingRequest.template_id))
+         .outerjoin(Rating, col(Rating.request_id) == col(RatingRequest.id))
+         .where(col(RatingRequest.run_id) == run_id, col(RatingRequest.stage).in_(stages))
+         .order_by(col(RatingRequest.id)))
     with engine.connect() as conn:
         rows = conn.execute(q).all()
     records, by_value = [], []
@@ -75,9 +75,9 @@ def load_llm_frame(engine: Engine, run_id: int, *, with_value_probs: bool = Fals
         by_value.append(value_probs(probs, labels))
     df = pd.DataFrame.from_records(records, columns=LLM_COLUMNS)
     if with_value_probs:
-        df["value_probs"] = by_value
-    for col in ("value", "weighted_value", "latency_ms", "cost_usd"):
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+        df["value_probs"] = pd.Series(by_value, index=df.index, dtype=object)
+    for column in ("value", "weighted_value", "latency_ms", "cost_usd"):
+        df[column] = pd.to_numeric(df[column], errors="coerce").astype(float)
     return df
 
 
@@ -91,10 +91,10 @@ def with_imported_raters(engine: Engine, llm: pd.DataFrame, dataset_id: int, dim
     parsed (``unparseable`` where the label maps to no value). Nothing is added to a run that rates no items."""
     if llm.empty:
         return llm
-    q = (select(Item.external_id, ImportedRating.rater, ImportedRating.value, ImportedRating.raw_label)
-         .join(Item, Item.id == ImportedRating.item_id).where(Item.dataset_id == dataset_id))
+    q = (select(col(Item.external_id), col(ImportedRating.rater), col(ImportedRating.value), col(ImportedRating.raw_label))
+         .join(Item, col(Item.id) == col(ImportedRating.item_id)).where(col(Item.dataset_id) == dataset_id))
     if dimension is not None:
-        q = q.where(ImportedRating.dimension == dimension)
+        q = q.where(col(ImportedRating.dimension) == dimension)
     with engine.connect() as conn:
         rows = [r for r in conn.execute(q).all() if r[0] in run_items]
     if not rows:
@@ -109,8 +109,8 @@ def with_imported_raters(engine: Engine, llm: pd.DataFrame, dataset_id: int, dim
         **({"value_probs": None} if "value_probs" in llm.columns else {}),
     } for item, rater, value, raw in rows])
     out = pd.concat([llm, extra], ignore_index=True)
-    for col in ("value", "weighted_value", "latency_ms", "cost_usd"):
-        out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
+    for column in ("value", "weighted_value", "latency_ms", "cost_usd"):
+        out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
     return out
 
 
@@ -127,15 +127,15 @@ def load_run_frames(engine: Engine, run_id: int) -> RunFrames:
     run_items = set(llm["item_id"])
     llm = with_imported_raters(engine, llm, dataset_id, dimension, run_items)
     with engine.connect() as conn:
-        item_rows = conn.execute(select(Item.external_id, Item.meta).where(Item.dataset_id == dataset_id)).all()
-        hq = (select(Item.external_id, Annotator.external_id, HumanRating.value, HumanRating.raw_label)
-              .join(Item, Item.id == HumanRating.item_id).join(Annotator, Annotator.id == HumanRating.annotator_id)
-              .where(Item.dataset_id == dataset_id))
+        item_rows = conn.execute(select(col(Item.external_id), col(Item.meta)).where(col(Item.dataset_id) == dataset_id)).all()
+        hq = (select(col(Item.external_id), col(Annotator.external_id), col(HumanRating.value), col(HumanRating.raw_label))
+              .join(Item, col(Item.id) == col(HumanRating.item_id)).join(Annotator, col(Annotator.id) == col(HumanRating.annotator_id))
+              .where(col(Item.dataset_id) == dataset_id))
         if dimension is not None:
             hq = hq.where(HumanRating.dimension == dimension)
         human_rows = conn.execute(hq).all()
-        ann_rows = conn.execute(select(Annotator.external_id, Annotator.attributes)
-                                .where(Annotator.dataset_id == dataset_id)).all()
+        ann_rows = conn.execute(select(col(Annotator.external_id), col(Annotator.attributes))
+                                .where(col(Annotator.dataset_id) == dataset_id)).all()
     items = pd.DataFrame([{"item_id": ext, **(meta or {})} for ext, meta in item_rows if ext in run_items],
                          columns=None)
     if items.empty:
@@ -162,14 +162,14 @@ def load_dataset_frames(engine: Engine, dataset: str | int, dimension: str | Non
     by_id = isinstance(dataset, int) or str(dataset).isdigit()
     owner = owner_id(engine, project_id) if project_id is not None or not by_id else None
     with Session(engine) as session:
-        q = select(Dataset).where(Dataset.id == int(dataset)) if by_id else select(Dataset).where(
-            Dataset.name == str(dataset))
-        names_q = select(Dataset.name).order_by(Dataset.id)  # type: ignore[arg-type]
+        q = select(Dataset).where(col(Dataset.id) == int(dataset)) if by_id else select(Dataset).where(
+            col(Dataset.name) == str(dataset))
+        names_q = select(col(Dataset.name)).order_by(col(Dataset.id))
         if owner is not None:
-            q, names_q = q.where(Dataset.project_id == owner), names_q.where(Dataset.project_id == owner)  # type: ignore[arg-type]
-        ds = session.exec(q).scalars().first()  # type: ignore[call-overload]
+            q, names_q = q.where(col(Dataset.project_id) == owner), names_q.where(col(Dataset.project_id) == owner)
+        ds = session.execute(q).scalars().first()
         if ds is None:
-            names = session.exec(names_q).scalars().all()  # type: ignore[call-overload]
+            names = session.execute(names_q).scalars().all()
             raise DatasetFramesError(f"no dataset {dataset!r}; imported: {', '.join(names) or 'none'}")
         dims = list(ds.dimensions or [])
         if dimension is None:
@@ -182,13 +182,13 @@ def load_dataset_frames(engine: Engine, dataset: str | int, dimension: str | Non
                                      f"(it has: {', '.join(dims) or 'none'})")
         dataset_id = ds.id
     with engine.connect() as conn:
-        hq = (select(Item.external_id, Annotator.external_id, HumanRating.value, HumanRating.raw_label)
-              .join(Item, Item.id == HumanRating.item_id).join(Annotator, Annotator.id == HumanRating.annotator_id)
-              .where(Item.dataset_id == dataset_id, HumanRating.dimension == dimension))
+        hq = (select(col(Item.external_id), col(Annotator.external_id), col(HumanRating.value), col(HumanRating.raw_label))
+              .join(Item, col(Item.id) == col(HumanRating.item_id)).join(Annotator, col(Annotator.id) == col(HumanRating.annotator_id))
+              .where(col(Item.dataset_id) == dataset_id, col(HumanRating.dimension) == dimension))
         human_rows = conn.execute(hq).all()
-        ann_rows = conn.execute(select(Annotator.external_id, Annotator.attributes)
+        ann_rows = conn.execute(select(col(Annotator.external_id), col(Annotator.attributes))
                                 .where(Annotator.dataset_id == dataset_id)).all()
-        item_rows = conn.execute(select(Item.external_id, Item.meta).where(Item.dataset_id == dataset_id)).all()
+        item_rows = conn.execute(select(col(Item.external_id), col(Item.meta)).where(Item.dataset_id == dataset_id)).all()
     human = pd.DataFrame(human_rows, columns=["item_id", "annotator_id", "value", "raw_label"])
     human["value"] = pd.to_numeric(human["value"], errors="coerce").astype(float)
     if items is not None:

@@ -63,11 +63,11 @@ class Dataset(SQLModel, table=True):
     name: str = Field(max_length=200)
     description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     source: str = Field(default="", max_length=1000, description="Files it was imported from.")
-    label_map: dict = json_column()  # dimension -> {label: numeric value}
-    dimensions: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    label_map: dict[str, Any] = json_column()  # dimension -> {label: numeric value}
+    dimensions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     # What the import left out or merged under its policies (duplicates, non-labels), and per dimension its
     # scale: {"dropped": {...}, "scales": {dimension: {"min", "max", "values", "source"}}}
-    import_info: dict = json_column(nullable=True)
+    import_info: dict[str, Any] = json_column(nullable=True)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -79,8 +79,8 @@ class Item(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     dataset_id: int = Field(foreign_key="dataset.id", index=True)
     external_id: str = Field(max_length=200)
-    content: dict = json_column()
-    meta: dict = json_column("metadata")
+    content: dict[str, Any] = json_column()
+    meta: dict[str, Any] = json_column("metadata")
 
 
 class Annotator(SQLModel, table=True):
@@ -88,7 +88,7 @@ class Annotator(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     dataset_id: int = Field(foreign_key="dataset.id", index=True)
     external_id: str = Field(max_length=200)
-    attributes: dict = json_column()
+    attributes: dict[str, Any] = json_column()
 
 
 class HumanRating(SQLModel, table=True):
@@ -126,7 +126,7 @@ class ModelSpec(SQLModel, table=True):
     model: str = Field(max_length=300)
     base_url: Optional[str] = Field(default=None, max_length=1000)
     api_key_env: Optional[str] = Field(default=None, max_length=200)
-    params: dict = json_column()
+    params: dict[str, Any] = json_column()
     rpm: Optional[int] = None
     tpm: Optional[int] = None
     max_concurrency: int = 4
@@ -154,7 +154,7 @@ class PromptTemplate(SQLModel, table=True):
     response_format: str = Field(max_length=50, description="likert | binary | multiple_choice | open_ended")
     system: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     user: str = Field(sa_column=Column(Text, nullable=False))
-    output_spec: dict = json_column()
+    output_spec: dict[str, Any] = json_column()
     content_hash: str = Field(max_length=64, index=True)
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -163,7 +163,7 @@ class Campaign(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     project_id: Optional[int] = Field(default=None, foreign_key="project.id", index=True)
     name: str = Field(max_length=200)
-    spec: dict = json_column()  # the validated campaign document, stored whole
+    spec: dict[str, Any] = json_column()  # the validated campaign document, stored whole
     spec_hash: str = Field(max_length=64, index=True)
     dataset_id: int = Field(foreign_key="dataset.id", index=True)
     created_at: datetime = Field(default_factory=utcnow)
@@ -244,7 +244,7 @@ class RatingRequest(SQLModel, table=True):
     model_spec_id: int = Field(foreign_key="model_spec.id", index=True)
     template_id: int = Field(foreign_key="prompt_template.id", index=True)
     persona_key: str = Field(default="", max_length=500, description="'' without persona, else a canonical attr=value list.")
-    persona: dict = json_column()
+    persona: dict[str, Any] = json_column()
     sample_index: int = 0
     stage: str = Field(default=RequestStage.rate.value, max_length=20, sa_column_kwargs={"server_default": "rate"},
                        description="rate (an item) | generate (a subject answers the item) | judge (rates an answer)")
@@ -306,13 +306,13 @@ class Rating(SQLModel, table=True):
     label: Optional[str] = Field(default=None, max_length=200)
     value: Optional[float] = None
     weighted_value: Optional[float] = Field(default=None, description="Probability-weighted score over the allowed labels.")
-    label_probs: Optional[dict] = Field(default=None, sa_column=Column(JSON, nullable=True))
+    label_probs: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(JSON, nullable=True))
     rationale: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
     parse_status: str = Field(max_length=20)
     finish_reason: Optional[str] = Field(default=None, max_length=50)
     model_snapshot: Optional[str] = Field(default=None, max_length=300)
     template_hash: Optional[str] = Field(default=None, max_length=64)
-    decoding: dict = json_column()
+    decoding: dict[str, Any] = json_column()
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"},
@@ -356,7 +356,7 @@ class Answer(SQLModel, table=True):
     status: str = Field(max_length=20)
     finish_reason: Optional[str] = Field(default=None, max_length=50)
     model_snapshot: Optional[str] = Field(default=None, max_length=300)
-    decoding: dict = json_column()
+    decoding: dict[str, Any] = json_column()
     input_tokens: int = 0
     output_tokens: int = 0
     latency_ms: float = 0.0
@@ -415,7 +415,7 @@ class JudgeAssignment(SQLModel, table=True):
     model_spec_id: int = Field(foreign_key="model_spec.id")
     template_id: int = Field(foreign_key="prompt_template.id")
     samples: int = 1
-    answers_of: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    answers_of: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
 
 class BatchStatus(str, Enum):
@@ -492,7 +492,7 @@ class MetricBase(SQLModel):
     ci_high: Optional[float] = None
     pvalue: Optional[float] = None
     n: Optional[int] = None
-    details: dict = json_column()
+    details: dict[str, Any] = json_column()
 
 
 class Metric(MetricBase, table=True):

@@ -37,10 +37,10 @@ class SafeLoader12(yaml.SafeLoader):
         self._nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's stubs leave peek_event untyped
         if isinstance(event, yaml.AliasEvent):
             raise ComposerError(None, None, "aliases (*name) are not accepted; write the value out",
-                                event.start_mark)
+                                event.start_mark)  # type: ignore[arg-type]  # libyaml's Mark: the same fields
         if getattr(event, "anchor", None) is not None:
             raise ComposerError(None, None, "anchors (&name) are not accepted; write the value out",
                                 event.start_mark)

@@ -39,7 +39,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +157,8 @@ def _run_fields(session: Session, run: Run) -> dict[str, Any]:
     tokens = session.execute(
         select(func.coalesce(func.sum(Rating.cached_input_tokens), 0),
                func.coalesce(func.sum(Rating.cache_write_tokens), 0),
-               func.count().filter(Rating.repaired.is_(True)))  # type: ignore[union-attr]
-        .where(Rating.run_id == run.id)).one()
+               func.count().filter(col(Rating.repaired).is_(True)))
+        .where(col(Rating.run_id) == run.id)).one()
     duration = ((run.finished_at - run.started_at).total_seconds()
                 if run.started_at and run.finished_at else None)
     return {
@@ -186,7 +186,7 @@ def build_report_data(engine: Engine, run_id: int) -> ReportData:
         if run is None:
             raise ValueError(f"run {run_id}: no such run")
         fields = _run_fields(session, run)
-        rows = session.execute(select(Metric).where(Metric.run_id == run_id).order_by(Metric.id)).scalars().all()
+        rows = session.execute(select(Metric).where(col(Metric.run_id) == run_id).order_by(col(Metric.id))).scalars().all()
         metrics = metrics_frame({
             "name": m.name, "slice": m.slice, "model": m.model, "template": m.template, "value": m.value,
             "ci_low": m.ci_low, "ci_high": m.ci_high, "pvalue": m.pvalue, "n": m.n, "details": m.details,
@@ -261,8 +261,8 @@ def run_metrics_table(run_id: int, metrics: pd.DataFrame, width: int | None = No
                "LLM beats; median r: annotators' leave-one-out r") if short else None
     t = Table(title=f"run {run_id} — alignment with the mean human rating", caption=caption,
               caption_justify="left")
-    for col in ("model", "template", "metric", "value", "95% CI", "n"):
-        t.add_column(col, overflow="fold")
+    for heading in ("model", "template", "metric", "value", "95% CI", "n"):
+        t.add_column(heading, overflow="fold")
     for r in metric_rows(metrics, ALIGNMENT + [PERCENTILE], human_only=False):
         t.add_row(r["model"], r["template"], name(r["name"]), r["value"], r["ci"], r["n"])
     for r in metric_rows(metrics, [BASELINE_MEDIAN], human_only=True):

@@ -10,13 +10,19 @@ import base64
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import numpy as np
-from matplotlib.collections import LineCollection
-from matplotlib.figure import Figure
+
+from accord.extras import needs_extra
+
+with needs_extra("report"):                     # optional: matplotlib draws the report's figures
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
 
 DPI = 100
 FRAME = "#9a9a9a"
@@ -46,7 +52,8 @@ class Canvas:
 
     def _flush(self) -> None:
         for (color, linewidth, linestyle), parts in self._lines.items():
-            self.ax.add_collection(LineCollection(np.concatenate(parts), colors=color, linewidths=linewidth,
+            self.ax.add_collection(LineCollection(np.concatenate(parts),  # type: ignore[arg-type]  # (n, 2, 2): n segments
+                                                  colors=color, linewidths=linewidth,
                                                   linestyles=linestyle))
         for (color, size, alpha, edgecolor), parts in self._points.items():
             xy = np.concatenate(parts)
@@ -55,7 +62,7 @@ class Canvas:
         self._lines.clear()
         self._points.clear()
 
-    def text(self, x: float, y: float, s: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def text(self, x: float, y: float, s: str, **kwargs: Any) -> None:
         self.ax.text(x, y, s, **kwargs)
 
     def panel(self, x0: float, y0: float, w: float, h: float, xlim: tuple[float, float],
@@ -105,7 +112,7 @@ class Panel:
         return self.y0 + (top - np.asarray(v, dtype=float)) / (top - bottom) * self.h
 
     @property
-    def ax(self):  # type: ignore[no-untyped-def]
+    def ax(self) -> Axes:
         return self.canvas.ax
 
     def frame(self) -> None:
@@ -168,6 +175,6 @@ class Panel:
         self.ax.text(self.x0 - 0.36, self.y0 + self.h / 2, text, ha="center", va="bottom", rotation=90,
                      fontsize=fontsize, rotation_mode="anchor")
 
-    def note(self, x: float, y: float, text: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def note(self, x: float, y: float, text: str, **kwargs: Any) -> None:
         """Text at data coordinates (x, y) of the panel."""
         self.ax.text(float(self.X(x)), float(self.Y(y)), text, **kwargs)

@@ -4,6 +4,8 @@ alignment per item category."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from accord.analysis.catalogue import MetricName, metric_name
 from accord.analysis.results import MetricRecord
 from accord.report import plots
@@ -200,7 +202,7 @@ def failures_section(ctx: ReportContext) -> SectionView | None:
     return sec
 
 
-def _flag_reading(kind: str, row: MetricRecord, levels: dict) -> str:
+def _flag_reading(kind: str, row: MetricRecord, levels: dict[str, dict[str, Any]]) -> str:
     rated = [(v.get("rate"), lv) for lv, v in levels.items() if is_number(v.get("rate"))]
     spread = ""
     if len(rated) >= 2:

@@ -39,7 +39,7 @@ def group_means_section(ctx: ReportContext) -> SectionView | None:
         for d in sorted(found, key=lambda r: -abs(r.value or 0))[:3]:
             a, b = (short_group(s) for s in d.slice.split(" vs "))
             higher, lower = (a, b) if (d.value or 0) > 0 else (b, a)
-            sec.readings.append(f"On the {count(d.n)} items both rated, {higher} annotators rate {num(abs(d.value))} "
+            sec.readings.append(f"On the {count(d.n)} items both rated, {higher} annotators rate {num(abs(d.value or 0))} "
                                 f"higher than {lower} annotators (BH-adjusted p {num(d.details.get('p_adjusted_bh'), 3)}).")
         if not found:
             sec.readings.append("No item-matched difference between groups is significant after Benjamini–Hochberg "

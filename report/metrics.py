@@ -39,7 +39,7 @@ def metrics_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     df["n"] = pd.to_numeric(df["n"], errors="coerce").astype("Int64")
     for col in ("slice", "model", "template"):
         df[col] = df[col].fillna("").astype(str)
-    df["details"] = [d if isinstance(d, dict) else {} for d in df["details"]]
+    df["details"] = pd.Series([d if isinstance(d, dict) else {} for d in df["details"]], index=df.index, dtype=object)
     return df
 
 

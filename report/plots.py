@@ -9,16 +9,23 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from accord.extras import needs_extra
 from accord.report.canvas import Canvas, compact_png
 from accord.report.format import is_number, num, plain
-from matplotlib.lines import Line2D
+
+with needs_extra("report"):                     # optional: matplotlib draws the report's figures
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.artist import Artist
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
 
 DPI = 100
 BLUE = "#3b6ea8"
@@ -29,7 +36,7 @@ OUTCOME_COLORS = {"ok": "#4c9a5a", "refused": "#e0a030", "unparseable": RED, "tr
                   "pending": "#ecf0f1"}
 
 
-def png(fig: plt.Figure) -> str:
+def png(fig: Figure) -> str:
     """The figure as base64 PNG text (the figure is closed), with a small palette (see `compact_png`)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
@@ -44,7 +51,7 @@ def rater_colors(n: int) -> list[str]:
 
 def grid(nrows: int, ncols: int, panel_w: float, panel_h: float, *, left: float = 0.7, right: float = 0.25,
          top: float = 0.8, bottom: float = 0.55, wgap: float = 0.35, hgap: float = 0.95,
-         sharey: bool = False) -> tuple[plt.Figure, np.ndarray]:
+         sharey: bool = False) -> tuple[Figure, np.ndarray]:
     """A figure of nrows x ncols panels of a fixed size in inches, with fixed margins (no layout engine:
     constrained/tight layout would draw every figure twice)."""
     width = left + ncols * panel_w + (ncols - 1) * wgap + right
@@ -190,11 +197,11 @@ def baseline_histogram(values: np.ndarray | None, edges: Sequence[float], counts
         counts_arr, _ = np.histogram(values, bins=edges_arr)
     else:
         edges_arr, counts_arr = np.asarray(edges, dtype=float), np.asarray(counts, dtype=float)
-    counts, edges = np.asarray(counts_arr, dtype=float), np.asarray(edges_arr, dtype=float)
-    if counts.size == 0 or counts.sum() == 0 or edges.size != counts.size + 1:
+    hist_counts, hist_edges = np.asarray(counts_arr, dtype=float), np.asarray(edges_arr, dtype=float)
+    if hist_counts.size == 0 or hist_counts.sum() == 0 or hist_edges.size != hist_counts.size + 1:
         return None
-    filled = np.flatnonzero(counts > 0)
-    shown = [edges[filled[0]], edges[filled[-1] + 1]] + [m.r for m in marks] + ([median] if is_number(median) else [])
+    filled = np.flatnonzero(hist_counts > 0)
+    shown = [hist_edges[filled[0]], hist_edges[filled[-1] + 1]] + [m.r for m in marks] + ([median] if is_number(median) else [])
     lo, hi = min(shown), max(shown)
     pad = 0.06 * max(hi - lo, 0.2)
     xlim = (max(-1.0, lo - pad), min(1.0, hi + pad))
@@ -203,10 +210,10 @@ def baseline_histogram(values: np.ndarray | None, edges: Sequence[float], counts
     legend_h = 0.19 * legend_rows + 0.3
     fig, axes = grid(1, 1, 8.9, 3.4, left=0.75, top=0.45, bottom=0.6 + legend_h)
     ax = axes[0, 0]
-    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#c9d7ea", edgecolor="white")
-    top = counts.max()
-    handles: list = [plt.Rectangle((0, 0), 1, 1, color="#c9d7ea")]
-    labels = [f"annotators' r with the others ({int(counts.sum())} annotators)"]
+    ax.bar(hist_edges[:-1], hist_counts, width=np.diff(hist_edges), align="edge", color="#c9d7ea", edgecolor="white")
+    top = hist_counts.max()
+    handles: list[Artist] = [Rectangle((0, 0), 1, 1, color="#c9d7ea")]
+    labels = [f"annotators' r with the others ({int(hist_counts.sum())} annotators)"]
     if is_number(median):
         ax.axvline(median, color="black", linestyle="--", linewidth=1.2)
         handles.append(Line2D([], [], color="black", linestyle="--"))
@@ -330,7 +337,7 @@ def forest_plot(panels: Sequence[ForestPanel], title: str, xlabel: str, referenc
             panel.yticks(list(y), labels)
         if row == nrows - 1 or k + ncols >= len(panels):
             panel.xlabel(xlabel)
-    legend = [(BLUE, "o", "-", "estimate with 95% CI")]
+    legend: list[tuple[str, str, Literal["-", "--"], str]] = [(BLUE, "o", "-", "estimate with 95% CI")]
     if significance_label:
         legend.append((RED, "o", "-", "* " + significance_label))
     legend.append(("#333333", "", "--", reference_label))

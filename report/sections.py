@@ -343,9 +343,9 @@ def baseline_section(ctx: ReportContext) -> SectionView:
         if ctx.add_plot("baseline", plots.baseline_histogram(values, hist.get("edges", []), hist.get("counts", []),
                                                               base.value, marks, title)):
             sec.plots.append(PlotView("baseline", "histogram of annotators' leave-one-out r with LLM raters marked"))
-    alpha = _alpha_sentence(idx)
-    if alpha:
-        sec.readings.append(alpha)
+    alpha_reading = _alpha_sentence(idx)
+    if alpha_reading:
+        sec.readings.append(alpha_reading)
     sec.tables.append(_baseline_table(idx))
     sec.tables.append(_human_agreement_table(idx))
     return sec
@@ -360,20 +360,20 @@ def _annotator_r(ctx: ReportContext, leave_one_out: bool, stored_median: float) 
     res = baseline.annotator_agreement(matrix.values, matrix.annotator_ids, leave_one_out=leave_one_out)
     if not np.isfinite(res.median) or abs(res.median - stored_median) > 1e-9:
         return None
-    return res.r[np.isfinite(res.r)]
+    return np.asarray(res.r[np.isfinite(res.r)])
 
 
 def _alpha_sentence(idx: MetricIndex) -> str:
     alphas = [(level, idx.one(metric_name(f"krippendorff_alpha_{level}")))
               for level in ("nominal", "ordinal", "interval")]
-    alphas = [(level, row) for level, row in alphas if row is not None and row.value is not None]
-    if not alphas:
+    defined = [(level, row, row.value) for level, row in alphas if row is not None and row.value is not None]
+    if not defined:
         return ""
-    listed = ", ".join(f"{num(row.value)} ({level})" for level, row in alphas)
-    main = dict(alphas).get("ordinal") or alphas[-1][1]
-    if main.value >= KRIPPENDORFF_RELIABLE:
+    listed = ", ".join(f"{num(row.value)} ({level})" for level, row, _ in defined)
+    main_value = next((value for level, _, value in defined if level == "ordinal"), defined[-1][2])
+    if main_value >= KRIPPENDORFF_RELIABLE:
         verdict = "high: the annotators largely agree"
-    elif main.value >= KRIPPENDORFF_TENTATIVE:
+    elif main_value >= KRIPPENDORFF_TENTATIVE:
         verdict = "moderate: enough for tentative conclusions by Krippendorff's rule of thumb"
     else:
         verdict = (f"below {KRIPPENDORFF_TENTATIVE}, Krippendorff's bar for tentative conclusions: people genuinely "
@@ -422,7 +422,9 @@ def agreement_section(ctx: ReportContext) -> SectionView:
                       "per item (0 = identical, 1 = disjoint), averaged over items.")
     rows = []
     for rater in idx.raters():
-        one = lambda name, r=rater: idx.one(name, "all", *r)
+        def one(name: str, r: tuple[str, str] = rater) -> MetricRecord | None:
+            return idx.one(name, "all", *r)
+
         kappa = one(MetricName.COHEN_KAPPA_VS_MAJORITY)
         rows.append([text(rater[0]), text(rater[1]),
                      value_cell(one(MetricName.KRIPPENDORFF_DELTA_ALPHA_NOMINAL)),

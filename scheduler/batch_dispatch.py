@@ -49,7 +49,7 @@ from accord.worker.execute import ExecutionContext, execute_chunk
 from accord.worker.provider_pool import ProviderPool
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 log = logging.getLogger("accord.scheduler.batch")
 
@@ -64,8 +64,8 @@ def poll_seconds_default() -> float:
 
 def campaign_of(engine: Engine, run_id: int) -> CampaignSpec:
     with Session(engine) as session:
-        doc = session.execute(select(Campaign.spec).join(Run, Run.campaign_id == Campaign.id)
-                              .where(Run.id == run_id)).scalar_one()
+        doc = session.execute(select(col(Campaign.spec)).join(Run, col(Run.campaign_id) == col(Campaign.id))
+                              .where(col(Run.id) == run_id)).scalar_one()
     return CampaignSpec.model_validate(doc)
 
 
@@ -74,9 +74,10 @@ def dispatch_plan(engine: Engine, run_id: int) -> tuple[list[int], list[int]]:
     spec = campaign_of(engine, run_id)
     entries = {m.name: m for m in spec.all_models()}   # rating models, subjects and judges
     with Session(engine) as session:
-        rows = session.execute(select(ModelSpec.id, ModelSpec.name).where(ModelSpec.id.in_(  # type: ignore[union-attr]
-            select(RatingRequest.model_spec_id).where(RatingRequest.run_id == run_id).distinct()))).all()
-    batch, realtime = [], []
+        rows = session.execute(select(col(ModelSpec.id), col(ModelSpec.name)).where(col(ModelSpec.id).in_(
+            select(col(RatingRequest.model_spec_id)).where(col(RatingRequest.run_id) == run_id).distinct()))).all()
+    batch: list[int] = []
+    realtime: list[int] = []
     for spec_id, name in sorted(rows):
         entry = entries.get(name)
         (batch if entry is not None and spec.uses_batch_api(entry) else realtime).append(spec_id)

@@ -12,8 +12,11 @@ from typing import Any
 
 from accord.models.settings import get_settings
 from accord.worker.celery_app import CONTROL, RECONCILE_TASK, get_distributed_settings, queue_name
-from celery import Celery
-from celery.beat import EmbeddedService
+from accord.extras import needs_extra
+
+with needs_extra("distributed"):                # optional: Celery beat runs the reconciliation schedule
+    from celery import Celery
+    from celery.beat import EmbeddedService
 
 
 def beat_schedule() -> dict[str, dict[str, Any]]:
@@ -43,5 +46,5 @@ def start_embedded_beat(app: Celery) -> Any:
     """Celery beat in a daemon thread of this process; returns the service (``.stop()``)."""
     install_beat_schedule(app)
     service = EmbeddedService(app, thread=True, schedule_filename=str(schedule_file()))
-    service.start()
+    service.start()  # type: ignore[union-attr]  # thread=True: the threaded service, which has start()
     return service

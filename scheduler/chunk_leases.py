@@ -21,7 +21,7 @@ from accord.models.schema import RatingRequest, RequestStatus, Run, utcnow
 from accord.worker.leases import release_chunk, renew_lease, renew_leases, take_ownership
 from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 log = logging.getLogger("accord.scheduler.chunk_leases")
 
@@ -39,23 +39,23 @@ def claim_chunk(engine: Engine, run_id: int, model_spec_id: int, limit: int, lea
     chunk_id = uuid.uuid4().hex
     now = now or utcnow()
     with Session(engine) as session:
-        pick = (select(RatingRequest.id)
-                .where(RatingRequest.run_id == run_id, RatingRequest.status == RequestStatus.pending.value,
-                       RatingRequest.model_spec_id == model_spec_id).limit(limit))
+        pick = (select(col(RatingRequest.id))
+                .where(col(RatingRequest.run_id) == run_id, col(RatingRequest.status) == RequestStatus.pending.value,
+                       col(RatingRequest.model_spec_id) == model_spec_id).limit(limit))
         if after_id is not None:
-            pick = pick.where(RatingRequest.id > after_id).order_by(RatingRequest.id)
+            pick = pick.where(col(RatingRequest.id) > after_id).order_by(col(RatingRequest.id))
         if engine.dialect.name == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
         ids = list(session.execute(pick).scalars())
         if ids:
             result = session.execute(
                 update(RatingRequest)
-                .where(RatingRequest.id.in_(ids), RatingRequest.status == RequestStatus.pending.value)  # type: ignore[union-attr]
+                .where(col(RatingRequest.id).in_(ids), col(RatingRequest.status) == RequestStatus.pending.value)
                 .values(status=RequestStatus.queued.value, chunk_id=chunk_id,
                         leased_until=now + timedelta(seconds=lease_seconds), updated_at=now))
-            if (result.rowcount or 0) != len(ids):
-                ids = list(session.execute(select(RatingRequest.id).where(
-                    RatingRequest.chunk_id == chunk_id, RatingRequest.status == RequestStatus.queued.value)).scalars())
+            if (result.rowcount or 0) != len(ids):  # type: ignore[attr-defined]  # DML: a CursorResult
+                ids = list(session.execute(select(col(RatingRequest.id)).where(
+                    col(RatingRequest.chunk_id) == chunk_id, col(RatingRequest.status) == RequestStatus.queued.value)).scalars())
         session.commit()
     return chunk_id, sorted(ids)
 
@@ -105,12 +105,12 @@ def release_expired(engine: Engine, now: datetime | None = None) -> int:
     (killed). Embedded runs' leases are their own process's business (it releases them on restart).
     Returns how many requests."""
     now = now or utcnow()
-    distributed = select(Run.id).where(Run.mode == DISTRIBUTED, Run.finished_at.is_(None))  # type: ignore[union-attr]
+    distributed = select(col(Run.id)).where(col(Run.mode) == DISTRIBUTED, col(Run.finished_at).is_(None))
     with Session(engine) as session:
         n = session.execute(
             update(RatingRequest)
-            .where(RatingRequest.status == RequestStatus.queued.value, RatingRequest.leased_until < now,  # type: ignore[operator]
-                   RatingRequest.run_id.in_(distributed))  # type: ignore[attr-defined]
+            .where(col(RatingRequest.status) == RequestStatus.queued.value, col(RatingRequest.leased_until) < now,
+                   col(RatingRequest.run_id).in_(distributed))  # type: ignore[attr-defined]  # DML: a CursorResult (rowcount)
             .values(status=RequestStatus.pending.value, chunk_id=None, leased_until=None, updated_at=now)
             .execution_options(synchronize_session=False)).rowcount or 0
         session.commit()
@@ -123,16 +123,16 @@ def chunks_in_flight(engine: Engine, run_ids: list[int]) -> dict[tuple[int, int]
         return {}
     with Session(engine) as session:
         rows = session.execute(
-            select(RatingRequest.run_id, RatingRequest.model_spec_id, func.count(func.distinct(RatingRequest.chunk_id)))
-            .where(RatingRequest.run_id.in_(run_ids), RatingRequest.status == RequestStatus.queued.value)  # type: ignore[attr-defined]
-            .group_by(RatingRequest.run_id, RatingRequest.model_spec_id)).all()
+            select(col(RatingRequest.run_id), col(RatingRequest.model_spec_id), func.count(func.distinct(col(RatingRequest.chunk_id))))
+            .where(col(RatingRequest.run_id).in_(run_ids), col(RatingRequest.status) == RequestStatus.queued.value)
+            .group_by(col(RatingRequest.run_id), col(RatingRequest.model_spec_id))).all()
     return {(int(r), int(m)): int(n) for r, m, n in rows}
 
 
 def has_pending(engine: Engine, run_id: int) -> bool:
     with Session(engine) as session:
-        return session.execute(select(RatingRequest.id).where(
-            RatingRequest.run_id == run_id, RatingRequest.status == RequestStatus.pending.value).limit(1)).first() is not None
+        return session.execute(select(col(RatingRequest.id)).where(
+            col(RatingRequest.run_id) == run_id, col(RatingRequest.status) == RequestStatus.pending.value).limit(1)).first() is not None
 
 
 __all__ = ["ChunkClaimer", "analyze_requests", "chunks_in_flight", "claim_chunk", "has_pending", "release_chunk",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accord.models.dataset_import import import_dataset
 from accord.models.import_formats import DatasetImportError
@@ -26,7 +26,7 @@ def ensure_dataset(engine: Engine, spec: CampaignSpec, project_id: int | None = 
         return False
     project_id = owner_id(engine, project_id)
     with Session(engine) as session:
-        q = select(Dataset.id).where(Dataset.name == spec.dataset, Dataset.project_id == project_id)  # type: ignore[arg-type]
+        q = select(col(Dataset.id)).where(col(Dataset.name) == spec.dataset, col(Dataset.project_id) == project_id)
         if session.execute(q).first() is not None:
             return False
 

@@ -46,11 +46,12 @@ from accord.scheduler.chunk_leases import (
     has_pending,
     release_expired,
 )
-from accord.scheduler.reconcile import DISTRIBUTED, finalize, unfinished_distributed_runs
+from accord.scheduler.chunk_leases import DISTRIBUTED
+from accord.scheduler.reconcile import finalize, unfinished_distributed_runs
 from accord.worker.rate_limiter import limit_group
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 log = logging.getLogger("accord.scheduler.dispatcher")
 
@@ -224,13 +225,13 @@ class Dispatcher:
             batch = set(self.batch_specs_of(run_id))
             with Session(self.engine) as session:
                 # Judges have no request until the first answer is stored: their assignments name them.
-                found = set(session.execute(select(RatingRequest.model_spec_id).distinct()
-                                            .where(RatingRequest.run_id == run_id)).scalars())
-                found |= set(session.execute(select(JudgeAssignment.model_spec_id)
-                                             .where(JudgeAssignment.run_id == run_id)).scalars())
+                found = set(session.execute(select(col(RatingRequest.model_spec_id)).distinct()
+                                            .where(col(RatingRequest.run_id) == run_id)).scalars())
+                found |= set(session.execute(select(col(JudgeAssignment.model_spec_id))
+                                             .where(col(JudgeAssignment.run_id) == run_id)).scalars())
                 ids = [i for i in found if i not in batch]
-                rows = list(session.execute(select(ModelSpec).where(ModelSpec.id.in_(ids))).scalars())  # type: ignore[union-attr]
-            self._run_specs[run_id] = [SpecInfo(r.id, r.provider, limit_group(r), r.rpm, r.tpm)  # type: ignore[arg-type]
+                rows = list(session.execute(select(ModelSpec).where(col(ModelSpec.id).in_(ids))).scalars())
+            self._run_specs[run_id] = [SpecInfo(r.id, r.provider, limit_group(r), r.rpm, r.tpm)
                                        for r in sorted(rows, key=lambda r: r.id or 0)]
         return self._run_specs[run_id]
 
@@ -238,7 +239,7 @@ class Dispatcher:
         if run.budget_usd is None or run.cost_usd < run.budget_usd:
             return False
         with Session(self.engine) as session:
-            n = session.execute(update(Run).where(Run.id == run.id, Run.status == RunStatus.running.value)  # type: ignore[arg-type]
+            n = session.execute(update(Run).where(col(Run.id) == run.id, col(Run.status) == RunStatus.running.value)  # type: ignore[attr-defined]  # DML: a CursorResult
                                 .values(status=RunStatus.budget_exhausted.value)).rowcount
             session.commit()
         return bool(n)
@@ -276,33 +277,33 @@ class Dispatcher:
             analyze_requests(self.engine)   # the new runs' rows: statistics for the claim's plan
         for run in runs:
             if run.status == RunStatus.pending.value:
-                run_control.mark_started(self.engine, run.id)  # type: ignore[arg-type]
+                run_control.mark_started(self.engine, run.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                 run.status = RunStatus.running.value
-                report.started.append(run.id)  # type: ignore[arg-type]
+                report.started.append(run.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                 log.info("run %s started (%d requests, priority %d)", run.id, run.total, run.priority)
         for run in runs:
             if run.status == RunStatus.running.value and self._over_budget(run):
                 run.status = RunStatus.budget_exhausted.value
-                report.budget_exhausted.append(run.id)  # type: ignore[arg-type]
+                report.budget_exhausted.append(run.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         running = [r for r in runs if r.status == RunStatus.running.value]
         for run in runs:
-            if run.status in (RunStatus.running.value, RunStatus.cancelled.value) and self.batch_specs_of(run.id):  # type: ignore[arg-type]
-                self._tick_batches(run.id)  # type: ignore[arg-type]
-        in_flight = chunks_in_flight(self.engine, [r.id for r in runs])  # type: ignore[misc]
+            if run.status in (RunStatus.running.value, RunStatus.cancelled.value) and self.batch_specs_of(run.id):  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
+                self._tick_batches(run.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
+        in_flight = chunks_in_flight(self.engine, [r.id for r in runs])  # type: ignore[misc]  # a stored row's id is set (flushed or loaded)
 
         groups: dict[str, list[Candidate]] = {}
         group_specs: dict[str, list[SpecInfo]] = {}
         spec_by_id: dict[int, SpecInfo] = {}
         for run in running:
-            specs = self.specs_of(run.id)  # type: ignore[arg-type]
+            specs = self.specs_of(run.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
             run_group_load: dict[str, int] = {}
             for s in specs:
-                run_group_load[s.group] = run_group_load.get(s.group, 0) + in_flight.get((run.id, s.id), 0)  # type: ignore[arg-type]
+                run_group_load[s.group] = run_group_load.get(s.group, 0) + in_flight.get((run.id, s.id), 0)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
             for s in specs:
                 spec_by_id[s.id] = s
                 group_specs.setdefault(s.group, []).append(s)
                 groups.setdefault(s.group, []).append(Candidate(
-                    run.id, s.id, s.group, run.priority, in_flight.get((run.id, s.id), 0),  # type: ignore[arg-type]
+                    run.id, s.id, s.group, run.priority, in_flight.get((run.id, s.id), 0),  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                     run_group_load[s.group]))
         # Chunks of runs no longer fed (paused, cancelled) still occupy their group until they finish.
         group_load: dict[str, int] = {}
@@ -338,19 +339,19 @@ class Dispatcher:
             allocate(candidates, free, self.max_chunks_per_run, claim_or_exhausted)
         # A running run with no chunk in flight and nothing pending is done (finalize_if_done decides).
         busy = {run_id for (run_id, _), n in in_flight.items() if n > 0} | set(report.sent)
-        drained = {r.id: (r.id not in busy and not has_pending(self.engine, r.id)) for r in running}  # type: ignore[arg-type]
+        drained = {r.id: (r.id not in busy and not has_pending(self.engine, r.id)) for r in running}  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         # Finalize: running runs with nothing left to claim or in flight, and runs no longer fed.
         for run in runs:
-            check = (run.status == RunStatus.running.value and drained.get(run.id, False)) or run.status in (  # type: ignore[arg-type]
+            check = (run.status == RunStatus.running.value and drained.get(run.id, False)) or run.status in (
                 RunStatus.cancelled.value, RunStatus.budget_exhausted.value)
             if check:
-                status = finalize(self.engine, run.id, self.on_finished)  # type: ignore[arg-type]
+                status = finalize(self.engine, run.id, self.on_finished)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                 if status is not None:
-                    report.finalized[run.id] = status  # type: ignore[index]
-                    self._run_specs.pop(run.id, None)  # type: ignore[arg-type]
-                    self._batch_specs.pop(run.id, None)  # type: ignore[arg-type]
-                    self._batch_ticked.pop(run.id, None)  # type: ignore[arg-type]
-                    self.claimer.forget(run.id)  # type: ignore[arg-type]
+                    report.finalized[run.id] = status  # type: ignore[index]  # a stored row's id is set (flushed or loaded)
+                    self._run_specs.pop(run.id, None)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
+                    self._batch_specs.pop(run.id, None)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
+                    self._batch_ticked.pop(run.id, None)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
+                    self.claimer.forget(run.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         return report
 
     def run_forever(self, interval: float = 0.25, stop: Callable[[], bool] | None = None,

@@ -4,6 +4,7 @@ the Celery workers call (``accord.worker.execute.execute_chunk``)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
@@ -86,5 +87,5 @@ async def run_embedded_async(engine: Engine, run_id: int, *, chunk_size: int | N
     return progress
 
 
-def run_embedded(engine: Engine, run_id: int, **kwargs) -> Progress:  # type: ignore[no-untyped-def]
+def run_embedded(engine: Engine, run_id: int, **kwargs: Any) -> Progress:
     return asyncio.run(run_embedded_async(engine, run_id, **kwargs))

@@ -21,7 +21,7 @@ from jinja2 import TemplateError
 from sqlalchemy import bindparam, func, insert, select, text
 from sqlmodel.sql.sqltypes import UTCDateTime
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accord.analysis.group_means import numeric_values
 from accord.models.db import session_scope
@@ -76,7 +76,7 @@ def effective_price(entry: ModelEntry) -> ModelPrice:
 
 def upsert_model_spec(session: Session, entry: ModelEntry, project_id: int) -> ModelSpec:
     h = model_spec_hash(entry, project_id)
-    row = session.exec(select(ModelSpec).where(ModelSpec.spec_hash == h)).scalar_one_or_none()  # type: ignore[call-overload]
+    row: ModelSpec | None = session.execute(select(ModelSpec).where(col(ModelSpec.spec_hash) == h)).scalar_one_or_none()
     if row is not None:
         return row
     price = effective_price(entry)
@@ -96,8 +96,8 @@ def upsert_model_spec(session: Session, entry: ModelEntry, project_id: int) -> M
 
 def upsert_template(session: Session, t: ResolvedTemplate) -> PromptTemplate:
     h = t.content_hash
-    row = session.exec(select(PromptTemplate).where(  # type: ignore[call-overload]
-        PromptTemplate.name == t.name, PromptTemplate.version == t.version, PromptTemplate.content_hash == h)
+    row: PromptTemplate | None = session.execute(select(PromptTemplate).where(
+        col(PromptTemplate.name) == t.name, col(PromptTemplate.version) == t.version, col(PromptTemplate.content_hash) == h)
     ).scalar_one_or_none()
     if row is not None:
         return row
@@ -109,11 +109,11 @@ def upsert_template(session: Session, t: ResolvedTemplate) -> PromptTemplate:
 
 
 def find_dataset(session: Session, name: str, project_id: int) -> Dataset:
-    q = select(Dataset).where(Dataset.name == name, Dataset.project_id == project_id)  # type: ignore[arg-type]
-    ds = session.exec(q).scalar_one_or_none()  # type: ignore[call-overload]
+    q = select(Dataset).where(col(Dataset.name) == name, col(Dataset.project_id) == project_id)
+    ds: Dataset | None = session.execute(q).scalar_one_or_none()
     if ds is None:
-        mine = select(Dataset.name).where(Dataset.project_id == project_id)  # type: ignore[arg-type]
-        names = session.exec(mine).scalars().all()  # type: ignore[call-overload]
+        mine = select(col(Dataset.name)).where(col(Dataset.project_id) == project_id)
+        names = session.execute(mine).scalars().all()
         raise CampaignError(f"dataset: no dataset named {name!r}; imported: {', '.join(names) or 'none'} "
                             "(import one with `accord import`)")
     return ds
@@ -131,7 +131,7 @@ def resolve_dimension(session: Session, ds: Dataset, dimension: str | None) -> s
 
 
 def select_items(session: Session, ds: Dataset, spec: CampaignSpec) -> list[Item]:
-    items = list(session.exec(select(Item).where(Item.dataset_id == ds.id).order_by(Item.id)).scalars())  # type: ignore[call-overload]
+    items = list(session.execute(select(Item).where(col(Item.dataset_id) == ds.id).order_by(col(Item.id))).scalars())
     sel = spec.items
     if sel.ids:
         by_ext = {i.external_id: i for i in items}
@@ -150,7 +150,7 @@ def select_items(session: Session, ds: Dataset, spec: CampaignSpec) -> list[Item
 
 
 def _known_attributes(session: Session, ds: Dataset) -> set[str]:
-    rows = session.exec(select(Annotator.attributes).where(Annotator.dataset_id == ds.id)).scalars().all()  # type: ignore[call-overload]
+    rows = session.execute(select(col(Annotator.attributes)).where(col(Annotator.dataset_id) == ds.id)).scalars().all()
     return set().union(*(r.keys() for r in rows if r)) if rows else set()
 
 
@@ -166,7 +166,7 @@ def check_group_attributes(session: Session, ds: Dataset, spec: CampaignSpec) ->
         raise CampaignError(f"analysis: no annotator of {ds.name!r} has attribute(s) {', '.join(unknown)} "
                             f"(known: {', '.join(sorted(known)) or 'none'})")
     if spec.analysis.bins:
-        rows = session.exec(select(Annotator.attributes).where(Annotator.dataset_id == ds.id)).scalars().all()  # type: ignore[call-overload]
+        rows = session.execute(select(col(Annotator.attributes)).where(col(Annotator.dataset_id) == ds.id)).scalars().all()
         for attribute in spec.analysis.bins:
             values = pd.Series([(r or {}).get(attribute) for r in rows], dtype=object)
             if numeric_values(values) is None:
@@ -181,9 +181,9 @@ def dimension_scale(session: Session, ds: Dataset, dimension: str | None) -> dic
     recorded = ((ds.import_info or {}).get("scales") or {}).get(dimension)
     if recorded:
         return dict(recorded)
-    low, high = session.exec(select(func.min(HumanRating.value), func.max(HumanRating.value))  # type: ignore[call-overload]
-                             .join(Item, Item.id == HumanRating.item_id)
-                             .where(Item.dataset_id == ds.id, HumanRating.dimension == dimension)).one()
+    low, high = session.execute(select(func.min(col(HumanRating.value)), func.max(col(HumanRating.value)))
+                             .join(Item, col(Item.id) == col(HumanRating.item_id))
+                             .where(col(Item.dataset_id) == ds.id, col(HumanRating.dimension) == dimension)).one()
     if low is None:
         return None
     return {"min": float(low), "max": float(high), "source": "observed"}
@@ -218,7 +218,7 @@ def personas_for(session: Session, ds: Dataset, spec: CampaignSpec) -> list[dict
     out: list[dict[str, str]] = [dict(p) for p in spec.personas.explicit]
     attrs = spec.personas.from_attributes
     if attrs:
-        rows = session.exec(select(Annotator.attributes).where(Annotator.dataset_id == ds.id)).scalars().all()  # type: ignore[call-overload]
+        rows = session.execute(select(col(Annotator.attributes)).where(col(Annotator.dataset_id) == ds.id)).scalars().all()
         known = set().union(*(r.keys() for r in rows)) if rows else set()
         unknown = [a for a in attrs if a not in known]
         if unknown:
@@ -300,7 +300,7 @@ def resolve_campaign(session: Session, spec: CampaignSpec, project_id: int) -> E
     personas = personas_for(session, ds, spec)
     # The request count from counts alone, before any item is loaded or any request expanded.
     n_items = len(spec.items.ids) if spec.items.ids else int(session.execute(
-        select(func.count()).select_from(Item).where(Item.dataset_id == ds.id)).scalar_one())  # type: ignore[arg-type]
+        select(func.count()).select_from(Item).where(col(Item.dataset_id) == ds.id)).scalar_one())
     if spec.items.limit is not None:
         n_items = min(n_items, spec.items.limit)
     try:
@@ -376,10 +376,10 @@ def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = N
         spec_doc = spec.model_dump(mode="json")
         spec_doc["dimension"] = expansion.dimension
         campaign = Campaign(project_id=project_id, name=spec.name, spec=spec_doc, spec_hash=spec.spec_hash(),
-                            dataset_id=expansion.dataset.id)  # type: ignore[arg-type]
+                            dataset_id=expansion.dataset.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         session.add(campaign)
         session.flush()
-        run = Run(campaign_id=campaign.id, project_id=project_id, status=RunStatus.pending.value, mode=mode,  # type: ignore[arg-type]
+        run = Run(campaign_id=campaign.id, project_id=project_id, status=RunStatus.pending.value, mode=mode,  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                   priority=spec.priority, budget_usd=budget_override if budget_override is not None else spec.budget_usd)
         session.add(run)
         session.flush()
@@ -397,13 +397,13 @@ def create_run(engine: Engine, spec: CampaignSpec, *, project_id: int | None = N
             "cache_key": r.cache_key,
         } for r in expansion.requests(spec)))
         # Subjects' requests now; judges' requests as each answer is stored (their count adds to run.total then).
-        total += _insert_generation_requests(session, spec, expansion, run.id, model_ids, stage_template_ids, now)  # type: ignore[arg-type]
-        _insert_judge_assignments(session, spec, expansion, run.id, model_ids, stage_template_ids)  # type: ignore[arg-type]
+        total += _insert_generation_requests(session, spec, expansion, run.id, model_ids, stage_template_ids, now)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
+        _insert_judge_assignments(session, spec, expansion, run.id, model_ids, stage_template_ids)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         run.total = total
         session.add(run)
         session.flush()
-        cached = answer_from_cache(session, run.id) if spec.cache is True else 0  # type: ignore[arg-type]
-        return RunPlan(run_id=run.id, campaign_id=campaign.id, total=total, cached=cached)  # type: ignore[arg-type]
+        cached = answer_from_cache(session, run.id) if spec.cache is True else 0  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
+        return RunPlan(run_id=run.id, campaign_id=campaign.id, total=total, cached=cached)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
 
 
 # Set-based cache fill: for every pending request of the run whose cache key has an original (non-copied)
@@ -430,7 +430,7 @@ WHERE run_id = :run_id AND status IN ('pending', 'queued')
 def answer_from_cache(session: Session, run_id: int) -> int:
     now = utcnow()
     result = session.execute(_CACHE_COPY, {"run_id": run_id, "now": now, "true": True, "false": False})
-    n = result.rowcount or 0
+    n = result.rowcount or 0  # type: ignore[attr-defined]  # DML: a CursorResult
     if n:
         session.execute(_CACHE_MARK_DONE, {"run_id": run_id, "now": now})
         session.execute(text("UPDATE run SET done = done + :n, cached = cached + :n WHERE id = :run_id"),
@@ -439,4 +439,6 @@ def answer_from_cache(session: Session, run_id: int) -> int:
 
 
 def human_rating_count(session: Session, dataset_id: int) -> int:
-    return session.exec(select(func.count()).select_from(HumanRating).join(Item).where(Item.dataset_id == dataset_id)).one()  # type: ignore[call-overload]
+    count: int = session.execute(select(func.count()).select_from(HumanRating).join(Item).where(
+        col(Item.dataset_id) == dataset_id)).scalar_one()
+    return count

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accord.models.projects import owner_id
 from accord.models.schema import Rating
@@ -79,8 +79,8 @@ def _cached_keys(session: Session, keys: list[str]) -> set[str]:
     found: set[str] = set()
     for i in range(0, len(keys), _KEY_BATCH):
         batch = keys[i:i + _KEY_BATCH]
-        found.update(session.execute(select(Rating.cache_key).where(
-            Rating.cache_key.in_(batch), Rating.cache_hit.is_(False))).scalars())  # type: ignore[attr-defined]
+        found.update(session.execute(select(col(Rating.cache_key)).where(
+            col(Rating.cache_key).in_(batch), col(Rating.cache_hit).is_(False))).scalars())
     return found
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accord.models.schema import Answer
 from accord.scheduler.campaign_spec import CampaignSpec
@@ -33,8 +33,8 @@ _KEY_BATCH = 900
 def _cached_answers(session: Session, keys: list[str]) -> set[str]:
     found: set[str] = set()
     for i in range(0, len(keys), _KEY_BATCH):
-        found.update(session.execute(select(Answer.cache_key).where(
-            Answer.cache_key.in_(keys[i:i + _KEY_BATCH]), Answer.cache_hit.is_(False))).scalars())  # type: ignore[attr-defined]
+        found.update(session.execute(select(col(Answer.cache_key)).where(
+            col(Answer.cache_key).in_(keys[i:i + _KEY_BATCH]), col(Answer.cache_hit).is_(False))).scalars())
     return found
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accord.analysis.describe import human_baseline
 from accord.analysis.fine_metrics import fine_records
@@ -99,9 +99,9 @@ def postprocess_run(engine: Engine, run_id: int, options: SuiteOptions | None = 
         "pvalue": _clean(r.pvalue), "n": r.n, "details": r.details or {}, "created_at": utcnow(),
     } for r in records]
     with Session(engine) as session:
-        session.execute(delete(Metric).where(Metric.run_id == run_id))  # type: ignore[arg-type]
+        session.execute(delete(Metric).where(col(Metric.run_id) == run_id))
         if rows:
             session.execute(insert(Metric), rows)
-        session.execute(update(Run).where(Run.id == run_id).values(postprocessed_at=utcnow()))  # type: ignore[arg-type]
+        session.execute(update(Run).where(col(Run.id) == run_id).values(postprocessed_at=utcnow()))
         session.commit()
     return len(rows)

@@ -23,7 +23,7 @@ from accord.scheduler import run_control, run_service
 from accord.scheduler.chunk_leases import DISTRIBUTED, release_expired
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 log = logging.getLogger("accord.scheduler.reconcile")
 
@@ -61,8 +61,8 @@ def finalize(engine: Engine, run_id: int, on_finished: Callable[[int], None] | N
 def unfinished_distributed_runs(engine: Engine) -> list[Run]:
     with Session(engine, expire_on_commit=False) as session:
         return list(session.execute(select(Run).where(
-            Run.mode == DISTRIBUTED, Run.finished_at.is_(None), Run.status.in_(UNFINISHED))  # type: ignore[union-attr,attr-defined]
-            .order_by(Run.id)).scalars())
+            col(Run.mode) == DISTRIBUTED, col(Run.finished_at).is_(None), col(Run.status).in_(UNFINISHED))
+            .order_by(col(Run.id))).scalars())
 
 
 def reconcile_once(engine: Engine, *, grace_seconds: float = 60.0,
@@ -74,18 +74,18 @@ def reconcile_once(engine: Engine, *, grace_seconds: float = 60.0,
     for run in unfinished_distributed_runs(engine):
         if run.status in (RunStatus.pending.value, RunStatus.paused.value):
             continue
-        status = finalize(engine, run.id, on_finished)  # type: ignore[arg-type]
+        status = finalize(engine, run.id, on_finished)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         if status is not None:
-            report.finalized[run.id] = status  # type: ignore[index]
+            report.finalized[run.id] = status  # type: ignore[index]  # a stored row's id is set (flushed or loaded)
         else:
-            p = run_control.read_progress(engine, run.id)  # type: ignore[arg-type]
+            p = run_control.read_progress(engine, run.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
             log.info("run %s %s: %d/%d finished (%d cached, %d failed), $%.4f", run.id, p.status, p.finished,
                      p.total, p.cached, p.failed, p.cost_usd)
     cutoff = utcnow() - timedelta(seconds=grace_seconds)
     with Session(engine) as session:
-        lost = list(session.execute(select(Run.id).where(
-            Run.mode == DISTRIBUTED, Run.finished_at.is_not(None), Run.finished_at < cutoff,  # type: ignore[union-attr,operator]
-            Run.postprocessed_at.is_(None), Run.error.is_(None))).scalars())  # type: ignore[union-attr]
+        lost = list(session.execute(select(col(Run.id)).where(
+            col(Run.mode) == DISTRIBUTED, col(Run.finished_at).is_not(None), col(Run.finished_at) < cutoff,
+            col(Run.postprocessed_at).is_(None), col(Run.error).is_(None))).scalars())
     for run_id in lost:
         if run_id in report.finalized:
             continue

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from accord.models.schema import TERMINAL_RUN_STATUSES, RatingRequest, RequestStatus, Run, RunStatus, utcnow
 from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 
 class RunStateError(ValueError):
@@ -77,21 +77,21 @@ def claim_pending(engine: Engine, run_id: int, limit: int, lease_seconds: int,
     chunk_id = uuid.uuid4().hex
     now = utcnow()
     with Session(engine) as session:
-        pick = (select(RatingRequest.id).where(RatingRequest.run_id == run_id,
-                                               RatingRequest.status == RequestStatus.pending.value)
-                .order_by(RatingRequest.id).limit(limit))
+        pick = (select(col(RatingRequest.id)).where(col(RatingRequest.run_id) == run_id,
+                                               col(RatingRequest.status) == RequestStatus.pending.value)
+                .order_by(col(RatingRequest.id)).limit(limit))
         if model_spec_ids is not None:
-            pick = pick.where(RatingRequest.model_spec_id.in_(model_spec_ids))  # type: ignore[attr-defined]
+            pick = pick.where(col(RatingRequest.model_spec_id).in_(model_spec_ids))
         if engine.dialect.name == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
         ids = list(session.execute(pick).scalars())
         if ids:
-            session.execute(update(RatingRequest).where(RatingRequest.id.in_(ids),  # type: ignore[union-attr]
-                                                        RatingRequest.status == RequestStatus.pending.value)
+            session.execute(update(RatingRequest).where(col(RatingRequest.id).in_(ids),
+                                                        col(RatingRequest.status) == RequestStatus.pending.value)
                             .values(status=RequestStatus.queued.value, chunk_id=chunk_id,
                                     leased_until=now + timedelta(seconds=lease_seconds), updated_at=now))
-            ids = list(session.execute(select(RatingRequest.id).where(RatingRequest.chunk_id == chunk_id,
-                                                                      RatingRequest.status == RequestStatus.queued.value)).scalars())
+            ids = list(session.execute(select(col(RatingRequest.id)).where(col(RatingRequest.chunk_id) == chunk_id,
+                                                                      col(RatingRequest.status) == RequestStatus.queued.value)).scalars())
         session.commit()
     return chunk_id, ids
 
@@ -101,11 +101,11 @@ def release_expired_leases(engine: Engine, run_id: int | None = None, *, now: da
     now = now or utcnow()
     with Session(engine) as session:
         q = (update(RatingRequest)
-             .where(RatingRequest.status == RequestStatus.queued.value, RatingRequest.leased_until < now)  # type: ignore[operator]
+             .where(col(RatingRequest.status) == RequestStatus.queued.value, col(RatingRequest.leased_until) < now)
              .values(status=RequestStatus.pending.value, chunk_id=None, leased_until=None, updated_at=now))
         if run_id is not None:
-            q = q.where(RatingRequest.run_id == run_id)
-        n = session.execute(q).rowcount or 0
+            q = q.where(col(RatingRequest.run_id) == run_id)
+        n = session.execute(q).rowcount or 0  # type: ignore[attr-defined]  # DML: a CursorResult
         session.commit()
     return n
 
@@ -113,8 +113,8 @@ def release_expired_leases(engine: Engine, run_id: int | None = None, *, now: da
 def release_all_queued(engine: Engine, run_id: int) -> int:
     """Embedded mode restarting a run: nothing else can hold its requests, so every lease is stale."""
     with Session(engine) as session:
-        n = session.execute(update(RatingRequest).where(RatingRequest.run_id == run_id,
-                                                        RatingRequest.status == RequestStatus.queued.value)
+        n = session.execute(update(RatingRequest).where(col(RatingRequest.run_id) == run_id,  # type: ignore[attr-defined]  # DML: a CursorResult
+                                                        col(RatingRequest.status) == RequestStatus.queued.value)
                             .values(status=RequestStatus.pending.value, chunk_id=None, leased_until=None)).rowcount or 0
         session.commit()
     return n
@@ -123,13 +123,13 @@ def release_all_queued(engine: Engine, run_id: int) -> int:
 def active_count(engine: Engine, run_id: int) -> int:
     with Session(engine) as session:
         return int(session.execute(select(func.count()).select_from(RatingRequest).where(
-            RatingRequest.run_id == run_id,
-            RatingRequest.status.in_((RequestStatus.pending.value, RequestStatus.queued.value)))).scalar_one())  # type: ignore[attr-defined]
+            col(RatingRequest.run_id) == run_id,
+            col(RatingRequest.status).in_((RequestStatus.pending.value, RequestStatus.queued.value)))).scalar_one())
 
 
 def _set_status(engine: Engine, run_id: int, allowed_from: set[str], to: str) -> bool:
     with Session(engine) as session:
-        n = session.execute(update(Run).where(Run.id == run_id, Run.status.in_(allowed_from))  # type: ignore[attr-defined]
+        n = session.execute(update(Run).where(col(Run.id) == run_id, col(Run.status).in_(allowed_from))  # type: ignore[attr-defined]  # DML: a CursorResult (rowcount)
                             .values(status=to)).rowcount or 0
         session.commit()
     return bool(n)
@@ -156,8 +156,8 @@ def cancel_run(engine: Engine, run_id: int) -> int:
 
 def cancel_pending(engine: Engine, run_id: int, reason: str) -> int:
     with Session(engine) as session:
-        n = session.execute(update(RatingRequest).where(RatingRequest.run_id == run_id,
-                                                        RatingRequest.status == RequestStatus.pending.value)
+        n = session.execute(update(RatingRequest).where(col(RatingRequest.run_id) == run_id,  # type: ignore[attr-defined]  # DML: a CursorResult
+                                                        col(RatingRequest.status) == RequestStatus.pending.value)
                             .values(status=RequestStatus.cancelled.value, last_error=reason, updated_at=utcnow())).rowcount or 0
         if n:
             session.execute(text("UPDATE run SET cancelled = cancelled + :n WHERE id = :id"), {"n": n, "id": run_id})
@@ -181,12 +181,12 @@ def finalize_if_done(engine: Engine, run_id: int) -> str | None:
               RunStatus.pending.value: RunStatus.completed.value}.get(run.status)
     with Session(engine) as session:
         if target is not None:
-            n = session.execute(update(Run).where(Run.id == run_id, Run.status == run.status, Run.finished_at.is_(None))  # type: ignore[union-attr]
+            n = session.execute(update(Run).where(col(Run.id) == run_id, col(Run.status) == run.status, col(Run.finished_at).is_(None))  # type: ignore[attr-defined]  # DML: a CursorResult
                                 .values(status=target, finished_at=utcnow())).rowcount
             session.commit()
             return target if n else None
         if run.status in (RunStatus.budget_exhausted.value, RunStatus.cancelled.value):
-            n = session.execute(update(Run).where(Run.id == run_id, Run.finished_at.is_(None))  # type: ignore[union-attr]
+            n = session.execute(update(Run).where(col(Run.id) == run_id, col(Run.finished_at).is_(None))  # type: ignore[attr-defined]  # DML: a CursorResult
                                 .values(finished_at=utcnow())).rowcount
             session.commit()
             return run.status if n else None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accord.models.schema import Run
 from accord.scheduler import run_control
@@ -65,7 +65,7 @@ def _analysis_lock(engine: Engine, run_id: int) -> Iterator[bool]:
 
 def record_error(engine: Engine, run_id: int, message: str) -> None:
     with Session(engine) as session:
-        session.execute(update(Run).where(Run.id == run_id).values(error=message[:2000]))  # type: ignore[arg-type]
+        session.execute(update(Run).where(col(Run.id) == run_id).values(error=message[:2000]))
         session.commit()
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accord.models.schema import Answer, RatingRequest, RequestStatus, Run, RunStatus, utcnow
 from accord.worker.comparisons import comparison_plans, comparison_rows, lock_runs
@@ -57,8 +57,8 @@ def prefetch_answers(session: Session, keys: list[str]) -> dict[str, dict[str, A
     found: dict[str, dict[str, Any]] = {}
     if not keys:
         return found
-    rows = session.execute(select(Answer).where(Answer.cache_key.in_(keys), Answer.cache_hit.is_(False))  # type: ignore[attr-defined]
-                           .order_by(Answer.id)).scalars()
+    rows = session.execute(select(Answer).where(col(Answer.cache_key).in_(keys), col(Answer.cache_hit).is_(False))
+                           .order_by(col(Answer.id))).scalars()
     for src in rows:
         if src.cache_key not in found:
             found[src.cache_key] = {**{f: getattr(src, f) for f in ANSWER_CACHED_FIELDS}, "source_answer_id": src.id}
@@ -90,13 +90,13 @@ def store_answers(engine: Engine, answers: list[tuple["Job", dict[str, Any], boo
                      "latency_ms": float(fields.get("latency_ms") or 0.0),
                      "cost_usd": float(fields.get("cost_usd") or 0.0)})
     by_request = {job.request.id: (job, fields, cache_hit, attempts) for job, fields, cache_hit, attempts in answers}
-    table = Answer.__table__  # type: ignore[attr-defined]
+    table = Answer.__table__  # type: ignore[attr-defined]  # SQLModel sets __table__ on table classes
     with Session(engine) as session:
         stmt = (_insert(engine)(table).values(rows).on_conflict_do_nothing(index_elements=["request_id"])
                 .returning(table.c.request_id, table.c.id))
         stored = {int(rid): int(aid) for rid, aid in session.execute(stmt).all()}
         if stored:
-            requests = RatingRequest.__table__  # type: ignore[attr-defined]
+            requests = RatingRequest.__table__  # type: ignore[attr-defined]  # SQLModel sets __table__ on table classes
             session.connection().execute(
                 update(requests).where(requests.c.id == bindparam("rid"))
                 .values(status=RequestStatus.done.value, attempts=bindparam("att"), last_error=None, updated_at=now),
@@ -104,7 +104,7 @@ def store_answers(engine: Engine, answers: list[tuple["Job", dict[str, Any], boo
             run_ids = {by_request[rid][0].request.run_id for rid in stored}
             plans = load_judge_plans(session, run_ids)
             # A cancelled or exhausted run judges nothing more (an answer in flight at the cancel still lands).
-            stopped = set(session.execute(select(Run.id).where(Run.id.in_(run_ids), Run.status.in_(  # type: ignore[union-attr]
+            stopped = set(session.execute(select(col(Run.id)).where(col(Run.id).in_(run_ids), col(Run.status).in_(
                 (RunStatus.cancelled.value, RunStatus.budget_exhausted.value)))).scalars())
             plans = {r: ([] if r in stopped else p) for r, p in plans.items()}
             comparing = sorted(r for r, p in plans.items() if comparison_plans(p))

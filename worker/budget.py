@@ -11,9 +11,10 @@ a flush loses is only the reservations of calls in flight at that moment.
 from __future__ import annotations
 
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import redis
+if TYPE_CHECKING:                               # the client is passed in (distributed mode: redis-py)
+    import redis
 
 
 RESERVED, WAIT, EXHAUSTED = "reserved", "wait", "exhausted"

@@ -20,14 +20,18 @@ depend on binding tables kept in the broker (on Redis those are keys that a ``FL
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from accord.models.schema import ProviderKind
+from accord.extras import needs_extra
 from accord.models.settings import get_settings
 from accord.worker.rate_limiter import DEFAULT_HEADROOM
-from celery import Celery
-from kombu import Exchange, Queue
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+with needs_extra("distributed"):                # optional: Celery (and kombu, its messaging library)
+    from celery import Celery
+    from kombu import Exchange, Queue
 
 PROVIDER_QUEUES = tuple(kind.value for kind in ProviderKind)   # a queue per provider kind
 CONTROL = "control"
@@ -119,6 +123,7 @@ def make_celery_app() -> Celery:
 app = make_celery_app()
 
 
-def send(task_name: str, args: list | tuple, queue: str) -> None:
+def send(task_name: str, args: list[Any] | tuple[Any, ...], queue: str) -> None:
     """Publish a task to ``queue`` through the default exchange (routing key = queue name)."""
-    app.send_task(task_name, args=list(args), queue=make_queue(queue), exchange="", routing_key=queue)
+    app.send_task(task_name, args=list(args), queue=make_queue(queue),  # type: ignore[arg-type]  # Celery takes a Queue too
+                  exchange="", routing_key=queue)

@@ -59,7 +59,7 @@ from accord.worker.stage_decoding import stage_base_decoding
 from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 log = logging.getLogger("accord.worker")
 
@@ -163,16 +163,16 @@ def load_jobs(session: Session, request_ids: list[int]) -> tuple[list[Job], int]
     """The active requests among ``request_ids`` with their item, model, template and decoding, and the
     number skipped (already done, failed, cancelled or gone)."""
     rows = session.execute(
-        select(RatingRequest, Item.content, ModelSpec, PromptTemplate, Campaign.spec, Run.started_at,
-               Item.external_id, Item.meta, Answer.text)
-        .join(Item, Item.id == RatingRequest.item_id)
-        .outerjoin(Answer, Answer.id == RatingRequest.answer_id)
-        .join(ModelSpec, ModelSpec.id == RatingRequest.model_spec_id)
-        .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
-        .join(Run, Run.id == RatingRequest.run_id)
-        .join(Campaign, Campaign.id == Run.campaign_id)
-        .where(RatingRequest.id.in_(request_ids))  # type: ignore[union-attr]
-        .order_by(RatingRequest.id)
+        select(RatingRequest, col(Item.content), ModelSpec, PromptTemplate, col(Campaign.spec), col(Run.started_at),
+               col(Item.external_id), col(Item.meta), col(Answer.text))
+        .join(Item, col(Item.id) == col(RatingRequest.item_id))
+        .outerjoin(Answer, col(Answer.id) == col(RatingRequest.answer_id))
+        .join(ModelSpec, col(ModelSpec.id) == col(RatingRequest.model_spec_id))
+        .join(PromptTemplate, col(PromptTemplate.id) == col(RatingRequest.template_id))
+        .join(Run, col(Run.id) == col(RatingRequest.run_id))
+        .join(Campaign, col(Campaign.id) == col(Run.campaign_id))
+        .where(col(RatingRequest.id).in_(request_ids))
+        .order_by(col(RatingRequest.id))
     ).all()
     jobs, skipped = [], 0
     templates: dict[int, ResolvedTemplate] = {}
@@ -222,7 +222,7 @@ def run_deadline(started_at: datetime | None, deadline_hours: float | None) -> f
 
 def _run_state(engine: Engine, run_id: int) -> tuple[str, float, float | None]:
     with engine.connect() as conn:
-        row = conn.execute(select(Run.status, Run.cost_usd, Run.budget_usd).where(Run.id == run_id)).one()
+        row = conn.execute(select(col(Run.status), col(Run.cost_usd), col(Run.budget_usd)).where(col(Run.id) == run_id)).one()
     return row[0], float(row[1] or 0.0), row[2]
 
 
@@ -278,8 +278,8 @@ def _prefetch_cache(ctx: ExecutionContext, session: Session, jobs: list[Job]) ->
     found = ctx.hot_cache.get_many(keys) if ctx.hot_cache is not None and keys else {}
     misses = [key for key in keys if key not in found]
     if misses:
-        rows = session.execute(select(Rating).where(Rating.cache_key.in_(misses), Rating.cache_hit.is_(False))  # type: ignore[attr-defined,union-attr]
-                               .order_by(Rating.id)).scalars()
+        rows = session.execute(select(Rating).where(col(Rating.cache_key).in_(misses), col(Rating.cache_hit).is_(False))
+                               .order_by(col(Rating.id))).scalars()
         fresh: dict[str, dict[str, Any]] = {}
         for src in rows:
             if src.cache_key in found:
@@ -322,17 +322,17 @@ def store_ratings(engine: Engine, ratings: list[tuple[Job, dict[str, Any], bool,
              "cache_key": job.request.cache_key, "cache_hit": cache_hit, "created_at": now}
             for job, fields, cache_hit, _ in ratings]
     by_request = {job.request.id: (job, fields, cache_hit, attempts) for job, fields, cache_hit, attempts in ratings}
-    table = Rating.__table__   # Core statements: no ORM bookkeeping on the hot path
+    table = Rating.__table__  # type: ignore[attr-defined]  # set by SQLModel on table classes; Core statements: no ORM bookkeeping on the hot path
     with Session(engine) as session:
         # one compiled statement for any number of rows: SQLAlchemy sends the parameter sets as multi-row
         # VALUES batches ("insertmanyvalues") and gathers what RETURNING gives back
         stmt = (_insert(engine)(table).on_conflict_do_nothing(index_elements=["request_id"])
-                .returning(table.c.request_id, table.c.id))  # type: ignore[attr-defined]
+                .returning(table.c.request_id, table.c.id))
         stored = {int(rid): int(rating_id) for rid, rating_id in session.connection().execute(stmt, rows).all()}
         if stored:
-            requests = RatingRequest.__table__   # executemany: one statement, a parameter set per request
+            requests = RatingRequest.__table__  # type: ignore[attr-defined]  # set by SQLModel; executemany: one statement, a parameter set per request
             session.connection().execute(
-                update(requests).where(requests.c.id == bindparam("rid"))  # type: ignore[attr-defined]
+                update(requests).where(requests.c.id == bindparam("rid"))
                 .values(status=RequestStatus.done.value, attempts=bindparam("att"), last_error=None, updated_at=now),
                 [{"rid": rid, "att": by_request[rid][3]} for rid in stored])
             runs: dict[int, list[float]] = {}
@@ -405,7 +405,7 @@ class RatingSink:
             return
         fresh = {}
         for p in batch:
-            rating_id = stored.get(p.job.request.id)   # type: ignore[arg-type]
+            rating_id = stored.get(p.job.request.id)   # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
             if rating_id is not None and not p.cache_hit and not p.job.generates:
                 fresh[p.job.request.cache_key] = {**{f: p.fields.get(f) for f in RATING_CACHED_FIELDS},
                                                   "source_rating_id": rating_id}
@@ -430,7 +430,7 @@ def store_rating(ctx: ExecutionContext, job: Job, fields: dict[str, Any], *, cac
         return False
     if not cache_hit and ctx.hot_cache is not None:
         ctx.hot_cache.put(job.request.cache_key, {**{f: fields.get(f) for f in RATING_CACHED_FIELDS},
-                                                  "source_rating_id": stored[job.request.id]})  # type: ignore[index]
+                                                  "source_rating_id": stored[job.request.id]})  # type: ignore[index]  # a stored row's id is set (flushed or loaded)
     return True
 
 
@@ -440,9 +440,9 @@ def finish_request(engine: Engine, req: RatingRequest, status: str, error: str |
     with Session(engine) as session:
         result = session.execute(
             update(RatingRequest)
-            .where(RatingRequest.id == req.id, RatingRequest.status.in_(ACTIVE_REQUEST_STATUSES))  # type: ignore[arg-type,attr-defined]
+            .where(col(RatingRequest.id) == req.id, col(RatingRequest.status).in_(ACTIVE_REQUEST_STATUSES))
             .values(status=status, last_error=(error or "")[:2000], attempts=attempts, updated_at=utcnow()))
-        changed = bool(result.rowcount)
+        changed = bool(result.rowcount)  # type: ignore[attr-defined]  # DML: a CursorResult
         if changed:
             session.execute(text(f"UPDATE run SET {counter} = {counter} + 1 WHERE id = :id"), {"id": req.run_id})
             if req.stage == "generate" and status == RequestStatus.failed.value:
@@ -457,7 +457,7 @@ def finish_request(engine: Engine, req: RatingRequest, status: str, error: str |
 
 def mark_budget_exhausted(engine: Engine, run_id: int) -> None:
     with Session(engine) as session:
-        session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.running.value)  # type: ignore[arg-type]
+        session.execute(update(Run).where(col(Run.id) == run_id, col(Run.status) == RunStatus.running.value)
                         .values(status=RunStatus.budget_exhausted.value))
         session.commit()
 
@@ -530,7 +530,7 @@ async def _call_provider(ctx: ExecutionContext, job: Job, messages: list[dict[st
                 response.latency_ms = response.latency_ms or (time.perf_counter() - started) * 1000
         except ProviderError as err:
             if reserved:
-                ctx.budget.settle(run_key, reserved, 0.0)  # type: ignore[union-attr]
+                ctx.budget.settle(run_key, reserved, 0.0)  # type: ignore[union-attr]  # reserved only through a budget ledger
             if ctx.limiter is not None:
                 ctx.limiter.observe(job.spec, error=err, estimated_tokens=est)
             if not err.retryable:
@@ -553,10 +553,10 @@ async def _call_provider(ctx: ExecutionContext, job: Job, messages: list[dict[st
             continue
         except BaseException:
             if reserved:
-                ctx.budget.settle(run_key, reserved, 0.0)  # type: ignore[union-attr]
+                ctx.budget.settle(run_key, reserved, 0.0)  # type: ignore[union-attr]  # reserved only through a budget ledger
             raise
         if reserved:
-            ctx.budget.settle(run_key, reserved, response_cost(job.spec, response))  # type: ignore[union-attr]
+            ctx.budget.settle(run_key, reserved, response_cost(job.spec, response))  # type: ignore[union-attr]  # reserved only through a budget ledger
         if ctx.limiter is not None:
             ctx.limiter.observe(job.spec, response=response, estimated_tokens=est)
         return response

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accord.models.projects import cache_scope
 from accord.models.schema import Campaign, JudgeAssignment, ModelSpec, Project, PromptTemplate, Run
@@ -46,14 +46,15 @@ def load_judge_plans(session: Session, run_ids: set[int]) -> dict[int, list[Judg
     if not run_ids:
         return out
     rows = session.execute(
-        select(JudgeAssignment, ModelSpec, PromptTemplate, Campaign.spec, Run.project_id, Project.cache_scope)
-        .join(ModelSpec, ModelSpec.id == JudgeAssignment.model_spec_id)
-        .join(PromptTemplate, PromptTemplate.id == JudgeAssignment.template_id)
-        .join(Run, Run.id == JudgeAssignment.run_id)
-        .join(Campaign, Campaign.id == Run.campaign_id)
-        .outerjoin(Project, Project.id == Run.project_id)
-        .where(JudgeAssignment.run_id.in_(run_ids))  # type: ignore[attr-defined]
-        .order_by(JudgeAssignment.id)).all()
+        select(JudgeAssignment, ModelSpec, PromptTemplate, col(Campaign.spec), col(Run.project_id),
+               col(Project.cache_scope))
+        .join(ModelSpec, col(ModelSpec.id) == col(JudgeAssignment.model_spec_id))
+        .join(PromptTemplate, col(PromptTemplate.id) == col(JudgeAssignment.template_id))
+        .join(Run, col(Run.id) == col(JudgeAssignment.run_id))
+        .join(Campaign, col(Campaign.id) == col(Run.campaign_id))
+        .outerjoin(Project, col(Project.id) == col(Run.project_id))
+        .where(col(JudgeAssignment.run_id).in_(run_ids))
+        .order_by(col(JudgeAssignment.id))).all()
     for ja, spec, trow, campaign_doc, project_id, stored_scope in rows:
         tmpl = ResolvedTemplate.from_row(trow.name, trow.version, trow.response_format, trow.system, trow.user,
                                          trow.output_spec)

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from accord.models.schema import RatingRequest, RequestStatus, utcnow
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 log = logging.getLogger("accord.worker.leases")
 
@@ -39,10 +39,10 @@ def take_ownership(engine: Engine, chunk_id: str, request_ids: list[int], lease_
     now = now or utcnow()
     with Session(engine) as session:
         ids = session.execute(update(RatingRequest).where(
-            RatingRequest.id.in_(request_ids), RatingRequest.chunk_id == chunk_id,  # type: ignore[union-attr]
-            RatingRequest.status == RequestStatus.queued.value)
+            col(RatingRequest.id).in_(request_ids), col(RatingRequest.chunk_id) == chunk_id,
+            col(RatingRequest.status) == RequestStatus.queued.value)
             .values(leased_until=now + timedelta(seconds=lease_seconds))
-            .returning(RatingRequest.id)).scalars().all()
+            .returning(col(RatingRequest.id))).scalars().all()
         session.commit()
     return sorted(int(i) for i in ids)
 
@@ -56,8 +56,8 @@ def renew_leases(engine: Engine, chunk_ids: Iterable[str], lease_seconds: float,
     now = now or utcnow()
     with Session(engine) as session:
         n = session.execute(update(RatingRequest).where(
-            RatingRequest.chunk_id.in_(ids), RatingRequest.status == RequestStatus.queued.value)  # type: ignore[union-attr]
-            .values(leased_until=now + timedelta(seconds=lease_seconds))).rowcount or 0
+            col(RatingRequest.chunk_id).in_(ids), col(RatingRequest.status) == RequestStatus.queued.value)
+            .values(leased_until=now + timedelta(seconds=lease_seconds))).rowcount or 0  # type: ignore[attr-defined]  # DML: a CursorResult
         session.commit()
     return n
 
@@ -71,9 +71,9 @@ def release_chunk(engine: Engine, chunk_id: str) -> int:
     """Hand the chunk's unfinished requests back (to pending): e.g. those skipped while the run was paused."""
     with Session(engine) as session:
         n = session.execute(update(RatingRequest).where(
-            RatingRequest.chunk_id == chunk_id, RatingRequest.status == RequestStatus.queued.value)
+            col(RatingRequest.chunk_id) == chunk_id, col(RatingRequest.status) == RequestStatus.queued.value)
             .values(status=RequestStatus.pending.value, chunk_id=None, leased_until=None, updated_at=utcnow())
-        ).rowcount or 0
+        ).rowcount or 0  # type: ignore[attr-defined]  # DML: a CursorResult
         session.commit()
     return n
 

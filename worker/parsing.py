@@ -193,7 +193,7 @@ def _ok(label: str, allowed: _Labels, rationale: str | None) -> ParseResult:
 def _unfence(text: str) -> str:
     fenced = _FENCE.findall(text)
     if len(fenced) == 1:
-        return fenced[0]
+        return str(fenced[0])
     return text
 
 

@@ -41,11 +41,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import redis
+from accord.extras import needs_extra
 from accord.models.schema import ModelSpec, endpoint_identity
 from accord.worker.providers.base import ProviderError, ProviderResponse
+
+if TYPE_CHECKING:                               # the client is passed in (distributed mode: redis-py)
+    import redis
 
 log = logging.getLogger("accord.worker.rate_limiter")
 
@@ -226,13 +229,17 @@ class LimiterStore(Protocol):
 
     def state(self, key: str) -> dict[str, float]: ...
 
+    errors: tuple[type[Exception], ...]        # what a failing store raises (the limiter then waits it out)
+
 
 class RedisStore:
     """The schedule in Redis: one hash and one send log per group, changed only by the Lua scripts."""
 
-    errors: tuple[type[Exception], ...] = (redis.RedisError,)
-
     def __init__(self, client: redis.Redis) -> None:
+        with needs_extra("distributed"):        # optional: redis-py, for the errors the store may raise
+            import redis
+
+        self.errors: tuple[type[Exception], ...] = (redis.RedisError,)
         self.client = client
         self._acquire = client.register_script(_ACQUIRE)
         self._penalize = client.register_script(_PENALIZE)
@@ -440,7 +447,7 @@ class RateLimiter:
                         await self.sleep(wait)
                 hold = self.admit(spec)
                 store_down_since = None
-            except self.store.errors as err:  # type: ignore[attr-defined]
+            except self.store.errors as err:
                 store_down_since = self._store_trouble(err, store_down_since)
                 await self.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -484,7 +491,7 @@ class RateLimiter:
             hold = exhausted_for(response.headers or {})
             if hold:
                 self._hold(spec, hold)
-        except self.store.errors as err:  # type: ignore[attr-defined]
+        except self.store.errors as err:
             self.stats.redis_errors += 1
             log.warning("rate limiter: cannot record feedback for %s (%s)", spec.name, err)
 

@@ -13,7 +13,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import redis
+from accord.extras import needs_extra
+
+with needs_extra("distributed"):                # optional: redis-py, the hot cache's client
+    import redis
 
 log = logging.getLogger("accord.worker.response_cache")
 

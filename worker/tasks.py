@@ -28,7 +28,7 @@ from collections.abc import Coroutine
 from dataclasses import asdict
 from typing import Any, TypeVar
 
-import redis
+from accord.extras import needs_extra
 from accord.models import db
 from accord.models.settings import get_settings
 from accord.worker.budget import RedisBudgetLedger
@@ -38,8 +38,11 @@ from accord.worker.leases import LeaseKeeper, release_chunk, take_ownership
 from accord.worker.provider_pool import ProviderPool
 from accord.worker.rate_limiter import RedisRateLimiter
 from accord.worker.response_cache import RedisHotCache
-from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from sqlalchemy import event
+
+with needs_extra("distributed"):                # optional: Celery and redis-py run the workers
+    import redis
+    from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 log = logging.getLogger("accord.worker.tasks")
 T = TypeVar("T")

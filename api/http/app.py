@@ -117,7 +117,7 @@ def _add_document_schemas(app: FastAPI) -> None:
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
 
 def _install_dashboard_handlers(app: FastAPI) -> None:
@@ -131,7 +131,8 @@ def _install_dashboard_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ProblemError)
         if _is_dashboard(request) and not request.url.path.endswith("/events"):
             return dashboard.dashboard_problem(request, exc.status, exc.detail)
-        return await json_problem(request, exc)  # type: ignore[no-any-return]
+        response: Response = await json_problem(request, exc)  # type: ignore[misc]  # the ProblemError handler is async
+        return response
 
     app.add_exception_handler(LoginRequired, login_required)
     app.add_exception_handler(ProblemError, problem)

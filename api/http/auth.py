@@ -49,7 +49,7 @@ from accord.models.schema import (
 from fastapi import Request
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 KEY_PREFIX = "acc_"
 DISPLAY_PREFIX_LENGTH = 12
@@ -104,37 +104,37 @@ def delete_project(engine: Engine, project: str | int, templates_root: Path | No
     table."""
     proj = find_project(engine, str(project))
     pid = proj.id
-    namespace = Principal(project_id=pid, project_name=proj.name, key_id=0, key_prefix="",  # type: ignore[arg-type]
+    namespace = Principal(project_id=pid, project_name=proj.name, key_id=0, key_prefix="",  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                           project_created_at=proj.created_at.replace(tzinfo=None) if proj.created_at else None).namespace
     counts: dict[str, int] = {}
     with engine.begin() as conn:
-        runs = select(Run.id).where(Run.project_id == pid).scalar_subquery()  # type: ignore[arg-type]
-        batches = select(ProviderBatch.id).where(ProviderBatch.run_id.in_(runs)).scalar_subquery()  # type: ignore[attr-defined]
-        datasets = select(Dataset.id).where(Dataset.project_id == pid).scalar_subquery()  # type: ignore[arg-type]
-        items = select(Item.id).where(Item.dataset_id.in_(datasets)).scalar_subquery()  # type: ignore[attr-defined]
+        runs = select(col(Run.id)).where(col(Run.project_id) == pid).scalar_subquery()
+        batches = select(col(ProviderBatch.id)).where(col(ProviderBatch.run_id).in_(runs)).scalar_subquery()
+        datasets = select(col(Dataset.id)).where(col(Dataset.project_id) == pid).scalar_subquery()
+        items = select(col(Item.id)).where(col(Item.dataset_id).in_(datasets)).scalar_subquery()
         steps = [
-            ("api_key", delete(ApiKey).where(ApiKey.project_id == pid)),  # type: ignore[arg-type]
-            ("provider_batch_request", delete(ProviderBatchRequest).where(ProviderBatchRequest.batch_id.in_(batches))),  # type: ignore[attr-defined]
-            ("rating", delete(Rating).where(Rating.run_id.in_(runs))),  # type: ignore[attr-defined]
-            ("metric", delete(Metric).where(Metric.run_id.in_(runs))),  # type: ignore[attr-defined]
-            ("provider_batch", delete(ProviderBatch).where(ProviderBatch.run_id.in_(runs))),  # type: ignore[attr-defined]
-            ("answer_comparison", delete(AnswerComparison).where(AnswerComparison.run_id.in_(runs))),  # type: ignore[attr-defined]
-            ("judge_assignment", delete(JudgeAssignment).where(JudgeAssignment.run_id.in_(runs))),  # type: ignore[attr-defined]
-            ("human_answer_judgment", delete(HumanAnswerJudgment).where(HumanAnswerJudgment.item_id.in_(items))),  # type: ignore[attr-defined]
-            ("answer", delete(Answer).where(Answer.run_id.in_(runs))),  # type: ignore[attr-defined]
-            ("rating_request", delete(RatingRequest).where(RatingRequest.run_id.in_(runs))),  # type: ignore[attr-defined]
-            ("run", delete(Run).where(Run.project_id == pid)),  # type: ignore[arg-type]
-            ("campaign", delete(Campaign).where(Campaign.project_id == pid)),  # type: ignore[arg-type]
-            ("human_rating", delete(HumanRating).where(HumanRating.item_id.in_(items))),  # type: ignore[attr-defined]
-            ("imported_rating", delete(ImportedRating).where(ImportedRating.item_id.in_(items))),  # type: ignore[attr-defined]
-            ("item", delete(Item).where(Item.dataset_id.in_(datasets))),  # type: ignore[attr-defined]
-            ("annotator", delete(Annotator).where(Annotator.dataset_id.in_(datasets))),  # type: ignore[attr-defined]
-            ("dataset", delete(Dataset).where(Dataset.project_id == pid)),  # type: ignore[arg-type]
-            ("model_spec", delete(ModelSpec).where(ModelSpec.project_id == pid)),  # type: ignore[arg-type]
+            ("api_key", delete(ApiKey).where(col(ApiKey.project_id) == pid)),
+            ("provider_batch_request", delete(ProviderBatchRequest).where(col(ProviderBatchRequest.batch_id).in_(batches))),
+            ("rating", delete(Rating).where(col(Rating.run_id).in_(runs))),
+            ("metric", delete(Metric).where(col(Metric.run_id).in_(runs))),
+            ("provider_batch", delete(ProviderBatch).where(col(ProviderBatch.run_id).in_(runs))),
+            ("answer_comparison", delete(AnswerComparison).where(col(AnswerComparison.run_id).in_(runs))),
+            ("judge_assignment", delete(JudgeAssignment).where(col(JudgeAssignment.run_id).in_(runs))),
+            ("human_answer_judgment", delete(HumanAnswerJudgment).where(col(HumanAnswerJudgment.item_id).in_(items))),
+            ("answer", delete(Answer).where(col(Answer.run_id).in_(runs))),
+            ("rating_request", delete(RatingRequest).where(col(RatingRequest.run_id).in_(runs))),
+            ("run", delete(Run).where(col(Run.project_id) == pid)),
+            ("campaign", delete(Campaign).where(col(Campaign.project_id) == pid)),
+            ("human_rating", delete(HumanRating).where(col(HumanRating.item_id).in_(items))),
+            ("imported_rating", delete(ImportedRating).where(col(ImportedRating.item_id).in_(items))),
+            ("item", delete(Item).where(col(Item.dataset_id).in_(datasets))),
+            ("annotator", delete(Annotator).where(col(Annotator.dataset_id).in_(datasets))),
+            ("dataset", delete(Dataset).where(col(Dataset.project_id) == pid)),
+            ("model_spec", delete(ModelSpec).where(col(ModelSpec.project_id) == pid)),
         ]
         for table, statement in steps:
             counts[table] = conn.execute(statement).rowcount or 0
-        conn.execute(update(Project).where(Project.id == pid)  # type: ignore[arg-type]
+        conn.execute(update(Project).where(col(Project.id) == pid)
                      .values(name=f"{DELETED_PREFIX}{pid}:{secrets.token_hex(8)}"))
     if templates_root is not None:
         shutil.rmtree(Path(templates_root) / namespace, ignore_errors=True)
@@ -146,11 +146,11 @@ def create_key(engine: Engine, project: str | int, name: str = "") -> NewKey:
     proj = find_project(engine, str(project))
     key = generate_key()
     with Session(engine, expire_on_commit=False) as session:
-        row = ApiKey(project_id=proj.id, prefix=key[:DISPLAY_PREFIX_LENGTH], key_hash=hash_key(key),  # type: ignore[arg-type]
+        row = ApiKey(project_id=proj.id, prefix=key[:DISPLAY_PREFIX_LENGTH], key_hash=hash_key(key),  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                      name=name[:200])
         session.add(row)
         session.commit()
-        return NewKey(key=key, key_id=row.id, prefix=row.prefix, project_id=proj.id, project_name=proj.name)  # type: ignore[arg-type]
+        return NewKey(key=key, key_id=row.id, prefix=row.prefix, project_id=proj.id, project_name=proj.name)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
 
 
 def revoke_key(engine: Engine, key_id_or_prefix: str) -> ApiKey:
@@ -159,14 +159,14 @@ def revoke_key(engine: Engine, key_id_or_prefix: str) -> ApiKey:
         if key_id_or_prefix.isdigit():
             rows = [r for r in [session.get(ApiKey, int(key_id_or_prefix))] if r is not None]
         else:
-            rows = list(session.execute(select(ApiKey).where(ApiKey.prefix == key_id_or_prefix)).scalars())
+            rows = list(session.execute(select(ApiKey).where(col(ApiKey.prefix) == key_id_or_prefix)).scalars())
         if not rows:
             raise AuthAdminError(f"no API key {key_id_or_prefix!r}")
         if len(rows) > 1:
             raise AuthAdminError(f"{len(rows)} keys start with {key_id_or_prefix!r}; revoke by id")
         row = rows[0]
         if row.revoked_at is None:
-            session.execute(update(ApiKey).where(ApiKey.id == row.id).values(revoked_at=utcnow()))  # type: ignore[arg-type]
+            session.execute(update(ApiKey).where(col(ApiKey.id) == row.id).values(revoked_at=utcnow()))
             session.commit()
             session.refresh(row)
         return row
@@ -175,15 +175,15 @@ def revoke_key(engine: Engine, key_id_or_prefix: str) -> ApiKey:
 def list_keys(engine: Engine, project: str | int) -> list[ApiKey]:
     proj = find_project(engine, str(project))
     with Session(engine, expire_on_commit=False) as session:
-        return list(session.execute(select(ApiKey).where(ApiKey.project_id == proj.id).order_by(ApiKey.id)).scalars())
+        return list(session.execute(select(ApiKey).where(col(ApiKey.project_id) == proj.id).order_by(col(ApiKey.id))).scalars())
 
 
 def _principal(engine: Engine, condition: Any) -> tuple[Principal, str] | None:
     with Session(engine) as session:
         row = session.execute(
-            select(ApiKey.id, ApiKey.prefix, ApiKey.key_hash, ApiKey.revoked_at, Project.id, Project.name,
-                   Project.created_at)
-            .join(Project, Project.id == ApiKey.project_id)
+            select(col(ApiKey.id), col(ApiKey.prefix), col(ApiKey.key_hash), col(ApiKey.revoked_at), col(Project.id), col(Project.name),
+                   col(Project.created_at))
+            .join(Project, col(Project.id) == col(ApiKey.project_id))
             .where(condition)
         ).first()
     if row is None or row[3] is not None:

@@ -30,7 +30,7 @@ from accord.scheduler.embedded import run_embedded_async
 from accord.worker.provider_pool import ProviderPool
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 log = logging.getLogger("accord.api.backend")
 
@@ -48,11 +48,11 @@ class ExecutionBackend(Protocol):
 def count_cached_by_provider(engine: Engine, run_id: int) -> dict[str, int]:
     with Session(engine) as session:
         rows = session.execute(
-            select(ModelSpec.provider, func.count())
+            select(col(ModelSpec.provider), func.count())
             .select_from(Rating)
-            .join(RatingRequest, RatingRequest.id == Rating.request_id)
-            .join(ModelSpec, ModelSpec.id == RatingRequest.model_spec_id)
-            .where(Rating.run_id == run_id, Rating.cache_hit.is_(True))  # type: ignore[union-attr]
+            .join(RatingRequest, col(RatingRequest.id) == col(Rating.request_id))
+            .join(ModelSpec, col(ModelSpec.id) == col(RatingRequest.model_spec_id))
+            .where(col(Rating.run_id) == run_id, col(Rating.cache_hit).is_(True))
             .group_by(ModelSpec.provider)).all()
     return {provider: int(n) for provider, n in rows}
 
@@ -193,8 +193,8 @@ class EmbeddedBackend:
         """Start again the embedded runs a previous server process left running (their leases are
         released by ``run_embedded_async``); returns their ids."""
         with Session(self.engine) as session:
-            ids = list(session.execute(select(Run.id).where(Run.mode == self.name, Run.status == "running")
-                                       .order_by(Run.id)).scalars())
+            ids = list(session.execute(select(col(Run.id)).where(col(Run.mode) == self.name, col(Run.status) == "running")
+                                       .order_by(col(Run.id))).scalars())
         for run_id in ids:
             log.info("resuming a run left running by a previous server", extra={"run_id": run_id})
             self.start(run_id)

@@ -42,7 +42,7 @@ from accord.worker.prompt_templates import (
 from pydantic import ValidationError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 
 @dataclass
@@ -182,14 +182,14 @@ def validate_campaign(engine: Engine, settings: ApiSettings, templates: Template
     with Session(engine) as session:
         ds = dataset_by_name(session, project_id, spec.dataset)
         if ds is None:
-            names = session.execute(select(Dataset.name).where(Dataset.project_id == project_id)
-                                    .order_by(Dataset.name)).scalars().all()
+            names = session.execute(select(col(Dataset.name)).where(col(Dataset.project_id) == project_id)
+                                    .order_by(col(Dataset.name))).scalars().all()
             raise invalid(f"dataset: no dataset named {spec.dataset!r} in this project; uploaded: "
                           f"{', '.join(names) or 'none'}", field="dataset")
         try:
             # The request count, from counts alone, before anything is expanded or loaded.
             n_items = len(spec.items.ids) if spec.items.ids else session.execute(
-                select(func.count()).select_from(Item).where(Item.dataset_id == ds.id)).scalar_one()
+                select(func.count()).select_from(Item).where(col(Item.dataset_id) == ds.id)).scalar_one()
             if spec.items.limit is not None:
                 n_items = min(n_items, spec.items.limit)
             n_personas = len(personas_for(session, ds, exec_spec)) if any(persona_templates) else 0
@@ -213,7 +213,7 @@ def validate_campaign(engine: Engine, settings: ApiSettings, templates: Template
             render_messages(tmpl, expansion.items[0].content, sample_persona if tmpl.persona else None)
         except TemplateRenderError as err:
             raise invalid(f"templates.{j}: {err}", field=f"templates.{j}") from None
-    return ValidatedCampaign(spec=spec, exec_spec=exec_spec, dataset_id=ds.id, dataset_name=ds.name,  # type: ignore[arg-type]
+    return ValidatedCampaign(spec=spec, exec_spec=exec_spec, dataset_id=ds.id, dataset_name=ds.name,  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                              dimension=expansion.dimension, n_items=len(expansion.items),
                              n_personas=len(expansion.personas), total=expansion.count(exec_spec))
 
@@ -258,9 +258,9 @@ def create_campaign_run(engine: Engine, project_id: int, campaign: Campaign, v: 
     transaction."""
     with engine.connect() as conn:
         with conn.begin():
-            plan = create_run(conn, v.exec_spec, project_id=project_id, mode=mode,  # type: ignore[arg-type]
+            plan = create_run(conn, v.exec_spec, project_id=project_id, mode=mode,  # type: ignore[arg-type]  # a Connection binds the run's Session as an Engine does
                               budget_override=budget_usd)
             if plan.campaign_id != campaign.id:
-                conn.execute(update(Run).where(Run.id == plan.run_id).values(campaign_id=campaign.id))  # type: ignore[arg-type]
-                conn.execute(delete(Campaign).where(Campaign.id == plan.campaign_id))  # type: ignore[arg-type]
-    return RunPlan(run_id=plan.run_id, campaign_id=campaign.id, total=plan.total, cached=plan.cached)  # type: ignore[arg-type]
+                conn.execute(update(Run).where(col(Run.id) == plan.run_id).values(campaign_id=campaign.id))
+                conn.execute(delete(Campaign).where(col(Campaign.id) == plan.campaign_id))
+    return RunPlan(run_id=plan.run_id, campaign_id=campaign.id, total=plan.total, cached=plan.cached)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)

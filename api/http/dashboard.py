@@ -37,7 +37,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 
 TEMPLATES_DIR = FsPath(__file__).resolve().parents[1] / "templates" / "dashboard"
@@ -171,10 +171,10 @@ async def logout(request: Request) -> Response:
 def _overview(state: AppState, principal: Principal) -> dict[str, Any]:
     runs, _ = list_runs(state.engine, principal.project_id, limit=50)
     with Session(state.engine) as session:
-        campaigns = session.execute(select(Campaign).where(Campaign.project_id == principal.project_id)
-                                    .order_by(Campaign.id.desc()).limit(50)).scalars().all()  # type: ignore[union-attr]
-        datasets = session.execute(select(Dataset).where(Dataset.project_id == principal.project_id)
-                                   .order_by(Dataset.id)).scalars().all()
+        campaigns = session.execute(select(Campaign).where(col(Campaign.project_id) == principal.project_id)
+                                    .order_by(col(Campaign.id).desc()).limit(50)).scalars().all()
+        datasets = session.execute(select(Dataset).where(col(Dataset.project_id) == principal.project_id)
+                                   .order_by(col(Dataset.id))).scalars().all()
         names = {d.id: d.name for d in datasets}
         campaign_rows = [{"id": c.id, "name": c.name, "dataset": names.get(c.dataset_id, ""),
                           "models": [m.get("name") for m in (c.spec or {}).get("models", [])],
@@ -203,7 +203,7 @@ async def new_campaign(request: Request, principal: Annotated[Principal, Depends
         document = parse_document(campaign.encode("utf-8"), "application/yaml")
         v = validate_campaign(state.engine, state.settings, state.templates, principal, document)
         row = store_campaign(state.engine, principal.project_id, v)
-        return int(start_campaign_run(state, principal, row.id, None, True)["id"])  # type: ignore[arg-type]
+        return int(start_campaign_run(state, principal, row.id, None, True)["id"])  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
 
     try:
         run_id = await run_in_threadpool(create_and_start)

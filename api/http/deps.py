@@ -38,7 +38,8 @@ class AppState:
 
 
 def state_of(request: Request) -> AppState:
-    return request.app.state.accord  # type: ignore[no-any-return]
+    state: AppState = request.app.state.accord
+    return state
 
 
 async def _authenticate(request: Request, key: str | None) -> Principal:

@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from sqlmodel import col
 
 request_id_var: ContextVar[str | None] = ContextVar("accord_request_id", default=None)
 run_id_var: ContextVar[int | None] = ContextVar("accord_run_id", default=None)
@@ -70,7 +71,7 @@ def configure_json_logging(level: int = logging.INFO) -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    handler._accord_json = True  # type: ignore[attr-defined]
+    handler._accord_json = True  # type: ignore[attr-defined]  # a marker attribute on the handler function
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
@@ -92,12 +93,12 @@ class _DatabaseCollector(Collector):
         terminal = [s.value for s in TERMINAL_RUN_STATUSES]
         try:
             with self.engine.connect() as conn:
-                run_counts = dict(conn.execute(select(Run.status, func.count()).group_by(Run.status)).all())
-                active_runs = select(Run.id).where(Run.status.not_in(terminal))  # type: ignore[attr-defined]
+                run_counts = dict(conn.execute(select(col(Run.status), func.count()).group_by(col(Run.status))).all())
+                active_runs = select(col(Run.id)).where(col(Run.status).not_in(terminal))
                 queue = dict(conn.execute(
-                    select(RatingRequest.status, func.count())
-                    .where(RatingRequest.run_id.in_(active_runs),  # type: ignore[attr-defined]
-                           RatingRequest.status.in_(("pending", "queued")))  # type: ignore[attr-defined]
+                    select(col(RatingRequest.status), func.count())
+                    .where(col(RatingRequest.run_id).in_(active_runs),
+                           col(RatingRequest.status).in_(("pending", "queued")))
                     .group_by(RatingRequest.status)).all())
         except Exception:  # a scrape must not fail because the database blinked
             logging.getLogger("accord.api").warning("metrics: database unavailable")

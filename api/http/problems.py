@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -138,7 +139,7 @@ def bounded(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
+def validation_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """FastAPI/pydantic errors as field/message pairs, without the offending input values (at most
     ``MAX_ERRORS``, each bounded: a field path may hold a key of the submitted document)."""
     out = []

@@ -16,6 +16,7 @@ from accord.report.csv_safe import neutralise
 from accord.models.schema import Item, ModelSpec, PromptTemplate, Rating, RatingRequest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 COLUMNS = ["request_id", "item_id", "model", "template", "persona_key", "sample_index", "status", "attempts",
            "last_error", "label", "value", "weighted_value", "parse_status", "raw_text", "cache_hit",
@@ -33,25 +34,25 @@ EXPORT_BATCH = 5000
 
 def _query(run_id: int, after: int | None, limit: int, model: str | None, template: str | None,
            status: str | None) -> Any:
-    q = (select(RatingRequest.id, Item.external_id, ModelSpec.name, PromptTemplate.name, RatingRequest.persona_key,
-                RatingRequest.sample_index, RatingRequest.status, RatingRequest.attempts, RatingRequest.last_error,
-                Rating.label, Rating.value, Rating.weighted_value, Rating.parse_status, Rating.raw_text,
-                Rating.cache_hit, Rating.input_tokens, Rating.output_tokens, Rating.latency_ms, Rating.cost_usd,
-                Rating.model_snapshot)
-         .join(Item, Item.id == RatingRequest.item_id)
-         .join(ModelSpec, ModelSpec.id == RatingRequest.model_spec_id)
-         .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
-         .outerjoin(Rating, Rating.request_id == RatingRequest.id)
-         .where(RatingRequest.run_id == run_id)
-         .order_by(RatingRequest.id).limit(limit))
+    q = (select(col(RatingRequest.id), col(Item.external_id), col(ModelSpec.name), col(PromptTemplate.name), col(RatingRequest.persona_key),
+                col(RatingRequest.sample_index), col(RatingRequest.status), col(RatingRequest.attempts), col(RatingRequest.last_error),
+                col(Rating.label), col(Rating.value), col(Rating.weighted_value), col(Rating.parse_status), col(Rating.raw_text),
+                col(Rating.cache_hit), col(Rating.input_tokens), col(Rating.output_tokens), col(Rating.latency_ms), col(Rating.cost_usd),
+                col(Rating.model_snapshot))
+         .join(Item, col(Item.id) == col(RatingRequest.item_id))
+         .join(ModelSpec, col(ModelSpec.id) == col(RatingRequest.model_spec_id))
+         .join(PromptTemplate, col(PromptTemplate.id) == col(RatingRequest.template_id))
+         .outerjoin(Rating, col(Rating.request_id) == col(RatingRequest.id))
+         .where(col(RatingRequest.run_id) == run_id)
+         .order_by(col(RatingRequest.id)).limit(limit))
     if after is not None:
-        q = q.where(RatingRequest.id > after)  # type: ignore[operator]
+        q = q.where(col(RatingRequest.id) > after)
     if model is not None:
-        q = q.where(ModelSpec.name == model)
+        q = q.where(col(ModelSpec.name) == model)
     if template is not None:
-        q = q.where(PromptTemplate.name == template)
+        q = q.where(col(PromptTemplate.name) == template)
     if status is not None:
-        q = q.where(RatingRequest.status == status)
+        q = q.where(col(RatingRequest.status) == status)
     return q
 
 

@@ -24,7 +24,7 @@ from accord.scheduler.expand import CampaignError
 from accord.worker.prompt_templates import TemplateSpecError
 from fastapi import APIRouter, Body, Depends, Path, Request
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"], responses=AUTHED)
@@ -50,7 +50,7 @@ async def _validated(request: Request, principal: Principal) -> tuple[AppState, 
 
 def campaign_out(session: Session, c: Campaign) -> dict[str, Any]:
     ds = session.get(Dataset, c.dataset_id)
-    run_ids = session.execute(select(Run.id).where(Run.campaign_id == c.id).order_by(Run.id)).scalars().all()
+    run_ids = session.execute(select(col(Run.id)).where(col(Run.campaign_id) == c.id).order_by(col(Run.id))).scalars().all()
     return {"id": c.id, "name": c.name, "dataset_id": c.dataset_id, "dataset": ds.name if ds else "",
             "spec": c.spec, "spec_hash": c.spec_hash, "created_at": c.created_at, "run_ids": list(run_ids)}
 
@@ -96,10 +96,10 @@ async def create_campaign(request: Request, principal: Annotated[Principal, Depe
 @router.get("", response_model=Page[CampaignOut], summary="List campaigns")
 def list_campaigns(request: Request, principal: Annotated[Principal, Depends(api_principal)], limit: Limit = 50,
                    after: After = None) -> Any:
-    q = (select(Campaign).where(Campaign.project_id == principal.project_id)
-         .order_by(Campaign.id.desc()).limit(limit + 1))  # type: ignore[union-attr]
+    q = (select(Campaign).where(col(Campaign.project_id) == principal.project_id)
+         .order_by(col(Campaign.id).desc()).limit(limit + 1))
     if after is not None:
-        q = q.where(Campaign.id < after)  # type: ignore[operator]
+        q = q.where(col(Campaign.id) < after)
     with Session(state_of(request).engine) as session:
         rows = session.execute(q).scalars().all()
         items = [campaign_out(session, c) for c in rows[:limit]]

@@ -20,7 +20,7 @@ from accord.models.schema import (
 from fastapi import APIRouter, Depends, Path, Request, Response
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], responses=AUTHED)
@@ -63,14 +63,14 @@ def import_upload(state: Any, principal: Principal, upload: Upload) -> dict[str,
         if message.startswith("import spec: "):
             rest = message.removeprefix("import spec: ")
             head = rest.split(":", 1)[0].strip() if ":" in rest else ""
-            field = f"mapping.{head}" if head and " " not in head else "mapping"
-            raise invalid(message, errors=[{"field": field, "message": rest}]) from None
-        field = None
+            where = f"mapping.{head}" if head and " " not in head else "mapping"
+            raise invalid(message, errors=[{"field": where, "message": rest}]) from None
+        file_field: str | None = None
         if place.get("file"):
             stem = place["file"].split(".", 1)[0]
             place["file"] = stem if stem in FILE_FIELDS else place["file"]
-            field = place["file"]
-        errors = [{"field": field or "mapping", "message": message}]
+            file_field = place["file"]
+        errors = [{"field": file_field or "mapping", "message": message}]
         raise invalid(message, errors=errors, **place) from None
     source = "; ".join(f"{f.removesuffix('_file')}={upload.filenames.get(f, '')}" for f in FILE_FIELDS
                        if f in upload.files)
@@ -129,23 +129,23 @@ def list_items(request: Request, dataset_id: DatasetId, principal: Annotated[Pri
                limit: Limit = 100, after: After = None) -> Any:
     with Session(state_of(request).engine) as session:
         dataset_of(session, principal.project_id, dataset_id)
-        q = select(Item).where(Item.dataset_id == dataset_id).order_by(Item.id).limit(limit + 1)
+        q = select(Item).where(col(Item.dataset_id) == dataset_id).order_by(col(Item.id)).limit(limit + 1)
         if after is not None:
-            q = q.where(Item.id > after)  # type: ignore[operator]
+            q = q.where(col(Item.id) > after)
         rows = session.execute(q).scalars().all()
     items = [item_out(i) for i in rows[:limit]]
     return {"items": items, "next_cursor": items[-1]["id"] if len(rows) > limit else None}
 
 
 def delete_dataset_rows(session: Session, dataset_id: int) -> None:
-    items = select(Item.id).where(Item.dataset_id == dataset_id).scalar_subquery()
-    session.execute(delete(HumanRating).where(HumanRating.item_id.in_(items)))  # type: ignore[attr-defined]
-    session.execute(delete(ImportedRating).where(ImportedRating.item_id.in_(items)))  # type: ignore[attr-defined]
-    session.execute(delete(HumanAnswerJudgment).where(HumanAnswerJudgment.item_id.in_(items)))  # type: ignore[attr-defined]
-    session.execute(delete(Campaign).where(Campaign.dataset_id == dataset_id))  # type: ignore[arg-type]
-    session.execute(delete(Item).where(Item.dataset_id == dataset_id))  # type: ignore[arg-type]
-    session.execute(delete(Annotator).where(Annotator.dataset_id == dataset_id))  # type: ignore[arg-type]
-    session.execute(delete(Dataset).where(Dataset.id == dataset_id))  # type: ignore[arg-type]
+    items = select(col(Item.id)).where(col(Item.dataset_id) == dataset_id).scalar_subquery()
+    session.execute(delete(HumanRating).where(col(HumanRating.item_id).in_(items)))
+    session.execute(delete(ImportedRating).where(col(ImportedRating.item_id).in_(items)))
+    session.execute(delete(HumanAnswerJudgment).where(col(HumanAnswerJudgment.item_id).in_(items)))
+    session.execute(delete(Campaign).where(col(Campaign.dataset_id) == dataset_id))
+    session.execute(delete(Item).where(col(Item.dataset_id) == dataset_id))
+    session.execute(delete(Annotator).where(col(Annotator.dataset_id) == dataset_id))
+    session.execute(delete(Dataset).where(col(Dataset.id) == dataset_id))
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=problem_responses(404, 409), summary="Delete a dataset")

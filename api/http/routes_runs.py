@@ -21,7 +21,7 @@ from accord.scheduler import run_control
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"], responses=AUTHED)
@@ -144,9 +144,9 @@ def metrics(request: Request, run_id: RunId, principal: Annotated[Principal, Dep
             ) -> Any:
     engine = state_of(request).engine
     check_run(engine, principal.project_id, run_id)
-    q = select(Metric).where(Metric.run_id == run_id).order_by(Metric.id)
-    for column, value in ((Metric.name, name), (Metric.model, model), (Metric.template, template),
-                          (Metric.slice, slice)):
+    q = select(Metric).where(col(Metric.run_id) == run_id).order_by(col(Metric.id))
+    for column, value in ((col(Metric.name), name), (col(Metric.model), model), (col(Metric.template), template),
+                          (col(Metric.slice), slice)):
         if value is not None:
             q = q.where(column == value)
     with Session(engine) as session:

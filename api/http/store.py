@@ -26,13 +26,13 @@ from accord.models.schema import (
 from accord.worker.rate_limiter import DEFAULT_HEADROOM
 from sqlalchemy import case, func, select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 TERMINAL = {s.value for s in TERMINAL_RUN_STATUSES}
 
 
 def dataset_of(session: Session, project_id: int, dataset_id: int) -> Dataset:
-    ds = session.execute(select(Dataset).where(Dataset.id == dataset_id, Dataset.project_id == project_id)
+    ds: Dataset | None = session.execute(select(Dataset).where(col(Dataset.id) == dataset_id, col(Dataset.project_id) == project_id)
                          ).scalar_one_or_none()
     if ds is None:
         raise not_found("dataset", dataset_id)
@@ -40,12 +40,12 @@ def dataset_of(session: Session, project_id: int, dataset_id: int) -> Dataset:
 
 
 def dataset_by_name(session: Session, project_id: int, name: str) -> Dataset | None:
-    return session.execute(select(Dataset).where(Dataset.name == name, Dataset.project_id == project_id)
+    return session.execute(select(Dataset).where(col(Dataset.name) == name, col(Dataset.project_id) == project_id)
                            ).scalar_one_or_none()
 
 
 def campaign_of(session: Session, project_id: int, campaign_id: int) -> Campaign:
-    c = session.execute(select(Campaign).where(Campaign.id == campaign_id, Campaign.project_id == project_id)
+    c: Campaign | None = session.execute(select(Campaign).where(col(Campaign.id) == campaign_id, col(Campaign.project_id) == project_id)
                         ).scalar_one_or_none()
     if c is None:
         raise not_found("campaign", campaign_id)
@@ -53,7 +53,7 @@ def campaign_of(session: Session, project_id: int, campaign_id: int) -> Campaign
 
 
 def run_of(session: Session, project_id: int, run_id: int) -> Run:
-    r = session.execute(select(Run).where(Run.id == run_id, Run.project_id == project_id)).scalar_one_or_none()
+    r: Run | None = session.execute(select(Run).where(col(Run.id) == run_id, col(Run.project_id) == project_id)).scalar_one_or_none()
     if r is None:
         raise not_found("run", run_id)
     return r
@@ -78,8 +78,8 @@ def check_run(engine: Engine, project_id: int, run_id: int) -> Run:
 
 
 def runs_of_dataset(session: Session, dataset_id: int) -> int:
-    return int(session.execute(select(func.count()).select_from(Run).join(Campaign, Campaign.id == Run.campaign_id)
-                               .where(Campaign.dataset_id == dataset_id)).scalar_one())
+    return int(session.execute(select(func.count()).select_from(Run).join(Campaign, col(Campaign.id) == col(Run.campaign_id))
+                               .where(col(Campaign.dataset_id) == dataset_id)).scalar_one())
 
 
 def ratings_per_item(engine: Engine, dataset_id: int, dimension: str | None) -> dict[int, int]:
@@ -216,11 +216,11 @@ def run_detail(engine: Engine, project_id: int, run_id: int) -> dict[str, Any]:
         campaign = session.get(Campaign, run.campaign_id)
         assert campaign is not None
         failed = [(int(m), e, int(n)) for m, e, n in session.execute(
-            select(RatingRequest.model_spec_id, RatingRequest.last_error, func.count())
-            .where(RatingRequest.run_id == run_id, RatingRequest.status == "failed")
-            .group_by(RatingRequest.model_spec_id, RatingRequest.last_error).limit(1000)).all()]
+            select(col(RatingRequest.model_spec_id), col(RatingRequest.last_error), func.count())
+            .where(col(RatingRequest.run_id) == run_id, col(RatingRequest.status) == "failed")
+            .group_by(col(RatingRequest.model_spec_id), col(RatingRequest.last_error)).limit(1000)).all()]
         outcomes = dict(session.execute(
-            select(Rating.parse_status, func.count()).where(Rating.run_id == run_id)
+            select(col(Rating.parse_status), func.count()).where(col(Rating.run_id) == run_id)
             .group_by(Rating.parse_status)).all())
         per_model = model_progress(session, run, failed, now)
     spec = campaign.spec or {}
@@ -236,14 +236,14 @@ def run_detail(engine: Engine, project_id: int, run_id: int) -> dict[str, Any]:
 def list_runs(engine: Engine, project_id: int, *, after: int | None = None, limit: int = 50,
               status: str | None = None, campaign_id: int | None = None) -> tuple[list[dict[str, Any]], int | None]:
     """Newest first; ``after`` is the last id of the previous page."""
-    q = (select(Run, Campaign).join(Campaign, Campaign.id == Run.campaign_id)
-         .where(Run.project_id == project_id).order_by(Run.id.desc()).limit(limit + 1))  # type: ignore[union-attr]
+    q = (select(Run, Campaign).join(Campaign, col(Campaign.id) == col(Run.campaign_id))
+         .where(col(Run.project_id) == project_id).order_by(col(Run.id).desc()).limit(limit + 1))
     if after is not None:
-        q = q.where(Run.id < after)  # type: ignore[operator]
+        q = q.where(col(Run.id) < after)
     if status is not None:
-        q = q.where(Run.status == status)
+        q = q.where(col(Run.status) == status)
     if campaign_id is not None:
-        q = q.where(Run.campaign_id == campaign_id)
+        q = q.where(col(Run.campaign_id) == campaign_id)
     with Session(engine, expire_on_commit=False) as session:
         rows = session.execute(q).all()
     now = datetime.now(UTC)

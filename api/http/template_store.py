@@ -195,7 +195,8 @@ def _bundled_document(name: str) -> str:
 
 
 def bundled_document(name: str) -> dict[str, Any]:
-    return json.loads(_bundled_document(name))   # a fresh copy each time
+    document: dict[str, Any] = json.loads(_bundled_document(name))   # a fresh copy each time
+    return document
 
 
 @lru_cache(maxsize=64)

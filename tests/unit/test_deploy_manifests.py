@@ -57,6 +57,40 @@ def check_accord_args(args: list[str], where: str) -> None:
         resolve_queues(args[args.index("--queues") + 1])      # raises on an unknown queue
 
 
+def dockerfile_stages() -> dict[str, set[str]]:
+    """Each stage of deploy/Dockerfile -> the accord extras it installs (``accord[a,b] @ file://...``)."""
+    stages: dict[str, set[str]] = {}
+    current = ""
+    for line in (DEPLOY / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^FROM \S+ AS ([\w-]+)$", line)
+        if match:
+            current = match.group(1)
+            stages[current] = set()
+        for extras in re.findall(r"accord\[([\w,]+)\] @", line):
+            stages[current] |= set(extras.split(","))
+    return stages
+
+
+def extras_needed(args: list[str]) -> set[str]:
+    """The extras an accord command needs in its image (the role's libraries, see accord/extras.py)."""
+    if args[0] == "serve":
+        return {"api", "report"} | ({"distributed"} if "distributed" in args else set())
+    if args[0] == "worker":
+        queues = args[args.index("--queues") + 1].split(",") if "--queues" in args else []
+        return {"distributed"} | {q for q in queues if q in ("openai", "anthropic", "local")}
+    if args[0] == "scheduler":
+        return {"distributed", "openai", "anthropic"}          # it drives the vendors' batch APIs
+    return set()
+
+
+def check_image_role(image: str, target: str, args: list[str], where: str) -> None:
+    stages = dockerfile_stages()
+    assert target in stages, f"{where}: the Dockerfile has no stage {target!r}"
+    assert image == f"accord-{target}:latest", f"{where}: image {image} is not the {target} target's"
+    missing = extras_needed(args) - stages[target]
+    assert not missing, f"{where}: the {target} image lacks the extras {sorted(missing)} that {args[0]!r} needs"
+
+
 # ------------------------------------------------------------------------------------------ compose
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
@@ -73,11 +107,12 @@ def test_compose_has_the_documented_services(compose: dict[str, Any]) -> None:
 
 def test_compose_accord_services_run_real_commands_with_real_settings(compose: dict[str, Any]) -> None:
     known = known_env_names()
-    accord_services = {n: s for n, s in compose["services"].items() if s.get("image") == "accord:latest"}
+    accord_services = {n: s for n, s in compose["services"].items() if s.get("image", "").startswith("accord")}
     assert set(accord_services) == {"migrate", "api", "worker-openai", "worker-anthropic", "worker-local", "scheduler"}
     for name, service in accord_services.items():
         check_accord_args(service["command"], f"compose service {name}")
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+        check_image_role(service["image"], service["build"]["target"], service["command"], f"compose service {name}")
         for key in service["environment"]:
             if key.startswith("ACCORD_"):
                 assert key in known, f"compose service {name}: {key} is not a setting"
@@ -99,6 +134,23 @@ def test_dockerfile_copies_every_package() -> None:
         assert (REPO / name).is_dir()
     assert 'ENTRYPOINT ["accord"]' in text
     assert re.search(r"^USER 10001$", text, flags=re.MULTILINE)
+
+
+def test_dockerfile_has_a_slim_image_per_role() -> None:
+    """API (no llama.cpp, no vendor SDK), workers of the vendor APIs, workers of the local model; only the
+    local workers' stage uses the llama.cpp build; each final stage runs as uid 10001."""
+    stages = dockerfile_stages()
+    assert stages["api"] == {"api", "report", "distributed"}
+    assert stages["worker-cloud"] == {"openai", "anthropic", "distributed"}
+    assert stages["worker-local"] == {"local", "distributed"}
+    text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+    blocks = re.split(r"^(?=FROM )", text, flags=re.MULTILINE)
+    by_stage = {re.match(r"FROM \S+ AS ([\w-]+)", b).group(1): b for b in blocks if b.startswith("FROM")}  # type: ignore[union-attr]  # every FROM names its stage
+    for role in ("api", "worker-cloud", "worker-local"):
+        assert "USER 10001" in by_stage[role], f"Dockerfile: stage {role} runs as root"
+        assert ("build-llama" in by_stage[role]) == (role == "worker-local"), f"Dockerfile: stage {role} and llama.cpp"
+    assert "build-essential" not in by_stage["runtime"] and "build-essential" not in by_stage["build"]
+    assert list(by_stage)[-1] == "api"                            # a build without --target gives the API
 
 
 # ------------------------------------------------------------------------------------------ kubernetes
@@ -134,6 +186,8 @@ def check_structure(doc: dict[str, Any]) -> None:
         for container in spec["containers"]:
             if container["image"].startswith("accord"):
                 check_accord_args(container["args"], f"{kind} {doc['metadata']['name']}")
+                target = container["image"].removeprefix("accord-").removesuffix(":latest")
+                check_image_role(container["image"], target, container["args"], f"{kind} {doc['metadata']['name']}")
                 refs = container.get("envFrom", [])
                 assert {"configMapRef": {"name": "accord-config"}} in refs
                 assert {"secretRef": {"name": "accord-secrets"}} in refs

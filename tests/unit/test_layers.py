@@ -23,7 +23,8 @@ from tests.lint_imports import REPO, package_folders, package_module_count, run_
 OPTIONAL_HEAVY = {
     "celery": "the distributed mode", "kombu": "the distributed mode", "redis": "the distributed mode",
     "openai": "the OpenAI provider", "anthropic": "the Anthropic provider", "llama_cpp": "the local provider",
-    "uvicorn": "the HTTP server", "PIL": "the report's plots", "matplotlib": "the report's plots",
+    "uvicorn": "the HTTP server", "fastapi": "the HTTP API", "PIL": "the report's plots",
+    "matplotlib": "the report's plots",
     "pyarrow": "Parquet files",
 }
 
@@ -67,7 +68,9 @@ def _late_imports(path: Path) -> list[LateImport]:
             above = node.lineno - 2
             while above >= 0 and re.match(r"\s*(import|from)\s", lines[above]):
                 above -= 1   # the comment may stand above the first import of a run
-            commented = "#" in lines[node.lineno - 1] or (above >= 0 and lines[above].strip().startswith("#"))
+            commented = "#" in lines[node.lineno - 1] or (above >= 0 and (
+                lines[above].strip().startswith("#")
+                or ("needs_extra(" in lines[above] and "#" in lines[above])))   # with needs_extra(...):  # why
             found += [LateImport(path, node.lineno, m, commented) for m in modules]
     return found
 

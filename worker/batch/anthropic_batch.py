@@ -15,7 +15,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import anthropic
+from accord.extras import needs_extra
+
+with needs_extra("anthropic"):                  # optional: the Anthropic SDK
+    import anthropic
 
 from accord.worker.batch.base import (
     CANCELED, ERRORED, EXPIRED, SUCCEEDED, BatchItem, BatchLimits, BatchResult, BatchState, SubmittedBatch, guarded,
@@ -55,7 +58,7 @@ class AnthropicBatchClient:
             raise ValueError(f"anthropic batch {key}: {len(items)} requests / {size} bytes exceed the limits "
                              f"({self.limits.max_requests} / {self.limits.max_bytes})")
         batch = await guarded(self.provider, lambda: self._client.messages.batches.create(
-            requests=entries), anthropic)  # type: ignore[arg-type]
+            requests=entries), anthropic)  # type: ignore[arg-type]  # plain dicts of the SDK's request shape
         return SubmittedBatch(external_id=batch.id, provider_status=batch.processing_status)
 
     async def find(self, key: str, count: int, since: datetime, exclude: set[str]) -> str | None:

@@ -20,9 +20,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import Exists, Select, exists, func, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from accord.models.schema import (
     LIVE_BATCH_STATUSES, Answer, BatchStatus, ModelSpec, ProviderBatch, ProviderBatchRequest, RatingRequest, RequestStatus,
@@ -106,19 +106,19 @@ class BatchContext:
     def client(self, spec: ModelSpec) -> BatchClient | None:
         if spec.id not in self._clients:
             provider = self.providers.get(spec)
-            self._clients[spec.id] = batch_client_for(provider, self.limits.get(spec.provider))  # type: ignore[index]
-        return self._clients[spec.id]  # type: ignore[index]
+            self._clients[spec.id] = batch_client_for(provider, self.limits.get(spec.provider))  # type: ignore[index]  # a stored row's id is set (flushed or loaded)
+        return self._clients[spec.id]  # type: ignore[index]  # a stored row's id is set (flushed or loaded)
 
     def messages(self, job: Job) -> list[dict[str, str]]:
         """The rendered prompt of a request (rendered once per context: assembling, submitting and
         collecting a batch all need it)."""
         key = job.request.id
-        found = self._messages.get(key)  # type: ignore[arg-type]
+        found = self._messages.get(key)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         if found is None:
             found = job.render()
             if len(self._messages) >= MESSAGE_CACHE_SIZE:
                 self._messages.clear()
-            self._messages[key] = found  # type: ignore[index]
+            self._messages[key] = found  # type: ignore[index]  # a stored row's id is set (flushed or loaded)
         return found
 
 
@@ -145,14 +145,14 @@ def answers_from_cache(engine: Engine, run_id: int) -> int:
 def live_batches(engine: Engine, run_id: int, statuses: Iterable[str] = LIVE_BATCH_STATUSES) -> list[ProviderBatch]:
     with Session(engine, expire_on_commit=False) as session:
         return list(session.execute(select(ProviderBatch).where(
-            ProviderBatch.run_id == run_id, ProviderBatch.status.in_(list(statuses)))  # type: ignore[attr-defined]
-            .order_by(ProviderBatch.id)).scalars())
+            col(ProviderBatch.run_id) == run_id, col(ProviderBatch.status).in_(list(statuses)))
+            .order_by(col(ProviderBatch.id))).scalars())
 
 
 def batch_request_ids(engine: Engine, batch_id: int) -> list[int]:
     with Session(engine) as session:
-        return list(session.execute(select(ProviderBatchRequest.request_id).where(
-            ProviderBatchRequest.batch_id == batch_id).order_by(ProviderBatchRequest.request_id)).scalars())
+        return list(session.execute(select(col(ProviderBatchRequest.request_id)).where(
+            col(ProviderBatchRequest.batch_id) == batch_id).order_by(col(ProviderBatchRequest.request_id))).scalars())
 
 
 def _jobs(engine: Engine, request_ids: list[int]) -> list[Job]:
@@ -174,23 +174,23 @@ def _budget_room(session: Session, run: Run) -> float | None:
     if run.budget_usd is None:
         return None
     reserved = session.execute(select(func.coalesce(func.sum(ProviderBatch.estimated_cost_usd), 0.0)).where(
-        ProviderBatch.run_id == run.id, ProviderBatch.status.in_(LIVE_BATCH_STATUSES))).scalar_one()  # type: ignore[attr-defined]
+        col(ProviderBatch.run_id) == run.id, col(ProviderBatch.status).in_(LIVE_BATCH_STATUSES))).scalar_one()
     return float(run.budget_usd) - float(run.cost_usd or 0.0) - float(reserved or 0.0)
 
 
 # --------------------------------------------------------------------------------------------- assembling
-def _held():  # type: ignore[no-untyped-def]
+def _held() -> Exists:
     """The request is in a live batch (correlated on ``rating_request.id``)."""
-    return exists().where(ProviderBatchRequest.request_id == RatingRequest.id,
-                          ProviderBatchRequest.batch_id == ProviderBatch.id,
-                          ProviderBatch.status.in_(LIVE_BATCH_STATUSES))  # type: ignore[attr-defined]
+    return exists().where(col(ProviderBatchRequest.request_id) == col(RatingRequest.id),
+                          col(ProviderBatchRequest.batch_id) == col(ProviderBatch.id),
+                          col(ProviderBatch.status).in_(LIVE_BATCH_STATUSES))
 
 
-def _claimable(run_id: int, model_spec_id: int, limit: int):  # type: ignore[no-untyped-def]
-    return (select(RatingRequest.id).where(RatingRequest.run_id == run_id,
-                                           RatingRequest.model_spec_id == model_spec_id,
-                                           RatingRequest.status == RequestStatus.pending.value, ~_held())
-            .order_by(RatingRequest.id).limit(limit))
+def _claimable(run_id: int, model_spec_id: int, limit: int) -> Select[int | None]:
+    return (select(col(RatingRequest.id)).where(col(RatingRequest.run_id) == run_id,
+                                           col(RatingRequest.model_spec_id) == model_spec_id,
+                                           col(RatingRequest.status) == RequestStatus.pending.value, ~_held())
+            .order_by(col(RatingRequest.id)).limit(limit))
 
 
 def assemble_batches(bctx: BatchContext, run_id: int, model_spec_id: int) -> TickReport:
@@ -228,7 +228,7 @@ def assemble_batches(bctx: BatchContext, run_id: int, model_spec_id: int) -> Tic
                 break
             if size + item_size > limits.max_bytes and chosen:
                 break
-            chosen.append(job.request.id)  # type: ignore[arg-type]
+            chosen.append(job.request.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
             size += item_size
             estimate += cost
         if not chosen:
@@ -249,20 +249,20 @@ def _claim(engine: Engine, run_id: int, spec: ModelSpec, ids: list[int], size: i
     """One transaction: the batch row, the requests pending -> queued under its tag, the mapping rows."""
     now = utcnow()
     with Session(engine) as session:
-        batch = ProviderBatch(run_id=run_id, model_spec_id=spec.id, provider=spec.provider,  # type: ignore[arg-type]
+        batch = ProviderBatch(run_id=run_id, model_spec_id=spec.id, provider=spec.provider,  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                               status=BatchStatus.preparing.value, bytes=size, estimated_cost_usd=estimate,
                               created_at=now, updated_at=now)
         session.add(batch)
         session.flush()
-        tag = chunk_tag(batch.id)  # type: ignore[arg-type]
+        tag = chunk_tag(batch.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         for start in range(0, len(ids), _ID_BATCH):
             part = ids[start:start + _ID_BATCH]
             session.execute(update(RatingRequest).where(
-                RatingRequest.id.in_(part), RatingRequest.status == RequestStatus.pending.value,  # type: ignore[union-attr]
+                col(RatingRequest.id).in_(part), col(RatingRequest.status) == RequestStatus.pending.value,
                 ~_held()).values(status=RequestStatus.queued.value, chunk_id=tag, leased_until=None,
                         attempts=RatingRequest.attempts + 1, updated_at=now))
-        claimed = list(session.execute(select(RatingRequest.id).where(
-            RatingRequest.chunk_id == tag, RatingRequest.status == RequestStatus.queued.value)).scalars())
+        claimed = list(session.execute(select(col(RatingRequest.id)).where(
+            col(RatingRequest.chunk_id) == tag, col(RatingRequest.status) == RequestStatus.queued.value)).scalars())
         if not claimed:
             session.rollback()
             return 0
@@ -275,7 +275,7 @@ def _claim(engine: Engine, run_id: int, spec: ModelSpec, ids: list[int], size: i
 
 def _exhaust_budget(engine: Engine, run_id: int) -> None:
     with Session(engine) as session:
-        session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.running.value)  # type: ignore[arg-type]
+        session.execute(update(Run).where(col(Run.id) == run_id, col(Run.status) == RunStatus.running.value)
                         .values(status=RunStatus.budget_exhausted.value))
         session.commit()
 
@@ -283,22 +283,22 @@ def _exhaust_budget(engine: Engine, run_id: int) -> None:
 # ---------------------------------------------------------------------------------------------- submitting
 def _update_batch(engine: Engine, batch_id: int, **values: object) -> None:
     with Session(engine) as session:
-        session.execute(update(ProviderBatch).where(ProviderBatch.id == batch_id)  # type: ignore[arg-type]
+        session.execute(update(ProviderBatch).where(col(ProviderBatch.id) == batch_id)
                         .values(updated_at=utcnow(), **values))
         session.commit()
 
 
 def _known_external_ids(engine: Engine) -> set[str]:
     with Session(engine) as session:
-        return set(session.execute(select(ProviderBatch.external_id).where(
-            ProviderBatch.external_id.is_not(None))).scalars())  # type: ignore[union-attr]
+        return set(session.execute(select(col(ProviderBatch.external_id)).where(
+            col(ProviderBatch.external_id).is_not(None))).scalars())
 
 
 def _held_jobs(bctx: BatchContext, batch: ProviderBatch) -> list[Job]:
     """The batch's requests that still wait for an answer (queued under its tag, or put back to pending by
     a stray lease release while the batch was live)."""
-    tag = chunk_tag(batch.id)  # type: ignore[arg-type]
-    jobs = _jobs(bctx.engine, batch_request_ids(bctx.engine, batch.id))  # type: ignore[arg-type]
+    tag = chunk_tag(batch.id)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
+    jobs = _jobs(bctx.engine, batch_request_ids(bctx.engine, batch.id))  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
     return [j for j in jobs if j.request.chunk_id == tag or j.request.status == RequestStatus.pending.value]
 
 
@@ -325,11 +325,11 @@ async def submit_batch(bctx: BatchContext, batch: ProviderBatch, *, resend: bool
             found = await client.find(key, batch.request_count, batch.created_at, _known_external_ids(engine))
         except ProviderError as err:
             report.errors.append(f"batch {batch.id}: looking for an earlier submission failed: {err}")
-            _update_batch(engine, batch.id, error=str(err)[:2000])  # type: ignore[arg-type]
+            _update_batch(engine, batch.id, error=str(err)[:2000])  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
             return report
         if found is not None:
             log.info("batch %s: adopting provider batch %s created by an earlier attempt", batch.id, found)
-            _update_batch(engine, batch.id, external_id=found, status=BatchStatus.submitted.value,  # type: ignore[arg-type]
+            _update_batch(engine, batch.id, external_id=found, status=BatchStatus.submitted.value,  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                           submitted_at=utcnow(), error=None)
             report.submitted += 1
             return report
@@ -338,23 +338,23 @@ async def submit_batch(bctx: BatchContext, batch: ProviderBatch, *, resend: bool
         return report
     jobs = _held_jobs(bctx, batch)
     if not jobs:
-        _mark_collected(engine, batch.id, {})  # type: ignore[arg-type]
+        _mark_collected(engine, batch.id, {})  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         return report
     items = [BatchItem(str(job.request.id), provider_request(job, bctx.messages(job))) for job in jobs]
-    _update_batch(engine, batch.id, status=BatchStatus.submitting.value, request_count=len(items))  # type: ignore[arg-type]
+    _update_batch(engine, batch.id, status=BatchStatus.submitting.value, request_count=len(items))  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
     try:
         submitted = await client.submit(items, key)
     except ProviderError as err:
         if err.retryable:           # it may have reached the provider: the next pass looks before resending
             report.errors.append(f"batch {batch.id}: submission failed, will retry: {err}")
-            _update_batch(engine, batch.id, error=str(err)[:2000])  # type: ignore[arg-type]
+            _update_batch(engine, batch.id, error=str(err)[:2000])  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
         else:                       # refused as a whole (auth, unknown model, bad file): trying again won't help
             abandon_batch(bctx, batch, str(err), report, retry=False)
         return report
     except ValueError as err:
         abandon_batch(bctx, batch, str(err), report, retry=True)
         return report
-    _update_batch(engine, batch.id, external_id=submitted.external_id, input_file_id=submitted.input_file_id,  # type: ignore[arg-type]
+    _update_batch(engine, batch.id, external_id=submitted.external_id, input_file_id=submitted.input_file_id,  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                   provider_status=submitted.provider_status, status=BatchStatus.submitted.value,
                   submitted_at=utcnow(), error=None)
     report.submitted += 1
@@ -369,14 +369,14 @@ def abandon_batch(bctx: BatchContext, batch: ProviderBatch, error: str, report: 
     for job in _held_jobs(bctx, batch):
         _settle(bctx, job, kind, error, retryable=retry, run_status=_run_status(bctx.engine, batch.run_id),
                 report=report)
-    _update_batch(bctx.engine, batch.id, status=BatchStatus.abandoned.value, error=error[:2000],  # type: ignore[arg-type]
+    _update_batch(bctx.engine, batch.id, status=BatchStatus.abandoned.value, error=error[:2000],  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
                   collected_at=utcnow())
 
 
 # ------------------------------------------------------------------------------------ polling, collecting
 def _run_status(engine: Engine, run_id: int) -> str:
     with Session(engine) as session:
-        return str(session.execute(select(Run.status).where(Run.id == run_id)).scalar_one())
+        return str(session.execute(select(col(Run.status)).where(col(Run.id) == run_id)).scalar_one())
 
 
 async def poll_batch(bctx: BatchContext, batch: ProviderBatch) -> tuple[BatchState | None, TickReport]:
@@ -400,7 +400,7 @@ async def poll_batch(bctx: BatchContext, batch: ProviderBatch) -> tuple[BatchSta
     if state.ended:
         values.update(status=BatchStatus.ended.value, ended_at=utcnow(), error=state.error)
         report.ended += 1
-    _update_batch(engine, batch.id, **values)  # type: ignore[arg-type]
+    _update_batch(engine, batch.id, **values)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
     if not state.ended and state.provider_status not in CANCELLING_STATUSES \
             and _run_status(engine, batch.run_id) in STOPPED_RUN_STATUSES:
         try:
@@ -442,26 +442,26 @@ async def collect_batch(bctx: BatchContext, batch: ProviderBatch, state: BatchSt
     run_status = _run_status(engine, batch.run_id)
     outcomes: dict[int, tuple[str, str | None]] = {}
     for custom_id, (job, messages, _) in calls.items():
-        result = results.get(custom_id)
-        if result is not None and result.kind == SUCCEEDED and result.response is not None:
+        got = results.get(custom_id)
+        if got is not None and got.kind == SUCCEEDED and got.response is not None:
             if job.generates:   # a subject's answer (stored with its judge requests)
-                fields = generation_fields(job, result.response,
-                                           response_cost(job.spec, result.response, job.spec.batch_discount))
+                fields = generation_fields(job, got.response,
+                                           response_cost(job.spec, got.response, job.spec.batch_discount))
             else:
-                fields = await answer_fields(bctx.execution, job, messages, result.response,  # type: ignore[arg-type]
+                fields = await answer_fields(bctx.execution, job, messages, got.response,  # type: ignore[arg-type]
                                              discount=job.spec.batch_discount)
             fields["provider_batch_id"] = batch.id
-            if store_rating(bctx.execution, job, fields, cache_hit=False, attempts=job.request.attempts):  # type: ignore[arg-type]
+            if store_rating(bctx.execution, job, fields, cache_hit=False, attempts=job.request.attempts):  # type: ignore[arg-type]  # __post_init__ sets execution
                 report.stored += 1
-            outcomes[job.request.id] = (SUCCEEDED, None)  # type: ignore[index]
+            outcomes[job.request.id] = (SUCCEEDED, None)  # type: ignore[index]  # a stored row's id is set (flushed or loaded)
             continue
-        kind = result.kind if result is not None else MISSING
-        error = (result.error if result is not None else None) or state.error or \
+        kind = got.kind if got is not None else MISSING
+        error = (got.error if got is not None else None) or state.error or \
             f"batch {batch.external_id} ended ({state.provider_status}) without a result for this request"
-        retryable = result.retryable if result is not None else True
+        retryable = got.retryable if got is not None else True
         _settle(bctx, job, kind, error, retryable=retryable, run_status=run_status, report=report)
-        outcomes[job.request.id] = (kind, error)  # type: ignore[index]
-    _mark_collected(engine, batch.id, outcomes)  # type: ignore[arg-type]
+        outcomes[job.request.id] = (kind, error)  # type: ignore[index]  # a stored row's id is set (flushed or loaded)
+    _mark_collected(engine, batch.id, outcomes)  # type: ignore[arg-type]  # a stored row's id is set (flushed or loaded)
     report.collected += 1
     return report
 
@@ -486,7 +486,7 @@ def _settle(bctx: BatchContext, job: Job, kind: str, error: str, *, retryable: b
         return
     with Session(bctx.engine) as session:
         n = session.execute(update(RatingRequest).where(
-            RatingRequest.id == req.id, RatingRequest.status.in_(ACTIVE_REQUEST_STATUSES))  # type: ignore[arg-type,attr-defined]
+            col(RatingRequest.id) == req.id, col(RatingRequest.status).in_(ACTIVE_REQUEST_STATUSES))  # type: ignore[attr-defined]  # DML: a CursorResult (rowcount)
             .values(status=RequestStatus.pending.value, chunk_id=None, leased_until=None,
                     last_error=error[:2000], updated_at=utcnow())).rowcount
         session.commit()
@@ -497,8 +497,8 @@ def _mark_collected(engine: Engine, batch_id: int, outcomes: dict[int, tuple[str
     with Session(engine) as session:
         for request_id, (kind, error) in outcomes.items():
             session.execute(update(ProviderBatchRequest).where(
-                ProviderBatchRequest.batch_id == batch_id, ProviderBatchRequest.request_id == request_id)  # type: ignore[arg-type]
+                col(ProviderBatchRequest.batch_id) == batch_id, col(ProviderBatchRequest.request_id) == request_id)
                 .values(outcome=kind, error=(error or None) and error[:2000]))
-        session.execute(update(ProviderBatch).where(ProviderBatch.id == batch_id)  # type: ignore[arg-type]
+        session.execute(update(ProviderBatch).where(col(ProviderBatch.id) == batch_id)
                         .values(status=BatchStatus.collected.value, collected_at=utcnow(), updated_at=utcnow()))
         session.commit()

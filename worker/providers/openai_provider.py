@@ -14,9 +14,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import httpx2
-import openai
-from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+from accord.extras import needs_extra
+
+with needs_extra("openai"):                     # optional: the OpenAI SDK (and its HTTP library)
+    import httpx2
+    import openai
+    from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
 from accord.worker.providers.common import (is_reasoning_model, malformed_error, pick_headers, resolve_api_key,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from accord.models.schema import ProviderKind
+from accord.extras import MissingExtra
 from accord.worker.providers.base import Provider, ProviderError
 
 
@@ -19,18 +20,21 @@ def make_provider(provider_kind: str, model: str, base_url: str | None = None, a
     kind = provider_kind.strip().lower()
     common: dict[str, Any] = {"base_url": base_url, "api_key_env": api_key_env, "params": params,
                               "timeout": timeout, "path": path}
-    if kind == "openai":
-        from accord.worker.providers.openai_provider import OpenAIProvider  # its SDK: optional, heavy
+    try:
+        if kind == "openai":
+            from accord.worker.providers.openai_provider import OpenAIProvider  # its SDK: optional, heavy
 
-        return OpenAIProvider(model, **common, **options)
-    if kind == "anthropic":
-        from accord.worker.providers.anthropic_provider import AnthropicProvider  # its SDK: optional, heavy
+            return OpenAIProvider(model, **common, **options)
+        if kind == "anthropic":
+            from accord.worker.providers.anthropic_provider import AnthropicProvider  # its SDK: optional, heavy
 
-        return AnthropicProvider(model, **common, **options)
-    if kind == "local":
-        from accord.worker.providers.local_llama import LocalLlamaProvider  # its SDK: optional, heavy
+            return AnthropicProvider(model, **common, **options)
+        if kind == "local":
+            from accord.worker.providers.local_llama import LocalLlamaProvider  # llama.cpp: optional, heavy
 
-        return LocalLlamaProvider(model, **common, **options)
+            return LocalLlamaProvider(model, **common, **options)
+    except MissingExtra as exc:                 # the provider's SDK or llama.cpp is not installed
+        raise ProviderError(f"{kind}: {exc}", retryable=False) from exc
     kinds = ", ".join(k.value for k in ProviderKind)
     raise ProviderError(f"unknown provider kind {provider_kind!r}; expected one of {kinds}",
                         retryable=False)

@@ -6,7 +6,7 @@ Create Date: 2026-11-23 15:13:15.501485
 """
 from alembic import op
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 
 
 revision = '0001'

@@ -15,7 +15,7 @@ Revises: 0005
 """
 from alembic import op
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 
 revision = "0006"
 down_revision = "0005"
