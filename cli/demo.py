@@ -11,13 +11,13 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from accord.cli.progress import follow_embedded, print_run_summary
+from accord.extras import needs_extra
 from accord.models.dataset_import import import_dataset
 from accord.models.import_spec import load_import_spec
 from accord.models.migrate import init_db
 from accord.models.projects import owner_id
 from accord.models.schema import Dataset
 from accord.models.settings import get_settings
-from accord.report.build import build_report_data, metrics_table, render_html
 from accord.scheduler import run_service
 from accord.scheduler.campaign_spec import parse_campaign
 from accord.scheduler.expand import create_run
@@ -64,6 +64,8 @@ def run_demo(console: Console, items: int = 12, samples: int = 1, project_id: in
     progress = follow_embedded(engine, plan.run_id, plan.total)
     print_run_summary(progress)
     run_service.finish(engine, plan.run_id)
+    with needs_extra("report"):                 # optional: matplotlib, behind the report's figures
+        from accord.report.build import build_report_data, metrics_table, render_html
     data = build_report_data(engine, plan.run_id)
     console.print(metrics_table(data))
     out = settings.home / "reports" / f"run-{plan.run_id}.html"

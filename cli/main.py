@@ -30,7 +30,7 @@ from accord.cli.launch import check_failed_share, check_share, start_run
 from accord.cli.progress import follow_embedded, print_run_summary
 from accord.cli.project_context import project_option
 from accord.cli.remote import key_option, remote_option, run_remote
-from accord.extras import MissingExtra
+from accord.extras import MissingExtra, needs_extra
 from accord.models.answer_judgments import import_answer_judgments, spec_from_options
 from accord.models.answer_frames import load_answers, load_comparisons, load_judgments
 from accord.models.dataset_import import import_dataset
@@ -39,7 +39,6 @@ from accord.models.import_spec import META_ROLES, load_import_spec, spec_from_ma
 from accord.models.run_frames import load_llm_frame
 from accord.models.schema import Campaign, Dataset, RatingRequest, Run
 from accord.models.settings import get_settings
-from accord.report.build import build_report_data, metrics_table, render_html
 from accord.report.csv_safe import neutralise_frame
 from accord.scheduler import run_service
 from accord.scheduler.run_control import RunStateError, get_run, read_progress
@@ -398,6 +397,8 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
         analysis = run_service.analyse_once(engine, run_id, again=recompute)
         if analysis.error:
             console.print(f"[red]{analysis.error}[/]")
+    with needs_extra("report"):                 # optional: matplotlib, behind the report's figures
+        from accord.report.build import build_report_data, metrics_table, render_html
     data = build_report_data(engine, run_id)
     if fmt == "json":
         text = json.dumps(data.to_json(), indent=2, default=str)

@@ -18,10 +18,10 @@ import httpx
 import typer
 import yaml
 from accord.cli.app import fail
+from accord.extras import needs_extra
 from accord.cli.client import AccordClient, ApiError
 from accord.cli.progress import PlainProgress
 from accord.models.yaml_loader import safe_load, yaml_error_text
-from accord.report.build import run_metrics_table
 from accord.report.metrics import metrics_frame
 from accord.scheduler.campaign_spec import CampaignSpec
 from rich.console import Console
@@ -175,6 +175,8 @@ def report(url: str, key: str | None, run_id: int, fmt: str, output: Path | None
             return
         html = call(url, client.report_html, run_id)      # the run is finished: its metrics are stored
         metrics = call(url, client.metrics, run_id)
+    with needs_extra("report"):                 # optional: matplotlib, behind the report's figures
+        from accord.report.build import run_metrics_table
     console.print(run_metrics_table(run_id, metrics_frame(metrics), console.width))
     target = output or default_html
     target.parent.mkdir(parents=True, exist_ok=True)

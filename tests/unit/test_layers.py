@@ -95,19 +95,30 @@ def _module_path(module: str) -> Path | None:
     return None
 
 
-def _imports_optional_heavy(module: str) -> bool:
+def _imports_optional_heavy(module: str, seen: set[str] | None = None) -> bool:
+    """Whether importing ``module`` imports an optional heavy dependency, itself or through the accord
+    modules it imports at its top level."""
+    seen = set() if seen is None else seen
+    if module in seen:
+        return False
+    seen.add(module)
+    parent = module.rpartition(".")[0]   # importing a module runs its package's __init__ first
+    if parent.count(".") >= 1 and _imports_optional_heavy(parent, seen):
+        return True
     path = _module_path(module)
     if path is None:
         return False
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
+    for node in tree.body + [n for w in tree.body if isinstance(w, ast.With) for n in w.body]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]   # a name may be a module
         else:
             continue
         if any(name.split(".")[0] in OPTIONAL_HEAVY for name in names):
+            return True
+        if any(name.startswith("accord.") and _imports_optional_heavy(name, seen) for name in names):
             return True
     return False
 

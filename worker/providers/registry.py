@@ -7,6 +7,7 @@ from typing import Any
 from accord.models.schema import ProviderKind
 from accord.extras import MissingExtra
 from accord.worker.providers.base import Provider, ProviderError
+from accord.worker.providers.local_llama import LocalLlamaProvider
 
 
 def make_provider(provider_kind: str, model: str, base_url: str | None = None, api_key_env: str | None = None,
@@ -29,9 +30,7 @@ def make_provider(provider_kind: str, model: str, base_url: str | None = None, a
             from accord.worker.providers.anthropic_provider import AnthropicProvider  # its SDK: optional, heavy
 
             return AnthropicProvider(model, **common, **options)
-        if kind == "local":
-            from accord.worker.providers.local_llama import LocalLlamaProvider  # llama.cpp: optional, heavy
-
+        if kind == "local":   # llama.cpp is imported by the provider when it loads its model
             return LocalLlamaProvider(model, **common, **options)
     except MissingExtra as exc:                 # the provider's SDK or llama.cpp is not installed
         raise ProviderError(f"{kind}: {exc}", retryable=False) from exc
