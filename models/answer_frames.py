@@ -64,14 +64,15 @@ def load_comparisons(engine: Engine, run_id: int) -> pd.DataFrame:
     ``answer_ids``; label A is the first), the judge's label (pairwise: the letter chosen; listwise: the
     letters in order joined by ``>``) and the parse status."""
     judge = aliased(ModelSpec)
-    q = (select(AnswerComparison.id, AnswerComparison.kind, AnswerComparison.answer_ids, judge.name,
-                PromptTemplate.name, RatingRequest.sample_index, Rating.label, Rating.parse_status, Rating.raw_text,
-                Rating.cost_usd)
-         .join(Rating, Rating.request_id == RatingRequest.id)
-         .join(AnswerComparison, AnswerComparison.id == RatingRequest.comparison_id)
-         .join(judge, judge.id == RatingRequest.model_spec_id)
-         .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
-         .where(RatingRequest.run_id == run_id, RatingRequest.stage == "judge").order_by(RatingRequest.id))
+    q = (select(col(AnswerComparison.id), col(AnswerComparison.kind), col(AnswerComparison.answer_ids),
+                col(judge.name), col(PromptTemplate.name), col(RatingRequest.sample_index), col(Rating.label),
+                col(Rating.parse_status), col(Rating.raw_text), col(Rating.cost_usd))
+         .join(Rating, col(Rating.request_id) == RatingRequest.id)
+         .join(AnswerComparison, col(AnswerComparison.id) == RatingRequest.comparison_id)
+         .join(judge, col(judge.id) == RatingRequest.model_spec_id)
+         .join(PromptTemplate, col(PromptTemplate.id) == RatingRequest.template_id)
+         .where(col(RatingRequest.run_id) == run_id, col(RatingRequest.stage) == "judge")
+         .order_by(col(RatingRequest.id)))
     with engine.connect() as conn:
         rows = conn.execute(q).all()
     return pd.DataFrame.from_records([(*r[:2], [int(a) for a in r[2]], *r[3:]) for r in rows],

@@ -31,7 +31,7 @@ from accord.models.schema import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 KINDS = ("rating", "rank")
 
@@ -141,17 +141,20 @@ def import_answer_judgments(engine: Engine, spec: AnswerJudgmentSpec) -> AnswerJ
                     if spec.subject_col and answer_refs is None else None)
     owner = owner_id(engine, spec.project_id)
     with Session(engine) as session, session.begin():
-        ds = session.execute(select(Dataset).where(Dataset.name == spec.dataset,
-                                                   Dataset.project_id == owner)).scalar_one_or_none()  # type: ignore[arg-type]
+        ds = session.execute(select(Dataset).where(col(Dataset.name) == spec.dataset,
+                                                   col(Dataset.project_id) == owner)).scalar_one_or_none()
         if ds is None:
             raise DatasetImportError(f"answer judgments: no dataset named {spec.dataset!r}; import it first")
         labels = spec.label_map_values() or dict((ds.label_map or {}).get(spec.dimension) or {})
-        item_ids = dict(session.execute(select(Item.external_id, Item.id).where(Item.dataset_id == ds.id)).all())
+        item_ids: dict[str, int] = dict(session.execute(select(col(Item.external_id), col(Item.id))
+                                                        .where(col(Item.dataset_id) == ds.id)).all())
         known_answers: dict[int, tuple[str, str]] = {}
         if answer_refs is not None:
             known_answers = {int(a): (str(e), str(m)) for a, e, m in session.execute(
-                select(Answer.id, Item.external_id, ModelSpec.name).join(Item, Item.id == Answer.item_id)
-                .join(ModelSpec, ModelSpec.id == Answer.model_spec_id).where(Item.dataset_id == ds.id)).all()}
+                select(col(Answer.id), col(Item.external_id), col(ModelSpec.name))
+                .join(Item, col(Item.id) == Answer.item_id)
+                .join(ModelSpec, col(ModelSpec.id) == Answer.model_spec_id)
+                .where(col(Item.dataset_id) == ds.id)).all()}
         rows: list[dict[str, Any]] = []
         seen: dict[tuple[str, str, str, str], int] = {}
         rank_sets: dict[tuple[str, str], list[tuple[int, int]]] = {}
@@ -205,21 +208,22 @@ def import_answer_judgments(engine: Engine, spec: AnswerJudgmentSpec) -> AnswerJ
                                          "each once")
         if not rows:
             raise DatasetImportError(f"{table.name}: no rating or rank in any row")
-        return _store(session, ds.id, spec, rows, item_ids)  # type: ignore[arg-type]
+        return _store(session, ds.id, spec, rows, item_ids)
 
 
 def _store(session: Session, dataset_id: int, spec: AnswerJudgmentSpec, rows: list[dict[str, Any]],
            item_ids: dict[str, int]) -> AnswerJudgmentReport:
-    existing = session.execute(select(HumanAnswerJudgment.id).where(
-        HumanAnswerJudgment.dataset_id == dataset_id, HumanAnswerJudgment.dimension == spec.dimension).limit(1)).first()
+    existing = session.execute(select(col(HumanAnswerJudgment.id)).where(
+        col(HumanAnswerJudgment.dataset_id) == dataset_id,
+        col(HumanAnswerJudgment.dimension) == spec.dimension).limit(1)).first()
     if existing is not None:
         if not spec.replace:
             raise DatasetImportError(f"answer judgments: dataset {spec.dataset!r} already has people's judgments of "
                                      f"answers for {spec.dimension!r}; --replace to replace them")
-        session.execute(delete(HumanAnswerJudgment).where(HumanAnswerJudgment.dataset_id == dataset_id,
-                                                          HumanAnswerJudgment.dimension == spec.dimension))
-    annotator_ids = dict(session.execute(select(Annotator.external_id, Annotator.id)
-                                         .where(Annotator.dataset_id == dataset_id)).all())
+        session.execute(delete(HumanAnswerJudgment).where(
+            col(HumanAnswerJudgment.dataset_id) == dataset_id, col(HumanAnswerJudgment.dimension) == spec.dimension))
+    annotator_ids: dict[str, int] = dict(session.execute(
+        select(col(Annotator.external_id), col(Annotator.id)).where(col(Annotator.dataset_id) == dataset_id)).all())
     new = sorted({r["annotator"] for r in rows} - set(annotator_ids))
     for name in new:
         if len(name) > 200:
@@ -244,18 +248,20 @@ def load_human_judgments(engine: Engine, run_id: int) -> pd.DataFrame:
     """People's judgments of answers in the run's dataset (item external id, subject alias, annotator, kind,
     value), of the campaign's dimension when any judgment has it, else of every dimension."""
     with Session(engine) as session:
-        found = session.execute(select(Campaign.dataset_id, Campaign.spec).join(Run, Run.campaign_id == Campaign.id)
-                                .where(Run.id == run_id)).first()
+        found = session.execute(select(col(Campaign.dataset_id), col(Campaign.spec))
+                                .join(Run, col(Run.campaign_id) == Campaign.id)
+                                .where(col(Run.id) == run_id)).first()
         if found is None:
             return pd.DataFrame(columns=HUMAN_JUDGMENT_COLUMNS)
         dataset_id, doc = found
         rows = session.execute(
-            select(Item.external_id, HumanAnswerJudgment.subject, Annotator.external_id, HumanAnswerJudgment.kind,
-                   HumanAnswerJudgment.value, HumanAnswerJudgment.dimension)
-            .join(Item, Item.id == HumanAnswerJudgment.item_id)
-            .join(Annotator, Annotator.id == HumanAnswerJudgment.annotator_id)
-            .where(HumanAnswerJudgment.dataset_id == dataset_id)
-            .order_by(HumanAnswerJudgment.id)).all()
+            select(col(Item.external_id), col(HumanAnswerJudgment.subject), col(Annotator.external_id),
+                   col(HumanAnswerJudgment.kind), col(HumanAnswerJudgment.value),
+                   col(HumanAnswerJudgment.dimension))
+            .join(Item, col(Item.id) == HumanAnswerJudgment.item_id)
+            .join(Annotator, col(Annotator.id) == HumanAnswerJudgment.annotator_id)
+            .where(col(HumanAnswerJudgment.dataset_id) == dataset_id)
+            .order_by(col(HumanAnswerJudgment.id))).all()
     df = pd.DataFrame.from_records([tuple(r) for r in rows], columns=HUMAN_JUDGMENT_COLUMNS)
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
     dimension = (doc or {}).get("dimension")

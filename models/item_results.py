@@ -10,6 +10,7 @@ from accord.models.schema import Answer, Item, ModelSpec, PromptTemplate, Rating
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
+from sqlmodel import col
 
 RATING_FIELDS = ["request_id", "model", "template", "persona_key", "sample_index", "status", "last_error", "label",
                  "value", "weighted_value", "label_probs", "rationale", "parse_status", "raw_text", "cache_hit",
@@ -22,8 +23,9 @@ JUDGMENT_FIELDS = ["request_id", "answer_id", "judge", "template", "sample_index
 
 def find_item(engine: Engine, dataset_id: int, external_id: str) -> Item | None:
     with engine.connect() as conn:
-        row = conn.execute(select(Item.id, Item.external_id, Item.content, Item.meta)
-                           .where(Item.dataset_id == dataset_id, Item.external_id == external_id)).first()
+        row = conn.execute(select(col(Item.id), col(Item.external_id), col(Item.content), col(Item.meta))
+                           .where(col(Item.dataset_id) == dataset_id,
+                                  col(Item.external_id) == external_id)).first()
     if row is None:
         return None
     return Item(id=row[0], dataset_id=dataset_id, external_id=row[1], content=row[2] or {}, meta=row[3] or {})
@@ -31,39 +33,46 @@ def find_item(engine: Engine, dataset_id: int, external_id: str) -> Item | None:
 
 def item_ratings(engine: Engine, run_id: int, item_id: int) -> list[dict[str, Any]]:
     """The run's rating requests of the item (stage ``rate``), ordered by model, template, persona, sample."""
-    q = (select(RatingRequest.id, ModelSpec.name, PromptTemplate.name, RatingRequest.persona_key,
-                RatingRequest.sample_index, RatingRequest.status, RatingRequest.last_error, Rating.label,
-                Rating.value, Rating.weighted_value, Rating.label_probs, Rating.rationale, Rating.parse_status,
-                Rating.raw_text, Rating.cache_hit, Rating.input_tokens, Rating.output_tokens, Rating.latency_ms,
-                Rating.cost_usd, Rating.model_snapshot)
-         .join(ModelSpec, ModelSpec.id == RatingRequest.model_spec_id)
-         .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
-         .outerjoin(Rating, Rating.request_id == RatingRequest.id)
-         .where(RatingRequest.run_id == run_id, RatingRequest.item_id == item_id, RatingRequest.stage == "rate")
-         .order_by(ModelSpec.name, PromptTemplate.name, RatingRequest.persona_key, RatingRequest.sample_index,
-                   RatingRequest.id))
+    q = (select(col(RatingRequest.id), col(ModelSpec.name), col(PromptTemplate.name),
+                col(RatingRequest.persona_key), col(RatingRequest.sample_index), col(RatingRequest.status),
+                col(RatingRequest.last_error), col(Rating.label), col(Rating.value),
+                col(Rating.weighted_value), col(Rating.label_probs), col(Rating.rationale),
+                col(Rating.parse_status), col(Rating.raw_text), col(Rating.cache_hit),
+                col(Rating.input_tokens), col(Rating.output_tokens), col(Rating.latency_ms),
+                col(Rating.cost_usd), col(Rating.model_snapshot))
+         .join(ModelSpec, col(ModelSpec.id) == RatingRequest.model_spec_id)
+         .join(PromptTemplate, col(PromptTemplate.id) == RatingRequest.template_id)
+         .outerjoin(Rating, col(Rating.request_id) == RatingRequest.id)
+         .where(col(RatingRequest.run_id) == run_id, col(RatingRequest.item_id) == item_id,
+                col(RatingRequest.stage) == "rate")
+         .order_by(col(ModelSpec.name), col(PromptTemplate.name), col(RatingRequest.persona_key),
+                   col(RatingRequest.sample_index), col(RatingRequest.id)))
     with engine.connect() as conn:
         return [dict(zip(RATING_FIELDS, r)) for r in conn.execute(q).all()]
 
 
 def item_answers(engine: Engine, run_id: int, item_id: int) -> list[dict[str, Any]]:
     """The subjects' answers to the item, each with ``judgments``: the judges' ratings of that answer."""
-    q = (select(Answer.id, ModelSpec.name, PromptTemplate.name, Answer.sample_index, Answer.status, Answer.label,
-                Answer.value, Answer.text, Answer.cache_hit, Answer.input_tokens, Answer.output_tokens,
-                Answer.latency_ms, Answer.cost_usd)
-         .join(ModelSpec, ModelSpec.id == Answer.model_spec_id)
-         .join(PromptTemplate, PromptTemplate.id == Answer.template_id)
-         .where(Answer.run_id == run_id, Answer.item_id == item_id)
-         .order_by(ModelSpec.name, PromptTemplate.name, Answer.sample_index, Answer.id))
+    q = (select(col(Answer.id), col(ModelSpec.name), col(PromptTemplate.name), col(Answer.sample_index),
+                col(Answer.status), col(Answer.label), col(Answer.value), col(Answer.text),
+                col(Answer.cache_hit), col(Answer.input_tokens), col(Answer.output_tokens),
+                col(Answer.latency_ms), col(Answer.cost_usd))
+         .join(ModelSpec, col(ModelSpec.id) == Answer.model_spec_id)
+         .join(PromptTemplate, col(PromptTemplate.id) == Answer.template_id)
+         .where(col(Answer.run_id) == run_id, col(Answer.item_id) == item_id)
+         .order_by(col(ModelSpec.name), col(PromptTemplate.name), col(Answer.sample_index), col(Answer.id)))
     judge = aliased(ModelSpec)
-    jq = (select(RatingRequest.id, RatingRequest.answer_id, judge.name, PromptTemplate.name,
-                 RatingRequest.sample_index, RatingRequest.status, Rating.label, Rating.value, Rating.parse_status,
-                 Rating.raw_text, Rating.rationale, Rating.cache_hit, Rating.latency_ms, Rating.cost_usd)
-          .join(judge, judge.id == RatingRequest.model_spec_id)
-          .join(PromptTemplate, PromptTemplate.id == RatingRequest.template_id)
-          .outerjoin(Rating, Rating.request_id == RatingRequest.id)
-          .where(RatingRequest.run_id == run_id, RatingRequest.item_id == item_id, RatingRequest.stage == "judge")
-          .order_by(judge.name, PromptTemplate.name, RatingRequest.sample_index, RatingRequest.id))
+    jq = (select(col(RatingRequest.id), col(RatingRequest.answer_id), col(judge.name),
+                 col(PromptTemplate.name), col(RatingRequest.sample_index), col(RatingRequest.status),
+                 col(Rating.label), col(Rating.value), col(Rating.parse_status), col(Rating.raw_text),
+                 col(Rating.rationale), col(Rating.cache_hit), col(Rating.latency_ms), col(Rating.cost_usd))
+          .join(judge, col(judge.id) == RatingRequest.model_spec_id)
+          .join(PromptTemplate, col(PromptTemplate.id) == RatingRequest.template_id)
+          .outerjoin(Rating, col(Rating.request_id) == RatingRequest.id)
+          .where(col(RatingRequest.run_id) == run_id, col(RatingRequest.item_id) == item_id,
+                 col(RatingRequest.stage) == "judge")
+          .order_by(col(judge.name), col(PromptTemplate.name), col(RatingRequest.sample_index),
+                    col(RatingRequest.id)))
     with engine.connect() as conn:
         answers = [dict(zip(ANSWER_FIELDS, r)) for r in conn.execute(q).all()]
         judgments = [dict(zip(JUDGMENT_FIELDS, r)) for r in conn.execute(jq).all()]

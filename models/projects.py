@@ -11,7 +11,7 @@ from accord.models.schema import Project
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 LOCAL_PROJECT = "local"
 DELETED_PREFIX = "deleted:"
@@ -30,7 +30,7 @@ def cache_scope(project_id: int, stored: str | None = None) -> str:
 
 
 def project_cache_scope(session: Session, project_id: int) -> str:
-    stored = session.execute(select(Project.cache_scope).where(Project.id == project_id)).scalar()  # type: ignore[arg-type]
+    stored = session.execute(select(col(Project.cache_scope)).where(col(Project.id) == project_id)).scalar()
     return cache_scope(project_id, stored)
 
 
@@ -53,7 +53,8 @@ def create_project(engine: Engine, name: str) -> Project:
 def find_project(engine: Engine, name_or_id: str) -> Project:
     """A live project by name, or by id when ``name_or_id`` is all digits and names no project."""
     with Session(engine, expire_on_commit=False) as session:
-        project = session.execute(select(Project).where(Project.name == name_or_id)).scalar_one_or_none()
+        project: Project | None = session.execute(
+            select(Project).where(col(Project.name) == name_or_id)).scalar_one_or_none()
         if project is None and name_or_id.isdigit():
             project = session.get(Project, int(name_or_id))
         if project is None or project.name.startswith(DELETED_PREFIX):

@@ -379,7 +379,7 @@ class AnswerComparison(SQLModel, table=True):
     run_id: int = Field(foreign_key="run.id", index=True)
     item_id: int = Field(foreign_key="item.id", index=True)
     kind: str = Field(max_length=20, description="pair | list")
-    answer_ids: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    answer_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     answers_key: str = Field(max_length=500)
 
 

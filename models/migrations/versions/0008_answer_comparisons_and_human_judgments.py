@@ -11,7 +11,7 @@ Revision ID: 0008
 Revises: 0007
 """
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = "0008"
