@@ -26,7 +26,7 @@ from accord.worker.decoding import request_decoding
 from accord.worker.judge_requests import JUDGED_STATUSES, JudgePlan, load_judge_plans
 from accord.worker.prompt_templates import cache_key, item_variables, render_messages
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 KINDS = {"pairwise": "pair", "listwise": "list"}
 
@@ -74,11 +74,11 @@ def comparison_rows(session: Session, run_id: int, plans: list[JudgePlan], n_sub
         return []
     judged = set().union(*(p.answers_of for p in plans))
     rows = session.execute(
-        select(Answer.id, Answer.item_id, Answer.model_spec_id, Answer.template_id, Answer.sample_index, Answer.text,
-               Answer.status)
-        .where(Answer.run_id == run_id, Answer.item_id.in_(list(items)),  # type: ignore[attr-defined]
-               Answer.template_id.in_(list(judged)))  # type: ignore[attr-defined]
-        .order_by(Answer.id)).all()
+        select(col(Answer.id), col(Answer.item_id), col(Answer.model_spec_id), col(Answer.template_id),
+               col(Answer.sample_index), col(Answer.text), col(Answer.status))
+        .where(col(Answer.run_id) == run_id, col(Answer.item_id).in_(list(items)),
+               col(Answer.template_id).in_(list(judged)))
+        .order_by(col(Answer.id))).all()
     groups: dict[tuple[int, int, int], list[GroupAnswer]] = defaultdict(list)
     settled: dict[tuple[int, int, int], set[int]] = defaultdict(set)
     for aid, item_id, subject_id, template_id, sample, text_, status in rows:
@@ -87,14 +87,14 @@ def comparison_rows(session: Session, run_id: int, plans: list[JudgePlan], n_sub
             groups[(item_id, template_id, sample)].append(GroupAnswer(aid, subject_id, text_ or ""))
     if any(KINDS[p.template.response_format] == "list" for p in plans):
         for item_id, subject_id, template_id, sample in session.execute(
-                select(RatingRequest.item_id, RatingRequest.model_spec_id, RatingRequest.template_id,
-                       RatingRequest.sample_index)
-                .where(RatingRequest.run_id == run_id, RatingRequest.stage == "generate",
-                       RatingRequest.status == RequestStatus.failed.value,
-                       RatingRequest.item_id.in_(list(items)))).all():  # type: ignore[attr-defined]
+                select(col(RatingRequest.item_id), col(RatingRequest.model_spec_id),
+                       col(RatingRequest.template_id), col(RatingRequest.sample_index))
+                .where(col(RatingRequest.run_id) == run_id, col(RatingRequest.stage) == "generate",
+                       col(RatingRequest.status) == RequestStatus.failed.value,
+                       col(RatingRequest.item_id).in_(list(items)))).all():
             settled[(item_id, template_id, sample)].add(subject_id)
-    existing = set(session.execute(select(AnswerComparison.answers_key).where(
-        AnswerComparison.run_id == run_id, AnswerComparison.item_id.in_(list(items)))).scalars())  # type: ignore[attr-defined]
+    existing = set(session.execute(select(col(AnswerComparison.answers_key)).where(
+        col(AnswerComparison.run_id) == run_id, col(AnswerComparison.item_id).in_(list(items)))).scalars())
     out: list[dict[str, Any]] = []
     for (item_id, template_id, _sample), answers in sorted(groups.items()):
         content, variables = items[item_id]
@@ -131,7 +131,7 @@ def lock_runs(session: Session, run_ids: list[int]) -> None:
     FOR NO KEY UPDATE: the answers' foreign keys hold KEY SHARE locks on the run row, which a plain FOR UPDATE
     would wait for (two stores would deadlock); NO KEY UPDATE still excludes another store."""
     if run_ids:
-        session.execute(select(Run.id).where(Run.id.in_(sorted(run_ids))).order_by(Run.id)  # type: ignore[union-attr]
+        session.execute(select(col(Run.id)).where(col(Run.id).in_(sorted(run_ids))).order_by(col(Run.id))
                         .with_for_update(key_share=True)).all()
 
 
@@ -141,11 +141,11 @@ def complete_after_failure(session: Session, run_id: int, item_id: int, now: Any
     plans = comparison_plans(load_judge_plans(session, {run_id})[run_id])
     if not any(KINDS[p.template.response_format] == "list" for p in plans):
         return 0
-    stopped = session.execute(select(Run.status).where(Run.id == run_id)).scalar_one()
+    stopped = session.execute(select(col(Run.status)).where(col(Run.id) == run_id)).scalar_one()
     if stopped in ("cancelled", "budget_exhausted"):
         return 0
     lock_runs(session, [run_id])
-    item = session.execute(select(Item).where(Item.id == item_id)).scalar_one()
+    item = session.execute(select(Item).where(col(Item.id) == item_id)).scalar_one()
     items = {item_id: (item.content, item_variables(item.external_id, item.content, item.meta))}
     rows = comparison_rows(session, run_id, plans, plans[0].n_subjects, items, now)
     if rows:

@@ -202,10 +202,12 @@ def _attach_compared_answers(session: Session, jobs: list[Job]) -> None:
     ids = {j.request.comparison_id for j in jobs if j.request.comparison_id is not None}
     if not ids:
         return
-    orders = dict(session.execute(select(AnswerComparison.id, AnswerComparison.answer_ids)
-                                  .where(AnswerComparison.id.in_(ids))).all())  # type: ignore[attr-defined]
+    orders: dict[int, list[int]] = dict(session.execute(
+        select(col(AnswerComparison.id), col(AnswerComparison.answer_ids))
+        .where(col(AnswerComparison.id).in_(ids))).all())
     answer_ids = {int(a) for order in orders.values() for a in order}
-    texts = dict(session.execute(select(Answer.id, Answer.text).where(Answer.id.in_(answer_ids))).all())  # type: ignore[attr-defined]
+    texts: dict[int, str] = dict(session.execute(select(col(Answer.id), col(Answer.text))
+                                                 .where(col(Answer.id).in_(answer_ids))).all())
     for job in jobs:
         if job.request.comparison_id is not None:
             job.answers = [texts[int(a)] or "" for a in orders[job.request.comparison_id]]

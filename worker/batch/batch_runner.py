@@ -128,11 +128,11 @@ def answers_from_cache(engine: Engine, run_id: int) -> int:
     store a copy of that answer (zero cost, ``cache_hit``) with its judge requests, as the realtime path does, so
     a batch campaign asks no subject twice either. Returns how many were stored."""
     with Session(engine) as session:
-        originals = select(Answer.cache_key).where(Answer.cache_hit.is_(False))  # type: ignore[attr-defined]
-        ids = list(session.execute(select(RatingRequest.id).where(
-            RatingRequest.run_id == run_id, RatingRequest.stage == "generate",
-            RatingRequest.status == RequestStatus.pending.value,
-            RatingRequest.cache_key.in_(originals))).scalars())  # type: ignore[attr-defined]
+        originals = select(col(Answer.cache_key)).where(col(Answer.cache_hit).is_(False))
+        ids = list(session.execute(select(col(RatingRequest.id)).where(
+            col(RatingRequest.run_id) == run_id, col(RatingRequest.stage) == "generate",
+            col(RatingRequest.status) == RequestStatus.pending.value,
+            col(RatingRequest.cache_key).in_(originals))).scalars())
         if not ids:
             return 0
         jobs, _ = load_jobs(session, ids)
