@@ -11,7 +11,7 @@ from accord.models.projects import LOCAL_PROJECT, ProjectError, working_project
 from accord.models.schema import Run
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 PROJECT_HELP = "The project to work in (default: ACCORD_PROJECT, else 'local', created on first use)."
 _chosen: dict[str, str | None] = {"global": None}
@@ -48,6 +48,6 @@ def project_id(engine: Engine, command_value: str | None = None) -> int:
 def check_run_in_project(engine: Engine, run_id: int, owner: int, name: str) -> None:
     """Refuse a run of another project exactly like a run that does not exist, naming the flag."""
     with Session(engine) as session:
-        found = session.execute(select(Run.project_id).where(Run.id == run_id)).first()  # type: ignore[arg-type]
+        found = session.execute(select(col(Run.project_id)).where(col(Run.id) == run_id)).first()
     if found is None or found[0] != owner:
         raise ProjectChoiceError(f"run {run_id}: no such run in project {name[:200]!r} (--project chooses the project)")

@@ -12,15 +12,16 @@ from accord.models.projects import owner_id
 from accord.models.schema import Dataset
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 
 def import_info(engine: Engine, dataset: str | int, project_id: int | None = None) -> dict[str, Any]:
     """What the import recorded about the dataset (scales, what it dropped); empty for older datasets."""
     if isinstance(dataset, int) or str(dataset).isdigit():
-        q = select(Dataset.import_info).where(Dataset.id == int(dataset))
+        q = select(col(Dataset.import_info)).where(col(Dataset.id) == int(dataset))
     else:
-        q = select(Dataset.import_info).where(Dataset.name == str(dataset))
-        q = q.where(Dataset.project_id == owner_id(engine, project_id))  # type: ignore[arg-type]
+        q = select(col(Dataset.import_info)).where(col(Dataset.name) == str(dataset))
+        q = q.where(col(Dataset.project_id) == owner_id(engine, project_id))
     with engine.connect() as conn:
         info = conn.execute(q).scalar()
     return dict(info or {})

@@ -21,7 +21,7 @@ from accord.models.schema import Item
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(include_in_schema=False)
@@ -78,8 +78,8 @@ def _charts(description: dict[str, Any]) -> dict[str, Any]:
 def _dataset_page(state: AppState, principal: Principal, dataset_id: int, dimension: str | None) -> dict[str, Any]:
     with Session(state.engine) as session:
         ds = dataset_of(session, principal.project_id, dataset_id)
-        items = session.execute(select(Item).where(Item.dataset_id == dataset_id).order_by(Item.id).limit(25)
-                                ).scalars().all()
+        items = session.execute(select(Item).where(col(Item.dataset_id) == dataset_id)
+                                .order_by(col(Item.id)).limit(25)).scalars().all()
         n_runs = runs_of_dataset(session, dataset_id)
         sample = [item_out(i) for i in items]
     summary = summarize_dataset(state.engine, dataset_id)

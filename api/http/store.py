@@ -84,9 +84,10 @@ def runs_of_dataset(session: Session, dataset_id: int) -> int:
 
 def ratings_per_item(engine: Engine, dataset_id: int, dimension: str | None) -> dict[int, int]:
     """How many items have each number of ratings (of ``dimension``; items without any count as 0)."""
-    q = (select(Item.id, func.count(HumanRating.id))
-         .outerjoin(HumanRating, (HumanRating.item_id == Item.id) & (HumanRating.dimension == dimension))
-         .where(Item.dataset_id == dataset_id).group_by(Item.id))
+    q = (select(col(Item.id), func.count(col(HumanRating.id)))
+         .outerjoin(HumanRating,
+                    (col(HumanRating.item_id) == Item.id) & (col(HumanRating.dimension) == dimension))
+         .where(col(Item.dataset_id) == dataset_id).group_by(col(Item.id)))
     with engine.connect() as conn:
         counts = Counter(int(n) for _i, n in conn.execute(q).all())
     return dict(sorted(counts.items()))
@@ -155,17 +156,19 @@ def model_progress(session: Session, run: Run, failed: list[tuple[int, str | Non
     """Per model of the run: requests by status, cache hits, cost, calls in the last minute against the model's
     rpm limit and the pace the limiter keeps (98.5% of it), ETA at the current pace, failures by kind."""
     counts = session.execute(
-        select(RatingRequest.model_spec_id, RatingRequest.status, func.count())
-        .where(RatingRequest.run_id == run.id).group_by(RatingRequest.model_spec_id, RatingRequest.status)).all()
+        select(col(RatingRequest.model_spec_id), col(RatingRequest.status), func.count())
+        .where(col(RatingRequest.run_id) == run.id)
+        .group_by(col(RatingRequest.model_spec_id), col(RatingRequest.status))).all()
     since = now - timedelta(seconds=RECENT_S)
     rated = session.execute(
-        select(RatingRequest.model_spec_id, func.coalesce(func.sum(Rating.cost_usd), 0.0),
-               func.coalesce(func.sum(case((Rating.cache_hit, 1), else_=0)), 0),
-               func.coalesce(func.sum(case(((Rating.created_at >= since) & ~Rating.cache_hit, 1), else_=0)), 0))
-        .join(Rating, Rating.request_id == RatingRequest.id)
-        .where(Rating.run_id == run.id).group_by(RatingRequest.model_spec_id)).all()
+        select(col(RatingRequest.model_spec_id), func.coalesce(func.sum(col(Rating.cost_usd)), 0.0),
+               func.coalesce(func.sum(case((col(Rating.cache_hit), 1), else_=0)), 0),
+               func.coalesce(func.sum(case(((col(Rating.created_at) >= since) & ~col(Rating.cache_hit), 1),
+                                           else_=0)), 0))
+        .join(Rating, col(Rating.request_id) == RatingRequest.id)
+        .where(col(Rating.run_id) == run.id).group_by(col(RatingRequest.model_spec_id))).all()
     spec_ids = {int(r[0]) for r in counts}
-    specs = {s.id: s for s in session.execute(select(ModelSpec).where(ModelSpec.id.in_(spec_ids))  # type: ignore[union-attr]
+    specs = {s.id: s for s in session.execute(select(ModelSpec).where(col(ModelSpec.id).in_(spec_ids))
                                               ).scalars().all()} if spec_ids else {}
     out: dict[int, dict[str, Any]] = {}
     for spec_id in sorted(spec_ids, key=lambda i: (specs[i].name if i in specs else "", i)):
@@ -185,9 +188,9 @@ def model_progress(session: Session, run: Run, failed: list[tuple[int, str | Non
         else:
             row["remaining"] += int(n)
     for spec_id, cost, cached, recent in rated:
-        row = out.get(int(spec_id))
-        if row is not None:
-            row.update(cost_usd=round(float(cost), 6), cached=int(cached), calls_last_minute=int(recent))
+        found = out.get(int(spec_id))
+        if found is not None:
+            found.update(cost_usd=round(float(cost), 6), cached=int(cached), calls_last_minute=int(recent))
     by_model: dict[int, list[tuple[str | None, int]]] = {}
     for spec_id, message, n in failed:
         by_model.setdefault(int(spec_id), []).append((message, int(n)))
@@ -201,9 +204,9 @@ def model_progress(session: Session, run: Run, failed: list[tuple[int, str | Non
 def run_header(engine: Engine, project_id: int, run_id: int) -> dict[str, Any]:
     """What a page about a run names in its title: id, campaign, status (one query)."""
     with Session(engine) as session:
-        row = session.execute(select(Run.id, Run.status, Run.campaign_id, Campaign.name)
-                              .join(Campaign, Campaign.id == Run.campaign_id)
-                              .where(Run.id == run_id, Run.project_id == project_id)).first()
+        row = session.execute(select(col(Run.id), col(Run.status), col(Run.campaign_id), col(Campaign.name))
+                              .join(Campaign, col(Campaign.id) == Run.campaign_id)
+                              .where(col(Run.id) == run_id, col(Run.project_id) == project_id)).first()
     if row is None:
         raise not_found("run", run_id)
     return {"id": row[0], "status": row[1], "campaign_id": row[2], "campaign": row[3]}
