@@ -32,6 +32,7 @@ from accord.cli.progress import print_run_summary
 from accord.cli.project_context import ProjectChoiceError, project_id
 from accord.cli.remote import run_remote
 from accord.extras import needs_extra
+from accord.models.projects import DELETED_PREFIX, create_project, find_project
 from accord.models.schema import Project
 from accord.models.settings import get_settings
 from accord.models.yaml_loader import safe_load
@@ -67,7 +68,7 @@ key_app = typer.Typer(help="API keys of projects: created once, stored as hashes
 def project_create(name: str = typer.Argument(..., help="Project name (unique).")) -> None:
     """Create a project."""
     with needs_extra("api"):            # optional: the HTTP API (FastAPI)
-        from accord.api.http.auth import AuthAdminError, create_project
+        from accord.api.http.auth import AuthAdminError
 
     try:
         project = create_project(_engine(), name)
@@ -81,9 +82,6 @@ def project_create(name: str = typer.Argument(..., help="Project name (unique)."
 @project_app.command("list")
 def project_list() -> None:
     """List projects."""
-    with needs_extra("api"):            # optional: the HTTP API (FastAPI)
-        from accord.api.http.auth import DELETED_PREFIX
-
     with Session(_engine()) as session:
         for p in session.execute(select(Project).order_by(col(Project.id))).scalars():
             if not p.name.startswith(DELETED_PREFIX):
@@ -95,7 +93,7 @@ def project_delete(project: str = typer.Argument(..., help="Project name or id."
                    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
     """Delete a project with its keys, datasets, campaigns, runs and cached answers. Its id is never reused."""
     with needs_extra("api"):            # optional: the HTTP API (FastAPI)
-        from accord.api.http.auth import AuthAdminError, delete_project, find_project
+        from accord.api.http.auth import AuthAdminError, delete_project
         from accord.api.http.config import ApiSettings
 
     engine = _engine()
