@@ -320,8 +320,8 @@ def find_metric(name: str) -> MetricName | None:
 
 def metric_name(name: str) -> MetricName:
     """The catalogue entry of ``name``; an unknown name is a ValueError naming the catalogue."""
-    try:
-        return MetricName(name)
-    except ValueError:
-        raise ValueError(f"metric {name!r} is not in the metric catalogue (analysis/catalogue.py)") from None
+    found = find_metric(name)
+    if found is None:
+        raise ValueError(f"metric {name!r} is not in the metric catalogue (analysis/catalogue.py)")
+    return found
 

@@ -10,7 +10,7 @@ unescaped); ``ReportData.to_json()`` is the machine-readable form (run summary, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -219,7 +219,7 @@ def assemble_report(run: dict[str, Any], metrics: pd.DataFrame, frames: RunFrame
 # ------------------------------------------------------------------------------------------------ tables
 
 
-def metric_rows(metrics: pd.DataFrame, names: list[str] | None = None, slice_: str | None = "all",
+def metric_rows(metrics: pd.DataFrame, names: Sequence[str] | None = None, slice_: str | None = "all",
                 human_only: bool | None = None) -> list[dict[str, str]]:
     """Formatted rows (name, slice, model, template, value, ci, p, n) of the selected metrics."""
     out = []

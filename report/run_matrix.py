@@ -6,14 +6,15 @@ Reads the stored Metric rows (computed once by post-processing) and the runs' ra
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from accord.analysis.catalogue import MetricName
 from accord.models.run_frames import load_llm_frame
 from accord.models.schema import Metric
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 # Alignment of a rater with the people (slice "all"), and a judge's mean score of each subject model.
 HEADLINE = [MetricName.PEARSON_R_VS_MEAN, MetricName.SPEARMAN_R_VS_MEAN, MetricName.KENDALL_TAU_VS_MEAN,
@@ -30,9 +31,9 @@ def _cell(m: Metric) -> dict[str, Any]:
     return {"value": _finite(m.value), "ci_low": _finite(m.ci_low), "ci_high": _finite(m.ci_high), "n": m.n}
 
 
-def _metrics(engine: Engine, run_ids: list[int], names: list[str]) -> list[Metric]:
-    q = (select(Metric).where(Metric.run_id.in_(run_ids), Metric.name.in_(names),  # type: ignore[attr-defined]
-                              Metric.slice == "all").order_by(Metric.run_id, Metric.id))  # type: ignore[arg-type]
+def _metrics(engine: Engine, run_ids: list[int], names: Sequence[str]) -> list[Metric]:
+    q = (select(Metric).where(col(Metric.run_id).in_(run_ids), col(Metric.name).in_(names),
+                              col(Metric.slice) == "all").order_by(col(Metric.run_id), col(Metric.id)))
     with Session(engine, expire_on_commit=False) as session:
         return list(session.execute(q).scalars().all())
 
@@ -90,9 +91,13 @@ def moved_items(engine: Engine, run_a: int, run_b: int, limit: int = MAX_MOVED) 
     both = frames[0].join(frames[1], how="inner", lsuffix="_a", rsuffix="_b")
     both["delta"] = both["mean_b"] - both["mean_a"]
     both = both.reindex(both["delta"].abs().sort_values(ascending=False, kind="stable").index).head(limit)
-    return [{"item_id": str(i), "model": str(mdl), "template": str(t), "a": float(r["mean_a"]),
-             "b": float(r["mean_b"]), "delta": float(r["delta"]), "n_a": int(r["count_a"]),
-             "n_b": int(r["count_b"])} for (i, mdl, t), r in both.iterrows()]
+    moved: list[dict[str, Any]] = []
+    for key, r in both.iterrows():
+        i, mdl, t = cast(tuple[object, object, object], key)   # indexed by three columns
+        moved.append({"item_id": str(i), "model": str(mdl), "template": str(t), "a": float(r["mean_a"]),
+                      "b": float(r["mean_b"]), "delta": float(r["delta"]), "n_a": int(r["count_a"]),
+                      "n_b": int(r["count_b"])})
+    return moved
 
 
 def run_diff(engine: Engine, run_a: int, run_b: int) -> dict[str, Any]:
