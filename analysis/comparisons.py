@@ -23,6 +23,7 @@ rating of the same answers, over all answers and per item category (``accord.ana
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -46,19 +47,19 @@ def comparison_scores(answers: pd.DataFrame, comparisons: pd.DataFrame) -> pd.Da
     if comparisons.empty or answers.empty:
         return pd.DataFrame(columns=cols)
     where = answers.set_index("answer_id")[["item", "subject"]]
-    out = []
+    out: list[tuple[Any, Any, Any, float]] = []
     for row in comparisons[comparisons["parse_status"] == "ok"].itertuples(index=False):
-        ids = list(row.answer_ids)
+        ids = list(cast(list[int], row.answer_ids))
         if any(a not in where.index for a in ids) or not row.label:
             continue
         letters = _letters(len(ids))
         item = where.loc[ids[0], "item"]
         subjects = [where.loc[a, "subject"] for a in ids]
         if row.kind == "pair":
-            chosen = letters.index(row.label)
+            chosen = letters.index(str(row.label))
             out.extend((row.rater, item, s, 1.0 if i == chosen else 0.0) for i, s in enumerate(subjects))
         else:
-            order = row.label.split(">")
+            order = str(row.label).split(">")
             k = len(ids)
             out.extend((row.rater, item, subjects[letters.index(letter)], (k - 1 - r) / (k - 1))
                        for r, letter in enumerate(order))
@@ -112,10 +113,12 @@ def pair_position_bias(comparisons: pd.DataFrame) -> list[PairPositionBias]:
     for rater, group in pairs.groupby("rater", sort=True):
         verdicts: dict[tuple[int, int, int], dict[bool, float]] = {}
         for row in group.itertuples(index=False):
-            a, b = int(row.answer_ids[0]), int(row.answer_ids[1])
+            shown = cast(list[int], row.answer_ids)
+            a, b = int(shown[0]), int(shown[1])
             low_first = a < b
-            low_wins = (row.label == "A") == low_first
-            verdicts.setdefault((int(row.sample_index), min(a, b), max(a, b)), {})[low_first] = float(low_wins)
+            low_wins = (str(row.label) == "A") == low_first
+            pair = (int(cast(int, row.sample_index)), min(a, b), max(a, b))
+            verdicts.setdefault(pair, {})[low_first] = float(low_wins)
         both = [v for v in verdicts.values() if len(v) == 2]
         if not both:
             continue

@@ -8,6 +8,7 @@ and attribute columns). Numeric attributes are binned exactly as ``accord descri
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -88,10 +89,10 @@ def item_disagreements(human: pd.DataFrame, llm: pd.DataFrame, annotators: pd.Da
     gaps = _gaps(people, binned_annotators(annotators), attribute)
     rows = []
     for item_id in ids:
-        n_h = int(h.loc[item_id, "count"]) if item_id in h.index else 0
-        h_mean = float(h.loc[item_id, "mean"]) if n_h else float("nan")
-        n_m = int(m.loc[item_id, "count"]) if item_id in m.index else 0
-        m_mean = float(m.loc[item_id, "mean"]) if n_m else float("nan")
+        n_h = int(cast(int, h.loc[item_id, "count"])) if item_id in h.index else 0
+        h_mean = float(cast(float, h.loc[item_id, "mean"])) if n_h else float("nan")
+        n_m = int(cast(int, m.loc[item_id, "count"])) if item_id in m.index else 0
+        m_mean = float(cast(float, m.loc[item_id, "mean"])) if n_m else float("nan")
         diff = m_mean - h_mean if n_h and n_m else float("nan")
         g = gaps.get(item_id)
         rows.append((item_id, n_h, h_mean, n_m, m_mean, diff, abs(diff) if np.isfinite(diff) else float("nan"),

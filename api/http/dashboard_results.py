@@ -76,7 +76,8 @@ def _item_page(state: AppState, principal: Principal, run_id: int, item_id: str,
     run = run_header(state.engine, principal.project_id, run_id)
     item = run_item(state.engine, principal.project_id, run_id, item_id)
     human = item["human"]
-    charts = {"overall": bar_chart(human["overall"], "all annotators") if human["n"] else None, "groups": {}}
+    charts: dict[str, Any] = {
+        "overall": bar_chart(human["overall"], "all annotators") if human["n"] else None, "groups": {}}
     for attribute, groups in human["groups"].items():
         charts["groups"][attribute] = [(g, bar_chart(g["counts"], f"{attribute} = {g['group']}", width=200,
                                                      height=110, css="bars small")) for g in groups]

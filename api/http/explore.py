@@ -11,7 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pandas as pd
 from accord.analysis.describe import DescribeOptions
@@ -180,7 +180,8 @@ def _clean(x: Any) -> Any:
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    rows = cast(list[dict[str, Any]], frame.to_dict(orient="records"))   # columns named by strings
+    return [{k: _clean(v) for k, v in row.items()} for row in rows]
 
 
 def _run_and_frames(engine: Engine, project_id: int, run_id: int) -> tuple[Run, RunFrames]:
