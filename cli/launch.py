@@ -48,7 +48,7 @@ def check_failed_share(engine: Engine, run_id: int, threshold: float) -> None:
 def check_share(run_id: int, failed: int, total: int, threshold: float, where: str = "") -> None:
     """Exit non-zero, saying so, when ``failed`` of ``total`` passes ``threshold`` (``where``: e.g. the
     ``--remote URL`` to repeat in the suggested status command)."""
-    share = run_service.failed_share(SimpleNamespace(failed=failed, total=total))  # type: ignore[arg-type]
+    share = run_service.failed_share(SimpleNamespace(failed=failed, total=total))  # type: ignore[arg-type]  # failed_share reads only failed and total
     if share > threshold:
         console.print(f"[bold red]run {run_id}: {failed} of {total} requests failed ({share:.1%}), more than "
                       f"the campaign's max_failed_share of {threshold:.1%}[/]; "

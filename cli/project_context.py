@@ -39,7 +39,7 @@ def project_id(engine: Engine, command_value: str | None = None) -> int:
     """The id of the chosen project (``local`` is created on first use)."""
     name = project_name(command_value)
     try:
-        return working_project(engine, name).id  # type: ignore[return-value]
+        return working_project(engine, name).id  # type: ignore[return-value]  # a stored row's id is set (flushed or loaded)
     except ProjectError:
         raise ProjectChoiceError(f"--project: no project named {name[:200]!r} (create it with "
                                  f"`accord project create {name[:200]}`, or use --project {LOCAL_PROJECT})") from None

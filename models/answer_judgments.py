@@ -231,7 +231,7 @@ def _store(session: Session, dataset_id: int, spec: AnswerJudgmentSpec, rows: li
         a = Annotator(dataset_id=dataset_id, external_id=name, attributes={})
         session.add(a)
         session.flush()
-        annotator_ids[name] = a.id  # type: ignore[assignment]
+        annotator_ids[name] = a.id  # type: ignore[assignment]  # a stored row's id is set (flushed or loaded)
     session.execute(insert(HumanAnswerJudgment), [
         {"dataset_id": dataset_id, "item_id": item_ids[r["item"]], "subject": r["subject"],
          "answer_id": r["answer_id"], "annotator_id": annotator_ids[r["annotator"]], "dimension": spec.dimension,

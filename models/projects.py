@@ -78,4 +78,4 @@ def working_project(engine: Engine, name: str = LOCAL_PROJECT) -> Project:
 
 def owner_id(engine: Engine, project_id: int | None) -> int:
     """``project_id``, or the ``local`` project's id when None (library callers that name no project)."""
-    return project_id if project_id is not None else working_project(engine).id  # type: ignore[return-value]
+    return project_id if project_id is not None else working_project(engine).id  # type: ignore[return-value]  # a stored row's id is set (flushed or loaded)

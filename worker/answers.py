@@ -127,14 +127,14 @@ def store_answers(engine: Engine, answers: list[tuple["Job", dict[str, Any], boo
                 totals[4] += 0 if cache_hit else int(fields.get("output_tokens") or 0)
                 totals[5] += len(new)
             if judge_requests:
-                session.connection().execute(RatingRequest.__table__.insert(), judge_requests)  # type: ignore[attr-defined]
+                session.connection().execute(RatingRequest.__table__.insert(), judge_requests)  # type: ignore[attr-defined]  # SQLModel sets __table__ on table classes
             for run_id in comparing:
                 items = {by_request[rid][0].request.item_id: (by_request[rid][0].content, by_request[rid][0].item)
                          for rid in stored if by_request[rid][0].request.run_id == run_id}
                 n_subjects = plans[run_id][0].n_subjects
                 new_rows = comparison_rows(session, run_id, plans[run_id], n_subjects, items, now)
                 if new_rows:
-                    session.connection().execute(RatingRequest.__table__.insert(), new_rows)  # type: ignore[attr-defined]
+                    session.connection().execute(RatingRequest.__table__.insert(), new_rows)  # type: ignore[attr-defined]  # SQLModel sets __table__ on table classes
                     runs[run_id][5] += len(new_rows)
             for run_id, (done, cached, cost, it, ot, added) in runs.items():
                 session.execute(

@@ -149,5 +149,5 @@ def complete_after_failure(session: Session, run_id: int, item_id: int, now: Any
     items = {item_id: (item.content, item_variables(item.external_id, item.content, item.meta))}
     rows = comparison_rows(session, run_id, plans, plans[0].n_subjects, items, now)
     if rows:
-        session.connection().execute(RatingRequest.__table__.insert(), rows)  # type: ignore[attr-defined]
+        session.connection().execute(RatingRequest.__table__.insert(), rows)  # type: ignore[attr-defined]  # SQLModel sets __table__ on table classes
     return len(rows)

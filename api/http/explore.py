@@ -94,7 +94,7 @@ def parse_item_query(params: Any) -> ItemQuery:
     for name, value in [*text.items(), *meta.items()]:
         if value is not None and len(value) > 500:
             raise invalid(f"{name}: longer than 500 characters", field=name)
-    return ItemQuery(sort=sort, order=order, meta=meta,  # type: ignore[arg-type]
+    return ItemQuery(sort=sort, order=order, meta=meta,  # type: ignore[arg-type]  # order checked against asc/desc above
                      min_disagreement=number("min_disagreement", float, 0, 1e9, None),
                      min_gap=number("min_gap", float, 0, 1e9, None),
                      page=number("page", int, 1, 10**9, 1), per_page=number("per_page", int, 1, MAX_PER_PAGE, 50),

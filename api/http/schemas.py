@@ -286,21 +286,21 @@ class MetricOut(MetricBase):
     def _entry(self) -> MetricName | None:
         return find_metric(self.name)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's computed_field over a property
     @property
     def label(self) -> str | None:
         """What the metric measures, in words (null for a name the catalogue no longer lists)."""
         entry = self._entry()
         return entry.label if entry else None
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's computed_field over a property
     @property
     def direction(self) -> str | None:
         """Whether higher or lower is better, or neither."""
         entry = self._entry()
         return entry.direction.value if entry else None
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's computed_field over a property
     @property
     def section(self) -> str | None:
         """The report section the metric belongs to."""

@@ -448,7 +448,7 @@ async def collect_batch(bctx: BatchContext, batch: ProviderBatch, state: BatchSt
                 fields = generation_fields(job, got.response,
                                            response_cost(job.spec, got.response, job.spec.batch_discount))
             else:
-                fields = await answer_fields(bctx.execution, job, messages, got.response,  # type: ignore[arg-type]
+                fields = await answer_fields(bctx.execution, job, messages, got.response,  # type: ignore[arg-type]  # __post_init__ sets execution
                                              discount=job.spec.batch_discount)
             fields["provider_batch_id"] = batch.id
             if store_rating(bctx.execution, job, fields, cache_hit=False, attempts=job.request.attempts):  # type: ignore[arg-type]  # __post_init__ sets execution
