@@ -36,6 +36,48 @@ def test_an_idle_socket_is_readable_only_once_the_peer_wrote_or_closed() -> None
     assert socket_readable(None)
 
 
+def test_one_poll_answers_a_pass_and_a_server_close_is_seen_on_the_next() -> None:
+    async def go() -> None:
+        peers: list[asyncio.StreamWriter] = []
+
+        async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peers.append(writer)
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        backend = SocketCachingBackend()
+        first = await backend.connect_tcp("127.0.0.1", port)
+        second = await backend.connect_tcp("127.0.0.1", port)
+        while len(peers) < 2:
+            await asyncio.sleep(0.01)
+        polls = []
+        poller = backend._poller
+
+        class Counting:                                 # the backend's poll, its polls counted
+            def poll(self, timeout: float) -> list[tuple[int, int]]:
+                polls.append(timeout)
+                return poller.poll(timeout)
+
+        backend._poller = Counting()  # type: ignore[assignment]
+        assert not first.get_extra_info("is_readable") and not second.get_extra_info("is_readable")
+        assert len(polls) == 1                          # one poll answered both questions of this pass
+        peers[0].close()                                # the server closes the first connection
+        for _ in range(100):                            # a later pass sees it (the FIN may take a moment)
+            await asyncio.sleep(0.01)
+            if first.get_extra_info("is_readable"):
+                break
+        assert first.get_extra_info("is_readable")
+        assert not second.get_extra_info("is_readable")
+        backend._poller = poller
+        await first.aclose()
+        await second.aclose()
+        assert backend._streams == {}
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(go())
+
+
 def test_a_proxy_in_the_environment_keeps_httpx_transport(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
