@@ -201,3 +201,24 @@ def test_acquire_sleeps_exactly_until_each_slot(make) -> None:  # type: ignore[n
     gaps = [b - a for a, b in zip(sent, sent[1:])]
     assert gaps == pytest.approx([50.0] * 29)
     assert max(sum(1 for t in sent if start <= t < start + 1000) for start in sent) <= 20
+
+
+def test_calls_that_ask_together_share_one_store_step(make) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock()
+    limiter = make(clock, headroom=1.0)
+    limiter.store = CountingStore(limiter.store)
+    s = spec(rpm=600)                                   # 100 ms apart
+    slept: list[float] = []
+
+    async def still(seconds: float) -> None:            # sleeps that take no time: nobody wakes up late
+        slept.append(seconds)
+
+    limiter.sleep = still
+
+    async def go() -> None:
+        await asyncio.gather(*(limiter.acquire(s, 10) for _ in range(10)))
+
+    asyncio.run(go())
+    assert limiter.store.reserves == 1                  # ten calls started together: one reservation step
+    assert sorted(slept) == pytest.approx([i * 0.1 for i in range(1, 10)])   # the same times as one by one
+    assert limiter.stats.acquired == 10
