@@ -4,7 +4,7 @@ model, enforced in Redis by one atomic Lua script (GCRA, the generic cell rate a
 Each rate-limit group (provider x model x endpoint x API-key variable: what a provider's limit applies to)
 is one Redis hash holding:
 
-- ``req_tat`` / ``tok_tat``: the theoretical arrival time (ms, the callers' clock) of the next request / token.
+- ``req_tat`` / ``tok_tat``: the theoretical arrival time (ms, Redis clock) of the next request / token.
   A call is admitted at ``max(now, req_tat, tok_tat, block_until)``; admitting it moves ``req_tat`` on by
   one emission interval (60000 / rpm ms) and ``tok_tat`` by ``tokens * 60000 / tpm`` ms. No burst: calls
   leave evenly spaced, so no window of any length sees more than the limit (the admitted rate is the limit
@@ -14,18 +14,17 @@ is one Redis hash holding:
 - ``factor`` / ``factor_ts``: the adaptive slow-down. A 429 multiplies the admitted rate by ``decrease``
   (at most once per ``cooldown``); it recovers linearly to the full rate over ``recover_s``.
 
-Admission is one reservation: one atomic step (one Lua script in Redis) returns how long the caller must
-sleep before sending, so waiters do not poll; reservations are capped at ``max_reserve_s`` ahead (beyond that
-the caller waits and asks again). The reserved send times of a group are at least one interval apart, and
-the interval is never under ``window / (floor(rpm / 60 x window) x headroom)``, so any ``window_s`` holds at
-most ``floor(rpm / 60 x window_s)`` reserved times with ``lateness`` to spare: ``window_limit x interval -
-window`` (15 ms at the default headroom). A caller sends within that lateness of its reserved time; one that
-wakes up later (a busy event loop, a busy CPU) would crowd the calls reserved after it, so it does not send:
-it reserves again (its old time stays taken). Every send is thus within ``lateness`` of a distinct reserved
-time, and no one-second window of sends holds more than the limit, with one store step per admission
-(a second one only for a late wakeup). A 429 or a ``remaining: 0`` header seen by this process holds the
-sends it has reserved ahead until the group's ``block_until``; elsewhere the next reservation sees it.
-Token limits are paced by the same reservation (estimated before the call, corrected from the usage).
+Admission is a reservation: the script returns how long the caller must sleep before sending, so waiters
+do not poll; reservations are capped at ``max_reserve_s`` ahead (beyond that the caller waits and asks
+again). The calls of one event loop that ask in the same pass of the loop (a chunk's calls start together)
+are reserved by one run of the script, exactly as if one by one, so a chunk makes one reservation step.
+A sleeper can wake up late (a busy event loop, a busy CPU) and would then crowd the calls admitted after it,
+so the last step before sending is a second atomic check, against a log of the group's sends in the last
+second (a sorted set): no more than ``floor(rpm / 60)`` in any second, nothing while ``block_until``
+holds. Pacing (GCRA, at ``headroom`` x the limit) keeps calls evenly spread with room for the way from
+admission to the provider; the log makes the per-second bound exact at admission. Per admission: that one
+check, plus a share of its chunk's reservation step. Token limits are paced by the GCRA alone (estimated
+before the call, corrected from the usage).
 
 Losing Redis state (``FLUSHALL``) resets the schedule to "idle", which admits calls evenly from then on.
 """
@@ -36,9 +35,12 @@ import asyncio
 import hashlib
 import logging
 import math
+import os
 import re
 import threading
 import time
+import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -135,6 +137,26 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return tostring(new - now)
 """
 
+# Send-time check. KEYS[1] = the group's hash, KEYS[2] = its send log (sorted set, scores ms).
+# ARGV: now ms, window ms, max sends per window (0: no log), member id. Returns ms to wait ("0": admitted, logged).
+_ADMIT = """
+local now = tonumber(ARGV[1])
+local block = tonumber(redis.call('HGET', KEYS[1], 'block_until')) or 0
+if block > now then return tostring(block - now) end
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+if limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tostring(now - window))
+  if redis.call('ZCARD', KEYS[2]) >= limit then
+    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    return tostring(math.max(0.1, tonumber(oldest[2]) + window - now))
+  end
+  redis.call('ZADD', KEYS[2], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], math.ceil(window * 2))
+end
+return '0'
+"""
+
 _DURATION = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|h|m|s)")
 
 
@@ -205,7 +227,7 @@ class LimiterStats:
 
 
 class LimiterStore(Protocol):
-    """Where a limiter keeps each group's schedule: the three atomic steps of the algorithm, each given the
+    """Where a limiter keeps each group's schedule: the four atomic steps of the algorithm, each given the
     clock (ms). ``RedisStore`` shares it across processes and machines; ``MemoryStore`` keeps it in this
     process. Both implement the same steps with the same arithmetic (the Lua scripts above)."""
 
@@ -213,6 +235,8 @@ class LimiterStore(Protocol):
                 max_reserve_ms: float, recover_ms: float, ttl_ms: int) -> list[tuple[bool, float]]:
         """Admit calls of ``tokens`` each, in order: (granted, wait ms) per call, as if asked one by one."""
         ...
+
+    def admit(self, key: str, now_ms: float, window_ms: float, limit: int, member: str) -> float: ...
 
     def penalize(self, key: str, now_ms: float, block_ms: float, decrease: float, min_factor: float,
                  cooldown_ms: float, recover_ms: float, ttl_ms: int) -> float: ...
@@ -223,7 +247,7 @@ class LimiterStore(Protocol):
 
 
 class RedisStore:
-    """The schedule in Redis: one hash per group, changed only by the Lua scripts."""
+    """The schedule in Redis: one hash and one send log per group, changed only by the Lua scripts."""
 
     errors: tuple[type[Exception], ...] = (redis.RedisError,)
 
@@ -232,12 +256,16 @@ class RedisStore:
         self._acquire = client.register_script(_ACQUIRE)
         self._penalize = client.register_script(_PENALIZE)
         self._adjust = client.register_script(_ADJUST)
+        self._admit = client.register_script(_ADMIT)
 
     def reserve(self, key: str, now_ms: float, req_int_ms: float, tok_int_ms: float, tokens: list[int],
                 max_reserve_ms: float, recover_ms: float, ttl_ms: int) -> list[tuple[bool, float]]:
         out = self._acquire(keys=[key], args=[repr(now_ms), repr(req_int_ms), repr(tok_int_ms), repr(max_reserve_ms),
                                               repr(recover_ms), ttl_ms, *(int(max(t, 0)) for t in tokens)])
         return [(bool(int(out[i])), float(out[i + 1])) for i in range(0, len(out), 2)]
+
+    def admit(self, key: str, now_ms: float, window_ms: float, limit: int, member: str) -> float:
+        return float(self._admit(keys=[key, key + ":log"], args=[repr(now_ms), repr(window_ms), limit, member]))
 
     def penalize(self, key: str, now_ms: float, block_ms: float, decrease: float, min_factor: float,
                  cooldown_ms: float, recover_ms: float, ttl_ms: int) -> float:
@@ -261,6 +289,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._groups: dict[str, dict[str, float]] = {}
+        self._logs: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -293,6 +322,20 @@ class MemoryStore:
                     h["tok_tat"] = at + max(count, 0) * tok_int
                 out.append((True, wait))
             return out
+
+    def admit(self, key: str, now_ms: float, window_ms: float, limit: int, member: str) -> float:
+        with self._lock:
+            block = self._groups.get(key, {}).get("block_until", 0.0)
+            if block > now_ms:
+                return block - now_ms
+            if limit > 0:
+                sends = self._logs.setdefault(key, deque())
+                while sends and sends[0] <= now_ms - window_ms:
+                    sends.popleft()
+                if len(sends) >= limit:
+                    return max(0.1, sends[0] + window_ms - now_ms)
+                sends.append(now_ms)
+            return 0.0
 
     def penalize(self, key: str, now_ms: float, block_ms: float, decrease: float, min_factor: float,
                  cooldown_ms: float, recover_ms: float, ttl_ms: int) -> float:
@@ -352,51 +395,29 @@ class RateLimiter:
         self.jitter_s = jitter_s
         self.clock = clock
         self.sleep = sleep
-        self._keys: dict[tuple[str, str, str | None, str | None], str] = {}
-        self._blocked: dict[str, float] = {}    # group key -> block_until (ms) this process has seen
+        self._sends = 0
+        self._node = uuid.uuid4().hex[:12]
         self._batches: dict[tuple[asyncio.AbstractEventLoop, str],
                             tuple[ModelSpec, list[tuple[int, asyncio.Future[tuple[float, bool, float]]]]]] = {}
         self.stats = LimiterStats()
 
     # ------------------------------------------------------------------ keys and intervals
     def key(self, spec: ModelSpec) -> str:
-        ident = (spec.provider, spec.model, spec.base_url, spec.api_key_env)
-        key = self._keys.get(ident)
-        if key is None:
-            key = self._keys[ident] = f"{self.key_prefix}:{limit_group(spec)}"
-        return key
+        return f"{self.key_prefix}:{limit_group(spec)}"
 
     def request_interval_ms(self, spec: ModelSpec) -> float:
-        """The spacing between admissions: the limit times ``headroom``, and never closer than ``headroom``
-        of the window's share (``window_limit``) allows, so a window holds at most ``window_limit`` reserved
-        times with ``lateness_ms`` to spare. Where the provider's one-second allowance is under two requests
-        (rpm < 120), a late arrival cannot borrow from a burst allowance, so the spacing also keeps
-        ``jitter_s`` clear of the limit's own interval."""
+        """The spacing between admissions: the limit times ``headroom``. Where the provider's one-second
+        allowance is under two requests (rpm < 120), a late arrival cannot borrow from a burst allowance, so
+        the spacing also keeps ``jitter_s`` clear of the limit's own interval."""
         if not spec.rpm:
             return 0.0
-        window_ms = self.window_s * 1000.0
-        interval = max(60000.0 / (spec.rpm * self.headroom), window_ms / (self.window_limit(spec) * self.headroom))
+        interval = 60000.0 / (spec.rpm * self.headroom)
         if spec.rpm < 120:
             interval = max(interval, 60000.0 / spec.rpm + self.jitter_s * 1000.0)
         return interval
 
     def token_interval_ms(self, spec: ModelSpec) -> float:
         return 60000.0 / (spec.tpm * self.headroom) if spec.tpm else 0.0
-
-    def window_limit(self, spec: ModelSpec) -> int:
-        """Sends allowed in any ``window_s``: the limit's share of the window (0: no request limit)."""
-        if not spec.rpm:
-            return 0
-        return max(1, math.floor(spec.rpm / 60.0 * self.window_s))
-
-    def lateness_ms(self, spec: ModelSpec) -> float:
-        """How long after its reserved time a call may still be sent: reserved times are at least
-        ``request_interval_ms`` apart, so sends each within this of a distinct reserved time put at most
-        ``window_limit`` in any window. Unbounded without a request limit (tokens are paced by the schedule
-        alone)."""
-        if not spec.rpm:
-            return math.inf
-        return max(0.0, self.window_limit(spec) * self.request_interval_ms(spec) - self.window_s * 1000.0)
 
     def _ttl_ms(self) -> int:
         return int(max(self.recover_s, 60.0) * 2000)
@@ -444,41 +465,51 @@ class RateLimiter:
             if not answer.done():
                 answer.set_result((now, granted, wait))
 
+    def window_limit(self, spec: ModelSpec) -> int:
+        """Sends allowed in any ``window_s``: the limit's share of the window (0: no request limit). The
+        pacing runs ``headroom`` below it, so this bound only bites on calls that woke up late."""
+        if not spec.rpm:
+            return 0
+        return max(1, math.floor(spec.rpm / 60.0 * self.window_s))
+
+    def admit(self, spec: ModelSpec) -> float:
+        """The send-time check: 0.0 when admitted (and logged), else seconds to wait before asking again."""
+        self._sends += 1
+        wait_ms = self.store.admit(self.key(spec), self.clock(), self.window_s * 1000.0, self.window_limit(spec),
+                                   f"{self._node}:{os.getpid()}:{self._sends}")
+        return wait_ms / 1000.0
+
     async def acquire(self, spec: ModelSpec, estimated_tokens: int) -> None:
-        """Wait until this call may be sent: one reservation, a sleep until its time, and the send. A call
-        that wakes up more than ``lateness_ms`` after its time, or into a block this process has seen
-        meanwhile (a 429, a ``remaining: 0``), reserves again."""
         started = self.clock()
         store_down_since: float | None = None
         delay = 0.05
-        key = self.key(spec)
-        lateness = self.lateness_ms(spec)
+        reserved = False
         while True:
             try:
-                asked, granted, wait = await self._reserve_together(spec, estimated_tokens)
+                if not reserved:
+                    _, granted, wait = await self._reserve_together(spec, estimated_tokens)
+                    if not granted:
+                        store_down_since = None
+                        await self.sleep(min(max(wait - self.max_reserve_s, 0.01), self.max_reserve_s))
+                        continue
+                    reserved = True
+                    if wait > 0:
+                        await self.sleep(wait)
+                hold = self.admit(spec)
+                store_down_since = None
             except self.store.errors as err:  # type: ignore[attr-defined]
                 store_down_since = self._store_trouble(err, store_down_since)
                 await self.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            store_down_since = None
-            if not granted:
-                await self.sleep(min(max(wait - self.max_reserve_s, 0.01), self.max_reserve_s))
-                continue
-            if wait > 0:
-                await self.sleep(wait)
-            now = self.clock()
-            block = self._blocked.get(key, 0.0)
-            if block > now:                       # a 429 seen here meanwhile: hold, then take a new time
-                self.stats.window_waits += 1
-                await self.sleep((block - now) / 1000.0)
-                continue
-            if now - (asked + wait * 1000.0) <= lateness:
+            if hold <= 0:
                 break
-            self.stats.window_waits += 1          # woke up too late for its time: take a new one
+            # Blocked by a 429 seen meanwhile, or the last second is full (this call woke up late).
+            self.stats.window_waits += 1
+            await self.sleep(hold)
         self.stats.acquired += 1
         self.stats.waited_s += (self.clock() - started) / 1000.0
-        group = key.rsplit(":", 1)[-1]
+        group = limit_group(spec)
         self.stats.per_group[group] = self.stats.per_group.get(group, 0) + 1
 
     def _store_trouble(self, err: Exception, since: float | None) -> float:
@@ -516,24 +547,17 @@ class RateLimiter:
 
     def penalize(self, spec: ModelSpec, block_s: float) -> float:
         """A 429/529: nobody calls this group for ``block_s``; the admitted rate drops by ``decrease``."""
-        key, now, block_ms = self.key(spec), self.clock(), max(block_s, 0.0) * 1000.0
-        self._block_here(key, now + block_ms)
-        factor = self.store.penalize(key, now, block_ms, self.decrease, self.min_factor, self.cooldown_s * 1000.0,
-                                     self.recover_s * 1000.0, self._ttl_ms())
+        factor = self.store.penalize(self.key(spec), self.clock(), max(block_s, 0.0) * 1000.0, self.decrease,
+                                     self.min_factor, self.cooldown_s * 1000.0, self.recover_s * 1000.0,
+                                     self._ttl_ms())
         log.info("rate limited on %s: holding %.2fs, rate factor now %s", spec.name, block_s, factor)
         return factor
 
     def _hold(self, spec: ModelSpec, block_s: float) -> None:
         # remaining = 0: wait for the reset without slowing the long-run rate (decrease 1, a cooldown that
         # never elapses, so the factor and the penalty time stay as they are).
-        key, now = self.key(spec), self.clock()
-        self._block_here(key, now + block_s * 1000.0)
-        self.store.penalize(key, now, block_s * 1000.0, 1.0, 0.0, 1e15, self.recover_s * 1000.0, self._ttl_ms())
-
-    def _block_here(self, key: str, until_ms: float) -> None:
-        """Hold this process's calls already reserved for the group until ``until_ms`` (they reserve again)."""
-        if until_ms > self._blocked.get(key, 0.0):
-            self._blocked[key] = until_ms
+        self.store.penalize(self.key(spec), self.clock(), block_s * 1000.0, 1.0, 0.0, 1e15,
+                            self.recover_s * 1000.0, self._ttl_ms())
 
     def state(self, spec: ModelSpec) -> dict[str, Any]:
         """The group's raw state (for tests and diagnostics)."""

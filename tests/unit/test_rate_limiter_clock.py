@@ -70,84 +70,16 @@ def test_requests_are_reserved_one_interval_apart(make) -> None:  # type: ignore
     assert granted and wait == pytest.approx(20 * interval / 1000 - 1.0)
 
 
-class CountingStore:
-    """The limiter's store with its calls counted (one reservation per admission is the contract)."""
-
-    def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
-        self.store = store
-        self.errors = store.errors
-        self.reserves = 0
-
-    def reserve(self, *args):  # type: ignore[no-untyped-def]
-        self.reserves += 1
-        return self.store.reserve(*args)
-
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-        return getattr(self.store, name)
-
-
-def test_late_wakeups_reserve_again_and_any_second_holds_the_limit(make) -> None:  # type: ignore[no-untyped-def]
+def test_send_log_holds_any_second_to_the_limit(make) -> None:  # type: ignore[no-untyped-def]
     clock = Clock()
-    limiter = make(clock)                               # headroom 0.985: 10.15 ms apart at 6,000/min
-    limiter.store = CountingStore(limiter.store)
-    s = spec(rpm=6000)                                  # at most 100 sends in any second
-    lateness = limiter.lateness_ms(s)
-    assert lateness == pytest.approx(100 * 60000 / (6000 * 0.985) - 1000)   # 15.2 ms
-    late = {7: 40.0, 8: 40.0, 30: 15.0, 31: 200.0, 55: 16.0}   # admission -> how late its wakeup is (ms)
-    sent: list[float] = []
-    overshot: list[float] = []
-
-    async def one(n: int) -> None:
-        overshoot = late.get(n, 0.0)
-        original = limiter.sleep
-
-        async def sleep(seconds: float) -> None:   # this caller's first sleep overshoots by `overshoot` ms
-            nonlocal overshoot
-            await original(seconds)
-            clock.now += overshoot
-            overshot.append(overshoot)
-            overshoot = 0.0
-
-        limiter.sleep = sleep
-        await limiter.acquire(s, 10)
-        limiter.sleep = original
-        sent.append(clock.now)
-
-    async def go() -> None:
-        for n in range(300):                            # one caller after the other, each from its own time
-            await one(n)
-
-    asyncio.run(go())
-    late_beyond = sum(1 for ms in overshot if ms > lateness)
-    assert sorted(ms for ms in overshot if ms) == [15.0, 16.0, 40.0, 40.0]   # (the others found no wait)
-    assert late_beyond == 3                             # 15 ms late is within the lateness: sent
-    assert limiter.store.reserves == 300 + late_beyond  # one store step per admission, one more per late wakeup
-    assert limiter.stats.window_waits == late_beyond
-    assert max(sum(1 for t in sent if start <= t < start + 1000) for start in sent) <= 100
-
-
-def test_any_second_holds_the_limit_when_every_wakeup_is_late(make) -> None:  # type: ignore[no-untyped-def]
-    clock = Clock()
-    limiter = make(clock, max_reserve_s=0.5)
-    s = spec(rpm=1200)                                  # at most 20 sends in any second
-
-    async def late_sleep(seconds: float) -> None:       # every wakeup 0-60 ms late, in a fixed pattern
-        clock.sleeps.append(seconds)
-        clock.now += seconds * 1000.0 + (len(clock.sleeps) * 37) % 61
-
-    limiter.sleep = late_sleep
-    sent: list[float] = []
-
-    async def one() -> None:
-        await limiter.acquire(s, 10)
-        sent.append(clock.now)
-
-    async def go() -> None:
-        await asyncio.gather(*(one() for _ in range(100)))
-
-    asyncio.run(go())
-    assert len(sent) == 100
-    assert max(sum(1 for t in sent if start <= t < start + 1000) for start in sent) <= 20
+    limiter = make(clock)
+    s = spec(rpm=600)                                   # at most 10 sends in any second
+    assert [limiter.admit(s) for _ in range(10)] == [0.0] * 10
+    assert limiter.admit(s) == pytest.approx(1.0)      # the 11th waits for the oldest to leave the window
+    clock.now += 999.0
+    assert limiter.admit(s) == pytest.approx(0.001)
+    clock.now += 1.0
+    assert limiter.admit(s) == 0.0
 
 
 def test_a_429_blocks_the_group_and_slows_it_down(make) -> None:  # type: ignore[no-untyped-def]
@@ -155,7 +87,8 @@ def test_a_429_blocks_the_group_and_slows_it_down(make) -> None:  # type: ignore
     limiter = make(clock, headroom=1.0, decrease=0.5, cooldown_s=1.0, recover_s=10.0)
     s = spec(rpm=600)                                   # 100 ms apart at full rate
     limiter.observe(s, error=ProviderError("HTTP 429", retryable=True, retry_after=1.5, status=429))
-    granted, wait = limiter.reserve(s, 10)              # nobody sends before retry-after
+    assert limiter.admit(s) == pytest.approx(1.5)       # nobody sends before retry-after
+    granted, wait = limiter.reserve(s, 10)
     assert granted and wait == pytest.approx(1.5)
     granted, wait = limiter.reserve(s, 10)              # then at half the rate: 200 ms apart
     assert granted and wait == pytest.approx(1.7)
@@ -203,17 +136,33 @@ def test_acquire_sleeps_exactly_until_each_slot(make) -> None:  # type: ignore[n
     assert max(sum(1 for t in sent if start <= t < start + 1000) for start in sent) <= 20
 
 
-def test_calls_that_ask_together_share_one_store_step(make) -> None:  # type: ignore[no-untyped-def]
+class CountingStore:
+    """The limiter's store with its reservation steps counted."""
+
+    def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
+        self.store = store
+        self.errors = store.errors
+        self.reserves = 0
+
+    def reserve(self, *args):  # type: ignore[no-untyped-def]
+        self.reserves += 1
+        return self.store.reserve(*args)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.store, name)
+
+
+def test_calls_that_ask_together_share_one_reservation_step(make) -> None:  # type: ignore[no-untyped-def]
     clock = Clock()
     limiter = make(clock, headroom=1.0)
     limiter.store = CountingStore(limiter.store)
-    s = spec(rpm=600)                                   # 100 ms apart
+    s = spec(rpm=600)                                   # 100 ms apart, 10 in any second
     slept: list[float] = []
 
-    async def still(seconds: float) -> None:            # sleeps that take no time: nobody wakes up late
+    async def timed(seconds: float) -> None:            # each caller sleeps on a clock of its own
         slept.append(seconds)
 
-    limiter.sleep = still
+    limiter.sleep = timed
 
     async def go() -> None:
         await asyncio.gather(*(limiter.acquire(s, 10) for _ in range(10)))
@@ -222,3 +171,15 @@ def test_calls_that_ask_together_share_one_store_step(make) -> None:  # type: ig
     assert limiter.store.reserves == 1                  # ten calls started together: one reservation step
     assert sorted(slept) == pytest.approx([i * 0.1 for i in range(1, 10)])   # the same times as one by one
     assert limiter.stats.acquired == 10
+    # the send-time check saw all ten (nobody slept, so the clock stands still: the second is full)
+    assert limiter.admit(s) == pytest.approx(1.0)
+
+
+def test_a_batch_is_the_same_as_one_by_one(make) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock()
+    one, many = make(clock, headroom=0.97), make(clock, headroom=0.97)
+    s, t = spec(rpm=600, tpm=6000), spec(rpm=600, tpm=6000)
+    tokens = [10, 200, 5, 400, 50, 50, 1000, 3]
+    together, apart = many.reserve_many(t, tokens), [one.reserve(s, n) for n in tokens]
+    assert [g for g, _ in together] == [g for g, _ in apart]
+    assert [w for _, w in together] == pytest.approx([w for _, w in apart])   # (Redis stores 14 digits between calls)
