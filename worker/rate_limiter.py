@@ -424,7 +424,7 @@ class RateLimiter:
 
     # ------------------------------------------------------------------ admission
     def reserve(self, spec: ModelSpec, tokens: int, now_ms: float | None = None) -> tuple[bool, float]:
-        """One atomic admission step (the one store call of an admission): (granted, seconds to wait).
+        """One atomic reservation step for one call: (granted, seconds to wait).
         Granted: the slot is reserved and the caller must sleep the wait before sending. Not granted: the
         next slot is further than ``max_reserve_s`` away; ask again after (wait - max_reserve_s)."""
         return self.reserve_many(spec, [tokens], now_ms)[0]
