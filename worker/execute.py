@@ -262,6 +262,11 @@ class _ChunkState:
     cached: dict[str, dict[str, Any]] = field(default_factory=dict)
     _runs: dict[int, tuple[float, tuple[str, float, float | None]]] = field(default_factory=dict)
 
+    def seen(self, states: dict[int, tuple[str, float, float | None]]) -> None:
+        """Runs' states just read (with the chunk's requests)."""
+        now = time.monotonic()
+        self._runs.update({run_id: (now, state) for run_id, state in states.items()})
+
     async def run_state(self, run_id: int) -> tuple[str, float, float | None]:
         now = time.monotonic()
         seen = self._runs.get(run_id)
@@ -714,18 +719,27 @@ def _notify(ctx: ExecutionContext, run_id: int, what: str) -> None:
         ctx.on_rating(run_id, what)
 
 
-def _load_chunk(ctx: ExecutionContext, request_ids: list[int]) -> tuple[list[Job], int, dict[str, dict[str, Any]]]:
+def _load_chunk(ctx: ExecutionContext, request_ids: list[int]) -> tuple[list[Job], int, dict[str, dict[str, Any]],
+                                                                      dict[int, tuple[str, float, float | None]]]:
+    """The chunk's jobs, the number skipped, the cached answers of its keys and its runs' states, read in one
+    session (one connection checkout)."""
     with Session(ctx.engine, expire_on_commit=False) as session:
         jobs, skipped = load_jobs(session, request_ids)
-        return jobs, skipped, _prefetch_cache(ctx, session, jobs)
+        cached = _prefetch_cache(ctx, session, jobs)
+        run_ids = sorted({job.request.run_id for job in jobs})
+        states = {int(rid): (status, float(cost or 0.0), budget) for rid, status, cost, budget in session.execute(
+            select(Run.id, Run.status, Run.cost_usd, Run.budget_usd).where(Run.id.in_(run_ids))  # type: ignore[union-attr]
+        ).all()} if run_ids else {}
+        return jobs, skipped, cached, states
 
 
 async def execute_chunk(ctx: ExecutionContext, request_ids: list[int]) -> ChunkOutcome:
     """Execute the given rating requests concurrently (bounded per model by the provider pool). Database work
     runs in threads, off the event loop; ratings are stored a batch at a time."""
     outcome = ChunkOutcome()
-    jobs, outcome.skipped, cached = await asyncio.to_thread(_load_chunk, ctx, request_ids)
+    jobs, outcome.skipped, cached, states = await asyncio.to_thread(_load_chunk, ctx, request_ids)
     chunk = _ChunkState(ctx.engine, cached)
+    chunk.seen(states)
     sink = RatingSink(ctx)
     try:
         await asyncio.gather(*(_execute_one(ctx, job, outcome, chunk, sink) for job in jobs))

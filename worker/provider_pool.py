@@ -27,10 +27,16 @@ class ProviderPool:
         key = endpoint_identity(spec)
         with self._lock:
             if key not in self._providers:
+                # an HTTP client keeps as many connections alive as the model's calls in flight here
+                options = ({"max_connections": self.concurrency(spec)} if spec.provider in ("openai", "anthropic") else {})
                 self._providers[key] = make_provider(
                     spec.provider, spec.model, base_url=spec.base_url, api_key_env=spec.api_key_env,
-                    path=(spec.params or {}).get("path"), timeout=self.timeout)
+                    path=(spec.params or {}).get("path"), timeout=self.timeout, **options)
             return self._providers[key]
+
+    def concurrency(self, spec: ModelSpec) -> int:
+        """Calls of this model at once in one event loop."""
+        return self.concurrency_override or max(1, spec.max_concurrency)
 
     @asynccontextmanager
     async def slot(self, spec: ModelSpec) -> AsyncIterator[None]:
@@ -41,7 +47,7 @@ class ProviderPool:
             per_loop = self._semaphores.setdefault(loop, {})
             sem = per_loop.get(key)
             if sem is None:
-                sem = asyncio.Semaphore(self.concurrency_override or max(1, spec.max_concurrency))
+                sem = asyncio.Semaphore(self.concurrency(spec))
                 per_loop[key] = sem
         async with sem:
             yield

@@ -16,12 +16,15 @@ is one Redis hash holding:
 
 Admission is a reservation: the script returns how long the caller must sleep before sending, so waiters
 do not poll; reservations are capped at ``max_reserve_s`` ahead (beyond that the caller waits and asks
-again). A sleeper can wake up late (a busy event loop, a busy CPU) and would then crowd the calls admitted
-after it, so the last step before sending is a second atomic check, against a log of the group's sends
-in the last second (a sorted set): no more than ``floor(rpm / 60)`` in any second, nothing while
-``block_until`` holds. Pacing (GCRA, at ``headroom`` x the limit) keeps calls evenly spread with room for
-the way from admission to the provider; the log makes the per-second bound exact at admission.
-Token limits are paced by the GCRA alone (estimated before the call, corrected from the usage).
+again). The calls of one event loop that ask in the same pass of the loop (a chunk's calls start together)
+are reserved by one run of the script, exactly as if one by one, so a chunk makes one reservation step.
+A sleeper can wake up late (a busy event loop, a busy CPU) and would then crowd the calls admitted after it,
+so the last step before sending is a second atomic check, against a log of the group's sends in the last
+second (a sorted set): no more than ``floor(rpm / 60)`` in any second, nothing while ``block_until``
+holds. Pacing (GCRA, at ``headroom`` x the limit) keeps calls evenly spread with room for the way from
+admission to the provider; the log makes the per-second bound exact at admission. Per admission: that one
+check, plus a share of its chunk's reservation step. Token limits are paced by the GCRA alone (estimated
+before the call, corrected from the usage).
 
 Losing Redis state (``FLUSHALL``) resets the schedule to "idle", which admits calls evenly from then on.
 """
@@ -34,8 +37,8 @@ import logging
 import math
 import os
 import re
-import time
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -58,8 +61,9 @@ log = logging.getLogger("accord.worker.rate_limiter")
 DEFAULT_HEADROOM = 0.985
 
 # Every script takes the clock (ms) as ARGV[1], so tests drive time; the rest follow.
-# KEYS[1] = the group's hash. ARGV: now ms, request interval ms (0: no rpm), ms per token (0: no tpm), tokens,
-# max reservation ms, recovery ms, key ttl ms. Returns {granted (0/1), wait ms as a string}.
+# KEYS[1] = the group's hash. ARGV: now ms, request interval ms (0: no rpm), ms per token (0: no tpm), max
+# reservation ms, recovery ms, key ttl ms, then the tokens of each call to admit (one or more, in order). Returns
+# {granted (0/1), wait ms as a string} per call: the same as one call at a time, in one round trip.
 _ACQUIRE = """
 local now = tonumber(ARGV[1])
 local h = redis.call('HMGET', KEYS[1], 'req_tat', 'tok_tat', 'block_until', 'factor', 'factor_ts')
@@ -68,24 +72,36 @@ local tok_tat = tonumber(h[2]) or 0
 local block = tonumber(h[3]) or 0
 local factor = tonumber(h[4]) or 1
 local fts = tonumber(h[5]) or now
-local recover_ms = tonumber(ARGV[6])
+local recover_ms = tonumber(ARGV[5])
 if factor < 1 then
   factor = math.min(1, factor + (now - fts) / recover_ms)
 end
 local req_int = tonumber(ARGV[2]) / factor
 local tok_int = tonumber(ARGV[3]) / factor
-local tokens = tonumber(ARGV[4])
-local at = math.max(now, block)
-if req_int > 0 then at = math.max(at, req_tat) end
-if tok_int > 0 then at = math.max(at, tok_tat) end
-local wait = at - now
-if wait > tonumber(ARGV[5]) then
-  return {0, tostring(wait)}
+local max_ms = tonumber(ARGV[4])
+local out = {}
+local granted_any = false
+for i = 7, #ARGV do
+  local at = math.max(now, block)
+  if req_int > 0 then at = math.max(at, req_tat) end
+  if tok_int > 0 then at = math.max(at, tok_tat) end
+  local wait = at - now
+  if wait > max_ms then
+    out[#out + 1] = 0
+  else
+    if req_int > 0 then req_tat = at + req_int end
+    if tok_int > 0 then tok_tat = at + tonumber(ARGV[i]) * tok_int end
+    granted_any = true
+    out[#out + 1] = 1
+  end
+  out[#out + 1] = tostring(wait)
 end
-if req_int > 0 then redis.call('HSET', KEYS[1], 'req_tat', tostring(at + req_int)) end
-if tok_int > 0 then redis.call('HSET', KEYS[1], 'tok_tat', tostring(at + tokens * tok_int)) end
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
-return {1, tostring(wait)}
+if granted_any then
+  if req_int > 0 then redis.call('HSET', KEYS[1], 'req_tat', tostring(req_tat)) end
+  if tok_int > 0 then redis.call('HSET', KEYS[1], 'tok_tat', tostring(tok_tat)) end
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+end
+return out
 """
 
 # KEYS[1]. ARGV: now ms, block ms from now, decrease factor, min factor, cooldown ms, recovery ms, ttl ms.
@@ -217,8 +233,10 @@ class LimiterStore(Protocol):
     clock (ms). ``RedisStore`` shares it across processes and machines; ``MemoryStore`` keeps it in this
     process. Both implement the same steps with the same arithmetic (the Lua scripts above)."""
 
-    def reserve(self, key: str, now_ms: float, req_int_ms: float, tok_int_ms: float, tokens: int,
-                max_reserve_ms: float, recover_ms: float, ttl_ms: int) -> tuple[bool, float]: ...
+    def reserve(self, key: str, now_ms: float, req_int_ms: float, tok_int_ms: float, tokens: list[int],
+                max_reserve_ms: float, recover_ms: float, ttl_ms: int) -> list[tuple[bool, float]]:
+        """Admit calls of ``tokens`` each, in order: (granted, wait ms) per call, as if asked one by one."""
+        ...
 
     def admit(self, key: str, now_ms: float, window_ms: float, limit: int, member: str) -> float: ...
 
@@ -246,12 +264,11 @@ class RedisStore:
         self._adjust = client.register_script(_ADJUST)
         self._admit = client.register_script(_ADMIT)
 
-    def reserve(self, key: str, now_ms: float, req_int_ms: float, tok_int_ms: float, tokens: int,
-                max_reserve_ms: float, recover_ms: float, ttl_ms: int) -> tuple[bool, float]:
-        granted, wait_ms = self._acquire(keys=[key], args=[
-            repr(now_ms), repr(req_int_ms), repr(tok_int_ms), int(max(tokens, 0)), repr(max_reserve_ms),
-            repr(recover_ms), ttl_ms])
-        return bool(int(granted)), float(wait_ms)
+    def reserve(self, key: str, now_ms: float, req_int_ms: float, tok_int_ms: float, tokens: list[int],
+                max_reserve_ms: float, recover_ms: float, ttl_ms: int) -> list[tuple[bool, float]]:
+        out = self._acquire(keys=[key], args=[repr(now_ms), repr(req_int_ms), repr(tok_int_ms), repr(max_reserve_ms),
+                                              repr(recover_ms), ttl_ms, *(int(max(t, 0)) for t in tokens)])
+        return [(bool(int(out[i])), float(out[i + 1])) for i in range(0, len(out), 2)]
 
     def admit(self, key: str, now_ms: float, window_ms: float, limit: int, member: str) -> float:
         return float(self._admit(keys=[key, key + ":log"], args=[repr(now_ms), repr(window_ms), limit, member]))
@@ -288,25 +305,29 @@ class MemoryStore:
             factor = min(1.0, factor + (now - h.get("factor_ts", now)) / recover_ms)
         return factor
 
-    def reserve(self, key: str, now_ms: float, req_int_ms: float, tok_int_ms: float, tokens: int,
-                max_reserve_ms: float, recover_ms: float, ttl_ms: int) -> tuple[bool, float]:
+    def reserve(self, key: str, now_ms: float, req_int_ms: float, tok_int_ms: float, tokens: list[int],
+                max_reserve_ms: float, recover_ms: float, ttl_ms: int) -> list[tuple[bool, float]]:
         with self._lock:
             h = self._groups.setdefault(key, {})
             factor = self._factor(h, now_ms, recover_ms)
             req_int, tok_int = req_int_ms / factor, tok_int_ms / factor
-            at = max(now_ms, h.get("block_until", 0.0))
-            if req_int > 0:
-                at = max(at, h.get("req_tat", 0.0))
-            if tok_int > 0:
-                at = max(at, h.get("tok_tat", 0.0))
-            wait = at - now_ms
-            if wait > max_reserve_ms:
-                return False, wait
-            if req_int > 0:
-                h["req_tat"] = at + req_int
-            if tok_int > 0:
-                h["tok_tat"] = at + max(tokens, 0) * tok_int
-            return True, wait
+            out: list[tuple[bool, float]] = []
+            for count in tokens:
+                at = max(now_ms, h.get("block_until", 0.0))
+                if req_int > 0:
+                    at = max(at, h.get("req_tat", 0.0))
+                if tok_int > 0:
+                    at = max(at, h.get("tok_tat", 0.0))
+                wait = at - now_ms
+                if wait > max_reserve_ms:
+                    out.append((False, wait))
+                    continue
+                if req_int > 0:
+                    h["req_tat"] = at + req_int
+                if tok_int > 0:
+                    h["tok_tat"] = at + max(count, 0) * tok_int
+                out.append((True, wait))
+            return out
 
     def admit(self, key: str, now_ms: float, window_ms: float, limit: int, member: str) -> float:
         with self._lock:
@@ -382,6 +403,8 @@ class RateLimiter:
         self.sleep = sleep
         self._sends = 0
         self._node = uuid.uuid4().hex[:12]
+        self._batches: dict[tuple[asyncio.AbstractEventLoop, str],
+                            tuple[ModelSpec, list[tuple[int, asyncio.Future[tuple[float, bool, float]]]]]] = {}
         self.stats = LimiterStats()
 
     # ------------------------------------------------------------------ keys and intervals
@@ -406,14 +429,47 @@ class RateLimiter:
         return int(max(self.recover_s, 60.0) * 2000)
 
     # ------------------------------------------------------------------ admission
-    def reserve(self, spec: ModelSpec, tokens: int) -> tuple[bool, float]:
-        """One atomic admission attempt: (granted, seconds to wait). Granted: the slot is reserved and the
-        caller must sleep the wait before sending. Not granted: the next slot is further than
-        ``max_reserve_s`` away; ask again after (wait - max_reserve_s)."""
-        granted, wait_ms = self.store.reserve(
-            self.key(spec), self.clock(), self.request_interval_ms(spec), self.token_interval_ms(spec),
-            int(max(tokens, 0)), self.max_reserve_s * 1000.0, self.recover_s * 1000.0, self._ttl_ms())
-        return granted, wait_ms / 1000.0
+    def reserve(self, spec: ModelSpec, tokens: int, now_ms: float | None = None) -> tuple[bool, float]:
+        """One atomic reservation step for one call: (granted, seconds to wait).
+        Granted: the slot is reserved and the caller must sleep the wait before sending. Not granted: the
+        next slot is further than ``max_reserve_s`` away; ask again after (wait - max_reserve_s)."""
+        return self.reserve_many(spec, [tokens], now_ms)[0]
+
+    def reserve_many(self, spec: ModelSpec, tokens: list[int], now_ms: float | None = None) -> list[tuple[bool, float]]:
+        """``reserve`` for several calls at once, in order, in one atomic store step."""
+        answers = self.store.reserve(
+            self.key(spec), self.clock() if now_ms is None else now_ms, self.request_interval_ms(spec),
+            self.token_interval_ms(spec), [int(max(t, 0)) for t in tokens], self.max_reserve_s * 1000.0,
+            self.recover_s * 1000.0, self._ttl_ms())
+        return [(granted, wait_ms / 1000.0) for granted, wait_ms in answers]
+
+    async def _reserve_together(self, spec: ModelSpec, tokens: int) -> tuple[float, bool, float]:
+        """``reserve`` for this call, in one store step with the other calls of this event loop that ask for
+        the same group in the same pass of the loop (a chunk's calls start together): (the clock the step
+        was given, granted, seconds to wait)."""
+        loop = asyncio.get_running_loop()
+        key = self.key(spec)
+        batch = self._batches.get((loop, key))
+        if batch is None:
+            batch = self._batches[(loop, key)] = (spec, [])
+            loop.call_soon(self._reserve_batch, loop, key)
+        answer: asyncio.Future[tuple[float, bool, float]] = loop.create_future()
+        batch[1].append((tokens, answer))
+        return await answer
+
+    def _reserve_batch(self, loop: asyncio.AbstractEventLoop, key: str) -> None:
+        spec, waiters = self._batches.pop((loop, key))
+        now = self.clock()
+        try:
+            answers = self.reserve_many(spec, [tokens for tokens, _ in waiters], now)
+        except BaseException as err:  # noqa: BLE001 - every caller learns of it (store errors are retried)
+            for _, answer in waiters:
+                if not answer.done():
+                    answer.set_exception(err)
+            return
+        for (_, answer), (granted, wait) in zip(waiters, answers, strict=True):
+            if not answer.done():
+                answer.set_result((now, granted, wait))
 
     def window_limit(self, spec: ModelSpec) -> int:
         """Sends allowed in any ``window_s``: the limit's share of the window (0: no request limit). The
@@ -437,7 +493,7 @@ class RateLimiter:
         while True:
             try:
                 if not reserved:
-                    granted, wait = self.reserve(spec, estimated_tokens)
+                    _, granted, wait = await self._reserve_together(spec, estimated_tokens)
                     if not granted:
                         store_down_since = None
                         await self.sleep(min(max(wait - self.max_reserve_s, 0.01), self.max_reserve_s))

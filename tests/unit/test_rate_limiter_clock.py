@@ -134,3 +134,52 @@ def test_acquire_sleeps_exactly_until_each_slot(make) -> None:  # type: ignore[n
     gaps = [b - a for a, b in zip(sent, sent[1:])]
     assert gaps == pytest.approx([50.0] * 29)
     assert max(sum(1 for t in sent if start <= t < start + 1000) for start in sent) <= 20
+
+
+class CountingStore:
+    """The limiter's store with its reservation steps counted."""
+
+    def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
+        self.store = store
+        self.errors = store.errors
+        self.reserves = 0
+
+    def reserve(self, *args):  # type: ignore[no-untyped-def]
+        self.reserves += 1
+        return self.store.reserve(*args)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.store, name)
+
+
+def test_calls_that_ask_together_share_one_reservation_step(make) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock()
+    limiter = make(clock, headroom=1.0)
+    limiter.store = CountingStore(limiter.store)
+    s = spec(rpm=600)                                   # 100 ms apart, 10 in any second
+    slept: list[float] = []
+
+    async def timed(seconds: float) -> None:            # each caller sleeps on a clock of its own
+        slept.append(seconds)
+
+    limiter.sleep = timed
+
+    async def go() -> None:
+        await asyncio.gather(*(limiter.acquire(s, 10) for _ in range(10)))
+
+    asyncio.run(go())
+    assert limiter.store.reserves == 1                  # ten calls started together: one reservation step
+    assert sorted(slept) == pytest.approx([i * 0.1 for i in range(1, 10)])   # the same times as one by one
+    assert limiter.stats.acquired == 10
+    # the send-time check saw all ten (nobody slept, so the clock stands still: the second is full)
+    assert limiter.admit(s) == pytest.approx(1.0)
+
+
+def test_a_batch_is_the_same_as_one_by_one(make) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock()
+    one, many = make(clock, headroom=0.97), make(clock, headroom=0.97)
+    s, t = spec(rpm=600, tpm=6000), spec(rpm=600, tpm=6000)
+    tokens = [10, 200, 5, 400, 50, 50, 1000, 3]
+    together, apart = many.reserve_many(t, tokens), [one.reserve(s, n) for n in tokens]
+    assert [g for g, _ in together] == [g for g, _ in apart]
+    assert [w for _, w in together] == pytest.approx([w for _, w in apart])   # (Redis stores 14 digits between calls)

@@ -30,6 +30,7 @@ with needs_extra("anthropic"):                  # optional: the Anthropic SDK
 
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
 from accord.worker.providers.common import malformed_error, pick_headers, resolve_api_key, status_error
+from accord.worker.providers.http_pool import async_http_client
 
 DEFAULT_MAX_TOKENS = 64
 # Prompt caching: Anthropic caches a prefix only from this many tokens on (2048 for Haiku models).
@@ -52,7 +53,7 @@ class AnthropicProvider:
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str | None = None,
                  params: dict[str, Any] | None = None, timeout: float = 60.0, path: str | None = None,
-                 prompt_cache: bool = True) -> None:
+                 prompt_cache: bool = True, max_connections: int | None = None) -> None:
         self.model = model
         self.prompt_cache = prompt_cache
         self.base_url = base_url
@@ -62,8 +63,9 @@ class AnthropicProvider:
         api_key = resolve_api_key(env_name, base_url, self.kind)
         # No redirects: the endpoint was checked against the allow-list, a hop it redirects to was not (and
         # would receive the prompt and, same-origin, the key). A 3xx answer is an error like any other.
+        # ``max_connections``: the calls this process has in flight at most (see ``http_pool``)
         self._client = AsyncAnthropic(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout,
-                             http_client=DefaultAsyncHttpxClient(timeout=timeout, follow_redirects=False))
+                                      http_client=async_http_client(DefaultAsyncHttpxClient, timeout, max_connections))
 
     @property
     def client(self) -> AsyncAnthropic:

@@ -22,8 +22,14 @@ with needs_extra("openai"):                     # optional: the OpenAI SDK (and 
     from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
-from accord.worker.providers.common import (is_reasoning_model, malformed_error, pick_headers, resolve_api_key,
-                                            status_error)
+from accord.worker.providers.common import (
+    is_reasoning_model,
+    malformed_error,
+    pick_headers,
+    resolve_api_key,
+    status_error,
+)
+from accord.worker.providers.http_pool import async_http_client
 
 RATE_LIMIT_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-requests",
                       "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
@@ -40,7 +46,7 @@ class OpenAIProvider:
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str | None = None,
                  params: dict[str, Any] | None = None, timeout: float = 60.0, path: str | None = None,
-                 structured_outputs: bool = True) -> None:
+                 structured_outputs: bool = True, max_connections: int | None = None) -> None:
         self.model = model
         self.base_url = base_url
         self.params = dict(params or {})
@@ -50,8 +56,10 @@ class OpenAIProvider:
         api_key = resolve_api_key(env_name, base_url, self.kind)
         # No redirects: the endpoint was checked against the allow-list, a hop it redirects to was not (and
         # would receive the prompt and, same-origin, the key). A 3xx answer is an error like any other.
+        # ``max_connections``: the calls this process has in flight at most (the provider pool's concurrency):
+        # idle connections kept beyond it would only be re-examined on every request (see ``http_pool``).
         self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout,
-                             http_client=DefaultAsyncHttpxClient(timeout=timeout, follow_redirects=False))
+                                   http_client=async_http_client(DefaultAsyncHttpxClient, timeout, max_connections))
 
     @property
     def client(self) -> AsyncOpenAI:
