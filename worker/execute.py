@@ -728,7 +728,7 @@ def _load_chunk(ctx: ExecutionContext, request_ids: list[int]) -> tuple[list[Job
         cached = _prefetch_cache(ctx, session, jobs)
         run_ids = sorted({job.request.run_id for job in jobs})
         states = {int(rid): (status, float(cost or 0.0), budget) for rid, status, cost, budget in session.execute(
-            select(Run.id, Run.status, Run.cost_usd, Run.budget_usd).where(Run.id.in_(run_ids))  # type: ignore[union-attr]
+            select(col(Run.id), col(Run.status), col(Run.cost_usd), col(Run.budget_usd)).where(col(Run.id).in_(run_ids))
         ).all()} if run_ids else {}
         return jobs, skipped, cached, states
 

@@ -28,6 +28,7 @@ EXTRA_MODULES = {
 # Modules that need an extra to be imported at all (each imports its library inside needs_extra).
 NEEDS_EXTRA = {
     "accord.worker.providers.openai_provider": "openai",
+    "accord.worker.providers.http_pool": "openai",
     "accord.worker.providers.anthropic_provider": "anthropic",
     "accord.worker.batch.openai_batch": "openai",
     "accord.worker.batch.anthropic_batch": "anthropic",

@@ -23,8 +23,11 @@ import socket
 import ssl
 from typing import Any
 
-import httpcore2
-import httpx2
+from accord.extras import needs_extra
+
+with needs_extra("openai"):                     # optional: httpx2, the OpenAI and Anthropic SDKs' HTTP library
+    import httpcore2
+    import httpx2
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
 
