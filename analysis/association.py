@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from accord.analysis.disparity import ItemSums, _as_operand, _dense, membership_matrix
 from accord.analysis.frames import UNKNOWN
-from accord.analysis.resampling import label_permutations, permutation_pvalue
+from accord.analysis.resampling import label_permutations, permutation_blocks, permutation_pvalue
 
 METRICS = ("interval", "nominal")
 XRR_WEIGHTINGS = ("ratings", "items")
@@ -186,9 +186,7 @@ def group_association(
     rng = rng if rng is not None else np.random.default_rng(0)
     perms = label_permutations(known_labels, n_permutations, rng)
     null = np.empty((n_permutations, n_groups))
-    chunk = max(1, CHUNK_CELLS // max(1, ratings.shape[0] * n_groups))
-    for start in range(0, n_permutations, chunk):
-        block = perms[start:start + chunk]
+    for start, block in permutation_blocks(perms, ratings.shape[0] * n_groups, CHUNK_CELLS):
         i_irr, i_xrr, _ = calc.stats(membership_matrix(block, n_groups))
         null[start:start + block.shape[0]] = _gai(i_irr, i_xrr).reshape(block.shape[0], n_groups)
     sizes = np.bincount(known_labels[known_labels >= 0], minlength=n_groups)

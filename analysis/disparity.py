@@ -43,7 +43,12 @@ from dataclasses import dataclass
 import numpy as np
 from accord.analysis.correlation import masked_pearson_columns
 from accord.analysis.frames import UNKNOWN
-from accord.analysis.resampling import label_permutations, null_centred_effect, permutation_pvalue
+from accord.analysis.resampling import (
+    label_permutations,
+    null_centred_effect,
+    permutation_blocks,
+    permutation_pvalue,
+)
 from scipy import sparse, stats
 
 # Rough cap on the number of float64 cells in one chunk of permuted group means (items x perms x groups)
@@ -203,9 +208,7 @@ def group_correlation_test(
     n_r = scores.shape[1]
     null_diff = np.empty((n_permutations, n_r, n_groups))
     null_r = np.empty((n_permutations, n_r, n_groups))
-    chunk = max(1, CHUNK_CELLS // max(1, ratings.shape[0] * n_groups))
-    for start in range(0, n_permutations, chunk):
-        block = perms[start:start + chunk]
+    for start, block in permutation_blocks(perms, ratings.shape[0] * n_groups, CHUNK_CELLS):
         k = block.shape[0]
         r, rr, _ = _correlate(scores, calc.means(block, n_groups), k, n_groups)
         null_diff[start:start + k] = np.transpose(r - rr, (1, 0, 2))

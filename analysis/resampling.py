@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from accord.analysis.results import ConfidenceInterval
@@ -154,6 +154,16 @@ def permutation_pvalue(
 def label_permutations(labels: np.ndarray, n_permutations: int, rng: np.random.Generator) -> np.ndarray:
     """K × len(labels) matrix, each row a random permutation of ``labels`` (group sizes kept)."""
     return rng.permuted(np.tile(labels, (n_permutations, 1)), axis=1)
+
+
+def permutation_blocks(
+    perms: np.ndarray, cells_per_permutation: int, max_cells: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The rows of ``perms`` in blocks of at most ``max_cells // cells_per_permutation`` rows (at least one),
+    each with the index of its first row: a permutation test's working arrays stay within ``max_cells``."""
+    chunk = max(1, max_cells // max(1, cells_per_permutation))
+    for start in range(0, perms.shape[0], chunk):
+        yield start, perms[start:start + chunk]
 
 
 def null_centred_effect(
