@@ -198,11 +198,7 @@ async def run_batches_async(engine: Engine, run_id: int, *, providers: ProviderP
     finally:
         if own_pool:
             await providers.aclose()
-    run_control.finalize_if_done(engine, run_id)
-    progress = run_control.read_progress(engine, run_id)
-    if on_progress:
-        on_progress(progress)
-    return progress
+    return run_control.settle(engine, run_id, on_progress)
 
 
 def run_batches(engine: Engine, run_id: int, **kwargs: Any) -> Progress:

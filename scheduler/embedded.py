@@ -80,11 +80,7 @@ async def run_embedded_async(engine: Engine, run_id: int, *, chunk_size: int | N
             await providers.aclose()
     if run_control.get_run(engine, run_id).status == RunStatus.paused.value:
         run_control.release_all_queued(engine, run_id)
-    run_control.finalize_if_done(engine, run_id)
-    progress = run_control.read_progress(engine, run_id)
-    if on_progress:
-        on_progress(progress)
-    return progress
+    return run_control.settle(engine, run_id, on_progress)
 
 
 def run_embedded(engine: Engine, run_id: int, **kwargs: Any) -> Progress:

@@ -4,6 +4,7 @@ cancel, progress counters, and completion detected exactly once."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -163,6 +164,15 @@ def cancel_pending(engine: Engine, run_id: int, reason: str) -> int:
             session.execute(text("UPDATE run SET cancelled = cancelled + :n WHERE id = :id"), {"n": n, "id": run_id})
         session.commit()
     return n
+
+
+def settle(engine: Engine, run_id: int, on_progress: Callable[[Progress], None] | None = None) -> Progress:
+    """An executor's last step: ``finalize_if_done``, then the run's progress, also passed to ``on_progress``."""
+    finalize_if_done(engine, run_id)
+    progress = read_progress(engine, run_id)
+    if on_progress:
+        on_progress(progress)
+    return progress
 
 
 def finalize_if_done(engine: Engine, run_id: int) -> str | None:
