@@ -4,10 +4,10 @@ subjects' answers to the item with the judges' ratings of each answer."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from accord.models.schema import Answer, Item, ModelSpec, PromptTemplate, Rating, RatingRequest
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 from sqlmodel import col
@@ -19,6 +19,17 @@ ANSWER_FIELDS = ["answer_id", "subject", "template", "sample_index", "status", "
                  "cache_hit", "input_tokens", "output_tokens", "latency_ms", "cost_usd"]
 JUDGMENT_FIELDS = ["request_id", "answer_id", "judge", "template", "sample_index", "status", "label", "value",
                    "parse_status", "raw_text", "rationale", "cache_hit", "latency_ms", "cost_usd"]
+Row = TypeVarTuple("Row")   # a query's column types
+
+
+def _with_ratings(q: Select[*Row], spec: type[ModelSpec], run_id: int, item_id: int, stage: str) -> Select[*Row]:
+    """``q`` over the run's rating requests of the item at ``stage``, joined to their rater (``spec``), their
+    template and their rating when there is one."""
+    return (q.join(spec, col(spec.id) == RatingRequest.model_spec_id)
+            .join(PromptTemplate, col(PromptTemplate.id) == RatingRequest.template_id)
+            .outerjoin(Rating, col(Rating.request_id) == RatingRequest.id)
+            .where(col(RatingRequest.run_id) == run_id, col(RatingRequest.item_id) == item_id,
+                   col(RatingRequest.stage) == stage))
 
 
 def find_item(engine: Engine, dataset_id: int, external_id: str) -> Item | None:
@@ -33,18 +44,14 @@ def find_item(engine: Engine, dataset_id: int, external_id: str) -> Item | None:
 
 def item_ratings(engine: Engine, run_id: int, item_id: int) -> list[dict[str, Any]]:
     """The run's rating requests of the item (stage ``rate``), ordered by model, template, persona, sample."""
-    q = (select(col(RatingRequest.id), col(ModelSpec.name), col(PromptTemplate.name),
-                col(RatingRequest.persona_key), col(RatingRequest.sample_index), col(RatingRequest.status),
-                col(RatingRequest.last_error), col(Rating.label), col(Rating.value),
-                col(Rating.weighted_value), col(Rating.label_probs), col(Rating.rationale),
-                col(Rating.parse_status), col(Rating.raw_text), col(Rating.cache_hit),
-                col(Rating.input_tokens), col(Rating.output_tokens), col(Rating.latency_ms),
-                col(Rating.cost_usd), col(Rating.model_snapshot))
-         .join(ModelSpec, col(ModelSpec.id) == RatingRequest.model_spec_id)
-         .join(PromptTemplate, col(PromptTemplate.id) == RatingRequest.template_id)
-         .outerjoin(Rating, col(Rating.request_id) == RatingRequest.id)
-         .where(col(RatingRequest.run_id) == run_id, col(RatingRequest.item_id) == item_id,
-                col(RatingRequest.stage) == "rate")
+    q = select(col(RatingRequest.id), col(ModelSpec.name), col(PromptTemplate.name),
+               col(RatingRequest.persona_key), col(RatingRequest.sample_index), col(RatingRequest.status),
+               col(RatingRequest.last_error), col(Rating.label), col(Rating.value),
+               col(Rating.weighted_value), col(Rating.label_probs), col(Rating.rationale),
+               col(Rating.parse_status), col(Rating.raw_text), col(Rating.cache_hit),
+               col(Rating.input_tokens), col(Rating.output_tokens), col(Rating.latency_ms),
+               col(Rating.cost_usd), col(Rating.model_snapshot))
+    q = (_with_ratings(q, ModelSpec, run_id, item_id, "rate")
          .order_by(col(ModelSpec.name), col(PromptTemplate.name), col(RatingRequest.persona_key),
                    col(RatingRequest.sample_index), col(RatingRequest.id)))
     with engine.connect() as conn:
@@ -62,15 +69,11 @@ def item_answers(engine: Engine, run_id: int, item_id: int) -> list[dict[str, An
          .where(col(Answer.run_id) == run_id, col(Answer.item_id) == item_id)
          .order_by(col(ModelSpec.name), col(PromptTemplate.name), col(Answer.sample_index), col(Answer.id)))
     judge = aliased(ModelSpec)
-    jq = (select(col(RatingRequest.id), col(RatingRequest.answer_id), col(judge.name),
-                 col(PromptTemplate.name), col(RatingRequest.sample_index), col(RatingRequest.status),
-                 col(Rating.label), col(Rating.value), col(Rating.parse_status), col(Rating.raw_text),
-                 col(Rating.rationale), col(Rating.cache_hit), col(Rating.latency_ms), col(Rating.cost_usd))
-          .join(judge, col(judge.id) == RatingRequest.model_spec_id)
-          .join(PromptTemplate, col(PromptTemplate.id) == RatingRequest.template_id)
-          .outerjoin(Rating, col(Rating.request_id) == RatingRequest.id)
-          .where(col(RatingRequest.run_id) == run_id, col(RatingRequest.item_id) == item_id,
-                 col(RatingRequest.stage) == "judge")
+    jq = select(col(RatingRequest.id), col(RatingRequest.answer_id), col(judge.name),
+                col(PromptTemplate.name), col(RatingRequest.sample_index), col(RatingRequest.status),
+                col(Rating.label), col(Rating.value), col(Rating.parse_status), col(Rating.raw_text),
+                col(Rating.rationale), col(Rating.cache_hit), col(Rating.latency_ms), col(Rating.cost_usd))
+    jq = (_with_ratings(jq, judge, run_id, item_id, "judge")
           .order_by(col(judge.name), col(PromptTemplate.name), col(RatingRequest.sample_index),
                     col(RatingRequest.id)))
     with engine.connect() as conn:
