@@ -7,6 +7,7 @@ that parsed, and the judges' agreement with people (Krippendorff's alpha) have t
 from __future__ import annotations
 
 from accord.analysis.catalogue import MetricName
+from accord.analysis.results import MetricRecord
 from accord.report.context import ReportContext
 from accord.report.views import SectionView, TableView, ci_cell, count_cell, p_cell, text, value_cell
 
@@ -42,20 +43,14 @@ def judges_section(ctx: ReportContext) -> SectionView | None:
                                     [[text(r.template), text(r.slice.removeprefix("category=")), text(r.model),
                                       value_cell(r), ci_cell(r), count_cell(r.n)]
                                      for r in sorted(by_category, key=lambda r: (r.template, r.slice, r.model))]))
-    paired = idx.all(MetricName.JUDGE_SUBJECT_PAIRED_DIFF)
-    if paired:
-        sec.tables.append(TableView("judges-paired", "Paired differences between subjects (same items)",
-                                    ["judge", "subjects", "mean difference", "95% CI", "Wilcoxon p", "items"],
-                                    [[text(r.template), text(r.model), value_cell(r), ci_cell(r), p_cell(r.pvalue),
-                                      count_cell(r.n)] for r in paired]))
-        sec.readings += [r.details["reading"] for r in paired if r.details.get("reading")]
-    taus = idx.all(MetricName.JUDGE_PAIR_KENDALL_TAU)
-    if taus:
-        sec.tables.append(TableView("judges-tau", "Agreement between judges' subject rankings",
-                                    ["judge", "judge", "Kendall τ", "95% CI", "p", "questions"],
-                                    [[text(r.model), text(r.template), value_cell(r), ci_cell(r), p_cell(r.pvalue),
-                                      count_cell(r.n)] for r in taus]))
-        sec.readings += [r.details["reading"] for r in taus if r.details.get("reading") and r.value is not None]
+    _add_pair_table(sec, idx.all(MetricName.JUDGE_SUBJECT_PAIRED_DIFF), "judges-paired",
+                    "Paired differences between subjects (same items)",
+                    ["judge", "subjects", "mean difference", "95% CI", "Wilcoxon p", "items"],
+                    template_first=True, reading_needs_value=False)
+    _add_pair_table(sec, idx.all(MetricName.JUDGE_PAIR_KENDALL_TAU), "judges-tau",
+                    "Agreement between judges' subject rankings",
+                    ["judge", "judge", "Kendall τ", "95% CI", "p", "questions"],
+                    template_first=False, reading_needs_value=True)
     flips = idx.all(MetricName.JUDGE_POSITION_FLIP_SHARE)
     if flips:
         sec.tables.append(TableView("judges-position", "Pairwise judges' position bias (each pair asked in both orders)",
@@ -84,3 +79,16 @@ def judges_section(ctx: ReportContext) -> SectionView | None:
     if w is not None:
         sec.readings.append(w.details.get("reading") or f"Kendall's W is {w.details.get('reason', 'undefined')}.")
     return sec
+
+
+def _add_pair_table(sec: SectionView, rows: list[MetricRecord], table_id: str, title: str, columns: list[str], *,
+                    template_first: bool, reading_needs_value: bool) -> None:
+    """A table of pair statistics (two names, value, interval, p, count) and the rows' readings; none when no rows."""
+    if not rows:
+        return
+    sec.tables.append(TableView(table_id, title, columns,
+                                [[text(r.template if template_first else r.model),
+                                  text(r.model if template_first else r.template), value_cell(r), ci_cell(r),
+                                  p_cell(r.pvalue), count_cell(r.n)] for r in rows]))
+    sec.readings += [r.details["reading"] for r in rows
+                     if r.details.get("reading") and (r.value is not None or not reading_needs_value)]
