@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, Optional, TypeVarTuple
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, text, false
-from sqlmodel import Field, SQLModel
+from sqlalchemy import JSON, BigInteger, Column, Index, Select, Text, UniqueConstraint, text, false
+from sqlmodel import Field, SQLModel, col
 
 
 def utcnow() -> datetime:
@@ -502,3 +502,15 @@ class Metric(MetricBase, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="run.id")
     created_at: datetime = Field(default_factory=utcnow)
+
+
+Row = TypeVarTuple("Row")   # a query's column types
+
+
+def join_rater_context(q: Select[*Row], table: type[RatingRequest | JudgeAssignment]) -> Select[*Row]:
+    """``q`` over rows of ``table`` (requests or judge assignments) joined to their model, template, run and
+    the run's campaign."""
+    return (q.join(ModelSpec, col(ModelSpec.id) == col(table.model_spec_id))
+            .join(PromptTemplate, col(PromptTemplate.id) == col(table.template_id))
+            .join(Run, col(Run.id) == col(table.run_id))
+            .join(Campaign, col(Campaign.id) == col(Run.campaign_id)))

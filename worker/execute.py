@@ -43,6 +43,7 @@ from accord.models.schema import (
     RequestStatus,
     Run,
     RunStatus,
+    join_rater_context,
     utcnow,
 )
 from accord.worker.comparisons import complete_after_failure
@@ -162,15 +163,12 @@ def estimate_tokens(messages: list[dict[str, str]], max_tokens: int | None) -> i
 def load_jobs(session: Session, request_ids: list[int]) -> tuple[list[Job], int]:
     """The active requests among ``request_ids`` with their item, model, template and decoding, and the
     number skipped (already done, failed, cancelled or gone)."""
+    requests = (select(RatingRequest, col(Item.content), ModelSpec, PromptTemplate, col(Campaign.spec),
+                       col(Run.started_at), col(Item.external_id), col(Item.meta), col(Answer.text))
+                .join(Item, col(Item.id) == col(RatingRequest.item_id))
+                .outerjoin(Answer, col(Answer.id) == col(RatingRequest.answer_id)))
     rows = session.execute(
-        select(RatingRequest, col(Item.content), ModelSpec, PromptTemplate, col(Campaign.spec), col(Run.started_at),
-               col(Item.external_id), col(Item.meta), col(Answer.text))
-        .join(Item, col(Item.id) == col(RatingRequest.item_id))
-        .outerjoin(Answer, col(Answer.id) == col(RatingRequest.answer_id))
-        .join(ModelSpec, col(ModelSpec.id) == col(RatingRequest.model_spec_id))
-        .join(PromptTemplate, col(PromptTemplate.id) == col(RatingRequest.template_id))
-        .join(Run, col(Run.id) == col(RatingRequest.run_id))
-        .join(Campaign, col(Campaign.id) == col(Run.campaign_id))
+        join_rater_context(requests, RatingRequest)
         .where(col(RatingRequest.id).in_(request_ids))
         .order_by(col(RatingRequest.id))
     ).all()

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from accord.models.projects import cache_scope
-from accord.models.schema import Campaign, JudgeAssignment, ModelSpec, Project, PromptTemplate, Run
+from accord.models.schema import Campaign, JudgeAssignment, ModelSpec, Project, PromptTemplate, Run, join_rater_context
 from accord.worker.decoding import request_decoding
 from accord.worker.prompt_templates import COMPARISON_FORMATS, ResolvedTemplate, cache_key, render_messages
 from accord.worker.stage_decoding import stage_base_decoding
@@ -45,13 +45,10 @@ def load_judge_plans(session: Session, run_ids: set[int]) -> dict[int, list[Judg
     out: dict[int, list[JudgePlan]] = {r: [] for r in run_ids}
     if not run_ids:
         return out
+    assignments = select(JudgeAssignment, ModelSpec, PromptTemplate, col(Campaign.spec), col(Run.project_id),
+                         col(Project.cache_scope))
     rows = session.execute(
-        select(JudgeAssignment, ModelSpec, PromptTemplate, col(Campaign.spec), col(Run.project_id),
-               col(Project.cache_scope))
-        .join(ModelSpec, col(ModelSpec.id) == col(JudgeAssignment.model_spec_id))
-        .join(PromptTemplate, col(PromptTemplate.id) == col(JudgeAssignment.template_id))
-        .join(Run, col(Run.id) == col(JudgeAssignment.run_id))
-        .join(Campaign, col(Campaign.id) == col(Run.campaign_id))
+        join_rater_context(assignments, JudgeAssignment)
         .outerjoin(Project, col(Project.id) == col(Run.project_id))
         .where(col(JudgeAssignment.run_id).in_(run_ids))
         .order_by(col(JudgeAssignment.id))).all()
