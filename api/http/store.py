@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from accord.analysis.failure_kinds import failure_kind
 from accord.api.http.problems import not_found
@@ -31,12 +31,21 @@ from sqlmodel import Session, col
 TERMINAL = {s.value for s in TERMINAL_RUN_STATUSES}
 
 
+Owned = TypeVar("Owned", Dataset, Campaign, Run)
+
+
+def _owned(session: Session, table: type[Owned], kind: str, project_id: int, row_id: int) -> Owned:
+    """The project's row ``row_id`` of ``table``; a 404 naming ``kind`` when there is none (or another
+    project's)."""
+    row: Owned | None = session.execute(select(table).where(col(table.id) == row_id,
+                                                            col(table.project_id) == project_id)).scalar_one_or_none()
+    if row is None:
+        raise not_found(kind, row_id)
+    return row
+
+
 def dataset_of(session: Session, project_id: int, dataset_id: int) -> Dataset:
-    ds: Dataset | None = session.execute(select(Dataset).where(col(Dataset.id) == dataset_id, col(Dataset.project_id) == project_id)
-                         ).scalar_one_or_none()
-    if ds is None:
-        raise not_found("dataset", dataset_id)
-    return ds
+    return _owned(session, Dataset, "dataset", project_id, dataset_id)
 
 
 def dataset_by_name(session: Session, project_id: int, name: str) -> Dataset | None:
@@ -45,18 +54,11 @@ def dataset_by_name(session: Session, project_id: int, name: str) -> Dataset | N
 
 
 def campaign_of(session: Session, project_id: int, campaign_id: int) -> Campaign:
-    c: Campaign | None = session.execute(select(Campaign).where(col(Campaign.id) == campaign_id, col(Campaign.project_id) == project_id)
-                        ).scalar_one_or_none()
-    if c is None:
-        raise not_found("campaign", campaign_id)
-    return c
+    return _owned(session, Campaign, "campaign", project_id, campaign_id)
 
 
 def run_of(session: Session, project_id: int, run_id: int) -> Run:
-    r: Run | None = session.execute(select(Run).where(col(Run.id) == run_id, col(Run.project_id) == project_id)).scalar_one_or_none()
-    if r is None:
-        raise not_found("run", run_id)
-    return r
+    return _owned(session, Run, "run", project_id, run_id)
 
 
 def project_page(engine: Engine, table: Any, project_id: int, after: int | None, limit: int,
