@@ -29,8 +29,8 @@ with needs_extra("anthropic"):                  # optional: the Anthropic SDK
     from anthropic.types import Message
 
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
-from accord.worker.providers.common import malformed_error, pick_headers, resolve_api_key, status_error
-from accord.worker.providers.http_pool import async_http_client
+from accord.worker.providers.common import malformed_error, pick_headers, status_error
+from accord.worker.providers.http_pool import sdk_client_options
 
 DEFAULT_MAX_TOKENS = 64
 # Prompt caching: Anthropic caches a prefix only from this many tokens on (2048 for Haiku models).
@@ -59,13 +59,8 @@ class AnthropicProvider:
         self.base_url = base_url
         self.params = dict(params or {})
         self.timeout = timeout
-        env_name = api_key_env or (None if base_url else "ANTHROPIC_API_KEY")
-        api_key = resolve_api_key(env_name, base_url, self.kind)
-        # No redirects: the endpoint was checked against the allow-list, a hop it redirects to was not (and
-        # would receive the prompt and, same-origin, the key). A 3xx answer is an error like any other.
-        # ``max_connections``: the calls this process has in flight at most (see ``http_pool``)
-        self._client = AsyncAnthropic(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout,
-                                      http_client=async_http_client(DefaultAsyncHttpxClient, timeout, max_connections))
+        self._client = AsyncAnthropic(**sdk_client_options(self.kind, base_url, api_key_env, "ANTHROPIC_API_KEY",
+                                                           timeout, max_connections, DefaultAsyncHttpxClient))
 
     @property
     def client(self) -> AsyncAnthropic:

@@ -23,6 +23,8 @@ import socket
 import ssl
 from typing import Any
 
+from accord.worker.providers.common import resolve_api_key
+
 from accord.extras import needs_extra
 
 with needs_extra("openai"):                     # optional: httpx2, the OpenAI and Anthropic SDKs' HTTP library
@@ -151,3 +153,19 @@ def async_http_client(client_class: type[httpx2.AsyncClient], timeout: float,
         else:
             options["limits"] = httpx2.Limits(max_connections=None, max_keepalive_connections=max(1, keepalive))
     return client_class(**options)
+
+
+def sdk_client_options(kind: str, base_url: str | None, api_key_env: str | None, default_key_env: str,
+                       timeout: float, max_connections: int | None,
+                       client_class: type[httpx2.AsyncClient]) -> dict[str, Any]:
+    """The arguments of a provider's SDK client (``AsyncOpenAI``, ``AsyncAnthropic``): the API key from the
+    variable ``api_key_env`` names (else ``default_key_env`` for the vendor's own endpoint; ``resolve_api_key``),
+    no retries inside the SDK (the worker retries), ``timeout``, and the HTTP client of ``async_http_client``.
+
+    No redirects: the endpoint was checked against the allow-list, a hop it redirects to was not (and would
+    receive the prompt and, same-origin, the key). A 3xx answer is an error like any other.
+    ``max_connections``: the calls this process has in flight at most (the provider pool's concurrency): idle
+    connections kept beyond it would only be re-examined on every request."""
+    env_name = api_key_env or (None if base_url else default_key_env)
+    return {"base_url": base_url, "api_key": resolve_api_key(env_name, base_url, kind), "max_retries": 0,
+            "timeout": timeout, "http_client": async_http_client(client_class, timeout, max_connections)}

@@ -26,10 +26,9 @@ from accord.worker.providers.common import (
     is_reasoning_model,
     malformed_error,
     pick_headers,
-    resolve_api_key,
     status_error,
 )
-from accord.worker.providers.http_pool import async_http_client
+from accord.worker.providers.http_pool import sdk_client_options
 
 RATE_LIMIT_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-requests",
                       "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
@@ -52,14 +51,8 @@ class OpenAIProvider:
         self.params = dict(params or {})
         self.timeout = timeout
         self.structured_outputs = structured_outputs
-        env_name = api_key_env or (None if base_url else "OPENAI_API_KEY")
-        api_key = resolve_api_key(env_name, base_url, self.kind)
-        # No redirects: the endpoint was checked against the allow-list, a hop it redirects to was not (and
-        # would receive the prompt and, same-origin, the key). A 3xx answer is an error like any other.
-        # ``max_connections``: the calls this process has in flight at most (the provider pool's concurrency):
-        # idle connections kept beyond it would only be re-examined on every request (see ``http_pool``).
-        self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout,
-                                   http_client=async_http_client(DefaultAsyncHttpxClient, timeout, max_connections))
+        self._client = AsyncOpenAI(**sdk_client_options(self.kind, base_url, api_key_env, "OPENAI_API_KEY",
+                                                        timeout, max_connections, DefaultAsyncHttpxClient))
 
     @property
     def client(self) -> AsyncOpenAI:
