@@ -124,6 +124,8 @@ app = make_celery_app()
 
 
 def send(task_name: str, args: list[Any] | tuple[Any, ...], queue: str) -> None:
-    """Publish a task to ``queue`` through the default exchange (routing key = queue name)."""
+    """Publish a task to ``queue`` through the default exchange (routing key = queue name). Nobody waits on
+    accord's task results (the database is the record), so none is kept: without ``ignore_result`` Celery's
+    Redis result backend subscribes the sender to a result channel per message and unsubscribes later."""
     app.send_task(task_name, args=list(args), queue=make_queue(queue),  # type: ignore[arg-type]  # Celery takes a Queue too
-                  exchange="", routing_key=queue)
+                  exchange="", routing_key=queue, ignore_result=True)
