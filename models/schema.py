@@ -248,10 +248,13 @@ class RequestStage(str, Enum):
     judge = "judge"          # a judge model rates a subject's Answer; the result is a Rating
 
 
+PERSONA_KEY_MAX = 500   # characters of a request's persona key (the campaign expansion refuses longer ones)
+
+
 class RatingRequestBase(SQLModel):
     """A rating request's fields that the table and the HTTP API's ``RatingOut`` share."""
 
-    persona_key: str = Field(default="", max_length=500, description="'' without persona, else a canonical attr=value list.")
+    persona_key: str = Field(default="", max_length=PERSONA_KEY_MAX, description="'' without persona, else a canonical attr=value list.")
     sample_index: int = 0
     status: str = Field(default=RequestStatus.pending.value, max_length=20)
     attempts: int = 0
