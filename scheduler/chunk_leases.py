@@ -38,7 +38,7 @@ def claim_chunk(engine: Engine, run_id: int, model_spec_id: int, limit: int, lea
     status index; finds requests released back to pending behind the cursor)."""
     chunk_id = uuid.uuid4().hex
     now = now or utcnow()
-    with Session(engine) as session:
+    with engine.begin() as session:   # a connection: Core statements, no ORM session to synchronize
         pick = (select(col(RatingRequest.id))
                 .where(col(RatingRequest.run_id) == run_id, col(RatingRequest.status) == RequestStatus.pending.value,
                        col(RatingRequest.model_spec_id) == model_spec_id).limit(limit))
@@ -56,7 +56,6 @@ def claim_chunk(engine: Engine, run_id: int, model_spec_id: int, limit: int, lea
             if (result.rowcount or 0) != len(ids):  # type: ignore[attr-defined]  # DML: a CursorResult
                 ids = list(session.execute(select(col(RatingRequest.id)).where(
                     col(RatingRequest.chunk_id) == chunk_id, col(RatingRequest.status) == RequestStatus.queued.value)).scalars())
-        session.commit()
     return chunk_id, sorted(ids)
 
 
