@@ -23,7 +23,7 @@ from accord.cli import distributed as distributed_commands
 from accord.cli import plan as plan_commands
 from accord.cli import remote
 from accord.cli import serve as serve_commands
-from accord.cli.app import app, chosen_project_id, console, err_console, fail, open_engine, own_run
+from accord.cli.app import app, chosen_project_id, console, err_console, fail, open_engine, owned_run
 from accord.cli.demo import run_demo
 from accord.cli.distributed import run_distributed
 from accord.cli.launch import check_failed_share, check_share, start_run
@@ -41,7 +41,7 @@ from accord.models.schema import Campaign, Dataset, RatingRequest, Run
 from accord.models.settings import get_settings
 from accord.report.csv_safe import neutralise_frame
 from accord.scheduler import run_service
-from accord.scheduler.run_control import RunStateError, get_run, read_progress
+from accord.scheduler.run_control import read_progress
 from accord.worker.prompt_templates import bundled_template_names, load_template
 from rich.markup import escape
 from sqlmodel import col
@@ -292,13 +292,8 @@ def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (defa
     engine = open_engine()
     owner = chosen_project_id(engine, project)
     if run_id is not None:
-        own_run(engine, run_id, project)
-        try:
-            p = read_progress(engine, run_id)
-        except RunStateError as e:
-            fail(str(e))
-            return
-        print_run_summary(p)
+        owned_run(engine, run_id, project)
+        print_run_summary(read_progress(engine, run_id))
         with Session(engine) as session:
             errors = session.execute(select(col(RatingRequest.last_error)).where(
                 col(RatingRequest.run_id) == run_id, col(RatingRequest.status) == "failed").limit(5)).scalars().all()
@@ -352,11 +347,7 @@ def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="cs
         run_remote(remote.results, remote_url, key, run_id, fmt, output, table, console)
         return
     engine = open_engine()
-    own_run(engine, run_id, project)
-    try:
-        get_run(engine, run_id)
-    except RunStateError as e:
-        fail(str(e))
+    owned_run(engine, run_id, project)
     df = loaders[table](engine, run_id)
     if fmt == "parquet":
         output = output or Path(f"run-{run_id}-{table}.parquet")
@@ -387,12 +378,7 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
         run_remote(remote.report, remote_url, key, run_id, fmt, output, default_html, console)
         return
     engine = open_engine()
-    own_run(engine, run_id, project)
-    try:
-        run = get_run(engine, run_id)
-    except RunStateError as e:
-        fail(str(e))
-        return
+    run = owned_run(engine, run_id, project)
     if recompute or run.postprocessed_at is None:
         analysis = run_service.analyse_once(engine, run_id, again=recompute)
         if analysis.error:
