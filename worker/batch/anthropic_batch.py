@@ -19,9 +19,11 @@ from accord.extras import needs_extra
 
 with needs_extra("anthropic"):                  # optional: the Anthropic SDK
     import anthropic
+    from anthropic import AsyncAnthropic
 
 from accord.worker.batch.base import (
-    CANCELED, ERRORED, EXPIRED, SUCCEEDED, BatchItem, BatchLimits, BatchResult, BatchState, SubmittedBatch, guarded,
+    CANCELED, ERRORED, EXPIRED, SUCCEEDED, BatchItem, BatchLimits, BatchResult, BatchState, SdkBatchClient,
+    SubmittedBatch, guarded,
 )
 from accord.worker.providers.anthropic_provider import AnthropicProvider
 from accord.worker.providers.base import ProviderError, ProviderRequest
@@ -35,13 +37,10 @@ FIND_SCAN_LIMIT = 1000
 CLOCK_SKEW = timedelta(minutes=2)
 
 
-class AnthropicBatchClient:
+class AnthropicBatchClient(SdkBatchClient[AnthropicProvider]):
     provider = "anthropic"
-
-    def __init__(self, provider: AnthropicProvider, limits: BatchLimits = LIMITS) -> None:
-        self._provider = provider
-        self._client = provider.client
-        self.limits = limits
+    default_limits = LIMITS
+    _client: AsyncAnthropic
 
     def entry(self, item: BatchItem) -> dict[str, Any]:
         return {"custom_id": item.custom_id, "params": self._provider.request_body(item.request)}

@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse
-from accord.worker.providers.common import malformed_error, status_error
+from accord.worker.providers.base import ProviderRequest, ProviderResponse
+from accord.worker.providers.common import sdk_errors
+
+if TYPE_CHECKING:                               # annotations only: the SDK providers need their extras
+    from accord.worker.providers.sdk_provider import SdkProvider
 
 T = TypeVar("T")
+ProviderT = TypeVar("ProviderT", bound="SdkProvider[Any]")
 
 SUCCEEDED = "succeeded"
 ERRORED = "errored"
@@ -92,15 +96,20 @@ class BatchClient(Protocol):
     async def cancel(self, external_id: str) -> None: ...
 
 
+class SdkBatchClient(Generic[ProviderT]):
+    """What the batch clients of the SDK providers share: the provider whose request bodies and SDK client they
+    use, and the most one batch may hold (``default_limits`` unless told)."""
+
+    provider: str
+    default_limits: BatchLimits
+
+    def __init__(self, provider: ProviderT, limits: BatchLimits | None = None) -> None:
+        self._provider = provider
+        self._client = provider.client
+        self.limits = limits or self.default_limits
+
+
 async def guarded(provider: str, call: Callable[[], Awaitable[T]], sdk: Any) -> T:
     """Run an SDK call, turning the SDK's errors into ``ProviderError`` (status, retryable, retry-after)."""
-    try:
+    with sdk_errors(provider, sdk, "batch API request timed out"):
         return await call()
-    except sdk.APITimeoutError as exc:
-        raise ProviderError(f"{provider}: batch API request timed out ({exc})", retryable=True) from exc
-    except sdk.APIConnectionError as exc:
-        raise ProviderError(f"{provider}: connection error: {exc}", retryable=True) from exc
-    except sdk.APIStatusError as exc:
-        raise status_error(provider, exc.status_code, exc.response.headers, exc.body, exc.message) from exc
-    except sdk.APIResponseValidationError as exc:
-        raise malformed_error(provider, str(exc), exc.status_code) from exc

@@ -19,9 +19,11 @@ from accord.extras import needs_extra
 
 with needs_extra("openai"):                     # optional: the OpenAI SDK
     import openai
+    from openai import AsyncOpenAI
 
 from accord.worker.batch.base import (
-    CANCELED, ERRORED, EXPIRED, SUCCEEDED, BatchItem, BatchLimits, BatchResult, BatchState, SubmittedBatch, guarded,
+    CANCELED, ERRORED, EXPIRED, SUCCEEDED, BatchItem, BatchLimits, BatchResult, BatchState, SdkBatchClient,
+    SubmittedBatch, guarded,
 )
 from accord.worker.providers.base import ProviderError, ProviderRequest
 from accord.worker.providers.common import status_error
@@ -39,13 +41,10 @@ EXPIRED_CODES = ("batch_expired",)
 CANCELLED_CODES = ("batch_cancelled",)
 
 
-class OpenAIBatchClient:
+class OpenAIBatchClient(SdkBatchClient[OpenAIProvider]):
     provider = "openai"
-
-    def __init__(self, provider: OpenAIProvider, limits: BatchLimits = LIMITS) -> None:
-        self._provider = provider
-        self._client = provider.client
-        self.limits = limits
+    default_limits = LIMITS
+    _client: AsyncOpenAI
 
     def line(self, item: BatchItem) -> dict[str, Any]:
         return {"custom_id": item.custom_id, "method": "POST", "url": ENDPOINT,
