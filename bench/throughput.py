@@ -187,8 +187,8 @@ def run_limit(args: argparse.Namespace, rpm_limit: int, engine: Any, server: Any
         rpm_e, max_1s_e, max_60s_e = window_figures(stats)
         n_req, n_rat, n_dis = rating_counts(engine, plan.run_id)
         print(f"[{rpm_limit}/min] accord embedded, run {plan.run_id}: {p.status}, {p.done} rated, {p.failed} failed; "
-              f"ratings {n_rat} for {n_req} requests ({n_dis} distinct); limiter: {limiter.stats.acquired} "
-              f"admitted, {limiter.stats.window_waits} held at send time (woke up late into a full second)", flush=True)
+              f"ratings {n_rat} for {n_req} requests ({n_dis} distinct); limiter: {limiter.stats.counts['acquired']} "
+              f"admitted, {limiter.stats.counts['window_waits']} held at send time (woke up late into a full second)", flush=True)
         figures.append(Figures("accord (embedded)", plan.total, stats["accepted"], stats["rate_limited"], rpm_e,
                                max_1s_e, max_60s_e, cpu_e, elapsed))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -82,9 +83,10 @@ class AnthropicBatchClient(SdkBatchClient[AnthropicProvider]):
         batch = await guarded(self.provider, lambda: self._client.messages.batches.retrieve(external_id), anthropic)
         counts = batch.request_counts
         return BatchState(external_id=batch.id, provider_status=batch.processing_status,
-                          ended=batch.processing_status == "ended", succeeded=counts.succeeded,
-                          errored=counts.errored, expired=counts.expired, cancelled=counts.canceled,
-                          processing=counts.processing)
+                          ended=batch.processing_status == "ended",
+                          counts=Counter({"succeeded": counts.succeeded, "errored": counts.errored,
+                                          "expired": counts.expired, "cancelled": counts.canceled,
+                                          "processing": counts.processing}))
 
     async def results(self, state: BatchState, requests: Mapping[str, ProviderRequest]) -> list[BatchResult]:
         async def read() -> list[BatchResult]:

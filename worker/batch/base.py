@@ -7,10 +7,11 @@ batch has ended. It knows nothing of the database; ``batch_runner`` does the boo
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from accord.worker.providers.base import ProviderRequest, ProviderResponse
 from accord.worker.providers.common import sdk_errors
@@ -49,19 +50,20 @@ class SubmittedBatch:
     input_file_id: str | None = None
 
 
+BatchCount = Literal["succeeded", "errored", "expired", "cancelled", "processing"]
+STORED_COUNTS: tuple[BatchCount, ...] = ("succeeded", "errored", "expired", "cancelled")  # provider_batch columns
+
+
 @dataclass(frozen=True)
 class BatchState:
     """A provider batch as last seen. ``ended``: the provider will change nothing more (OpenAI completed,
-    expired, failed or cancelled; Anthropic ended)."""
+    expired, failed or cancelled; Anthropic ended). ``counts``: its requests in each state, as the provider
+    reports them."""
 
     external_id: str
     provider_status: str
     ended: bool
-    succeeded: int = 0
-    errored: int = 0
-    expired: int = 0
-    cancelled: int = 0
-    processing: int = 0
+    counts: Counter[BatchCount] = field(default_factory=Counter)
     output_file_id: str | None = None
     error_file_id: str | None = None
     error: str | None = None          # why the whole batch failed, when it did

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
@@ -105,7 +106,8 @@ class OpenAIBatchClient(SdkBatchClient[OpenAIProvider]):
         failed = int(getattr(counts, "failed", 0) or 0)
         total = int(getattr(counts, "total", 0) or 0)
         return BatchState(external_id=batch.id, provider_status=batch.status, ended=batch.status in ENDED_STATUSES,
-                          succeeded=done, errored=failed, processing=max(total - done - failed, 0),
+                          counts=Counter({"succeeded": done, "errored": failed,
+                                          "processing": max(total - done - failed, 0)}),
                           output_file_id=batch.output_file_id, error_file_id=batch.error_file_id,
                           error=error or (f"batch {batch.status}" if batch.status == "failed" else None))
 
