@@ -98,7 +98,6 @@ class AnthropicProvider(SdkProvider[AsyncAnthropic]):
         return self.response_from_message(message, structured="tools" in kwargs, headers=headers,
                                           latency_ms=latency_ms)
 
-
     def response_from_message(self, message: Any, *, structured: bool, headers: dict[str, str] | None = None,
                               latency_ms: float = 0.0) -> ProviderResponse:
         """A ProviderResponse from a Messages API message (an SDK object, or its JSON as a batch result).

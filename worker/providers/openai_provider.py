@@ -85,7 +85,6 @@ class OpenAIProvider(SdkProvider[AsyncOpenAI]):
         latency_ms = (time.perf_counter() - started) * 1000.0
         return self.response_from_completion(completion, request, headers=headers, latency_ms=latency_ms)
 
-
     def response_from_completion(self, completion: Any, request: ProviderRequest, *,
                                  headers: dict[str, str] | None = None, latency_ms: float = 0.0) -> ProviderResponse:
         """A ProviderResponse from a chat.completion: its JSON (the realtime answer, a Batch API output line)
