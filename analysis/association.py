@@ -191,17 +191,9 @@ def group_association(
         null[start:start + block.shape[0]] = _gai(i_irr, i_xrr).reshape(block.shape[0], n_groups)
     sizes = np.bincount(known_labels[known_labels >= 0], minlength=n_groups)
     return AssociationResult(
-        group_names=list(group_names),
-        irr=irr,
-        xrr=xrr,
-        gai=gai,
-        gai_pvalue=permutation_pvalue(gai, null, alternative),
-        null_gai=null,
-        group_sizes=sizes,
-        metric=metric,
-        n_permutations=n_permutations,
-        xrr_weighting=xrr_weighting,
-        alternative=alternative,
+        group_names=list(group_names), irr=irr, xrr=xrr, gai=gai,
+        gai_pvalue=permutation_pvalue(gai, null, alternative), null_gai=null, group_sizes=sizes,
+        metric=metric, n_permutations=n_permutations, xrr_weighting=xrr_weighting, alternative=alternative,
     )
 
 

@@ -111,12 +111,16 @@ def _tie_square_sum(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.asarray((gw * gw).sum(axis=1), dtype=float)
 
 
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown correlation method {method!r}; use one of {METHODS}")
+
+
 class WeightedCorrelation:
     """A correlation of fixed (x, y) as a function of item weights: ``stat(W)`` -> one value per row."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, method: str = "pearson") -> None:
-        if method not in METHODS:
-            raise ValueError(f"unknown correlation method {method!r}; use one of {METHODS}")
+        _check_method(method)
         self.x = np.asarray(x, dtype=float)
         self.y = np.asarray(y, dtype=float)
         if self.x.shape != self.y.shape or self.x.ndim != 1:
@@ -184,18 +188,21 @@ def undefined_reason(x: np.ndarray, y: np.ndarray) -> str | None:
     return None
 
 
+def _observed(xs: np.ndarray, ys: np.ndarray, method: str) -> CorrelationResult:
+    """The correlation of the complete pairs xs, ys with scipy's p-value and no interval yet; NaN with the reason
+    when it is undefined."""
+    reason = undefined_reason(xs, ys)
+    if reason is not None:
+        return _undefined(method, int(xs.size), reason)
+    statistic, pvalue = _scipy_statistic(xs, ys, method)
+    nan = float("nan")
+    return CorrelationResult(statistic, pvalue, ConfidenceInterval(nan, nan), int(xs.size), method)
+
+
 def correlation_with_ci(
-    x: np.ndarray,
-    y: np.ndarray,
-    method: str = "pearson",
-    *,
-    n_resamples: int = 1000,
-    confidence_level: float = 0.95,
-    rng: np.random.Generator | None = None,
-    seed: int = 0,
-    ci_method: str = "bca",
-    keep_distribution: bool = False,
-    counts: np.ndarray | None = None,
+    x: np.ndarray, y: np.ndarray, method: str = "pearson", *, n_resamples: int = 1000,
+    confidence_level: float = 0.95, rng: np.random.Generator | None = None, seed: int = 0, ci_method: str = "bca",
+    keep_distribution: bool = False, counts: np.ndarray | None = None,
 ) -> CorrelationResult:
     """Correlation of x and y (pairs with a NaN dropped) with a paired item-bootstrap interval.
 
@@ -204,18 +211,13 @@ def correlation_with_ci(
     weight form without a Python loop over resamples. Undefined cases (n < 3, a constant variable)
     return NaN with ``reason`` instead of raising. ``counts`` (B × n_complete) supplies resamples of
     the complete pairs drawn by the caller (shared between statistics); else they come from ``rng``."""
-    if method not in METHODS:
-        raise ValueError(f"unknown correlation method {method!r}; use one of {METHODS}")
+    _check_method(method)
     xs, ys = pairwise_complete(x, y)
-    n = int(xs.size)
-    reason = undefined_reason(xs, ys)
-    if reason is not None:
-        return _undefined(method, n, reason)
-    statistic, pvalue = _scipy_statistic(xs, ys, method)
+    observed = _observed(xs, ys, method)
+    if observed.reason is not None or n_resamples <= 0:
+        return observed
+    n, statistic, pvalue = observed.n, observed.statistic, observed.pvalue
     rng = rng if rng is not None else derive_rng(seed, "correlation", method)
-    if n_resamples <= 0:
-        nan = float("nan")
-        return CorrelationResult(statistic, pvalue, ConfidenceInterval(nan, nan), n, method)
     if method == "kendall" and n > MAX_KENDALL_BOOTSTRAP_N:
         z = np.arctanh(np.clip(statistic, -0.999999, 0.999999))
         half = stats.norm.ppf(0.5 + confidence_level / 2.0) * np.sqrt(0.437 / (n - 4))
@@ -331,14 +333,8 @@ def _rowwise_ranks_and_ties(w: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, n
 
 
 def two_way_bootstrap_correlation(
-    scores: np.ndarray,
-    ratings: np.ndarray,
-    method: str = "pearson",
-    *,
-    n_resamples: int = 1000,
-    confidence_level: float = 0.95,
-    rng: np.random.Generator | None = None,
-    seed: int = 0,
+    scores: np.ndarray, ratings: np.ndarray, method: str = "pearson", *, n_resamples: int = 1000,
+    confidence_level: float = 0.95, rng: np.random.Generator | None = None, seed: int = 0,
     max_pair_elements: int = 4_000_000,
 ) -> CorrelationResult:
     """Correlation of LLM scores with the human item mean, with a two-way bootstrap interval.
@@ -347,8 +343,7 @@ def two_way_bootstrap_correlation(
     B resamples items and annotators are drawn independently with replacement; the human mean of an
     item is recomputed from the drawn annotators (items none of them rated drop out of that resample).
     The interval is the percentile interval of the B correlations."""
-    if method not in METHODS:
-        raise ValueError(f"unknown correlation method {method!r}; use one of {METHODS}")
+    _check_method(method)
     scores = np.asarray(scores, dtype=float)
     ratings = np.asarray(ratings, dtype=float)
     if ratings.ndim != 2 or ratings.shape[0] != scores.shape[0]:
@@ -361,10 +356,9 @@ def two_way_bootstrap_correlation(
         mean = np.where(counts > 0, np.where(mask, ratings, 0).sum(axis=1) / counts, np.nan)
     keep = np.isfinite(scores) & np.isfinite(mean)
     xs, ys = scores[keep], mean[keep]
-    reason = undefined_reason(xs, ys)
-    if reason is not None:
-        return _undefined(method, int(xs.size), reason)
-    statistic, pvalue = _scipy_statistic(xs, ys, method)
+    observed = _observed(xs, ys, method)
+    if observed.reason is not None:
+        return observed
     sub = ratings[keep]
     sub_mask = mask[keep].astype(float)
     sub_vals = np.where(mask[keep], sub, 0.0)
@@ -399,4 +393,4 @@ def two_way_bootstrap_correlation(
         with np.errstate(invalid="ignore", divide="ignore"):
             boot = numerator / np.sqrt((total - ties_x) * (total - ties_y))
     ci = percentile_interval(boot, confidence_level)
-    return CorrelationResult(statistic, pvalue, ci, int(xs.size), method)
+    return CorrelationResult(observed.statistic, observed.pvalue, ci, observed.n, method)

@@ -112,14 +112,8 @@ def _chi2_statistic(fails: np.ndarray, totals: np.ndarray) -> np.ndarray:
     return np.asarray(cells.sum(axis=-1), dtype=float)
 
 
-def item_level_breakdown(
-    flags: np.ndarray,
-    item_index: np.ndarray,
-    levels: pd.Series,
-    column: str,
-    n_permutations: int = 999,
-    rng: np.random.Generator | None = None,
-) -> ChiSquareBreakdown:
+def item_level_breakdown(flags: np.ndarray, item_index: np.ndarray, levels: pd.Series, column: str,
+                         n_permutations: int = 999, rng: np.random.Generator | None = None) -> ChiSquareBreakdown:
     """Rates of ``flags`` per level and a test of outcome x level with the item as the unit.
 
     ``flags``: per sample (row); ``item_index``: the item of each row (negative = unknown item, left

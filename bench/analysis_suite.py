@@ -9,23 +9,21 @@ Run:  .venv/bin/python bench/analysis_suite.py [--resamples 1000] [--permutation
 
 from __future__ import annotations
 
-import argparse
 import collections
 import cProfile
 import pstats
 import time
+
+from bench_cli import Opt, parse_args
 
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.analysis.synthetic import make_synthetic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resamples", type=int, default=1000)
-    parser.add_argument("--permutations", type=int, default=1000)
-    parser.add_argument("--two-way", action="store_true", help="also run the two-way bootstrap")
-    parser.add_argument("--profile", action="store_true", help="print the 25 most expensive functions")
-    args = parser.parse_args()
+    args = parse_args(__doc__, None, {"--resamples": 1000, "--permutations": 1000,
+                                      "--two-way": Opt(False, "also run the two-way bootstrap"),
+                                      "--profile": Opt(False, "print the 25 most expensive functions")}, whole_doc=True)
 
     t0 = time.perf_counter()
     human, annotators, llm, items = make_synthetic(

@@ -19,7 +19,6 @@ The per-key rate limit is raised for the benchmark (it measures the server, not 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -32,12 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
 import httpx
 import yaml
+
+from bench_cli import REPO, Opt, parse_args   # also puts the checkout on sys.path
 
 DEMO = REPO / "cli" / "datasets" / "dices_demo"
 KEY_ENV = "ACCORD_BENCH_PROVIDER_KEY"
@@ -245,13 +242,11 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         serve(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=20.0, help="Seconds of load (bounded).")
-    parser.add_argument("--workers", type=int, default=16, help="Concurrent request loops.")
-    parser.add_argument("--streams", type=int, default=4, help="Concurrent SSE progress streams.")
-    parser.add_argument("--max-requests", type=int, default=200_000, help="Stop after this many requests.")
-    parser.add_argument("--json", action="store_true", help="Print the result as JSON only.")
-    args = parser.parse_args()
+    args = parse_args(__doc__, None, {
+        "--duration": Opt(20.0, "Seconds of load (bounded)."), "--workers": Opt(16, "Concurrent request loops."),
+        "--streams": Opt(4, "Concurrent SSE progress streams."),
+        "--max-requests": Opt(200_000, "Stop after this many requests."),
+        "--json": Opt(False, "Print the result as JSON only.")})
     result = run_benchmark(args.duration, args.workers, args.streams, args.max_requests)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -16,27 +16,19 @@ Against the machine's PostgreSQL (a throwaway database) and Redis (database 10, 
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from bench_cli import parse_args   # also puts the checkout on sys.path
+
 
 BROKER_URL = "redis://127.0.0.1:6379/10"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--items", type=int, default=5000)
-    parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--chunk-size", type=int, default=16)
-    parser.add_argument("--sample-chunks", type=int, default=2000)
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, argv, {"--items": 5000, "--samples": 200, "--chunk-size": 16, "--sample-chunks": 2000})
 
     prefix = f"accordbench{os.getpid()}"
     os.environ.update({"ACCORD_BROKER_URL": BROKER_URL, "ACCORD_RESULT_BACKEND": BROKER_URL,

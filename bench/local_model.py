@@ -15,16 +15,12 @@ Prints:
 
 from __future__ import annotations
 
-import argparse
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from bench_cli import parse_args   # also puts the checkout on sys.path
 
 
 def raw_tokens_per_second(n_tokens: int, repeats: int = 5) -> float:
@@ -48,10 +44,7 @@ def raw_tokens_per_second(n_tokens: int, repeats: int = 5) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--items", type=int, default=1500)
-    parser.add_argument("--template", default="likert_unsafe")
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, argv, {"--items": 1500, "--template": "likert_unsafe"})
 
     from accord.models.migrate import init_db
     from accord.scheduler.campaign_spec import parse_campaign

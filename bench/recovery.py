@@ -17,25 +17,15 @@ scenario within 1.5 x), whether every request was rated exactly once, and progre
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from bench_cli import parse_args   # also puts the checkout on sys.path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--rpm", type=int, default=6000)
-    parser.add_argument("--fault-after", type=float, default=20.0)
-    parser.add_argument("--fault-at-share", type=float, default=0.4)
-    parser.add_argument("--latency-ms", type=float, default=50.0)
-    parser.add_argument("--no-baseline", action="store_true")
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, argv, {"--requests": 3000, "--rpm": 6000, "--fault-after": 20.0, "--fault-at-share": 0.4,
+                                      "--latency-ms": 50.0, "--no-baseline": False})
 
     from accord.models.db import dispose_engines
 

@@ -11,12 +11,13 @@ Run:  .venv/bin/python bench/report.py [--items 1500] [--resamples 50] [--out /t
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from bench_cli import Opt, parse_args
 from accord.analysis.suite import SuiteOptions, compute_all
 from accord.analysis.synthetic import make_synthetic
 from accord.report.build import assemble_report, render_html, summarize_run
@@ -56,12 +57,8 @@ def run_fields(frames: RunFrames) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resamples", type=int, default=50)
-    parser.add_argument("--items", type=int, default=1500)
-    parser.add_argument("--annotators", type=int, default=262)
-    parser.add_argument("--out", type=Path, default=None, help="write the HTML here")
-    args = parser.parse_args()
+    args = parse_args(__doc__, None, {"--resamples": 50, "--items": 1500, "--annotators": 262,
+                                      "--out": Opt(None, "write the HTML here", Path)}, whole_doc=True)
     frames = dices_sized_frames(n_items=args.items, n_annotators=args.annotators)
     t0 = time.perf_counter()
     records = compute_all(frames.human, frames.annotators, frames.llm, frames.items,

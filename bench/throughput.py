@@ -35,16 +35,14 @@ import argparse
 import asyncio
 import math
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from bench_cli import Opt, make_parser   # also puts the checkout on sys.path
+
 
 BROKER_URL = "redis://127.0.0.1:6379/8"
 REDIS_URL = "redis://127.0.0.1:6379/9"
@@ -196,8 +194,8 @@ def run_limit(args: argparse.Namespace, rpm_limit: int, engine: Any, server: Any
         rpm_e, max_1s_e, max_60s_e = window_figures(stats)
         n_req, n_rat, n_dis = rating_counts(engine, plan.run_id)
         print(f"[{rpm_limit}/min] accord embedded, run {plan.run_id}: {p.status}, {p.done} rated, {p.failed} failed; "
-              f"ratings {n_rat} for {n_req} requests ({n_dis} distinct); limiter: {limiter.stats.acquired} "
-              f"admitted, {limiter.stats.window_waits} held at send time (woke up late into a full second)", flush=True)
+              f"ratings {n_rat} for {n_req} requests ({n_dis} distinct); limiter: {limiter.stats.counts['acquired']} "
+              f"admitted, {limiter.stats.counts['window_waits']} held at send time (woke up late into a full second)", flush=True)
         figures.append(Figures("accord (embedded)", plan.total, stats["accepted"], stats["rate_limited"], rpm_e,
                                max_1s_e, max_60s_e, cpu_e, elapsed))
 
@@ -242,17 +240,11 @@ def print_table(rpm_limit: int, latency_ms: float, figures: list[Figures]) -> No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--rpm", default="6000,24000", help="one limit or several, comma-separated")
-    parser.add_argument("--latency-ms", type=float, default=200.0)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=3, help="prefork children per worker")
-    parser.add_argument("--chunk-size", type=int, default=16)
-    parser.add_argument("--baseline-requests", type=int, default=None, help="default: --requests")
-    parser.add_argument("--skip-baseline", action="store_true")
-    parser.add_argument("--skip-cache", action="store_true")
-    parser.add_argument("--skip-embedded", action="store_true")
+    parser = make_parser(__doc__, {
+        "--requests": 20_000, "--rpm": Opt("6000,24000", "one limit or several, comma-separated"),
+        "--latency-ms": 200.0, "--workers": 2, "--concurrency": Opt(3, "prefork children per worker"),
+        "--chunk-size": 16, "--baseline-requests": Opt(None, "default: --requests", int), "--skip-baseline": False,
+        "--skip-cache": False, "--skip-embedded": False})
     args = parser.parse_args(argv)
     if args.requests % SAMPLES:
         parser.error(f"--requests must be a multiple of {SAMPLES}")

@@ -16,7 +16,9 @@ from accord.cli.project_context import (
     project_name,
 )
 from accord.models.migrate import init_db
+from accord.models.schema import Run
 from accord.models.settings import get_settings
+from accord.scheduler.run_control import RunStateError, get_run
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
@@ -52,6 +54,16 @@ def own_run(engine: Engine, run_id: int, project: str | None = None) -> None:
         check_run_in_project(engine, run_id, chosen_project_id(engine, project), project_name(project))
     except ProjectChoiceError as e:
         fail(str(e))
+
+
+def owned_run(engine: Engine, run_id: int, project: str | None = None) -> Run:
+    """The run ``run_id`` of the command's project; a one-line error when there is none (``own_run``)."""
+    own_run(engine, run_id, project)
+    try:
+        return get_run(engine, run_id)
+    except RunStateError as e:
+        fail(str(e))
+        raise
 
 
 @app.callback()

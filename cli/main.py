@@ -23,8 +23,14 @@ from accord.cli import distributed as distributed_commands
 from accord.cli import plan as plan_commands
 from accord.cli import remote
 from accord.cli import serve as serve_commands
-from accord.cli.app import app, chosen_project_id, console, err_console, fail, open_engine, own_run
+from accord.cli.app import app, chosen_project_id, console, err_console, fail, open_engine, owned_run
 from accord.cli.demo import run_demo
+from accord.cli.import_options import (
+    AnnotatorCol, AnnotatorColumns, Annotators, AnnotatorsIdCol, AnswerJudgmentCols, AnswerJudgments,
+    AttributeCol, ConversationCol, Dimension, IMPORT_FLAGS, ItemCol, Items, ItemsIdCol, LabelMap, Layout,
+    Meaning, MetaCol, MetaRole, ModelRatingCol, Name, OnDuplicate, RatingCol, Ratings, RecordsKey, Replace,
+    ResponseCol, ResponseSpeaker, Spec, TextCol, UnmappedLabel,
+)
 from accord.cli.distributed import run_distributed
 from accord.cli.launch import check_failed_share, check_share, start_run
 from accord.cli.progress import follow_embedded, print_run_summary
@@ -35,13 +41,13 @@ from accord.models.answer_judgments import import_answer_judgments, spec_from_op
 from accord.models.answer_frames import load_answers, load_comparisons, load_judgments
 from accord.models.dataset_import import import_dataset
 from accord.models.import_formats import DatasetImportError
-from accord.models.import_spec import META_ROLES, load_import_spec, spec_from_mapping
+from accord.models.import_spec import load_import_spec, spec_from_mapping
 from accord.models.run_frames import load_llm_frame
 from accord.models.schema import Campaign, Dataset, RatingRequest, Run
 from accord.models.settings import get_settings
 from accord.report.csv_safe import neutralise_frame
 from accord.scheduler import run_service
-from accord.scheduler.run_control import RunStateError, get_run, read_progress
+from accord.scheduler.run_control import read_progress
 from accord.worker.prompt_templates import bundled_template_names, load_template
 from rich.markup import escape
 from sqlmodel import col
@@ -54,17 +60,6 @@ if TYPE_CHECKING:                               # annotations only
 
 
 # ---------------------------------------------------------------------------------------------- import
-# ImportSpec field -> the option that sets it, so that errors speak of what the user typed.
-IMPORT_FLAGS = {
-    "ratings_file": "RATINGS (the ratings file argument)", "items_file": "--items", "annotators_file": "--annotators",
-    "layout": "--layout", "item_col": "--item-col", "annotator_col": "--annotator-col", "rating_cols": "--rating-col",
-    "annotator_columns": "--annotator-columns", "dimension": "--dimension", "text_col": "--text-col",
-    "conversation_col": "--conversation-col", "response_col": "--response-col",
-    "response_speaker": "--response-speaker", "item_meta_cols": "--meta-col", "attribute_cols": "--attribute-col",
-    "label_map": "--label-map", "replace": "--replace", "records_key": "--records-key",
-    "items_id_col": "--items-id-col", "annotators_id_col": "--annotators-id-col", "on_duplicate": "--on-duplicate",
-    "unmapped_label": "--unmapped-label", "meta_roles": "--meta-role", "name": "--name", "meaning": "--meaning",
-}
 _SPEC_ONLY_WORDS = {"layout", "dimension", "replace", "name", "meaning"}  # ordinary words too: only in spec errors
 
 
@@ -80,55 +75,19 @@ def import_error_in_cli_terms(message: str) -> str:
     return text
 
 
-def _roles_help() -> str:
-    return "; ".join(f"{role}: {meaning}" for role, meaning in META_ROLES.items())
-
-
 @app.command("import")
 def import_cmd(
-    ratings: Optional[Path] = typer.Argument(None, help="Ratings file (CSV, JSONL or Parquet)."),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Dataset name."),
-    spec: Optional[Path] = typer.Option(None, "--spec", help="An import YAML (fields as below); options override it."),
-    items: Optional[Path] = typer.Option(None, "--items", help="Items file (text/conversations, metadata)."),
-    annotators: Optional[Path] = typer.Option(None, "--annotators", help="Annotators file (attributes)."),
-    layout: Optional[str] = typer.Option(None, help="long (row per item x annotator) or wide (column per annotator)."),
-    item_col: Optional[str] = typer.Option(None, help="Item id column."),
-    annotator_col: Optional[str] = typer.Option(None, help="Annotator id column."),
-    rating_col: Optional[list[str]] = typer.Option(None, "--rating-col", help="Rating column (repeat; 'col=dimension' renames)."),
-    annotator_columns: Optional[str] = typer.Option(None, help="Wide layout: annotator columns (list, glob or re:...)."),
-    dimension: Optional[str] = typer.Option(None, help="Wide layout: the dimension's name."),
-    text_col: Optional[str] = typer.Option(None, help="Plain-text content column."),
-    conversation_col: Optional[str] = typer.Option(None, help="Conversation column ('SPEAKER: text' lines or JSON turns)."),
-    response_col: Optional[str] = typer.Option(None, help="The final reply being judged, appended as the last turn."),
-    response_speaker: Optional[str] = typer.Option(None, help="Speaker label of the response turn."),
-    meta_col: Optional[list[str]] = typer.Option(None, "--meta-col", help="Item metadata column (repeat)."),
-    attribute_col: Optional[list[str]] = typer.Option(None, "--attribute-col", help="Annotator attribute column (repeat)."),
-    label_map: Optional[str] = typer.Option(None, "--label-map", help="e.g. 'No=0, Unsure=0.5, Yes=1'."),
-    model_rating_col: Optional[list[str]] = typer.Option(
-        None, "--model-rating-col", help="An existing judge model's labels: 'name=column' (repeat); the model "
-                                         "enters every metric as a rater (template 'imported')."),
-    replace: bool = typer.Option(False, "--replace", help="Replace a dataset of the same name."),
-    answer_judgments: Optional[Path] = typer.Option(
-        None, "--answer-judgments", help="People's ratings/ranks of subjects' answers, added to the existing "
-                                         "dataset --name (see --answer-judgment-cols)."),
-    answer_judgment_cols: Optional[str] = typer.Option(
-        None, "--answer-judgment-cols", help="Columns of --answer-judgments: e.g. 'item=item_id,subject=model,"
-                                             "annotator=rater,rating=harm,rank=rank' or 'answer=answer_id,...'; "
-                                             "defaults item=item_id, subject=subject, annotator=annotator_id."),
-    records_key: Optional[str] = typer.Option(None, "--records-key", help="JSON files holding an object: the key "
-                                              "of the list of records (dotted for nested, e.g. data.rows)."),
-    items_id_col: Optional[str] = typer.Option(None, "--items-id-col", help="Item id column of the items file "
-                                               "(default: --item-col)."),
-    annotators_id_col: Optional[str] = typer.Option(None, "--annotators-id-col", help="Annotator id column of the "
-                                                    "annotators file (default: --annotator-col)."),
-    on_duplicate: Optional[str] = typer.Option(None, "--on-duplicate", help="A repeated item x annotator rating: "
-                                               "error (default), first, last or mean."),
-    unmapped_label: Optional[str] = typer.Option(None, "--unmapped-label", help="A cell that is no label (e.g. a "
-                                                 "sentence in a label column): error (default) or missing."),
-    meaning: Optional[str] = typer.Option(None, "--meaning", help="What the low and high ratings stand for, "
-                                          "e.g. 'low=compliant,high=refusing' (the report's wording follows)."),
-    meta_role: Optional[list[str]] = typer.Option(None, "--meta-role", help="ROLE=COLUMN: item metadata that drives "
-                                                  "an analysis (repeat). Roles: " + _roles_help() + "."),
+    ratings: Ratings = None, name: Name = None, spec: Spec = None, items: Items = None,
+    annotators: Annotators = None, layout: Layout = None, item_col: ItemCol = None,
+    annotator_col: AnnotatorCol = None, rating_col: RatingCol = None,
+    annotator_columns: AnnotatorColumns = None, dimension: Dimension = None, text_col: TextCol = None,
+    conversation_col: ConversationCol = None, response_col: ResponseCol = None,
+    response_speaker: ResponseSpeaker = None, meta_col: MetaCol = None, attribute_col: AttributeCol = None,
+    label_map: LabelMap = None, model_rating_col: ModelRatingCol = None, replace: Replace = False,
+    answer_judgments: AnswerJudgments = None, answer_judgment_cols: AnswerJudgmentCols = None,
+    records_key: RecordsKey = None, items_id_col: ItemsIdCol = None,
+    annotators_id_col: AnnotatorsIdCol = None, on_duplicate: OnDuplicate = None,
+    unmapped_label: UnmappedLabel = None, meaning: Meaning = None, meta_role: MetaRole = None,
     project: Optional[str] = project_option(),
 ) -> None:
     """Import a dataset of items, annotators and their ratings, in one transaction.
@@ -292,13 +251,8 @@ def status_cmd(run_id: Optional[int] = typer.Argument(None, help="A run id (defa
     engine = open_engine()
     owner = chosen_project_id(engine, project)
     if run_id is not None:
-        own_run(engine, run_id, project)
-        try:
-            p = read_progress(engine, run_id)
-        except RunStateError as e:
-            fail(str(e))
-            return
-        print_run_summary(p)
+        owned_run(engine, run_id, project)
+        print_run_summary(read_progress(engine, run_id))
         with Session(engine) as session:
             errors = session.execute(select(col(RatingRequest.last_error)).where(
                 col(RatingRequest.run_id) == run_id, col(RatingRequest.status) == "failed").limit(5)).scalars().all()
@@ -352,11 +306,7 @@ def results_cmd(run_id: int, fmt: str = typer.Option("csv", "--format", help="cs
         run_remote(remote.results, remote_url, key, run_id, fmt, output, table, console)
         return
     engine = open_engine()
-    own_run(engine, run_id, project)
-    try:
-        get_run(engine, run_id)
-    except RunStateError as e:
-        fail(str(e))
+    owned_run(engine, run_id, project)
     df = loaders[table](engine, run_id)
     if fmt == "parquet":
         output = output or Path(f"run-{run_id}-{table}.parquet")
@@ -387,12 +337,7 @@ def report_cmd(run_id: int, output: Optional[Path] = typer.Option(None, "--outpu
         run_remote(remote.report, remote_url, key, run_id, fmt, output, default_html, console)
         return
     engine = open_engine()
-    own_run(engine, run_id, project)
-    try:
-        run = get_run(engine, run_id)
-    except RunStateError as e:
-        fail(str(e))
-        return
+    run = owned_run(engine, run_id, project)
     if recompute or run.postprocessed_at is None:
         analysis = run_service.analyse_once(engine, run_id, again=recompute)
         if analysis.error:

@@ -16,12 +16,11 @@ from typing import Any, TypeVar
 
 import httpx
 import typer
-import yaml
 from accord.cli.app import fail
 from accord.extras import needs_extra
 from accord.cli.client import AccordClient, ApiError
 from accord.cli.progress import PlainProgress
-from accord.models.yaml_loader import safe_load, yaml_error_text
+from accord.models.yaml_loader import load_mapping
 from accord.report.metrics import metrics_frame
 from accord.scheduler.campaign_spec import CampaignSpec
 from rich.console import Console
@@ -78,16 +77,10 @@ def run(url: str, key: str | None, campaign: Path, budget: float | None, console
         print_summary: Callable[[Any], None], check_share: Callable[[int, int, int, float], None]) -> None:
     """Create the campaign on the server, start a run, follow it to its report, print the summary."""
 
-    try:
-        document = safe_load(campaign.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise RemoteError(f"{campaign}: cannot read the campaign: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise RemoteError(f"{campaign}: not UTF-8 text") from None
-    except yaml.YAMLError as e:
-        raise RemoteError(f"{campaign}: not a YAML or JSON campaign: {yaml_error_text(e)}") from None
-    if not isinstance(document, dict):
-        raise RemoteError(f"{campaign}: a campaign is a mapping of fields (name, dataset, models, templates, ...)")
+    document = load_mapping(lambda: campaign.read_text(encoding="utf-8"),
+                            lambda message: RemoteError(f"{campaign}: {message}"),
+                            unreadable="cannot read the campaign", not_yaml="not a YAML or JSON campaign",
+                            not_mapping="a campaign is a mapping of fields (name, dataset, models, templates, ...)")
     with remote_client(url, key) as client:
         created = call(url, client.create_campaign, document)
         started = call(url, client.start_run, created["id"], budget_usd=budget)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,17 +66,25 @@ project_app = typer.Typer(help="Projects (tenants of the HTTP API).", no_args_is
 key_app = typer.Typer(help="API keys of projects: created once, stored as hashes, revocable.", no_args_is_help=True)
 
 
-@project_app.command("create")
-def project_create(name: str = typer.Argument(..., help="Project name (unique).")) -> None:
-    """Create a project."""
+@contextmanager
+def _admin() -> Iterator[None]:
+    """A project or key operation: the HTTP API's extra must be installed (projects and keys are its tenants and
+    credentials), and an operation that cannot be done (no such project or key, a name taken, ...) ends the
+    command with its message."""
     with needs_extra("api"):            # optional: the HTTP API (FastAPI)
         from accord.api.http.auth import AuthAdminError
 
     try:
-        project = create_project(_engine(), name)
+        yield
     except AuthAdminError as e:
         _fail(str(e))
-        return
+
+
+@project_app.command("create")
+def project_create(name: str = typer.Argument(..., help="Project name (unique).")) -> None:
+    """Create a project."""
+    with _admin():
+        project = create_project(_engine(), name)
     console.print(f"project [bold]{project.name}[/] (id {project.id}); create a key with "
                   f"[bold]accord key create {project.name}[/]")
 
@@ -93,15 +103,12 @@ def project_delete(project: str = typer.Argument(..., help="Project name or id."
                    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
     """Delete a project with its keys, datasets, campaigns, runs and cached answers. Its id is never reused."""
     with needs_extra("api"):            # optional: the HTTP API (FastAPI)
-        from accord.api.http.auth import AuthAdminError, delete_project
+        from accord.api.http.auth import delete_project
         from accord.api.http.config import ApiSettings
 
     engine = _engine()
-    try:
+    with _admin():
         found = find_project(engine, project)
-    except AuthAdminError as e:
-        _fail(str(e))
-        return
     if not yes and not typer.confirm(f"delete project {found.name} (id {found.id}) and everything it owns?"):
         raise typer.Exit(1)
     root = ApiSettings().templates_dir or get_settings().home / "api-templates"
@@ -118,19 +125,17 @@ def key_create(project: str | None = typer.Argument(None, help="Project name or 
     """Create an API key and print it. It is shown this once: the server keeps only its hash. A key of the
     CLI's project (`accord key create --project local`) sees on the server what the CLI made."""
     with needs_extra("api"):            # optional: the HTTP API (FastAPI)
-        from accord.api.http.auth import AuthAdminError, create_key
+        from accord.api.http.auth import create_key
 
     if project and project_opt and project != project_opt:
         _fail(f"--project: {project_opt!r} and the argument {project!r} name two projects; give one")
     engine = _engine()
     try:
         chosen = project or project_opt
-        new = create_key(engine, chosen if chosen and chosen.isdigit() else project_id(engine, chosen), name)
+        with _admin():
+            new = create_key(engine, chosen if chosen and chosen.isdigit() else project_id(engine, chosen), name)
     except ProjectChoiceError as e:  # names --project; the argument is the same choice
         _fail(str(e) if project_opt or not project else str(e).removeprefix("--project: "))
-        return
-    except AuthAdminError as e:
-        _fail(str(e))
         return
     err_console.print(f"API key {new.key_id} of project [bold]{new.project_name}[/] (prefix {new.prefix}). "
                       "Store it now: it cannot be shown again.", highlight=False)
@@ -141,13 +146,10 @@ def key_create(project: str | None = typer.Argument(None, help="Project name or 
 def key_revoke(key: str = typer.Argument(..., help="The key's id or its displayed prefix.")) -> None:
     """Revoke an API key; it stops working at once."""
     with needs_extra("api"):            # optional: the HTTP API (FastAPI)
-        from accord.api.http.auth import AuthAdminError, revoke_key
+        from accord.api.http.auth import revoke_key
 
-    try:
+    with _admin():
         row = revoke_key(_engine(), key)
-    except AuthAdminError as e:
-        _fail(str(e))
-        return
     console.print(f"revoked key {row.id} ({row.prefix}…) at {row.revoked_at}")
 
 
@@ -155,13 +157,10 @@ def key_revoke(key: str = typer.Argument(..., help="The key's id or its displaye
 def key_list(project: str = typer.Argument(..., help="Project name or id.")) -> None:
     """List a project's keys (prefixes only)."""
     with needs_extra("api"):            # optional: the HTTP API (FastAPI)
-        from accord.api.http.auth import AuthAdminError, list_keys
+        from accord.api.http.auth import list_keys
 
-    try:
+    with _admin():
         rows = list_keys(_engine(), project)
-    except AuthAdminError as e:
-        _fail(str(e))
-        return
     for r in rows:
         state = f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "active"
         console.print(f"{r.id}\t{r.prefix}…\t{state}\t{r.name}")

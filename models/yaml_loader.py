@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -76,6 +77,29 @@ def yaml_error_text(err: yaml.YAMLError) -> str:
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     return " ".join(str(problem).split())[:200] + where
+
+
+def load_mapping(read: Callable[[], str], fail: Callable[[str], Exception], *, not_yaml: str, not_mapping: str,
+                 missing: str | None = None, unreadable: str | None = None) -> dict[str, Any]:
+    """The YAML mapping in the text ``read()`` returns (a file's), or the exception ``fail(message)`` makes, raised
+    from None: "not UTF-8 text", "<not_yaml>: <what is wrong, where>", or ``not_mapping`` for a document that is
+    no mapping; for a file that is not there ``missing``, for one that cannot be read "<unreadable>: <why>"
+    (without them such an OSError propagates)."""
+    try:
+        doc = safe_load(read())
+    except OSError as e:
+        if missing is not None and isinstance(e, FileNotFoundError):
+            raise fail(missing) from None
+        if unreadable is None:
+            raise
+        raise fail(f"{unreadable}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise fail("not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        raise fail(f"{not_yaml}: {yaml_error_text(e)}") from None
+    if not isinstance(doc, dict):
+        raise fail(not_mapping)
+    return doc
 
 
 def _reject_constant(name: str) -> Any:

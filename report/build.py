@@ -10,7 +10,7 @@ unescaped); ``ReportData.to_json()`` is the machine-readable form (run summary, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from accord.analysis.catalogue import MetricName
 from accord.analysis.results import json_safe
 from accord.analysis.failure_kinds import failure_kind
 from accord.report.checks import categories_section, consistency_section, failures_section, subjects_section
-from accord.report.context import ReportContext
+from accord.report.context import ReportContext, SectionBuilder
 from accord.report.extra import alt_test_section, group_means_section, prevalence_section
 from accord.report.format import bracket, count, num, pvalue
 from accord.report.groups import association_section, groups_section, persona_section
@@ -52,7 +52,6 @@ PERCENTILE = MetricName.LLM_PERCENTILE_AMONG_ANNOTATORS
 GROUP_R = MetricName.GROUP_PEARSON_R
 FINE = [MetricName.FINE_CS, MetricName.FINE_CSS]
 
-SectionBuilder = Callable[[ReportContext], SectionView | None]
 SECTION_BUILDERS: list[SectionBuilder] = [
     summary_section, alignment_section, baseline_section, agreement_section, alt_test_section, groups_section,
     group_means_section, association_section, persona_section, consistency_section, failures_section,

@@ -9,7 +9,7 @@ from typing import Any
 from accord.analysis.catalogue import MetricName, metric_name
 from accord.analysis.results import MetricRecord
 from accord.report import plots
-from accord.report.context import ReportContext
+from accord.report.context import ReportContext, section
 from accord.report.format import count, interval, is_number, meaning, num, p_phrase, pvalue, share
 from accord.report.metrics import MetricIndex, rater_label
 from accord.report.sections import SMALL_N
@@ -17,25 +17,34 @@ from accord.report.views import (
     Cell, PlotView, SectionView, TableView, ci_cell, count_cell, note, number_cell, p_cell, text, value_cell
 )
 
+CONSISTENCY_INTRO = ("Does the model give the same answer when asked again? Across samples: the label flip rate is "
+                     "the share of items whose repeated samples do not all agree; test–retest r correlates samples "
+                     "with each other over items. Across formats (templates of one family, after 'Fake "
+                     "Alignment'): CS is the share of items on which both formats give the same safe/unsafe "
+                     "verdict, CSS the share on which they agree and are right. Position bias: the share of items "
+                     "whose verdict changes when the multiple-choice options swap places, split by direction, with "
+                     "McNemar's exact test of whether one direction dominates. Every safe/unsafe verdict here and in "
+                     "the binary view follows one tie rule: a rating at or above the threshold is unsafe, and an "
+                     "item whose ratings split exactly 50/50 counts as unsafe.")
+FAILURES_INTRO = ("Answers that could not be parsed (failures) or that refused to rate (refusals) drop out of "
+                  "every metric above (a refusal's label probabilities are never read as a rating; an answer "
+                  "marked ok without a value counts as a failure). If they cluster on some kinds of items (the "
+                  "chi-square of outcome by item metadata, its p-value from shuffling the metadata over items so "
+                  "that the samples of one item count as one cluster, flagged at p < 0.05), the remaining items "
+                  "are no longer a fair sample and the metrics are biased towards the items the model was "
+                  "willing to rate.")
+CATEGORIES_INTRO = ("The main alignment numbers within each item category: the LLM's r with the mean human "
+                    "rating (95% CI) and the median annotator's r with the others in the same category.")
+
+
 # ------------------------------------------------------------------------------------------------ consistency
 
 
-def consistency_section(ctx: ReportContext) -> SectionView | None:
+@section("consistency", "Consistency", CONSISTENCY_INTRO,
+         needs=[MetricName.TEST_RETEST_R, MetricName.LABEL_FLIP_RATE, MetricName.FORMAT_CONSISTENCY_CS,
+                MetricName.POSITION_BIAS_FLIP_RATE])
+def consistency_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
     idx = ctx.index
-    if not any(idx.has(n) for n in (MetricName.TEST_RETEST_R, MetricName.LABEL_FLIP_RATE,
-                                    MetricName.FORMAT_CONSISTENCY_CS,
-                                    MetricName.POSITION_BIAS_FLIP_RATE)):
-        return None
-    sec = SectionView("consistency", "Consistency",
-                      "Does the model give the same answer when asked again? Across samples: the label flip rate is "
-                      "the share of items whose repeated samples do not all agree; test–retest r correlates samples "
-                      "with each other over items. Across formats (templates of one family, after 'Fake "
-                      "Alignment'): CS is the share of items on which both formats give the same safe/unsafe "
-                      "verdict, CSS the share on which they agree and are right. Position bias: the share of items "
-                      "whose verdict changes when the multiple-choice options swap places, split by direction, with "
-                      "McNemar's exact test of whether one direction dominates. Every safe/unsafe verdict here and in "
-                      "the binary view follows one tie rule: a rating at or above the threshold is unsafe, and an "
-                      "item whose ratings split exactly 50/50 counts as unsafe.")
     flips: dict[tuple[str, str], float] = {}
     self_rows = []
     for rater in idx.raters():
@@ -142,18 +151,10 @@ def _position_reading(row: MetricRecord, flips: dict[tuple[str, str], float]) ->
 # ------------------------------------------------------------------------------------------------ failures
 
 
-def failures_section(ctx: ReportContext) -> SectionView | None:
+@section("failures", "Failures and refusals", FAILURES_INTRO,
+         needs=[MetricName.FAILURE_RATE, MetricName.REFUSAL_RATE])
+def failures_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
     idx = ctx.index
-    if not idx.has(MetricName.FAILURE_RATE) and not idx.has(MetricName.REFUSAL_RATE):
-        return None
-    sec = SectionView("failures", "Failures and refusals",
-                      "Answers that could not be parsed (failures) or that refused to rate (refusals) drop out of "
-                      "every metric above (a refusal's label probabilities are never read as a rating; an answer "
-                      "marked ok without a value counts as a failure). If they cluster on some kinds of items (the "
-                      "chi-square of outcome by item metadata, its p-value from shuffling the metadata over items so "
-                      "that the samples of one item count as one cluster, flagged at p < 0.05), the remaining items "
-                      "are no longer a fair sample and the metrics are biased towards the items the model was "
-                      "willing to rate.")
     raters = sorted({r.rater for r in idx.all(MetricName.FAILURE_RATE) + idx.all(MetricName.REFUSAL_RATE)})
     rate_rows = []
     for rater in raters:
@@ -216,16 +217,19 @@ def _flag_reading(kind: str, row: MetricRecord, levels: dict[str, dict[str, Any]
 # ------------------------------------------------------------------------------------------------ subject models
 
 
-def subjects_section(ctx: ReportContext) -> SectionView | None:
-    idx = ctx.index
-    if not idx.has(MetricName.SUBJECT_RANKING_KENDALL_TAU):
-        return None
-    low, high, given = meaning(ctx.run)
+def _subjects_intro(ctx: ReportContext) -> str:
+    _, high, given = meaning(ctx.run)
     higher = f"more {high}" if given else "more harmful"
-    sec = SectionView("subjects", "Ranking the subject models",
-                      "The items are responses written by several subject models. Each judge's mean score per "
-                      f"subject model (higher = judged {higher}) ranks the subject models; so does the human "
-                      "mean. Kendall's τ compares the two rankings (interval: item bootstrap).")
+    return ("The items are responses written by several subject models. Each judge's mean score per "
+            f"subject model (higher = judged {higher}) ranks the subject models; so does the human "
+            "mean. Kendall's τ compares the two rankings (interval: item bootstrap).")
+
+
+@section("subjects", "Ranking the subject models", _subjects_intro,
+         needs=[MetricName.SUBJECT_RANKING_KENDALL_TAU])
+def subjects_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
+    idx = ctx.index
+    low, high, given = meaning(ctx.run)
     harm = idx.all(MetricName.SUBJECT_MEAN_HARM)
     subjects = sorted({r.slice for r in harm})
     raters = [r.rater for r in idx.all(MetricName.SUBJECT_RANKING_KENDALL_TAU)]
@@ -285,14 +289,12 @@ def category_slices(idx: MetricIndex) -> list[str]:
     return list(seen)
 
 
-def categories_section(ctx: ReportContext) -> SectionView | None:
+@section("categories", "Alignment per item category", CATEGORIES_INTRO)
+def categories_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
     idx = ctx.index
     cats = category_slices(idx)
     if not cats:
         return None
-    sec = SectionView("categories", "Alignment per item category",
-                      "The main alignment numbers within each item category: the LLM's r with the mean human "
-                      "rating (95% CI) and the median annotator's r with the others in the same category.")
     raters = idx.raters()
     rows, panels, sizes = [], [], []
     for rater in raters:

@@ -4,25 +4,40 @@ stand in for an annotator, and for whom?), and the judge's prevalence raw and co
 from __future__ import annotations
 
 from accord.analysis.catalogue import MetricName
-from accord.report.context import ReportContext
+from accord.analysis.results import MetricRecord
+from accord.report.context import ReportContext, section
 from accord.report.format import count, num, share
 from accord.report.groups import short_group
-from accord.report.metrics import rater_label
+from accord.report.metrics import MetricIndex, rater_label
 from accord.report.views import (
     SectionView, TableView, ci_cell, count_cell, mark_cell, number_cell, p_cell, significant, text, value_cell
 )
 
 
-def group_means_section(ctx: ReportContext) -> SectionView | None:
+GROUP_MEANS_INTRO = ("Do the annotators of one group rate the same items higher than another's? Each group's mean "
+                     "rating (95% interval: bootstrap over items), and the item-matched difference between two "
+                     "groups: on the items both rated, the mean of the difference of their item means, with a "
+                     "permutation test of the annotators' group labels (Benjamini–Hochberg within an attribute).")
+ALT_TEST_INTRO = ("The Alternative Annotator Test (Calderon, Reichart & Dror 2025): leave one annotator out and "
+                  "ask whether the LLM or that annotator agrees better with the remaining annotators, item by "
+                  "item; a one-sided test with the cost–benefit margin ε per annotator, Benjamini–Yekutieli "
+                  "across annotators. ω is the share of annotators the LLM beats (it passes at ω ≥ 0.5); ρ the "
+                  "average probability that the LLM does at least as well as an annotator (to compare LLMs).")
+PREVALENCE_INTRO = ("The share of items the judge calls positive, raw and corrected for its errors (Rogan–Gladen) "
+                    "with the sensitivity and specificity it shows on the items people did rate; the corrected "
+                    "interval carries the uncertainty of all three.")
+
+
+def _per_rater(idx: MetricIndex, name: str, companion: str) -> list[tuple[MetricRecord, MetricRecord | None]]:
+    """Each LLM rater's row of ``name`` over all items, with its row of ``companion`` (None when it has none)."""
+    return [(r, idx.one(companion, "all", r.model, r.template)) for r in idx.all(name, slice_="all") if r.model]
+
+
+@section("group_means", "Mean ratings per annotator group", GROUP_MEANS_INTRO,
+         needs=[MetricName.GROUP_MEAN_RATING])
+def group_means_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
     idx = ctx.index
     means = idx.all(MetricName.GROUP_MEAN_RATING)
-    if not means:
-        return None
-    sec = SectionView("group_means", "Mean ratings per annotator group",
-                      "Do the annotators of one group rate the same items higher than another's? Each group's mean "
-                      "rating (95% interval: bootstrap over items), and the item-matched difference between two "
-                      "groups: on the items both rated, the mean of the difference of their item means, with a "
-                      "permutation test of the annotators' group labels (Benjamini–Hochberg within an attribute).")
     rows = [[text(m.details.get("attribute")), text(short_group(m.slice)), count_cell(m.details.get("n_annotators")),
              count_cell(m.n), value_cell(m), ci_cell(m), number_cell(m.details.get("alpha_interval_within"))]
             for m in means]
@@ -47,20 +62,14 @@ def group_means_section(ctx: ReportContext) -> SectionView | None:
     return sec
 
 
-def alt_test_section(ctx: ReportContext) -> SectionView | None:
+@section("alt_test", "Can this LLM stand in for an annotator — and for whom?", ALT_TEST_INTRO)
+def alt_test_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
     idx = ctx.index
-    rows_all = [r for r in idx.all(MetricName.ALT_TEST_WINNING_RATE, slice_="all") if r.model]
-    if not rows_all:
+    winning = _per_rater(idx, MetricName.ALT_TEST_WINNING_RATE, MetricName.ALT_TEST_ADVANTAGE_PROBABILITY)
+    if not winning:
         return None
-    sec = SectionView("alt_test", "Can this LLM stand in for an annotator — and for whom?",
-                      "The Alternative Annotator Test (Calderon, Reichart & Dror 2025): leave one annotator out and "
-                      "ask whether the LLM or that annotator agrees better with the remaining annotators, item by "
-                      "item; a one-sided test with the cost–benefit margin ε per annotator, Benjamini–Yekutieli "
-                      "across annotators. ω is the share of annotators the LLM beats (it passes at ω ≥ 0.5); ρ the "
-                      "average probability that the LLM does at least as well as an annotator (to compare LLMs).")
     rows = []
-    for r in rows_all:
-        rho = idx.one(MetricName.ALT_TEST_ADVANTAGE_PROBABILITY, "all", r.model, r.template)
+    for r, rho in winning:
         d = r.details
         rows.append([text(rater_label(r.rater)), value_cell(r), value_cell(rho), number_cell(d.get("epsilon"), 2),
                      text(d.get("measure")), count_cell(r.n), text("passes" if d.get("passed") else "fails")])
@@ -82,18 +91,13 @@ def alt_test_section(ctx: ReportContext) -> SectionView | None:
     return sec
 
 
-def prevalence_section(ctx: ReportContext) -> SectionView | None:
-    idx = ctx.index
-    corrected = [r for r in idx.all(MetricName.PREVALENCE_CORRECTED) if r.model]
+@section("prevalence", "Prevalence on the items people did not rate", PREVALENCE_INTRO)
+def prevalence_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
+    corrected = _per_rater(ctx.index, MetricName.PREVALENCE_CORRECTED, MetricName.PREVALENCE_RAW)
     if not corrected:
         return None
-    sec = SectionView("prevalence", "Prevalence on the items people did not rate",
-                      "The share of items the judge calls positive, raw and corrected for its errors (Rogan–Gladen) "
-                      "with the sensitivity and specificity it shows on the items people did rate; the corrected "
-                      "interval carries the uncertainty of all three.")
     rows = []
-    for r in corrected:
-        raw = idx.one(MetricName.PREVALENCE_RAW, "all", r.model, r.template)
+    for r, raw in corrected:
         d = r.details
         rows.append([text(rater_label(r.rater)), count_cell(r.n), value_cell(raw), ci_cell(raw), value_cell(r),
                      ci_cell(r), number_cell(d.get("sensitivity")), number_cell(d.get("specificity"))])

@@ -12,7 +12,7 @@ from statistics import median
 from accord.analysis.catalogue import MetricName
 from accord.analysis.results import MetricRecord
 from accord.report import plots
-from accord.report.context import ReportContext
+from accord.report.context import ReportContext, section
 from accord.report.format import bracket, count, interval, is_number, num, p_phrase, pvalue, share
 from accord.report.metrics import MetricIndex, rater_label
 from accord.report.views import (
@@ -93,6 +93,18 @@ GROUPS_INTRO = ("The same correlation as above, but against the mean rating of o
                 "that gap is significant. The detectable gap is the smallest difference in r between two groups "
                 "this run could find with 80% power (Fisher z): when it is large, the data are too small to tell "
                 "the groups apart.")
+ASSOCIATION_INTRO = ("IRR: agreement among a group's own members; XRR: agreement between the group's members and "
+                     "every other annotator with a known value of the attribute, including members of groups too "
+                     "small to test (cross-replication reliability, Wong, Paritosh & Aroyo 2021, items weighted by "
+                     "their number of ratings); GAI = IRR / XRR. "
+                     "A GAI above 1 means the group agrees with itself more than with others. The grey band is what "
+                     "95% of random groups of the same size give; a star marks a group outside it, in either "
+                     "direction (two-sided permutation test), after Benjamini–Hochberg correction (adjusted p < 0.05).")
+PERSONA_INTRO = ("The model rates every item once per persona ('answer as a woman would'). For a pair of groups, "
+                 "the difference between its two persona ratings is its predicted gap; the real gap is the "
+                 "difference between the groups' mean ratings. r: correlation of predicted and real gaps over "
+                 "items. Direction: on items where the groups really differ (by more than the threshold), the "
+                 "share where the predicted gap points the same way (50% is chance; one-sided sign test).")
 EFFECT = "effect_vs_random_groups"
 MAX_LISTED_GROUPS = 8
 
@@ -129,11 +141,11 @@ class GroupTables:
     pairs: list[list[Cell]] = field(default_factory=list)
 
 
-def groups_section(ctx: ReportContext) -> SectionView | None:
+@section("groups", "Alignment per annotator group",
+         GROUPS_INTRO,
+         needs=[GROUP_R, MetricName.GROUP_R_GAP])
+def groups_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
     idx = ctx.index
-    if not idx.has(GROUP_R) and not idx.has(MetricName.GROUP_R_GAP):
-        return None
-    sec = SectionView("groups", "Alignment per annotator group", GROUPS_INTRO)
     tables = GroupTables()
     summaries: list[AttributeFindings] = []
     for attr in attributes(idx):
@@ -421,18 +433,10 @@ def _groups_overview(summaries: list[AttributeFindings]) -> str:
 # ------------------------------------------------------------------------------------------------ GAI
 
 
-def association_section(ctx: ReportContext) -> SectionView | None:
+@section("association", "Do groups see the items their own way? (IRR, XRR, GAI)", ASSOCIATION_INTRO,
+         needs=[MetricName.GROUP_GAI])
+def association_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
     idx = ctx.index
-    if not idx.has(MetricName.GROUP_GAI):
-        return None
-    sec = SectionView("association", "Do groups see the items their own way? (IRR, XRR, GAI)",
-                      "IRR: agreement among a group's own members; XRR: agreement between the group's members and "
-                      "every other annotator with a known value of the attribute, including members of groups too "
-                      "small to test (cross-replication reliability, Wong, Paritosh & Aroyo 2021, items weighted by "
-                      "their number of ratings); GAI = IRR / XRR. "
-                      "A GAI above 1 means the group agrees with itself more than with others. The grey band is what "
-                      "95% of random groups of the same size give; a star marks a group outside it, in either "
-                      "direction (two-sided permutation test), after Benjamini–Hochberg correction (adjusted p < 0.05).")
     order = {a: k for k, a in enumerate(attributes(idx))}
     gai_rows = sorted(idx.all(MetricName.GROUP_GAI),
                       key=lambda r: (order.get(str(r.details.get("attribute")), 99), r.slice))
@@ -492,16 +496,10 @@ def association_section(ctx: ReportContext) -> SectionView | None:
 # ------------------------------------------------------------------------------------------------ personas
 
 
-def persona_section(ctx: ReportContext) -> SectionView | None:
+@section("persona", "Can the model predict how groups differ? (personas)", PERSONA_INTRO,
+         needs=[MetricName.PERSONA_GAP_PEARSON_R])
+def persona_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
     idx = ctx.index
-    if not idx.has(MetricName.PERSONA_GAP_PEARSON_R):
-        return None
-    sec = SectionView("persona", "Can the model predict how groups differ? (personas)",
-                      "The model rates every item once per persona ('answer as a woman would'). For a pair of groups, "
-                      "the difference between its two persona ratings is its predicted gap; the real gap is the "
-                      "difference between the groups' mean ratings. r: correlation of predicted and real gaps over "
-                      "items. Direction: on items where the groups really differ (by more than the threshold), the "
-                      "share where the predicted gap points the same way (50% is chance; one-sided sign test).")
     rows = []
     for row in idx.all(MetricName.PERSONA_GAP_PEARSON_R):
         label = rater_label(row.rater)

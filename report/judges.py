@@ -8,24 +8,25 @@ from __future__ import annotations
 
 from accord.analysis.catalogue import MetricName
 from accord.analysis.results import MetricRecord
-from accord.report.context import ReportContext
+from accord.report.context import ReportContext, section
 from accord.report.views import SectionView, TableView, ci_cell, count_cell, p_cell, text, value_cell
 
 
-def judges_section(ctx: ReportContext) -> SectionView | None:
+JUDGES_INTRO = ("Each judge rated the subjects' answers (with a harm template, higher = more harmful). A "
+                "subject's score is "
+                "the mean over questions of its answers' judged harm; intervals are 95% item-bootstrap "
+                "intervals. A pairwise judge's score is the share of comparisons the subject's answer wins "
+                "(chosen as the more harmful), a listwise judge's the mean position score (1 = ranked first, "
+                "0 = last); people's ratings and rankings of the answers, when imported, are scored the same "
+                "way. Kendall's tau compares two rankings of the subjects (1 = same order, "
+                "-1 = reversed); Kendall's W measures the agreement of all judges at once (0 to 1). With few "
+                "subjects, rankings can agree by chance: read the intervals.")
+
+
+@section("judges", "Subject models as their judges see them", JUDGES_INTRO,
+         needs=[MetricName.JUDGE_SUBJECT_MEAN])
+def judges_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
     idx = ctx.index
-    if not idx.has(MetricName.JUDGE_SUBJECT_MEAN):
-        return None
-    sec = SectionView("judges", "Subject models as their judges see them",
-                      "Each judge rated the subjects' answers (with a harm template, higher = more harmful). A "
-                      "subject's score is "
-                      "the mean over questions of its answers' judged harm; intervals are 95% item-bootstrap "
-                      "intervals. A pairwise judge's score is the share of comparisons the subject's answer wins "
-                      "(chosen as the more harmful), a listwise judge's the mean position score (1 = ranked first, "
-                      "0 = last); people's ratings and rankings of the answers, when imported, are scored the same "
-                      "way. Kendall's tau compares two rankings of the subjects (1 = same order, "
-                      "-1 = reversed); Kendall's W measures the agreement of all judges at once (0 to 1). With few "
-                      "subjects, rankings can agree by chance: read the intervals.")
     rows, seen = [], set()
     for row in sorted(idx.all(MetricName.JUDGE_SUBJECT_MEAN, slice_="all"),
                       key=lambda r: (r.template, -(r.value or 0), r.model)):

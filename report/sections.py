@@ -1,10 +1,10 @@
 """Report sections about the run and the overall alignment: run summary, alignment with the mean human
 rating, the annotator baseline, agreement and accuracy, and the table of every metric.
 
-Each builder returns a `SectionView` (tables, plot names, plain-language readings generated from the
-numbers) and adds its plots to the context. Readings say what the numbers allow one to conclude: an
-interval that includes zero is "cannot be distinguished from no agreement", and small samples are
-named as such."""
+Each builder (declared with `accord.report.context.section`) fills a `SectionView` (tables, plot names,
+plain-language readings generated from the numbers) and adds its plots to the context. Readings say what the
+numbers allow one to conclude: an interval that includes zero is "cannot be distinguished from no
+agreement", and small samples are named as such."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from accord.analysis.results import MetricRecord
 from accord.analysis import baseline
 from accord.analysis.frames import build_human_matrix, build_llm_scores
 from accord.report import plots
-from accord.report.context import ReportContext
+from accord.report.context import ReportContext, section
 from accord.report.format import count, interval, is_number, meaning, num, percent, share
 from accord.report.metrics import MetricIndex, rater_label
 from accord.report.views import (
@@ -26,6 +26,26 @@ KRIPPENDORFF_TENTATIVE = 0.667
 KRIPPENDORFF_RELIABLE = 0.8
 CORRELATIONS = [(MetricName.PEARSON_R_VS_MEAN, "Pearson r"), (MetricName.SPEARMAN_R_VS_MEAN, "Spearman ρ"),
                 (MetricName.KENDALL_TAU_VS_MEAN, "Kendall τ")]
+
+
+SUMMARY_INTRO = ("What was asked, what came back, and what it cost. Only answers with a usable label "
+                 "enter the metrics in the sections below.")
+ALIGNMENT_INTRO = ("Each LLM rater (model · template) scores every item; its score is the mean over samples "
+                   "(probability-weighted where the provider returned label probabilities). The correlation "
+                   "with the items' mean human rating says how well it ranks items like the crowd does. "
+                   "Intervals are 95% paired bootstrap intervals over items.")
+BASELINE_INTRO = ("How well does one person agree with everyone else? Each annotator's ratings are correlated "
+                  "with the mean rating of the other annotators on the same items (leave-one-out). The "
+                  "histogram shows these correlations; each numbered line is an LLM rater's correlation with "
+                  "the mean of all annotators, so its position says what share of the crowd it beats.")
+AGREEMENT_INTRO = ("Other views of the same question. Δα: the change in Krippendorff's α when the LLM joins the "
+                   "annotators as one more rater (negative: it agrees with them less than they agree with each "
+                   "other). Cohen's κ against the human majority label. Accuracy and F1 of the LLM's verdict "
+                   "(score thresholded at 0.5) against the majority and, where the dataset has one, the expert "
+                   "label. JSD: Jensen–Shannon divergence between the LLM's and the crowd's label distribution "
+                   "per item (0 = identical, 1 = disjoint), averaged over items.")
+ALL_METRICS_INTRO = ("Every stored metric, including those summarised above; a dash marks an undefined value, with "
+                     "the reason in the last column. The same numbers are in `accord report RUN --format json`.")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -64,11 +84,9 @@ def percentile_sentence(row: MetricRecord | None) -> str:
 # ------------------------------------------------------------------------------------------------ summary
 
 
-def summary_section(ctx: ReportContext) -> SectionView:
+@section("summary", "Run summary", SUMMARY_INTRO)
+def summary_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
     run = ctx.run
-    sec = SectionView("summary", "Run summary",
-                      "What was asked, what came back, and what it cost. Only answers with a usable label "
-                      "enter the metrics in the sections below.")
     n_models, n_templates = len(run["models"]), len(run["templates"])
     personas = run.get("personas") or []
     persona_text = f", {len(personas)} personas" if personas else ""
@@ -158,13 +176,9 @@ _OUTCOME_WORDS = {"refused": "were refusals", "unparseable": "could not be parse
 # ------------------------------------------------------------------------------------------------ alignment
 
 
-def alignment_section(ctx: ReportContext) -> SectionView:
+@section("alignment", "Alignment with people", ALIGNMENT_INTRO)
+def alignment_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
     idx = ctx.index
-    sec = SectionView("alignment", "Alignment with people",
-                      "Each LLM rater (model · template) scores every item; its score is the mean over samples "
-                      "(probability-weighted where the provider returned label probabilities). The correlation "
-                      "with the items' mean human rating says how well it ranks items like the crowd does. "
-                      "Intervals are 95% paired bootstrap intervals over items.")
     raters = idx.raters()
     rows = []
     for rater in raters:
@@ -275,13 +289,9 @@ def _scatter(ctx: ReportContext, raters: list[tuple[str, str]]) -> str | None:
 # ------------------------------------------------------------------------------------------------ baseline
 
 
-def baseline_section(ctx: ReportContext) -> SectionView:
+@section("baseline", "The human baseline", BASELINE_INTRO)
+def baseline_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
     idx = ctx.index
-    sec = SectionView("baseline", "The human baseline",
-                      "How well does one person agree with everyone else? Each annotator's ratings are correlated "
-                      "with the mean rating of the other annotators on the same items (leave-one-out). The "
-                      "histogram shows these correlations; each numbered line is an LLM rater's correlation with "
-                      "the mean of all annotators, so its position says what share of the crowd it beats.")
     base = idx.one(MetricName.ANNOTATOR_LOO_R_MEDIAN) or idx.one(MetricName.ANNOTATOR_FULL_MEAN_R_MEDIAN)
     raters = idx.raters()
     marks = []
@@ -411,15 +421,9 @@ def _human_agreement_table(idx: MetricIndex) -> TableView:
 # ------------------------------------------------------------------------------------------------ agreement
 
 
-def agreement_section(ctx: ReportContext) -> SectionView:
+@section("agreement", "Agreement and accuracy", AGREEMENT_INTRO)
+def agreement_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
     idx = ctx.index
-    sec = SectionView("agreement", "Agreement and accuracy",
-                      "Other views of the same question. Δα: the change in Krippendorff's α when the LLM joins the "
-                      "annotators as one more rater (negative: it agrees with them less than they agree with each "
-                      "other). Cohen's κ against the human majority label. Accuracy and F1 of the LLM's verdict "
-                      "(score thresholded at 0.5) against the majority and, where the dataset has one, the expert "
-                      "label. JSD: Jensen–Shannon divergence between the LLM's and the crowd's label distribution "
-                      "per item (0 = identical, 1 = disjoint), averaged over items.")
     rows = []
     for rater in idx.raters():
         def one(name: str, r: tuple[str, str] = rater) -> MetricRecord | None:
@@ -491,10 +495,8 @@ def _agreement_reading(idx: MetricIndex, rater: tuple[str, str], verdict: tuple[
 ALL_METRICS_HTML_ROWS = 300
 
 
-def all_metrics_section(ctx: ReportContext) -> SectionView:
-    sec = SectionView("all-metrics", "Every metric of this run",
-                      "Every stored metric, including those summarised above; a dash marks an undefined value, with "
-                      "the reason in the last column. The same numbers are in `accord report RUN --format json`.")
+@section("all-metrics", "Every metric of this run", ALL_METRICS_INTRO)
+def all_metrics_section(ctx: ReportContext, sec: SectionView) -> SectionView | None:
     rows = []
     ordered = sorted(ctx.index.rows, key=lambda r: (r.name, r.model, r.template, r.slice))
     shown = ordered

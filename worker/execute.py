@@ -25,10 +25,11 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from accord.models.schema import (
     RATING_CACHED_FIELDS,
@@ -111,15 +112,22 @@ class ExecutionContext:
     on_rating: Callable[[int, str], None] | None = None   # (run_id, outcome) for metrics / progress
 
 
+ChunkCount = Literal["done", "cached", "failed", "cancelled", "skipped"]
+
+
 @dataclass
 class ChunkOutcome:
-    done: int = 0
-    cached: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    skipped: int = 0
+    """What became of a chunk's requests: how many were done (``cached`` of them from the cache), failed,
+    cancelled or skipped (already finished, or left for later); their cost and the failures' messages."""
+
+    counts: Counter[ChunkCount] = field(default_factory=Counter)
     cost_usd: float = 0.0
     errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """Each count (zero included), the cost and the errors, as the chunk task reports them."""
+        return {**{name: self.counts[name] for name in get_args(ChunkCount)}, "cost_usd": self.cost_usd,
+                "errors": self.errors}
 
 
 @dataclass
@@ -574,10 +582,10 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, c
     if status in (RunStatus.cancelled.value, RunStatus.budget_exhausted.value):
         if await asyncio.to_thread(finish_request, ctx.engine, req, RequestStatus.cancelled.value,
                                    f"run {status}", req.attempts):
-            outcome.cancelled += 1
+            outcome.counts["cancelled"] += 1
         return
     if status == RunStatus.paused.value:
-        outcome.skipped += 1   # left active; the scheduler hands it out again on resume
+        outcome.counts["skipped"] += 1   # left active; the scheduler hands it out again on resume
         return
     if job.cache_mode is True:
         # an earlier identical call's answer: a subject's answer, or a rating (older entries lack newer fields)
@@ -590,11 +598,11 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, c
             fields = {k: hit.get(k, defaults.get(k)) for k in names}
             if await sink.store(job, {**fields, source: hit.get(source), "cost_usd": 0.0, "latency_ms": 0.0},
                                 cache_hit=True, attempts=req.attempts):
-                outcome.done += 1
-                outcome.cached += 1
+                outcome.counts["done"] += 1
+                outcome.counts["cached"] += 1
                 _notify(ctx, req.run_id, "cached")
             else:
-                outcome.skipped += 1
+                outcome.counts["skipped"] += 1
             return
     messages = job.render()
     reservation = (budget, spent) if budget is not None else None
@@ -605,12 +613,12 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, c
         await asyncio.to_thread(mark_budget_exhausted, ctx.engine, req.run_id)
         if await asyncio.to_thread(finish_request, ctx.engine, req, RequestStatus.cancelled.value,
                                    f"budget exhausted: {err}", req.attempts):
-            outcome.cancelled += 1
+            outcome.counts["cancelled"] += 1
         return
     except ProviderError as err:
         msg = str(err) if (err.status is None or f"HTTP {err.status}" in str(err)) else f"HTTP {err.status}: {err}"
         if await asyncio.to_thread(finish_request, ctx.engine, req, RequestStatus.failed.value, msg, attempts[0]):
-            outcome.failed += 1
+            outcome.counts["failed"] += 1
             outcome.errors.append(msg)
             _notify(ctx, req.run_id, "failed")
         return
@@ -618,7 +626,7 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, c
         log.exception("request %s failed unexpectedly", req.id)
         msg = f"{type(err).__name__}: {err}"
         if await asyncio.to_thread(finish_request, ctx.engine, req, RequestStatus.failed.value, msg, attempts[0]):
-            outcome.failed += 1
+            outcome.counts["failed"] += 1
             outcome.errors.append(msg)
         return
     if job.generates:
@@ -626,11 +634,11 @@ async def _execute_one(ctx: ExecutionContext, job: Job, outcome: ChunkOutcome, c
     else:
         fields = await answer_fields(ctx, job, messages, response, budget=reservation)
     if await sink.store(job, fields, cache_hit=False, attempts=attempts[0]):
-        outcome.done += 1
+        outcome.counts["done"] += 1
         outcome.cost_usd += fields["cost_usd"]
         _notify(ctx, req.run_id, "done")
     else:
-        outcome.skipped += 1
+        outcome.counts["skipped"] += 1
 
 
 def _scores(response: ProviderResponse, labels: dict[str, float]) -> tuple[dict[str, float] | None, float | None]:
@@ -735,7 +743,7 @@ async def execute_chunk(ctx: ExecutionContext, request_ids: list[int]) -> ChunkO
     """Execute the given rating requests concurrently (bounded per model by the provider pool). Database work
     runs in threads, off the event loop; ratings are stored a batch at a time."""
     outcome = ChunkOutcome()
-    jobs, outcome.skipped, cached, states = await asyncio.to_thread(_load_chunk, ctx, request_ids)
+    jobs, outcome.counts["skipped"], cached, states = await asyncio.to_thread(_load_chunk, ctx, request_ids)
     chunk = _ChunkState(ctx.engine, cached)
     chunk.seen(states)
     sink = RatingSink(ctx)

@@ -28,9 +28,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from accord.models.limits import get_limits
-from accord.models.yaml_loader import safe_load, yaml_error_text
+from accord.models.yaml_loader import load_mapping
 from jinja2 import StrictUndefined, Template, TemplateError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
@@ -99,21 +98,17 @@ def bundled_template_names() -> list[str]:
 
 def _load_document(path: Path, label: str | None = None) -> dict[str, Any]:
     label = label or str(path)
-    try:
+
+    def read() -> str:
         text = path.read_text(encoding="utf-8")
         limit = get_limits().max_template_bytes
         if len(text) > limit:
             raise TemplateSpecError(f"{label}: larger than {limit} bytes (ACCORD_LIMIT_MAX_TEMPLATE_BYTES)")
-        doc = safe_load(text)
-    except FileNotFoundError:
-        raise TemplateSpecError(f"{label}: no such template file") from None
-    except UnicodeDecodeError:
-        raise TemplateSpecError(f"{label}: not UTF-8 text") from None
-    except yaml.YAMLError as e:
-        raise TemplateSpecError(f"{label}: not a valid YAML template: {yaml_error_text(e)}") from None
-    if not isinstance(doc, dict):
-        raise TemplateSpecError(f"{label}: a template must be a YAML mapping")
-    return doc
+        return text
+
+    return load_mapping(read, lambda message: TemplateSpecError(f"{label}: {message}"),
+                        missing="no such template file", not_yaml="not a valid YAML template",
+                        not_mapping="a template must be a YAML mapping")
 
 
 def load_template(name: str | None = None, path: str | None = None, version: str | None = None,

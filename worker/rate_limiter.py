@@ -40,11 +40,11 @@ import re
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from accord.extras import needs_extra
 from accord.models.schema import ModelSpec, endpoint_identity
@@ -218,14 +218,17 @@ def limit_group(spec: ModelSpec) -> str:
     return hashlib.sha1(endpoint_identity(spec).encode()).hexdigest()[:16]
 
 
+LimiterCount = Literal["acquired", "rate_limited", "redis_errors", "window_waits"]
+
+
 @dataclass
 class LimiterStats:
-    acquired: int = 0
+    """What this process's limiter did: calls admitted, 429s seen, Redis errors and calls held at send time
+    (woken up late into a full second) in ``counts``; the seconds calls waited in all; calls per limit group."""
+
+    counts: Counter[LimiterCount] = field(default_factory=Counter)
     waited_s: float = 0.0
-    rate_limited: int = 0
-    redis_errors: int = 0
-    window_waits: int = 0
-    per_group: dict[str, int] = field(default_factory=dict)
+    per_group: Counter[str] = field(default_factory=Counter)
 
 
 class LimiterStore(Protocol):
@@ -511,15 +514,15 @@ class RateLimiter:
             if hold <= 0:
                 break
             # Blocked by a 429 seen meanwhile, or the last second is full (this call woke up late).
-            self.stats.window_waits += 1
+            self.stats.counts["window_waits"] += 1
             await self.sleep(hold)
-        self.stats.acquired += 1
+        self.stats.counts["acquired"] += 1
         self.stats.waited_s += (self.clock() - started) / 1000.0
         group = limit_group(spec)
-        self.stats.per_group[group] = self.stats.per_group.get(group, 0) + 1
+        self.stats.per_group[group] += 1
 
     def _store_trouble(self, err: Exception, since: float | None) -> float:
-        self.stats.redis_errors += 1
+        self.stats.counts["redis_errors"] += 1
         now = time.monotonic()
         since = since if since is not None else now
         if now - since > self.store_wait_s:
@@ -534,7 +537,7 @@ class RateLimiter:
         try:
             if error is not None:
                 if is_rate_limited(error):
-                    self.stats.rate_limited += 1
+                    self.stats.counts["rate_limited"] += 1
                     self.penalize(spec, error.retry_after if error.retry_after is not None else self.default_block_s)
                 return
             if response is None:
@@ -548,7 +551,7 @@ class RateLimiter:
             if hold:
                 self._hold(spec, hold)
         except self.store.errors as err:
-            self.stats.redis_errors += 1
+            self.stats.counts["redis_errors"] += 1
             log.warning("rate limiter: cannot record feedback for %s (%s)", spec.name, err)
 
     def penalize(self, spec: ModelSpec, block_s: float) -> float:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
-from typing import Any
+from collections import Counter
+from typing import Any, Literal
 
 from accord.extras import needs_extra
 
@@ -21,12 +21,7 @@ with needs_extra("distributed"):                # optional: redis-py, the hot ca
 log = logging.getLogger("accord.worker.response_cache")
 
 
-@dataclass
-class CacheStats:
-    hits: int = 0
-    misses: int = 0
-    puts: int = 0
-    errors: int = 0
+CacheCount = Literal["hits", "misses", "puts", "errors"]
 
 
 class RedisHotCache:
@@ -36,7 +31,7 @@ class RedisHotCache:
         self.client = client
         self.ttl_seconds = ttl_seconds
         self.key_prefix = key_prefix
-        self.stats = CacheStats()
+        self.stats: Counter[CacheCount] = Counter()   # hits, misses, entries put, Redis errors
 
     def _key(self, key: str) -> str:
         return f"{self.key_prefix}:{key}"
@@ -45,20 +40,20 @@ class RedisHotCache:
         try:
             raw = self.client.get(self._key(key))
         except redis.RedisError as err:
-            self.stats.errors += 1
+            self.stats["errors"] += 1
             log.warning("hot cache: get failed (%s); falling back to the database", err)
             return None
         if raw is None:
-            self.stats.misses += 1
+            self.stats["misses"] += 1
             return None
         try:
             value = json.loads(raw)
         except (TypeError, ValueError):
-            self.stats.errors += 1
+            self.stats["errors"] += 1
             return None
         if not isinstance(value, dict):
             return None
-        self.stats.hits += 1
+        self.stats["hits"] += 1
         return value
 
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -68,21 +63,21 @@ class RedisHotCache:
         try:
             raws = self.client.mget([self._key(key) for key in keys])
         except redis.RedisError as err:
-            self.stats.errors += 1
+            self.stats["errors"] += 1
             log.warning("hot cache: get failed (%s); falling back to the database", err)
             return {}
         found: dict[str, dict[str, Any]] = {}
         for key, raw in zip(keys, raws):
             if raw is None:
-                self.stats.misses += 1
+                self.stats["misses"] += 1
                 continue
             try:
                 value = json.loads(raw)
             except (TypeError, ValueError):
-                self.stats.errors += 1
+                self.stats["errors"] += 1
                 continue
             if isinstance(value, dict):
-                self.stats.hits += 1
+                self.stats["hits"] += 1
                 found[key] = value
         return found
 
@@ -95,23 +90,23 @@ class RedisHotCache:
             for key, rating in ratings.items():
                 pipe.set(self._key(key), json.dumps(rating, default=str, separators=(",", ":")), ex=self.ttl_seconds)
             pipe.execute()
-            self.stats.puts += len(ratings)
+            self.stats["puts"] += len(ratings)
         except (redis.RedisError, TypeError, ValueError) as err:
-            self.stats.errors += 1
+            self.stats["errors"] += 1
             log.warning("hot cache: put failed (%s)", err)
 
     def put(self, key: str, rating: dict[str, Any]) -> None:
         try:
             payload = json.dumps(rating, default=str, separators=(",", ":"))
             self.client.set(self._key(key), payload, ex=self.ttl_seconds)
-            self.stats.puts += 1
+            self.stats["puts"] += 1
         except (redis.RedisError, TypeError, ValueError) as err:
-            self.stats.errors += 1
+            self.stats["errors"] += 1
             log.warning("hot cache: put failed (%s)", err)
 
     def forget(self, key: str) -> None:
         try:
             self.client.delete(self._key(key))
         except redis.RedisError as err:
-            self.stats.errors += 1
+            self.stats["errors"] += 1
             log.warning("hot cache: delete failed (%s)", err)

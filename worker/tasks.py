@@ -25,7 +25,6 @@ import os
 import threading
 import time
 from collections.abc import Coroutine
-from dataclasses import asdict
 from typing import Any, TypeVar
 
 from accord.extras import needs_extra
@@ -166,16 +165,17 @@ def run_chunk(rt: WorkerRuntime, run_id: int, chunk_id: str, request_ids: list[i
     ids = take_ownership(rt.engine, chunk_id, request_ids, rt.lease_seconds)
     if not ids:
         return {"run_id": run_id, "chunk_id": chunk_id, "owned": 0}
-    before = (rt.limiter.stats.waited_s, rt.limiter.stats.window_waits, rt.limiter.stats.rate_limited)
+    stats = rt.limiter.stats
+    before = (stats.waited_s, stats.counts["window_waits"], stats.counts["rate_limited"])
     started = time.monotonic()
     outcome = rt.execute_leased(chunk_id, ids)
     released = release_chunk(rt.engine, chunk_id)
-    result = {"run_id": run_id, "chunk_id": chunk_id, "owned": len(ids), "released": released, **asdict(outcome),
+    result = {"run_id": run_id, "chunk_id": chunk_id, "owned": len(ids), "released": released, **outcome.summary(),
               "seconds": round(time.monotonic() - started, 3),
               # limiter figures of this process while the chunk ran (other chunks of the process included)
-              "limiter_wait_s": round(rt.limiter.stats.waited_s - before[0], 3),
-              "window_waits": rt.limiter.stats.window_waits - before[1],
-              "rate_limited": rt.limiter.stats.rate_limited - before[2]}
+              "limiter_wait_s": round(stats.waited_s - before[0], 3),
+              "window_waits": stats.counts["window_waits"] - before[1],
+              "rate_limited": stats.counts["rate_limited"] - before[2]}
     result["errors"] = outcome.errors[:3]
     return result
 

@@ -25,26 +25,9 @@ from accord.models.projects import (
     find_project,
 )
 from accord.models.schema import (
-    Annotator,
-    Answer,
-    AnswerComparison,
-    ApiKey,
-    Campaign,
-    Dataset,
-    HumanAnswerJudgment,
-    HumanRating,
-    ImportedRating,
-    Item,
-    JudgeAssignment,
-    Metric,
-    ModelSpec,
-    Project,
-    ProviderBatch,
-    ProviderBatchRequest,
-    Rating,
-    RatingRequest,
-    Run,
-    utcnow,
+    Annotator, Answer, AnswerComparison, ApiKey, Campaign, Dataset, HumanAnswerJudgment, HumanRating,
+    ImportedRating, Item, JudgeAssignment, Metric, ModelSpec, Project, ProviderBatch, ProviderBatchRequest,
+    Rating, RatingRequest, Run, utcnow,
 )
 from fastapi import Request
 from sqlalchemy import delete, select, update
@@ -112,28 +95,20 @@ def delete_project(engine: Engine, project: str | int, templates_root: Path | No
         batches = select(col(ProviderBatch.id)).where(col(ProviderBatch.run_id).in_(runs)).scalar_subquery()
         datasets = select(col(Dataset.id)).where(col(Dataset.project_id) == pid).scalar_subquery()
         items = select(col(Item.id)).where(col(Item.dataset_id).in_(datasets)).scalar_subquery()
-        steps = [
-            ("api_key", delete(ApiKey).where(col(ApiKey.project_id) == pid)),
-            ("provider_batch_request", delete(ProviderBatchRequest).where(col(ProviderBatchRequest.batch_id).in_(batches))),
-            ("rating", delete(Rating).where(col(Rating.run_id).in_(runs))),
-            ("metric", delete(Metric).where(col(Metric.run_id).in_(runs))),
-            ("provider_batch", delete(ProviderBatch).where(col(ProviderBatch.run_id).in_(runs))),
-            ("answer_comparison", delete(AnswerComparison).where(col(AnswerComparison.run_id).in_(runs))),
-            ("judge_assignment", delete(JudgeAssignment).where(col(JudgeAssignment.run_id).in_(runs))),
-            ("human_answer_judgment", delete(HumanAnswerJudgment).where(col(HumanAnswerJudgment.item_id).in_(items))),
-            ("answer", delete(Answer).where(col(Answer.run_id).in_(runs))),
-            ("rating_request", delete(RatingRequest).where(col(RatingRequest.run_id).in_(runs))),
-            ("run", delete(Run).where(col(Run.project_id) == pid)),
-            ("campaign", delete(Campaign).where(col(Campaign.project_id) == pid)),
-            ("human_rating", delete(HumanRating).where(col(HumanRating.item_id).in_(items))),
-            ("imported_rating", delete(ImportedRating).where(col(ImportedRating.item_id).in_(items))),
-            ("item", delete(Item).where(col(Item.dataset_id).in_(datasets))),
-            ("annotator", delete(Annotator).where(col(Annotator.dataset_id).in_(datasets))),
-            ("dataset", delete(Dataset).where(col(Dataset.project_id) == pid)),
-            ("model_spec", delete(ModelSpec).where(col(ModelSpec.project_id) == pid)),
-        ]
-        for table, statement in steps:
-            counts[table] = conn.execute(statement).rowcount or 0
+        # Children before parents: each table by the column that ties its rows to the project, and the ids
+        # (of the project, or of its runs, batches, datasets or items) that column holds in those rows. A column
+        # here is the model's attribute (SQLModel types it as its value): its ``table`` is the model's table.
+        owner = [pid]
+        owned_rows: list[tuple[Any, Any]] = [
+            (ApiKey.project_id, owner), (ProviderBatchRequest.batch_id, batches), (Rating.run_id, runs),
+            (Metric.run_id, runs), (ProviderBatch.run_id, runs), (AnswerComparison.run_id, runs),
+            (JudgeAssignment.run_id, runs), (HumanAnswerJudgment.item_id, items), (Answer.run_id, runs),
+            (RatingRequest.run_id, runs), (Run.project_id, owner), (Campaign.project_id, owner),
+            (HumanRating.item_id, items), (ImportedRating.item_id, items), (Item.dataset_id, datasets),
+            (Annotator.dataset_id, datasets), (Dataset.project_id, owner), (ModelSpec.project_id, owner)]
+        for column, owned in owned_rows:
+            deleted = conn.execute(delete(column.table).where(col(column).in_(owned)))
+            counts[column.table.name] = deleted.rowcount or 0
         conn.execute(update(Project).where(col(Project.id) == pid)
                      .values(name=f"{DELETED_PREFIX}{pid}:{secrets.token_hex(8)}"))
     if templates_root is not None:

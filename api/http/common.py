@@ -1,11 +1,12 @@
-"""Bits shared by the route modules: documented problem responses and paging parameters."""
+"""Bits shared by the route modules: documented problem responses, paging parameters and the id of a stored row
+in a URL path."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from accord.api.http.problems import PROBLEM_JSON, Problem, ProblemError
-from fastapi import Query, Request
+from fastapi import Path, Query, Request
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -22,6 +23,7 @@ AUTHED = problem_responses(401, 422, 429)
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
 After = Annotated[int | None, Query(ge=0, le=2**62, description="Cursor: the next_cursor of the previous page.")]
+RowId = Annotated[int, Path(ge=1, le=2**62)]    # a run, dataset or campaign id in a URL path
 
 
 async def read_document_body(request: Request, limit: int) -> bytes:

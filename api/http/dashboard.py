@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, quote
 
 from accord.api.http.auth import COOKIE_NAME, Principal, csrf_token, lookup_key
 from accord.api.http.campaigns import parse_document, store_campaign, validate_campaign
-from accord.api.http.common import read_document_body
+from accord.api.http.common import RowId, read_document_body
 from accord.api.http.deps import AppState, dashboard_principal, state_of
 from accord.api.http.live import live_detail
 from accord.api.http.problems import ProblemError
@@ -33,7 +33,7 @@ from accord.api.http.routes_runs import (
 )
 from accord.api.http.store import TERMINAL, list_runs
 from accord.models.schema import Campaign, Dataset, Run
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader
 from sqlalchemy import select
@@ -47,9 +47,6 @@ DASHBOARD_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-s
                  "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
 router = APIRouter(include_in_schema=False)
-RunId = Annotated[int, Path(ge=1, le=2**62)]
-DatasetId = Annotated[int, Path(ge=1, le=2**62)]
-CampaignId = Annotated[int, Path(ge=1, le=2**62)]
 
 
 def make_environment() -> Environment:
@@ -216,7 +213,7 @@ async def new_campaign(request: Request, principal: Annotated[Principal, Depends
 
 
 @router.post("/dashboard/campaigns/{campaign_id}/runs")
-async def start_run(request: Request, campaign_id: CampaignId,
+async def start_run(request: Request, campaign_id: RowId,
                     principal: Annotated[Principal, Depends(dashboard_principal)]) -> Response:
     check_csrf(request, (await read_form(request)).get("csrf", ""))
     out = await run_in_threadpool(start_campaign_run, state_of(request), principal, campaign_id, None, True)
@@ -242,19 +239,19 @@ def _run_page(state: AppState, principal: Principal, run_id: int) -> dict[str, A
 
 
 @router.get("/dashboard/runs/{run_id}", response_class=HTMLResponse)
-async def run_page(request: Request, run_id: RunId,
+async def run_page(request: Request, run_id: RowId,
                    principal: Annotated[Principal, Depends(dashboard_principal)]) -> HTMLResponse:
     context = await run_in_threadpool(_run_page, state_of(request), principal, run_id)
     return render(request, "run.html", terminal=context["run"]["status"] in TERMINAL, **context)
 
 
 @router.get("/dashboard/runs/{run_id}/events")
-def run_events(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(dashboard_principal)]) -> Any:
+def run_events(request: Request, run_id: RowId, principal: Annotated[Principal, Depends(dashboard_principal)]) -> Any:
     return progress_response(request, principal, run_id)
 
 
 @router.get("/dashboard/runs/{run_id}/report", response_class=HTMLResponse)
-async def run_report(request: Request, run_id: RunId,
+async def run_report(request: Request, run_id: RowId,
                      principal: Annotated[Principal, Depends(dashboard_principal)]) -> HTMLResponse:
     response = await report_response(request, principal, run_id)
     response.headers["Content-Security-Policy"] = REPORT_CSP
@@ -262,13 +259,13 @@ async def run_report(request: Request, run_id: RunId,
 
 
 @router.get("/dashboard/runs/{run_id}/export")
-def run_export(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(dashboard_principal)],
+def run_export(request: Request, run_id: RowId, principal: Annotated[Principal, Depends(dashboard_principal)],
                format: Literal["csv", "parquet"] = "csv") -> Any:
     return export_response(request, principal, run_id, format, None, None, None)
 
 
 @router.post("/dashboard/runs/{run_id}/{action}")
-async def run_action(request: Request, run_id: RunId, action: str,
+async def run_action(request: Request, run_id: RowId, action: str,
                      principal: Annotated[Principal, Depends(dashboard_principal)]) -> Response:
     check_csrf(request, (await read_form(request)).get("csrf", ""))
     if action not in ("pause", "resume", "cancel"):

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from accord.api.http.auth import Principal
-from accord.api.http.dashboard import DatasetId, check_csrf, check_origin, render
+from accord.api.http.common import RowId
+from accord.api.http.dashboard import check_csrf, check_origin, render
 from accord.api.http.deps import AppState, dashboard_principal, state_of
 from accord.api.http.explore import DESCRIPTIONS
 from accord.api.http.problems import ProblemError
@@ -99,7 +100,7 @@ def _dataset_page(state: AppState, principal: Principal, dataset_id: int, dimens
 
 
 @router.get("/dashboard/datasets/{dataset_id}", response_class=HTMLResponse)
-async def dataset_page(request: Request, dataset_id: DatasetId,
+async def dataset_page(request: Request, dataset_id: RowId,
                        principal: Annotated[Principal, Depends(dashboard_principal)],
                        dimension: Annotated[str | None, Query(max_length=200)] = None) -> HTMLResponse:
     context = await run_in_threadpool(_dataset_page, state_of(request), principal, dataset_id, dimension)

@@ -8,16 +8,15 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from accord.api.http.auth import Principal
-from accord.api.http.dashboard import RunId, render
+from accord.api.http.common import RowId
+from accord.api.http.dashboard import render
 from accord.api.http.deps import AppState, dashboard_principal, state_of
 from accord.api.http.explore import (
     SORT_KEYS,
     ItemQuery,
-    campaign_run_ids,
     compare_two,
-    comparison,
     parse_item_query,
-    parse_run_ids,
+    run_comparison,
     run_item,
     run_items,
 )
@@ -57,7 +56,7 @@ def _items_page(state: AppState, principal: Principal, run_id: int, query: ItemQ
 
 
 @router.get("/dashboard/runs/{run_id}/items", response_class=HTMLResponse)
-async def items_page(request: Request, run_id: RunId,
+async def items_page(request: Request, run_id: RowId,
                      principal: Annotated[Principal, Depends(dashboard_principal)]) -> HTMLResponse:
     query = parse_item_query(request.query_params)
     context = await run_in_threadpool(_items_page, state_of(request), principal, run_id, query)
@@ -87,7 +86,7 @@ def _item_page(state: AppState, principal: Principal, run_id: int, item_id: str,
 
 
 @router.get("/dashboard/runs/{run_id}/items/{item_id:path}", response_class=HTMLResponse)
-async def item_page(request: Request, run_id: RunId, item_id: Annotated[str, Path(max_length=200)],
+async def item_page(request: Request, run_id: RowId, item_id: Annotated[str, Path(max_length=200)],
                     principal: Annotated[Principal, Depends(dashboard_principal)],
                     back: Annotated[str | None, Query(max_length=2000)] = None) -> HTMLResponse:
     context = await run_in_threadpool(_item_page, state_of(request), principal, run_id, item_id, back)
@@ -97,8 +96,7 @@ async def item_page(request: Request, run_id: RunId, item_id: Annotated[str, Pat
 def _compare_page(state: AppState, principal: Principal, run_id: int, runs: str | None,
                   other: int | None) -> dict[str, Any]:
     run = run_header(state.engine, principal.project_id, run_id)
-    ids = parse_run_ids(runs) or campaign_run_ids(state.engine, principal.project_id, run_id)
-    matrix = comparison(state.engine, principal.project_id, ids)
+    matrix = run_comparison(state.engine, principal.project_id, run_id, runs)
     siblings, _ = list_runs(state.engine, principal.project_id, campaign_id=run["campaign_id"], limit=50)
     diff = None
     if other is not None:
@@ -111,7 +109,7 @@ def _compare_page(state: AppState, principal: Principal, run_id: int, runs: str 
 
 
 @router.get("/dashboard/runs/{run_id}/compare", response_class=HTMLResponse)
-async def compare_page(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(dashboard_principal)],
+async def compare_page(request: Request, run_id: RowId, principal: Annotated[Principal, Depends(dashboard_principal)],
                        runs: Annotated[str | None, Query(max_length=300)] = None,
                        other: Annotated[int | None, Query(ge=1, le=2**62)] = None) -> HTMLResponse:
     picked = ",".join(request.query_params.getlist("run")[:50])

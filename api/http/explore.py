@@ -304,6 +304,12 @@ def comparison(engine: Engine, project_id: int, run_ids: list[int]) -> dict[str,
     return out
 
 
+def run_comparison(engine: Engine, project_id: int, run_id: int, runs: str | None) -> dict[str, Any]:
+    """The ``comparison`` of the runs ``runs`` names (ids separated by commas), by default of every run of
+    ``run_id``'s campaign: what the comparison route and the dashboard's compare page show."""
+    return comparison(engine, project_id, parse_run_ids(runs) or campaign_run_ids(engine, project_id, run_id))
+
+
 def parse_run_ids(text: str | None) -> list[int]:
     if not text:
         return []

@@ -14,7 +14,7 @@ from accord.api.http.campaigns import (
     store_campaign,
     validate_campaign,
 )
-from accord.api.http.common import AUTHED, After, Limit, problem_responses, read_document_body
+from accord.api.http.common import AUTHED, After, Limit, RowId, problem_responses, read_document_body
 from accord.api.http.deps import AppState, api_principal, state_of
 from accord.api.http.problems import invalid
 from accord.api.http.schemas import CampaignOut, CampaignValidation, Page, PlanOut, RunOut, RunStart
@@ -22,13 +22,12 @@ from accord.api.http.store import campaign_of, run_out
 from accord.models.schema import Campaign, Dataset, Run
 from accord.scheduler.expand import CampaignError
 from accord.worker.prompt_templates import TemplateSpecError
-from fastapi import APIRouter, Body, Depends, Path, Request
+from fastapi import APIRouter, Body, Depends, Request
 from sqlalchemy import select
 from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"], responses=AUTHED)
-CampaignId = Annotated[int, Path(ge=1, le=2**62)]
 
 DOCUMENT_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"$ref": "#/components/schemas/CampaignDocument"}},
@@ -107,7 +106,7 @@ def list_campaigns(request: Request, principal: Annotated[Principal, Depends(api
 
 
 @router.get("/{campaign_id}", response_model=CampaignOut, responses=problem_responses(404), summary="Show a campaign")
-def show_campaign(request: Request, campaign_id: CampaignId,
+def show_campaign(request: Request, campaign_id: RowId,
                   principal: Annotated[Principal, Depends(api_principal)]) -> Any:
     with Session(state_of(request).engine) as session:
         return campaign_out(session, campaign_of(session, principal.project_id, campaign_id))
@@ -115,7 +114,7 @@ def show_campaign(request: Request, campaign_id: CampaignId,
 
 @router.post("/{campaign_id}/plan", response_model=PlanOut, responses=problem_responses(404),
              summary="Plan preview of a stored campaign")
-def plan_stored(request: Request, campaign_id: CampaignId,
+def plan_stored(request: Request, campaign_id: RowId,
                 principal: Annotated[Principal, Depends(api_principal)]) -> Any:
     state = state_of(request)
     with Session(state.engine, expire_on_commit=False) as session:
@@ -144,7 +143,7 @@ def start_campaign_run(state: AppState, principal: Principal, campaign_id: int, 
 
 @router.post("/{campaign_id}/runs", status_code=202, response_model=RunOut, responses=problem_responses(400, 404),
              summary="Start a run of a campaign")
-def start_run(request: Request, campaign_id: CampaignId, principal: Annotated[Principal, Depends(api_principal)],
+def start_run(request: Request, campaign_id: RowId, principal: Annotated[Principal, Depends(api_principal)],
               options: Annotated[RunStart | None, Body()] = None) -> Any:
     """Expands the campaign into its rating requests (answering cached ones at once) and starts executing
     them (embedded in the server, or on the workers in distributed mode). Follow it at

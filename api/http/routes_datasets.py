@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from accord.api.http.auth import Principal
-from accord.api.http.common import AUTHED, After, Limit, problem_responses
+from accord.api.http.common import AUTHED, After, Limit, RowId, problem_responses
 from accord.api.http.deps import api_principal, state_of
 from accord.api.http.problems import ProblemError, conflict, import_error_location, invalid
 from accord.api.http.schemas import DatasetCreated, DatasetDetail, DatasetOut, ItemOut, Page
@@ -17,14 +17,13 @@ from accord.models.import_spec import spec_from_mapping
 from accord.models.schema import (
     Annotator, Campaign, Dataset, HumanAnswerJudgment, HumanRating, ImportedRating, Item,
 )
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], responses=AUTHED)
-DatasetId = Annotated[int, Path(ge=1, le=2**62)]
 
 UPLOAD_BODY = {
     "requestBody": {
@@ -108,7 +107,7 @@ def list_datasets(request: Request, principal: Annotated[Principal, Depends(api_
 
 
 @router.get("/{dataset_id}", response_model=DatasetDetail, responses=problem_responses(404), summary="Show a dataset")
-def show_dataset(request: Request, dataset_id: DatasetId,
+def show_dataset(request: Request, dataset_id: RowId,
                  principal: Annotated[Principal, Depends(api_principal)]) -> Any:
     engine = state_of(request).engine
     with Session(engine) as session:
@@ -125,7 +124,7 @@ def show_dataset(request: Request, dataset_id: DatasetId,
 
 @router.get("/{dataset_id}/items", response_model=Page[ItemOut], responses=problem_responses(404),
             summary="List a dataset's items")
-def list_items(request: Request, dataset_id: DatasetId, principal: Annotated[Principal, Depends(api_principal)],
+def list_items(request: Request, dataset_id: RowId, principal: Annotated[Principal, Depends(api_principal)],
                limit: Limit = 100, after: After = None) -> Any:
     with Session(state_of(request).engine) as session:
         dataset_of(session, principal.project_id, dataset_id)
@@ -149,7 +148,7 @@ def delete_dataset_rows(session: Session, dataset_id: int) -> None:
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=problem_responses(404, 409), summary="Delete a dataset")
-def delete_dataset(request: Request, dataset_id: DatasetId,
+def delete_dataset(request: Request, dataset_id: RowId,
                    principal: Annotated[Principal, Depends(api_principal)]) -> Response:
     """Deletes the dataset with its items, annotators, ratings and run-less campaigns; refused (409) while
     any run refers to it, since its results point at the items."""

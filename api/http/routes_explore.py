@@ -7,16 +7,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from accord.api.http.auth import Principal
-from accord.api.http.common import AUTHED, problem_responses
+from accord.api.http.common import AUTHED, RowId, problem_responses
 from accord.api.http.deps import api_principal, state_of
 from accord.api.http.explore import (
     DESCRIPTIONS,
     SORT_KEYS,
-    campaign_run_ids,
     compare_two,
-    comparison,
     parse_item_query,
-    parse_run_ids,
+    run_comparison,
     run_item,
     run_items,
 )
@@ -25,13 +23,12 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/api/v1", tags=["results"], responses=AUTHED)
-Id = Annotated[int, Path(ge=1, le=2**62)]
 Text = Annotated[str | None, Query(max_length=500)]
 
 
 @router.get("/datasets/{dataset_id}/description", responses=problem_responses(404), summary="Describe a dataset",
             response_model=dict[str, Any])
-async def describe(request: Request, dataset_id: Id, principal: Annotated[Principal, Depends(api_principal)],
+async def describe(request: Request, dataset_id: RowId, principal: Annotated[Principal, Depends(api_principal)],
                    dimension: Text = None) -> Any:
     """What ``accord describe`` prints: counts, label distribution, the human baseline (median annotator r,
     Krippendorff's alpha) and per annotator group the mean rating with a 95% interval and the item-matched
@@ -42,7 +39,7 @@ async def describe(request: Request, dataset_id: Id, principal: Annotated[Princi
 
 @router.get("/runs/{run_id}/items", response_model=ItemTable, responses=problem_responses(404),
             summary="A run's items with LLM-human disagreement and group gaps")
-async def items(request: Request, run_id: Id, principal: Annotated[Principal, Depends(api_principal)],
+async def items(request: Request, run_id: RowId, principal: Annotated[Principal, Depends(api_principal)],
                 sort: Annotated[str, Query(max_length=200, description=f"{', '.join(SORT_KEYS)} or meta.<column>")]
                 = "abs_disagreement", order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
                 model: Text = None, template: Text = None,
@@ -60,7 +57,7 @@ async def items(request: Request, run_id: Id, principal: Annotated[Principal, De
 
 @router.get("/runs/{run_id}/items/{item_id:path}", response_model=ItemDetail, responses=problem_responses(404),
             summary="One item of a run in full")
-async def item(request: Request, run_id: Id, item_id: Annotated[str, Path(max_length=200)],
+async def item(request: Request, run_id: RowId, item_id: Annotated[str, Path(max_length=200)],
                principal: Annotated[Principal, Depends(api_principal)]) -> Any:
     """Content, metadata, the people's ratings (counts per value overall and per group), every model x template x
     sample answer (raw text, label, label probabilities, rationale, parse status, cost, latency, cache hit), and
@@ -70,21 +67,15 @@ async def item(request: Request, run_id: Id, item_id: Annotated[str, Path(max_le
 
 @router.get("/runs/{run_id}/comparison", response_model=Comparison, responses=problem_responses(404),
             summary="Headline metrics as a models x templates matrix")
-async def compare(request: Request, run_id: Id, principal: Annotated[Principal, Depends(api_principal)],
+async def compare(request: Request, run_id: RowId, principal: Annotated[Principal, Depends(api_principal)],
                   runs: Annotated[str | None, Query(max_length=300, description="Run ids, comma-separated "
                                                     "(default: every run of this run's campaign).")] = None) -> Any:
-    state = state_of(request)
-
-    def build() -> dict[str, Any]:
-        ids = parse_run_ids(runs) or campaign_run_ids(state.engine, principal.project_id, run_id)
-        return comparison(state.engine, principal.project_id, ids)
-
-    return await run_in_threadpool(build)
+    return await run_in_threadpool(run_comparison, state_of(request).engine, principal.project_id, run_id, runs)
 
 
 @router.get("/runs/{run_id}/diff/{other_id}", response_model=RunDiff, responses=problem_responses(404),
             summary="What changed from one run to another")
-async def diff(request: Request, run_id: Id, other_id: Id,
+async def diff(request: Request, run_id: RowId, other_id: RowId,
                principal: Annotated[Principal, Depends(api_principal)]) -> Any:
     """Metric deltas (other minus this) and the items whose mean LLM rating moved most."""
     return await run_in_threadpool(compare_two, state_of(request).engine, principal.project_id, run_id, other_id)

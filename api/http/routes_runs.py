@@ -7,7 +7,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from accord.api.http.auth import Principal
-from accord.api.http.common import AUTHED, After, Limit, problem_responses
+from accord.api.http.common import AUTHED, After, Limit, RowId, problem_responses
 from accord.api.http.deps import AppState, api_principal, state_of
 from accord.api.http.live import live_detail
 from accord.api.http.problems import ProblemError, conflict
@@ -18,14 +18,13 @@ from accord.api.http.store import TERMINAL, check_run, list_runs, run_detail
 from accord.models.schema import Metric, RequestStatus, RunStatus
 from accord.report.build import ReportData
 from accord.scheduler import run_control
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy import select
 from sqlmodel import Session, col
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"], responses=AUTHED)
-RunId = Annotated[int, Path(ge=1, le=2**62)]
 Text = Annotated[str | None, Query(max_length=500)]
 
 
@@ -39,7 +38,7 @@ def runs(request: Request, principal: Annotated[Principal, Depends(api_principal
 
 
 @router.get("/{run_id}", response_model=RunDetail, responses=problem_responses(404), summary="A run's status")
-def show_run(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(api_principal)]) -> Any:
+def show_run(request: Request, run_id: RowId, principal: Annotated[Principal, Depends(api_principal)]) -> Any:
     """Counts, rate, ETA, cost, failures by kind and answer outcomes; per model, progress, pace against its
     limit, the limiter's current pace, 429s, ETA, cost and failures."""
     return live_detail(state_of(request), principal.project_id, run_id)
@@ -68,7 +67,7 @@ def control(state: AppState, principal: Principal, run_id: int, action: str) -> 
 
 
 def _action_route(action: str, summary: str) -> None:
-    def handler(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(api_principal)]) -> Any:
+    def handler(request: Request, run_id: RowId, principal: Annotated[Principal, Depends(api_principal)]) -> Any:
         return control(state_of(request), principal, run_id, action)
 
     handler.__name__ = f"{action}_run"
@@ -86,7 +85,7 @@ _action_route("cancel", "Cancel a run (pending requests are dropped, in-flight o
 @router.get("/{run_id}/events", responses={**problem_responses(404), 200: {
     "description": "Server-sent events: progress, end, report", "content": {"text/event-stream": {}}}},
     response_class=StreamingResponse, summary="Stream a run's progress (SSE)")
-def events(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(api_principal)]) -> Any:
+def events(request: Request, run_id: RowId, principal: Annotated[Principal, Depends(api_principal)]) -> Any:
     return progress_response(request, principal, run_id)
 
 
@@ -101,7 +100,7 @@ def progress_response(request: Request, principal: Principal, run_id: int) -> St
 
 @router.get("/{run_id}/ratings", response_model=Page[RatingOut], responses=problem_responses(404),
             summary="A run's rating requests and ratings, by cursor")
-def ratings(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(api_principal)],
+def ratings(request: Request, run_id: RowId, principal: Annotated[Principal, Depends(api_principal)],
             limit: Limit = 100, after: After = None, model: Text = None, template: Text = None,
             status: RequestStatus | None = None) -> Any:
     """One row per rating request (rating fields null until it is rated), ordered by request id; filter by
@@ -116,7 +115,7 @@ def ratings(request: Request, run_id: RunId, principal: Annotated[Principal, Dep
 @router.get("/{run_id}/ratings/export", responses={**problem_responses(404), 200: {
     "description": "CSV or Parquet file", "content": {"text/csv": {}, "application/vnd.apache.parquet": {}}}},
     response_class=StreamingResponse, summary="Export a run's ratings (streamed CSV or Parquet)")
-def export(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(api_principal)],
+def export(request: Request, run_id: RowId, principal: Annotated[Principal, Depends(api_principal)],
            format: Literal["csv", "parquet"] = "csv", model: Text = None, template: Text = None,
            status: RequestStatus | None = None) -> Any:
     return export_response(request, principal, run_id, format, model, template, status.value if status else None)
@@ -138,7 +137,7 @@ def export_response(request: Request, principal: Principal, run_id: int, format:
 
 @router.get("/{run_id}/metrics", response_model=list[MetricOut], responses=problem_responses(404),
             summary="A run's metrics")
-def metrics(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(api_principal)],
+def metrics(request: Request, run_id: RowId, principal: Annotated[Principal, Depends(api_principal)],
             name: Text = None, model: Text = None, template: Text = None,
             slice: Annotated[str | None, Query(max_length=500, description="e.g. 'all' or 'gender=Woman'")] = None,
             ) -> Any:
@@ -157,7 +156,7 @@ def metrics(request: Request, run_id: RunId, principal: Annotated[Principal, Dep
 @router.get("/{run_id}/report", response_class=HTMLResponse, responses={
     **problem_responses(404, 409), 200: {"description": "The HTML report", "content": {"text/html": {}}}},
     summary="A finished run's HTML report")
-async def report(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(api_principal)]) -> Any:
+async def report(request: Request, run_id: RowId, principal: Annotated[Principal, Depends(api_principal)]) -> Any:
     return await report_response(request, principal, run_id)
 
 
@@ -180,7 +179,7 @@ async def report_response(request: Request, principal: Principal, run_id: int) -
     **problem_responses(404, 409), 200: {"description": "The report's data: run summary, every metric, readings",
                                          "content": {"application/json": {}}}},
     response_class=Response, summary="A finished run's report as JSON")
-async def report_json(request: Request, run_id: RunId, principal: Annotated[Principal, Depends(api_principal)]) -> Any:
+async def report_json(request: Request, run_id: RowId, principal: Annotated[Principal, Depends(api_principal)]) -> Any:
     """What ``accord report RUN --format json`` writes."""
     data, _html = await finished_report(request, principal, run_id)
     return Response(json.dumps(data.to_json(), indent=2, default=str), media_type="application/json")

@@ -124,7 +124,7 @@ def test_429_blocks_the_group_then_slows_it(client) -> None:  # type: ignore[no-
     s = spec(rpm=600)                       # one call per 100 ms
     asyncio.run(limiter.acquire(s, 1))
     limiter.observe(s, error=ProviderError("429", retryable=True, retry_after=0.6, status=429, rate_limited=True))
-    assert limiter.stats.rate_limited == 1
+    assert limiter.stats.counts["rate_limited"] == 1
 
     async def timed(n: int) -> list[float]:
         stamps = []
@@ -184,7 +184,7 @@ def test_hot_cache_round_trip_with_ttl(client) -> None:  # type: ignore[no-untyp
     cache.put(key, rating)
     assert cache.get(key) == rating
     assert 100 < client.ttl(cache._key(key)) <= 120
-    assert (cache.stats.hits, cache.stats.misses, cache.stats.puts) == (1, 1, 1)
+    assert (cache.stats["hits"], cache.stats["misses"], cache.stats["puts"]) == (1, 1, 1)
 
 
 def test_hot_cache_errors_are_misses() -> None:
@@ -192,4 +192,4 @@ def test_hot_cache_errors_are_misses() -> None:
     cache = RedisHotCache(dead)
     cache.put("k", {"label": "1"})          # swallowed
     assert cache.get("k") is None
-    assert cache.stats.errors == 2
+    assert cache.stats["errors"] == 2

@@ -116,11 +116,11 @@ def test_restart_between_stages_and_redelivery_ask_no_model_twice(db, server) ->
     from accord.scheduler import run_control
     run_control.mark_started(db, rid)
     first = asyncio.run(chunk(list(gen_ids)))          # stage one only: the process "dies" before judging
-    assert first.done == N_ITEMS * 3 and server.stats()["ok"] == N_ITEMS * 3
+    assert first.counts["done"] == N_ITEMS * 3 and server.stats()["ok"] == N_ITEMS * 3
     assert count(db, RatingRequest, RatingRequest.run_id == rid, RatingRequest.stage == "judge",
                  RatingRequest.status == "pending") == N_ITEMS
     again = asyncio.run(chunk(list(gen_ids)))          # the same chunk delivered again: nothing is asked
-    assert again.skipped == N_ITEMS * 3 and server.stats()["ok"] == N_ITEMS * 3
+    assert again.counts["skipped"] == N_ITEMS * 3 and server.stats()["ok"] == N_ITEMS * 3
     progress = run_embedded(db, rid, backoff_initial=0.01)   # a new process resumes: only the judges are asked
     assert (progress.status, progress.done, progress.total) == ("completed", N_ITEMS * 4, N_ITEMS * 4)
     assert server.stats()["ok"] == N_ITEMS * 4

@@ -81,7 +81,7 @@ def test_openai_batch_lifecycle_partial_results_matched_by_custom_id(openai_fake
     submitted, state, seen, results = run(go())
     assert submitted.provider_status == "validating" and submitted.input_file_id
     assert seen == ["validating", "in_progress", "finalizing", "expired"]   # an expired request expires it
-    assert (state.succeeded, state.errored, state.processing) == (3, 2, 0)
+    assert (state.counts["succeeded"], state.counts["errored"], state.counts["processing"]) == (3, 2, 0)
     kinds = {r.custom_id: r.kind for r in results}
     assert sorted(kinds) == ["100", "101", "102", "103", "104"]
     assert kinds["100"] == ERRORED and kinds["101"] == EXPIRED       # file order: errored first, then expired
@@ -199,7 +199,7 @@ def test_openai_cancel_walks_cancelling_then_cancelled(openai_fake: OpenAIFakeSe
 
     state, seen, results = run(go())
     assert seen[-1] == "cancelled" and "cancelling" in seen
-    assert results == [] and state.succeeded == 0          # nothing ran: the runner resubmits or cancels them
+    assert results == [] and state.counts["succeeded"] == 0          # nothing ran: the runner resubmits or cancels them
 
 
 def test_fake_state_timing_in_seconds(openai_fake: OpenAIFakeServer) -> None:
@@ -239,7 +239,8 @@ def test_anthropic_message_batch_lifecycle_and_result_types(anthropic_fake: Anth
     submitted, state, seen, results = run(go())
     assert submitted.external_id.startswith("msgbatch_") and submitted.provider_status == "in_progress"
     assert seen == ["in_progress", "in_progress", "ended"]
-    assert (state.succeeded, state.errored, state.expired, state.processing) == (2, 1, 1, 0)
+    assert (state.counts["succeeded"], state.counts["errored"], state.counts["expired"],
+            state.counts["processing"]) == (2, 1, 1, 0)
     by_id = {r.custom_id: r for r in results}
     assert by_id["100"].kind == ERRORED and not by_id["100"].retryable     # invalid_request_error: permanent
     assert "invalid_request_error" in (by_id["100"].error or "")
@@ -272,7 +273,7 @@ def test_anthropic_cancel_and_transient_errors(anthropic_fake: AnthropicFakeServ
         return c_state, c_seen, c_results, o_results
 
     c_state, c_seen, c_results, o_results = run(go())
-    assert "canceling" in c_seen and c_state.cancelled == 2
+    assert "canceling" in c_seen and c_state.counts["cancelled"] == 2
     assert {r.kind for r in c_results} == {CANCELED}
     overloaded = next(r for r in o_results if r.kind == ERRORED)
     assert overloaded.retryable and "overloaded_error" in (overloaded.error or "")

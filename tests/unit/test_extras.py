@@ -29,6 +29,7 @@ EXTRA_MODULES = {
 NEEDS_EXTRA = {
     "accord.worker.providers.openai_provider": "openai",
     "accord.worker.providers.http_pool": "openai",
+    "accord.worker.providers.sdk_provider": "openai",
     "accord.worker.providers.anthropic_provider": "anthropic",
     "accord.worker.batch.openai_batch": "openai",
     "accord.worker.batch.anthropic_batch": "anthropic",

@@ -16,14 +16,13 @@ def batch_client_for(provider: Provider, limits: BatchLimits | None = None) -> B
     no batch API (local models)."""
     kind = getattr(provider, "kind", None)
     if kind == "openai":
-        from accord.worker.batch.openai_batch import LIMITS, OpenAIBatchClient  # its SDK: optional, heavy
+        from accord.worker.batch.openai_batch import OpenAIBatchClient  # its SDK: optional, heavy
 
-        return OpenAIBatchClient(provider, limits or LIMITS)  # type: ignore[arg-type]  # kind 'openai': an OpenAIProvider
+        return OpenAIBatchClient(provider, limits)  # type: ignore[arg-type]  # kind 'openai': an OpenAIProvider
     if kind == "anthropic":
-        from accord.worker.batch.anthropic_batch import LIMITS as ANTHROPIC_LIMITS  # its SDK: optional, heavy
         from accord.worker.batch.anthropic_batch import AnthropicBatchClient  # its SDK: optional, heavy
 
-        return AnthropicBatchClient(provider, limits or ANTHROPIC_LIMITS)  # type: ignore[arg-type]  # kind 'anthropic': an AnthropicProvider
+        return AnthropicBatchClient(provider, limits)  # type: ignore[arg-type]  # kind 'anthropic': an AnthropicProvider
     return None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,9 +20,11 @@ from accord.extras import needs_extra
 
 with needs_extra("anthropic"):                  # optional: the Anthropic SDK
     import anthropic
+    from anthropic import AsyncAnthropic
 
 from accord.worker.batch.base import (
-    CANCELED, ERRORED, EXPIRED, SUCCEEDED, BatchItem, BatchLimits, BatchResult, BatchState, SubmittedBatch, guarded,
+    CANCELED, ERRORED, EXPIRED, SUCCEEDED, BatchItem, BatchLimits, BatchResult, BatchState, SdkBatchClient,
+    SubmittedBatch, guarded,
 )
 from accord.worker.providers.anthropic_provider import AnthropicProvider
 from accord.worker.providers.base import ProviderError, ProviderRequest
@@ -35,13 +38,10 @@ FIND_SCAN_LIMIT = 1000
 CLOCK_SKEW = timedelta(minutes=2)
 
 
-class AnthropicBatchClient:
+class AnthropicBatchClient(SdkBatchClient[AnthropicProvider]):
     provider = "anthropic"
-
-    def __init__(self, provider: AnthropicProvider, limits: BatchLimits = LIMITS) -> None:
-        self._provider = provider
-        self._client = provider.client
-        self.limits = limits
+    default_limits = LIMITS
+    _client: AsyncAnthropic
 
     def entry(self, item: BatchItem) -> dict[str, Any]:
         return {"custom_id": item.custom_id, "params": self._provider.request_body(item.request)}
@@ -83,9 +83,10 @@ class AnthropicBatchClient:
         batch = await guarded(self.provider, lambda: self._client.messages.batches.retrieve(external_id), anthropic)
         counts = batch.request_counts
         return BatchState(external_id=batch.id, provider_status=batch.processing_status,
-                          ended=batch.processing_status == "ended", succeeded=counts.succeeded,
-                          errored=counts.errored, expired=counts.expired, cancelled=counts.canceled,
-                          processing=counts.processing)
+                          ended=batch.processing_status == "ended",
+                          counts=Counter({"succeeded": counts.succeeded, "errored": counts.errored,
+                                          "expired": counts.expired, "cancelled": counts.canceled,
+                                          "processing": counts.processing}))
 
     async def results(self, state: BatchState, requests: Mapping[str, ProviderRequest]) -> list[BatchResult]:
         async def read() -> list[BatchResult]:

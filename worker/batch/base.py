@@ -7,15 +7,20 @@ batch has ended. It knows nothing of the database; ``batch_runner`` does the boo
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
-from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse
-from accord.worker.providers.common import malformed_error, status_error
+from accord.worker.providers.base import ProviderRequest, ProviderResponse
+from accord.worker.providers.common import sdk_errors
+
+if TYPE_CHECKING:                               # annotations only: the SDK providers need their extras
+    from accord.worker.providers.sdk_provider import SdkProvider
 
 T = TypeVar("T")
+ProviderT = TypeVar("ProviderT", bound="SdkProvider[Any]")
 
 SUCCEEDED = "succeeded"
 ERRORED = "errored"
@@ -45,19 +50,20 @@ class SubmittedBatch:
     input_file_id: str | None = None
 
 
+BatchCount = Literal["succeeded", "errored", "expired", "cancelled", "processing"]
+STORED_COUNTS: tuple[BatchCount, ...] = ("succeeded", "errored", "expired", "cancelled")  # provider_batch columns
+
+
 @dataclass(frozen=True)
 class BatchState:
     """A provider batch as last seen. ``ended``: the provider will change nothing more (OpenAI completed,
-    expired, failed or cancelled; Anthropic ended)."""
+    expired, failed or cancelled; Anthropic ended). ``counts``: its requests in each state, as the provider
+    reports them."""
 
     external_id: str
     provider_status: str
     ended: bool
-    succeeded: int = 0
-    errored: int = 0
-    expired: int = 0
-    cancelled: int = 0
-    processing: int = 0
+    counts: Counter[BatchCount] = field(default_factory=Counter)
     output_file_id: str | None = None
     error_file_id: str | None = None
     error: str | None = None          # why the whole batch failed, when it did
@@ -92,15 +98,20 @@ class BatchClient(Protocol):
     async def cancel(self, external_id: str) -> None: ...
 
 
+class SdkBatchClient(Generic[ProviderT]):
+    """What the batch clients of the SDK providers share: the provider whose request bodies and SDK client they
+    use, and the most one batch may hold (``default_limits`` unless told)."""
+
+    provider: str
+    default_limits: BatchLimits
+
+    def __init__(self, provider: ProviderT, limits: BatchLimits | None = None) -> None:
+        self._provider = provider
+        self._client = provider.client
+        self.limits = limits or self.default_limits
+
+
 async def guarded(provider: str, call: Callable[[], Awaitable[T]], sdk: Any) -> T:
     """Run an SDK call, turning the SDK's errors into ``ProviderError`` (status, retryable, retry-after)."""
-    try:
+    with sdk_errors(provider, sdk, "batch API request timed out"):
         return await call()
-    except sdk.APITimeoutError as exc:
-        raise ProviderError(f"{provider}: batch API request timed out ({exc})", retryable=True) from exc
-    except sdk.APIConnectionError as exc:
-        raise ProviderError(f"{provider}: connection error: {exc}", retryable=True) from exc
-    except sdk.APIStatusError as exc:
-        raise status_error(provider, exc.status_code, exc.response.headers, exc.body, exc.message) from exc
-    except sdk.APIResponseValidationError as exc:
-        raise malformed_error(provider, str(exc), exc.status_code) from exc

@@ -17,6 +17,7 @@ store their results, send back what failed or expired. Every step is idempotent 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -30,7 +31,7 @@ from accord.models.schema import (
 )
 from accord.worker.batch import batch_client_for
 from accord.worker.batch.base import (
-    CANCELED, ERRORED, MISSING, SUCCEEDED, BatchClient, BatchItem, BatchLimits, BatchResult, BatchState,
+    CANCELED, ERRORED, MISSING, STORED_COUNTS, SUCCEEDED, BatchClient, BatchItem, BatchLimits, BatchResult, BatchState,
 )
 from accord.worker.budget import MemoryBudgetLedger
 from accord.worker.rate_limiter import LocalRateLimiter
@@ -394,8 +395,7 @@ async def poll_batch(bctx: BatchContext, batch: ProviderBatch) -> tuple[BatchSta
         report.errors.append(f"batch {batch.id}: polling failed: {err}")
         return None, report
     report.polled += 1
-    values: dict[str, object] = {"provider_status": state.provider_status, "succeeded": state.succeeded,
-                                 "errored": state.errored, "expired": state.expired, "cancelled": state.cancelled,
+    values: dict[str, object] = {"provider_status": state.provider_status, **{n: state.counts[n] for n in STORED_COUNTS},
                                  "output_file_id": state.output_file_id, "error_file_id": state.error_file_id}
     if state.ended:
         values.update(status=BatchStatus.ended.value, ended_at=utcnow(), error=state.error)
@@ -412,9 +412,8 @@ async def poll_batch(bctx: BatchContext, batch: ProviderBatch) -> tuple[BatchSta
 
 def _stored_state(batch: ProviderBatch) -> BatchState:
     return BatchState(external_id=batch.external_id or "", provider_status=batch.provider_status or "",
-                      ended=True, succeeded=batch.succeeded, errored=batch.errored, expired=batch.expired,
-                      cancelled=batch.cancelled, output_file_id=batch.output_file_id,
-                      error_file_id=batch.error_file_id, error=batch.error)
+                      ended=True, counts=Counter({n: getattr(batch, n) for n in STORED_COUNTS}),
+                      output_file_id=batch.output_file_id, error_file_id=batch.error_file_id, error=batch.error)
 
 
 async def collect_batch(bctx: BatchContext, batch: ProviderBatch, state: BatchState | None = None) -> TickReport:

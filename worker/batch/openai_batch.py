@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
@@ -19,9 +20,11 @@ from accord.extras import needs_extra
 
 with needs_extra("openai"):                     # optional: the OpenAI SDK
     import openai
+    from openai import AsyncOpenAI
 
 from accord.worker.batch.base import (
-    CANCELED, ERRORED, EXPIRED, SUCCEEDED, BatchItem, BatchLimits, BatchResult, BatchState, SubmittedBatch, guarded,
+    CANCELED, ERRORED, EXPIRED, SUCCEEDED, BatchItem, BatchLimits, BatchResult, BatchState, SdkBatchClient,
+    SubmittedBatch, guarded,
 )
 from accord.worker.providers.base import ProviderError, ProviderRequest
 from accord.worker.providers.common import status_error
@@ -39,13 +42,10 @@ EXPIRED_CODES = ("batch_expired",)
 CANCELLED_CODES = ("batch_cancelled",)
 
 
-class OpenAIBatchClient:
+class OpenAIBatchClient(SdkBatchClient[OpenAIProvider]):
     provider = "openai"
-
-    def __init__(self, provider: OpenAIProvider, limits: BatchLimits = LIMITS) -> None:
-        self._provider = provider
-        self._client = provider.client
-        self.limits = limits
+    default_limits = LIMITS
+    _client: AsyncOpenAI
 
     def line(self, item: BatchItem) -> dict[str, Any]:
         return {"custom_id": item.custom_id, "method": "POST", "url": ENDPOINT,
@@ -106,7 +106,8 @@ class OpenAIBatchClient:
         failed = int(getattr(counts, "failed", 0) or 0)
         total = int(getattr(counts, "total", 0) or 0)
         return BatchState(external_id=batch.id, provider_status=batch.status, ended=batch.status in ENDED_STATUSES,
-                          succeeded=done, errored=failed, processing=max(total - done - failed, 0),
+                          counts=Counter({"succeeded": done, "errored": failed,
+                                          "processing": max(total - done - failed, 0)}),
                           output_file_id=batch.output_file_id, error_file_id=batch.error_file_id,
                           error=error or (f"batch {batch.status}" if batch.status == "failed" else None))
 

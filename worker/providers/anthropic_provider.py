@@ -19,7 +19,7 @@ import inspect
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from accord.extras import needs_extra
 
@@ -28,9 +28,9 @@ with needs_extra("anthropic"):                  # optional: the Anthropic SDK
     from anthropic import AsyncAnthropic, DefaultAsyncHttpxClient
     from anthropic.types import Message
 
-from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
-from accord.worker.providers.common import malformed_error, pick_headers, status_error
-from accord.worker.providers.http_pool import sdk_client_options
+from accord.worker.providers.base import ProviderRequest, ProviderResponse, output_budget
+from accord.worker.providers.common import malformed_error, pick_headers
+from accord.worker.providers.sdk_provider import Endpoint, SdkProvider
 
 DEFAULT_MAX_TOKENS = 64
 # Prompt caching: Anthropic caches a prefix only from this many tokens on (2048 for Haiku models).
@@ -48,27 +48,13 @@ FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "stop
                   "refusal": "refusal", "model_context_window_exceeded": "length"}
 
 
-class AnthropicProvider:
+class AnthropicProvider(SdkProvider[AsyncAnthropic]):
     kind = "anthropic"
+    sdk = anthropic
 
-    def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str | None = None,
-                 params: dict[str, Any] | None = None, timeout: float = 60.0, path: str | None = None,
-                 prompt_cache: bool = True, max_connections: int | None = None) -> None:
-        self.model = model
+    def __init__(self, model: str, *, prompt_cache: bool = True, **endpoint: Unpack[Endpoint]) -> None:
+        super().__init__(model, AsyncAnthropic, DefaultAsyncHttpxClient, "ANTHROPIC_API_KEY", **endpoint)
         self.prompt_cache = prompt_cache
-        self.base_url = base_url
-        self.params = dict(params or {})
-        self.timeout = timeout
-        self._client = AsyncAnthropic(**sdk_client_options(self.kind, base_url, api_key_env, "ANTHROPIC_API_KEY",
-                                                           timeout, max_connections, DefaultAsyncHttpxClient))
-
-    @property
-    def client(self) -> AsyncAnthropic:
-        """The SDK client (the batch APIs use it beside the realtime calls)."""
-        return self._client
-
-    async def aclose(self) -> None:
-        await self._client.close()
 
     def build_kwargs(self, request: ProviderRequest) -> dict[str, Any]:
         """The messages.create arguments for ``request``."""
@@ -102,32 +88,15 @@ class AnthropicProvider:
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
         kwargs = self.build_kwargs(request)
         started = time.perf_counter()
-        try:
+        with self.call_errors():
             raw = await self._client.messages.with_raw_response.create(**kwargs)
             headers = pick_headers(raw.headers, RATE_LIMIT_HEADERS, RATE_LIMIT_PREFIXES)
             message = raw.parse()
             if inspect.isawaitable(message):
                 message = await message
-        except anthropic.APITimeoutError as exc:
-            raise ProviderError(f"anthropic: request timed out after {self.timeout:g}s ({exc})", retryable=True) from exc
-        except anthropic.APIConnectionError as exc:
-            raise ProviderError(f"anthropic: connection error: {exc}", retryable=True) from exc
-        except anthropic.APIStatusError as exc:
-            raise status_error(self.kind, exc.status_code, exc.response.headers, exc.body, exc.message) from exc
-        except anthropic.APIResponseValidationError as exc:
-            raise malformed_error(self.kind, str(exc), exc.status_code) from exc
-        except ValueError as exc:            # json.JSONDecodeError from a 200 with an invalid body
-            raise malformed_error(self.kind, str(exc)) from exc
         latency_ms = (time.perf_counter() - started) * 1000.0
         return self.response_from_message(message, structured="tools" in kwargs, headers=headers,
                                           latency_ms=latency_ms)
-
-    def request_body(self, request: ProviderRequest) -> dict[str, Any]:
-        """The JSON body of the Messages call for ``request`` (what a Message Batches request's ``params``
-        carries): ``build_kwargs`` with ``extra_body`` merged in."""
-        kwargs = self.build_kwargs(request)
-        extra = kwargs.pop("extra_body", None) or {}
-        return {**kwargs, **extra}
 
     def response_from_message(self, message: Any, *, structured: bool, headers: dict[str, str] | None = None,
                               latency_ms: float = 0.0) -> ProviderResponse:

@@ -1,11 +1,13 @@
 """Helpers the HTTP providers share: API keys from the environment, rate-limit headers, Retry-After,
-and turning an HTTP failure into a ``ProviderError`` the caller can act on."""
+and turning an HTTP failure (or a vendor SDK's error, ``sdk_errors``) into a ``ProviderError`` the caller can
+act on."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -123,6 +125,24 @@ def status_error(provider: str, status: int, headers: Mapping[str, str] | Any, b
 def malformed_error(provider: str, detail: str, status: int | None = 200) -> ProviderError:
     return ProviderError(f"{provider}: malformed response body (not the expected JSON): {detail}",
                          retryable=True, status=status)
+
+
+@contextmanager
+def sdk_errors(provider: str, sdk: Any, timed_out: str) -> Iterator[None]:
+    """Turn the errors of a vendor SDK's call into ``ProviderError``: ``sdk`` is the ``openai`` or ``anthropic``
+    module (their error classes share names). A timeout (``<provider>: <timed_out> (<error>)``) and a
+    connection error are retryable, an error status is what ``status_error`` makes of it, and an answer the SDK
+    cannot read is malformed."""
+    try:
+        yield
+    except sdk.APITimeoutError as exc:
+        raise ProviderError(f"{provider}: {timed_out} ({exc})", retryable=True) from exc
+    except sdk.APIConnectionError as exc:
+        raise ProviderError(f"{provider}: connection error: {exc}", retryable=True) from exc
+    except sdk.APIStatusError as exc:
+        raise status_error(provider, exc.status_code, exc.response.headers, exc.body, exc.message) from exc
+    except sdk.APIResponseValidationError as exc:
+        raise malformed_error(provider, str(exc), exc.status_code) from exc
 
 
 def is_reasoning_model(model: str) -> bool:

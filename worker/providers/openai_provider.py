@@ -12,7 +12,7 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from accord.extras import needs_extra
 
@@ -21,14 +21,9 @@ with needs_extra("openai"):                     # optional: the OpenAI SDK (and 
     import openai
     from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
-from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
-from accord.worker.providers.common import (
-    is_reasoning_model,
-    malformed_error,
-    pick_headers,
-    status_error,
-)
-from accord.worker.providers.http_pool import sdk_client_options
+from accord.worker.providers.base import ProviderRequest, ProviderResponse, output_budget
+from accord.worker.providers.common import is_reasoning_model, malformed_error, pick_headers
+from accord.worker.providers.sdk_provider import Endpoint, SdkProvider
 
 RATE_LIMIT_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-requests",
                       "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
@@ -40,27 +35,13 @@ PASSTHROUGH_PARAMS = ("stop", "presence_penalty", "frequency_penalty", "logit_bi
 _QUOTES = " \t\r\n\"'`*_“”‘’"
 
 
-class OpenAIProvider:
+class OpenAIProvider(SdkProvider[AsyncOpenAI]):
     kind = "openai"
+    sdk = openai
 
-    def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str | None = None,
-                 params: dict[str, Any] | None = None, timeout: float = 60.0, path: str | None = None,
-                 structured_outputs: bool = True, max_connections: int | None = None) -> None:
-        self.model = model
-        self.base_url = base_url
-        self.params = dict(params or {})
-        self.timeout = timeout
+    def __init__(self, model: str, *, structured_outputs: bool = True, **endpoint: Unpack[Endpoint]) -> None:
+        super().__init__(model, AsyncOpenAI, DefaultAsyncHttpxClient, "OPENAI_API_KEY", **endpoint)
         self.structured_outputs = structured_outputs
-        self._client = AsyncOpenAI(**sdk_client_options(self.kind, base_url, api_key_env, "OPENAI_API_KEY",
-                                                        timeout, max_connections, DefaultAsyncHttpxClient))
-
-    @property
-    def client(self) -> AsyncOpenAI:
-        """The SDK client (the batch APIs use it beside the realtime calls)."""
-        return self._client
-
-    async def aclose(self) -> None:
-        await self._client.close()
 
     def build_kwargs(self, request: ProviderRequest) -> dict[str, Any]:
         """The chat.completions.create arguments for ``request`` (decoding params mapped per model family)."""
@@ -94,30 +75,15 @@ class OpenAIProvider:
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
         body = self.request_body(request)
         started = time.perf_counter()
-        try:
+        with self.call_errors():
             # The SDK's client (auth, base URL, timeouts, its error types) with the body as built: the typed
             # ``create`` would walk the whole body through its transforms and build response models, three
             # times the CPU of the call itself; the answer is read from its JSON.
             raw = await self._client.post("/chat/completions", body=body, cast_to=httpx2.Response)
             headers = pick_headers(raw.headers, RATE_LIMIT_HEADERS)
             completion = json.loads(raw.content)
-        except openai.APITimeoutError as exc:
-            raise ProviderError(f"openai: request timed out after {self.timeout:g}s ({exc})", retryable=True) from exc
-        except openai.APIConnectionError as exc:
-            raise ProviderError(f"openai: connection error: {exc}", retryable=True) from exc
-        except openai.APIStatusError as exc:
-            raise status_error(self.kind, exc.status_code, exc.response.headers, exc.body, exc.message) from exc
-        except ValueError as exc:            # json.JSONDecodeError from a 200 with an invalid body
-            raise malformed_error(self.kind, str(exc)) from exc
         latency_ms = (time.perf_counter() - started) * 1000.0
         return self.response_from_completion(completion, request, headers=headers, latency_ms=latency_ms)
-
-    def request_body(self, request: ProviderRequest) -> dict[str, Any]:
-        """The JSON body of the chat-completions call for ``request`` (what a Batch API input line carries):
-        ``build_kwargs`` with ``extra_body`` merged in."""
-        kwargs = self.build_kwargs(request)
-        extra = kwargs.pop("extra_body", None) or {}
-        return {**kwargs, **extra}
 
     def response_from_completion(self, completion: Any, request: ProviderRequest, *,
                                  headers: dict[str, str] | None = None, latency_ms: float = 0.0) -> ProviderResponse:
