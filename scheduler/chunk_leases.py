@@ -38,7 +38,7 @@ def claim_chunk(engine: Engine, run_id: int, model_spec_id: int, limit: int, lea
     status index; finds requests released back to pending behind the cursor)."""
     chunk_id = uuid.uuid4().hex
     now = now or utcnow()
-    with engine.begin() as session:   # a connection: Core statements, no ORM session to synchronize
+    with engine.begin() as conn:   # a connection: Core statements, no ORM session to synchronize
         pick = (select(col(RatingRequest.id))
                 .where(col(RatingRequest.run_id) == run_id, col(RatingRequest.status) == RequestStatus.pending.value,
                        col(RatingRequest.model_spec_id) == model_spec_id).limit(limit))
@@ -46,16 +46,16 @@ def claim_chunk(engine: Engine, run_id: int, model_spec_id: int, limit: int, lea
             pick = pick.where(col(RatingRequest.id) > after_id).order_by(col(RatingRequest.id))
         if engine.dialect.name == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
-        ids = list(session.execute(pick).scalars())
+        ids = [i for i in conn.execute(pick).scalars() if i is not None]
         if ids:
-            result = session.execute(
+            result = conn.execute(
                 update(RatingRequest)
                 .where(col(RatingRequest.id).in_(ids), col(RatingRequest.status) == RequestStatus.pending.value)
                 .values(status=RequestStatus.queued.value, chunk_id=chunk_id,
                         leased_until=now + timedelta(seconds=lease_seconds), updated_at=now))
-            if (result.rowcount or 0) != len(ids):  # type: ignore[attr-defined]  # DML: a CursorResult
-                ids = list(session.execute(select(col(RatingRequest.id)).where(
-                    col(RatingRequest.chunk_id) == chunk_id, col(RatingRequest.status) == RequestStatus.queued.value)).scalars())
+            if (result.rowcount or 0) != len(ids):
+                ids = [i for i in conn.execute(select(col(RatingRequest.id)).where(
+                    col(RatingRequest.chunk_id) == chunk_id, col(RatingRequest.status) == RequestStatus.queued.value)).scalars() if i is not None]
     return chunk_id, sorted(ids)
 
 
