@@ -94,10 +94,12 @@ def endpoints(run_id: int, mix: str) -> list[tuple[str, str]]:
 
 
 async def reader(client: httpx.AsyncClient, run_id: int, stats: Stats, stop_at: float, budget: list[int],
-                 mix: str, cookie: str) -> None:
+                 mix: str, cookie: str, offset: int = 0) -> None:
+    """Reads the run's status every other request and the mix's other endpoints in turn, starting at
+    ``offset`` in the rotation (readers start apart, so a short run on a slow machine still reads each)."""
     others = endpoints(run_id, mix)
     session = {"Cookie": f"accord_session={cookie}"}
-    i = 0
+    i = 2 * offset + 1
     while time.monotonic() < stop_at and budget[0] > 0:
         budget[0] -= 1
         name, path = ("run status", f"/api/v1/runs/{run_id}") if i % 2 == 0 else others[(i // 2) % len(others)]
@@ -134,7 +136,7 @@ async def load(url: str, key: str, run_id: int, duration: float, workers: int, s
         started = time.monotonic()
         stop_at = started + duration
         budget = [max_requests]
-        tasks = [reader(client, run_id, stats, stop_at, budget, mix, cookie) for _ in range(workers)]
+        tasks = [reader(client, run_id, stats, stop_at, budget, mix, cookie, offset) for offset in range(workers)]
         tasks += [streamer(client, run_id, stats, stop_at) for _ in range(streams)]
         await asyncio.gather(*tasks)
         return stats, time.monotonic() - started

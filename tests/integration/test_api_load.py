@@ -14,7 +14,9 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "api_load.py"
 
 
 @pytest.mark.slow
-def test_status_and_progress_reads_while_a_run_is_in_flight(capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_and_progress_reads_while_a_run_is_in_flight(capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH.parent))    # as when run as a script: bench_cli beside it
     spec = importlib.util.spec_from_file_location("api_load", BENCH)
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
