@@ -2,7 +2,7 @@
 over the OpenAI SDK, side by side, at each limit given.
 
     python bench/throughput.py [--requests 20000] [--rpm 6000,24000] [--latency-ms 200] [--workers 2]
-                               [--concurrency 3] [--chunk-size 16] [--baseline-requests N] [--skip-baseline]
+                               [--concurrency N] [--chunk-size 16] [--baseline-requests N] [--skip-baseline]
                                [--skip-embedded] [--skip-cache]
 
 All on this machine: PostgreSQL (a throwaway database), Redis (databases 8 and 9, queues of their own),
@@ -10,8 +10,9 @@ the OpenAI-wire fake server in a subprocess (``--latency-ms`` per answer, a hard
 requests per sliding minute answered with 429 + retry-after beyond it).
 
 1. accord: ``--requests`` distinct rating requests (1,000 items with distinct texts x samples) as one
-   distributed run, ``--workers`` ``accord worker`` processes (prefork, ``--concurrency`` children each)
-   and an ``accord scheduler``. Prints the achieved requests/min at the server as a ratio of the limit
+   distributed run, ``--workers`` ``accord worker`` processes (prefork, ``--concurrency`` children each;
+   by default as many chunk slots in all as the embedded stage keeps chunks in flight at the highest limit,
+   so both modes hold the same number of chunks at a time) and an ``accord scheduler``. Prints the achieved requests/min at the server as a ratio of the limit
    (target >= 0.95), 429s received (target < 0.5% of requests), the most requests the server accepted in
    any 1 s and 60 s window, accord's CPU time per request (workers and scheduler, children included,
    from submit to the run's last rating; the metrics computed after the run are printed apart),
@@ -72,10 +73,23 @@ def window_figures(stats: dict[str, Any]) -> tuple[float, int, int]:
     return rpm, max_in_window(times, 1.0), max_in_window(times, 60.0)
 
 
+def model_concurrency(rpm: int, latency_ms: float) -> int:
+    """The campaign's ``max_concurrency``: the calls in flight at the limit (Little's law) with a margin."""
+    return math.ceil(rpm / 60.0 * latency_ms / 1000.0 * 1.25) + 2
+
+
+def chunk_slots(rpm: int, latency_ms: float, chunk_size: int) -> int:
+    """Chunks in flight: what the embedded stage runs at once, and (by default) the distributed stack's worker
+    slots in all, so both modes hold the same number of chunks at a time."""
+    from accord.models.settings import get_settings
+
+    return max(get_settings().embedded_concurrency, math.ceil(model_concurrency(rpm, latency_ms) / chunk_size) + 2)
+
+
 def campaign_doc(base_url: str, rpm: int, name: str, latency_ms: float = 200.0, cache: bool = False) -> dict[str, Any]:
     # enough calls in flight to reach the limit (Little's law, as the plain loop's semaphore, with a quarter
     # more for the spread of latencies): more would only keep idle connections for the HTTP pool to scan
-    concurrency = math.ceil(rpm / 60.0 * latency_ms / 1000.0 * 1.25) + 2
+    concurrency = model_concurrency(rpm, latency_ms)
     return {"name": name, "dataset": "bench", "dimension": "Q_overall", "samples": SAMPLES,
             "decoding": {"temperature": 0.7, "seed": 1, "max_tokens": 16}, "cache": cache,
             "models": [{"name": "gpt", "provider": "openai", "model": "gpt-4o-mini", "base_url": base_url,
@@ -122,7 +136,6 @@ def baseline_jobs(engine: Any, n: int) -> list[dict[str, Any]]:
 def run_limit(args: argparse.Namespace, rpm_limit: int, engine: Any, server: Any, stack: Any,
               pgids: set[int]) -> list[Figures]:
     """The stages at one limit; the server's bucket starts full for each."""
-    from accord.models.settings import get_settings
     from accord.scheduler.campaign_spec import parse_campaign
     from accord.scheduler.embedded import run_embedded
     from accord.scheduler.expand import create_run
@@ -186,8 +199,7 @@ def run_limit(args: argparse.Namespace, rpm_limit: int, engine: Any, server: Any
         cpu0 = time.process_time()
         started = time.perf_counter()
         p = run_embedded(engine, plan.run_id, chunk_size=args.chunk_size, limiter=limiter,
-                         concurrency=max(get_settings().embedded_concurrency,
-                                         math.ceil(spec.models[0].max_concurrency / args.chunk_size) + 2))
+                         concurrency=chunk_slots(rpm_limit, args.latency_ms, args.chunk_size))
         elapsed = time.perf_counter() - started
         cpu_e = time.process_time() - cpu0
         stats = server.stats()
@@ -242,13 +254,17 @@ def print_table(rpm_limit: int, latency_ms: float, figures: list[Figures]) -> No
 def main(argv: list[str] | None = None) -> None:
     parser = make_parser(__doc__, {
         "--requests": 20_000, "--rpm": Opt("6000,24000", "one limit or several, comma-separated"),
-        "--latency-ms": 200.0, "--workers": 2, "--concurrency": Opt(3, "prefork children per worker"),
+        "--latency-ms": 200.0, "--workers": 2,
+        "--concurrency": Opt(None, "prefork children per worker (default: the embedded stage's chunks in flight at "
+                                   "the highest limit, split over the workers)", int),
         "--chunk-size": 16, "--baseline-requests": Opt(None, "default: --requests", int), "--skip-baseline": False,
         "--skip-cache": False, "--skip-embedded": False})
     args = parser.parse_args(argv)
     if args.requests % SAMPLES:
         parser.error(f"--requests must be a multiple of {SAMPLES}")
     limits = [int(x) for x in str(args.rpm).split(",") if x.strip()]
+    if args.concurrency is None:
+        args.concurrency = math.ceil(chunk_slots(max(limits), args.latency_ms, args.chunk_size) / args.workers)
 
     from accord.models.db import dispose_engines
     from accord.models.migrate import init_db
