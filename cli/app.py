@@ -5,6 +5,7 @@ them."""
 from __future__ import annotations
 
 import os
+from typing import NoReturn
 
 import typer
 from accord.cli.project_context import (
@@ -28,7 +29,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code``."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

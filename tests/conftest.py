@@ -1,4 +1,5 @@
-"""Shared fixtures: isolated accord home, fresh SQLite and PostgreSQL databases migrated to head."""
+"""Shared fixtures: isolated accord home, fresh SQLite and PostgreSQL databases migrated to head, loopback
+servers speaking OpenAI's and Anthropic's wire protocols."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Any
 from pathlib import Path
 
 import pytest
+
+from tests.fakes.anthropic_server import AnthropicFakeServer
+from tests.fakes.openai_server import OpenAIFakeServer
 
 REPO = Path(__file__).resolve().parents[1]
 DICES = REPO.parent / "shared" / "datasets" / "dices350"
@@ -131,3 +135,17 @@ def set_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     yield apply
     monkeypatch.undo()
     limits_module.get_limits.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def openai_fake() -> Iterator[OpenAIFakeServer]:
+    """A loopback OpenAI-wire server, one per test module (tests that count its calls ``reset()`` it first)."""
+    with OpenAIFakeServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def anthropic_fake() -> Iterator[AnthropicFakeServer]:
+    """A loopback Anthropic-wire server, one per test module."""
+    with AnthropicFakeServer() as server:
+        yield server

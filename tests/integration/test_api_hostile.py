@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from accord.api.http import campaigns
+
 from tests.integration.api_helpers import (
     CUSTOM_TEMPLATE,
     ITEMS_CSV,
@@ -77,22 +79,26 @@ def test_redos_pattern_in_an_upload_mapping_is_matched_in_linear_time(api: ApiEn
 
 
 # -- 2 ----------------------------------------------------------------------------------------------------
-def test_campaign_over_the_request_limit_is_refused_before_anything_is_expanded(
-        both: ApiEnv, set_limits: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from accord.api.http import campaigns
+@pytest.fixture
+def resolved(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per campaign the API resolves (expands): a refused request count must come before any."""
+    calls: list[int] = []
+    real = campaigns.resolve_campaign
+    monkeypatch.setattr(campaigns, "resolve_campaign", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    return calls
 
+
+def test_campaign_over_the_request_limit_is_refused_before_anything_is_expanded(
+        both: ApiEnv, set_limits: Any, resolved: list[int]) -> None:
     api = both
     assert api.upload(api.a, "d1").status_code == 201
-    expanded: list[int] = []
-    real = campaigns.resolve_campaign
-    monkeypatch.setattr(campaigns, "resolve_campaign", lambda *a, **k: (expanded.append(1), real(*a, **k))[1])
     set_limits(max_requests_per_run=100)
     models = [{"name": f"m{i}", "provider": "local"} for i in range(2)]
     doc = campaign_doc("big", "d1", samples=10, models=models)        # 6 items x 2 models x 10 samples = 120
     for path in ("/api/v1/campaigns/validate", "/api/v1/campaigns/plan", "/api/v1/campaigns"):
         body = problem(api.client.post(path, headers=api.a.headers, json=doc), 422)
         assert "expands to 120 rating requests" in body["detail"] and "limit of 100" in body["detail"]
-    assert expanded == [], "the count must be refused before the campaign is resolved"
+    assert resolved == [], "the count must be refused before the campaign is resolved"
     assert (count(api, "campaign"), count(api, "rating_request")) == (0, 0)
     ok = api.client.post("/api/v1/campaigns/validate", headers=api.a.headers,
                          json=campaign_doc("small", "d1", samples=8, models=models))
@@ -103,14 +109,9 @@ def test_campaign_over_the_request_limit_is_refused_before_anything_is_expanded(
 
 
 def test_stage_requests_count_toward_the_request_limit_over_the_api(
-        both: ApiEnv, set_limits: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from accord.api.http import campaigns
-
+        both: ApiEnv, set_limits: Any, resolved: list[int]) -> None:
     api = both
     assert api.upload(api.a, "d1").status_code == 201
-    expanded: list[int] = []
-    real = campaigns.resolve_campaign
-    monkeypatch.setattr(campaigns, "resolve_campaign", lambda *a, **k: (expanded.append(1), real(*a, **k))[1])
     set_limits(max_requests_per_run=40)
     subjects = {"models": [{"name": f"s{i}", "provider": "local"} for i in range(3)], "templates": ["answer_prompt"]}
     judges = {"models": [{"name": "j", "provider": "local"}], "templates": ["judge_harm_likert", "judge_harm_pairwise"]}
@@ -120,7 +121,7 @@ def test_stage_requests_count_toward_the_request_limit_over_the_api(
         body = problem(api.client.post(path, headers=api.a.headers, json=doc), 422)
         assert "expands to 78 requests (6 rating requests" in body["detail"] and "+ 72 subjects' and judges'" in \
             body["detail"], body["detail"]
-    assert expanded == [] and (count(api, "campaign"), count(api, "rating_request")) == (0, 0)
+    assert resolved == [] and (count(api, "campaign"), count(api, "rating_request")) == (0, 0)
 
 
 def test_campaign_with_a_thousand_models_is_refused(api: ApiEnv) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,18 +30,6 @@ from tests.fakes.synthetic_dataset import make_sparse_dataset
 
 PRICE = {"input": 0.15, "output": 0.6, "batch_discount": 0.5}
 FAST = {"poll_seconds": 0.0}
-
-
-@pytest.fixture(scope="module")
-def openai_fake() -> Iterator[OpenAIFakeServer]:
-    with OpenAIFakeServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def anthropic_fake() -> Iterator[AnthropicFakeServer]:
-    with AnthropicFakeServer() as server:
-        yield server
 
 
 @pytest.fixture

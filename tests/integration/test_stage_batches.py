@@ -6,7 +6,6 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,23 +17,9 @@ from accord.scheduler.stages import resolve_stages
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from tests.fakes.anthropic_server import AnthropicFakeServer
-from tests.fakes.openai_server import OpenAIFakeServer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "harm_ranking"
 N_ITEMS = 4
-
-
-@pytest.fixture(scope="module")
-def openai_fake() -> Iterator[OpenAIFakeServer]:
-    with OpenAIFakeServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def anthropic_fake() -> Iterator[AnthropicFakeServer]:
-    with AnthropicFakeServer() as server:
-        yield server
 
 
 def stage_campaign(openai_fake, anthropic_fake, cache: bool = False):  # type: ignore[no-untyped-def]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -39,18 +38,6 @@ def items(n: int, start: int = 0) -> list[BatchItem]:
 
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
-
-
-@pytest.fixture(scope="module")
-def openai_fake() -> Iterator[OpenAIFakeServer]:
-    with OpenAIFakeServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def anthropic_fake() -> Iterator[AnthropicFakeServer]:
-    with AnthropicFakeServer() as server:
-        yield server
 
 
 async def _poll_until_ended(client, external_id: str, limit: int = 20):  # type: ignore[no-untyped-def]

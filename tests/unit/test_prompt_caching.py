@@ -6,7 +6,6 @@ price and the cache-write surcharge. Against the wire servers through the SDKs."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,18 +89,6 @@ def test_cost_prices_cached_reads_and_cache_writes() -> None:
     no_cached_price = ModelSpec(name="m", provider="openai", model="m", spec_hash="h2", price_input_per_mtok=2.0)
     assert _cost(no_cached_price, 1000, 0, cached_input_tokens=1000) == pytest.approx(2000 / 1e6)
     assert _cost(spec, 100, 0, cached_input_tokens=500) == pytest.approx(100 * 0.3 / 1e6)   # clamped
-
-
-@pytest.fixture(scope="module")
-def anthropic_fake() -> Iterator[AnthropicFakeServer]:
-    with AnthropicFakeServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def openai_fake() -> Iterator[OpenAIFakeServer]:
-    with OpenAIFakeServer() as server:
-        yield server
 
 
 def ask_twice(provider, request: ProviderRequest) -> list[ProviderResponse]:  # type: ignore[no-untyped-def]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,12 +57,6 @@ def test_bundled_rationale_template() -> None:
     cut = parse_answer("Rationale: The reply explains baking, which", TEMPLATE.labels, finish_reason="length",
                        pattern=TEMPLATE.pattern)
     assert (cut.label, cut.status) == (None, "truncated")
-
-
-@pytest.fixture(scope="module")
-def openai_fake() -> Iterator[OpenAIFakeServer]:
-    with OpenAIFakeServer() as server:
-        yield server
 
 
 def test_openai_schema_puts_the_rationale_first_and_scores_the_label_after_it(openai_fake: OpenAIFakeServer) -> None:

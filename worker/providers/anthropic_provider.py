@@ -19,7 +19,7 @@ import inspect
 import json
 import time
 from collections.abc import Sequence
-from typing import Any, Unpack
+from typing import Any
 
 from accord.extras import needs_extra
 
@@ -30,7 +30,7 @@ with needs_extra("anthropic"):                  # optional: the Anthropic SDK
 
 from accord.worker.providers.base import ProviderRequest, ProviderResponse, output_budget
 from accord.worker.providers.common import malformed_error, pick_headers
-from accord.worker.providers.sdk_provider import Endpoint, SdkProvider
+from accord.worker.providers.sdk_provider import SdkProvider, SdkVendor
 
 DEFAULT_MAX_TOKENS = 64
 # Prompt caching: Anthropic caches a prefix only from this many tokens on (2048 for Haiku models).
@@ -49,16 +49,11 @@ FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "stop
 
 
 class AnthropicProvider(SdkProvider[AsyncAnthropic]):
-    kind = "anthropic"
-    sdk = anthropic
+    vendor = SdkVendor("anthropic", anthropic, AsyncAnthropic, DefaultAsyncHttpxClient, "ANTHROPIC_API_KEY")
+    option_defaults = {"prompt_cache": True}        # False: no cache_control breakpoint
 
-    def __init__(self, model: str, *, prompt_cache: bool = True, **endpoint: Unpack[Endpoint]) -> None:
-        super().__init__(model, AsyncAnthropic, DefaultAsyncHttpxClient, "ANTHROPIC_API_KEY", **endpoint)
-        self.prompt_cache = prompt_cache
-
-    def build_kwargs(self, request: ProviderRequest) -> dict[str, Any]:
+    def call_kwargs(self, request: ProviderRequest, params: dict[str, Any]) -> dict[str, Any]:
         """The messages.create arguments for ``request``."""
-        params = {**self.params, **request.params}
         system = "\n\n".join(m["content"] for m in request.messages if m.get("role") == "system")
         messages = [{"role": m["role"], "content": m["content"]} for m in request.messages if m.get("role") != "system"]
         structured = bool(request.structured and request.labels)
@@ -66,7 +61,8 @@ class AnthropicProvider(SdkProvider[AsyncAnthropic]):
                                    rationale=request.rationale)
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens}
         tools = [rating_tool(request.labels, request.rationale)] if structured else None
-        cached_system, cached_messages = cache_breakpoint(system, messages, tools, self.model, self.prompt_cache)
+        cached_system, cached_messages = cache_breakpoint(system, messages, tools, self.model,
+                                                         self.options["prompt_cache"])
         kwargs["messages"] = cached_messages
         if system:
             kwargs["system"] = cached_system

@@ -12,7 +12,7 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from typing import Any, Unpack
+from typing import Any
 
 from accord.extras import needs_extra
 
@@ -23,7 +23,7 @@ with needs_extra("openai"):                     # optional: the OpenAI SDK (and 
 
 from accord.worker.providers.base import ProviderRequest, ProviderResponse, output_budget
 from accord.worker.providers.common import is_reasoning_model, malformed_error, pick_headers
-from accord.worker.providers.sdk_provider import Endpoint, SdkProvider
+from accord.worker.providers.sdk_provider import SdkProvider, SdkVendor
 
 RATE_LIMIT_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-requests",
                       "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
@@ -36,20 +36,15 @@ _QUOTES = " \t\r\n\"'`*_“”‘’"
 
 
 class OpenAIProvider(SdkProvider[AsyncOpenAI]):
-    kind = "openai"
-    sdk = openai
+    vendor = SdkVendor("openai", openai, AsyncOpenAI, DefaultAsyncHttpxClient, "OPENAI_API_KEY")
+    option_defaults = {"structured_outputs": True}  # False: a server without json_schema response formats
 
-    def __init__(self, model: str, *, structured_outputs: bool = True, **endpoint: Unpack[Endpoint]) -> None:
-        super().__init__(model, AsyncOpenAI, DefaultAsyncHttpxClient, "OPENAI_API_KEY", **endpoint)
-        self.structured_outputs = structured_outputs
-
-    def build_kwargs(self, request: ProviderRequest) -> dict[str, Any]:
+    def call_kwargs(self, request: ProviderRequest, params: dict[str, Any]) -> dict[str, Any]:
         """The chat.completions.create arguments for ``request`` (decoding params mapped per model family)."""
-        params = {**self.params, **request.params}
         reasoning = is_reasoning_model(self.model)
         kwargs: dict[str, Any] = {"model": self.model, "messages": list(request.messages)}
         max_tokens = params.get("max_completion_tokens", params.get("max_tokens"))
-        structured = bool(request.structured and request.labels and self.structured_outputs)
+        structured = bool(request.structured and request.labels and self.options["structured_outputs"])
         max_tokens = output_budget(max_tokens, structured=structured, rationale=request.rationale, reasoning=reasoning)
         if reasoning:
             if max_tokens is not None:

@@ -1,13 +1,14 @@
 """What the providers over a vendor SDK (``OpenAIProvider``, ``AnthropicProvider``) share: the model, its
-endpoint, default decoding params and timeout; the SDK client (``http_pool.sdk_client_options``: the API key, no
+endpoint, default decoding params and timeout; the provider's own flags (``option_defaults``); the SDK client (``http_pool.sdk_client_options``: the API key, no
 retries inside the SDK, the pooled HTTP client), which the batch APIs use too and ``aclose`` closes; the errors
 of a realtime call as ``ProviderError``; and the request body a batch line carries."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from accord.worker.providers.base import ProviderRequest
 from accord.worker.providers.common import malformed_error, sdk_errors
@@ -24,31 +25,43 @@ class SdkClient(Protocol):
 ClientT = TypeVar("ClientT", bound=SdkClient)
 
 
-class Endpoint(TypedDict, total=False):
-    """The constructor arguments every SDK provider takes (``make_provider`` passes them)."""
+@dataclass(frozen=True)
+class SdkVendor(Generic[ClientT]):
+    """What one vendor's SDK provider is built from."""
 
-    base_url: str | None            # an OpenAI-compatible server, a proxy ...; None: the vendor's own API
-    api_key_env: str | None         # the variable holding the key (default: the vendor's, e.g. OPENAI_API_KEY)
-    params: dict[str, Any] | None   # default decoding params; a request's own override them
-    timeout: float                  # seconds per call
-    path: str | None                # a local model file: not used by an SDK provider
-    max_connections: int | None     # calls this process has in flight at most (sizes the connection pool)
+    kind: str                                   # its ``ProviderKind`` value
+    sdk: Any                                    # the SDK's module, whose error classes ``sdk_errors`` reads
+    client: Callable[..., ClientT]              # the SDK's async client class
+    http_client: type[httpx2.AsyncClient]       # the SDK's own httpx client class, pooled by ``sdk_client_options``
+    key_env: str                                # the variable holding the key unless a spec names another
 
 
 class SdkProvider(Generic[ClientT]):
+    vendor: ClassVar[SdkVendor[Any]]
+    option_defaults: ClassVar[Mapping[str, bool]] = {}     # the provider's own flags (a model spec's options)
     kind: str
-    sdk: Any                        # the SDK's module, whose error classes ``sdk_errors`` reads
 
-    def __init__(self, model: str, sdk_client: Callable[..., ClientT], http_client: type[httpx2.AsyncClient],
-                 default_key_env: str, *, base_url: str | None = None, api_key_env: str | None = None,
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.kind = cls.vendor.kind
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str | None = None,
                  params: dict[str, Any] | None = None, timeout: float = 60.0, path: str | None = None,
-                 max_connections: int | None = None) -> None:
+                 max_connections: int | None = None, **options: bool) -> None:
+        # ``make_provider`` passes every kind the same arguments: ``path`` (a local model file) is not used here;
+        # ``max_connections`` sizes the connection pool to the calls this process has in flight at most
+        unknown = sorted(set(options) - set(self.option_defaults))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} takes no option {', '.join(unknown)}; "
+                            f"its options: {', '.join(self.option_defaults) or 'none'}")
         self.model = model
         self.base_url = base_url
         self.params = dict(params or {})
         self.timeout = timeout
-        self._client = sdk_client(**sdk_client_options(self.kind, base_url, api_key_env, default_key_env,
-                                                       timeout, max_connections, http_client))
+        self.options = {**self.option_defaults, **options}
+        vendor = self.vendor
+        self._client: ClientT = vendor.client(**sdk_client_options(
+            self.kind, base_url, api_key_env, vendor.key_env, timeout, max_connections, vendor.http_client))
 
     @property
     def client(self) -> ClientT:
@@ -63,13 +76,18 @@ class SdkProvider(Generic[ClientT]):
         """The errors of a realtime call as ``ProviderError`` (``sdk_errors``); a ValueError, e.g. a 200 whose
         body is not JSON, as a malformed answer."""
         try:
-            with sdk_errors(self.kind, self.sdk, f"request timed out after {self.timeout:g}s"):
+            with sdk_errors(self.kind, self.vendor.sdk, f"request timed out after {self.timeout:g}s"):
                 yield
         except ValueError as exc:            # json.JSONDecodeError from a 200 with an invalid body
             raise malformed_error(self.kind, str(exc)) from exc
 
     def build_kwargs(self, request: ProviderRequest) -> dict[str, Any]:
-        """The arguments of the SDK call for ``request``."""
+        """The arguments of the SDK call for ``request``: ``call_kwargs`` with the provider's default params
+        under the request's own."""
+        return self.call_kwargs(request, {**self.params, **request.params})
+
+    def call_kwargs(self, request: ProviderRequest, params: dict[str, Any]) -> dict[str, Any]:
+        """The arguments of the SDK call for ``request`` with decoding ``params``."""
         raise NotImplementedError
 
     def request_body(self, request: ProviderRequest) -> dict[str, Any]:
