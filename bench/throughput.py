@@ -268,12 +268,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.concurrency is None:
         args.concurrency = math.ceil(chunk_slots(max(limits), args.latency_ms, args.chunk_size) / args.workers)
 
-    from accord.models.db import dispose_engines
     from accord.models.migrate import init_db
 
-    from tests.conftest import drop_pg_database, make_pg_database
+    from tests.conftest import make_pg_database
     from tests.fakes.openai_server import openai_subprocess
-    from tests.integration.distributed_stack import DistributedStack, import_distinct_dataset
+    from tests.integration.distributed_stack import DistributedStack, import_distinct_dataset, tear_down
 
     url, db_name = make_pg_database()
     server = openai_subprocess({"latency_ms": args.latency_ms, "rpm": limits[0], "window_s": 1.0,
@@ -296,11 +295,7 @@ def main(argv: list[str] | None = None) -> None:
         for rpm_limit in limits:
             results.append((rpm_limit, run_limit(args, rpm_limit, engine, server, stack, pgids)))
     finally:
-        if stack is not None:
-            stack.stop()
-        server.stop()
-        dispose_engines()
-        drop_pg_database(db_name)
+        tear_down(stack, server, db_name)
         import redis
 
         for redis_url in (BROKER_URL, REDIS_URL):   # the benchmark's own Redis databases

@@ -21,11 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accord.models.db import dispose_engines
 from accord.models.schema import TERMINAL_RUN_STATUSES, Rating, RatingRequest
 from accord.scheduler.run_control import Progress, read_progress
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+
+from tests.conftest import drop_pg_database
 
 REPO = Path(__file__).resolve().parents[2]
 TERMINAL = {s.value for s in TERMINAL_RUN_STATUSES}
@@ -158,6 +161,15 @@ class DistributedStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def tear_down(stack: DistributedStack | None, server: Any, db_name: str) -> None:
+    """Stop the stack's processes and the fake provider, release the engines, drop the run's database."""
+    if stack is not None:
+        stack.stop()
+    server.stop()
+    dispose_engines()
+    drop_pg_database(db_name)
 
 
 def wait_for_run(engine: Engine, run_id: int, timeout: float = 90.0, *, stack: DistributedStack | None = None,

@@ -31,6 +31,7 @@ from tests.integration.distributed_stack import (
     rating_counts,
     recovery_scenario,
     status_counts,
+    tear_down,
     wait_for_run,
 )
 
@@ -113,11 +114,10 @@ def env(private_redis, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
     if not services_up():
         pytest.skip("PostgreSQL must run on 127.0.0.1 (make test starts it)")
     from accord.models.dataset_import import import_dataset
-    from accord.models.db import dispose_engines
     from accord.models.import_spec import ImportSpec
     from accord.models.migrate import init_db
 
-    from tests.conftest import drop_pg_database, make_pg_database
+    from tests.conftest import make_pg_database
     from tests.fakes.openai_server import openai_subprocess
     from tests.fakes.synthetic_dataset import make_sparse_dataset
 
@@ -138,11 +138,7 @@ def env(private_redis, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
         stack.start()
         yield {"engine": engine, "server": server, "stack": stack, "redis": client}
     finally:
-        if stack is not None:
-            stack.stop()
-        server.stop()
-        dispose_engines()
-        drop_pg_database(db_name)
+        tear_down(stack, server, db_name)
 
 
 def test_flushall_mid_run_still_completes_exactly_once(env) -> None:  # type: ignore[no-untyped-def]

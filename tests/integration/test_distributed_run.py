@@ -26,7 +26,13 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from tests.fakes.server_core import max_in_window
-from tests.integration.distributed_stack import DistributedStack, rating_counts, status_counts, wait_for_run
+from tests.integration.distributed_stack import (
+    DistributedStack,
+    rating_counts,
+    status_counts,
+    tear_down,
+    wait_for_run,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -51,11 +57,10 @@ def env(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
     if not services_up():
         pytest.skip("PostgreSQL and Redis must run on 127.0.0.1 (make test starts them)")
     from accord.models.dataset_import import import_dataset
-    from accord.models.db import dispose_engines
     from accord.models.import_spec import ImportSpec
     from accord.models.migrate import init_db
 
-    from tests.conftest import drop_pg_database, make_pg_database
+    from tests.conftest import make_pg_database
     from tests.fakes.openai_server import openai_subprocess
     from tests.fakes.synthetic_dataset import make_sparse_dataset
 
@@ -78,11 +83,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
         stack.start()
         yield {"engine": engine, "server": server, "stack": stack, "home": home, "url": url}
     finally:
-        if stack is not None:
-            stack.stop()
-        server.stop()
-        dispose_engines()
-        drop_pg_database(db_name)
+        tear_down(stack, server, db_name)
         flush_dedicated(BROKER_URL, REDIS_URL)
 
 
