@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
-from accord.models.schema import Answer, RatingRequest, RequestStatus, Run, RunStatus, utcnow
+from accord.models.schema import Answer, RatingRequest, Run, RunStatus, utcnow
 from accord.worker.comparisons import comparison_plans, comparison_rows, lock_runs
 from accord.worker.judge_requests import judge_rows, load_judge_plans
 from accord.worker.parsing import parse_answer
 from accord.worker.providers.base import ProviderResponse
+from accord.worker.request_rows import conflict_insert, mark_done
 
 if TYPE_CHECKING:
     from accord.worker.execute import Job
@@ -65,10 +65,6 @@ def prefetch_answers(session: Session, keys: list[str]) -> dict[str, dict[str, A
     return found
 
 
-def _insert(engine: Engine) -> Any:
-    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-
-
 def store_answers(engine: Engine, answers: list[tuple["Job", dict[str, Any], bool, int]]) -> dict[int, int]:
     """Store answers, mark their requests done and create their judge requests, in one transaction.
     Returns {request id: answer id} of the answers stored now."""
@@ -92,15 +88,11 @@ def store_answers(engine: Engine, answers: list[tuple["Job", dict[str, Any], boo
     by_request = {job.request.id: (job, fields, cache_hit, attempts) for job, fields, cache_hit, attempts in answers}
     table = Answer.__table__  # type: ignore[attr-defined]  # SQLModel sets __table__ on table classes
     with Session(engine) as session:
-        stmt = (_insert(engine)(table).values(rows).on_conflict_do_nothing(index_elements=["request_id"])
+        stmt = (conflict_insert(engine)(table).values(rows).on_conflict_do_nothing(index_elements=["request_id"])
                 .returning(table.c.request_id, table.c.id))
         stored = {int(rid): int(aid) for rid, aid in session.execute(stmt).all()}
         if stored:
-            requests = RatingRequest.__table__  # type: ignore[attr-defined]  # SQLModel sets __table__ on table classes
-            session.connection().execute(
-                update(requests).where(requests.c.id == bindparam("rid"))
-                .values(status=RequestStatus.done.value, attempts=bindparam("att"), last_error=None, updated_at=now),
-                [{"rid": rid, "att": by_request[rid][3]} for rid in stored])
+            mark_done(session.connection(), {rid: by_request[rid][3] for rid in stored}, now)
             run_ids = {by_request[rid][0].request.run_id for rid in stored}
             plans = load_judge_plans(session, run_ids)
             # A cancelled or exhausted run judges nothing more (an answer in flight at the cancel still lands).

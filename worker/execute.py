@@ -57,9 +57,9 @@ from accord.worker.ranking_parse import parse_ranking
 from accord.worker.provider_pool import ProviderPool
 from accord.worker.providers.base import ProviderError, ProviderRequest, ProviderResponse, output_budget
 from accord.worker.rate_limiter import is_rate_limited
+from accord.worker.request_rows import conflict_insert, mark_done
 from accord.worker.stage_decoding import stage_base_decoding
-from sqlalchemy import bindparam, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -110,6 +110,16 @@ class ExecutionContext:
     flush_every: int = 32                 # ratings stored per transaction ...
     flush_after_s: float = 0.25           # ... or after this long, so progress stays live
     on_rating: Callable[[int, str], None] | None = None   # (run_id, outcome) for metrics / progress
+    _sink: RatingSink | None = field(default=None, init=False, repr=False)
+
+    def sink(self) -> RatingSink:
+        """Where ratings go to the database from the running event loop: one sink per loop, shared by every
+        chunk the loop runs at once (embedded mode runs several), so one transaction stores what any of them
+        has ready."""
+        loop = asyncio.get_running_loop()
+        if self._sink is None or self._sink.loop is not loop:
+            self._sink = RatingSink(self, loop)
+        return self._sink
 
 
 ChunkCount = Literal["done", "cached", "failed", "cancelled", "skipped"]
@@ -319,10 +329,6 @@ _RATING_DEFAULTS: dict[str, Any] = {
     for name, info in Rating.model_fields.items() if name != "id"}
 
 
-def _insert(engine: Engine) -> Any:
-    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-
-
 def store_ratings(engine: Engine, ratings: list[tuple[Job, dict[str, Any], bool, int]]) -> dict[int, int]:
     """Store ratings in one transaction: one multi-row ``INSERT … ON CONFLICT (request_id) DO NOTHING
     RETURNING``, one status update for the requests whose rating went in, one counter update per run.
@@ -339,15 +345,11 @@ def store_ratings(engine: Engine, ratings: list[tuple[Job, dict[str, Any], bool,
     with Session(engine) as session:
         # one compiled statement for any number of rows: SQLAlchemy sends the parameter sets as multi-row
         # VALUES batches ("insertmanyvalues") and gathers what RETURNING gives back
-        stmt = (_insert(engine)(table).on_conflict_do_nothing(index_elements=["request_id"])
+        stmt = (conflict_insert(engine)(table).on_conflict_do_nothing(index_elements=["request_id"])
                 .returning(table.c.request_id, table.c.id))
         stored = {int(rid): int(rating_id) for rid, rating_id in session.connection().execute(stmt, rows).all()}
         if stored:
-            requests = RatingRequest.__table__  # type: ignore[attr-defined]  # set by SQLModel; executemany: one statement, a parameter set per request
-            session.connection().execute(
-                update(requests).where(requests.c.id == bindparam("rid"))
-                .values(status=RequestStatus.done.value, attempts=bindparam("att"), last_error=None, updated_at=now),
-                [{"rid": rid, "att": by_request[rid][3]} for rid in stored])
+            mark_done(session.connection(), {rid: by_request[rid][3] for rid in stored}, now)
             runs: dict[int, list[float]] = {}
             for rid in stored:
                 job, fields, cache_hit, _ = by_request[rid]
@@ -378,24 +380,25 @@ def _store_batch(engine: Engine, batch: list["_Pending"]) -> dict[int, int]:
 
 
 class RatingSink:
-    """A chunk's ratings on their way to the database: buffered, stored ``flush_every`` at a time or after
-    ``flush_after_s``, by one transaction run off the event loop (``store_ratings``)."""
+    """Ratings on their way to the database: buffered, stored ``flush_every`` at a time or after
+    ``flush_after_s``, by one transaction run off the event loop (``store_ratings``). Bound to one event
+    loop (``ExecutionContext.sink``)."""
 
-    def __init__(self, ctx: ExecutionContext) -> None:
+    def __init__(self, ctx: ExecutionContext, loop: asyncio.AbstractEventLoop) -> None:
         self.ctx = ctx
+        self.loop = loop
         self._pending: list[_Pending] = []
         self._timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def store(self, job: Job, fields: dict[str, Any], *, cache_hit: bool, attempts: int) -> bool:
         """True once the rating is stored; False if the request had its rating already."""
-        loop = asyncio.get_running_loop()
-        item = _Pending(job, fields, cache_hit, attempts, loop.create_future())
+        item = _Pending(job, fields, cache_hit, attempts, self.loop.create_future())
         self._pending.append(item)
         if len(self._pending) >= self.ctx.flush_every:
             self._start_flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self.ctx.flush_after_s, self._start_flush)
+            self._timer = self.loop.call_later(self.ctx.flush_after_s, self._start_flush)
         return await item.stored
 
     def _start_flush(self) -> None:
@@ -404,7 +407,7 @@ class RatingSink:
             self._timer = None
         batch, self._pending = self._pending, []
         if batch:
-            task = asyncio.get_running_loop().create_task(self._flush(batch))
+            task = self.loop.create_task(self._flush(batch))
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
 
@@ -428,6 +431,7 @@ class RatingSink:
             self.ctx.hot_cache.put_many(fresh)
 
     async def close(self) -> None:
+        """Store what is pending now and wait for every flush in progress."""
         self._start_flush()
         while self._flushes:
             await asyncio.gather(*list(self._flushes), return_exceptions=True)
@@ -746,9 +750,11 @@ async def execute_chunk(ctx: ExecutionContext, request_ids: list[int]) -> ChunkO
     jobs, outcome.counts["skipped"], cached, states = await asyncio.to_thread(_load_chunk, ctx, request_ids)
     chunk = _ChunkState(ctx.engine, cached)
     chunk.seen(states)
-    sink = RatingSink(ctx)
+    sink = ctx.sink()
     try:
+        # each request returns once its rating is stored: the sink stores it with what other chunks have ready
         await asyncio.gather(*(_execute_one(ctx, job, outcome, chunk, sink) for job in jobs))
-    finally:
-        await sink.close()
+    except BaseException:
+        await sink.close()    # what this chunk left pending is stored before the error goes up
+        raise
     return outcome
