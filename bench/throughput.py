@@ -3,7 +3,7 @@ over the OpenAI SDK, side by side, at each limit given.
 
     python bench/throughput.py [--requests 20000] [--rpm 6000,24000] [--latency-ms 200] [--workers 2]
                                [--concurrency N] [--chunk-size 16] [--baseline-requests N] [--skip-baseline]
-                               [--skip-embedded] [--skip-cache]
+                               [--skip-distributed] [--skip-embedded] [--skip-cache]
 
 All on this machine: PostgreSQL (a throwaway database), Redis (databases 8 and 9, queues of their own),
 the OpenAI-wire fake server in a subprocess (``--latency-ms`` per answer, a hard limit of ``--rpm``
@@ -153,43 +153,44 @@ def run_limit(args: argparse.Namespace, rpm_limit: int, engine: Any, server: Any
         server.reset_stats()
 
     # 1. accord, distributed
-    fresh_server()
-    spec = parse_campaign(campaign_doc(server.base_url, rpm_limit, f"throughput-{rpm_limit}", args.latency_ms))
-    started = time.perf_counter()
-    plan = create_run(engine, spec, mode="distributed")
-    expand_s = time.perf_counter() - started
-    cpu_before = process_group_cpu_seconds(pgids)
-    submitted = time.perf_counter()
-    p = wait_for_run(engine, plan.run_id, timeout=ideal_s * 6 + 120, stack=stack)
-    end_to_end = time.perf_counter() - submitted
-    cpu = process_group_cpu_seconds(pgids) - cpu_before
-    # The run's metrics are computed after it finishes (a worker's postprocess task); wait for them, so that
-    # they neither race into the execution figure nor run beside the next stage, and report them apart.
-    wait_for_run(engine, plan.run_id, timeout=600, stack=stack, postprocessed=True)
-    analysis_cpu = process_group_cpu_seconds(pgids) - cpu_before - cpu
-    stats = server.stats()
-    rpm, max_1s, max_60s = window_figures(stats)
-    n_req, n_rat, n_dis = rating_counts(engine, plan.run_id)
-    print(f"[{rpm_limit}/min] accord distributed, run {plan.run_id}: {p.status}, {p.done} rated ({p.cached} cached), "
-          f"{p.failed} failed; ratings {n_rat} for {n_req} requests ({n_dis} distinct); expansion {expand_s:.1f} s; "
-          f"metrics after the run {analysis_cpu:.1f} s of cpu (not in the table's cpu, as for the other stages)",
-          flush=True)
-    figures.append(Figures("accord (distributed)", plan.total, stats["accepted"], stats["rate_limited"], rpm,
-                           max_1s, max_60s, cpu, end_to_end))
-
-    # 2. cache hits: the same requests again, answered from the response cache
-    if not args.skip_cache:
-        server.reset_stats()
+    if not args.skip_distributed:
+        fresh_server()
+        spec = parse_campaign(campaign_doc(server.base_url, rpm_limit, f"throughput-{rpm_limit}", args.latency_ms))
         started = time.perf_counter()
-        again = create_run(engine, parse_campaign(campaign_doc(server.base_url, rpm_limit, f"throughput-{rpm_limit}",
-                                                               args.latency_ms, cache=True)), mode="distributed")
-        p2 = wait_for_run(engine, again.run_id, timeout=600, stack=stack)
-        cache_s = time.perf_counter() - started
-        wait_for_run(engine, again.run_id, timeout=600, stack=stack, postprocessed=True)   # not beside the next
-        calls = server.stats()["requests"]
-        print(f"[{rpm_limit}/min] cache: run {again.run_id} {p2.status}, {p2.cached}/{again.total} from the cache, "
-              f"{calls} calls at the server, {cache_s:.1f} s submit to finished "
-              f"({again.total / cache_s:,.0f} requests/s)", flush=True)
+        plan = create_run(engine, spec, mode="distributed")
+        expand_s = time.perf_counter() - started
+        cpu_before = process_group_cpu_seconds(pgids)
+        submitted = time.perf_counter()
+        p = wait_for_run(engine, plan.run_id, timeout=ideal_s * 6 + 120, stack=stack)
+        end_to_end = time.perf_counter() - submitted
+        cpu = process_group_cpu_seconds(pgids) - cpu_before
+        # The run's metrics are computed after it finishes (a worker's postprocess task); wait for them, so that
+        # they neither race into the execution figure nor run beside the next stage, and report them apart.
+        wait_for_run(engine, plan.run_id, timeout=600, stack=stack, postprocessed=True)
+        analysis_cpu = process_group_cpu_seconds(pgids) - cpu_before - cpu
+        stats = server.stats()
+        rpm, max_1s, max_60s = window_figures(stats)
+        n_req, n_rat, n_dis = rating_counts(engine, plan.run_id)
+        print(f"[{rpm_limit}/min] accord distributed, run {plan.run_id}: {p.status}, {p.done} rated "
+              f"({p.cached} cached), {p.failed} failed; ratings {n_rat} for {n_req} requests ({n_dis} distinct); "
+              f"expansion {expand_s:.1f} s; metrics after the run {analysis_cpu:.1f} s of cpu (not in the table's "
+              "cpu, as for the other stages)", flush=True)
+        figures.append(Figures("accord (distributed)", plan.total, stats["accepted"], stats["rate_limited"], rpm,
+                               max_1s, max_60s, cpu, end_to_end))
+
+        # 2. cache hits: the same requests again, answered from the response cache
+        if not args.skip_cache:
+            server.reset_stats()
+            started = time.perf_counter()
+            doc = campaign_doc(server.base_url, rpm_limit, f"throughput-{rpm_limit}", args.latency_ms, cache=True)
+            again = create_run(engine, parse_campaign(doc), mode="distributed")
+            p2 = wait_for_run(engine, again.run_id, timeout=600, stack=stack)
+            cache_s = time.perf_counter() - started
+            wait_for_run(engine, again.run_id, timeout=600, stack=stack, postprocessed=True)   # not beside the next
+            calls = server.stats()["requests"]
+            print(f"[{rpm_limit}/min] cache: run {again.run_id} {p2.status}, {p2.cached}/{again.total} from the "
+                  f"cache, {calls} calls at the server, {cache_s:.1f} s submit to finished "
+                  f"({again.total / cache_s:,.0f} requests/s)", flush=True)
 
     # 3. accord, embedded (this process)
     if not args.skip_embedded:
@@ -260,7 +261,8 @@ def main(argv: list[str] | None = None) -> None:
         "--concurrency": Opt(None, "prefork children per worker (default: the embedded stage's chunks in flight at "
                                    "the highest limit, split over the workers)", int),
         "--chunk-size": 16, "--baseline-requests": Opt(None, "default: --requests", int), "--skip-baseline": False,
-        "--skip-cache": False, "--skip-embedded": False})
+        "--skip-cache": False, "--skip-embedded": False,
+        "--skip-distributed": Opt(False, "no worker processes: the embedded run and the loop only, no cache stage")})
     args = parser.parse_args(argv)
     if args.requests % SAMPLES:
         parser.error(f"--requests must be a multiple of {SAMPLES}")
@@ -284,14 +286,16 @@ def main(argv: list[str] | None = None) -> None:
         home = Path(tempfile.mkdtemp(prefix="accord-bench-"))
         import_distinct_dataset(engine, home / "dataset", args.requests // SAMPLES)
         server.start()
-        stack = DistributedStack(database_url=url, broker_url=BROKER_URL, redis_url=REDIS_URL, home=home,
-                                 workers=args.workers, concurrency=args.concurrency, chunk_size=args.chunk_size,
-                                 lease_seconds=120, reconcile_seconds=5,
-                                 extra_env={"ACCORD_DISPATCH_INTERVAL": "0.25"})
-        stack.start()
-        pgids = {p.pid for p in [*stack.workers.values(), stack.scheduler] if p is not None}
-        print(f"stack: {args.workers} workers x {args.concurrency} processes, chunks of {args.chunk_size}; "
-              f"server: {args.latency_ms:g} ms; logs in {stack.log_dir}", flush=True)
+        pgids: set[int] = set()
+        if not args.skip_distributed:
+            stack = DistributedStack(database_url=url, broker_url=BROKER_URL, redis_url=REDIS_URL, home=home,
+                                     workers=args.workers, concurrency=args.concurrency, chunk_size=args.chunk_size,
+                                     lease_seconds=120, reconcile_seconds=5,
+                                     extra_env={"ACCORD_DISPATCH_INTERVAL": "0.25"})
+            stack.start()
+            pgids = {p.pid for p in [*stack.workers.values(), stack.scheduler] if p is not None}
+            print(f"stack: {args.workers} workers x {args.concurrency} processes, chunks of {args.chunk_size}; "
+                  f"server: {args.latency_ms:g} ms; logs in {stack.log_dir}", flush=True)
         for rpm_limit in limits:
             results.append((rpm_limit, run_limit(args, rpm_limit, engine, server, stack, pgids)))
     finally:
