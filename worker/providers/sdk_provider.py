@@ -1,7 +1,9 @@
 """What the providers over a vendor SDK (``OpenAIProvider``, ``AnthropicProvider``) share: the model, its
-endpoint, default decoding params and timeout; the provider's own flags (``option_defaults``); the SDK client (``http_pool.sdk_client_options``: the API key, no
-retries inside the SDK, the pooled HTTP client), which the batch APIs use too and ``aclose`` closes; the errors
-of a realtime call as ``ProviderError``; and the request body a batch line carries."""
+endpoint, default decoding params and timeout; the provider's own flags (``option_defaults``); the SDK client
+(``http_pool.sdk_client_options``: the API key, no retries inside the SDK, the pooled HTTP client), which the
+batch APIs use too and ``aclose`` closes; the errors of a realtime call as ``ProviderError``; and the request
+body a batch line carries. Each subclass declares its ``SdkVendor`` and builds its call's arguments
+(``call_kwargs``)."""
 
 from __future__ import annotations
 
