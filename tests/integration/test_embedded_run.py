@@ -90,6 +90,10 @@ def test_transient_errors_are_retried_and_permanent_ones_recorded(db, server) ->
     p = run_embedded(db, plan.run_id, backoff_initial=0.01)
     assert (p.status, p.done, p.failed) == ("completed", 20, 0)
     assert server.stats()["errors_injected"] == 6
+    with Session(db) as s:    # each 500 cost its request one attempt, and the stored counts differ per request
+        done = s.execute(select(RatingRequest).where(RatingRequest.run_id == plan.run_id)).scalars().all()
+    assert all(r.status == "done" for r in done) and sum(r.attempts for r in done) == 20 + 6
+    assert len({r.attempts for r in done}) >= 2
 
     server.reset(fail_next=1000, fail_status=400, fail_message="Invalid 'messages': too long")
     plan = create_run(db, campaign(server, samples=1, cache=False))
