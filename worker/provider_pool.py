@@ -8,7 +8,6 @@ import threading
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from accord.models.schema import ModelSpec, endpoint_identity
 from accord.worker.providers.base import Provider
@@ -28,11 +27,9 @@ class ProviderPool:
         key = endpoint_identity(spec)
         with self._lock:
             if key not in self._providers:
-                # an HTTP client keeps as many connections alive as the model's calls in flight here
-                options: dict[str, Any] = ({"max_connections": self.concurrency(spec)} if spec.provider in ("openai", "anthropic") else {})
                 self._providers[key] = make_provider(
                     spec.provider, spec.model, base_url=spec.base_url, api_key_env=spec.api_key_env,
-                    path=(spec.params or {}).get("path"), timeout=self.timeout, **options)
+                    path=(spec.params or {}).get("path"), timeout=self.timeout)
             return self._providers[key]
 
     def concurrency(self, spec: ModelSpec) -> int:

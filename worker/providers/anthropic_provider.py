@@ -25,7 +25,7 @@ from accord.extras import needs_extra
 
 with needs_extra("anthropic"):                  # optional: the Anthropic SDK
     import anthropic
-    from anthropic import AsyncAnthropic, DefaultAsyncHttpxClient
+    from anthropic import AsyncAnthropic, DefaultAioHttpClient
     from anthropic.types import Message
 
 from accord.worker.providers.base import ProviderRequest, ProviderResponse, output_budget
@@ -49,7 +49,7 @@ FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "stop
 
 
 class AnthropicProvider(SdkProvider[AsyncAnthropic]):
-    vendor = SdkVendor("anthropic", anthropic, AsyncAnthropic, DefaultAsyncHttpxClient, "ANTHROPIC_API_KEY")
+    vendor = SdkVendor("anthropic", anthropic, AsyncAnthropic, DefaultAioHttpClient, "ANTHROPIC_API_KEY")
     option_defaults = {"prompt_cache": True}        # False: no cache_control breakpoint
 
     def call_kwargs(self, request: ProviderRequest, params: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from accord.extras import needs_extra
 with needs_extra("openai"):                     # optional: the OpenAI SDK (and its HTTP library)
     import httpx2
     import openai
-    from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+    from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from accord.worker.providers.base import ProviderRequest, ProviderResponse, output_budget
 from accord.worker.providers.common import is_reasoning_model, malformed_error, pick_headers
@@ -36,7 +36,7 @@ _QUOTES = " \t\r\n\"'`*_“”‘’"
 
 
 class OpenAIProvider(SdkProvider[AsyncOpenAI]):
-    vendor = SdkVendor("openai", openai, AsyncOpenAI, DefaultAsyncHttpxClient, "OPENAI_API_KEY")
+    vendor = SdkVendor("openai", openai, AsyncOpenAI, DefaultAioHttpClient, "OPENAI_API_KEY")
     option_defaults = {"structured_outputs": True}  # False: a server without json_schema response formats
 
     def call_kwargs(self, request: ProviderRequest, params: dict[str, Any]) -> dict[str, Any]:

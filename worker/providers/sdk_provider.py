@@ -1,6 +1,6 @@
 """What the providers over a vendor SDK (``OpenAIProvider``, ``AnthropicProvider``) share: the model, its
 endpoint, default decoding params and timeout; the provider's own flags (``option_defaults``); the SDK client
-(``http_pool.sdk_client_options``: the API key, no retries inside the SDK, the pooled HTTP client), which the
+(``http_pool.sdk_client_options``: the API key, no retries inside the SDK, the aiohttp transport), which the
 batch APIs use too and ``aclose`` closes; the errors of a realtime call as ``ProviderError``; and the request
 body a batch line carries. Each subclass declares its ``SdkVendor`` and builds its call's arguments
 (``call_kwargs``)."""
@@ -34,7 +34,7 @@ class SdkVendor(Generic[ClientT]):
     kind: str                                   # its ``ProviderKind`` value
     sdk: Any                                    # the SDK's module, whose error classes ``sdk_errors`` reads
     client: Callable[..., ClientT]              # the SDK's async client class
-    http_client: type[httpx2.AsyncClient]       # the SDK's own httpx client class, pooled by ``sdk_client_options``
+    http_client: type[httpx2.AsyncClient]       # the SDK's ``DefaultAioHttpClient`` (``http_pool``)
     key_env: str                                # the variable holding the key unless a spec names another
 
 
@@ -49,9 +49,8 @@ class SdkProvider(Generic[ClientT]):
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str | None = None,
                  params: dict[str, Any] | None = None, timeout: float = 60.0, path: str | None = None,
-                 max_connections: int | None = None, **options: bool) -> None:
-        # ``make_provider`` passes every kind the same arguments: ``path`` (a local model file) is not used here;
-        # ``max_connections`` sizes the connection pool to the calls this process has in flight at most
+                 **options: bool) -> None:
+        # ``make_provider`` passes every kind the same arguments: ``path`` (a local model file) is not used here
         unknown = sorted(set(options) - set(self.option_defaults))
         if unknown:
             raise TypeError(f"{type(self).__name__} takes no option {', '.join(unknown)}; "
@@ -63,7 +62,7 @@ class SdkProvider(Generic[ClientT]):
         self.options = {**self.option_defaults, **options}
         vendor = self.vendor
         self._client: ClientT = vendor.client(**sdk_client_options(
-            self.kind, base_url, api_key_env, vendor.key_env, timeout, max_connections, vendor.http_client))
+            self.kind, base_url, api_key_env, vendor.key_env, timeout, vendor.http_client))
 
     @property
     def client(self) -> ClientT:
