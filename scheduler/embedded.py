@@ -16,6 +16,7 @@ from accord.scheduler.batch_dispatch import run_batches_async, uses_batch
 from accord.scheduler.run_control import Progress
 from accord.worker.budget import MemoryBudgetLedger
 from accord.worker.execute import ChunkOutcome, ExecutionContext, execute_chunk
+from accord.worker.heap import frozen_heap
 from accord.worker.provider_pool import ProviderPool
 from accord.worker.rate_limiter import LocalRateLimiter, RateLimiter
 
@@ -84,4 +85,5 @@ async def run_embedded_async(engine: Engine, run_id: int, *, chunk_size: int | N
 
 
 def run_embedded(engine: Engine, run_id: int, **kwargs: Any) -> Progress:
-    return asyncio.run(run_embedded_async(engine, run_id, **kwargs))
+    with frozen_heap():          # no full collection walks the process's libraries while the run sends
+        return asyncio.run(run_embedded_async(engine, run_id, **kwargs))

@@ -33,6 +33,7 @@ from accord.models.settings import get_settings
 from accord.worker.budget import RedisBudgetLedger
 from accord.worker.celery_app import EXECUTE_TASK, app, get_distributed_settings
 from accord.worker.execute import ChunkOutcome, ExecutionContext, execute_chunk
+from accord.worker.heap import freeze_startup_heap
 from accord.worker.leases import LeaseKeeper, release_chunk, take_ownership
 from accord.worker.provider_pool import ProviderPool
 from accord.worker.rate_limiter import RedisRateLimiter
@@ -90,6 +91,7 @@ class WorkerRuntime:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="accord-worker-loop", daemon=True)
         self.thread.start()
+        freeze_startup_heap()    # what the process holds now lives as long as it: no full collection walks it
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
