@@ -119,10 +119,26 @@ def test_usage_corrects_the_token_schedule(client) -> None:  # type: ignore[no-u
     assert refunded == pytest.approx(after - 490.0, abs=1.0)      # over-estimate given back
 
 
+class DrivenClock:
+    """The limiter's clock (ms) and sleep: a sleep moves the clock on by exactly its length, so the test reads
+    the admission times the limiter decided, not how late a loaded machine woke up."""
+
+    def __init__(self) -> None:
+        self.now_ms = self.started_ms = time.time() * 1000.0   # near Redis's clock: the keys' expiry holds
+
+    def __call__(self) -> float:
+        return self.now_ms
+
+    async def sleep(self, seconds: float) -> None:
+        self.now_ms += max(seconds, 0.0) * 1000.0
+
+
 def test_429_blocks_the_group_then_slows_it(client) -> None:  # type: ignore[no-untyped-def]
-    limiter = RedisRateLimiter(client, headroom=1.0, decrease=0.5, recover_s=600)
+    clock = DrivenClock()
+    limiter = RedisRateLimiter(client, headroom=1.0, decrease=0.5, recover_s=600, clock=clock, sleep=clock.sleep)
     s = spec(rpm=600)                       # one call per 100 ms
     asyncio.run(limiter.acquire(s, 1))
+    limited_at = clock()
     limiter.observe(s, error=ProviderError("429", retryable=True, retry_after=0.6, status=429, rate_limited=True))
     assert limiter.stats.counts["rate_limited"] == 1
 
@@ -130,14 +146,13 @@ def test_429_blocks_the_group_then_slows_it(client) -> None:  # type: ignore[no-
         stamps = []
         for _ in range(n):
             await limiter.acquire(s, 1)
-            stamps.append(time.monotonic())
+            stamps.append(clock())
         return stamps
 
-    started = time.monotonic()
     stamps = asyncio.run(timed(4))
-    assert stamps[0] - started >= 0.55                              # retry-after honoured
+    assert stamps[0] - limited_at == pytest.approx(600, abs=1)      # retry-after honoured, no more
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    assert min(gaps) >= 0.19                                        # half the rate: 200 ms apart
+    assert gaps == pytest.approx([200, 200, 200], abs=1)            # half the rate: 200 ms apart
     # a later 429 halves the rate again; another one within the cooldown (1 s) blocks but does not
     limiter.observe(s, error=ProviderError("429", retryable=True, retry_after=0.1, status=429, rate_limited=True))
     assert limiter.state(s)["factor"] == pytest.approx(0.25, abs=0.01)
@@ -146,24 +161,28 @@ def test_429_blocks_the_group_then_slows_it(client) -> None:  # type: ignore[no-
 
 
 def test_remaining_zero_header_holds_calls_until_reset(client) -> None:  # type: ignore[no-untyped-def]
-    limiter = RedisRateLimiter(client)
+    clock = DrivenClock()
+    limiter = RedisRateLimiter(client, clock=clock, sleep=clock.sleep)
     s = spec(rpm=6000)
     headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "400ms"}
     limiter.observe(s, response=ProviderResponse(text="x", headers=headers), estimated_tokens=1)
-    started = time.monotonic()
+    started = clock()
     asyncio.run(limiter.acquire(s, 1))
-    assert time.monotonic() - started >= 0.35
+    assert clock() - started == pytest.approx(400, abs=1)               # held until the reset, no longer
     assert limiter.state(s).get("factor", 1.0) == pytest.approx(1.0)    # a reset wait is not a slow-down
 
 
 def test_a_flushed_redis_starts_an_idle_schedule(client) -> None:  # type: ignore[no-untyped-def]
-    limiter = RedisRateLimiter(client)
+    clock = DrivenClock()
+    limiter = RedisRateLimiter(client, clock=clock, sleep=clock.sleep)
     s = spec(rpm=60)                        # one call per second
     asyncio.run(limiter.acquire(s, 1))
+    asyncio.run(limiter.acquire(s, 1))      # the schedule holds the next call a second
+    assert clock() - clock.started_ms >= 1000
     client.flushdb()
-    started = time.monotonic()
+    started = clock()
     asyncio.run(limiter.acquire(s, 1))      # no state: admitted at once, no error
-    assert time.monotonic() - started < 0.3
+    assert clock() == started
 
 
 def test_unreachable_redis_fails_the_call_as_retryable_after_the_wait() -> None:
